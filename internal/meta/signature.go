@@ -1,0 +1,127 @@
+package meta
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"unicode/utf8"
+)
+
+// SignatureHeader is the header Meta signs every webhook POST with.
+const SignatureHeader = "X-Hub-Signature-256"
+
+// Errors returned by VerifySignature. They never carry the header value or the body,
+// so that they are safe to log.
+var (
+	ErrSignatureMissing   = errors.New("signature header missing")
+	ErrSignatureMalformed = errors.New("signature header malformed")
+	ErrSignatureMismatch  = errors.New("signature does not match")
+	ErrNoSecret           = errors.New("no app secret configured")
+)
+
+// Sign returns the X-Hub-Signature-256 value Meta would send for body.
+// Used by tests, the load generator and a future front door that re-signs forwarded changes.
+func Sign(secret, body []byte) string {
+	mac := hmac.New(sha256.New, secret)
+	mac.Write(body)
+	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
+}
+
+// VerifySignature checks header against HMAC-SHA256(secret, body) in constant time.
+//
+// It verifies the raw bytes first. Only if that fails and the body holds non-ASCII bytes
+// does it retry over the "escaped unicode" form Meta documents as the signed form
+// (meta-webhooks.md §2.4); fallback reports whether that second form matched, so the
+// caller can count how often it happens. It fails closed: an empty secret never verifies.
+func VerifySignature(secret, body []byte, header string) (fallback bool, err error) {
+	if len(secret) == 0 {
+		return false, ErrNoSecret
+	}
+	if header == "" {
+		return false, ErrSignatureMissing
+	}
+	want, err := decodeSignatureHeader(header)
+	if err != nil {
+		return false, err
+	}
+	if hmac.Equal(mac256(secret, body), want) {
+		return false, nil
+	}
+	if hasNonASCII(body) {
+		if hmac.Equal(mac256(secret, EscapeNonASCII(body)), want) {
+			return true, nil
+		}
+	}
+	return false, ErrSignatureMismatch
+}
+
+// VerifyToken compares the handshake's hub.verify_token with the configured token in
+// constant time. An empty configured token never matches (fail closed).
+func VerifyToken(configured, got string) bool {
+	if configured == "" {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(configured), []byte(got)) == 1
+}
+
+func mac256(secret, body []byte) []byte {
+	mac := hmac.New(sha256.New, secret)
+	mac.Write(body)
+	return mac.Sum(nil)
+}
+
+// decodeSignatureHeader accepts "sha256=" followed by exactly 64 hex digits. Uppercase
+// hex is accepted defensively; anything else is malformed.
+func decodeSignatureHeader(h string) ([]byte, error) {
+	const prefix = "sha256="
+	if len(h) != len(prefix)+2*sha256.Size || !strings.EqualFold(h[:len(prefix)], prefix) {
+		return nil, ErrSignatureMalformed
+	}
+	sum, err := hex.DecodeString(h[len(prefix):])
+	if err != nil {
+		return nil, ErrSignatureMalformed
+	}
+	return sum, nil
+}
+
+func hasNonASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= utf8.RuneSelf {
+			return true
+		}
+	}
+	return false
+}
+
+// EscapeNonASCII returns body with every non-ASCII rune replaced by lowercase \uXXXX
+// escapes (UTF-16 code units, so astral runes become surrogate pairs) and every ASCII
+// byte left untouched: the form Meta says it signs. Invalid UTF-8 bytes become \ufffd,
+// which can never match a real signature but must not panic.
+func EscapeNonASCII(body []byte) []byte {
+	const hexdigits = "0123456789abcdef"
+	out := make([]byte, 0, len(body)+len(body)/4)
+	esc := func(u uint16) {
+		out = append(out, '\\', 'u', hexdigits[u>>12&0xf], hexdigits[u>>8&0xf], hexdigits[u>>4&0xf], hexdigits[u&0xf])
+	}
+	for i := 0; i < len(body); {
+		c := body[i]
+		if c < utf8.RuneSelf {
+			out = append(out, c)
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(body[i:])
+		i += size
+		if r > 0xffff {
+			r -= 0x10000
+			esc(uint16(0xd800 + (r>>10)&0x3ff))
+			esc(uint16(0xdc00 + r&0x3ff))
+			continue
+		}
+		esc(uint16(r))
+	}
+	return out
+}

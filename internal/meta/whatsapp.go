@@ -1,0 +1,285 @@
+package meta
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// WhatsApp Cloud API change value for field "messages" (meta-webhooks.md §3.2).
+type waValue struct {
+	Metadata struct {
+		PhoneNumberID flexString `json:"phone_number_id"`
+	} `json:"metadata"`
+	Contacts []waContact      `json:"contacts"`
+	Messages []json.RawMessage `json:"messages"`
+	Statuses []waStatus       `json:"statuses"`
+	Errors   []waError        `json:"errors"`
+}
+
+type waContact struct {
+	Profile struct {
+		Name     string `json:"name"`
+		Username string `json:"username"`
+	} `json:"profile"`
+	WaID         flexString `json:"wa_id"`
+	UserID       string     `json:"user_id"`
+	ParentUserID string     `json:"parent_user_id"`
+}
+
+type waError struct {
+	Code      int    `json:"code"`
+	Title     string `json:"title"`
+	Message   string `json:"message"`
+	ErrorData struct {
+		Details string `json:"details"`
+	} `json:"error_data"`
+}
+
+type waMedia struct {
+	ID       flexString `json:"id"`
+	MIMEType string     `json:"mime_type"`
+	SHA256   string     `json:"sha256"`
+	Caption  string     `json:"caption"`
+	Filename string     `json:"filename"`
+	URL      string     `json:"url"`
+	Voice    bool       `json:"voice"`
+	Animated bool       `json:"animated"`
+}
+
+type waMessage struct {
+	From       flexString `json:"from"`
+	FromUserID string     `json:"from_user_id"`
+	ID         string     `json:"id"`
+	Timestamp  flexTime   `json:"timestamp"`
+	Type       string     `json:"type"`
+	Context    *struct {
+		ID                  string `json:"id"`
+		Forwarded           bool   `json:"forwarded"`
+		FrequentlyForwarded bool   `json:"frequently_forwarded"`
+	} `json:"context"`
+	Text *struct {
+		Body string `json:"body"`
+	} `json:"text"`
+	Image    *waMedia `json:"image"`
+	Video    *waMedia `json:"video"`
+	Audio    *waMedia `json:"audio"`
+	Document *waMedia `json:"document"`
+	Sticker  *waMedia `json:"sticker"`
+	Location *struct {
+		Latitude  float64 `json:"latitude"`
+		Longitude float64 `json:"longitude"`
+		Name      string  `json:"name"`
+		Address   string  `json:"address"`
+		URL       string  `json:"url"`
+	} `json:"location"`
+	Contacts    []json.RawMessage `json:"contacts"`
+	Interactive *struct {
+		Type        string `json:"type"`
+		ButtonReply *struct {
+			ID    string `json:"id"`
+			Title string `json:"title"`
+		} `json:"button_reply"`
+		ListReply *struct {
+			ID          string `json:"id"`
+			Title       string `json:"title"`
+			Description string `json:"description"`
+		} `json:"list_reply"`
+	} `json:"interactive"`
+	Button *struct {
+		Payload string `json:"payload"`
+		Text    string `json:"text"`
+	} `json:"button"`
+	Reaction *struct {
+		MessageID string `json:"message_id"`
+		Emoji     string `json:"emoji"`
+	} `json:"reaction"`
+	Revoke *struct {
+		OriginalMessageID string `json:"original_message_id"`
+	} `json:"revoke"`
+	Errors []waError `json:"errors"`
+}
+
+type waStatus struct {
+	ID              string     `json:"id"`
+	Status          string     `json:"status"`
+	Timestamp       flexTime   `json:"timestamp"`
+	RecipientID     flexString `json:"recipient_id"`
+	RecipientUserID string     `json:"recipient_user_id"`
+	Errors          []waError  `json:"errors"`
+}
+
+// waSubject returns (Subject, SubjectAlt): the business-scoped user id when present (a
+// user with a username may have no phone number at all), with wa_id as the alternative.
+func waSubject(waID, userID string) (string, string) {
+	if userID != "" {
+		return userID, waID
+	}
+	return waID, ""
+}
+
+func convErrors(in []waError) []Error {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make([]Error, len(in))
+	for i, e := range in {
+		out[i] = Error{Code: e.Code, Title: e.Title, Message: e.Message, Details: e.ErrorData.Details}
+	}
+	return out
+}
+
+func parseWhatsApp(v *waValue, entryTime time.Time, out *Parsed) error {
+	b := &out.Batch
+	for _, c := range v.Contacts {
+		subj, _ := waSubject(string(c.WaID), c.UserID)
+		if subj == "" {
+			return errors.New("whatsapp contact without wa_id or user_id")
+		}
+		b.Contacts = append(b.Contacts, Contact{
+			Platform: WhatsApp, Subject: subj, WaID: string(c.WaID), UserID: c.UserID,
+			ParentUserID: c.ParentUserID, Username: c.Profile.Username, Name: c.Profile.Name,
+		})
+	}
+	for i, raw := range v.Messages {
+		if err := parseWAMessage(raw, entryTime, out); err != nil {
+			return fmt.Errorf("whatsapp message %d: %w", i, err)
+		}
+	}
+	for i, s := range v.Statuses {
+		if s.ID == "" {
+			return fmt.Errorf("whatsapp status %d: no message id", i)
+		}
+		if StateRank(s.Status) == 0 {
+			out.Ignored = append(out.Ignored, "whatsapp.status."+boundedWord(s.Status))
+			continue
+		}
+		subj, alt := waSubject(string(s.RecipientID), s.RecipientUserID)
+		b.Statuses = append(b.Statuses, Status{
+			Platform: WhatsApp, MessageID: s.ID, Subject: subj, SubjectAlt: alt, State: s.Status,
+			Timestamp: firstTime(s.Timestamp.Time, entryTime), Errors: convErrors(s.Errors),
+		})
+	}
+	if len(v.Errors) > 0 {
+		// Account-level errors carry no end-user data; a later issue turns them into alerts.
+		out.Ignored = append(out.Ignored, "whatsapp.errors")
+	}
+	return nil
+}
+
+func parseWAMessage(raw json.RawMessage, entryTime time.Time, out *Parsed) error {
+	var m waMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return fmt.Errorf("decode: %w", err)
+	}
+	if m.ID == "" {
+		return errors.New("no message id")
+	}
+	subj, alt := waSubject(string(m.From), m.FromUserID)
+	if subj == "" {
+		return errors.New("no sender")
+	}
+	msg := Message{
+		Platform: WhatsApp, ID: m.ID, Subject: subj, SubjectAlt: alt, Direction: Inbound,
+		Type: m.Type, Timestamp: firstTime(m.Timestamp.Time, entryTime), Errors: convErrors(m.Errors),
+	}
+	if m.Context != nil {
+		msg.ReplyTo = m.Context.ID
+		msg.Forwarded = m.Context.Forwarded || m.Context.FrequentlyForwarded
+	}
+	media := func(md *waMedia) error {
+		if md == nil {
+			return fmt.Errorf("type %s without its object", m.Type)
+		}
+		msg.Text = md.Caption
+		out.Batch.Files = append(out.Batch.Files, File{
+			Platform: WhatsApp, MessageID: m.ID, Subject: subj, SubjectAlt: alt, Kind: m.Type,
+			MediaID: string(md.ID), URL: md.URL, MIMEType: md.MIMEType, SHA256: md.SHA256,
+			Caption: md.Caption, Filename: md.Filename, Voice: md.Voice, Animated: md.Animated,
+		})
+		return nil
+	}
+	var err error
+	switch m.Type {
+	case "text":
+		if m.Text == nil {
+			return errors.New("type text without text")
+		}
+		msg.Text = m.Text.Body
+	case "image":
+		err = media(m.Image)
+	case "video":
+		err = media(m.Video)
+	case "audio":
+		err = media(m.Audio)
+	case "document":
+		err = media(m.Document)
+	case "sticker":
+		err = media(m.Sticker)
+	case "location":
+		if m.Location == nil {
+			return errors.New("type location without location")
+		}
+		l := *m.Location
+		msg.Location = &Location{Latitude: l.Latitude, Longitude: l.Longitude, Name: l.Name, Address: l.Address, URL: l.URL}
+	case "contacts":
+		// Shared contact cards stay in Raw: they are the sender's address book, not leads.
+	case "interactive":
+		switch {
+		case m.Interactive != nil && m.Interactive.ButtonReply != nil:
+			r := m.Interactive.ButtonReply
+			msg.Reply = &Reply{Kind: "button_reply", ID: r.ID, Title: r.Title}
+			msg.Text = r.Title
+		case m.Interactive != nil && m.Interactive.ListReply != nil:
+			r := m.Interactive.ListReply
+			msg.Reply = &Reply{Kind: "list_reply", ID: r.ID, Title: r.Title, Description: r.Description}
+			msg.Text = r.Title
+		default:
+			// Flows (nfm_reply) and newer interactive kinds: kept whole in Raw.
+		}
+	case "button":
+		if m.Button == nil {
+			return errors.New("type button without button")
+		}
+		msg.Reply = &Reply{Kind: "button", ID: m.Button.Payload, Title: m.Button.Text}
+		msg.Text = m.Button.Text
+	case "reaction":
+		if m.Reaction == nil {
+			return errors.New("type reaction without reaction")
+		}
+		msg.Reaction = &Reaction{MessageID: m.Reaction.MessageID, Emoji: m.Reaction.Emoji}
+	case "unsupported":
+		// Errors already copied; Raw keeps unsupported.type (e.g. an edit).
+	case "revoke":
+		if m.Revoke == nil || m.Revoke.OriginalMessageID == "" {
+			return errors.New("revoke without original_message_id")
+		}
+		out.Batch.Deletions = append(out.Batch.Deletions, Deletion{
+			Platform: WhatsApp, MessageID: m.Revoke.OriginalMessageID, Timestamp: msg.Timestamp,
+		})
+		return nil
+	default:
+		out.Ignored = append(out.Ignored, "whatsapp.message."+boundedWord(m.Type))
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	msg.Raw = compact(raw)
+	out.Batch.Messages = append(out.Batch.Messages, msg)
+	return nil
+}
+
+// boundedWord keeps metric labels built from payload words small and safe.
+func boundedWord(s string) string {
+	if s == "" || len(s) > 32 {
+		return "other"
+	}
+	for _, c := range s {
+		if (c < 'a' || c > 'z') && c != '_' {
+			return "other"
+		}
+	}
+	return s
+}
