@@ -106,14 +106,14 @@ func (b *Batch) SetChannel(name string) {
 
 // Contact is an end user (lead) as seen on one channel.
 type Contact struct {
-	Platform     Platform  `json:"platform"`
-	Channel      string    `json:"channel"`
-	Subject      string    `json:"subject"`
-	WaID         string    `json:"waID,omitempty"`
-	UserID       string    `json:"userID,omitempty"`
-	ParentUserID string    `json:"parentUserID,omitempty"`
-	Username     string    `json:"username,omitempty"`
-	Name         string    `json:"name,omitempty"`
+	Platform     Platform `json:"platform"`
+	Channel      string   `json:"channel"`
+	Subject      string   `json:"subject"`
+	WaID         string   `json:"waID,omitempty"`
+	UserID       string   `json:"userID,omitempty"`
+	ParentUserID string   `json:"parentUserID,omitempty"`
+	Username     string   `json:"username,omitempty"`
+	Name         string   `json:"name,omitempty"`
 }
 
 // Message is one inbound message or outbound echo.

@@ -12,10 +12,10 @@ type waValue struct {
 	Metadata struct {
 		PhoneNumberID flexString `json:"phone_number_id"`
 	} `json:"metadata"`
-	Contacts []waContact      `json:"contacts"`
+	Contacts []waContact       `json:"contacts"`
 	Messages []json.RawMessage `json:"messages"`
-	Statuses []waStatus       `json:"statuses"`
-	Errors   []waError        `json:"errors"`
+	Statuses []waStatus        `json:"statuses"`
+	Errors   []waError         `json:"errors"`
 }
 
 type waContact struct {
