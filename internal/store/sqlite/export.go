@@ -1,0 +1,109 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
+	"github.com/omniflowcrm/omniflow-operator/internal/store"
+)
+
+// Export implements store.Store. It reads one snapshot on a reader connection, so it runs
+// alongside the writer (WAL) and even from another process (the export command).
+func (s *Store) Export(ctx context.Context, f store.Filter, emit func(store.Record) error) error {
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("begin export: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // read-only
+	tables := []struct{ kind, table string }{
+		{store.KindContact, "contacts"}, {store.KindMessage, "messages"}, {store.KindStatus, "statuses"},
+		{store.KindReceipt, "receipts"}, {store.KindFile, "files"},
+	}
+	var ids []string
+	if f.Subject != nil {
+		if ids, err = subjectIDs(ctx, tx, *f.Subject); err != nil {
+			return err
+		}
+	}
+	for _, tb := range tables {
+		q := "SELECT doc FROM " + tb.table
+		var args []any
+		if f.Subject != nil {
+			cols := []string{"subject", "subject_alt"}
+			switch tb.table {
+			case "contacts":
+				cols = []string{"subject", "wa_id", "user_id"}
+			case "receipts":
+				cols = []string{"subject"}
+			}
+			var where string
+			where, args = subjectWhere(f.Subject.Platform, ids, cols...)
+			q += " WHERE " + where
+		}
+		if err := emitRows(ctx, tx, tb.kind, q+" ORDER BY id", args, emit); err != nil {
+			return err
+		}
+	}
+	if f.Subject == nil {
+		return exportErasures(ctx, tx, emit)
+	}
+	return nil
+}
+
+func emitRows(ctx context.Context, tx *sql.Tx, kind, q string, args []any, emit func(store.Record) error) error {
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("export %s: %w", kind, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var d []byte
+		if err := rows.Scan(&d); err != nil {
+			return fmt.Errorf("export %s: %w", kind, err)
+		}
+		if err := emit(store.Record{Kind: kind, Doc: d}); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("export %s: %w", kind, err)
+	}
+	return nil
+}
+
+func exportErasures(ctx context.Context, tx *sql.Tx, emit func(store.Record) error) error {
+	rows, err := tx.QueryContext(ctx, `SELECT subject_ref, platform, requested_at, completed_at, contacts, messages, statuses, files FROM erasures ORDER BY id`)
+	if err != nil {
+		return fmt.Errorf("export erasures: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var e store.Erasure
+		var platform string
+		var req sql.NullInt64
+		var done int64
+		if err := rows.Scan(&e.SubjectRef, &platform, &req, &done, &e.Counts.Contacts, &e.Counts.Messages, &e.Counts.Statuses, &e.Counts.Files); err != nil {
+			return fmt.Errorf("export erasures: %w", err)
+		}
+		e.Platform = meta.Platform(platform)
+		if req.Valid {
+			e.RequestedAt = time.UnixMilli(req.Int64).UTC()
+		}
+		e.CompletedAt = time.UnixMilli(done).UTC()
+		d, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("encode erasure: %w", err)
+		}
+		if err := emit(store.Record{Kind: store.KindErasure, Doc: d}); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("export erasures: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,124 @@
+package sqlite
+
+// Every record table keeps the columns it is keyed, deduplicated or erased by, plus the
+// record's JSON document (what export prints). Subject columns index erasure and
+// per-subject export; subject_alt is NULL unless the subject also has a wa_id.
+const schema = `
+CREATE TABLE IF NOT EXISTS contacts (
+	id       INTEGER PRIMARY KEY,
+	platform TEXT NOT NULL,
+	channel  TEXT NOT NULL,
+	subject  TEXT NOT NULL,
+	wa_id    TEXT,
+	user_id  TEXT,
+	doc      TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS contacts_subject ON contacts(platform, channel, subject);
+CREATE INDEX IF NOT EXISTS contacts_wa_id ON contacts(wa_id) WHERE wa_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS contacts_user_id ON contacts(user_id) WHERE user_id IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS messages (
+	id          INTEGER PRIMARY KEY,
+	platform    TEXT NOT NULL,
+	message_id  TEXT NOT NULL,
+	channel     TEXT NOT NULL,
+	subject     TEXT NOT NULL,
+	subject_alt TEXT,
+	ts          INTEGER,
+	doc         TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_message_id ON messages(platform, message_id);
+CREATE INDEX IF NOT EXISTS messages_subject ON messages(subject);
+CREATE INDEX IF NOT EXISTS messages_subject_alt ON messages(subject_alt) WHERE subject_alt IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS statuses (
+	id          INTEGER PRIMARY KEY,
+	platform    TEXT NOT NULL,
+	message_id  TEXT NOT NULL,
+	channel     TEXT NOT NULL,
+	subject     TEXT NOT NULL,
+	subject_alt TEXT,
+	rank        INTEGER NOT NULL,
+	doc         TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS statuses_message_id ON statuses(platform, message_id);
+CREATE INDEX IF NOT EXISTS statuses_subject ON statuses(subject);
+CREATE INDEX IF NOT EXISTS statuses_subject_alt ON statuses(subject_alt) WHERE subject_alt IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS receipts (
+	id        INTEGER PRIMARY KEY,
+	platform  TEXT NOT NULL,
+	channel   TEXT NOT NULL,
+	subject   TEXT NOT NULL,
+	state     TEXT NOT NULL,
+	watermark INTEGER NOT NULL,
+	doc       TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS receipts_key ON receipts(platform, channel, subject, state);
+CREATE INDEX IF NOT EXISTS receipts_subject ON receipts(subject);
+
+CREATE TABLE IF NOT EXISTS files (
+	id          INTEGER PRIMARY KEY,
+	platform    TEXT NOT NULL,
+	message_id  TEXT NOT NULL,
+	idx         INTEGER NOT NULL,
+	channel     TEXT NOT NULL,
+	subject     TEXT NOT NULL,
+	subject_alt TEXT,
+	media_id    TEXT,
+	doc         TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS files_key ON files(platform, message_id, idx);
+CREATE INDEX IF NOT EXISTS files_subject ON files(subject);
+CREATE INDEX IF NOT EXISTS files_subject_alt ON files(subject_alt) WHERE subject_alt IS NOT NULL;
+
+-- Deleted message ids, so that a redelivery of an unsent message is not stored again.
+-- Holds no subject: only the platform's opaque message id.
+CREATE TABLE IF NOT EXISTS tombstones (
+	platform   TEXT NOT NULL,
+	message_id TEXT NOT NULL,
+	deleted_at INTEGER NOT NULL,
+	PRIMARY KEY (platform, message_id)
+) WITHOUT ROWID;
+
+-- Erasure ledger: proof of what was erased and when, never the identifier.
+CREATE TABLE IF NOT EXISTS erasures (
+	id           INTEGER PRIMARY KEY,
+	subject_ref  TEXT NOT NULL,
+	platform     TEXT NOT NULL,
+	requested_at INTEGER,
+	completed_at INTEGER NOT NULL,
+	contacts     INTEGER NOT NULL,
+	messages     INTEGER NOT NULL,
+	statuses     INTEGER NOT NULL,
+	files        INTEGER NOT NULL
+);
+`
+
+var statements = map[string]string{
+	"insertMessage": `INSERT INTO messages(platform, message_id, channel, subject, subject_alt, ts, doc)
+		SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+		WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE platform = ?1 AND message_id = ?2)
+		ON CONFLICT(platform, message_id) DO NOTHING`,
+	"insertFile": `INSERT INTO files(platform, message_id, idx, channel, subject, subject_alt, media_id, doc)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(platform, message_id, idx) DO NOTHING`,
+	"upsertStatus": `INSERT INTO statuses(platform, message_id, channel, subject, subject_alt, rank, doc)
+		VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT(platform, message_id) DO UPDATE SET
+			channel = excluded.channel, subject = excluded.subject, subject_alt = excluded.subject_alt,
+			rank = excluded.rank, doc = excluded.doc
+		WHERE excluded.rank > statuses.rank`,
+	"upsertReceipt": `INSERT INTO receipts(platform, channel, subject, state, watermark, doc)
+		VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT(platform, channel, subject, state) DO UPDATE SET watermark = excluded.watermark, doc = excluded.doc
+		WHERE excluded.watermark > receipts.watermark`,
+	"findContacts": `SELECT id, subject, wa_id, user_id, doc FROM contacts
+		WHERE platform = ?1 AND channel = ?2 AND (subject = ?3 OR (?4 <> '' AND wa_id = ?4) OR (?5 <> '' AND user_id = ?5))
+		ORDER BY id`,
+	"insertContact": `INSERT INTO contacts(platform, channel, subject, wa_id, user_id, doc) VALUES (?, ?, ?, ?, ?, ?)`,
+	"updateContact": `UPDATE contacts SET subject = ?, wa_id = ?, user_id = ?, doc = ? WHERE id = ?`,
+	"deleteContact": `DELETE FROM contacts WHERE id = ?`,
+	"tombstone":     `INSERT INTO tombstones(platform, message_id, deleted_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
+	"deleteMessage": `DELETE FROM messages WHERE platform = ? AND message_id = ?`,
+	"deleteFiles":   `DELETE FROM files WHERE platform = ? AND message_id = ?`,
+}

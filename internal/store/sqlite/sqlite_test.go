@@ -1,0 +1,163 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
+	"github.com/omniflowcrm/omniflow-operator/internal/store"
+	"github.com/omniflowcrm/omniflow-operator/internal/store/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s, err := Open(t.TempDir(), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
+type groupObserver struct {
+	mu     sync.Mutex
+	sizes  []int
+	errors int
+}
+
+func (o *groupObserver) ObserveCommit(n int, _ time.Duration, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.sizes = append(o.sizes, n)
+	if err != nil {
+		o.errors++
+	}
+}
+
+func TestDurabilityPragmas(t *testing.T) {
+	t.Parallel()
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mode, sync, err := s.Pragmas()
+	if err != nil || mode != "wal" || sync != 2 {
+		t.Fatalf("journal_mode=%s synchronous=%d err=%v; want wal and 2 (FULL)", mode, sync, err)
+	}
+}
+
+func wamsg(id string) meta.Message {
+	return meta.Message{Platform: meta.WhatsApp, Channel: "c", ID: id, Subject: "u", Direction: meta.Inbound, Type: "text"}
+}
+
+// Concurrent commits share transactions, and every one is still answered and stored.
+func TestGroupCommit(t *testing.T) {
+	t.Parallel()
+	obs := &groupObserver{}
+	dir := t.TempDir()
+	s, err := Open(dir, Options{Observer: obs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Commit(context.Background(), &meta.Batch{Messages: []meta.Message{wamsg(fmt.Sprint(i))}}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	obs.mu.Lock()
+	total, maxSize := 0, 0
+	for _, sz := range obs.sizes {
+		total += sz
+		maxSize = max(maxSize, sz)
+	}
+	groups := len(obs.sizes)
+	obs.mu.Unlock()
+	if total != n || maxSize < 2 || groups >= n {
+		t.Fatalf("%d requests in %d groups (largest %d): want grouping", total, groups, maxSize)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Reopen: everything acknowledged is there.
+	s2, err := Open(dir, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if got := len(storetest.Export(t, s2, nil).Messages); got != n {
+		t.Fatalf("after reopen %d messages, want %d", got, n)
+	}
+	if _, err := s2.Commit(context.Background(), &meta.Batch{}); !errors.Is(err, store.ErrReadOnly) {
+		t.Fatalf("read-only commit: %v", err)
+	}
+}
+
+// One failing request is rolled back alone; the rest of its group commits.
+func TestGroupIsolation(t *testing.T) {
+	t.Parallel()
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Hold the writer busy so the next requests queue into one group.
+	release := make(chan struct{})
+	var started atomic.Bool
+	go s.submit(context.Background(), func(context.Context, *txn) error {
+		started.Store(true)
+		<-release
+		return nil
+	})
+	for !started.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	var wg sync.WaitGroup
+	results := make([]error, 3)
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i == 1 {
+				results[i] = s.submit(context.Background(), func(ctx context.Context, t *txn) error {
+					if err := t.apply(ctx, mustPrepare(wamsg("bad")), &store.CommitResult{}); err != nil {
+						return err
+					}
+					return errors.New("boom after writing")
+				})
+				return
+			}
+			_, results[i] = s.Commit(context.Background(), &meta.Batch{Messages: []meta.Message{wamsg(fmt.Sprint("ok", i))}})
+		}()
+	}
+	time.Sleep(50 * time.Millisecond) // let all three queue behind the blocked group
+	close(release)
+	wg.Wait()
+	if results[0] != nil || results[2] != nil || results[1] == nil {
+		t.Fatalf("results %v: want only the middle one to fail", results)
+	}
+	d := storetest.Export(t, s, nil)
+	if len(d.Messages) != 2 {
+		t.Fatalf("stored %+v: want ok0 and ok2 only", d.Messages)
+	}
+}
+
+func mustPrepare(m meta.Message) *prepared {
+	p, err := prepare(&meta.Batch{Messages: []meta.Message{m}})
+	if err != nil {
+		panic(err)
+	}
+	return p
+}

@@ -1,0 +1,351 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
+	"github.com/omniflowcrm/omniflow-operator/internal/store"
+)
+
+// txn is one group transaction on the writer connection, with the prepared statements
+// bound to it on first use.
+type txn struct {
+	tx    *sql.Tx
+	s     *Store
+	cache map[string]*sql.Stmt
+}
+
+func (t *txn) stmt(ctx context.Context, name string) *sql.Stmt {
+	st, ok := t.cache[name]
+	if !ok {
+		st = t.tx.StmtContext(ctx, t.s.stmts[name])
+		t.cache[name] = st
+	}
+	return st
+}
+
+func (t *txn) exec(ctx context.Context, name string, args ...any) (int64, error) {
+	res, err := t.stmt(ctx, name).ExecContext(ctx, args...)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("%s: rows affected: %w", name, err)
+	}
+	return n, nil
+}
+
+type doc[T any] struct {
+	rec  *T
+	json []byte
+}
+
+// prepared is a batch with its documents already encoded.
+type prepared struct {
+	b        *meta.Batch
+	messages []doc[meta.Message]
+	files    map[string][]doc[meta.File] // by message id: stored only with a new message
+	statuses []doc[meta.Status]
+	receipts []doc[meta.Receipt]
+}
+
+func encode[T any](rec *T) (doc[T], error) {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return doc[T]{}, fmt.Errorf("encode %T: %w", rec, err)
+	}
+	return doc[T]{rec, b}, nil
+}
+
+func prepare(b *meta.Batch) (*prepared, error) {
+	p := &prepared{b: b, files: map[string][]doc[meta.File]{}}
+	for i := range b.Messages {
+		d, err := encode(&b.Messages[i])
+		if err != nil {
+			return nil, err
+		}
+		p.messages = append(p.messages, d)
+	}
+	for i := range b.Files {
+		d, err := encode(&b.Files[i])
+		if err != nil {
+			return nil, err
+		}
+		k := string(b.Files[i].Platform) + "\x00" + b.Files[i].MessageID
+		p.files[k] = append(p.files[k], d)
+	}
+	for i := range b.Statuses {
+		d, err := encode(&b.Statuses[i])
+		if err != nil {
+			return nil, err
+		}
+		p.statuses = append(p.statuses, d)
+	}
+	for i := range b.Receipts {
+		d, err := encode(&b.Receipts[i])
+		if err != nil {
+			return nil, err
+		}
+		p.receipts = append(p.receipts, d)
+	}
+	return p, nil
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func unixMilli(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMilli()
+}
+
+// apply writes one batch. Deletions go last so that a message and its unsend in the same
+// delivery end deleted whatever their order.
+func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) error {
+	for i := range p.b.Contacts {
+		if err := t.upsertContact(ctx, &p.b.Contacts[i]); err != nil {
+			return err
+		}
+		res.ContactsUpserted++
+	}
+	for _, d := range p.messages {
+		m := d.rec
+		n, err := t.exec(ctx, "insertMessage", string(m.Platform), m.ID, m.Channel, m.Subject, nullable(m.SubjectAlt), unixMilli(m.Timestamp), d.json)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			res.MessagesDuplicate++
+			continue
+		}
+		res.MessagesNew++
+		for _, f := range p.files[string(m.Platform)+"\x00"+m.ID] {
+			fr := f.rec
+			n, err := t.exec(ctx, "insertFile", string(fr.Platform), fr.MessageID, fr.Index, fr.Channel, fr.Subject, nullable(fr.SubjectAlt), nullable(fr.MediaID), f.json)
+			if err != nil {
+				return err
+			}
+			res.FilesNew += int(n)
+		}
+	}
+	for _, d := range p.statuses {
+		s := d.rec
+		n, err := t.exec(ctx, "upsertStatus", string(s.Platform), s.MessageID, s.Channel, s.Subject, nullable(s.SubjectAlt), meta.StateRank(s.State), d.json)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			res.StatusesStale++
+		} else {
+			res.StatusesApplied++
+		}
+	}
+	for _, d := range p.receipts {
+		r := d.rec
+		if _, err := t.exec(ctx, "upsertReceipt", string(r.Platform), r.Channel, r.Subject, r.State, r.Watermark.UnixMilli(), d.json); err != nil {
+			return err
+		}
+	}
+	for _, del := range p.b.Deletions {
+		if _, err := t.exec(ctx, "tombstone", string(del.Platform), del.MessageID, time.Now().UnixMilli()); err != nil {
+			return err
+		}
+		n, err := t.exec(ctx, "deleteMessage", string(del.Platform), del.MessageID)
+		if err != nil {
+			return err
+		}
+		res.MessagesDeleted += int(n)
+		if _, err := t.exec(ctx, "deleteFiles", string(del.Platform), del.MessageID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type contactRow struct {
+	id                    int64
+	subject, waID, userID sql.NullString
+	c                     meta.Contact
+}
+
+// upsertContact stores c, merging with what is known. A WhatsApp user may be known by
+// wa_id, by business-scoped user id, or both; a payload that links the two merges the
+// rows into one contact keyed by the business-scoped id.
+func (t *txn) upsertContact(ctx context.Context, c *meta.Contact) error {
+	rows, err := t.stmt(ctx, "findContacts").QueryContext(ctx, string(c.Platform), c.Channel, c.Subject, c.WaID, c.UserID)
+	if err != nil {
+		return fmt.Errorf("find contacts: %w", err)
+	}
+	var found []contactRow
+	for rows.Next() {
+		var r contactRow
+		var d []byte
+		if err := rows.Scan(&r.id, &r.subject, &r.waID, &r.userID, &d); err != nil {
+			rows.Close()
+			return fmt.Errorf("scan contact: %w", err)
+		}
+		if err := json.Unmarshal(d, &r.c); err != nil {
+			rows.Close()
+			return fmt.Errorf("decode contact: %w", err)
+		}
+		found = append(found, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("find contacts: %w", err)
+	}
+	merged := *c
+	if len(found) == 0 {
+		return t.writeContact(ctx, 0, &merged)
+	}
+	keep := found[0]
+	for _, r := range found {
+		if c.UserID != "" && r.c.UserID == c.UserID {
+			keep = r
+		}
+	}
+	// Older facts fill gaps; the incoming contact's non-empty fields win.
+	for _, r := range found {
+		fill(&merged.WaID, r.c.WaID)
+		fill(&merged.UserID, r.c.UserID)
+		fill(&merged.ParentUserID, r.c.ParentUserID)
+		fill(&merged.Username, r.c.Username)
+		fill(&merged.Name, r.c.Name)
+	}
+	if merged.UserID != "" {
+		merged.Subject = merged.UserID
+	}
+	for _, r := range found {
+		if r.id != keep.id {
+			if _, err := t.exec(ctx, "deleteContact", r.id); err != nil {
+				return err
+			}
+		}
+	}
+	if len(found) == 1 && merged == keep.c {
+		return nil // nothing new: skip the write
+	}
+	return t.writeContact(ctx, keep.id, &merged)
+}
+
+func fill(dst *string, old string) {
+	if *dst == "" {
+		*dst = old
+	}
+}
+
+func (t *txn) writeContact(ctx context.Context, id int64, c *meta.Contact) error {
+	d, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encode contact: %w", err)
+	}
+	if id == 0 {
+		_, err = t.exec(ctx, "insertContact", string(c.Platform), c.Channel, c.Subject, nullable(c.WaID), nullable(c.UserID), d)
+	} else {
+		_, err = t.exec(ctx, "updateContact", c.Subject, nullable(c.WaID), nullable(c.UserID), d, id)
+	}
+	return err
+}
+
+// subjectIDs resolves an identifier to every identifier the same person is stored under:
+// erasing by wa_id must also reach messages filed under the business-scoped id, and back.
+func subjectIDs(ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, s store.Subject) ([]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT subject, COALESCE(wa_id, ''), COALESCE(user_id, '') FROM contacts
+		WHERE (?1 = '' OR platform = ?1) AND (subject = ?2 OR wa_id = ?2 OR user_id = ?2)`, string(s.Platform), s.ID)
+	if err != nil {
+		return nil, fmt.Errorf("resolve subject: %w", err)
+	}
+	defer rows.Close()
+	seen := map[string]bool{s.ID: true}
+	ids := []string{s.ID}
+	for rows.Next() {
+		var a, b, c string
+		if err := rows.Scan(&a, &b, &c); err != nil {
+			return nil, fmt.Errorf("resolve subject: %w", err)
+		}
+		for _, id := range []string{a, b, c} {
+			if id != "" && !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("resolve subject: %w", err)
+	}
+	return ids, nil
+}
+
+// subjectWhere builds "(platform filter) AND (cols IN ids ...)" with its arguments.
+func subjectWhere(platform meta.Platform, ids []string, cols ...string) (string, []any) {
+	ph := strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",")
+	var conds []string
+	args := []any{string(platform), string(platform)}
+	for _, c := range cols {
+		conds = append(conds, c+" IN ("+ph+")")
+		for _, id := range ids {
+			args = append(args, id)
+		}
+	}
+	return "(? = '' OR platform = ?) AND (" + strings.Join(conds, " OR ") + ")", args
+}
+
+func (t *txn) erase(ctx context.Context, req store.EraseRequest) (store.Counts, error) {
+	ids, err := subjectIDs(ctx, t.tx, req.Subject)
+	if err != nil {
+		return store.Counts{}, err
+	}
+	del := func(table string, cols ...string) (int, error) {
+		where, args := subjectWhere(req.Subject.Platform, ids, cols...)
+		res, err := t.tx.ExecContext(ctx, "DELETE FROM "+table+" WHERE "+where, args...)
+		if err != nil {
+			return 0, fmt.Errorf("erase %s: %w", table, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("erase %s: %w", table, err)
+		}
+		return int(n), nil
+	}
+	var c store.Counts
+	var n int
+	if c.Contacts, err = del("contacts", "subject", "wa_id", "user_id"); err != nil {
+		return c, err
+	}
+	if c.Messages, err = del("messages", "subject", "subject_alt"); err != nil {
+		return c, err
+	}
+	if c.Statuses, err = del("statuses", "subject", "subject_alt"); err != nil {
+		return c, err
+	}
+	if n, err = del("receipts", "subject"); err != nil {
+		return c, err
+	}
+	c.Statuses += n
+	if c.Files, err = del("files", "subject", "subject_alt"); err != nil {
+		return c, err
+	}
+	if req.SubjectRef != "" {
+		_, err = t.tx.ExecContext(ctx, `INSERT INTO erasures(subject_ref, platform, requested_at, completed_at, contacts, messages, statuses, files)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, req.SubjectRef, string(req.Subject.Platform), unixMilli(req.RequestedAt),
+			time.Now().UnixMilli(), c.Contacts, c.Messages, c.Statuses, c.Files)
+		if err != nil {
+			return c, fmt.Errorf("write erasure ledger: %w", err)
+		}
+	}
+	return c, nil
+}

@@ -1,0 +1,175 @@
+// Package store defines how the ingest worker keeps a tenant's records, independent of the
+// database behind it. Backends live in subpackages (sqlite now, postgres later) and all
+// run the conformance suite in storetest.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
+)
+
+// ErrClosed is returned by operations on a closed store.
+var ErrClosed = errors.New("store closed")
+
+// ErrReadOnly is returned by writes on a store opened read-only (the export command).
+var ErrReadOnly = errors.New("store opened read-only")
+
+// Store keeps one tenant's records.
+type Store interface {
+	// Commit durably applies one delivery's records as one unit: it returns nil only
+	// after they are on disk, and then the delivery may be acknowledged. Messages are
+	// unique by platform message id (redeliveries are absorbed); a status never moves
+	// back to an earlier state; deletions remove the message and keep a tombstone.
+	Commit(ctx context.Context, b *meta.Batch) (CommitResult, error)
+	// Erase deletes everything stored about one end user and writes a ledger entry that
+	// holds only req.SubjectRef (a keyed hash), never the identifier.
+	Erase(ctx context.Context, req EraseRequest) (Counts, error)
+	// Export calls emit for every stored record, or only for one subject's records,
+	// from one consistent snapshot.
+	Export(ctx context.Context, f Filter, emit func(Record) error) error
+	// Close waits for queued commits and closes the database.
+	Close() error
+}
+
+// CommitResult tells what a commit changed, for metrics.
+type CommitResult struct {
+	MessagesNew       int // messages stored for the first time
+	MessagesDuplicate int // redeliveries (or messages already deleted) absorbed
+	StatusesApplied   int // statuses that advanced a message's state
+	StatusesStale     int // statuses behind what was already stored
+	FilesNew          int
+	ContactsUpserted  int
+	MessagesDeleted   int
+}
+
+// Add accumulates o into r.
+func (r *CommitResult) Add(o CommitResult) {
+	r.MessagesNew += o.MessagesNew
+	r.MessagesDuplicate += o.MessagesDuplicate
+	r.StatusesApplied += o.StatusesApplied
+	r.StatusesStale += o.StatusesStale
+	r.FilesNew += o.FilesNew
+	r.ContactsUpserted += o.ContactsUpserted
+	r.MessagesDeleted += o.MessagesDeleted
+}
+
+// Subject names one end user: a WhatsApp wa_id or business-scoped user id, a Messenger
+// PSID or an Instagram IGSID. An empty Platform matches every platform.
+type Subject struct {
+	Platform meta.Platform
+	ID       string
+}
+
+// Filter selects what Export emits; a nil Subject means everything.
+type Filter struct {
+	Subject *Subject
+}
+
+// EraseRequest asks to erase one subject's records.
+type EraseRequest struct {
+	Subject     Subject
+	SubjectRef  string // keyed hash of the identifier, recorded in the ledger
+	RequestedAt time.Time
+}
+
+// Counts of records per kind, as erased.
+type Counts struct {
+	Contacts int `json:"contacts"`
+	Messages int `json:"messages"`
+	Statuses int `json:"statuses"` // statuses and read/delivery receipts
+	Files    int `json:"files"`
+}
+
+// Erasure is a ledger entry: proof of an erasure without the personal data it erased.
+type Erasure struct {
+	SubjectRef  string        `json:"subjectRef"`
+	Platform    meta.Platform `json:"platform,omitempty"`
+	RequestedAt time.Time     `json:"requestedAt,omitzero"`
+	CompletedAt time.Time     `json:"completedAt"`
+	Counts      Counts        `json:"counts"`
+}
+
+// Record kinds emitted by Export.
+const (
+	KindContact = "contact"
+	KindMessage = "message"
+	KindStatus  = "status"
+	KindReceipt = "receipt"
+	KindFile    = "file"
+	KindErasure = "erasure"
+)
+
+// Record is one exported record: its kind and its JSON document (a meta.Contact,
+// meta.Message, meta.Status, meta.Receipt, meta.File or Erasure).
+type Record struct {
+	Kind string
+	Doc  json.RawMessage
+}
+
+// MarshalJSON flattens the record into one object with a "kind" key, the JSON-lines shape
+// of `ingest-worker export`.
+func (r Record) MarshalJSON() ([]byte, error) {
+	if len(r.Doc) < 2 || r.Doc[0] != '{' {
+		return nil, fmt.Errorf("record %s: document is not an object", r.Kind)
+	}
+	kind, err := json.Marshal(r.Kind)
+	if err != nil {
+		return nil, fmt.Errorf("marshal kind: %w", err)
+	}
+	out := make([]byte, 0, len(r.Doc)+len(kind)+10)
+	out = append(out, `{"kind":`...)
+	out = append(out, kind...)
+	if len(r.Doc) > 2 {
+		out = append(out, ',')
+	}
+	return append(out, r.Doc[1:]...), nil
+}
+
+// Decode unmarshals the record's document into v.
+func (r Record) Decode(v any) error {
+	if err := json.Unmarshal(r.Doc, v); err != nil {
+		return fmt.Errorf("decode %s record: %w", r.Kind, err)
+	}
+	return nil
+}
+
+// Validate rejects records a backend cannot key. The parser never produces them; this
+// guards the interface against other callers.
+func Validate(b *meta.Batch) error {
+	for _, m := range b.Messages {
+		if m.ID == "" || m.Subject == "" || m.Platform == "" {
+			return errors.New("message without platform, id or subject")
+		}
+	}
+	for _, s := range b.Statuses {
+		if s.MessageID == "" || meta.StateRank(s.State) == 0 {
+			return errors.New("status without message id or with unknown state")
+		}
+	}
+	for _, c := range b.Contacts {
+		if c.Subject == "" || c.Platform == "" {
+			return errors.New("contact without platform or subject")
+		}
+	}
+	for _, f := range b.Files {
+		if f.MessageID == "" {
+			return errors.New("file without message id")
+		}
+	}
+	for _, d := range b.Deletions {
+		if d.MessageID == "" {
+			return errors.New("deletion without message id")
+		}
+	}
+	for _, r := range b.Receipts {
+		if r.Subject == "" {
+			return errors.New("receipt without subject")
+		}
+	}
+	return nil
+}
