@@ -146,6 +146,15 @@ func (p *Part) Parse() (Parsed, error) {
 	return out, nil
 }
 
+// Kind is a low-cardinality label for the part ("whatsapp.messages", "page" items are
+// "messenger.messaging"), safe for metrics: it never contains ids or text.
+func (p *Part) Kind() string {
+	if p.Platform == "" {
+		return "unknown_object"
+	}
+	return ignoredKind(p.Platform, p.Field)
+}
+
 // Envelope re-wraps the part as a complete one-entry delivery, which is what a front door
 // forwards to a tenant's worker (after signing it again).
 func (p *Part) Envelope() ([]byte, error) {
