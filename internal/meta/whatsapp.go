@@ -190,7 +190,7 @@ func parseWAMessage(raw json.RawMessage, entryTime time.Time, out *Parsed) error
 	}
 	media := func(md *waMedia) error {
 		if md == nil {
-			return fmt.Errorf("type %s without its object", m.Type)
+			return fmt.Errorf("type %s without its object", boundedWord(m.Type))
 		}
 		msg.Text = md.Caption
 		out.Batch.Files = append(out.Batch.Files, File{

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -56,11 +57,23 @@ type prepared struct {
 }
 
 func encode[T any](rec *T) (doc[T], error) {
-	b, err := json.Marshal(rec)
+	b, err := marshal(rec)
 	if err != nil {
-		return doc[T]{}, fmt.Errorf("encode %T: %w", rec, err)
+		return doc[T]{}, err
 	}
 	return doc[T]{rec, b}, nil
+}
+
+// marshal encodes without HTML escaping: json.Marshal would rewrite "&" in a stored raw
+// fragment as "\u0026", and the fragment must stay the bytes Meta sent.
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("encode %T: %w", v, err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 func prepare(b *meta.Batch) (*prepared, error) {
@@ -247,9 +260,9 @@ func fill(dst *string, old string) {
 }
 
 func (t *txn) writeContact(ctx context.Context, id int64, c *meta.Contact) error {
-	d, err := json.Marshal(c)
+	d, err := marshal(c)
 	if err != nil {
-		return fmt.Errorf("encode contact: %w", err)
+		return err
 	}
 	if id == 0 {
 		_, err = t.exec(ctx, "insertContact", string(c.Platform), c.Channel, c.Subject, nullable(c.WaID), nullable(c.UserID), d)

@@ -65,7 +65,7 @@ const ch = "acme-whatsapp"
 
 func msg(id, subject string, sec int) meta.Message {
 	return meta.Message{Platform: meta.WhatsApp, Channel: ch, ID: id, Subject: subject, Direction: meta.Inbound, Type: "text",
-		Text: "text of " + id, Timestamp: t0.Add(time.Duration(sec) * time.Second), Raw: json.RawMessage(`{"id":"` + id + `"}`)}
+		Text: "text of " + id, Timestamp: t0.Add(time.Duration(sec) * time.Second), Raw: json.RawMessage(`{"id":"` + id + `","url":"https://x/?a=1&b=<2>"}`)}
 }
 
 func status(id, subject, state string, sec int) meta.Status {
