@@ -25,13 +25,16 @@ STAGING_VERSION="v0.${K8S_VERSION#*.}"   # 1.37.2 -> v0.37.2
 
 log() { echo "setup-envtest: $*" >&2; }
 
-# replaces_for MODULE@VERSION: prints "-replace=mod=mod@ver" for every local-path
-# replace directive in that module's go.mod, using the version mapping in $2.
+# local_replaces GOMOD VERSION: prints "mod=mod@VERSION" for every local-path
+# replace directive in GOMOD.
 local_replaces() {
 	local gomod="$1" version="$2"
 	# Lines look like: "	k8s.io/api => ./staging/src/k8s.io/api" or
 	# "replace go.etcd.io/etcd/api/v3 => ../api".
-	sed -nE 's#^[[:space:]]*(replace[[:space:]]+)?([^[:space:]]+)[[:space:]]+=>[[:space:]]+\.\.?/.*#\2#p' "$gomod" |
+	# etcd also "replaces" modules it must never depend on with a path named
+	# FORBIDDEN_DEPENDENCY: those are guards, not siblings, so leave them out.
+	grep -v FORBIDDEN_DEPENDENCY "$gomod" |
+		sed -nE 's#^[[:space:]]*(replace[[:space:]]+)?([^[:space:]]+)[[:space:]]+=>[[:space:]]+\.\.?/.*#\2#p' |
 		while read -r mod; do echo "$mod=$mod@$version"; done
 }
 

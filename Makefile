@@ -1,0 +1,100 @@
+# Omniflow operator. `make help` lists the targets.
+
+IMG ?= ghcr.io/omniflowcrm/omniflow-operator:dev
+# The tools are Go tools pinned in go.mod: nothing is downloaded but modules.
+CONTROLLER_GEN ?= go tool controller-gen
+LOCALBIN ?= $(CURDIR)/bin
+KUSTOMIZE ?= $(LOCALBIN)/kustomize
+KUBECTL ?= kubectl
+CONTAINER_TOOL ?= docker
+GO_TEST_FLAGS ?= -race -count=1
+
+SHELL = /usr/bin/env bash -o pipefail
+.SHELLFLAGS = -ec
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: ## Generate the CRDs and the operator's RBAC role from the Go markers.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: generate
+generate: ## Generate the DeepCopy methods of the API types.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: fmt
+fmt: ## Run go fmt.
+	go fmt ./...
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: envtest
+envtest: ## Build (first time only) kube-apiserver, etcd and kube-controller-manager for the tests; prints their directory.
+	@hack/setup-envtest.sh
+
+.PHONY: test
+test: manifests generate fmt vet ## Run all tests against a real API server (builds the envtest binaries the first time).
+	@assets="$${KUBEBUILDER_ASSETS:-$$(hack/setup-envtest.sh)}"; \
+	echo "KUBEBUILDER_ASSETS=$$assets"; \
+	KUBEBUILDER_ASSETS="$$assets" go test $(GO_TEST_FLAGS) ./...
+
+##@ Build
+
+.PHONY: build
+build: manifests generate fmt vet ## Build the manager and ingest-worker binaries into bin/.
+	CGO_ENABLED=0 go build -o bin/manager ./cmd/manager
+	@if [ -d cmd/ingest-worker ]; then CGO_ENABLED=0 go build -o bin/ingest-worker ./cmd/ingest-worker; fi
+
+.PHONY: run
+run: manifests generate fmt vet ## Run the operator against the cluster of your current kubeconfig.
+	go run ./cmd/manager --metrics-bind-address=:8080 --metrics-secure=false --health-probe-bind-address=:8081
+
+.PHONY: docker-build
+docker-build: ## Build the image holding both binaries (needs a container engine).
+	$(CONTAINER_TOOL) build -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the image.
+	$(CONTAINER_TOOL) push $(IMG)
+
+##@ Deployment
+
+ifndef ignore-not-found
+  ignore-not-found = false
+endif
+
+.PHONY: install
+install: manifests $(KUSTOMIZE) ## Install the CRDs into the cluster of your current kubeconfig.
+	$(KUSTOMIZE) build config/crd | $(KUBECTL) apply --server-side -f -
+
+.PHONY: uninstall
+uninstall: manifests $(KUSTOMIZE) ## Remove the CRDs. This deletes every Tenant and with them all tenant data: think twice.
+	$(KUSTOMIZE) build config/crd | $(KUBECTL) delete --ignore-not-found=$(ignore-not-found) -f -
+
+.PHONY: deploy
+deploy: install $(KUSTOMIZE) ## Deploy the operator with image IMG (installs the CRDs first).
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default | $(KUBECTL) apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: $(KUSTOMIZE) ## Remove the operator. The CRDs, and so the Tenants and their data, stay.
+	$(KUSTOMIZE) build config/default | $(KUBECTL) delete --ignore-not-found=$(ignore-not-found) -f -
+
+##@ Tools
+
+$(KUSTOMIZE): go.mod
+	GOBIN=$(LOCALBIN) go install sigs.k8s.io/kustomize/kustomize/v5
+
+.PHONY: kustomize
+kustomize: $(KUSTOMIZE) ## Build kustomize (the version pinned in go.mod) into bin/.

@@ -1,0 +1,59 @@
+package v1alpha1
+
+// Condition types. Positive polarity: True is the healthy state.
+const (
+	// ConditionReady summarises the others; kstatus (Flux, Argo CD) reads it.
+	ConditionReady = "Ready"
+	// ConditionNamespaceReady: the tenant's namespace exists and is ours.
+	ConditionNamespaceReady = "NamespaceReady"
+	// ConditionStorageReady: the tenant's store is provisioned.
+	ConditionStorageReady = "StorageReady"
+	// ConditionWorkerReady: the ingest worker Deployment is available.
+	ConditionWorkerReady = "WorkerReady"
+	// ConditionRouteReady: Meta's webhooks can reach the worker.
+	ConditionRouteReady = "RouteReady"
+	// ConditionErasing: erasure is scheduled or in progress; the message names
+	// what is still pending.
+	ConditionErasing = "Erasing"
+	// ConditionErased: all of the tenant's data is erased and verified.
+	ConditionErased = "Erased"
+	// ConditionErasureAtRisk: erasure is not complete 24h before its deadline.
+	ConditionErasureAtRisk = "ErasureAtRisk"
+)
+
+// Condition reasons.
+const (
+	ReasonReconciled            = "Reconciled"
+	ReasonProgressing           = "Progressing"
+	ReasonNamespaceConflict     = "NamespaceConflict"
+	ReasonNamespaceTerminating  = "NamespaceTerminating"
+	ReasonApplyFailed           = "ApplyFailed"
+	ReasonStorageUnsupported    = "StorageUnsupported"
+	ReasonClaimPending          = "ClaimPending"
+	ReasonClaimBound            = "ClaimBound"
+	ReasonDeploymentAvailable   = "DeploymentAvailable"
+	ReasonDeploymentUnavailable = "DeploymentUnavailable"
+	ReasonDeactivated           = "Deactivated"
+	ReasonNotServed             = "NotServed"
+	ReasonSecretMissing         = "SecretMissing"
+	ReasonConflict              = "Conflict"
+	ReasonRefused               = "Refused"
+)
+
+// Finalizers.
+const (
+	// TenantFinalizer keeps a Tenant until all of its data is erased and the
+	// erasure is recorded.
+	TenantFinalizer = "platform.omniflowcrm.com/erasure"
+)
+
+// Labels carried by everything the operator creates.
+const (
+	// LabelTenant names the Tenant an object belongs to. A namespace is adopted
+	// only when it already carries this label with the Tenant's name.
+	LabelTenant = "platform.omniflowcrm.com/tenant"
+	// LabelManagedBy is the standard managed-by label.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of LabelManagedBy on our objects.
+	ManagedByValue = "omniflow-operator"
+)

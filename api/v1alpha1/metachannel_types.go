@@ -1,0 +1,190 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Platform is one of Meta's messaging platforms.
+// +kubebuilder:validation:Enum=WhatsApp;Messenger;Instagram
+type Platform string
+
+const (
+	PlatformWhatsApp  Platform = "WhatsApp"
+	PlatformMessenger Platform = "Messenger"
+	PlatformInstagram Platform = "Instagram"
+)
+
+// MetaChannelSpec describes one WhatsApp phone number, Facebook Page or
+// Instagram account of a tenant.
+// +kubebuilder:validation:XValidation:rule="self.platform != 'WhatsApp' || has(self.whatsApp)",message="whatsApp is required for platform WhatsApp"
+// +kubebuilder:validation:XValidation:rule="self.platform != 'Messenger' || has(self.messenger)",message="messenger is required for platform Messenger"
+// +kubebuilder:validation:XValidation:rule="self.platform != 'Instagram' || has(self.instagram)",message="instagram is required for platform Instagram"
+// +kubebuilder:validation:XValidation:rule="self.platform == 'WhatsApp' || !has(self.whatsApp)",message="whatsApp may only be set for platform WhatsApp"
+// +kubebuilder:validation:XValidation:rule="self.platform == 'Messenger' || !has(self.messenger)",message="messenger may only be set for platform Messenger"
+// +kubebuilder:validation:XValidation:rule="self.platform == 'Instagram' || !has(self.instagram)",message="instagram may only be set for platform Instagram"
+type MetaChannelSpec struct {
+	// platform is the Meta platform of this channel: WhatsApp, Messenger or
+	// Instagram. Immutable.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="platform is immutable"
+	Platform Platform `json:"platform"`
+
+	// whatsApp holds the WhatsApp Cloud API ids; required for platform
+	// WhatsApp and forbidden otherwise.
+	// +optional
+	WhatsApp *WhatsAppChannel `json:"whatsApp,omitempty"`
+
+	// messenger holds the Facebook Page id; required for platform Messenger
+	// and forbidden otherwise.
+	// +optional
+	Messenger *MessengerChannel `json:"messenger,omitempty"`
+
+	// instagram holds the Instagram professional account id; required for
+	// platform Instagram and forbidden otherwise.
+	// +optional
+	Instagram *InstagramChannel `json:"instagram,omitempty"`
+
+	// appSecretRef names the key of a Secret in this namespace that holds the
+	// Meta app secret. Deliveries are accepted only with a valid
+	// X-Hub-Signature-256 made with it.
+	// +required
+	AppSecretRef SecretKeyRef `json:"appSecretRef"`
+
+	// verifyTokenRef names the key of a Secret in this namespace that holds
+	// the verify token entered in Meta's dashboard for the subscription
+	// handshake.
+	// +required
+	VerifyTokenRef SecretKeyRef `json:"verifyTokenRef"`
+
+	// accessTokenRef names the key of a Secret in this namespace that holds a
+	// Graph API access token, used to fetch media. Optional: without it, media
+	// is recorded by reference only.
+	// +optional
+	AccessTokenRef *SecretKeyRef `json:"accessTokenRef,omitempty"`
+
+	// graphAPIBaseURL overrides the Graph API base URL (tests point it at a
+	// local server). Defaults to Meta's.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (self.startsWith('https://') || self.startsWith('http://'))",message="graphAPIBaseURL must be an http(s) URL"
+	GraphAPIBaseURL string `json:"graphAPIBaseURL,omitempty"`
+}
+
+// WhatsAppChannel identifies one WhatsApp Business phone number.
+type WhatsAppChannel struct {
+	// phoneNumberID is the Cloud API phone number id (metadata.phone_number_id
+	// in deliveries), not the phone number itself.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^[0-9]+$`
+	PhoneNumberID string `json:"phoneNumberID"`
+
+	// businessAccountID is the WhatsApp Business Account (WABA) id (entry.id
+	// in deliveries).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^[0-9]+$`
+	BusinessAccountID string `json:"businessAccountID"`
+}
+
+// MessengerChannel identifies one Facebook Page.
+type MessengerChannel struct {
+	// pageID is the Facebook Page id (entry.id in deliveries).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^[0-9]+$`
+	PageID string `json:"pageID"`
+}
+
+// InstagramChannel identifies one Instagram professional account.
+type InstagramChannel struct {
+	// accountID is the Instagram professional account id (entry.id in
+	// deliveries).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^[0-9]+$`
+	AccountID string `json:"accountID"`
+}
+
+// SecretKeyRef names one key of a Secret in the object's own namespace.
+type SecretKeyRef struct {
+	// name is the Secret's name.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// key is the key within the Secret's data.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key"`
+}
+
+// MetaChannelStatus is what the operator observed about a channel.
+type MetaChannelStatus struct {
+	// observedGeneration is the generation of the spec that this status
+	// describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready is True when the channel's Secrets exist and are
+	// well-formed, no other channel claims its ids, and its tenant's worker
+	// serves it.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// tenant is the Tenant whose namespace holds this channel.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Tenant string `json:"tenant,omitempty"`
+
+	// webhookURL is the callback URL to enter in Meta's app dashboard.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	WebhookURL string `json:"webhookURL,omitempty"`
+}
+
+// MetaChannel is one WhatsApp phone number, Facebook Page or Instagram
+// account of a tenant, served by the tenant's ingest worker.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=mch,categories=omniflow
+// +kubebuilder:printcolumn:name="Platform",type=string,JSONPath=`.spec.platform`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Webhook-URL",type=string,JSONPath=`.status.webhookURL`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type MetaChannel struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired state of the channel.
+	// +required
+	Spec MetaChannelSpec `json:"spec"`
+
+	// status is the observed state of the channel.
+	// +optional
+	Status MetaChannelStatus `json:"status,omitempty"`
+}
+
+// MetaChannelList is a list of MetaChannels.
+// +kubebuilder:object:root=true
+type MetaChannelList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []MetaChannel `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&MetaChannel{}, &MetaChannelList{})
+}

@@ -1,0 +1,331 @@
+package v1alpha1
+
+import (
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TenantState says whether a business is active.
+// +kubebuilder:validation:Enum=Active;Deactivated
+type TenantState string
+
+const (
+	// TenantActive: the tenant's channels are served and its data is kept.
+	TenantActive TenantState = "Active"
+	// TenantDeactivated: ingest stops at once and all data is erased after the
+	// grace period, within 14 days at most.
+	TenantDeactivated TenantState = "Deactivated"
+)
+
+// StorageBackend selects where a tenant's data lives.
+// +kubebuilder:validation:Enum=SQLite;PostgreSQL
+type StorageBackend string
+
+const (
+	// StorageSQLite: an embedded SQLite database on a PersistentVolumeClaim.
+	StorageSQLite StorageBackend = "SQLite"
+	// StoragePostgreSQL: a database and a role on a shared PostgreSQL server.
+	StoragePostgreSQL StorageBackend = "PostgreSQL"
+)
+
+// TenantPhase is a one-word summary of where a Tenant is in its life.
+// +kubebuilder:validation:Enum=Provisioning;Active;Deactivated;Erasing;Erased;Failed
+type TenantPhase string
+
+const (
+	TenantPhaseProvisioning TenantPhase = "Provisioning"
+	TenantPhaseActive       TenantPhase = "Active"
+	TenantPhaseDeactivated  TenantPhase = "Deactivated"
+	TenantPhaseErasing      TenantPhase = "Erasing"
+	TenantPhaseErased       TenantPhase = "Erased"
+	TenantPhaseFailed       TenantPhase = "Failed"
+)
+
+// ErasureDeadlineAfterDeactivation is the promise: all of a tenant's data is
+// gone this long after deactivation at the latest.
+const ErasureDeadlineAfterDeactivation = 14 * 24 * time.Hour
+
+// DefaultGracePeriod is the grace period when spec.erasure.gracePeriod is unset.
+const DefaultGracePeriod = 7 * 24 * time.Hour
+
+// MaxGracePeriod keeps a day of margin before the 14-day deadline.
+const MaxGracePeriod = 13 * 24 * time.Hour
+
+// EffectiveGracePeriod is the grace period in force for the tenant.
+func (t *Tenant) EffectiveGracePeriod() time.Duration {
+	if g := t.Spec.Erasure.GracePeriod; g != nil && g.Duration >= 0 && g.Duration <= MaxGracePeriod {
+		return g.Duration
+	}
+	return DefaultGracePeriod
+}
+
+// NamespaceName is the namespace that holds the tenant's objects.
+func (t *Tenant) NamespaceName() string {
+	if t.Spec.Namespace != "" {
+		return t.Spec.Namespace
+	}
+	return "tenant-" + t.Name
+}
+
+// TenantSpec is what the platform team declares about one business.
+// +kubebuilder:validation:XValidation:rule="!has(self.worker) || !has(self.worker.replicas) || self.worker.replicas <= 1 || (has(self.storage) && has(self.storage.backend) && self.storage.backend == 'PostgreSQL')",message="worker.replicas above 1 needs storage.backend PostgreSQL: SQLite has a single writer"
+// +kubebuilder:validation:XValidation:rule="(has(oldSelf.storage) && has(oldSelf.storage.backend) ? oldSelf.storage.backend : 'SQLite') == (has(self.storage) && has(self.storage.backend) ? self.storage.backend : 'SQLite')",message="storage.backend is immutable: switching would abandon the stored data"
+// +kubebuilder:validation:XValidation:rule="has(self.__namespace__) == has(oldSelf.__namespace__) && (!has(self.__namespace__) || self.__namespace__ == oldSelf.__namespace__)",message="namespace is immutable"
+type TenantSpec struct {
+	// displayName is a human-readable name of the business, shown in tooling.
+	// It must not hold personal data.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	DisplayName string `json:"displayName,omitempty"`
+
+	// state is Active while the business has a subscription. Setting it to
+	// Deactivated stops ingest at once and erases all of the tenant's data
+	// after erasure.gracePeriod, within 14 days at most. An Erased tenant
+	// cannot be reactivated.
+	// +optional
+	// +kubebuilder:default=Active
+	State TenantState `json:"state,omitempty"`
+
+	// namespace is the namespace that holds the tenant's worker, storage,
+	// channels and deletion requests. Defaults to tenant-<name>. An existing
+	// namespace is adopted only if it carries the label
+	// platform.omniflowcrm.com/tenant=<name>. Immutable.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Namespace string `json:"namespace,omitempty"`
+
+	// storage configures where the tenant's data is kept.
+	// +optional
+	Storage TenantStorage `json:"storage,omitempty"`
+
+	// erasure configures how data is erased after deactivation.
+	// +optional
+	Erasure ErasurePolicy `json:"erasure,omitempty"`
+
+	// worker configures the tenant's ingest worker, which receives Meta's
+	// webhooks.
+	// +optional
+	Worker WorkerSpec `json:"worker,omitempty"`
+
+	// retention, when set, deletes messages older than a maximum age while
+	// the tenant is active.
+	// +optional
+	Retention *RetentionPolicy `json:"retention,omitempty"`
+}
+
+// TenantStorage configures a tenant's store.
+type TenantStorage struct {
+	// backend is SQLite (an embedded database on a PersistentVolumeClaim, one
+	// worker replica) or PostgreSQL (a database on a shared server, several
+	// replicas). Immutable: switching would abandon the stored data.
+	// Defaults to SQLite.
+	// +optional
+	Backend StorageBackend `json:"backend,omitempty"`
+
+	// size is the requested capacity of the SQLite volume. It can grow, not
+	// shrink, where the storage class allows expansion. Defaults to 5Gi.
+	// +optional
+	Size *resource.Quantity `json:"size,omitempty"`
+
+	// storageClassName is the StorageClass of the SQLite volume. Defaults to
+	// the operator's --default-storage-class, else the cluster default.
+	// Immutable once the volume exists.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	StorageClassName *string `json:"storageClassName,omitempty"`
+}
+
+// ErasurePolicy configures erasure after deactivation.
+type ErasurePolicy struct {
+	// gracePeriod is how long after deactivation the data is erased, as a
+	// Go duration ("168h" is 7 days). At most 312h (13 days), so that erasure
+	// finishes with a day of margin before the 14-day promise. During the
+	// grace period nothing is ingested and the tenant can be reactivated.
+	// Defaults to 168h; the value in force is shown in status.gracePeriod.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('312h')",message="erasure.gracePeriod must be at most 312h (13 days) so that erasure completes within 14 days of deactivation"
+	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
+}
+
+// WorkerSpec configures the tenant's ingest worker Deployment.
+type WorkerSpec struct {
+	// replicas is the number of worker pods. More than 1 needs the
+	// PostgreSQL backend. Defaults to 1.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=20
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// resources are the worker container's compute requests and limits.
+	// Defaults to requests of 50m CPU and 64Mi memory and a 256Mi memory limit.
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// image overrides the operator's --worker-image for this tenant.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Image string `json:"image,omitempty"`
+}
+
+// RetentionPolicy deletes old messages while a tenant is active.
+type RetentionPolicy struct {
+	// messagesMaxAge is the age, as a Go duration ("8760h" is a year), after
+	// which stored messages, their statuses and files are deleted.
+	// +required
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('24h')",message="retention.messagesMaxAge must be at least 24h"
+	MessagesMaxAge metav1.Duration `json:"messagesMaxAge"`
+}
+
+// TenantStatus is what the operator observed and did.
+type TenantStatus struct {
+	// observedGeneration is the generation of the spec that this status
+	// describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// phase summarises the tenant's life: Provisioning, Active, Deactivated
+	// (grace period running), Erasing, Erased or Failed.
+	// +optional
+	Phase TenantPhase `json:"phase,omitempty"`
+
+	// conditions are the detailed state: Ready, NamespaceReady, StorageReady,
+	// WorkerReady, RouteReady, Erasing, Erased, ErasureAtRisk.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// namespace is the namespace that holds the tenant's objects.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	Namespace string `json:"namespace,omitempty"`
+
+	// gracePeriod is the erasure grace period in force (the spec's value or
+	// its default).
+	// +optional
+	// +kubebuilder:validation:Type=string
+	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
+
+	// storage records the storage the operator created for this tenant; only
+	// what is recorded here is ever destroyed by the operator.
+	// +optional
+	Storage *StorageStatus `json:"storage,omitempty"`
+
+	// deactivatedAt is when the operator first saw the tenant deactivated.
+	// +optional
+	DeactivatedAt *metav1.Time `json:"deactivatedAt,omitempty"`
+
+	// erasureScheduledAt is deactivatedAt plus the grace period: when erasure
+	// starts.
+	// +optional
+	ErasureScheduledAt *metav1.Time `json:"erasureScheduledAt,omitempty"`
+
+	// erasureDeadline is deactivatedAt plus 14 days: the latest time by which
+	// all data must be gone.
+	// +optional
+	ErasureDeadline *metav1.Time `json:"erasureDeadline,omitempty"`
+
+	// erasedAt is when erasure was complete and verified.
+	// +optional
+	ErasedAt *metav1.Time `json:"erasedAt,omitempty"`
+
+	// erasure is the audit record of the erasure: each step, when it
+	// completed and how it was verified. It holds no personal data.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Erasure []ErasureStep `json:"erasure,omitempty"`
+}
+
+// StorageStatus records the storage created for a tenant.
+type StorageStatus struct {
+	// backend is the storage backend in use.
+	// +optional
+	Backend StorageBackend `json:"backend,omitempty"`
+
+	// claimName is the PersistentVolumeClaim holding the SQLite database.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	ClaimName string `json:"claimName,omitempty"`
+
+	// volumeName is the PersistentVolume bound to the claim, once bound.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	VolumeName string `json:"volumeName,omitempty"`
+
+	// databaseName is the PostgreSQL database of the tenant.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	DatabaseName string `json:"databaseName,omitempty"`
+}
+
+// ErasureStep is one verified step of a tenant's erasure.
+type ErasureStep struct {
+	// name identifies the step, for example StopIngest, DeleteWorker,
+	// DeleteStorage, DeleteNamespace.
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	Name string `json:"name"`
+
+	// completedAt is when the step was verified complete.
+	// +optional
+	CompletedAt *metav1.Time `json:"completedAt,omitempty"`
+
+	// verification says how completion was checked, for example "GET
+	// persistentvolumeclaims/data returned NotFound".
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Verification string `json:"verification,omitempty"`
+}
+
+// Tenant is one business using Omniflow. It owns a namespace with the
+// business's ingest worker, storage, channels and deletion requests; when it
+// is deactivated all of its data is erased within 14 days.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label (lower-case letters, digits and '-'): it names the tenant's namespace"
+// +kubebuilder:validation:XValidation:rule="has(self.spec.__namespace__) || size(self.metadata.name) <= 56",message="metadata.name must be at most 56 characters unless spec.namespace is set, so that the namespace tenant-<name> fits in 63"
+// +kubebuilder:resource:scope=Cluster,shortName=tn,categories=omniflow
+// +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.spec.state`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.status.namespace`
+// +kubebuilder:printcolumn:name="Erasure-Deadline",type=date,JSONPath=`.status.erasureDeadline`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Tenant struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired state of the tenant.
+	// +required
+	Spec TenantSpec `json:"spec"`
+
+	// status is the observed state of the tenant.
+	// +optional
+	Status TenantStatus `json:"status,omitempty"`
+}
+
+// TenantList is a list of Tenants.
+// +kubebuilder:object:root=true
+type TenantList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Tenant `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Tenant{}, &TenantList{})
+}

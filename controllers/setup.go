@@ -1,0 +1,79 @@
+package controllers
+
+import (
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+)
+
+// Options configure the operator's controllers.
+type Options struct {
+	Worker WorkerConfig
+	// Clock is injected by tests; nil means the real clock.
+	Clock clock.PassiveClock
+}
+
+// CacheOptions restricts the manager's cache to the objects the operator
+// labels, so that it never holds every Deployment, claim or namespace of a
+// large cluster in memory.
+func CacheOptions() cache.Options {
+	managed := labels.SelectorFromSet(labels.Set{platformv1.LabelManagedBy: platformv1.ManagedByValue})
+	tenantReq, err := labels.NewRequirement(platformv1.LabelTenant, selection.Exists, nil)
+	if err != nil {
+		panic(err) // a constant requirement cannot be invalid
+	}
+	tenantNamespaces := labels.NewSelector().Add(*tenantReq)
+	byObject := map[client.Object]cache.ByObject{
+		// Adopted namespaces carry the tenant label before they carry ours.
+		&corev1.Namespace{}: {Label: tenantNamespaces},
+	}
+	for _, o := range []client.Object{
+		&appsv1.Deployment{}, &corev1.Service{}, &corev1.ServiceAccount{}, &corev1.PersistentVolumeClaim{},
+		&rbacv1.Role{}, &rbacv1.RoleBinding{}, &networkingv1.NetworkPolicy{},
+	} {
+		byObject[o] = cache.ByObject{Label: managed}
+	}
+	return cache.Options{ByObject: byObject}
+}
+
+// SetupAll registers every controller of the operator with the manager.
+func SetupAll(mgr ctrl.Manager, opts Options) error {
+	clk := opts.Clock
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	tenants := &TenantReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("omniflow-operator"),
+		Clock:     clk,
+		Worker:    opts.Worker,
+	}
+	if err := tenants.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up tenant controller: %w", err)
+	}
+	return nil
+}
+
+// controllerOptions caps the error backoff at 5 minutes: the default grows
+// to about 16 minutes, a silent stall for an SRE watching a tenant.
+func controllerOptions() controller.Options {
+	return controller.Options{
+		RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](time.Second, 5*time.Minute),
+	}
+}

@@ -1,0 +1,317 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	networkingv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
+	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+)
+
+// TenantReconciler provisions a tenant's namespace, access, storage and
+// ingest worker, and reports their state in the Tenant's status.
+type TenantReconciler struct {
+	client.Client
+	// APIReader reads around the cache: the cache only holds our labelled
+	// namespaces, and a foreign namespace must be seen to be refused.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Clock     clock.PassiveClock
+	Worker    WorkerConfig
+}
+
+// +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=tenants,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=tenants/status,verbs=get;patch;update
+// +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=tenants/finalizers,verbs=update
+// +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=metachannels;deletionrequests,verbs=get;list;watch
+// +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=metachannels/status;deletionrequests/status,verbs=get;patch;update
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups="",resources=serviceaccounts;services;persistentvolumeclaims,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one Tenant's objects to their desired state.
+func (r *TenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+	var t platformv1.Tenant
+	if err := r.Get(ctx, req.NamespacedName, &t); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	log := logf.FromContext(ctx).WithValues("tenant", klog.KObj(&t))
+	ctx = logf.IntoContext(ctx, log)
+	orig := t.DeepCopy()
+	defer func() { retErr = errors.Join(retErr, r.patchStatus(ctx, orig, &t)) }()
+
+	t.Status.Namespace = t.NamespaceName()
+	t.Status.GracePeriod = effectiveGracePeriod(&t)
+	// The phase is computed afresh on every pass; a phase that cannot go on
+	// sets Failed itself.
+	t.Status.Phase = ""
+
+	// Deletion and deactivation come before any readiness gate.
+	if !t.DeletionTimestamp.IsZero() || t.Spec.State == platformv1.TenantDeactivated {
+		return r.reconcileDeactivated(ctx, &t)
+	}
+	for _, phase := range []func(context.Context, *platformv1.Tenant) (*ctrl.Result, error){
+		r.reconcileNamespace, r.reconcileStorage, r.reconcileWorker,
+	} {
+		if res, err := phase(ctx, &t); res != nil || err != nil {
+			summarize(&t)
+			return resultOrZero(res), err
+		}
+	}
+	summarize(&t)
+	return ctrl.Result{}, nil
+}
+
+// stop ends a reconcile after a phase that cannot go on yet.
+var stop = &ctrl.Result{}
+
+func resultOrZero(r *ctrl.Result) ctrl.Result {
+	if r == nil {
+		return ctrl.Result{}
+	}
+	return *r
+}
+
+// reconcileNamespace creates the tenant's namespace, or adopts one that
+// already carries the tenant's label. A namespace of the same name that is
+// not the tenant's is never taken over.
+func (r *TenantReconciler) reconcileNamespace(ctx context.Context, t *platformv1.Tenant) (*ctrl.Result, error) {
+	name := t.NamespaceName()
+	var ns corev1.Namespace
+	err := r.Get(ctx, types.NamespacedName{Name: name}, &ns)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, types.NamespacedName{Name: name}, &ns)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		ns = corev1.Namespace{}
+		ns.Name = name
+		ns.Labels = tenantLabels(t)
+		if err := r.Create(ctx, &ns, client.FieldOwner(fieldOwner)); err != nil {
+			setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionNamespaceReady, false, platformv1.ReasonApplyFailed, "cannot create namespace: "+err.Error())
+			return nil, fmt.Errorf("create namespace %s: %w", name, err)
+		}
+		r.Recorder.Eventf(t, &ns, corev1.EventTypeNormal, "Created", "Provision", "created Namespace %s", name)
+	case err != nil:
+		return nil, fmt.Errorf("get namespace %s: %w", name, err)
+	case ns.Labels[platformv1.LabelTenant] != t.Name:
+		msg := fmt.Sprintf("namespace %s exists and does not carry the label %s=%s; it is not taken over", name, platformv1.LabelTenant, t.Name)
+		if setConflict(t, msg) {
+			r.Recorder.Eventf(t, nil, corev1.EventTypeWarning, platformv1.ReasonNamespaceConflict, "Provision", msg)
+		}
+		// Nothing to retry: labelling the namespace brings us back through the watch.
+		return stop, nil
+	case ns.DeletionTimestamp != nil:
+		setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionNamespaceReady, false, platformv1.ReasonNamespaceTerminating,
+			fmt.Sprintf("namespace %s is being deleted; waiting to create it again", name))
+		return &ctrl.Result{RequeueAfter: 10 * time.Second}, nil
+	default:
+		if _, err := applyIfChanged(ctx, r.Client, types.NamespacedName{Name: name}, &corev1.Namespace{}, desiredNamespace(t), corev1ac.ExtractNamespace); err != nil {
+			setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionNamespaceReady, false, platformv1.ReasonApplyFailed, err.Error())
+			return nil, fmt.Errorf("ensure namespace %s: %w", name, err)
+		}
+	}
+	setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionNamespaceReady, true, platformv1.ReasonReconciled, "")
+	return nil, nil
+}
+
+// setConflict records a namespace conflict and reports whether it is new.
+func setConflict(t *platformv1.Tenant, msg string) bool {
+	prev := meta.FindStatusCondition(t.Status.Conditions, platformv1.ConditionNamespaceReady)
+	setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionNamespaceReady, false, platformv1.ReasonNamespaceConflict, msg)
+	t.Status.Phase = platformv1.TenantPhaseFailed
+	return prev == nil || prev.Reason != platformv1.ReasonNamespaceConflict
+}
+
+// reconcileStorage ensures the tenant's store: for SQLite, the data claim.
+func (r *TenantReconciler) reconcileStorage(ctx context.Context, t *platformv1.Tenant) (*ctrl.Result, error) {
+	backend := t.Spec.Storage.Backend
+	if backend == "" {
+		backend = platformv1.StorageSQLite
+	}
+	if backend != platformv1.StorageSQLite {
+		setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionStorageReady, false, platformv1.ReasonStorageUnsupported,
+			fmt.Sprintf("storage backend %s is not supported by this operator version; use SQLite", backend))
+		t.Status.Phase = platformv1.TenantPhaseFailed
+		return stop, reconcile.TerminalError(fmt.Errorf("storage backend %s is not supported", backend))
+	}
+	key := types.NamespacedName{Namespace: t.NamespaceName(), Name: DataClaimName}
+	pvc := &corev1.PersistentVolumeClaim{}
+	created, err := applyIfChanged(ctx, r.Client, key, pvc, desiredDataClaim(t, r.Worker), corev1ac.ExtractPersistentVolumeClaim)
+	if err != nil {
+		setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionStorageReady, false, platformv1.ReasonApplyFailed, err.Error())
+		return nil, fmt.Errorf("ensure data claim: %w", err)
+	}
+	if created {
+		r.Recorder.Eventf(t, pvc, corev1.EventTypeNormal, "Created", "Provision", "created PersistentVolumeClaim %s/%s", key.Namespace, key.Name)
+	}
+	t.Status.Storage = &platformv1.StorageStatus{Backend: backend, ClaimName: DataClaimName, VolumeName: pvc.Spec.VolumeName}
+	if pvc.Status.Phase == corev1.ClaimBound {
+		setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionStorageReady, true, platformv1.ReasonClaimBound, "")
+	} else {
+		setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionStorageReady, false, platformv1.ReasonClaimPending,
+			fmt.Sprintf("PersistentVolumeClaim %s is not bound yet", DataClaimName))
+	}
+	return nil, nil
+}
+
+// reconcileWorker ensures the worker's identity, access, network policy,
+// Deployment and Service, and reads the Deployment's availability.
+func (r *TenantReconciler) reconcileWorker(ctx context.Context, t *platformv1.Tenant) (*ctrl.Result, error) {
+	ns := t.NamespaceName()
+	var channels platformv1.MetaChannelList
+	if err := r.List(ctx, &channels, client.InNamespace(ns)); err != nil {
+		return nil, fmt.Errorf("list channels: %w", err)
+	}
+	key := types.NamespacedName{Namespace: ns, Name: WorkerName}
+	dep := &appsv1.Deployment{}
+	sa, role, rb, np, svc := &corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}, &networkingv1.NetworkPolicy{}, &corev1.Service{}
+	steps := []struct {
+		kind  string
+		live  client.Object
+		apply func() (bool, error)
+	}{
+		{"ServiceAccount", sa, func() (bool, error) {
+			return applyIfChanged(ctx, r.Client, key, sa, desiredServiceAccount(t), corev1ac.ExtractServiceAccount)
+		}},
+		{"Role", role, func() (bool, error) {
+			return applyIfChanged(ctx, r.Client, key, role, desiredRole(t, channelSecretNames(channels.Items)), rbacv1ac.ExtractRole)
+		}},
+		{"RoleBinding", rb, func() (bool, error) {
+			return applyIfChanged(ctx, r.Client, key, rb, desiredRoleBinding(t), rbacv1ac.ExtractRoleBinding)
+		}},
+		{"NetworkPolicy", np, func() (bool, error) {
+			return applyIfChanged(ctx, r.Client, key, np, desiredNetworkPolicy(t), networkingv1ac.ExtractNetworkPolicy)
+		}},
+		{"Deployment", dep, func() (bool, error) {
+			return applyIfChanged(ctx, r.Client, key, dep, desiredDeployment(t, r.Worker), appsv1ac.ExtractDeployment)
+		}},
+		{"Service", svc, func() (bool, error) {
+			return applyIfChanged(ctx, r.Client, key, svc, desiredService(t), corev1ac.ExtractService)
+		}},
+	}
+	for _, s := range steps {
+		created, err := s.apply()
+		if err != nil {
+			setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionWorkerReady, false, platformv1.ReasonApplyFailed,
+				fmt.Sprintf("%s %s: %v", s.kind, WorkerName, err))
+			return nil, fmt.Errorf("ensure worker %s: %w", s.kind, err)
+		}
+		if created {
+			r.Recorder.Eventf(t, s.live, corev1.EventTypeNormal, "Created", "Provision", "created %s %s/%s", s.kind, ns, WorkerName)
+		}
+	}
+	ok, reason, msg := deploymentAvailable(dep, workerReplicas(t))
+	setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionWorkerReady, ok, reason, msg)
+	return nil, nil
+}
+
+// deploymentAvailable reads a Deployment's status. A freshly applied
+// Deployment has no status yet, which reads as not available.
+func deploymentAvailable(dep *appsv1.Deployment, want int32) (bool, string, string) {
+	switch {
+	case dep.Generation == 0:
+		return false, platformv1.ReasonDeploymentUnavailable, "worker Deployment not observed yet"
+	case dep.Status.ObservedGeneration < dep.Generation:
+		return false, platformv1.ReasonDeploymentUnavailable, "worker Deployment rollout not observed yet"
+	case dep.Status.UpdatedReplicas < want || dep.Status.AvailableReplicas < want:
+		return false, platformv1.ReasonDeploymentUnavailable,
+			fmt.Sprintf("%d of %d worker replicas available", dep.Status.AvailableReplicas, want)
+	}
+	return true, platformv1.ReasonDeploymentAvailable, fmt.Sprintf("%d worker replicas available", want)
+}
+
+// reconcileDeactivated stops provisioning a deactivated tenant.
+// TODO(erasure issue): stop ingest, schedule and run the erasure.
+func (r *TenantReconciler) reconcileDeactivated(_ context.Context, t *platformv1.Tenant) (ctrl.Result, error) {
+	t.Status.Phase = platformv1.TenantPhaseDeactivated
+	setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionReady, false, platformv1.ReasonDeactivated, "tenant is deactivated")
+	return ctrl.Result{}, nil
+}
+
+// summarize computes Ready and the phase from the other conditions.
+func summarize(t *platformv1.Tenant) {
+	if c := firstNotTrue(t.Status.Conditions, platformv1.ConditionNamespaceReady, platformv1.ConditionStorageReady, platformv1.ConditionWorkerReady); c != nil {
+		if t.Status.Phase != platformv1.TenantPhaseFailed {
+			t.Status.Phase = platformv1.TenantPhaseProvisioning
+		}
+		setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionReady, false, c.Reason, c.Message)
+		return
+	}
+	t.Status.Phase = platformv1.TenantPhaseActive
+	setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionReady, true, platformv1.ReasonReconciled, "tenant is provisioned and its worker is available")
+}
+
+func (r *TenantReconciler) patchStatus(ctx context.Context, orig, t *platformv1.Tenant) error {
+	t.Status.ObservedGeneration = t.Generation
+	if equality.Semantic.DeepEqual(orig.Status, t.Status) {
+		return nil
+	}
+	if err := r.Status().Patch(ctx, t, client.MergeFrom(orig)); err != nil {
+		return client.IgnoreNotFound(fmt.Errorf("patch tenant status: %w", err))
+	}
+	return nil
+}
+
+// SetupWithManager registers the controller and its watches.
+func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&platformv1.Tenant{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&appsv1.Deployment{}).
+		Owns(&corev1.Service{}).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&corev1.PersistentVolumeClaim{}).
+		Owns(&rbacv1.Role{}).
+		Owns(&rbacv1.RoleBinding{}).
+		Owns(&networkingv1.NetworkPolicy{}).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(namespaceToTenant)).
+		Watches(&platformv1.MetaChannel{}, handler.EnqueueRequestsFromMapFunc(r.objectToTenant)).
+		WithOptions(controllerOptions()).
+		Named("tenant").
+		Complete(r)
+}
+
+// namespaceToTenant maps a labelled namespace to its Tenant.
+func namespaceToTenant(_ context.Context, o client.Object) []reconcile.Request {
+	if name := o.GetLabels()[platformv1.LabelTenant]; name != "" {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: name}}}
+	}
+	return nil
+}
+
+// objectToTenant maps an object in a tenant's namespace to the Tenant,
+// through the namespace's label.
+func (r *TenantReconciler) objectToTenant(ctx context.Context, o client.Object) []reconcile.Request {
+	var ns corev1.Namespace
+	if err := r.Get(ctx, types.NamespacedName{Name: o.GetNamespace()}, &ns); err != nil {
+		return nil
+	}
+	return namespaceToTenant(ctx, &ns)
+}

@@ -1,0 +1,335 @@
+package controllers
+
+import (
+	"sort"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	networkingv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
+	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
+	"k8s.io/utils/ptr"
+
+	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+)
+
+// Names of the objects the operator creates in a tenant's namespace. Other
+// components (the worker, the demo, the docs) rely on them.
+const (
+	WorkerName      = "ingest-worker"
+	DataClaimName   = "data"
+	WebhookPort     = 8080
+	WebhookPortName = "webhook"
+	ServicePort     = 80
+	DataMountPath   = "/data"
+	fieldOwner      = "omniflow-operator"
+	defaultSize     = "5Gi"
+	labelComponent  = "app.kubernetes.io/component"
+	labelName       = "app.kubernetes.io/name"
+	labelInstance   = "app.kubernetes.io/instance"
+	componentWorker = "ingest-worker"
+	workerUID       = 65532
+	defaultReplicas = int32(1)
+	envPodNamespace = "POD_NAMESPACE"
+	envTenantName   = "OMNIFLOW_TENANT"
+)
+
+// WorkerConfig is the operator-wide configuration of tenant workers, from
+// the manager's flags.
+type WorkerConfig struct {
+	// Image is the ingest worker image (cmd/ingest-worker).
+	Image string
+	// DefaultStorageClass is used when a Tenant names none; empty means the
+	// cluster's default StorageClass.
+	DefaultStorageClass string
+}
+
+// tenantLabels are carried by every object of a tenant.
+func tenantLabels(t *platformv1.Tenant) map[string]string {
+	return map[string]string{
+		platformv1.LabelTenant:    t.Name,
+		platformv1.LabelManagedBy: platformv1.ManagedByValue,
+	}
+}
+
+// workerSelector selects the worker's pods; it must never change for a
+// Deployment, so it holds only stable labels.
+func workerSelector(t *platformv1.Tenant) map[string]string {
+	return map[string]string{
+		platformv1.LabelTenant: t.Name,
+		labelComponent:         componentWorker,
+	}
+}
+
+func workerLabels(t *platformv1.Tenant) map[string]string {
+	l := tenantLabels(t)
+	l[labelComponent] = componentWorker
+	l[labelName] = "omniflow-ingest-worker"
+	l[labelInstance] = t.Name
+	return l
+}
+
+func ownerRef(t *platformv1.Tenant) *metav1ac.OwnerReferenceApplyConfiguration {
+	return metav1ac.OwnerReference().
+		WithAPIVersion(platformv1.GroupVersion.String()).
+		WithKind("Tenant").
+		WithName(t.Name).
+		WithUID(t.UID).
+		WithController(true).
+		WithBlockOwnerDeletion(true)
+}
+
+// desiredNamespace carries only the tenant's labels. It has no owner
+// reference on purpose: the namespace holds the data, and garbage collection
+// must never erase it behind the erasure process (for instance when the CRD
+// is deleted and every Tenant with it).
+func desiredNamespace(t *platformv1.Tenant) *corev1ac.NamespaceApplyConfiguration {
+	return corev1ac.Namespace(t.NamespaceName()).WithLabels(tenantLabels(t))
+}
+
+func desiredServiceAccount(t *platformv1.Tenant) *corev1ac.ServiceAccountApplyConfiguration {
+	return corev1ac.ServiceAccount(WorkerName, t.NamespaceName()).
+		WithLabels(workerLabels(t)).
+		WithOwnerReferences(ownerRef(t))
+}
+
+// desiredRole gives the worker what it needs in its own namespace and
+// nothing else: its channels and deletion requests, and only the Secrets
+// those channels name (never a blanket Secret read).
+func desiredRole(t *platformv1.Tenant, secretNames []string) *rbacv1ac.RoleApplyConfiguration {
+	rules := []*rbacv1ac.PolicyRuleApplyConfiguration{
+		rbacv1ac.PolicyRule().
+			WithAPIGroups(platformv1.GroupVersion.Group).
+			WithResources("metachannels", "deletionrequests").
+			WithVerbs("get", "list", "watch"),
+		rbacv1ac.PolicyRule().
+			WithAPIGroups(platformv1.GroupVersion.Group).
+			WithResources("metachannels/status", "deletionrequests/status").
+			WithVerbs("get", "patch", "update"),
+	}
+	names := uniqueSorted(secretNames)
+	// An empty resourceNames list would grant every Secret: leave the rule out.
+	if len(names) > 0 {
+		rules = append(rules, rbacv1ac.PolicyRule().
+			WithAPIGroups("").
+			WithResources("secrets").
+			WithResourceNames(names...).
+			WithVerbs("get", "list", "watch"))
+	}
+	return rbacv1ac.Role(WorkerName, t.NamespaceName()).
+		WithLabels(workerLabels(t)).
+		WithOwnerReferences(ownerRef(t)).
+		WithRules(rules...)
+}
+
+func desiredRoleBinding(t *platformv1.Tenant) *rbacv1ac.RoleBindingApplyConfiguration {
+	return rbacv1ac.RoleBinding(WorkerName, t.NamespaceName()).
+		WithLabels(workerLabels(t)).
+		WithOwnerReferences(ownerRef(t)).
+		WithRoleRef(rbacv1ac.RoleRef().
+			WithAPIGroup("rbac.authorization.k8s.io").
+			WithKind("Role").
+			WithName(WorkerName)).
+		WithSubjects(rbacv1ac.Subject().
+			WithKind("ServiceAccount").
+			WithName(WorkerName).
+			WithNamespace(t.NamespaceName()))
+}
+
+// desiredNetworkPolicy admits traffic to the worker only on the webhook port.
+func desiredNetworkPolicy(t *platformv1.Tenant) *networkingv1ac.NetworkPolicyApplyConfiguration {
+	return networkingv1ac.NetworkPolicy(WorkerName, t.NamespaceName()).
+		WithLabels(workerLabels(t)).
+		WithOwnerReferences(ownerRef(t)).
+		WithSpec(networkingv1ac.NetworkPolicySpec().
+			WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(workerSelector(t))).
+			WithPolicyTypes(networkingv1.PolicyTypeIngress).
+			WithIngress(networkingv1ac.NetworkPolicyIngressRule().
+				WithPorts(networkingv1ac.NetworkPolicyPort().
+					WithProtocol(corev1.ProtocolTCP).
+					WithPort(intstr.FromInt32(WebhookPort)))))
+}
+
+func storageSize(t *platformv1.Tenant) resource.Quantity {
+	if t.Spec.Storage.Size != nil && !t.Spec.Storage.Size.IsZero() {
+		return *t.Spec.Storage.Size
+	}
+	return resource.MustParse(defaultSize)
+}
+
+func storageClass(t *platformv1.Tenant, cfg WorkerConfig) *string {
+	if t.Spec.Storage.StorageClassName != nil {
+		return t.Spec.Storage.StorageClassName
+	}
+	if cfg.DefaultStorageClass != "" {
+		return ptr.To(cfg.DefaultStorageClass)
+	}
+	return nil
+}
+
+// desiredDataClaim is the SQLite volume. Its owner reference lets the claim
+// be recreated when deleted by hand; erasure deletes it explicitly and deals
+// with the bound volume's reclaim policy.
+func desiredDataClaim(t *platformv1.Tenant, cfg WorkerConfig) *corev1ac.PersistentVolumeClaimApplyConfiguration {
+	spec := corev1ac.PersistentVolumeClaimSpec().
+		WithAccessModes(corev1.ReadWriteOnce).
+		WithResources(corev1ac.VolumeResourceRequirements().
+			WithRequests(corev1.ResourceList{corev1.ResourceStorage: storageSize(t)}))
+	if sc := storageClass(t, cfg); sc != nil {
+		spec = spec.WithStorageClassName(*sc)
+	}
+	return corev1ac.PersistentVolumeClaim(DataClaimName, t.NamespaceName()).
+		WithLabels(tenantLabels(t)).
+		WithOwnerReferences(ownerRef(t)).
+		WithSpec(spec)
+}
+
+func workerReplicas(t *platformv1.Tenant) int32 {
+	if t.Spec.Worker.Replicas != nil {
+		return *t.Spec.Worker.Replicas
+	}
+	return defaultReplicas
+}
+
+func workerResources(t *platformv1.Tenant) *corev1ac.ResourceRequirementsApplyConfiguration {
+	rr := corev1ac.ResourceRequirements()
+	if r := t.Spec.Worker.Resources; r != nil {
+		if len(r.Requests) > 0 {
+			rr = rr.WithRequests(r.Requests)
+		}
+		if len(r.Limits) > 0 {
+			rr = rr.WithLimits(r.Limits)
+		}
+		return rr
+	}
+	return rr.
+		WithRequests(corev1.ResourceList{
+			corev1.ResourceCPU:    resource.MustParse("50m"),
+			corev1.ResourceMemory: resource.MustParse("64Mi"),
+		}).
+		WithLimits(corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")})
+}
+
+// WorkerArgs are the worker's command-line arguments in a tenant's
+// Deployment. The demo runs the worker locally with exactly these.
+func WorkerArgs(t *platformv1.Tenant) []string {
+	return []string{
+		"serve",
+		"--listen=:8080",
+		"--data-dir=" + DataMountPath,
+		"--namespace=" + t.NamespaceName(),
+		"--tenant=" + t.Name,
+	}
+}
+
+func desiredDeployment(t *platformv1.Tenant, cfg WorkerConfig) *appsv1ac.DeploymentApplyConfiguration {
+	image := cfg.Image
+	if t.Spec.Worker.Image != "" {
+		image = t.Spec.Worker.Image
+	}
+	container := corev1ac.Container().
+		WithName(WorkerName).
+		WithImage(image).
+		WithArgs(WorkerArgs(t)...).
+		WithEnv(
+			corev1ac.EnvVar().WithName(envPodNamespace).WithValueFrom(
+				corev1ac.EnvVarSource().WithFieldRef(
+					// apiVersion is what the server would default: set it, or
+					// every comparison with the live object differs.
+					corev1ac.ObjectFieldSelector().WithAPIVersion("v1").WithFieldPath("metadata.namespace"))),
+			corev1ac.EnvVar().WithName(envTenantName).WithValue(t.Name),
+		).
+		WithPorts(corev1ac.ContainerPort().WithName(WebhookPortName).WithContainerPort(WebhookPort).WithProtocol(corev1.ProtocolTCP)).
+		WithResources(workerResources(t)).
+		WithReadinessProbe(httpProbe("/readyz")).
+		WithLivenessProbe(httpProbe("/healthz")).
+		WithVolumeMounts(corev1ac.VolumeMount().WithName("data").WithMountPath(DataMountPath)).
+		WithSecurityContext(corev1ac.SecurityContext().
+			WithAllowPrivilegeEscalation(false).
+			WithReadOnlyRootFilesystem(true).
+			WithRunAsNonRoot(true).
+			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL")))
+
+	pod := corev1ac.PodSpec().
+		WithServiceAccountName(WorkerName).
+		WithSecurityContext(corev1ac.PodSecurityContext().
+			WithRunAsNonRoot(true).
+			WithRunAsUser(workerUID).
+			WithRunAsGroup(workerUID).
+			WithFSGroup(workerUID).
+			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))).
+		WithContainers(container).
+		WithVolumes(corev1ac.Volume().WithName("data").WithPersistentVolumeClaim(
+			corev1ac.PersistentVolumeClaimVolumeSource().WithClaimName(DataClaimName)))
+
+	// SQLite has one writer on a ReadWriteOnce volume: never run two pods at
+	// once, even during a rollout.
+	strategy := appsv1ac.DeploymentStrategy().WithType(appsv1.RecreateDeploymentStrategyType)
+
+	return appsv1ac.Deployment(WorkerName, t.NamespaceName()).
+		WithLabels(workerLabels(t)).
+		WithOwnerReferences(ownerRef(t)).
+		WithSpec(appsv1ac.DeploymentSpec().
+			WithReplicas(workerReplicas(t)).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(workerSelector(t))).
+			WithStrategy(strategy).
+			WithTemplate(corev1ac.PodTemplateSpec().
+				WithLabels(workerLabels(t)).
+				WithSpec(pod)))
+}
+
+func httpProbe(path string) *corev1ac.ProbeApplyConfiguration {
+	return corev1ac.Probe().
+		WithHTTPGet(corev1ac.HTTPGetAction().WithPath(path).WithPort(intstr.FromString(WebhookPortName))).
+		WithPeriodSeconds(10)
+}
+
+func desiredService(t *platformv1.Tenant) *corev1ac.ServiceApplyConfiguration {
+	return corev1ac.Service(WorkerName, t.NamespaceName()).
+		WithLabels(workerLabels(t)).
+		WithOwnerReferences(ownerRef(t)).
+		WithSpec(corev1ac.ServiceSpec().
+			WithSelector(workerSelector(t)).
+			WithPorts(corev1ac.ServicePort().
+				WithName(WebhookPortName).
+				WithPort(ServicePort).
+				WithProtocol(corev1.ProtocolTCP).
+				WithTargetPort(intstr.FromString(WebhookPortName))))
+}
+
+// channelSecretNames lists the Secrets that a namespace's channels reference.
+func channelSecretNames(channels []platformv1.MetaChannel) []string {
+	var names []string
+	for i := range channels {
+		s := channels[i].Spec
+		names = append(names, s.AppSecretRef.Name, s.VerifyTokenRef.Name)
+		if s.AccessTokenRef != nil {
+			names = append(names, s.AccessTokenRef.Name)
+		}
+	}
+	return uniqueSorted(names)
+}
+
+func uniqueSorted(in []string) []string {
+	seen := make(map[string]struct{}, len(in))
+	out := make([]string, 0, len(in))
+	for _, s := range in {
+		if _, ok := seen[s]; ok || s == "" {
+			continue
+		}
+		seen[s] = struct{}{}
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func effectiveGracePeriod(t *platformv1.Tenant) *metav1.Duration {
+	return &metav1.Duration{Duration: t.EffectiveGracePeriod()}
+}
