@@ -31,6 +31,7 @@ import (
 var (
 	scheme    = runtime.NewScheme()
 	k8s       client.Client // the test's own client: its writes are not counted
+	restCfg   *rest.Config  // admin config of the envtest API server
 	mgrWrites = &writeCounter{}
 )
 
@@ -97,6 +98,7 @@ func runSuite(m *testing.M) int {
 		}
 	}()
 
+	restCfg = cfg
 	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "create client: %v\n", err)
