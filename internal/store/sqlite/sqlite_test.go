@@ -161,3 +161,37 @@ func mustPrepare(m meta.Message) *prepared {
 	}
 	return p
 }
+
+// BenchmarkCommit measures the durable commit path alone (no HTTP), with concurrent
+// callers as the worker has them: go test -bench Commit -benchtime 5s ./internal/store/sqlite
+func BenchmarkCommit(b *testing.B) {
+	for _, batch := range []int{1, 10} {
+		b.Run(fmt.Sprintf("batch%d", batch), func(b *testing.B) {
+			s, err := Open(b.TempDir(), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			var seq atomic.Int64
+			b.SetParallelism(32)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					id := seq.Add(1)
+					user := fmt.Sprint(15550000000 + id)
+					bt := meta.Batch{Contacts: []meta.Contact{{Platform: meta.WhatsApp, Channel: "c", Subject: user, WaID: user, Name: "Load"}}}
+					for i := range batch {
+						m := wamsg(fmt.Sprintf("wamid.%d.%d", id, i))
+						m.Subject, m.Text, m.Timestamp = user, "Hello, is my order shipped yet?", time.Now().UTC()
+						m.Raw = []byte(`{"from":"` + user + `","id":"x","timestamp":"1781100000","type":"text","text":{"body":"Hello"}}`)
+						bt.Messages = append(bt.Messages, m)
+					}
+					if _, err := s.Commit(context.Background(), &bt); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}

@@ -19,6 +19,51 @@ type txn struct {
 	tx    *sql.Tx
 	s     *Store
 	cache map[string]*sql.Stmt
+	// contact cache changes, applied to Store.contacts only if the transaction commits
+	pending    map[contactKey]*meta.Contact
+	eraseCache bool
+}
+
+// contactKey is a contact row's unique key.
+type contactKey struct {
+	platform meta.Platform
+	channel  string
+	subject  string
+}
+
+// maxCachedContacts bounds the writer's cache of stored contacts; past it the cache starts
+// over (a miss only costs one indexed lookup).
+const maxCachedContacts = 100_000
+
+func (t *txn) cachedContact(k contactKey) (meta.Contact, bool) {
+	if c, ok := t.pending[k]; ok {
+		if c == nil {
+			return meta.Contact{}, false
+		}
+		return *c, true
+	}
+	c, ok := t.s.contacts[k]
+	return c, ok
+}
+
+func (t *txn) rememberContact(c meta.Contact) {
+	t.pending[contactKey{c.Platform, c.Channel, c.Subject}] = &c
+}
+
+func (t *txn) forgetContact(k contactKey) { t.pending[k] = nil }
+
+// commitCache folds the committed transaction's contact changes into the store's cache.
+func (t *txn) commitCache() {
+	if t.eraseCache || len(t.s.contacts)+len(t.pending) > maxCachedContacts {
+		clear(t.s.contacts)
+	}
+	for k, c := range t.pending {
+		if c == nil {
+			delete(t.s.contacts, k)
+		} else {
+			t.s.contacts[k] = *c
+		}
+	}
 }
 
 func (t *txn) stmt(ctx context.Context, name string) *sql.Stmt {
@@ -188,39 +233,53 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 }
 
 type contactRow struct {
-	id                    int64
-	subject, waID, userID sql.NullString
-	c                     meta.Contact
+	id int64
+	c  meta.Contact
+}
+
+// findContacts returns the stored contacts c matches by subject, wa_id or user id, in
+// id order. Empty wa_id/user id bind as NULL, which matches nothing.
+func (t *txn) findContacts(ctx context.Context, c *meta.Contact) ([]contactRow, error) {
+	rows, err := t.stmt(ctx, "findContacts").QueryContext(ctx, string(c.Platform), c.Channel, c.Subject, nullable(c.WaID), nullable(c.UserID))
+	if err != nil {
+		return nil, fmt.Errorf("find contacts: %w", err)
+	}
+	defer rows.Close()
+	var found []contactRow
+	for rows.Next() {
+		var r contactRow
+		var d []byte
+		if err := rows.Scan(&r.id, &d); err != nil {
+			return nil, fmt.Errorf("find contacts: scan: %w", err)
+		}
+		if err := json.Unmarshal(d, &r.c); err != nil {
+			return nil, fmt.Errorf("find contacts: decode: %w", err)
+		}
+		found = append(found, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("find contacts: %w", err)
+	}
+	return found, nil
 }
 
 // upsertContact stores c, merging with what is known. A WhatsApp user may be known by
 // wa_id, by business-scoped user id, or both; a payload that links the two merges the
 // rows into one contact keyed by the business-scoped id.
 func (t *txn) upsertContact(ctx context.Context, c *meta.Contact) error {
-	rows, err := t.stmt(ctx, "findContacts").QueryContext(ctx, string(c.Platform), c.Channel, c.Subject, c.WaID, c.UserID)
+	key := contactKey{c.Platform, c.Channel, c.Subject}
+	// Fast path: the row stored under this subject is exactly c. Every upsert merges all
+	// rows sharing an identifier, so no other row can match c: nothing to do.
+	if stored, ok := t.cachedContact(key); ok && stored == *c {
+		return nil
+	}
+	found, err := t.findContacts(ctx, c)
 	if err != nil {
-		return fmt.Errorf("find contacts: %w", err)
-	}
-	var found []contactRow
-	for rows.Next() {
-		var r contactRow
-		var d []byte
-		if err := rows.Scan(&r.id, &r.subject, &r.waID, &r.userID, &d); err != nil {
-			rows.Close()
-			return fmt.Errorf("scan contact: %w", err)
-		}
-		if err := json.Unmarshal(d, &r.c); err != nil {
-			rows.Close()
-			return fmt.Errorf("decode contact: %w", err)
-		}
-		found = append(found, r)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("find contacts: %w", err)
+		return err
 	}
 	merged := *c
 	if len(found) == 0 {
+		t.rememberContact(merged)
 		return t.writeContact(ctx, 0, &merged)
 	}
 	keep := found[0]
@@ -245,8 +304,11 @@ func (t *txn) upsertContact(ctx context.Context, c *meta.Contact) error {
 			if _, err := t.exec(ctx, "deleteContact", r.id); err != nil {
 				return err
 			}
+			t.forgetContact(contactKey{r.c.Platform, r.c.Channel, r.c.Subject})
 		}
 	}
+	t.forgetContact(contactKey{keep.c.Platform, keep.c.Channel, keep.c.Subject})
+	t.rememberContact(merged)
 	if len(found) == 1 && merged == keep.c {
 		return nil // nothing new: skip the write
 	}
@@ -336,6 +398,7 @@ func (t *txn) erase(ctx context.Context, req store.EraseRequest) (store.Counts, 
 	}
 	var c store.Counts
 	var n int
+	t.eraseCache = true // rows go by identifier: simplest to forget every cached contact
 	if c.Contacts, err = del("contacts", "subject", "wa_id", "user_id"); err != nil {
 		return c, err
 	}

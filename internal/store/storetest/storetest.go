@@ -284,6 +284,12 @@ func testContactMerge(t *testing.T, s store.Store) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("contacts after linking = %+v, want %+v", got, want)
 	}
+	// Seeing the user again by phone number alone neither splits nor duplicates them.
+	commit(t, s, meta.Batch{Contacts: []meta.Contact{c(wa, wa, "", "Ana Souza", "")}})
+	commit(t, s, meta.Batch{Contacts: []meta.Contact{c(wa, wa, "", "Ana Souza", "")}})
+	if got := Export(t, s, nil).Contacts; !reflect.DeepEqual(got, want) {
+		t.Fatalf("contacts after a phone-only redelivery = %+v, want %+v", got, want)
+	}
 	// Either identifier now reaches both messages.
 	for _, id := range []string{wa, bsuid} {
 		if ids := messageIDs(Export(t, s, &store.Subject{Platform: meta.WhatsApp, ID: id})); !reflect.DeepEqual(ids, []string{"m-new", "m-old"}) {
@@ -357,6 +363,16 @@ func testErase(t *testing.T, s store.Store) {
 	}
 	if raw, _ := json.Marshal(d.Erasures); json.Valid(raw) && containsAny(string(raw), wa, bsuid) {
 		t.Errorf("ledger holds the identifier: %s", raw)
+	}
+	// The same person writing again after erasure is stored afresh (nothing may remember
+	// that the contact "already exists").
+	ana := meta.Contact{Platform: meta.WhatsApp, Channel: ch, Subject: bsuid, WaID: wa, UserID: bsuid, Name: "Ana"}
+	commit(t, s, meta.Batch{Contacts: []meta.Contact{ana}})
+	if got := Export(t, s, &store.Subject{ID: wa}).Contacts; !reflect.DeepEqual(got, []meta.Contact{ana}) {
+		t.Fatalf("contact written after erasure: %+v", got)
+	}
+	if _, err := s.Erase(context.Background(), store.EraseRequest{Subject: store.Subject{Platform: meta.WhatsApp, ID: wa}}); err != nil {
+		t.Fatal(err)
 	}
 	// Idempotent: a second run finds nothing left.
 	again, err := s.Erase(context.Background(), req)

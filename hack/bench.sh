@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Benchmark of the ingest worker's durable path against a verify-only baseline, measured
+# side by side in one run on loopback (make bench). Not a test: it prints figures.
+#
+#   CLIENTS=64 DURATION=10s BATCHES=1,10 hack/bench.sh
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CLIENTS=${CLIENTS:-64}
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-1s}
+BATCHES=${BATCHES:-1,10}
+MAX_DELIVERIES=${MAX_DELIVERIES:-300000}
+# The store must be on a real disk for fsync to cost what it costs in production: default
+# to /var/tmp (tmpfs /tmp would flatter the durable figures).
+WORK=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/omniflow-bench.XXXXXX")
+PIDS=()
+
+cleanup() {
+	for pid in "${PIDS[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cd "$ROOT"
+echo "building ingest-worker and loadgen (CGO_ENABLED=0)..."
+CGO_ENABLED=0 go build -o "$WORK/ingest-worker" ./cmd/ingest-worker
+CGO_ENABLED=0 go build -o "$WORK/loadgen" ./hack/loadgen
+
+cat >"$WORK/channels.yaml" <<YAML
+tenant: bench
+channels:
+  - name: wa
+    platform: WhatsApp
+    whatsApp: {phoneNumberID: "123456789012345", businessAccountID: "109876543210987"}
+    appSecret: bench_app_secret
+    verifyToken: bench-verify
+YAML
+
+# start NAME ARGS...: runs a worker on an ephemeral loopback port and sets ADDR once it
+# is ready. (Not called in $(...): the worker would hold the substitution's pipe open.)
+start() {
+	local name=$1
+	shift
+	"$WORK/ingest-worker" serve --listen 127.0.0.1:0 --channels "$WORK/channels.yaml" "$@" >"$WORK/$name.log" 2>&1 &
+	PIDS+=("$!")
+	ADDR=""
+	for _ in $(seq 1 300); do
+		ADDR=$(grep -o '"addr":"127.0.0.1:[0-9]*"' "$WORK/$name.log" | head -1 | cut -d'"' -f4 || true)
+		if [[ -n "$ADDR" ]] && curl -fsS "http://$ADDR/readyz" >/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "worker $name did not become ready:" >&2
+	cat "$WORK/$name.log" >&2
+	return 1
+}
+
+start durable --data-dir "$WORK/data"
+DURABLE=$ADDR
+start baseline --verify-only
+BASELINE=$ADDR
+echo "durable worker on $DURABLE (store in $WORK/data), baseline on $BASELINE"
+echo "machine: $(nproc) cores, $(uname -sr), $(go version | cut -d' ' -f3)"
+echo
+
+"$WORK/loadgen" --target "http://$DURABLE" --baseline "http://$BASELINE" --clients "$CLIENTS" \
+	--batches "$BATCHES" --duration "$DURATION" --warmup "$WARMUP" --max-deliveries "$MAX_DELIVERIES" \
+	--secret bench_app_secret --channel wa --phone-number-id 123456789012345
+
+echo
+echo "durable worker's store metrics:"
+curl -fsS "http://$DURABLE/metrics" | grep -E '^omniflow_store_commit_(group_size|duration_seconds)_(sum|count)|^omniflow_ingest_deliveries_total\{result="(stored|store_error)"' || true

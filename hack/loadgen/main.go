@@ -1,0 +1,227 @@
+// Command loadgen measures the ingest worker's durable path against a verify-only
+// baseline, side by side in one run: signed WhatsApp deliveries (batches of 1 and 10
+// messages) from N concurrent clients, loopback only, bounded in time and count.
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
+)
+
+type config struct {
+	durable, baseline string
+	channel, secret   string
+	phoneNumberID     string
+	clients           int
+	batches           []int
+	duration, warmup  time.Duration
+	maxDeliveries     int64
+}
+
+func main() {
+	var c config
+	var batches string
+	flag.StringVar(&c.durable, "target", "", "base URL of the durable worker (loopback only)")
+	flag.StringVar(&c.baseline, "baseline", "", "base URL of the verify-only baseline worker (loopback only)")
+	flag.StringVar(&c.channel, "channel", "wa", "channel name in the webhook path")
+	flag.StringVar(&c.secret, "secret", "bench_app_secret", "app secret to sign with")
+	flag.StringVar(&c.phoneNumberID, "phone-number-id", "123456789012345", "metadata.phone_number_id of the channel")
+	flag.IntVar(&c.clients, "clients", 64, "concurrent clients")
+	flag.StringVar(&batches, "batches", "1,10", "messages per delivery, one phase per value")
+	flag.DurationVar(&c.duration, "duration", 10*time.Second, "measured time per phase")
+	flag.DurationVar(&c.warmup, "warmup", time.Second, "unmeasured warm-up per phase")
+	flag.Int64Var(&c.maxDeliveries, "max-deliveries", 300000, "stop a phase after this many deliveries")
+	flag.Parse()
+	for _, b := range strings.Split(batches, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(b))
+		if err != nil || n < 1 || n > 1000 {
+			fail(fmt.Errorf("--batches: %q is not a batch size 1..1000", b))
+		}
+		c.batches = append(c.batches, n)
+	}
+	for _, u := range []string{c.durable, c.baseline} {
+		if err := loopbackOnly(u); err != nil {
+			fail(err)
+		}
+	}
+	if err := run(c, os.Stdout); err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "loadgen:", err)
+	os.Exit(1)
+}
+
+// loopbackOnly refuses any target that is not this machine: a load test must never
+// send traffic anywhere else.
+func loopbackOnly(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" {
+		return fmt.Errorf("target %q: want http://127.0.0.1:PORT", raw)
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("target %q is not a loopback address", raw)
+	}
+	return nil
+}
+
+type result struct {
+	name       string
+	batch      int
+	deliveries int64
+	errors     int64
+	elapsed    time.Duration
+	lat        []time.Duration
+}
+
+func (r result) rate() float64 { return float64(r.deliveries) / r.elapsed.Seconds() }
+
+func (r result) pct(p float64) time.Duration {
+	if len(r.lat) == 0 {
+		return 0
+	}
+	return r.lat[min(len(r.lat)-1, int(float64(len(r.lat))*p))]
+}
+
+func run(c config, out io.Writer) error {
+	transport := &http.Transport{MaxIdleConnsPerHost: c.clients * 2, MaxConnsPerHost: c.clients * 2, DisableCompression: true}
+	client := &http.Client{Transport: transport, Timeout: 30 * time.Second}
+	fmt.Fprintf(out, "loadgen: %d clients, %s per phase (+%s warm-up), at most %d deliveries per phase\n\n",
+		c.clients, c.duration, c.warmup, c.maxDeliveries)
+	fmt.Fprintf(out, "%-9s %5s %12s %12s %9s %9s %7s\n", "target", "batch", "deliveries/s", "messages/s", "p50", "p99", "errors")
+	var seq atomic.Int64
+	seq.Store(time.Now().UnixNano()) // unique message ids across runs against one store
+	verdict := true
+	for _, batch := range c.batches {
+		var pair [2]result
+		for i, t := range []struct{ name, url string }{{"baseline", c.baseline}, {"durable", c.durable}} {
+			r, err := phase(c, client, t.url, batch, &seq)
+			if err != nil {
+				return fmt.Errorf("%s batch %d: %w", t.name, batch, err)
+			}
+			r.name = t.name
+			pair[i] = r
+			fmt.Fprintf(out, "%-9s %5d %12.0f %12.0f %9s %9s %7d\n", r.name, batch, r.rate(), r.rate()*float64(batch),
+				r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.errors)
+		}
+		ratio := pair[1].rate() / pair[0].rate()
+		ok := ratio >= 0.5 && pair[1].pct(0.99) < 100*time.Millisecond && pair[1].errors == 0
+		verdict = verdict && ok
+		fmt.Fprintf(out, "ratio durable/baseline, batch %d: %.2f (target >= 0.50, durable p99 < 100ms: %s)\n\n", batch, ratio, map[bool]string{true: "met", false: "NOT met"}[ok])
+	}
+	fmt.Fprintf(out, "overall: %s\n", map[bool]string{true: "targets met", false: "targets NOT met"}[verdict])
+	return nil
+}
+
+// phase runs clients against one target: warm-up, then measurement until the duration or
+// the delivery cap is reached.
+func phase(c config, client *http.Client, base string, batch int, seq *atomic.Int64) (result, error) {
+	endpoint := strings.TrimSuffix(base, "/") + "/webhooks/meta/" + c.channel
+	// Check the target answers a signed delivery before loading it.
+	if code, err := send(client, endpoint, []byte(c.secret), body(c.phoneNumberID, batch, seq)); err != nil || code != 200 {
+		return result{}, fmt.Errorf("probe: status %d, %v", code, err)
+	}
+	var measuring atomic.Bool
+	var count, errs atomic.Int64
+	lats := make([][]time.Duration, c.clients)
+	var wg sync.WaitGroup
+	warmEnd := time.Now().Add(c.warmup)
+	end := warmEnd.Add(c.duration)
+	for i := range c.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := make([]time.Duration, 0, 4096)
+			for {
+				now := time.Now()
+				if now.After(end) || count.Load() >= c.maxDeliveries {
+					break
+				}
+				if !measuring.Load() && now.After(warmEnd) {
+					measuring.Store(true)
+				}
+				b := body(c.phoneNumberID, batch, seq)
+				start := time.Now()
+				code, err := send(client, endpoint, []byte(c.secret), b)
+				d := time.Since(start)
+				if !start.After(warmEnd) {
+					continue
+				}
+				if err != nil || code != http.StatusOK {
+					errs.Add(1)
+					continue
+				}
+				count.Add(1)
+				local = append(local, d)
+			}
+			lats[i] = local
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(warmEnd)
+	if e := time.Until(end); e > 0 { // stopped by the count cap
+		elapsed = c.duration - e
+	}
+	all := slices.Concat(lats...)
+	slices.Sort(all)
+	if len(all) == 0 {
+		return result{}, errors.New("no successful delivery measured")
+	}
+	return result{batch: batch, deliveries: count.Load(), errors: errs.Load(), elapsed: elapsed, lat: all}, nil
+}
+
+func send(client *http.Client, endpoint string, secret, b []byte) (int, error) {
+	req, err := http.NewRequest(http.MethodPost, endpoint, bytes.NewReader(b))
+	if err != nil {
+		return 0, fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(meta.SignatureHeader, meta.Sign(secret, b))
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("post: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// body builds a realistic WhatsApp delivery (contact, n text messages) with fresh wamids so
+// that every message is new to the store.
+func body(phoneNumberID string, n int, seq *atomic.Int64) []byte {
+	id := seq.Add(1)
+	user := 15550000000 + id%1000000
+	var b bytes.Buffer
+	b.Grow(600 + 220*n)
+	fmt.Fprintf(&b, `{"object":"whatsapp_business_account","entry":[{"id":"109876543210987","changes":[{"value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001234","phone_number_id":%q},"contacts":[{"profile":{"name":"Load Test %d"},"wa_id":"%d"}],"messages":[`, phoneNumberID, id%1000, user)
+	ts := time.Now().Unix()
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"from":"%d","id":"wamid.LOAD%dx%d","timestamp":"%d","type":"text","text":{"body":"Hello, is my order %d shipped yet? Message %d of a benchmark batch."}}`, user, id, i, ts, id, i)
+	}
+	b.WriteString(`]},"field":"messages"}]}]}`)
+	return b.Bytes()
+}
