@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -24,6 +25,12 @@ import (
 // Options configure the operator's controllers.
 type Options struct {
 	Worker WorkerConfig
+	// Route says how Meta's webhooks reach the workers (Ingress by default)
+	// and the public base URL of the channels' webhook URLs.
+	Route RouteConfig
+	// ChannelRecheck is the period at which MetaChannels re-read their
+	// Secrets; 0 means DefaultChannelRecheck.
+	ChannelRecheck time.Duration
 	// Clock is injected by tests; nil means the real clock.
 	Clock clock.PassiveClock
 }
@@ -41,10 +48,14 @@ func CacheOptions() cache.Options {
 	byObject := map[client.Object]cache.ByObject{
 		// Adopted namespaces carry the tenant label before they carry ours.
 		&corev1.Namespace{}: {Label: tenantNamespaces},
+		// Only Secrets that carry the tenant label, and only their metadata
+		// (the MetaChannel controller watches them with WatchesMetadata and
+		// reads values with the uncached API reader).
+		&corev1.Secret{}: {Label: tenantNamespaces},
 	}
 	for _, o := range []client.Object{
 		&appsv1.Deployment{}, &corev1.Service{}, &corev1.ServiceAccount{}, &corev1.PersistentVolumeClaim{},
-		&rbacv1.Role{}, &rbacv1.RoleBinding{}, &networkingv1.NetworkPolicy{},
+		&rbacv1.Role{}, &rbacv1.RoleBinding{}, &networkingv1.NetworkPolicy{}, &networkingv1.Ingress{},
 	} {
 		byObject[o] = cache.ByObject{Label: managed}
 	}
@@ -63,9 +74,20 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 		Recorder:  mgr.GetEventRecorder("omniflow-operator"),
 		Clock:     clk,
 		Worker:    opts.Worker,
+		Route:     opts.Route,
 	}
 	if err := tenants.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up tenant controller: %w", err)
+	}
+	channels := &MetaChannelReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("omniflow-operator"),
+		Route:     opts.Route,
+		Recheck:   opts.ChannelRecheck,
+	}
+	if err := channels.SetupWithManager(context.Background(), mgr); err != nil {
+		return fmt.Errorf("set up metachannel controller: %w", err)
 	}
 	return nil
 }

@@ -42,6 +42,7 @@ type TenantReconciler struct {
 	Recorder  events.EventRecorder
 	Clock     clock.PassiveClock
 	Worker    WorkerConfig
+	Route     RouteConfig
 }
 
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=tenants,verbs=get;list;watch;patch
@@ -78,7 +79,7 @@ func (r *TenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ c
 		return r.reconcileDeactivated(ctx, &t)
 	}
 	for _, phase := range []func(context.Context, *platformv1.Tenant) (*ctrl.Result, error){
-		r.reconcileNamespace, r.reconcileStorage, r.reconcileWorker,
+		r.reconcileNamespace, r.reconcileStorage, r.reconcileWorker, r.reconcileRoute,
 	} {
 		if res, err := phase(ctx, &t); res != nil || err != nil {
 			summarize(&t)
@@ -291,6 +292,7 @@ func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&rbacv1.Role{}).
 		Owns(&rbacv1.RoleBinding{}).
 		Owns(&networkingv1.NetworkPolicy{}).
+		Owns(&networkingv1.Ingress{}).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(namespaceToTenant)).
 		Watches(&platformv1.MetaChannel{}, handler.EnqueueRequestsFromMapFunc(r.objectToTenant)).
 		WithOptions(controllerOptions()).

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -32,6 +33,9 @@ func main() {
 		leaderElect            bool
 		leaderElectionNS       string
 		worker                 controllers.WorkerConfig
+		route                  controllers.RouteConfig
+		routeKind              string
+		ingressAnnotations     keyValues
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address of the metrics endpoint (\":8080\" for HTTP with --metrics-secure=false; \"0\" disables it).")
@@ -48,19 +52,33 @@ func main() {
 		"Image of the per-tenant ingest worker (default: $WORKER_IMAGE, which config/default sets to the manager's own image).")
 	flag.StringVar(&worker.DefaultStorageClass, "default-storage-class", "",
 		"StorageClass of tenant volumes when a Tenant names none (default: the cluster's default StorageClass).")
+	flag.StringVar(&routeKind, "route", string(controllers.RouteIngress),
+		"How Meta's webhooks reach the tenant workers: \"ingress\" (one Ingress per Active tenant) or \"none\" (route /t/<tenant>/ yourself).")
+	flag.StringVar(&route.WebhookBaseURL, "webhook-base-url", "",
+		"Public base URL of the webhooks, e.g. https://hooks.example.com (default: https://<--ingress-host>); channels publish <base>/t/<tenant>/webhooks/meta/<channel>.")
+	flag.StringVar(&route.IngressClass, "ingress-class", "", "ingressClassName of tenant Ingresses (default: the cluster's default IngressClass).")
+	flag.StringVar(&route.IngressHost, "ingress-host", "", "Host of tenant Ingresses (default: any host).")
+	flag.StringVar(&route.IngressTLSSecret, "ingress-tls-secret", "",
+		"TLS Secret named by tenant Ingresses; it must exist in each tenant namespace (default: no tls section).")
+	flag.Var(&ingressAnnotations, "ingress-annotation", "key=value annotation for every tenant Ingress (repeatable).")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
-	if err := run(metricsAddr, secureMetrics, enableHTTP2, probeAddr, leaderElect, leaderElectionNS, worker); err != nil {
+	route.Kind, route.IngressAnnotations = controllers.RouteKind(routeKind), ingressAnnotations
+	opts := controllers.Options{Worker: worker, Route: route}
+	if err := run(metricsAddr, secureMetrics, enableHTTP2, probeAddr, leaderElect, leaderElectionNS, opts); err != nil {
 		log.Error(err, "Operator stopped")
 		os.Exit(1)
 	}
 }
 
-func run(metricsAddr string, secureMetrics, enableHTTP2 bool, probeAddr string, leaderElect bool, leaderElectionNS string, worker controllers.WorkerConfig) error {
+func run(metricsAddr string, secureMetrics, enableHTTP2 bool, probeAddr string, leaderElect bool, leaderElectionNS string, opts controllers.Options) error {
+	if err := opts.Route.Validate(); err != nil {
+		return err
+	}
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(platformv1.AddToScheme(scheme))
@@ -88,7 +106,7 @@ func run(metricsAddr string, secureMetrics, enableHTTP2 bool, probeAddr string, 
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	if err := controllers.SetupAll(mgr, controllers.Options{Worker: worker}); err != nil {
+	if err := controllers.SetupAll(mgr, opts); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -97,10 +115,27 @@ func run(metricsAddr string, secureMetrics, enableHTTP2 bool, probeAddr string, 
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return fmt.Errorf("add ready check: %w", err)
 	}
-	ctrl.Log.WithName("setup").Info("Starting manager", "workerImage", worker.Image)
+	ctrl.Log.WithName("setup").Info("Starting manager", "workerImage", opts.Worker.Image, "route", opts.Route.Kind, "webhookBaseURL", opts.Route.WebhookBaseURL)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		return fmt.Errorf("run manager: %w", err)
 	}
+	return nil
+}
+
+// keyValues is a repeatable key=value flag.
+type keyValues map[string]string
+
+func (kv *keyValues) String() string { return fmt.Sprint(map[string]string(*kv)) }
+
+func (kv *keyValues) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want key=value, got %q", s)
+	}
+	if *kv == nil {
+		*kv = keyValues{}
+	}
+	(*kv)[k] = v
 	return nil
 }
 

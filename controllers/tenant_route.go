@@ -1,0 +1,228 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/url"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	networkingv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+)
+
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch;create;patch;delete
+
+// RouteName is the name of a tenant's Ingress.
+const RouteName = WorkerName
+
+// RouteKind says how Meta's webhooks reach the tenant workers.
+type RouteKind string
+
+const (
+	// RouteIngress (the default): one Ingress per Active tenant.
+	RouteIngress RouteKind = "ingress"
+	// RouteNone: the operator creates no route; the platform routes
+	// /t/<tenant>/ to the Service ingest-worker of the tenant's namespace
+	// itself (a Gateway, a front door). status.webhookURL is still published.
+	RouteNone RouteKind = "none"
+)
+
+// RouteConfig is the operator-wide configuration of the routes from Meta to
+// the tenant workers, from the manager's flags.
+type RouteConfig struct {
+	// Kind selects the route; empty means RouteIngress.
+	Kind RouteKind
+	// WebhookBaseURL is the public https URL under which the routes are
+	// reachable (scheme and host, optionally a path prefix). Empty: derived
+	// from IngressHost as https://<host>; without either, channels publish no
+	// webhookURL.
+	WebhookBaseURL string
+	// IngressClass is spec.ingressClassName; empty means the cluster's
+	// default IngressClass.
+	IngressClass string
+	// IngressHost is the host of the Ingress rule; empty matches every host.
+	IngressHost string
+	// IngressTLSSecret names the TLS Secret in each tenant's namespace (an
+	// Ingress cannot refer to another namespace); empty means no tls section
+	// (the controller's default certificate, or TLS terminated in front).
+	IngressTLSSecret string
+	// IngressAnnotations are copied onto every tenant Ingress (for example a
+	// body size limit: WhatsApp deliveries can reach 3 MB).
+	IngressAnnotations map[string]string
+}
+
+// Validate checks the configuration from the manager's flags.
+func (c RouteConfig) Validate() error {
+	switch c.kind() {
+	case RouteIngress, RouteNone:
+	default:
+		return fmt.Errorf("--route: unknown route %q (want %q or %q)", c.Kind, RouteIngress, RouteNone)
+	}
+	if c.WebhookBaseURL != "" {
+		u, err := url.Parse(c.WebhookBaseURL)
+		if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("--webhook-base-url: want an absolute http(s) URL without query, got %q", c.WebhookBaseURL)
+		}
+	}
+	return nil
+}
+
+func (c RouteConfig) kind() RouteKind {
+	if c.Kind == "" {
+		return RouteIngress
+	}
+	return c.Kind
+}
+
+// baseURL is the URL that webhook paths are appended to, without a trailing
+// slash, or "" when it is not known.
+func (c RouteConfig) baseURL() string {
+	base := c.WebhookBaseURL
+	if base == "" && c.IngressHost != "" {
+		base = "https://" + c.IngressHost
+	}
+	return strings.TrimRight(base, "/")
+}
+
+// TenantRoutePrefix is the path prefix of a tenant's webhooks at the
+// public endpoint: /t/<tenant>/.
+func TenantRoutePrefix(tenant string) string {
+	return "/t/" + tenant + "/"
+}
+
+// WebhookPath is the public path of a channel's webhook:
+// /t/<tenant>/webhooks/meta/<channel>. The tenant's route sends every path
+// under /t/<tenant>/ to that tenant's worker, which serves
+// /webhooks/meta/<channel> below the prefix.
+func WebhookPath(tenant, channel string) string {
+	return TenantRoutePrefix(tenant) + "webhooks/meta/" + channel
+}
+
+// WebhookURL is the callback URL of a channel, or "" when the manager knows
+// no public base URL.
+func (c RouteConfig) WebhookURL(tenant, channel string) string {
+	base := c.baseURL()
+	if base == "" {
+		return ""
+	}
+	return base + WebhookPath(tenant, channel)
+}
+
+// desiredIngress routes /t/<tenant>/ to the tenant's worker Service.
+func desiredIngress(t *platformv1.Tenant, cfg RouteConfig) *networkingv1ac.IngressApplyConfiguration {
+	rule := networkingv1ac.IngressRule().WithHTTP(networkingv1ac.HTTPIngressRuleValue().WithPaths(
+		networkingv1ac.HTTPIngressPath().
+			WithPath(TenantRoutePrefix(t.Name)).
+			WithPathType(networkingv1.PathTypePrefix).
+			WithBackend(networkingv1ac.IngressBackend().WithService(
+				networkingv1ac.IngressServiceBackend().
+					WithName(WorkerName).
+					WithPort(networkingv1ac.ServiceBackendPort().WithNumber(ServicePort))))))
+	if cfg.IngressHost != "" {
+		rule = rule.WithHost(cfg.IngressHost)
+	}
+	spec := networkingv1ac.IngressSpec().WithRules(rule)
+	if cfg.IngressClass != "" {
+		spec = spec.WithIngressClassName(cfg.IngressClass)
+	}
+	if cfg.IngressTLSSecret != "" {
+		tls := networkingv1ac.IngressTLS().WithSecretName(cfg.IngressTLSSecret)
+		if cfg.IngressHost != "" {
+			tls = tls.WithHosts(cfg.IngressHost)
+		}
+		spec = spec.WithTLS(tls)
+	}
+	ing := networkingv1ac.Ingress(RouteName, t.NamespaceName()).
+		WithLabels(workerLabels(t)).
+		WithOwnerReferences(ownerRef(t)).
+		WithSpec(spec)
+	if len(cfg.IngressAnnotations) > 0 {
+		ing = ing.WithAnnotations(maps.Clone(cfg.IngressAnnotations))
+	}
+	return ing
+}
+
+// reconcileRoute ensures the tenant's Ingress (only ever called for an
+// Active tenant) and sets RouteReady. With --route=none it removes an
+// Ingress left from an earlier configuration.
+func (r *TenantReconciler) reconcileRoute(ctx context.Context, t *platformv1.Tenant) (*ctrl.Result, error) {
+	if r.Route.kind() == RouteNone {
+		if _, err := r.removeRoute(ctx, t); err != nil {
+			setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionRouteReady, false, platformv1.ReasonApplyFailed, err.Error())
+			return nil, err
+		}
+		setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionRouteReady, true, platformv1.ReasonRouteDisabled,
+			"the manager runs with --route=none: route "+TenantRoutePrefix(t.Name)+" to Service "+WorkerName+" yourself")
+		return nil, nil
+	}
+	key := types.NamespacedName{Namespace: t.NamespaceName(), Name: RouteName}
+	ing := &networkingv1.Ingress{}
+	created, err := applyIfChanged(ctx, r.Client, key, ing, desiredIngress(t, r.Route), networkingv1ac.ExtractIngress)
+	if err != nil {
+		setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionRouteReady, false, platformv1.ReasonApplyFailed,
+			fmt.Sprintf("Ingress %s: %v", RouteName, err))
+		return nil, fmt.Errorf("ensure ingress: %w", err)
+	}
+	if created {
+		r.Recorder.Eventf(t, ing, corev1.EventTypeNormal, "Created", "Provision", "created Ingress %s/%s", key.Namespace, RouteName)
+	}
+	msg := fmt.Sprintf("Ingress %s routes %s to Service %s", RouteName, TenantRoutePrefix(t.Name), WorkerName)
+	if base := r.Route.baseURL(); base != "" {
+		msg += " at " + base
+	}
+	setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionRouteReady, true, platformv1.ReasonRouteConfigured, msg)
+	return nil, nil
+}
+
+// removeRoute deletes the tenant's Ingress, if it is ours, and reports
+// whether it is gone, read around the cache. Deactivation calls it first:
+// Meta's deliveries stop reaching the worker once it reports gone.
+func (r *TenantReconciler) removeRoute(ctx context.Context, t *platformv1.Tenant) (gone bool, err error) {
+	key := types.NamespacedName{Namespace: t.NamespaceName(), Name: RouteName}
+	var ing networkingv1.Ingress
+	if err := r.APIReader.Get(ctx, key, &ing); err != nil {
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return false, fmt.Errorf("get ingress %s: %w", key, err)
+	}
+	if !ownedByTenant(&ing, t) {
+		// Never delete what we did not create; it does not route to the worker
+		// on our behalf either.
+		return true, nil
+	}
+	if ing.DeletionTimestamp == nil {
+		err := r.Delete(ctx, &ing, client.Preconditions{UID: &ing.UID})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return false, fmt.Errorf("delete ingress %s: %w", key, err)
+		}
+		r.Recorder.Eventf(t, &ing, corev1.EventTypeNormal, "Deleted", "StopIngest", "deleted Ingress %s", key)
+	}
+	err = r.APIReader.Get(ctx, key, &networkingv1.Ingress{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("verify ingress %s is gone: %w", key, err)
+	}
+	return false, nil
+}
+
+// ownedByTenant: the object carries our managed-by label and the tenant as
+// its controller.
+func ownedByTenant(o client.Object, t *platformv1.Tenant) bool {
+	if o.GetLabels()[platformv1.LabelManagedBy] != platformv1.ManagedByValue {
+		return false
+	}
+	owner := metav1.GetControllerOf(o)
+	return owner != nil && owner.Kind == "Tenant" && owner.UID == t.UID
+}
