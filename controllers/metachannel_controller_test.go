@@ -386,7 +386,9 @@ func TestWorkerIdentityIsLeastPrivilege(t *testing.T) {
 		return worker.Get(ctx, key(nsA, "mch-ref"), &corev1.Secret{})
 	}, timeout, interval).Should(Succeed(), "the worker reads the Secret its channel references")
 
-	forbidden := func(err error) { g.ExpectWithOffset(1, apierrors.IsForbidden(err)).To(BeTrue(), "want Forbidden, got %v", err) }
+	forbidden := func(err error) {
+		g.ExpectWithOffset(1, apierrors.IsForbidden(err)).To(BeTrue(), "want Forbidden, got %v", err)
+	}
 	forbidden(worker.Get(ctx, key(nsA, "mch-unref"), &corev1.Secret{}))
 	forbidden(worker.Get(ctx, key(nsB, "mch-ref"), &corev1.Secret{}))
 	forbidden(worker.List(ctx, &corev1.SecretList{}, client.InNamespace(nsA)))
