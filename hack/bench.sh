@@ -2,13 +2,14 @@
 # Benchmark of the ingest worker's durable path against a verify-only baseline, measured
 # side by side in one run on loopback (make bench). Not a test: it prints figures.
 #
-#   CLIENTS=64 DURATION=10s BATCHES=1,10 hack/bench.sh
+#   CLIENTS=64 DURATION=10s BATCHES=1,10 USERS=5000 hack/bench.sh
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLIENTS=${CLIENTS:-64}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-1s}
+USERS=${USERS:-5000}
 BATCHES=${BATCHES:-1,10}
 MAX_DELIVERIES=${MAX_DELIVERIES:-300000}
 # The store must be on a real disk for fsync to cost what it costs in production: default
@@ -70,7 +71,7 @@ echo
 
 "$WORK/loadgen" --target "http://$DURABLE" --baseline "http://$BASELINE" --clients "$CLIENTS" \
 	--batches "$BATCHES" --duration "$DURATION" --warmup "$WARMUP" --max-deliveries "$MAX_DELIVERIES" \
-	--secret bench_app_secret --channel wa --phone-number-id 123456789012345
+	--users "$USERS" --secret bench_app_secret --channel wa --phone-number-id 123456789012345
 
 echo
 echo "durable worker's store metrics:"

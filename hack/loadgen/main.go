@@ -31,6 +31,7 @@ type config struct {
 	batches           []int
 	duration, warmup  time.Duration
 	maxDeliveries     int64
+	users             int64
 }
 
 func main() {
@@ -46,6 +47,7 @@ func main() {
 	flag.DurationVar(&c.duration, "duration", 10*time.Second, "measured time per phase")
 	flag.DurationVar(&c.warmup, "warmup", time.Second, "unmeasured warm-up per phase")
 	flag.Int64Var(&c.maxDeliveries, "max-deliveries", 300000, "stop a phase after this many deliveries")
+	flag.Int64Var(&c.users, "users", 5000, "distinct customers the deliveries come from (conversations repeat, as in real traffic)")
 	flag.Parse()
 	for _, b := range strings.Split(batches, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(b))
@@ -139,7 +141,7 @@ func run(c config, out io.Writer) error {
 func phase(c config, client *http.Client, base string, batch int, seq *atomic.Int64) (result, error) {
 	endpoint := strings.TrimSuffix(base, "/") + "/webhooks/meta/" + c.channel
 	// Check the target answers a signed delivery before loading it.
-	if code, err := send(client, endpoint, []byte(c.secret), body(c.phoneNumberID, batch, seq)); err != nil || code != 200 {
+	if code, err := send(client, endpoint, []byte(c.secret), body(c.phoneNumberID, batch, c.users, seq)); err != nil || code != 200 {
 		return result{}, fmt.Errorf("probe: status %d, %v", code, err)
 	}
 	var measuring atomic.Bool
@@ -161,7 +163,7 @@ func phase(c config, client *http.Client, base string, batch int, seq *atomic.In
 				if !measuring.Load() && now.After(warmEnd) {
 					measuring.Store(true)
 				}
-				b := body(c.phoneNumberID, batch, seq)
+				b := body(c.phoneNumberID, batch, c.users, seq)
 				start := time.Now()
 				code, err := send(client, endpoint, []byte(c.secret), b)
 				d := time.Since(start)
@@ -207,14 +209,15 @@ func send(client *http.Client, endpoint string, secret, b []byte) (int, error) {
 	return resp.StatusCode, nil
 }
 
-// body builds a realistic WhatsApp delivery (contact, n text messages) with fresh wamids so
-// that every message is new to the store.
-func body(phoneNumberID string, n int, seq *atomic.Int64) []byte {
+// body builds a realistic WhatsApp delivery (the sender's contact, n text messages) with
+// fresh wamids so that every message is new to the store; senders come from a pool of
+// users customers, each with a stable profile name.
+func body(phoneNumberID string, n int, users int64, seq *atomic.Int64) []byte {
 	id := seq.Add(1)
-	user := 15550000000 + id%1000000
+	user := 447700000000 + id%max(users, 1)
 	var b bytes.Buffer
 	b.Grow(600 + 220*n)
-	fmt.Fprintf(&b, `{"object":"whatsapp_business_account","entry":[{"id":"109876543210987","changes":[{"value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001234","phone_number_id":%q},"contacts":[{"profile":{"name":"Load Test %d"},"wa_id":"%d"}],"messages":[`, phoneNumberID, id%1000, user)
+	fmt.Fprintf(&b, `{"object":"whatsapp_business_account","entry":[{"id":"109876543210987","changes":[{"value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001234","phone_number_id":%q},"contacts":[{"profile":{"name":"Customer %d"},"wa_id":"%d"}],"messages":[`, phoneNumberID, user%100000, user)
 	ts := time.Now().Unix()
 	for i := range n {
 		if i > 0 {

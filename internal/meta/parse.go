@@ -28,7 +28,8 @@ type Part struct {
 	// AccountID is the id the part must be attributed by: WhatsApp
 	// metadata.phone_number_id when the change carries one, otherwise EntryID.
 	AccountID string
-	// Raw is the change object or messaging item exactly as received.
+	// Raw is the messaging item exactly as received, or the change's value (the change
+	// object itself is rebuilt from Field and Raw when the part is forwarded).
 	Raw json.RawMessage
 
 	wa     *waValue // decoded in Split when needed for attribution
@@ -44,7 +45,7 @@ type envelope struct {
 type entry struct {
 	ID        flexString        `json:"id"`
 	Time      json.RawMessage   `json:"time"`
-	Changes   []json.RawMessage `json:"changes"`
+	Changes   []change          `json:"changes"` // decoded in the envelope's single pass
 	Messaging []json.RawMessage `json:"messaging"`
 	Standby   []json.RawMessage `json:"standby"`
 }
@@ -70,14 +71,10 @@ func Split(body []byte) ([]Part, error) {
 	for _, e := range env.Entry {
 		et, _ := parseTime(e.Time) // a bad entry.time only loses a fallback timestamp
 		base := Part{Object: env.Object, Platform: platform, EntryID: string(e.ID), EntryTime: et, entryT: e.Time}
-		for _, raw := range e.Changes {
+		for _, c := range e.Changes {
 			p := base
-			p.Raw = raw
+			p.Raw = c.Value
 			p.AccountID = p.EntryID
-			var c change
-			if err := json.Unmarshal(raw, &c); err != nil {
-				return nil, fmt.Errorf("%w: change: %w", ErrMalformed, err)
-			}
 			p.Field = c.Field
 			if platform == WhatsApp && len(c.Value) > 0 {
 				p.wa = new(waValue)
@@ -132,11 +129,7 @@ func (p *Part) Parse() (Parsed, error) {
 	case p.Field == "messages":
 		// The App Dashboard's test events (and some older Instagram payloads) wrap a
 		// messaging item in changes[].value with a string timestamp.
-		var c change
-		if err := json.Unmarshal(p.Raw, &c); err != nil {
-			return out, fmt.Errorf("change: %w", err)
-		}
-		err = parseMessaging(p.Platform, c.Value, p.EntryTime, &out)
+		err = parseMessaging(p.Platform, p.Raw, p.EntryTime, &out)
 	default:
 		out.Ignored = append(out.Ignored, ignoredKind(p.Platform, p.Field))
 	}
@@ -172,7 +165,14 @@ func (p *Part) Envelope() ([]byte, error) {
 	case "standby":
 		e.Standby = []json.RawMessage{p.Raw}
 	default:
-		e.Changes = []json.RawMessage{p.Raw}
+		c, err := json.Marshal(struct {
+			Field string          `json:"field"`
+			Value json.RawMessage `json:"value,omitempty"`
+		}{p.Field, p.Raw})
+		if err != nil {
+			return nil, fmt.Errorf("marshal change: %w", err)
+		}
+		e.Changes = []json.RawMessage{c}
 	}
 	b, err := json.Marshal(struct {
 		Object string     `json:"object"`
@@ -232,6 +232,8 @@ func (s *flexString) UnmarshalJSON(b []byte) error {
 	switch {
 	case len(b) == 0 || string(b) == "null":
 		*s = ""
+	case b[0] == '"' && bytes.IndexByte(b, '\\') < 0 && len(b) >= 2:
+		*s = flexString(b[1 : len(b)-1]) // plain string: no unescaping needed
 	case b[0] == '"':
 		var v string
 		if err := json.Unmarshal(b, &v); err != nil {

@@ -57,6 +57,9 @@ type Store struct {
 	// contacts caches the stored contact rows by key. Only the writer goroutine touches
 	// it, so it needs no lock; it lets an unchanged contact cost no SQL at all.
 	contacts map[contactKey]meta.Contact
+	// hasTombstones is false while no message was ever deleted, so that inserts can skip
+	// the tombstone check. Writer goroutine only.
+	hasTombstones bool
 }
 
 var _ store.Store = (*Store)(nil)
@@ -146,6 +149,9 @@ func (s *Store) init() error {
 	// Refuse to run without the durability the acknowledgements promise.
 	if mode != "wal" || sync != 2 {
 		return fmt.Errorf("sqlite durability settings not in force: journal_mode=%s synchronous=%d", mode, sync)
+	}
+	if err := s.w.QueryRow("SELECT EXISTS (SELECT 1 FROM tombstones)").Scan(&s.hasTombstones); err != nil {
+		return fmt.Errorf("read tombstones: %w", err)
 	}
 	for name, q := range statements {
 		st, err := s.w.Prepare(q)

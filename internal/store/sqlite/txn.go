@@ -178,9 +178,13 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 		}
 		res.ContactsUpserted++
 	}
+	insert := "insertMessage"
+	if !t.s.hasTombstones {
+		insert = "insertMessageNoTombstones"
+	}
 	for _, d := range p.messages {
 		m := d.rec
-		n, err := t.exec(ctx, "insertMessage", string(m.Platform), m.ID, m.Channel, m.Subject, nullable(m.SubjectAlt), unixMilli(m.Timestamp), d.json)
+		n, err := t.exec(ctx, insert, string(m.Platform), m.ID, m.Channel, m.Subject, nullable(m.SubjectAlt), unixMilli(m.Timestamp), d.json)
 		if err != nil {
 			return err
 		}
@@ -217,6 +221,9 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 		}
 	}
 	for _, del := range p.b.Deletions {
+		// Set before the insert and never reset (even on rollback): erring towards
+		// checking costs a little time, erring the other way would resurrect messages.
+		t.s.hasTombstones = true
 		if _, err := t.exec(ctx, "tombstone", string(del.Platform), del.MessageID, time.Now().UnixMilli()); err != nil {
 			return err
 		}
