@@ -15,7 +15,7 @@ import (
 func BenchmarkDelivery(b *testing.B) {
 	for _, batch := range []int{1, 10} {
 		b.Run(fmt.Sprintf("batch%d", batch), func(b *testing.B) {
-			e := newEnv(&testing.T{}, Options{})
+			e := newEnv(b, Options{})
 			defer e.http.Close()
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 			var seq atomic.Int64

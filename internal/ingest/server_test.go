@@ -72,7 +72,7 @@ func (s *syncBuffer) String() string {
 }
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *Server
 	http  *httptest.Server
 	store *sqlite.Store
@@ -80,7 +80,7 @@ type env struct {
 	m     *Metrics
 }
 
-func newEnv(t *testing.T, opts Options) *env {
+func newEnv(t testing.TB, opts Options) *env {
 	t.Helper()
 	reg := channels.NewRegistry()
 	if err := reg.Replace(testChannels); err != nil {
