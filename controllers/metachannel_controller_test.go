@@ -484,3 +484,43 @@ func TestTenantIngressRoutesToItsWorker(t *testing.T) {
 		g.Expect(fresh.UID).NotTo(Equal(oldUID))
 	}, timeout, interval).Should(Succeed())
 }
+
+// Without --ingress-class the API server gives a new Ingress the cluster's
+// default class; the operator keeps it and does not write again.
+func TestTenantIngressKeepsTheDefaultClass(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	class := &networkingv1.IngressClass{
+		ObjectMeta: metav1.ObjectMeta{Name: "mch-default", Annotations: map[string]string{networkingv1.AnnotationIsDefaultIngressClass: "true"}},
+		Spec:       networkingv1.IngressClassSpec{Controller: "example.test/ingress"},
+	}
+	g.Expect(k8s.Create(ctx, class)).To(Succeed())
+	defer func() { g.Expect(k8s.Delete(ctx, class)).To(Succeed()) }()
+	wantClass := "mch-default"
+	if suiteRoute.IngressClass != "" {
+		wantClass = suiteRoute.IngressClass // the flag wins over the default
+	}
+
+	ns := mchTenant(t, g, "mch-defclass")
+	key := types.NamespacedName{Namespace: ns, Name: controllers.RouteName}
+	var ing networkingv1.Ingress
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, key, &ing)).To(Succeed())
+		g.Expect(ing.Spec.IngressClassName).NotTo(BeNil())
+		g.Expect(*ing.Spec.IngressClassName).To(Equal(wantClass))
+	}, timeout, interval).Should(Succeed())
+
+	before := waitSettled(g)
+	reconciles := reconcileCount(g)
+	patch := client.MergeFrom(ing.DeepCopy())
+	ing.Annotations = map[string]string{"example.test/touched": "yes"}
+	g.Expect(k8s.Patch(ctx, &ing, patch)).To(Succeed())
+	g.Eventually(func() float64 { return reconcileCount(g) }, timeout, interval).Should(BeNumerically(">", reconciles))
+	after := waitSettled(g)
+	_, paths := mgrWrites.snapshot()
+	for _, p := range paths[before:after] {
+		g.Expect(p).NotTo(ContainSubstring("/namespaces/"+ns+"/ingresses"), "the Ingress was written again")
+	}
+	g.Expect(k8s.Get(ctx, key, &ing)).To(Succeed())
+	g.Expect(*ing.Spec.IngressClassName).To(Equal(wantClass))
+}

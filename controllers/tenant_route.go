@@ -131,6 +131,9 @@ func desiredIngress(t *platformv1.Tenant, cfg RouteConfig) *networkingv1ac.Ingre
 		rule = rule.WithHost(cfg.IngressHost)
 	}
 	spec := networkingv1ac.IngressSpec().WithRules(rule)
+	// Without a class, the API server's DefaultIngressClass admission sets
+	// the cluster's default; that field is not ours and stays as it is
+	// (TestTenantIngressKeepsTheDefaultClass).
 	if cfg.IngressClass != "" {
 		spec = spec.WithIngressClassName(cfg.IngressClass)
 	}
