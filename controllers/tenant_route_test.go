@@ -2,11 +2,13 @@ package controllers
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -139,5 +141,48 @@ func TestRemoveRoute(t *testing.T) {
 				t.Fatalf("foreign Ingress was changed: %+v", ing.ObjectMeta)
 			}
 		})
+	}
+}
+
+func TestReconcileRoute(t *testing.T) {
+	t.Parallel()
+	sch := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(sch); err != nil {
+		t.Fatal(err)
+	}
+	if err := platformv1.AddToScheme(sch); err != nil {
+		t.Fatal(err)
+	}
+	tn := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "acme", UID: "uid-1", Generation: 3}}
+	key := types.NamespacedName{Namespace: "tenant-acme", Name: RouteName}
+	ctx := context.Background()
+
+	c := fake.NewClientBuilder().WithScheme(sch).Build()
+	r := &TenantReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(10),
+		Route: RouteConfig{IngressHost: "hooks.example.com"}}
+	if res, err := r.reconcileRoute(ctx, tn); res != nil || err != nil {
+		t.Fatalf("reconcileRoute() = %v, %v", res, err)
+	}
+	var ing networkingv1.Ingress
+	if err := c.Get(ctx, key, &ing); err != nil {
+		t.Fatalf("Ingress not created: %v", err)
+	}
+	cond := meta.FindStatusCondition(tn.Status.Conditions, platformv1.ConditionRouteReady)
+	if cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != platformv1.ReasonRouteConfigured ||
+		cond.ObservedGeneration != 3 || !strings.Contains(cond.Message, "https://hooks.example.com") {
+		t.Fatalf("RouteReady = %+v", cond)
+	}
+
+	// --route=none: the Ingress left from before goes, RouteReady says why.
+	r.Route = RouteConfig{Kind: RouteNone}
+	if res, err := r.reconcileRoute(ctx, tn); res != nil || err != nil {
+		t.Fatalf("reconcileRoute() = %v, %v", res, err)
+	}
+	if err := c.Get(ctx, key, &ing); !apierrors.IsNotFound(err) {
+		t.Fatalf("Ingress still there with --route=none: %v", err)
+	}
+	cond = meta.FindStatusCondition(tn.Status.Conditions, platformv1.ConditionRouteReady)
+	if cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != platformv1.ReasonRouteDisabled {
+		t.Fatalf("RouteReady = %+v", cond)
 	}
 }
