@@ -50,8 +50,8 @@ start() {
 	PIDS+=("$!")
 	ADDR=""
 	for _ in $(seq 1 300); do
-		ADDR=$(grep -o '"addr":"127.0.0.1:[0-9]*"' "$WORK/$name.log" | head -1 | cut -d'"' -f4 || true)
-		if [[ -n "$ADDR" ]] && curl -fsS "http://$ADDR/readyz" >/dev/null 2>&1; then
+		if grep -q '"msg":"Ready"' "$WORK/$name.log"; then
+			ADDR=$(grep -o '"addr":"127.0.0.1:[0-9]*"' "$WORK/$name.log" | head -1 | cut -d'"' -f4)
 			return 0
 		fi
 		sleep 0.1
@@ -73,6 +73,8 @@ echo
 	--batches "$BATCHES" --duration "$DURATION" --warmup "$WARMUP" --max-deliveries "$MAX_DELIVERIES" \
 	--users "$USERS" --secret bench_app_secret --channel wa --phone-number-id 123456789012345
 
-echo
-echo "durable worker's store metrics:"
-curl -fsS "http://$DURABLE/metrics" | grep -E '^omniflow_store_commit_(group_size|duration_seconds)_(sum|count)|^omniflow_ingest_deliveries_total\{result="(stored|store_error)"' || true
+if command -v curl >/dev/null; then
+	echo
+	echo "durable worker's store metrics:"
+	curl -fsS "http://$DURABLE/metrics" | grep -E '^omniflow_store_commit_(group_size|duration_seconds)_(sum|count)|^omniflow_ingest_deliveries_total\{result="(stored|store_error)"' || true
+fi

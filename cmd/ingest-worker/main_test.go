@@ -110,7 +110,7 @@ func startWorker(t *testing.T, dataDir, channelsFile string) *worker {
 			if m := addrRE.FindStringSubmatch(line); m != nil {
 				addr = m[1]
 			}
-			if strings.Contains(line, `"msg":"Store open, ready"`) {
+			if strings.Contains(line, `"msg":"Ready"`) {
 				ready <- addr
 			}
 		}

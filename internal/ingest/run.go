@@ -66,8 +66,8 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			return fmt.Errorf("open store: %w", err)
 		}
 		srv.SetStore(st)
-		log.Info("Store open, ready")
 	}
+	log.Info("Ready", "store", st != nil)
 	reloadCtx, stopReload := context.WithCancel(ctx)
 	defer stopReload()
 	go src.Run(reloadCtx)
