@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,7 +115,7 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleDelivery(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	code, result := s.delivery(r)
+	code, result := s.delivery(w, r)
 	s.opts.Metrics.deliveries.WithLabelValues(result).Inc()
 	s.opts.Metrics.deliverySeconds.Observe(time.Since(start).Seconds())
 	if code == http.StatusOK {
@@ -126,8 +125,10 @@ func (s *Server) handleDelivery(w http.ResponseWriter, r *http.Request) {
 	writeText(w, code, http.StatusText(code)+"\n")
 }
 
-// delivery runs the POST path and returns the status code and the metric result.
-func (s *Server) delivery(r *http.Request) (int, string) {
+// delivery runs the POST path and returns the status code and the metric result. It
+// writes nothing itself; w is only handed to MaxBytesReader, which then tells the server
+// to close the connection rather than drain an oversized body.
+func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) {
 	log := s.opts.Log
 	name := r.PathValue("channel")
 	ch, ok := s.opts.Registry.Lookup(name)
@@ -149,7 +150,7 @@ func (s *Server) delivery(r *http.Request) (int, string) {
 	if r.ContentLength > s.opts.MaxBodyBytes {
 		return http.StatusRequestEntityTooLarge, ResultTooLarge
 	}
-	if _, err := buf.ReadFrom(http.MaxBytesReader(nil, r.Body, s.opts.MaxBodyBytes)); err != nil {
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)); err != nil {
 		if errors.As(err, new(*http.MaxBytesError)) {
 			return http.StatusRequestEntityTooLarge, ResultTooLarge
 		}
@@ -236,6 +237,6 @@ func (s *Server) Ingest(ctx context.Context, ch channels.Channel, parts []meta.P
 		m.statuses.WithLabelValues("stale").Add(float64(res.StatusesStale))
 	}
 	s.opts.Log.V(1).Info("Delivery committed", "channel", ch.Name, "new", res.MessagesNew,
-		"duplicates", res.MessagesDuplicate, "statuses", res.StatusesApplied+res.StatusesStale, "records", strconv.Itoa(batch.Len()))
+		"duplicates", res.MessagesDuplicate, "statuses", res.StatusesApplied+res.StatusesStale, "records", batch.Len())
 	return res, nil
 }

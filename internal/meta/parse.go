@@ -63,7 +63,7 @@ func Split(body []byte) ([]Part, error) {
 	if err := json.Unmarshal(body, &env); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
-	if bytes.HasPrefix(bytes.TrimSpace(body), []byte("[")) || env.Object == "" {
+	if env.Object == "" { // also null, {} and anything that is not a Meta envelope
 		return nil, fmt.Errorf("%w: no object", ErrMalformed)
 	}
 	platform := platformOf(env.Object)
