@@ -200,7 +200,7 @@ func acceptChannel(ch *platformv1.MetaChannel, v channelVerdict, route RouteConf
 	v.WebhookURL = route.WebhookURL(v.Tenant, ch.Name)
 	if earlier != nil {
 		v.Reason = platformv1.ReasonConflict
-		v.Message = fmt.Sprintf("the %s of this channel is claimed by MetaChannel %s/%s, created earlier; this channel is not served",
+		v.Message = fmt.Sprintf("the %s of this channel is claimed by MetaChannel %s/%s, which came first; this channel is not served",
 			claimName(ch.Spec.Platform), earlier.Namespace, earlier.Name)
 		v.ConflictWith = earlier
 		return v
@@ -211,7 +211,7 @@ func acceptChannel(ch *platformv1.MetaChannel, v channelVerdict, route RouteConf
 	}
 	v.Ready = true
 	v.Reason = platformv1.ReasonChannelAccepted
-	v.Message = fmt.Sprintf("served by the worker of Tenant %s", v.Tenant)
+	v.Message = fmt.Sprintf("accepted for the worker of Tenant %s", v.Tenant)
 	if v.WebhookURL == "" {
 		v.Message += "; no webhook URL: the manager has neither --webhook-base-url nor --ingress-host"
 	}
