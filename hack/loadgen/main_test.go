@@ -1,0 +1,47 @@
+package main
+
+import (
+	"sync/atomic"
+	"testing"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
+)
+
+func TestLoopbackOnly(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{"http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9", "http://127.0.0.2:80"} {
+		if err := loopbackOnly(ok); err != nil {
+			t.Errorf("%s refused: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"http://10.0.0.1:80", "http://192.168.1.1", "http://example.com", "https://127.0.0.1", "127.0.0.1:80", ""} {
+		if err := loopbackOnly(bad); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}
+
+// The generated deliveries are what the worker will parse: valid, attributed to the
+// channel's phone number, with n fresh message ids each.
+func TestBody(t *testing.T) {
+	t.Parallel()
+	var seq atomic.Int64
+	seen := map[string]bool{}
+	for _, n := range []int{1, 10} {
+		for range 3 {
+			parsed, err := meta.ParseDelivery(body("123456789012345", n, 5000, &seq))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(parsed.Batch.Messages) != n || len(parsed.Batch.Contacts) != 1 {
+				t.Fatalf("batch %d parsed to %d messages, %d contacts", n, len(parsed.Batch.Messages), len(parsed.Batch.Contacts))
+			}
+			for _, m := range parsed.Batch.Messages {
+				if seen[m.ID] {
+					t.Fatalf("message id %s generated twice", m.ID)
+				}
+				seen[m.ID] = true
+			}
+		}
+	}
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
+)
+
+// phase runs clients against one target: warm-up, then measurement until the duration or
+// the delivery cap is reached.
+func phase(c config, client *http.Client, base string, batch int, seq *atomic.Int64) (result, error) {
+	endpoint := strings.TrimSuffix(base, "/") + "/webhooks/meta/" + c.channel
+	// Check the target answers a signed delivery before loading it.
+	if code, err := send(client, endpoint, []byte(c.secret), body(c.phoneNumberID, batch, c.users, seq)); err != nil || code != 200 {
+		return result{}, fmt.Errorf("probe: status %d, %v", code, err)
+	}
+	var measuring atomic.Bool
+	var count, errs atomic.Int64
+	lats := make([][]time.Duration, c.clients)
+	var wg sync.WaitGroup
+	warmEnd := time.Now().Add(c.warmup)
+	end := warmEnd.Add(c.duration)
+	for i := range c.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := make([]time.Duration, 0, 4096)
+			for {
+				now := time.Now()
+				if now.After(end) || count.Load() >= c.maxDeliveries {
+					break
+				}
+				if !measuring.Load() && now.After(warmEnd) {
+					measuring.Store(true)
+				}
+				b := body(c.phoneNumberID, batch, c.users, seq)
+				start := time.Now()
+				code, err := send(client, endpoint, []byte(c.secret), b)
+				d := time.Since(start)
+				if !start.After(warmEnd) {
+					continue
+				}
+				if err != nil || code != http.StatusOK {
+					errs.Add(1)
+					continue
+				}
+				count.Add(1)
+				local = append(local, d)
+			}
+			lats[i] = local
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(warmEnd)
+	if e := time.Until(end); e > 0 { // stopped by the count cap
+		elapsed = c.duration - e
+	}
+	all := slices.Concat(lats...)
+	slices.Sort(all)
+	if len(all) == 0 {
+		return result{}, errors.New("no successful delivery measured")
+	}
+	return result{batch: batch, deliveries: count.Load(), errors: errs.Load(), elapsed: elapsed, lat: all}, nil
+}
+
+func send(client *http.Client, endpoint string, secret, b []byte) (int, error) {
+	req, err := http.NewRequest(http.MethodPost, endpoint, bytes.NewReader(b))
+	if err != nil {
+		return 0, fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(meta.SignatureHeader, meta.Sign(secret, b))
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("post: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// body builds a realistic WhatsApp delivery (the sender's contact, n text messages) with
+// fresh wamids so that every message is new to the store; senders come from a pool of
+// users customers, each with a stable profile name.
+func body(phoneNumberID string, n int, users int64, seq *atomic.Int64) []byte {
+	id := seq.Add(1)
+	user := 447700000000 + id%max(users, 1)
+	var b bytes.Buffer
+	b.Grow(600 + 220*n)
+	fmt.Fprintf(&b, `{"object":"whatsapp_business_account","entry":[{"id":"109876543210987","changes":[{"value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001234","phone_number_id":%q},"contacts":[{"profile":{"name":"Customer %d"},"wa_id":"%d"}],"messages":[`, phoneNumberID, user%100000, user)
+	ts := time.Now().Unix()
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"from":"%d","id":"wamid.LOAD%dx%d","timestamp":"%d","type":"text","text":{"body":"Hello, is my order %d shipped yet? Message %d of a benchmark batch."}}`, user, id, i, ts, id, i)
+	}
+	b.WriteString(`]},"field":"messages"}]}]}`)
+	return b.Bytes()
+}
