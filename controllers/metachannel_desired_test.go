@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -276,4 +277,24 @@ func TestMetaChannelReconcileWritesOnChangeOnly(t *testing.T) {
 		strings.Contains(e, "app-value-1") || strings.Contains(e, "verify-value-1") {
 		t.Fatalf("event %q", e)
 	}
+}
+
+// The manager's cache holds only the Secrets that carry the tenant label
+// (and the MetaChannel controller watches only their metadata): never every
+// Secret of the cluster.
+func TestCacheHoldsOnlyLabelledSecrets(t *testing.T) {
+	t.Parallel()
+	for obj, by := range CacheOptions().ByObject {
+		if _, ok := obj.(*corev1.Secret); !ok {
+			continue
+		}
+		if by.Label == nil || by.Label.Empty() {
+			t.Fatal("Secrets are cached without a label selector")
+		}
+		if by.Label.Matches(labels.Set{"team": "x"}) || !by.Label.Matches(labels.Set{platformv1.LabelTenant: "acme"}) {
+			t.Fatalf("Secret selector %q", by.Label)
+		}
+		return
+	}
+	t.Fatal("CacheOptions has no restriction for Secrets: a Secret watch would cache every Secret of the cluster")
 }
