@@ -60,6 +60,13 @@ func main() {
 	}
 }
 
+func yesNo(b bool) string {
+	if b {
+		return "met"
+	}
+	return "NOT met"
+}
+
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "loadgen:", err)
 	os.Exit(1)
@@ -122,9 +129,11 @@ func run(c config, out io.Writer) error {
 				r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.errors)
 		}
 		ratio := pair[1].rate() / pair[0].rate()
-		ok := ratio >= 0.5 && pair[1].pct(0.99) < 100*time.Millisecond && pair[1].errors == 0
+		p99 := pair[1].pct(0.99)
+		ok := ratio >= 0.5 && p99 < 100*time.Millisecond && pair[1].errors == 0
 		verdict = verdict && ok
-		fmt.Fprintf(out, "ratio durable/baseline, batch %d: %.2f (target >= 0.50, durable p99 < 100ms: %s)\n\n", batch, ratio, map[bool]string{true: "met", false: "NOT met"}[ok])
+		fmt.Fprintf(out, "batch %d: ratio durable/baseline %.2f (target >= 0.50: %s), durable p99 %s (target < 100ms: %s)\n\n",
+			batch, ratio, yesNo(ratio >= 0.5), p99.Round(10*time.Microsecond), yesNo(p99 < 100*time.Millisecond))
 	}
 	fmt.Fprintf(out, "overall: %s\n", map[bool]string{true: "targets met", false: "targets NOT met"}[verdict])
 	return nil
