@@ -237,3 +237,48 @@ func TestTombstonesSurviveReopen(t *testing.T) {
 		t.Fatalf("after reopen: %+v; the deleted message came back", res)
 	}
 }
+
+// A contact written and erased in the same group, then seen again: it must be stored
+// again (the writer's contact cache must not outlive the erasure).
+func TestEraseInGroupForgetsContacts(t *testing.T) {
+	t.Parallel()
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ana := meta.Contact{Platform: meta.WhatsApp, Channel: "c", Subject: "u1", WaID: "u1", Name: "Ana"}
+	release := make(chan struct{})
+	var started atomic.Bool
+	go s.submit(context.Background(), func(context.Context, *txn) error {
+		started.Store(true)
+		<-release
+		return nil
+	})
+	for !started.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	done := make(chan error, 2)
+	go func() {
+		_, err := s.Commit(context.Background(), &meta.Batch{Contacts: []meta.Contact{ana}})
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // the commit queues first, the erasure after it
+	go func() {
+		_, err := s.Erase(context.Background(), store.EraseRequest{Subject: store.Subject{Platform: meta.WhatsApp, ID: "u1"}})
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Commit(context.Background(), &meta.Batch{Contacts: []meta.Contact{ana}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := storetest.Export(t, s, nil).Contacts; len(got) != 1 {
+		t.Fatalf("contacts after commit+erase in one group and a new commit: %+v", got)
+	}
+}

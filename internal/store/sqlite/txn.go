@@ -405,7 +405,10 @@ func (t *txn) erase(ctx context.Context, req store.EraseRequest) (store.Counts, 
 	}
 	var c store.Counts
 	var n int
-	t.eraseCache = true // rows go by identifier: simplest to forget every cached contact
+	// Rows go by identifier: forget every cached contact, including what earlier requests
+	// of this same group remembered (those rows may be among the erased).
+	t.eraseCache = true
+	clear(t.pending)
 	if c.Contacts, err = del("contacts", "subject", "wa_id", "user_id"); err != nil {
 		return c, err
 	}
