@@ -512,8 +512,12 @@ func TestTenantIngressKeepsTheDefaultClass(t *testing.T) {
 
 	before := waitSettled(g)
 	reconciles := reconcileCount(g)
+	// Someone else's annotation, beside ours: the tenant is reconciled again.
 	patch := client.MergeFrom(ing.DeepCopy())
-	ing.Annotations = map[string]string{"example.test/touched": "yes"}
+	if ing.Annotations == nil {
+		ing.Annotations = map[string]string{}
+	}
+	ing.Annotations["example.test/touched"] = "yes"
 	g.Expect(k8s.Patch(ctx, &ing, patch)).To(Succeed())
 	g.Eventually(func() float64 { return reconcileCount(g) }, timeout, interval).Should(BeNumerically(">", reconciles))
 	after := waitSettled(g)
