@@ -32,6 +32,10 @@ import (
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 )
 
+// ReconcileAnnotation on a Tenant, set to any new value (a timestamp),
+// makes the operator look at it at once, for example after a manual fix.
+const ReconcileAnnotation = "platform.omniflowcrm.com/reconcile-requested-at"
+
 // TenantReconciler provisions a tenant's namespace, access, storage and
 // ingest worker, and reports their state in the Tenant's status.
 type TenantReconciler struct {
@@ -65,19 +69,35 @@ func (r *TenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ c
 	}
 	log := logf.FromContext(ctx).WithValues("tenant", klog.KObj(&t))
 	ctx = logf.IntoContext(ctx, log)
+	// The finalizer comes first, before any status change: the patch that adds
+	// it returns the stored object. Every tenant that may hold data gets it,
+	// so that deleting the Tenant can never skip the erasure.
+	if t.DeletionTimestamp.IsZero() && t.Status.ErasedAt == nil {
+		if err := r.ensureFinalizer(ctx, &t); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	orig := t.DeepCopy()
 	defer func() { retErr = errors.Join(retErr, r.patchStatus(ctx, orig, &t)) }()
 
 	t.Status.Namespace = t.NamespaceName()
 	t.Status.GracePeriod = effectiveGracePeriod(&t)
+
+	// Deletion and deactivation come before any readiness gate. Deleting a
+	// Tenant is a deactivation: the finalizer holds it until the erasure is
+	// complete and recorded.
+	if !t.DeletionTimestamp.IsZero() || t.Spec.State == platformv1.TenantDeactivated || t.Status.ErasedAt != nil {
+		return r.reconcileDeactivated(ctx, &t)
+	}
+	if t.Status.DeactivatedAt != nil {
+		if erasureStarted(&t, r.Clock.Now()) {
+			return r.reconcileDeactivated(ctx, &t) // reactivation refused: data is going
+		}
+		r.cancelDeactivation(&t)
+	}
 	// The phase is computed afresh on every pass; a phase that cannot go on
 	// sets Failed itself.
 	t.Status.Phase = ""
-
-	// Deletion and deactivation come before any readiness gate.
-	if !t.DeletionTimestamp.IsZero() || t.Spec.State == platformv1.TenantDeactivated {
-		return r.reconcileDeactivated(ctx, &t)
-	}
 	for _, phase := range []func(context.Context, *platformv1.Tenant) (*ctrl.Result, error){
 		r.reconcileNamespace, r.reconcileStorage, r.reconcileWorker, r.reconcileRoute,
 	} {
@@ -145,10 +165,13 @@ func (r *TenantReconciler) reconcileNamespace(ctx context.Context, t *platformv1
 
 // setConflict records a namespace conflict and reports whether it is new.
 func setConflict(t *platformv1.Tenant, msg string) bool {
-	prev := meta.FindStatusCondition(t.Status.Conditions, platformv1.ConditionNamespaceReady)
+	prevReason := ""
+	if prev := meta.FindStatusCondition(t.Status.Conditions, platformv1.ConditionNamespaceReady); prev != nil {
+		prevReason = prev.Reason // copied: setCondition changes the slice in place
+	}
 	setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionNamespaceReady, false, platformv1.ReasonNamespaceConflict, msg)
 	t.Status.Phase = platformv1.TenantPhaseFailed
-	return prev == nil || prev.Reason != platformv1.ReasonNamespaceConflict
+	return prevReason != platformv1.ReasonNamespaceConflict
 }
 
 // reconcileStorage ensures the tenant's store: for SQLite, the data claim.
@@ -249,17 +272,10 @@ func deploymentAvailable(dep *appsv1.Deployment, want int32) (bool, string, stri
 	return true, platformv1.ReasonDeploymentAvailable, fmt.Sprintf("%d worker replicas available", want)
 }
 
-// reconcileDeactivated stops provisioning a deactivated tenant.
-// TODO(erasure issue): stop ingest, schedule and run the erasure.
-func (r *TenantReconciler) reconcileDeactivated(_ context.Context, t *platformv1.Tenant) (ctrl.Result, error) {
-	t.Status.Phase = platformv1.TenantPhaseDeactivated
-	setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionReady, false, platformv1.ReasonDeactivated, "tenant is deactivated")
-	return ctrl.Result{}, nil
-}
-
 // summarize computes Ready and the phase from the other conditions.
 func summarize(t *platformv1.Tenant) {
-	if c := firstNotTrue(t.Status.Conditions, platformv1.ConditionNamespaceReady, platformv1.ConditionStorageReady, platformv1.ConditionWorkerReady); c != nil {
+	if c := firstNotTrue(t.Status.Conditions, platformv1.ConditionNamespaceReady, platformv1.ConditionStorageReady,
+		platformv1.ConditionWorkerReady, platformv1.ConditionRouteReady); c != nil {
 		if t.Status.Phase != platformv1.TenantPhaseFailed {
 			t.Status.Phase = platformv1.TenantPhaseProvisioning
 		}
@@ -284,7 +300,11 @@ func (r *TenantReconciler) patchStatus(ctx context.Context, orig, t *platformv1.
 // SetupWithManager registers the controller and its watches.
 func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&platformv1.Tenant{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&platformv1.Tenant{}, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{},
+			// An annotation change (ReconcileAnnotation) asks for a pass now.
+			predicate.AnnotationChangedPredicate{},
+		))).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ServiceAccount{}).

@@ -282,6 +282,15 @@ func TestForeignNamespaceIsNeverTakenOver(t *testing.T) {
 		g.Expect(got.Status.Phase).To(Equal(platformv1.TenantPhaseFailed))
 	}, timeout, interval).Should(Succeed())
 
+	g.Eventually(func(g Gomega) {
+		var evs eventsv1.EventList
+		g.Expect(k8s.List(ctx, &evs)).To(Succeed())
+		g.Expect(evs.Items).To(ContainElement(And(
+			HaveField("Regarding.Name", tn.Name),
+			HaveField("Type", corev1.EventTypeWarning),
+			HaveField("Reason", platformv1.ReasonNamespaceConflict))))
+	}, timeout, interval).Should(Succeed())
+
 	// Nothing was put in it, and its labels are untouched.
 	g.Consistently(func(g Gomega) {
 		var dep appsv1.DeploymentList

@@ -297,6 +297,7 @@ type ErasureStep struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label (lower-case letters, digits and '-'): it names the tenant's namespace"
 // +kubebuilder:validation:XValidation:rule="has(self.spec.__namespace__) || size(self.metadata.name) <= 56",message="metadata.name must be at most 56 characters unless spec.namespace is set, so that the namespace tenant-<name> fits in 63"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.erasedAt) || oldSelf.spec.state == self.spec.state || self.spec.state == 'Deactivated'",message="an erased tenant cannot be reactivated: its data is gone; create a new Tenant to onboard the business again"
 // +kubebuilder:resource:scope=Cluster,shortName=tn,categories=omniflow
 // +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.spec.state`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`

@@ -1,0 +1,174 @@
+package erasure_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+	"github.com/omniflowcrm/omniflow-operator/controllers"
+)
+
+var (
+	scheme  = runtime.NewScheme()
+	k8s     client.Client
+	restCfg *rest.Config
+	// clock is the operator's only source of time in these tests.
+	clock = clocktesting.NewFakeClock(time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC))
+)
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run the tests with `make test`")
+		return 1
+	}
+	lvl := zapcore.ErrorLevel
+	if os.Getenv("TEST_VERBOSE") == "1" {
+		lvl = zapcore.DebugLevel
+	}
+	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(lvl)))
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(platformv1.AddToScheme(scheme))
+
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		Scheme:                scheme,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "start envtest: %v\n", err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	restCfg = cfg
+	if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+		fmt.Fprintf(os.Stderr, "client: %v\n", err)
+		return 1
+	}
+
+	stopKCM, err := startControllerManager(env, assets)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "start kube-controller-manager: %v\n", err)
+		return 1
+	}
+	defer stopKCM()
+	return m.Run()
+}
+
+// startControllerManager runs kube-controller-manager beside the envtest API
+// server with the controllers erasure relies on.
+func startControllerManager(env *envtest.Environment, assets string) (func(), error) {
+	user, err := env.AddUser(envtest.User{Name: "kube-controller-manager", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("add user: %w", err)
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "kcm-")
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(filepath.Join(assets, "kube-controller-manager"),
+		"--kubeconfig="+path,
+		"--controllers=namespace,garbagecollector,persistentvolume-binder,pv-protection,pvc-protection",
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--concurrent-namespace-syncs=5",
+		"--namespace-sync-period=5s",
+		"--pvclaimbinder-sync-period=1s",
+		"-v=1",
+	)
+	logFile, err := os.Create(filepath.Join(dir, "kcm.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		_ = logFile.Close()
+		if os.Getenv("TEST_VERBOSE") == "1" {
+			fmt.Fprintf(os.Stderr, "kube-controller-manager log: %s\n", logFile.Name())
+			return
+		}
+		_ = os.RemoveAll(dir)
+	}, nil
+}
+
+// operator is one run of the operator's manager; tests stop and start it to
+// prove that schedules and half-done erasures survive restarts.
+type operator struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startOperator(t *testing.T) *operator {
+	t.Helper()
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  controllers.CacheOptions(),
+		Controller:             ctrlConfig(),
+	})
+	if err != nil {
+		t.Fatalf("manager: %v", err)
+	}
+	if err := controllers.SetupAll(mgr, controllers.Options{
+		Worker: controllers.WorkerConfig{Image: "example.test/worker:test"},
+		Clock:  clock,
+	}); err != nil {
+		t.Fatalf("setup: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	op := &operator{cancel: cancel, done: make(chan error, 1)}
+	go func() { op.done <- mgr.Start(ctx) }()
+	t.Cleanup(op.stop)
+	return op
+}
+
+func (o *operator) stop() {
+	if o.cancel == nil {
+		return
+	}
+	o.cancel()
+	<-o.done
+	o.cancel = nil
+}
+
+// ctrlConfig lets each test start a fresh manager in the same process.
+func ctrlConfig() ctrlconfig.Controller {
+	return ctrlconfig.Controller{SkipNameValidation: ptr.To(true)}
+}
