@@ -49,6 +49,10 @@ test: manifests generate fmt vet ## Run all tests against a real API server (bui
 	echo "KUBEBUILDER_ASSETS=$$assets"; \
 	KUBEBUILDER_ASSETS="$$assets" go test $(GO_TEST_FLAGS) ./...
 
+.PHONY: bench
+bench: ## Load-benchmark the ingest worker against a verify-only baseline, side by side (not part of make test).
+	hack/bench.sh
+
 ##@ Build
 
 .PHONY: build

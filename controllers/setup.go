@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -33,6 +34,19 @@ type Options struct {
 	ChannelRecheck time.Duration
 	// Clock is injected by tests; nil means the real clock.
 	Clock clock.PassiveClock
+	// Sweep configures the orphan sweep.
+	Sweep SweepConfig
+}
+
+// SweepConfig configures the search for tenant data whose Tenant is gone.
+type SweepConfig struct {
+	// Interval between sweeps; 0 means 10 minutes, negative disables the sweep.
+	Interval time.Duration
+	// GracePeriod between finding an orphan and erasing it; 0 means the
+	// default Tenant grace period (7 days). At most 13 days.
+	GracePeriod time.Duration
+	// MaxOrphanShare above which the sweep stands down; 0 means 0.5.
+	MaxOrphanShare float64
 }
 
 // CacheOptions restricts the manager's cache to the objects the operator
@@ -88,6 +102,23 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 	}
 	if err := channels.SetupWithManager(context.Background(), mgr); err != nil {
 		return fmt.Errorf("set up metachannel controller: %w", err)
+	}
+	if opts.Sweep.Interval >= 0 {
+		sweeper := &OrphanSweeper{
+			APIReader:      mgr.GetAPIReader(),
+			Eraser:         tenants,
+			Recorder:       tenants.Recorder,
+			Clock:          clk,
+			Interval:       cmp.Or(opts.Sweep.Interval, 10*time.Minute),
+			GracePeriod:    cmp.Or(opts.Sweep.GracePeriod, platformv1.DefaultGracePeriod),
+			MaxOrphanShare: cmp.Or(opts.Sweep.MaxOrphanShare, 0.5),
+		}
+		if sweeper.GracePeriod > platformv1.MaxGracePeriod {
+			return fmt.Errorf("orphan grace period %s is longer than %s: erasure would miss the 14-day promise", sweeper.GracePeriod, platformv1.MaxGracePeriod)
+		}
+		if err := mgr.Add(sweeper); err != nil {
+			return fmt.Errorf("add orphan sweep: %w", err)
+		}
 	}
 	return nil
 }

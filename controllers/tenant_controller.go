@@ -54,7 +54,8 @@ type TenantReconciler struct {
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=tenants/finalizers,verbs=update
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=metachannels;deletionrequests,verbs=get;list;watch
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=metachannels/status;deletionrequests/status,verbs=get;patch;update
-// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=persistentvolumes,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups="",resources=serviceaccounts;services;persistentvolumeclaims,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;patch;delete
@@ -198,12 +199,39 @@ func (r *TenantReconciler) reconcileStorage(ctx context.Context, t *platformv1.T
 	}
 	t.Status.Storage = &platformv1.StorageStatus{Backend: backend, ClaimName: DataClaimName, VolumeName: pvc.Spec.VolumeName}
 	if pvc.Status.Phase == corev1.ClaimBound {
+		if err := r.labelVolume(ctx, t, pvc.Spec.VolumeName); err != nil {
+			return nil, err
+		}
 		setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionStorageReady, true, platformv1.ReasonClaimBound, "")
 	} else {
 		setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionStorageReady, false, platformv1.ReasonClaimPending,
 			fmt.Sprintf("PersistentVolumeClaim %s is not bound yet", DataClaimName))
 	}
 	return nil, nil
+}
+
+// labelVolume labels the bound volume with its tenant, so that the orphan
+// sweep finds it even if the claim and the namespace are gone.
+func (r *TenantReconciler) labelVolume(ctx context.Context, t *platformv1.Tenant, name string) error {
+	if name == "" {
+		return nil
+	}
+	var pv corev1.PersistentVolume
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Name: name}, &pv); err != nil {
+		return client.IgnoreNotFound(fmt.Errorf("get volume %s: %w", name, err))
+	}
+	if pv.Labels[platformv1.LabelTenant] == t.Name {
+		return nil
+	}
+	patch := client.MergeFrom(pv.DeepCopy())
+	if pv.Labels == nil {
+		pv.Labels = map[string]string{}
+	}
+	pv.Labels[platformv1.LabelTenant] = t.Name
+	if err := r.Patch(ctx, &pv, patch); err != nil {
+		return fmt.Errorf("label volume %s: %w", name, err)
+	}
+	return nil
 }
 
 // reconcileWorker ensures the worker's identity, access, network policy,

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -36,6 +37,7 @@ func main() {
 		route                  controllers.RouteConfig
 		routeKind              string
 		ingressAnnotations     keyValues
+		sweep                  controllers.SweepConfig
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address of the metrics endpoint (\":8080\" for HTTP with --metrics-secure=false; \"0\" disables it).")
@@ -61,6 +63,12 @@ func main() {
 	flag.StringVar(&route.IngressTLSSecret, "ingress-tls-secret", "",
 		"TLS Secret named by tenant Ingresses; it must exist in each tenant namespace (default: no tls section).")
 	flag.Var(&ingressAnnotations, "ingress-annotation", "key=value annotation for every tenant Ingress (repeatable).")
+	flag.DurationVar(&sweep.Interval, "orphan-sweep-interval", 10*time.Minute,
+		"How often to look for tenant namespaces and volumes whose Tenant is gone (negative disables the sweep).")
+	flag.DurationVar(&sweep.GracePeriod, "orphan-grace-period", 7*24*time.Hour,
+		"How long after an orphan is found it is erased (at most 312h, so that the 14-day promise holds from discovery).")
+	flag.Float64Var(&sweep.MaxOrphanShare, "orphan-max-share", 0.5,
+		"Share of tenant namespaces above which orphans are not erased but alerted on (a CRD reinstall or restore).")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -68,7 +76,7 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
 	route.Kind, route.IngressAnnotations = controllers.RouteKind(routeKind), ingressAnnotations
-	opts := controllers.Options{Worker: worker, Route: route}
+	opts := controllers.Options{Worker: worker, Route: route, Sweep: sweep}
 	if err := run(metricsAddr, secureMetrics, enableHTTP2, probeAddr, leaderElect, leaderElectionNS, opts); err != nil {
 		log.Error(err, "Operator stopped")
 		os.Exit(1)

@@ -28,6 +28,9 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 )
 
+// orphanGrace is the operator's grace period for orphans in these tests.
+const orphanGrace = 48 * time.Hour
+
 var (
 	scheme  = runtime.NewScheme()
 	k8s     client.Client
@@ -149,6 +152,7 @@ func startOperator(t *testing.T) *operator {
 	if err := controllers.SetupAll(mgr, controllers.Options{
 		Worker: controllers.WorkerConfig{Image: "example.test/worker:test"},
 		Clock:  clock,
+		Sweep:  controllers.SweepConfig{Interval: 500 * time.Millisecond, GracePeriod: orphanGrace},
 	}); err != nil {
 		t.Fatalf("setup: %v", err)
 	}

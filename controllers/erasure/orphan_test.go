@@ -1,0 +1,185 @@
+package erasure_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+	"github.com/omniflowcrm/omniflow-operator/controllers"
+)
+
+// forceRemove deletes a Tenant the way an impatient admin would: the
+// finalizer is stripped, so no erasure runs and garbage collection takes
+// the owned objects, leaving the namespace and a Retain volume behind.
+func forceRemove(g Gomega, name string) {
+	tn := tenant(g, name)
+	patch := client.MergeFrom(tn.DeepCopy())
+	tn.Finalizers = nil
+	g.Expect(k8s.Patch(ctx, tn, patch)).To(Succeed())
+	g.Expect(k8s.Delete(ctx, tn)).To(Succeed())
+	g.Eventually(gone(&platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name}}), timeout, interval).Should(BeTrue())
+}
+
+func orphanedAt(g Gomega, obj client.Object) string {
+	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(obj), obj)).To(Succeed())
+	return obj.GetAnnotations()[controllers.AnnotationOrphanedAt]
+}
+
+func TestOrphanedDataIsErasedAfterTheGracePeriodCountedFromDiscovery(t *testing.T) {
+	g := NewWithT(t)
+	startOperator(t)
+	tn := provisioned(t, g, "orphan", 24*time.Hour)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tn.NamespaceName()}}
+	pv := &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-orphan"}}
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pv), pv)).To(Succeed())
+		g.Expect(pv.Labels).To(HaveKeyWithValue(platformv1.LabelTenant, "orphan"), "the bound volume is labelled for its tenant")
+	}, timeout, interval).Should(Succeed())
+
+	found := clock.Now().UTC().Truncate(time.Second)
+	forceRemove(g, tn.Name)
+
+	g.Eventually(func(g Gomega) {
+		g.Expect(orphanedAt(g, ns)).To(Equal(found.Format(time.RFC3339)))
+		g.Expect(orphanedAt(g, pv)).To(Equal(found.Format(time.RFC3339)), "the released Retain volume is found too")
+	}, timeout, interval).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		var evs corev1.EventList // the core view of events.k8s.io Events
+		g.Expect(k8s.List(ctx, &evs, client.InNamespace("default"))).To(Succeed())
+		g.Expect(evs.Items).To(ContainElement(And(
+			HaveField("InvolvedObject.Name", ns.Name), HaveField("Reason", "Orphaned"), HaveField("Type", corev1.EventTypeWarning))))
+	}, timeout, interval).Should(Succeed())
+	g.Expect(metricValue(g, "omniflow_orphans", "kind", "namespace")).To(Equal(1.0))
+
+	// The stamp does not move, and nothing goes before the grace period ends.
+	clock.SetTime(found.Add(orphanGrace - time.Second))
+	g.Consistently(func(g Gomega) {
+		g.Expect(orphanedAt(g, ns)).To(Equal(found.Format(time.RFC3339)))
+		g.Expect(orphanedAt(g, pv)).To(Equal(found.Format(time.RFC3339)))
+	}, 2*time.Second, interval).Should(Succeed())
+
+	clock.SetTime(found.Add(orphanGrace + time.Second))
+	g.Eventually(gone(ns), timeout, interval).Should(BeTrue())
+	g.Eventually(gone(pv), timeout, interval).Should(BeTrue())
+}
+
+func TestARecreatedTenantAdoptsItsOrphanedData(t *testing.T) {
+	g := NewWithT(t)
+	startOperator(t)
+	tn := provisioned(t, g, "comeback", 24*time.Hour)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tn.NamespaceName()}}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "meta-app", Namespace: ns.Name}}
+	forceRemove(g, tn.Name)
+	g.Eventually(func(g Gomega) { g.Expect(orphanedAt(g, ns)).NotTo(BeEmpty()) }, timeout, interval).Should(Succeed())
+
+	again := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "comeback"}}
+	g.Expect(k8s.Create(ctx, again)).To(Succeed())
+	g.Eventually(func(g Gomega) { g.Expect(orphanedAt(g, ns)).To(BeEmpty()) }, timeout, interval).Should(Succeed())
+
+	clock.SetTime(clock.Now().Add(10 * orphanGrace))
+	g.Consistently(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ns), ns)).To(Succeed())
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(secret), secret)).To(Succeed(), "the tenant's data is kept")
+	}, 2*time.Second, interval).Should(Succeed())
+}
+
+func TestSweepStandsDownWhenMostTenantsLookOrphaned(t *testing.T) {
+	g := NewWithT(t)
+	live := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "alive"}}
+	g.Expect(k8s.Create(ctx, live)).To(Succeed())
+	// A restore brought back namespaces, but not their Tenants: more of
+	// them than there are live tenant namespaces, whatever earlier tests left.
+	var existing corev1.NamespaceList
+	g.Expect(k8s.List(ctx, &existing, client.HasLabels{platformv1.LabelTenant})).To(Succeed())
+	var ghosts []string
+	for i := 0; i <= len(existing.Items)+1; i++ {
+		ghosts = append(ghosts, fmt.Sprintf("ghost-%d", i))
+	}
+	for _, name := range ghosts {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+			Name:   "tenant-" + name,
+			Labels: map[string]string{platformv1.LabelTenant: name, platformv1.LabelManagedBy: platformv1.ManagedByValue},
+		}}
+		g.Expect(k8s.Create(ctx, ns)).To(Succeed())
+		t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+	}
+	startOperator(t)
+	g.Eventually(func() error {
+		return k8s.Get(ctx, types.NamespacedName{Name: "tenant-alive"}, &corev1.Namespace{})
+	}, timeout, interval).Should(Succeed())
+
+	g.Eventually(func(g Gomega) {
+		g.Expect(metricValue(g, "omniflow_orphan_sweep_stood_down", "", "")).To(Equal(1.0))
+	}, timeout, interval).Should(Succeed())
+	clock.SetTime(clock.Now().Add(10 * orphanGrace))
+	g.Consistently(func(g Gomega) {
+		for _, name := range ghosts {
+			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tenant-" + name}}
+			g.Expect(orphanedAt(g, ns)).To(BeEmpty(), "%s was stamped although the sweep should stand down", name)
+			g.Expect(ns.DeletionTimestamp).To(BeNil())
+		}
+	}, 3*time.Second, interval).Should(Succeed())
+}
+
+// Without the Tenant CRD every tenant would look orphaned: the sweep must
+// not act at all. A second API server without our CRDs shows it.
+func TestSweepStandsDownWithoutTheTenantCRD(t *testing.T) {
+	g := NewWithT(t)
+	env := &envtest.Environment{Scheme: scheme}
+	cfg, err := env.Start()
+	g.Expect(err).NotTo(HaveOccurred())
+	t.Cleanup(func() { _ = env.Stop() })
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name: "tenant-lonely", Labels: map[string]string{platformv1.LabelTenant: "lonely"},
+	}}
+	g.Expect(c.Create(ctx, ns)).To(Succeed())
+
+	sweeper := &controllers.OrphanSweeper{
+		APIReader:      c,
+		Eraser:         &controllers.TenantReconciler{Client: c, APIReader: c, Clock: clock},
+		Clock:          clock,
+		GracePeriod:    0,
+		MaxOrphanShare: 0.5,
+	}
+	busy, err := sweeper.Sweep(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(busy).To(BeFalse())
+	g.Expect(metricValue(g, "omniflow_orphan_sweep_stood_down", "", "")).To(Equal(1.0))
+	g.Expect(c.Get(ctx, client.ObjectKeyFromObject(ns), ns)).To(Succeed())
+	g.Expect(ns.Annotations).NotTo(HaveKey(controllers.AnnotationOrphanedAt))
+	g.Expect(ns.DeletionTimestamp).To(BeNil())
+}
+
+// metricValue reads a gauge from the operator's registry; -1 when absent.
+func metricValue(g Gomega, name, label, value string) float64 {
+	mfs, err := metrics.Registry.Gather()
+	g.Expect(err).NotTo(HaveOccurred())
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label == "" {
+				return m.GetGauge().GetValue()
+			}
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return -1
+}
