@@ -34,6 +34,7 @@ type Part struct {
 
 	wa     *waValue // decoded in Split when needed for attribution
 	waErr  error
+	fast   *Parsed // a WhatsApp messages change already normalized by the fast path
 	entryT json.RawMessage
 }
 
@@ -59,6 +60,15 @@ type change struct {
 // when the body is not JSON or not shaped like a Meta envelope; problems inside a part are
 // left for Part.Parse so that one bad change cannot hide the good ones.
 func Split(body []byte) ([]Part, error) {
+	if parts, ok := fastSplit(body); ok {
+		return parts, nil
+	}
+	return slowSplit(body)
+}
+
+// slowSplit is Split with encoding/json: the reference, and the path for every shape the
+// fast path does not handle.
+func slowSplit(body []byte) ([]Part, error) {
 	var env envelope
 	if err := json.Unmarshal(body, &env); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
@@ -77,12 +87,7 @@ func Split(body []byte) ([]Part, error) {
 			p.AccountID = p.EntryID
 			p.Field = c.Field
 			if platform == WhatsApp && len(c.Value) > 0 {
-				p.wa = new(waValue)
-				if err := json.Unmarshal(c.Value, p.wa); err != nil {
-					p.wa, p.waErr = nil, err
-				} else if p.wa.Metadata.PhoneNumberID != "" {
-					p.AccountID = string(p.wa.Metadata.PhoneNumberID)
-				}
+				p.decodeWA()
 			}
 			parts = append(parts, p)
 		}
@@ -98,6 +103,16 @@ func Split(body []byte) ([]Part, error) {
 		}
 	}
 	return parts, nil
+}
+
+// decodeWA decodes a WhatsApp change value for attribution (and parsing).
+func (p *Part) decodeWA() {
+	p.wa = new(waValue)
+	if err := json.Unmarshal(p.Raw, p.wa); err != nil {
+		p.wa, p.waErr = nil, err
+	} else if p.wa.Metadata.PhoneNumberID != "" {
+		p.AccountID = string(p.wa.Metadata.PhoneNumberID)
+	}
 }
 
 // Parsed is what one part yields: records to store, and the kinds of events that were
@@ -121,6 +136,9 @@ func (p *Part) Parse() (Parsed, error) {
 		if p.waErr != nil {
 			return out, fmt.Errorf("whatsapp change value: %w", p.waErr)
 		}
+		if p.fast != nil {
+			return p.fast.clone(), nil
+		}
 		if p.Field != "messages" || p.wa == nil {
 			out.Ignored = append(out.Ignored, ignoredKind(p.Platform, p.Field))
 			return out, nil
@@ -137,6 +155,16 @@ func (p *Part) Parse() (Parsed, error) {
 		return Parsed{}, err
 	}
 	return out, nil
+}
+
+// clone copies the record slices, so that a caller may modify what Parse returns.
+func (p *Parsed) clone() Parsed {
+	var c Parsed
+	c.Batch.Append(&p.Batch)
+	if len(p.Ignored) > 0 {
+		c.Ignored = append([]string(nil), p.Ignored...)
+	}
+	return c
 }
 
 // Kind is a low-cardinality label for the part ("whatsapp.messages", "page" items are
