@@ -102,7 +102,7 @@ type prepared struct {
 }
 
 func encode[T any](rec *T) (doc[T], error) {
-	b, err := marshal(rec)
+	b, err := encodeDoc(rec)
 	if err != nil {
 		return doc[T]{}, err
 	}
@@ -329,7 +329,7 @@ func fill(dst *string, old string) {
 }
 
 func (t *txn) writeContact(ctx context.Context, id int64, c *meta.Contact) error {
-	d, err := marshal(c)
+	d, err := encodeDoc(c)
 	if err != nil {
 		return err
 	}
