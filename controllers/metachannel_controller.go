@@ -117,30 +117,9 @@ func (r *MetaChannelReconciler) evaluate(ctx context.Context, ch *platformv1.Met
 	return acceptChannel(ch, v, r.Route, earlier, secrets), nil
 }
 
-// tenantOf reads the channel namespace's tenant label and that Tenant. The
-// cache holds only namespaces that carry the label, so an unlabelled
-// namespace reads as not found, like a missing one.
+// tenantOf reads the channel namespace's tenant label and that Tenant.
 func (r *MetaChannelReconciler) tenantOf(ctx context.Context, ns string) (channelTenant, error) {
-	var nsObj corev1.Namespace
-	if err := r.Get(ctx, types.NamespacedName{Name: ns}, &nsObj); err != nil {
-		if apierrors.IsNotFound(err) {
-			return channelTenant{}, nil
-		}
-		return channelTenant{}, fmt.Errorf("get namespace %s: %w", ns, err)
-	}
-	ct := channelTenant{NamespaceTenant: nsObj.Labels[platformv1.LabelTenant]}
-	if ct.NamespaceTenant == "" {
-		return ct, nil
-	}
-	var t platformv1.Tenant
-	switch err := r.Get(ctx, types.NamespacedName{Name: ct.NamespaceTenant}, &t); {
-	case apierrors.IsNotFound(err):
-	case err != nil:
-		return channelTenant{}, fmt.Errorf("get tenant %s: %w", ct.NamespaceTenant, err)
-	default:
-		ct.Tenant = &t
-	}
-	return ct, nil
+	return lookupTenant(ctx, r.Client, ns)
 }
 
 // readSecrets reads the Secrets a channel references, uncached; a missing

@@ -103,6 +103,14 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 	if err := channels.SetupWithManager(context.Background(), mgr); err != nil {
 		return fmt.Errorf("set up metachannel controller: %w", err)
 	}
+	requests := &DeletionRequestReconciler{
+		Client:   mgr.GetClient(),
+		Recorder: tenants.Recorder,
+		Clock:    clk,
+	}
+	if err := requests.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up deletionrequest controller: %w", err)
+	}
 	if opts.Sweep.Interval >= 0 {
 		sweeper := &OrphanSweeper{
 			APIReader:      mgr.GetAPIReader(),

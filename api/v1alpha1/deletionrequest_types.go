@@ -138,7 +138,8 @@ type DeletionRequestStatus struct {
 	// +optional
 	Deadline *metav1.Time `json:"deadline,omitempty"`
 
-	// completedAt is when the erasure was committed.
+	// completedAt is when the request finished: the erasure was committed
+	// (Completed), or it was refused or failed. The TTL counts from it.
 	// +optional
 	CompletedAt *metav1.Time `json:"completedAt,omitempty"`
 
