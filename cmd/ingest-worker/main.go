@@ -1,6 +1,7 @@
 // Command ingest-worker receives one tenant's Meta webhooks and stores them durably.
 //
-//	ingest-worker serve  --listen ADDR --data-dir DIR --channels FILE
+//	ingest-worker serve  --listen ADDR --data-dir DIR --namespace NS --tenant NAME   (in a cluster)
+//	ingest-worker serve  --listen ADDR --data-dir DIR --channels FILE                (standalone)
 //	ingest-worker export --data-dir DIR [--subject ID] [--platform P]
 package main
 
@@ -14,19 +15,16 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
 	"github.com/go-logr/logr"
 
-	"github.com/omniflowcrm/omniflow-operator/internal/ingest"
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/sqlite"
 )
 
 const usage = `usage:
+  ingest-worker serve  --listen ADDR --data-dir DIR --namespace NS --tenant NAME [flags]
   ingest-worker serve  --listen ADDR --data-dir DIR --channels FILE [flags]
   ingest-worker export --data-dir DIR [--subject ID] [--platform WhatsApp|Messenger|Instagram]
 Run "ingest-worker CMD -h" for the flags of a command.
@@ -62,47 +60,6 @@ func main() {
 func newLogger(v int) logr.Logger {
 	h := slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.Level(-v)})
 	return logr.FromSlogHandler(h)
-}
-
-func serve(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	var cfg ingest.ServeConfig
-	fs.StringVar(&cfg.Listen, "listen", ":8080", "address to serve webhooks, health and metrics on")
-	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory of the tenant's store (required)")
-	fs.StringVar(&cfg.ChannelsFile, "channels", "", "YAML file naming the tenant and its channels (required)")
-	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", ingest.DefaultMaxBodyBytes, "largest delivery accepted; larger ones get 413")
-	fs.DurationVar(&cfg.ReloadInterval, "channels-reload-interval", 5*time.Second, "how often the channels file is checked for changes (SIGHUP reloads at once)")
-	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight deliveries")
-	fs.BoolVar(&cfg.VerifyOnly, "verify-only", false, "benchmark baseline: check signatures, store nothing (never in production)")
-	verbosity := fs.Int("v", 0, "log verbosity (1: one line per delivery, without personal data)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if cfg.ChannelsFile == "" || (cfg.DataDir == "" && !cfg.VerifyOnly) {
-		fs.Usage()
-		return errors.New("--channels and --data-dir are required")
-	}
-	cfg.Log = newLogger(*verbosity)
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	reload := make(chan struct{}, 1)
-	go func() {
-		for range hup {
-			select {
-			case reload <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	cfg.Reload = reload
-	if err := ingest.Serve(ctx, cfg); err != nil {
-		cfg.Log.Error(err, "Worker failed")
-		return err
-	}
-	return nil
 }
 
 // export prints every stored record (or one subject's) as JSON lines: the right of access

@@ -198,7 +198,7 @@ func TestFileSourceReload(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go src.Run(ctx)
+	go func() { _ = src.Run(ctx, nil) }()
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
@@ -224,4 +224,47 @@ func TestFileSourceReload(t *testing.T) {
 		_, ok2 := reg.Lookup("c2")
 		return ok3 && !ok1 && !ok2
 	})
+}
+
+// Run without a prior Load loads the file itself: a bad file is an error (there are no
+// previous channels to keep), a good one is in the registry before synced is called.
+func TestFileSourceRunLoadsFirst(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("tenant: acme\nchannels: [{name: c1, platform: Nope}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src := &FileSource{Path: bad, Registry: NewRegistry(), Log: logr.Discard()}
+	if err := src.Run(ctx, func() { t.Error("synced called for a bad file") }); err == nil {
+		t.Fatal("Run accepted an invalid channels file")
+	}
+
+	good := filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(good, []byte("tenant: acme\nchannels:\n- name: c1\n  platform: Messenger\n  messenger: {pageID: \"1\"}\n  appSecret: s\n  verifyToken: v\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reg := NewRegistry()
+	src = &FileSource{Path: good, Registry: reg, Log: logr.Discard(), Interval: time.Hour}
+	synced := make(chan bool, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- src.Run(ctx, func() { _, ok := reg.Lookup("c1"); synced <- ok })
+	}()
+	select {
+	case ok := <-synced:
+		if !ok {
+			t.Fatal("synced called before the file's channels were in the registry")
+		}
+	case err := <-done:
+		t.Fatalf("Run returned before synced: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("synced not called")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel: %v", err)
+	}
 }

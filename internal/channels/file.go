@@ -59,6 +59,7 @@ type FileSource struct {
 	Trigger  <-chan struct{}
 
 	lastSum [sha256.Size]byte
+	loaded  bool
 }
 
 // Load reads the file once and replaces the registry's channels. It returns the file so
@@ -76,11 +77,23 @@ func (s *FileSource) Load() (*File, error) {
 		return nil, fmt.Errorf("%s: %w", s.Path, err)
 	}
 	s.lastSum = sha256.Sum256(data)
+	s.loaded = true
 	return f, nil
 }
 
 // Run reloads on change until ctx ends. A bad file is logged and the previous channels stay.
-func (s *FileSource) Run(ctx context.Context) {
+// It loads the file first unless Load already did (a bad file then is an error: there are
+// no previous channels to keep), and calls synced, if not nil, once the registry holds the
+// file's channels. It has the shape of the worker's channel sources (ingest.ChannelSource).
+func (s *FileSource) Run(ctx context.Context, synced func()) error {
+	if !s.loaded {
+		if _, err := s.Load(); err != nil {
+			return err
+		}
+	}
+	if synced != nil {
+		synced()
+	}
 	interval := s.Interval
 	if interval <= 0 {
 		interval = 5 * time.Second
@@ -91,7 +104,7 @@ func (s *FileSource) Run(ctx context.Context) {
 		force := false
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-tick.C:
 		case <-s.Trigger:
 			force = true

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -14,39 +15,53 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/store/sqlite"
 )
 
-// ServeConfig is the standalone worker's configuration (`ingest-worker serve`).
+// ChannelSource keeps the worker's channel registry current: the standalone channels file
+// (channels.FileSource) or, in a cluster, the watcher of the namespace's MetaChannels and
+// their Secrets (clusterchannels.Watcher). Run calls synced once the registry holds the
+// initial channels, then keeps them current until ctx ends; an error is fatal to the worker.
+type ChannelSource interface {
+	Run(ctx context.Context, synced func()) error
+}
+
+// ServeConfig is the worker's configuration (`ingest-worker serve`).
 type ServeConfig struct {
-	Listen          string
+	Listen string
+	// Listener, when set, is served instead of listening on Listen (tests pass one bound
+	// to 127.0.0.1:0 and learn its address).
+	Listener        net.Listener
 	DataDir         string
-	ChannelsFile    string
 	MaxBodyBytes    int64
-	ReloadInterval  time.Duration
 	ShutdownTimeout time.Duration
-	// Reload forces a channels file reload (SIGHUP).
-	Reload <-chan struct{}
+	// Tenant is the worker's own tenant: webhooks are also served under /t/<Tenant>/.
+	Tenant string
+	// Registry is what Source feeds and the HTTP handlers read.
+	Registry *channels.Registry
+	Source   ChannelSource
 	// VerifyOnly runs the benchmark baseline: no store, signature check only.
 	VerifyOnly bool
 	Log        logr.Logger
 }
 
-// Serve runs the standalone worker until ctx ends, then shuts down gracefully: it stops
-// accepting connections, lets in-flight deliveries finish (each waits for its commit),
-// drains the store's queue and closes it.
+// Serve runs the worker until ctx ends, then shuts down gracefully: it stops accepting
+// connections, lets in-flight deliveries finish (each waits for its commit), drains the
+// store's queue and closes it. Health answers at once; readiness waits until the store is
+// open and the channel source has synced, so that no traffic is routed to a worker that
+// would answer 404 for channels it simply has not loaded yet.
 func Serve(ctx context.Context, cfg ServeConfig) error {
-	log := cfg.Log
-	reg := channels.NewRegistry()
-	src := &channels.FileSource{Path: cfg.ChannelsFile, Registry: reg, Log: log, Interval: cfg.ReloadInterval, Trigger: cfg.Reload}
-	file, err := src.Load()
-	if err != nil {
-		return fmt.Errorf("load channels: %w", err)
+	if cfg.Registry == nil || cfg.Source == nil {
+		return errors.New("serve: a channel registry and source are required")
 	}
-	log = log.WithValues("tenant", file.Tenant)
+	log := cfg.Log.WithValues("tenant", cfg.Tenant)
 	metrics := NewMetrics()
-	srv := NewServer(Options{Registry: reg, Metrics: metrics, Log: log, MaxBodyBytes: cfg.MaxBodyBytes, VerifyOnly: cfg.VerifyOnly})
+	srv := NewServer(Options{Registry: cfg.Registry, Metrics: metrics, Log: log, MaxBodyBytes: cfg.MaxBodyBytes,
+		Tenant: cfg.Tenant, VerifyOnly: cfg.VerifyOnly})
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	ln := cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		}
 	}
 	httpSrv := &http.Server{
 		Handler:           srv.Handler(),
@@ -56,29 +71,68 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
-	log.Info("Serving", "addr", ln.Addr().String(), "channels", len(reg.Names()), "verifyOnly", cfg.VerifyOnly)
+	log.Info("Serving", "addr", ln.Addr().String(), "verifyOnly", cfg.VerifyOnly)
 
-	// Health answers from the first moment; readiness waits for the store.
 	var st *sqlite.Store
 	if !cfg.VerifyOnly {
+		var err error
 		if st, err = sqlite.Open(cfg.DataDir, sqlite.Options{Observer: metrics}); err != nil {
 			_ = httpSrv.Close()
 			return fmt.Errorf("open store: %w", err)
 		}
-		srv.SetStore(st)
 	}
-	log.Info("Ready", "store", st != nil)
-	reloadCtx, stopReload := context.WithCancel(ctx)
-	defer stopReload()
-	go src.Run(reloadCtx)
+	closeStore := func() error {
+		if st == nil {
+			return nil
+		}
+		if err := st.Close(); err != nil {
+			return fmt.Errorf("close store: %w", err)
+		}
+		return nil
+	}
 
+	srcCtx, stopSource := context.WithCancel(ctx)
+	defer stopSource()
+	synced := make(chan struct{})
+	srcErr := make(chan error, 1)
+	var syncOnce sync.Once
+	go func() {
+		srcErr <- cfg.Source.Run(srcCtx, func() { syncOnce.Do(func() { close(synced) }) })
+	}()
+
+	// Not ready until the channels are in: wait for the source, or for anything fatal.
+	select {
+	case <-synced:
+		if st != nil {
+			srv.SetStore(st)
+		}
+		log.Info("Ready", "store", st != nil, "channels", len(cfg.Registry.Names()))
+	case <-ctx.Done():
+	case err := <-srcErr:
+		_ = httpSrv.Close()
+		return errors.Join(fmt.Errorf("channel source: %w", err), closeStore())
+	case err := <-serveErr:
+		stopSource()
+		return errors.Join(fmt.Errorf("http server: %w", err), closeStore())
+	}
+
+	var fatal error
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
-		if st != nil {
-			_ = st.Close()
+		stopSource()
+		return errors.Join(fmt.Errorf("http server: %w", err), closeStore())
+	case err := <-srcErr:
+		// The registry can no longer be kept current (secrets could rotate unseen): stop
+		// like on SIGTERM, so that in-flight deliveries still commit, and report it. A
+		// source that returned because ctx ended raced the Done case above: not a failure.
+		if ctx.Err() == nil {
+			if err == nil {
+				err = errors.New("stopped")
+			}
+			fatal = fmt.Errorf("channel source: %w", err)
+			log.Error(fatal, "Channel source failed")
 		}
-		return fmt.Errorf("http server: %w", err)
 	}
 	log.Info("Shutting down")
 	srv.SetStopping()
@@ -88,15 +142,12 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var errs []error
+	errs := []error{fatal}
 	if err := httpSrv.Shutdown(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
-	if st != nil {
-		if err := st.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	errs = append(errs, closeStore())
+	stopSource()
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}

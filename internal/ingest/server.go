@@ -31,6 +31,11 @@ type Options struct {
 	Metrics      *Metrics
 	Log          logr.Logger
 	MaxBodyBytes int64
+	// Tenant is the worker's own tenant. The tenant's Ingress forwards /t/<tenant>/...
+	// unchanged, so the webhook routes are also served under that prefix, for this tenant
+	// only: a request naming another tenant reached the wrong worker and gets 404. Empty
+	// disables the prefixed routes.
+	Tenant string
 	// VerifyOnly answers 200 right after the signature check, storing nothing. It exists
 	// only as the benchmark's baseline: the cost of HTTP and HMAC without durability.
 	VerifyOnly bool
@@ -75,6 +80,8 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /webhooks/meta/{channel}", s.handleVerify)
 	mux.HandleFunc("POST /webhooks/meta/{channel}", s.handleDelivery)
+	mux.HandleFunc("GET /t/{tenant}/webhooks/meta/{channel}", s.ownTenant(s.handleVerify, false))
+	mux.HandleFunc("POST /t/{tenant}/webhooks/meta/{channel}", s.ownTenant(s.handleDelivery, true))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, http.StatusOK, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !s.Ready() {
@@ -85,6 +92,22 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Metrics.Registry, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// ownTenant serves a /t/{tenant}/ route only when {tenant} is this worker's tenant.
+// Anything else answers like an unknown channel (and is counted as one for deliveries),
+// so that a misrouted request reveals nothing about this tenant's channels.
+func (s *Server) ownTenant(next http.HandlerFunc, delivery bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.opts.Tenant == "" || r.PathValue("tenant") != s.opts.Tenant {
+			if delivery {
+				s.opts.Metrics.deliveries.WithLabelValues(ResultUnknownChannel).Inc()
+			}
+			writeText(w, http.StatusNotFound, "unknown channel\n")
+			return
+		}
+		next(w, r)
+	}
 }
 
 func writeText(w http.ResponseWriter, code int, body string) {

@@ -578,3 +578,59 @@ func TestNoPersonalDataInLogsOrMetrics(t *testing.T) {
 }
 
 var _ store.Store = (*sqlite.Store)(nil)
+
+// The tenant's Ingress forwards /t/<tenant>/... unchanged: the worker serves the webhook
+// routes under its own tenant's prefix, and nothing under another tenant's.
+func TestTenantPrefix(t *testing.T) {
+	t.Parallel()
+	do := func(e *env, method, path string, body []byte) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, e.http.URL+path, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body != nil {
+			req.Header.Set(meta.SignatureHeader, meta.Sign([]byte(secret), body))
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	const hs = "?hub.mode=subscribe&hub.challenge=4242&hub.verify_token=" + verifyToken
+
+	e := newEnv(t, Options{Tenant: "acme"})
+	if code, body := do(e, http.MethodGet, "/t/acme/webhooks/meta/wa"+hs, nil); code != 200 || body != "4242" {
+		t.Fatalf("handshake under own prefix: %d %q", code, body)
+	}
+	if code, body := do(e, http.MethodGet, "/t/globex/webhooks/meta/wa"+hs, nil); code != http.StatusNotFound || strings.Contains(body, "4242") {
+		t.Fatalf("handshake under another tenant's prefix: %d %q, want 404", code, body)
+	}
+	if code, _ := do(e, http.MethodPost, "/t/globex/webhooks/meta/wa", waDelivery("123456789012345", "wamid.other")); code != http.StatusNotFound {
+		t.Fatalf("delivery under another tenant's prefix: %d, want 404", code)
+	}
+	if n := e.stored(); n != 0 {
+		t.Fatalf("a delivery for another tenant stored %d records", n)
+	}
+	if got := counterValue(t, e.m.deliveries.WithLabelValues(ResultUnknownChannel)); got != 1 {
+		t.Errorf("deliveries{result=unknown_channel} = %v, want 1", got)
+	}
+	if code, _ := do(e, http.MethodPost, "/t/acme/webhooks/meta/nope", waDelivery("123456789012345", "wamid.nope")); code != http.StatusNotFound {
+		t.Fatalf("unknown channel under own prefix: %d, want 404", code)
+	}
+	if code, _ := do(e, http.MethodPost, "/t/acme/webhooks/meta/wa", waDelivery("123456789012345", "wamid.own")); code != http.StatusOK {
+		t.Fatalf("delivery under own prefix: %d, want 200", code)
+	}
+	if d := e.dump(); len(d.Messages) != 1 || d.Messages[0].ID != "wamid.own" {
+		t.Fatalf("stored messages = %+v, want only wamid.own", d.Messages)
+	}
+
+	// Without a tenant (a misconfigured worker) no prefixed route matches anything.
+	bare := newEnv(t, Options{})
+	if code, _ := do(bare, http.MethodGet, "/t/acme/webhooks/meta/wa"+hs, nil); code != http.StatusNotFound {
+		t.Fatalf("prefixed handshake without a tenant: %d, want 404", code)
+	}
+}

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/channels"
+	"github.com/omniflowcrm/omniflow-operator/internal/clusterchannels"
+	"github.com/omniflowcrm/omniflow-operator/internal/ingest"
+)
+
+// Environment variables the operator's Deployment sets (controllers.WorkerArgs and
+// desiredDeployment); they are the defaults of --namespace and --tenant.
+const (
+	envNamespace = "POD_NAMESPACE"
+	envTenant    = "OMNIFLOW_TENANT"
+)
+
+// serveOptions are `serve`'s flags, with defaults from the environment applied.
+type serveOptions struct {
+	cfg            ingest.ServeConfig
+	channelsFile   string
+	reloadInterval time.Duration
+	namespace      string
+	tenant         string
+	secretRefresh  time.Duration
+	verbosity      int
+}
+
+// inCluster reports the mode: without a channels file, the channels come from the
+// MetaChannels of the namespace.
+func (o *serveOptions) inCluster() bool { return o.channelsFile == "" }
+
+func parseServe(args []string, getenv func(string) string) (*serveOptions, error) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	o := &serveOptions{}
+	fs.StringVar(&o.cfg.Listen, "listen", ":8080", "address to serve webhooks, health and metrics on")
+	fs.StringVar(&o.cfg.DataDir, "data-dir", "", "directory of the tenant's store (required)")
+	fs.StringVar(&o.channelsFile, "channels", "", "standalone mode: YAML file naming the tenant and its channels")
+	fs.StringVar(&o.namespace, "namespace", getenv(envNamespace), "in-cluster mode: the namespace whose MetaChannels are served (default $"+envNamespace+")")
+	fs.StringVar(&o.tenant, "tenant", getenv(envTenant), "the worker's tenant; webhooks are also served under /t/<tenant>/ (default $"+envTenant+")")
+	fs.DurationVar(&o.secretRefresh, "secret-refresh-interval", clusterchannels.DefaultSecretRefresh, "in-cluster mode: how often channels' Secrets are read again (the longest a rotated secret waits)")
+	fs.Int64Var(&o.cfg.MaxBodyBytes, "max-body-bytes", ingest.DefaultMaxBodyBytes, "largest delivery accepted; larger ones get 413")
+	fs.DurationVar(&o.reloadInterval, "channels-reload-interval", 5*time.Second, "standalone mode: how often the channels file is checked for changes (SIGHUP reloads at once)")
+	fs.DurationVar(&o.cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight deliveries")
+	fs.BoolVar(&o.cfg.VerifyOnly, "verify-only", false, "benchmark baseline: check signatures, store nothing (never in production)")
+	fs.IntVar(&o.verbosity, "v", 0, "log verbosity (1: one line per delivery, without personal data)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	switch {
+	case o.cfg.DataDir == "" && !o.cfg.VerifyOnly:
+		return nil, errors.New("--data-dir is required")
+	case o.inCluster() && o.namespace == "":
+		return nil, errors.New("--channels (standalone) or --namespace/$" + envNamespace + " (in a cluster) is required")
+	case o.inCluster() && o.tenant == "":
+		return nil, errors.New("--tenant/$" + envTenant + " is required in a cluster")
+	}
+	return o, nil
+}
+
+func serve(args []string) error {
+	o, err := parseServe(args, os.Getenv)
+	if err != nil {
+		return err
+	}
+	log := newLogger(o.verbosity)
+	o.cfg.Log = log
+	o.cfg.Registry = channels.NewRegistry()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if o.inCluster() {
+		err = clusterSource(o, log)
+	} else {
+		err = fileSource(o, log)
+	}
+	if err == nil {
+		err = ingest.Serve(ctx, o.cfg)
+	}
+	if err != nil {
+		log.Error(err, "Worker failed")
+		return err
+	}
+	return nil
+}
+
+// fileSource loads the channels file before anything listens (a bad file fails at once)
+// and reloads it on change or SIGHUP.
+func fileSource(o *serveOptions, log logr.Logger) error {
+	src := &channels.FileSource{Path: o.channelsFile, Registry: o.cfg.Registry, Log: log, Interval: o.reloadInterval, Trigger: hangups()}
+	f, err := src.Load()
+	if err != nil {
+		return fmt.Errorf("load channels: %w", err)
+	}
+	if o.tenant != "" && o.tenant != f.Tenant {
+		return fmt.Errorf("--tenant %q does not match the channels file's tenant %q", o.tenant, f.Tenant)
+	}
+	o.cfg.Tenant, o.cfg.Source = f.Tenant, src
+	return nil
+}
+
+// clusterSource watches the namespace's MetaChannels as the pod's ServiceAccount (or the
+// user of $KUBECONFIG, outside a pod).
+func clusterSource(o *serveOptions, log logr.Logger) error {
+	// client-go and controller-runtime log through these; without them their errors (a
+	// watch refused by RBAC, say) would be lost or printed in another format.
+	klog.SetLogger(log)
+	ctrllog.SetLogger(log)
+	signal.Ignore(syscall.SIGHUP) // nothing to reload: the cluster is watched
+	rc, err := config.GetConfig()
+	if err != nil {
+		return fmt.Errorf("kubernetes client config: %w", err)
+	}
+	w, err := clusterchannels.New(clusterchannels.Config{
+		RestConfig: rc, Namespace: o.namespace, Registry: o.cfg.Registry, Log: log, SecretRefresh: o.secretRefresh,
+	})
+	if err != nil {
+		return err
+	}
+	o.cfg.Tenant, o.cfg.Source = o.tenant, w
+	return nil
+}
+
+// hangups turns SIGHUP into a non-blocking reload trigger.
+func hangups() <-chan struct{} {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return reload
+}

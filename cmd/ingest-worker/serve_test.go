@@ -1,0 +1,77 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+	"github.com/omniflowcrm/omniflow-operator/controllers"
+)
+
+// The operator's Deployment runs the worker with controllers.WorkerArgs and the
+// POD_NAMESPACE/OMNIFLOW_TENANT environment: exactly those must select in-cluster mode
+// for the tenant's namespace.
+func TestParseServeDeploymentArgs(t *testing.T) {
+	t.Parallel()
+	tenant := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "acme"}}
+	env := map[string]string{envNamespace: tenant.NamespaceName(), envTenant: tenant.Name}
+	args := controllers.WorkerArgs(tenant)
+	if len(args) == 0 || args[0] != "serve" {
+		t.Fatalf("WorkerArgs = %q, want the serve command first", args)
+	}
+	o, err := parseServe(args[1:], func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatalf("parseServe(%q): %v", args, err)
+	}
+	if !o.inCluster() || o.namespace != "tenant-acme" || o.tenant != "acme" ||
+		o.cfg.Listen != ":8080" || o.cfg.DataDir != controllers.DataMountPath {
+		t.Fatalf("parsed %q as inCluster=%v namespace=%q tenant=%q listen=%q dataDir=%q",
+			args, o.inCluster(), o.namespace, o.tenant, o.cfg.Listen, o.cfg.DataDir)
+	}
+}
+
+func TestParseServeModes(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{envNamespace: "tenant-env", envTenant: "env"}
+	getenv := func(k string) string { return env[k] }
+	noenv := func(string) string { return "" }
+	tests := []struct {
+		name          string
+		args          []string
+		getenv        func(string) string
+		wantErr       string
+		wantCluster   bool
+		wantNamespace string
+		wantTenant    string
+	}{
+		{"environment alone selects the cluster", []string{"--data-dir=/d"}, getenv, "", true, "tenant-env", "env"},
+		{"flags win over the environment", []string{"--data-dir=/d", "--namespace=tenant-x", "--tenant=x"}, getenv, "", true, "tenant-x", "x"},
+		{"a channels file is standalone", []string{"--data-dir=/d", "--channels=c.yaml"}, getenv, "", false, "tenant-env", "env"},
+		{"standalone needs no namespace", []string{"--data-dir=/d", "--channels=c.yaml"}, noenv, "", false, "", ""},
+		{"neither file nor namespace", []string{"--data-dir=/d"}, noenv, "--namespace", false, "", ""},
+		{"namespace without tenant", []string{"--data-dir=/d", "--namespace=tenant-x"}, noenv, "--tenant", false, "", ""},
+		{"no data dir", []string{"--namespace=tenant-x", "--tenant=x"}, noenv, "--data-dir", false, "", ""},
+		{"stray argument", []string{"--data-dir=/d", "--channels=c.yaml", "extra"}, noenv, "unexpected", false, "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			o, err := parseServe(tc.args, tc.getenv)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one mentioning %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.inCluster() != tc.wantCluster || o.namespace != tc.wantNamespace || o.tenant != tc.wantTenant {
+				t.Fatalf("inCluster=%v namespace=%q tenant=%q, want %v %q %q",
+					o.inCluster(), o.namespace, o.tenant, tc.wantCluster, tc.wantNamespace, tc.wantTenant)
+			}
+		})
+	}
+}
