@@ -54,6 +54,7 @@ type TenantReconciler struct {
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=tenants/finalizers,verbs=update
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=metachannels;deletionrequests,verbs=get;list;watch
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=metachannels/status;deletionrequests/status,verbs=get;patch;update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=create
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=persistentvolumes,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups="",resources=serviceaccounts;services;persistentvolumeclaims,verbs=get;list;watch;create;patch;delete
@@ -75,7 +76,7 @@ func (r *TenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ c
 	// so that deleting the Tenant can never skip the erasure.
 	if t.DeletionTimestamp.IsZero() && t.Status.ErasedAt == nil {
 		if err := r.ensureFinalizer(ctx, &t); err != nil {
-			return ctrl.Result{}, err
+			return ctrl.Result{}, client.IgnoreNotFound(err) // gone meanwhile: nothing to do
 		}
 	}
 	orig := t.DeepCopy()
@@ -100,7 +101,7 @@ func (r *TenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ c
 	// sets Failed itself.
 	t.Status.Phase = ""
 	for _, phase := range []func(context.Context, *platformv1.Tenant) (*ctrl.Result, error){
-		r.reconcileNamespace, r.reconcileStorage, r.reconcileWorker, r.reconcileRoute,
+		r.reconcileNamespace, r.reconcileSubjectKey, r.reconcileStorage, r.reconcileWorker, r.reconcileRoute,
 	} {
 		if res, err := phase(ctx, &t); res != nil || err != nil {
 			summarize(&t)
@@ -242,6 +243,10 @@ func (r *TenantReconciler) reconcileWorker(ctx context.Context, t *platformv1.Te
 	if err := r.List(ctx, &channels, client.InNamespace(ns)); err != nil {
 		return nil, fmt.Errorf("list channels: %w", err)
 	}
+	var requests platformv1.DeletionRequestList
+	if err := r.List(ctx, &requests, client.InNamespace(ns)); err != nil {
+		return nil, fmt.Errorf("list deletion requests: %w", err)
+	}
 	key := types.NamespacedName{Namespace: ns, Name: WorkerName}
 	dep := &appsv1.Deployment{}
 	sa, role, rb, np, svc := &corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}, &networkingv1.NetworkPolicy{}, &corev1.Service{}
@@ -254,7 +259,7 @@ func (r *TenantReconciler) reconcileWorker(ctx context.Context, t *platformv1.Te
 			return applyIfChanged(ctx, r.Client, key, sa, desiredServiceAccount(t), corev1ac.ExtractServiceAccount)
 		}},
 		{"Role", role, func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, role, desiredRole(t, channelSecretNames(channels.Items)), rbacv1ac.ExtractRole)
+			return applyIfChanged(ctx, r.Client, key, role, desiredRole(t, workerSecretNames(channels.Items, requests.Items)), rbacv1ac.ExtractRole)
 		}},
 		{"RoleBinding", rb, func() (bool, error) {
 			return applyIfChanged(ctx, r.Client, key, rb, desiredRoleBinding(t), rbacv1ac.ExtractRoleBinding)
@@ -343,6 +348,7 @@ func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&networkingv1.Ingress{}).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(namespaceToTenant)).
 		Watches(&platformv1.MetaChannel{}, handler.EnqueueRequestsFromMapFunc(r.objectToTenant)).
+		Watches(&platformv1.DeletionRequest{}, handler.EnqueueRequestsFromMapFunc(r.objectToTenant)).
 		WithOptions(controllerOptions()).
 		Named("tenant").
 		Complete(r)

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -126,9 +127,18 @@ func TestTenantProvisionsEverythingOwnedAndLabelled(t *testing.T) {
 	var role rbacv1.Role
 	g.Expect(k8s.Get(ctx, key, &role)).To(Succeed())
 	for _, rule := range role.Rules {
-		g.Expect(rule.Resources).NotTo(ContainElement("secrets"), "no channel yet: no Secret may be readable")
+		if slices.Contains(rule.Resources, "secrets") {
+			g.Expect(rule.ResourceNames).To(Equal([]string{controllers.SubjectKeySecretName}), "no channel yet: only the subject key is readable")
+		}
 		g.Expect(rule.Verbs).NotTo(ContainElement("*"))
 	}
+
+	// The subject key: random, immutable, the tenant's.
+	var subjectKey corev1.Secret
+	g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: controllers.SubjectKeySecretName}, &subjectKey)).To(Succeed())
+	g.Expect(subjectKey.Data[controllers.SubjectKeySecretKey]).To(HaveLen(32))
+	g.Expect(ptr.Deref(subjectKey.Immutable, false)).To(BeTrue())
+	assertOwnedAndLabelled(g, &subjectKey, got)
 
 	// Until the claim is bound and the worker available, the tenant is not Ready.
 	g.Expect(condition(got, platformv1.ConditionWorkerReady).Status).To(Equal(metav1.ConditionFalse))
@@ -153,7 +163,7 @@ func TestTenantProvisionsEverythingOwnedAndLabelled(t *testing.T) {
 			}
 		}
 		joined := strings.Join(notes, "\n")
-		for _, kind := range []string{"Namespace", "PersistentVolumeClaim", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "Deployment", "Service"} {
+		for _, kind := range []string{"Namespace", "Secret", "PersistentVolumeClaim", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "Deployment", "Service"} {
 			g.Expect(joined).To(ContainSubstring("created "+kind+" "), kind)
 		}
 	}, timeout, interval).Should(Succeed())
@@ -370,15 +380,33 @@ func TestRoleGrantsOnlyReferencedSecrets(t *testing.T) {
 			}
 		}
 		g.Expect(secretRules).To(HaveLen(1))
-		g.Expect(secretRules[0].ResourceNames).To(Equal([]string{"meta-app", "meta-verify"}))
+		g.Expect(secretRules[0].ResourceNames).To(Equal([]string{"meta-app", "meta-verify", controllers.SubjectKeySecretName}))
 	}, timeout, interval).Should(Succeed())
+
+	// A pending deletion request's subject is readable; a finished one's is not.
+	dr := &platformv1.DeletionRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: "forget-me", Namespace: ns},
+		Spec: platformv1.DeletionRequestSpec{
+			Platform:         platformv1.PlatformWhatsApp,
+			SubjectSecretRef: platformv1.SecretKeyRef{Name: "subject-forget-me", Key: "id"},
+		},
+	}
+	g.Expect(k8s.Create(ctx, dr)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		var role rbacv1.Role
+		g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: controllers.WorkerName}, &role)).To(Succeed())
+		g.Expect(role.Rules).To(ContainElement(HaveField("ResourceNames", ContainElement("subject-forget-me"))))
+	}, timeout, interval).Should(Succeed())
+	g.Expect(k8s.Delete(ctx, dr)).To(Succeed())
 
 	g.Expect(k8s.Delete(ctx, ch)).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		var role rbacv1.Role
 		g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: controllers.WorkerName}, &role)).To(Succeed())
 		for _, r := range role.Rules {
-			g.Expect(r.Resources).NotTo(ContainElement("secrets"))
+			if slices.Contains(r.Resources, "secrets") {
+				g.Expect(r.ResourceNames).To(Equal([]string{controllers.SubjectKeySecretName}))
+			}
 		}
 	}, timeout, interval).Should(Succeed())
 }

@@ -112,6 +112,11 @@ func desiredRole(t *platformv1.Tenant, secretNames []string) *rbacv1ac.RoleApply
 			WithAPIGroups(platformv1.GroupVersion.Group).
 			WithResources("metachannels/status", "deletionrequests/status").
 			WithVerbs("get", "patch", "update"),
+		// Meta's data-deletion callback files requests through the worker.
+		rbacv1ac.PolicyRule().
+			WithAPIGroups(platformv1.GroupVersion.Group).
+			WithResources("deletionrequests").
+			WithVerbs("create"),
 	}
 	names := uniqueSorted(secretNames)
 	// An empty resourceNames list would grant every Secret: leave the rule out.
