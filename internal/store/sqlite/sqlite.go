@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // pure-Go driver: CGO_ENABLED=0 builds
@@ -60,6 +61,12 @@ type Store struct {
 	// hasTombstones is false while no message was ever deleted, so that inserts can skip
 	// the tombstone check. Writer goroutine only.
 	hasTombstones bool
+
+	// Checkpoints run on their own connection, off the writer's path (checkpointer).
+	ckpt     *sql.DB
+	ckptKick chan struct{}
+	ckptDone chan struct{}
+	catchUp  atomic.Bool // the WAL is large: the writer should finish the checkpoint
 }
 
 var _ store.Store = (*Store)(nil)
@@ -89,6 +96,13 @@ func dsn(path string, readOnly bool) string {
 	return "file:" + path + "?" + q.Encode()
 }
 
+// writerDSN is dsn for the writer connection: checkpoints are left to the checkpointer.
+func writerDSN(path string) string {
+	q := url.Values{}
+	q.Add("_pragma", "wal_autocheckpoint(0)")
+	return dsn(path, false) + "&" + q.Encode()
+}
+
 // Open opens (creating if needed) the store in dir.
 func Open(dir string, opts Options) (*Store, error) {
 	if opts.MaxGroup <= 0 {
@@ -115,7 +129,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 		return s, nil
 	}
-	if s.w, err = sql.Open("sqlite", dsn(path, false)); err != nil {
+	if s.w, err = sql.Open("sqlite", writerDSN(path)); err != nil {
 		s.r.Close()
 		return nil, fmt.Errorf("open sqlite writer: %w", err)
 	}
@@ -128,6 +142,15 @@ func Open(dir string, opts Options) (*Store, error) {
 		s.r.Close()
 		return nil, err
 	}
+	if s.ckpt, err = sql.Open("sqlite", dsn(path, false)); err != nil {
+		s.w.Close()
+		s.r.Close()
+		return nil, fmt.Errorf("open sqlite checkpointer: %w", err)
+	}
+	s.ckpt.SetMaxOpenConns(1)
+	s.ckptKick = make(chan struct{}, 1)
+	s.ckptDone = make(chan struct{})
+	go s.checkpointer()
 	s.reqs = make(chan *request, opts.MaxGroup)
 	s.stopped = make(chan struct{})
 	go s.run()
@@ -225,6 +248,57 @@ func (s *Store) run() {
 			}
 		}
 		s.commitGroup(group)
+		s.afterCommit()
+	}
+}
+
+// Checkpoints. SQLite's automatic checkpoint runs inside the COMMIT that crosses the
+// threshold: the writer would copy ~1000 pages into the database file and fsync it while
+// every queued delivery waits. Instead the writer connection has wal_autocheckpoint=0,
+// and a checkpointer goroutine runs PASSIVE checkpoints on a connection of its own, which
+// copy committed frames concurrently with the writer. The WAL can only start over when a
+// checkpoint has copied all of it; under continuous load the checkpointer is always a few
+// commits behind, so once the WAL is large the writer itself copies that short remainder
+// between two groups, and its next commit restarts the WAL at its beginning.
+const ckptInterval = 50 * time.Millisecond // at most one background checkpoint per interval
+
+// walCatchUp is the WAL size in frames (~16 MB) past which the writer finishes the
+// checkpoint (a variable for tests).
+var walCatchUp int64 = 4000
+
+// afterCommit wakes the checkpointer and, when it found the WAL large, finishes the
+// checkpoint on the writer connection. Writer goroutine only.
+func (s *Store) afterCommit() {
+	select {
+	case s.ckptKick <- struct{}{}:
+	default:
+	}
+	if !s.catchUp.Load() {
+		return
+	}
+	// The checkpointer has just copied nearly everything and sleeps: what is left is a
+	// few groups' frames. A busy checkpoint reports -1 frames, and is retried next time.
+	if log, done, err := checkpoint(s.w); err == nil && log >= 0 && log == done {
+		s.catchUp.Store(false)
+	}
+}
+
+func checkpoint(db *sql.DB) (log, done int64, err error) {
+	var busy int
+	if err := db.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done); err != nil {
+		return 0, 0, fmt.Errorf("checkpoint: %w", err)
+	}
+	return log, done, nil
+}
+
+func (s *Store) checkpointer() {
+	defer close(s.ckptDone)
+	for range s.ckptKick {
+		// A failed checkpoint is retried at the next kick; the data is safe in the WAL.
+		if log, _, err := checkpoint(s.ckpt); err == nil && log >= walCatchUp {
+			s.catchUp.Store(true)
+		}
+		time.Sleep(ckptInterval)
 	}
 }
 
@@ -331,6 +405,8 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	if s.stopped != nil {
 		<-s.stopped
+		close(s.ckptKick)
+		<-s.ckptDone
 	}
 	var errs []error
 	for _, st := range s.stmts {
@@ -340,6 +416,9 @@ func (s *Store) Close() error {
 		// A checkpoint folds the WAL into the main file so a stopped store is one file.
 		_, err := s.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 		errs = append(errs, err, s.w.Close())
+	}
+	if s.ckpt != nil {
+		errs = append(errs, s.ckpt.Close())
 	}
 	errs = append(errs, s.r.Close())
 	if err := errors.Join(errs...); err != nil {
