@@ -126,7 +126,8 @@ func clusterSource(o *serveOptions, log logr.Logger) error {
 		return fmt.Errorf("kubernetes client config: %w", err)
 	}
 	w, err := clusterchannels.New(clusterchannels.Config{
-		RestConfig: rc, Namespace: o.namespace, Registry: o.cfg.Registry, Log: log, SecretRefresh: o.secretRefresh,
+		RestConfig: rc, Namespace: o.namespace, Registry: o.cfg.Registry, Log: log.WithValues("tenant", o.tenant),
+		SecretRefresh: o.secretRefresh,
 	})
 	if err != nil {
 		return err

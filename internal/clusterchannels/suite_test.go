@@ -44,6 +44,7 @@ import (
 var (
 	k8s     client.Client // admin
 	restCfg *rest.Config  // admin config of the envtest API server
+	testEnv *envtest.Environment
 )
 
 const (
@@ -69,6 +70,7 @@ func runSuite(m *testing.M) int {
 		ErrorIfCRDPathMissing: true,
 		Scheme:                clusterchannels.Scheme(),
 	}
+	testEnv = env
 	cfg, err := env.Start()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "start envtest: %v\n", err)
