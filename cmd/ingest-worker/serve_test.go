@@ -1,13 +1,17 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
+	"github.com/omniflowcrm/omniflow-operator/internal/channels"
 )
 
 // The operator's Deployment runs the worker with controllers.WorkerArgs and the
@@ -73,5 +77,37 @@ func TestParseServeModes(t *testing.T) {
 					o.inCluster(), o.namespace, o.tenant, tc.wantCluster, tc.wantNamespace, tc.wantTenant)
 			}
 		})
+	}
+}
+
+// Standalone, the tenant comes from the channels file; a --tenant (or $OMNIFLOW_TENANT)
+// that names another tenant is a misconfiguration, refused before anything listens.
+func TestFileSourceTenant(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "channels.yaml")
+	if err := os.WriteFile(path, []byte(channelsYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ flag, want, wantErr string }{
+		{"", "acme", ""},
+		{"acme", "acme", ""},
+		{"globex", "", `does not match the channels file's tenant "acme"`},
+	} {
+		o, err := parseServe([]string{"--data-dir=/d", "--channels=" + path, "--tenant=" + tc.flag}, func(string) string { return "" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.cfg.Registry = channels.NewRegistry()
+		err = fileSource(o, logr.Discard())
+		switch {
+		case tc.wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("--tenant=%q: err = %v, want %q", tc.flag, err, tc.wantErr)
+			}
+		case err != nil:
+			t.Errorf("--tenant=%q: %v", tc.flag, err)
+		case o.cfg.Tenant != tc.want || o.cfg.Source == nil || len(o.cfg.Registry.Names()) != 1:
+			t.Errorf("--tenant=%q: tenant %q, source %v, channels %v", tc.flag, o.cfg.Tenant, o.cfg.Source, o.cfg.Registry.Names())
+		}
 	}
 }
