@@ -143,11 +143,18 @@ func (w *Watcher) Run(ctx context.Context, synced func()) error {
 		return fmt.Errorf("metachannel event handler: %w", err)
 	}
 
+	// The loop ends with ctx, or when the cache stops on its own: then the registry can
+	// no longer follow the cluster, and Run reports it so the worker stops.
 	cacheCtx, stopCache := context.WithCancel(ctx)
 	defer stopCache()
+	loopCtx, stopLoop := context.WithCancel(ctx)
+	defer stopLoop()
 	cacheErr := make(chan error, 1)
-	go func() { cacheErr <- w.cache.Start(cacheCtx) }()
-	if !w.cache.WaitForCacheSync(ctx) {
+	go func() {
+		cacheErr <- w.cache.Start(cacheCtx)
+		stopLoop()
+	}()
+	if !w.cache.WaitForCacheSync(loopCtx) {
 		stopCache()
 		if err := <-cacheErr; err != nil {
 			return fmt.Errorf("metachannel cache: %w", err)
@@ -174,16 +181,21 @@ func (w *Watcher) Run(ctx context.Context, synced func()) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		w.refreshLoop(ctx)
+		w.refreshLoop(loopCtx)
 	}()
-	for w.processNext(ctx) {
+	for w.processNext(loopCtx) {
 	}
 	wg.Wait()
 	stopCache()
-	if err := <-cacheErr; err != nil && ctx.Err() == nil {
+	err = <-cacheErr
+	switch {
+	case ctx.Err() != nil:
+		return nil
+	case err != nil:
 		return fmt.Errorf("metachannel cache: %w", err)
+	default:
+		return errors.New("metachannel cache stopped")
 	}
-	return nil
 }
 
 func (w *Watcher) enqueue(obj any) {
