@@ -56,6 +56,7 @@ const (
 	reasonSecretForbidden = "SecretForbidden"
 	reasonSecretError     = "SecretUnreadable"
 	reasonInvalid         = "Invalid"
+	reasonAccountInUse    = "AccountServedByAnotherChannel"
 )
 
 // Config configures a Watcher.
@@ -298,7 +299,11 @@ func (w *Watcher) sync(ctx context.Context, name string) error {
 	if err := w.cfg.Registry.Upsert(ch); err != nil {
 		// Another served channel still holds the account (the operator's verdicts
 		// changed faster than our events arrived): retry until it is gone.
-		w.unserve(name, reasonInvalid)
+		reason := reasonInvalid
+		if errors.Is(err, channels.ErrConflict) {
+			reason = reasonAccountInUse
+		}
+		w.unserve(name, reason)
 		return fmt.Errorf("serve channel %s: %w", name, err)
 	}
 	w.served[name] = servedKey(&mc)
