@@ -140,3 +140,33 @@ func TestLeastPrivilegeAndIsolation(t *testing.T) {
 
 	noSecretsLogged(t, w, appSecretV1, verifyV1, "333333333333333")
 }
+
+// Two channels of one namespace for the same number, both Ready for a moment (the
+// operator's verdicts move faster than the worker's events): the one served first keeps
+// the number; the other takes over within seconds once the first is gone.
+func TestAccountHandover(t *testing.T) {
+	t.Parallel()
+	g := NewWithT(t)
+	ctx := context.Background()
+	tn := tenantNS(t, g, "umbrella")
+	ns := tn.NamespaceName()
+	w := startWorker(t, g, tn)
+	channelSecret(g, ns, "u-secrets", map[string]string{"appSecret": appSecretV1, "verifyToken": verifyV1})
+	first := whatsAppChannel(ns, "first", "555555555555555", "u-secrets")
+	g.Expect(k8s.Create(ctx, first)).To(Succeed())
+	syncRole(g, tn)
+	setReady(g, ns, "first", true, platformv1.ReasonChannelAccepted)
+	g.Eventually(func() int { return w.handshake("first", verifyV1) }, timeout, interval).Should(Equal(http.StatusOK))
+
+	g.Expect(k8s.Create(ctx, whatsAppChannel(ns, "second", "555555555555555", "u-secrets"))).To(Succeed())
+	setReady(g, ns, "second", true, platformv1.ReasonChannelAccepted)
+	g.Consistently(func() int { return w.handshake("second", verifyV1) }, 2*time.Second, interval).Should(Equal(http.StatusNotFound),
+		"the number is served by the first channel")
+	g.Expect(w.handshake("first", verifyV1)).To(Equal(http.StatusOK))
+
+	g.Expect(k8s.Delete(ctx, first)).To(Succeed())
+	g.Eventually(func() int { return w.handshake("second", verifyV1) }, timeout, interval).Should(Equal(http.StatusOK),
+		"the second channel takes the number over")
+	g.Expect(w.handshake("first", verifyV1)).To(Equal(http.StatusNotFound))
+	g.Expect(w.logs.String()).To(ContainSubstring("AccountServedByAnotherChannel"))
+}
