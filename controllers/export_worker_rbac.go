@@ -27,3 +27,9 @@ func DesiredWorkerRoleBinding(t *platformv1.Tenant) *rbacv1ac.RoleBindingApplyCo
 func ChannelSecretNames(channels []platformv1.MetaChannel) []string {
 	return channelSecretNames(channels)
 }
+
+// WorkerSecretNames lists every Secret the worker's Role names: the channels',
+// the tenant's subject key and the subjects of pending deletion requests.
+func WorkerSecretNames(channels []platformv1.MetaChannel, requests []platformv1.DeletionRequest) []string {
+	return workerSecretNames(channels, requests)
+}

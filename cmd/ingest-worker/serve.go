@@ -12,12 +12,16 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/channels"
 	"github.com/omniflowcrm/omniflow-operator/internal/clusterchannels"
 	"github.com/omniflowcrm/omniflow-operator/internal/ingest"
+	"github.com/omniflowcrm/omniflow-operator/internal/store"
+	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
 )
 
 // Environment variables the operator's Deployment sets (controllers.WorkerArgs and
@@ -35,7 +39,9 @@ type serveOptions struct {
 	namespace      string
 	tenant         string
 	secretRefresh  time.Duration
-	verbosity      int
+	// deletionInterval is how often pending DeletionRequests are looked for.
+	deletionInterval time.Duration
+	verbosity        int
 }
 
 // inCluster reports the mode: without a channels file, the channels come from the
@@ -51,6 +57,7 @@ func parseServe(args []string, getenv func(string) string) (*serveOptions, error
 	fs.StringVar(&o.namespace, "namespace", getenv(envNamespace), "in-cluster mode: the namespace whose MetaChannels are served (default $"+envNamespace+")")
 	fs.StringVar(&o.tenant, "tenant", getenv(envTenant), "the worker's tenant; webhooks are also served under /t/<tenant>/ (default $"+envTenant+")")
 	fs.DurationVar(&o.secretRefresh, "secret-refresh-interval", clusterchannels.DefaultSecretRefresh, "in-cluster mode: how often channels' Secrets are read again (the longest a rotated secret waits)")
+	fs.DurationVar(&o.deletionInterval, "deletion-request-interval", subjecterasure.DefaultInterval, "in-cluster mode: how often pending DeletionRequests are looked for")
 	fs.Int64Var(&o.cfg.MaxBodyBytes, "max-body-bytes", ingest.DefaultMaxBodyBytes, "largest delivery accepted; larger ones get 413")
 	fs.DurationVar(&o.reloadInterval, "channels-reload-interval", 5*time.Second, "standalone mode: how often the channels file is checked for changes (SIGHUP reloads at once)")
 	fs.DurationVar(&o.cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight deliveries")
@@ -133,6 +140,19 @@ func clusterSource(o *serveOptions, log logr.Logger) error {
 		return err
 	}
 	o.cfg.Tenant, o.cfg.Source = o.tenant, w
+	// DeletionRequests of the namespace are carried out here: only the worker
+	// reaches the tenant's store.
+	c, err := ctrlclient.New(rc, ctrlclient.Options{Scheme: clusterchannels.Scheme()})
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	o.cfg.Tasks = append(o.cfg.Tasks, func(ctx context.Context, st store.Store) {
+		p := &subjecterasure.Processor{
+			Client: c, Namespace: o.namespace, Store: st, Clock: clock.RealClock{},
+			Log: log.WithName("deletion-requests"), Interval: o.deletionInterval,
+		}
+		_ = p.Run(ctx)
+	})
 	return nil
 }
 

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
@@ -94,6 +97,24 @@ func TestBinaryWithDeploymentArgs(t *testing.T) {
 	w := &worker{base: "http://" + addr, tenant: tn.Name, logs: logs}
 	g.Eventually(func() int { return w.handshake("wa", verifyV1) }, timeout, interval).Should(Equal(http.StatusOK))
 	g.Expect(w.deliver("wa", appSecretV1, waDelivery("444444444444444", "wamid.binary"))).To(Equal(http.StatusOK))
+	export, err := exec.Command(bin, "export", "--data-dir", dataDir).Output()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(export)).To(ContainSubstring(`"id":"wamid.binary"`), "the acknowledged delivery is stored")
+
+	// The sender asks to be forgotten: the worker carries out the request.
+	fileDeletionRequest(g, tn, "forget-ana", "15555550142")
+	g.Eventually(func(g Gomega) {
+		var dr platformv1.DeletionRequest
+		g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "forget-ana"}, &dr)).To(Succeed())
+		g.Expect(dr.Status.Phase).To(Equal(platformv1.DeletionCompleted))
+		g.Expect(dr.Status.Erased).NotTo(BeNil())
+		g.Expect(dr.Status.Erased.Messages).To(Equal(int64(1)))
+		g.Expect(dr.Status.Erased.Contacts).To(Equal(int64(1)))
+	}, timeout, interval).Should(Succeed(), "%s", logs)
+	export, err = exec.Command(bin, "export", "--data-dir", dataDir).Output()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(export)).NotTo(ContainSubstring("wamid.binary"))
+	g.Expect(string(export)).NotTo(ContainSubstring("15555550142"))
 
 	g.Expect(cmd.Process.Signal(syscall.SIGTERM)).To(Succeed())
 	select {
@@ -102,9 +123,35 @@ func TestBinaryWithDeploymentArgs(t *testing.T) {
 	case <-time.After(timeout):
 		t.Fatalf("worker did not stop on SIGTERM\n%s", logs)
 	}
-	export, err := exec.Command(bin, "export", "--data-dir", dataDir).Output()
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(string(export)).To(ContainSubstring(`"id":"wamid.binary"`), "the acknowledged delivery is stored")
 	g.Expect(logs.String()).To(ContainSubstring(`"msg":"Channel served"`))
 	noSecretsLogged(t, w, appSecretV1, verifyV1, "444444444444444")
+}
+
+// fileDeletionRequest files a request as a user would and accepts it as the
+// operator would (the subject key, phase Pending, the Role naming the subject).
+func fileDeletionRequest(g Gomega, tn *platformv1.Tenant, name, subject string) {
+	ctx := context.Background()
+	ns := tn.NamespaceName()
+	key := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: controllers.SubjectKeySecretName, Namespace: ns},
+		Data:       map[string][]byte{controllers.SubjectKeySecretKey: []byte("k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y!")},
+	}
+	g.Expect(client.IgnoreAlreadyExists(k8s.Create(ctx, key))).To(Succeed())
+	g.Expect(k8s.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-subject", Namespace: ns},
+		StringData: map[string]string{"id": subject},
+	})).To(Succeed())
+	dr := &platformv1.DeletionRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: platformv1.DeletionRequestSpec{
+			Platform:         platformv1.PlatformWhatsApp,
+			SubjectSecretRef: platformv1.SecretKeyRef{Name: name + "-subject", Key: "id"},
+		},
+	}
+	g.Expect(k8s.Create(ctx, dr)).To(Succeed())
+	patch := client.MergeFrom(dr.DeepCopy())
+	now := metav1.Now()
+	dr.Status.Phase, dr.Status.ReceivedAt = platformv1.DeletionPending, &now
+	g.Expect(k8s.Status().Patch(ctx, dr, patch)).To(Succeed())
+	syncRole(g, tn)
 }

@@ -113,7 +113,9 @@ func syncRole(g Gomega, tn *platformv1.Tenant) {
 	ctx := context.Background()
 	var list platformv1.MetaChannelList
 	g.ExpectWithOffset(1, k8s.List(ctx, &list, client.InNamespace(tn.NamespaceName()))).To(Succeed())
-	role := controllers.DesiredWorkerRole(tn, controllers.ChannelSecretNames(list.Items))
+	var requests platformv1.DeletionRequestList
+	g.ExpectWithOffset(1, k8s.List(ctx, &requests, client.InNamespace(tn.NamespaceName()))).To(Succeed())
+	role := controllers.DesiredWorkerRole(tn, controllers.WorkerSecretNames(list.Items, requests.Items))
 	g.ExpectWithOffset(1, k8s.Apply(ctx, role, client.FieldOwner("omniflow-operator"), client.ForceOwnership)).To(Succeed())
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/channels"
+	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/sqlite"
 )
 
@@ -39,7 +40,11 @@ type ServeConfig struct {
 	Source   ChannelSource
 	// VerifyOnly runs the benchmark baseline: no store, signature check only.
 	VerifyOnly bool
-	Log        logr.Logger
+	// Tasks run in the background once the store is open and the channels
+	// are loaded (in a cluster: carrying out DeletionRequests). They get the
+	// store and must return when ctx ends; the store closes only after.
+	Tasks []func(ctx context.Context, st store.Store)
+	Log   logr.Logger
 }
 
 // Serve runs the worker until ctx ends, then shuts down gracefully: it stops accepting
@@ -100,11 +105,27 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		srcErr <- cfg.Source.Run(srcCtx, func() { syncOnce.Do(func() { close(synced) }) })
 	}()
 
+	taskCtx, stopTasks := context.WithCancel(ctx)
+	defer stopTasks()
+	var tasks sync.WaitGroup
+	// A task must never see a closed store: stop and wait for them first.
+	closeStore = func(closeStore func() error) func() error {
+		return func() error {
+			stopTasks()
+			tasks.Wait()
+			return closeStore()
+		}
+	}(closeStore)
+
 	// Not ready until the channels are in: wait for the source, or for anything fatal.
 	select {
 	case <-synced:
 		if st != nil {
 			srv.SetStore(st)
+			for _, task := range cfg.Tasks {
+				tasks.Add(1)
+				go func() { defer tasks.Done(); task(taskCtx, st) }()
+			}
 		}
 		log.Info("Ready", "store", st != nil, "channels", len(cfg.Registry.Names()))
 	case <-ctx.Done():

@@ -1,0 +1,251 @@
+// Package subjecterasure is the worker's half of a DeletionRequest: it
+// erases one end-user's records from the tenant's store (the only component
+// that can reach it), writes the ledger entry, and reports the outcome in
+// the request's status without naming the person.
+package subjecterasure
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
+	"github.com/omniflowcrm/omniflow-operator/internal/store"
+)
+
+// The tenant's subject key, created by the operator (controllers.SubjectKeySecretName).
+const (
+	SubjectKeySecret = "omniflow-subject-key"
+	SubjectKeyKey    = "key"
+)
+
+// DefaultInterval is how often pending requests are looked for.
+const DefaultInterval = 5 * time.Second
+
+// Processor carries out the DeletionRequests of one namespace.
+type Processor struct {
+	// Client reads DeletionRequests and the Secrets they name, and writes
+	// their status, as the worker's ServiceAccount.
+	Client    client.Client
+	Namespace string
+	Store     store.Store
+	Clock     clock.PassiveClock
+	Log       logr.Logger
+	// Interval between looks for pending requests; 0 means DefaultInterval.
+	Interval time.Duration
+}
+
+// Run processes pending requests until ctx ends.
+func (p *Processor) Run(ctx context.Context) error {
+	interval := p.Interval
+	if interval == 0 {
+		interval = DefaultInterval
+	}
+	for {
+		if err := p.ProcessPending(ctx); err != nil && ctx.Err() == nil {
+			p.Log.Error(err, "Processing deletion requests failed; retrying")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
+		}
+	}
+}
+
+// ProcessPending carries out every request the operator has accepted
+// (Pending) or that a previous run started (Running).
+func (p *Processor) ProcessPending(ctx context.Context) error {
+	var list platformv1.DeletionRequestList
+	if err := p.Client.List(ctx, &list, client.InNamespace(p.Namespace)); err != nil {
+		return fmt.Errorf("list deletion requests: %w", err)
+	}
+	var errs []error
+	for i := range list.Items {
+		dr := &list.Items[i]
+		if dr.Status.Phase != platformv1.DeletionPending && dr.Status.Phase != platformv1.DeletionRunning {
+			continue
+		}
+		if err := p.Process(ctx, dr); err != nil {
+			errs = append(errs, fmt.Errorf("deletion request %s: %w", dr.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Process erases one request's subject. It is idempotent: a request left
+// Running by a crash is erased again, and a repeated request for the same
+// person completes with zero counts.
+func (p *Processor) Process(ctx context.Context, dr *platformv1.DeletionRequest) error {
+	log := p.Log.WithValues("deletionRequest", dr.Name)
+	if !fullScope(dr.Spec.Scope) {
+		return p.report(ctx, dr, func(s *platformv1.DeletionRequestStatus) {
+			s.Phase = platformv1.DeletionFailed
+			setReady(s, dr.Generation, false, "ScopeUnsupported",
+				"this worker erases a subject's messages, contacts and files together; file the request with the full scope")
+		})
+	}
+	id, err := p.secretValue(ctx, dr.Spec.SubjectSecretRef.Name, dr.Spec.SubjectSecretRef.Key)
+	if err != nil {
+		if apierrors.IsNotFound(err) || errors.Is(err, errMissingKey) {
+			return p.report(ctx, dr, func(s *platformv1.DeletionRequestStatus) {
+				s.Phase = platformv1.DeletionFailed
+				setReady(s, dr.Generation, false, "SubjectMissing",
+					fmt.Sprintf("the subject Secret %s has no value under key %s", dr.Spec.SubjectSecretRef.Name, dr.Spec.SubjectSecretRef.Key))
+			})
+		}
+		return fmt.Errorf("read subject: %w", err)
+	}
+	key, err := p.secretValue(ctx, SubjectKeySecret, SubjectKeyKey)
+	if err != nil {
+		return fmt.Errorf("read the tenant's subject key (the operator creates it): %w", err)
+	}
+	subject := store.Subject{Platform: meta.Platform(dr.Spec.Platform), ID: Normalize(dr.Spec.Platform, string(id))}
+	ref := SubjectRef(key, dr.Spec.Platform, subject.ID)
+
+	if dr.Status.Phase == platformv1.DeletionPending {
+		// Running first: after a crash the next run knows it must finish.
+		if err := p.report(ctx, dr, func(s *platformv1.DeletionRequestStatus) {
+			s.Phase = platformv1.DeletionRunning
+			s.SubjectRef = ref
+		}); err != nil {
+			return err
+		}
+	}
+	requested := p.Clock.Now()
+	if dr.Status.ReceivedAt != nil {
+		requested = dr.Status.ReceivedAt.Time
+	}
+	counts, err := p.Store.Erase(ctx, store.EraseRequest{Subject: subject, SubjectRef: ref, RequestedAt: requested})
+	if err != nil {
+		return fmt.Errorf("erase: %w", err)
+	}
+	code := dr.Status.ConfirmationCode
+	if code == "" {
+		if code, err = confirmationCode(); err != nil {
+			return err
+		}
+	}
+	log.Info("Subject erased", "messages", counts.Messages, "contacts", counts.Contacts, "statuses", counts.Statuses, "files", counts.Files)
+	return p.report(ctx, dr, func(s *platformv1.DeletionRequestStatus) {
+		now := metav1.NewTime(p.Clock.Now().UTC().Truncate(time.Second))
+		s.Phase = platformv1.DeletionCompleted
+		s.CompletedAt = &now
+		s.SubjectRef = ref
+		s.ConfirmationCode = code
+		s.Erased = &platformv1.ErasedCounts{
+			Messages: int64(counts.Messages), Statuses: int64(counts.Statuses),
+			Contacts: int64(counts.Contacts), Files: int64(counts.Files),
+		}
+		msg := "the subject's data is erased"
+		if counts == (store.Counts{}) {
+			msg = "no data linked to this identifier was found; nothing was stored about it, or it was erased before"
+		}
+		setReady(s, dr.Generation, true, platformv1.ReasonCompleted, msg)
+	})
+}
+
+var errMissingKey = errors.New("key missing or empty")
+
+func (p *Processor) secretValue(ctx context.Context, name, key string) ([]byte, error) {
+	var s corev1.Secret
+	if err := p.Client.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: name}, &s); err != nil {
+		return nil, err
+	}
+	v := s.Data[key]
+	if len(strings.TrimSpace(string(v))) == 0 {
+		return nil, fmt.Errorf("secret %s: %w", name, errMissingKey)
+	}
+	return v, nil
+}
+
+// report patches the request's status with a merge patch (no conflict with
+// the operator, which writes other fields).
+func (p *Processor) report(ctx context.Context, dr *platformv1.DeletionRequest, change func(*platformv1.DeletionRequestStatus)) error {
+	orig := dr.DeepCopy()
+	change(&dr.Status)
+	if err := p.Client.Status().Patch(ctx, dr, client.MergeFrom(orig)); err != nil {
+		return fmt.Errorf("report status: %w", err)
+	}
+	return nil
+}
+
+func setReady(s *platformv1.DeletionRequestStatus, gen int64, ok bool, reason, msg string) {
+	st := metav1.ConditionFalse
+	if ok {
+		st = metav1.ConditionTrue
+	}
+	now := metav1.Now()
+	for i := range s.Conditions {
+		if s.Conditions[i].Type == platformv1.ConditionReady {
+			if s.Conditions[i].Status != st {
+				s.Conditions[i].LastTransitionTime = now
+			}
+			s.Conditions[i].Status, s.Conditions[i].Reason, s.Conditions[i].Message, s.Conditions[i].ObservedGeneration = st, reason, msg, gen
+			return
+		}
+	}
+	s.Conditions = append(s.Conditions, metav1.Condition{
+		Type: platformv1.ConditionReady, Status: st, Reason: reason, Message: msg, ObservedGeneration: gen, LastTransitionTime: now,
+	})
+}
+
+func fullScope(scope []platformv1.DeletionScope) bool {
+	if len(scope) == 0 {
+		return true
+	}
+	for _, s := range []platformv1.DeletionScope{platformv1.ScopeMessages, platformv1.ScopeContacts, platformv1.ScopeFiles} {
+		if !slices.Contains(scope, s) {
+			return false
+		}
+	}
+	return true
+}
+
+// Normalize turns what a person or a support agent typed into the form the
+// platform uses in webhooks: WhatsApp wa_ids are digits only ("+1 650-555
+// 0100" is "16505550100"); other ids are kept but trimmed.
+func Normalize(p platformv1.Platform, id string) string {
+	id = strings.TrimSpace(id)
+	if p != platformv1.PlatformWhatsApp || strings.Trim(id, "0123456789+ -().") != "" {
+		return id // not a phone number (a business-scoped user id, a PSID): as is
+	}
+	return strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return r
+		}
+		return -1
+	}, id)
+}
+
+// SubjectRef is the keyed hash that names a subject in status and in the
+// ledger: stable within a tenant, meaningless without the tenant's key.
+func SubjectRef(key []byte, p platformv1.Platform, id string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(string(p) + "\x00" + id))
+	return "hmac-sha256:" + hex.EncodeToString(m.Sum(nil))
+}
+
+func confirmationCode() (string, error) {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("confirmation code: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}

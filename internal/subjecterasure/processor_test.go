@@ -1,0 +1,326 @@
+package subjecterasure_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+	"github.com/omniflowcrm/omniflow-operator/controllers"
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
+	"github.com/omniflowcrm/omniflow-operator/internal/store"
+	"github.com/omniflowcrm/omniflow-operator/internal/store/sqlite"
+	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
+)
+
+var (
+	scheme  = runtime.NewScheme()
+	admin   client.Client
+	restCfg *rest.Config
+	ctx     = context.Background()
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run the tests with `make test`")
+		os.Exit(1)
+	}
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(platformv1.AddToScheme(scheme))
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		Scheme:                scheme,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "start envtest: %v\n", err)
+		os.Exit(1)
+	}
+	restCfg = cfg
+	if admin, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+		fmt.Fprintf(os.Stderr, "client: %v\n", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+// Two end-users wrote to the business; the store holds both.
+const (
+	alice = "15550100001" // the one who asks to be forgotten
+	bob   = "15550100002"
+)
+
+func seed(t *testing.T, st store.Store) {
+	t.Helper()
+	at := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+	var b meta.Batch
+	for i, who := range []string{alice, bob} {
+		b.Contacts = append(b.Contacts, meta.Contact{Platform: meta.WhatsApp, Channel: "wa", Subject: who, WaID: who, Name: "Person " + who})
+		for j := range 3 {
+			id := fmt.Sprintf("wamid.%d.%d", i, j)
+			b.Messages = append(b.Messages, meta.Message{
+				Platform: meta.WhatsApp, Channel: "wa", ID: id, Subject: who, Direction: meta.Inbound,
+				Type: "text", Text: "hello from " + who, Timestamp: at.Add(time.Duration(j) * time.Minute),
+				Raw: []byte(`{"id":"` + id + `"}`),
+			})
+		}
+	}
+	if _, err := st.Commit(ctx, &b); err != nil {
+		t.Fatalf("seed: %v", err)
+	}
+}
+
+func exported(t *testing.T, st store.Store, who string) []store.Record {
+	t.Helper()
+	var out []store.Record
+	err := st.Export(ctx, store.Filter{Subject: &store.Subject{Platform: meta.WhatsApp, ID: who}}, func(r store.Record) error {
+		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("export: %v", err)
+	}
+	return out
+}
+
+// workerClient acts as the tenant's worker ServiceAccount, with the Role the
+// operator grants it.
+func workerClient(t *testing.T, ns string, requests []platformv1.DeletionRequest) client.Client {
+	t.Helper()
+	tn := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: strings.TrimPrefix(ns, "tenant-"), UID: "u1"}}
+	role := controllers.DesiredWorkerRole(tn, controllers.WorkerSecretNames(nil, requests))
+	if err := admin.Apply(ctx, role, client.FieldOwner("test"), client.ForceOwnership); err != nil {
+		t.Fatalf("apply role: %v", err)
+	}
+	if err := admin.Apply(ctx, controllers.DesiredWorkerRoleBinding(tn), client.FieldOwner("test"), client.ForceOwnership); err != nil {
+		t.Fatalf("apply role binding: %v", err)
+	}
+	cfg := rest.CopyConfig(restCfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + controllers.WorkerName}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func setup(t *testing.T, ns string) {
+	t.Helper()
+	for _, obj := range []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+		&corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: subjecterasure.SubjectKeySecret, Namespace: ns},
+			Data:       map[string][]byte{subjecterasure.SubjectKeyKey: []byte("0123456789abcdef0123456789abcdef")},
+		},
+	} {
+		if err := admin.Create(ctx, obj); err != nil {
+			t.Fatalf("create %T: %v", obj, err)
+		}
+	}
+}
+
+// file creates a request as a user would and accepts it as the operator
+// would (phase Pending, receivedAt).
+func file(t *testing.T, ns, name, subject string, scope ...platformv1.DeletionScope) *platformv1.DeletionRequest {
+	t.Helper()
+	if err := admin.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-subject", Namespace: ns},
+		StringData: map[string]string{"id": subject},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dr := &platformv1.DeletionRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: platformv1.DeletionRequestSpec{
+			Platform: platformv1.PlatformWhatsApp, Scope: scope,
+			SubjectSecretRef: platformv1.SecretKeyRef{Name: name + "-subject", Key: "id"},
+		},
+	}
+	if err := admin.Create(ctx, dr); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(dr.DeepCopy())
+	received := metav1.NewTime(time.Date(2026, 5, 2, 9, 0, 0, 0, time.UTC))
+	dr.Status.Phase, dr.Status.ReceivedAt = platformv1.DeletionPending, &received
+	if err := admin.Status().Patch(ctx, dr, patch); err != nil {
+		t.Fatal(err)
+	}
+	return dr
+}
+
+func get(t *testing.T, dr *platformv1.DeletionRequest) *platformv1.DeletionRequest {
+	t.Helper()
+	var got platformv1.DeletionRequest
+	if err := admin.Get(ctx, client.ObjectKeyFromObject(dr), &got); err != nil {
+		t.Fatal(err)
+	}
+	return &got
+}
+
+func openStore(t *testing.T) store.Store {
+	t.Helper()
+	st, err := sqlite.Open(t.TempDir(), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+func TestOneSubjectIsErasedAndTheOtherKept(t *testing.T) {
+	ns := "tenant-erase-one"
+	setup(t, ns)
+	st := openStore(t)
+	seed(t, st)
+	aliceBefore, bobBefore := exported(t, st, alice), exported(t, st, bob)
+	if len(aliceBefore) != 4 || len(bobBefore) != 4 {
+		t.Fatalf("seeded %d and %d records, want 4 each", len(aliceBefore), len(bobBefore))
+	}
+	// Typed the way a support agent would.
+	dr := file(t, ns, "ticket-9", "+1 555-010-0001")
+	p := &subjecterasure.Processor{
+		Client: workerClient(t, ns, []platformv1.DeletionRequest{*dr}), Namespace: ns, Store: st,
+		Clock: clocktesting.NewFakeClock(time.Date(2026, 5, 3, 12, 0, 0, 0, time.UTC)),
+	}
+	if err := p.ProcessPending(ctx); err != nil {
+		t.Fatalf("process: %v", err)
+	}
+	got := get(t, dr)
+	if got.Status.Phase != platformv1.DeletionCompleted {
+		t.Fatalf("phase %q, want Completed (%v)", got.Status.Phase, got.Status.Conditions)
+	}
+	if e := got.Status.Erased; e == nil || e.Messages != 3 || e.Contacts != 1 {
+		t.Fatalf("erased counts %+v, want 3 messages and 1 contact", e)
+	}
+	if got.Status.CompletedAt == nil || !got.Status.CompletedAt.Time.Equal(time.Date(2026, 5, 3, 12, 0, 0, 0, time.UTC)) {
+		t.Fatalf("completedAt %v, want the clock's time", got.Status.CompletedAt)
+	}
+	if !strings.HasPrefix(got.Status.SubjectRef, "hmac-sha256:") || len(got.Status.ConfirmationCode) < 16 {
+		t.Fatalf("subjectRef %q / confirmation code %q", got.Status.SubjectRef, got.Status.ConfirmationCode)
+	}
+	if !apimeta.IsStatusConditionTrue(got.Status.Conditions, platformv1.ConditionReady) {
+		t.Fatalf("Ready not True: %v", got.Status.Conditions)
+	}
+	// Nothing personal in the status.
+	raw := fmt.Sprintf("%+v", got.Status)
+	for _, leak := range []string{alice, "5550100001", "Person", "hello"} {
+		if strings.Contains(raw, leak) {
+			t.Fatalf("status holds %q: %s", leak, raw)
+		}
+	}
+	if left := exported(t, st, alice); len(left) != 0 {
+		t.Fatalf("%d records of the erased subject remain: %v", len(left), left)
+	}
+	if kept := exported(t, st, bob); len(kept) != len(bobBefore) {
+		t.Fatalf("the other subject has %d records, want %d", len(kept), len(bobBefore))
+	}
+
+	// The same person again: completes, with nothing left to erase, and the
+	// same reference (the auditor can match the two).
+	again := file(t, ns, "ticket-10", alice)
+	p.Client = workerClient(t, ns, []platformv1.DeletionRequest{*again})
+	if err := p.ProcessPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	second := get(t, again)
+	if second.Status.Phase != platformv1.DeletionCompleted || *second.Status.Erased != (platformv1.ErasedCounts{}) {
+		t.Fatalf("repeat: phase %q counts %+v, want Completed with zero counts", second.Status.Phase, second.Status.Erased)
+	}
+	if second.Status.SubjectRef != got.Status.SubjectRef {
+		t.Fatalf("the same person got two references: %q and %q", got.Status.SubjectRef, second.Status.SubjectRef)
+	}
+	if c := apimeta.FindStatusCondition(second.Status.Conditions, platformv1.ConditionReady); c == nil || !strings.Contains(c.Message, "no data linked") {
+		t.Fatalf("a request that matched nothing must say so: %v", second.Status.Conditions)
+	}
+}
+
+func TestARequestLeftRunningByACrashIsFinished(t *testing.T) {
+	ns := "tenant-resume"
+	setup(t, ns)
+	st := openStore(t)
+	seed(t, st)
+	dr := file(t, ns, "ticket-11", bob)
+	// The previous worker marked it Running and died before erasing.
+	patch := client.MergeFrom(dr.DeepCopy())
+	dr.Status.Phase = platformv1.DeletionRunning
+	if err := admin.Status().Patch(ctx, dr, patch); err != nil {
+		t.Fatal(err)
+	}
+	p := &subjecterasure.Processor{
+		Client: workerClient(t, ns, []platformv1.DeletionRequest{*dr}), Namespace: ns, Store: st,
+		Clock: clocktesting.NewFakeClock(time.Now()),
+	}
+	if err := p.ProcessPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, dr); got.Status.Phase != platformv1.DeletionCompleted || got.Status.Erased.Messages != 3 {
+		t.Fatalf("phase %q erased %+v, want Completed with 3 messages", got.Status.Phase, got.Status.Erased)
+	}
+	if left := exported(t, st, bob); len(left) != 0 {
+		t.Fatalf("%d records remain", len(left))
+	}
+}
+
+func TestMissingSubjectOrPartialScopeFailsWithoutErasing(t *testing.T) {
+	ns := "tenant-refuse"
+	setup(t, ns)
+	st := openStore(t)
+	seed(t, st)
+	partial := file(t, ns, "only-files", alice, platformv1.ScopeFiles)
+	missing := file(t, ns, "no-subject", alice)
+	if err := admin.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "no-subject-subject", Namespace: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	p := &subjecterasure.Processor{
+		Client: workerClient(t, ns, []platformv1.DeletionRequest{*partial, *missing}), Namespace: ns, Store: st,
+		Clock: clocktesting.NewFakeClock(time.Now()),
+	}
+	if err := p.ProcessPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, dr := range []*platformv1.DeletionRequest{partial, missing} {
+		got := get(t, dr)
+		if got.Status.Phase != platformv1.DeletionFailed {
+			t.Fatalf("%s: phase %q, want Failed", dr.Name, got.Status.Phase)
+		}
+	}
+	if c := apimeta.FindStatusCondition(get(t, missing).Status.Conditions, platformv1.ConditionReady); c == nil || c.Reason != "SubjectMissing" {
+		t.Fatalf("missing subject: %v", c)
+	}
+	if left := exported(t, st, alice); len(left) != 4 {
+		t.Fatalf("a failed request erased data: %d records left of 4", len(left))
+	}
+}
+
+func TestNormalize(t *testing.T) {
+	for in, want := range map[string]string{
+		"+1 (650) 555-0100": "16505550100",
+		" 16505550100 ":     "16505550100",
+		"US.1349120865530":  "US.1349120865530",
+	} {
+		if got := subjecterasure.Normalize(platformv1.PlatformWhatsApp, in); got != want {
+			t.Errorf("Normalize(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := subjecterasure.Normalize(platformv1.PlatformMessenger, " 2417 "); got != "2417" {
+		t.Errorf("PSID: %q", got)
+	}
+}
