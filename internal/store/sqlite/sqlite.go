@@ -260,11 +260,11 @@ func (s *Store) run() {
 // checkpoint has copied all of it; under continuous load the checkpointer is always a few
 // commits behind, so once the WAL is large the writer itself copies that short remainder
 // between two groups, and its next commit restarts the WAL at its beginning.
-const ckptInterval = 50 * time.Millisecond // at most one background checkpoint per interval
-
-// walCatchUp is the WAL size in frames (~16 MB) past which the writer finishes the
-// checkpoint (a variable for tests).
-var walCatchUp int64 = 4000
+// Variables for tests.
+var (
+	ckptInterval       = 50 * time.Millisecond // at most one background checkpoint per interval
+	walCatchUp   int64 = 4000                  // WAL frames (~16 MB) past which the writer catches up
+)
 
 // afterCommit wakes the checkpointer and, when it found the WAL large, finishes the
 // checkpoint on the writer connection. Writer goroutine only.
