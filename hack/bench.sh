@@ -67,11 +67,14 @@ start baseline --verify-only
 BASELINE=$ADDR
 echo "durable worker on $DURABLE (store in $WORK/data), baseline on $BASELINE"
 echo "machine: $(nproc) cores, $(uname -sr), $(go version | cut -d' ' -f3)"
+# The ratio is only meaningful on a quiet machine: record how busy it was.
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
 "$WORK/loadgen" --target "http://$DURABLE" --baseline "http://$BASELINE" --clients "$CLIENTS" \
 	--batches "$BATCHES" --duration "$DURATION" --warmup "$WARMUP" --max-deliveries "$MAX_DELIVERIES" \
 	--users "$USERS" --secret bench_app_secret --channel wa --phone-number-id 123456789012345
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 if command -v curl >/dev/null; then
 	echo
