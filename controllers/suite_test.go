@@ -5,31 +5,23 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zapcore"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
+	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
 )
 
 // The suite runs the real manager with the operator's controllers against a
 // real kube-apiserver and etcd (envtest).
 var (
-	scheme    = runtime.NewScheme()
+	scheme    = testenv.Scheme()
 	k8s       client.Client // the test's own client: its writes are not counted
 	restCfg   *rest.Config  // admin config of the envtest API server
 	mgrWrites = &writeCounter{}
@@ -73,23 +65,9 @@ func TestMain(m *testing.M) {
 }
 
 func runSuite(m *testing.M) int {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run the tests with `make test`, "+
-			"or export KUBEBUILDER_ASSETS=$(hack/setup-envtest.sh)")
-		return 1
-	}
-	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true), zap.Level(zapLevel())))
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(platformv1.AddToScheme(scheme))
-
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		Scheme:                scheme,
-	}
-	cfg, err := env.Start()
+	env, err := testenv.Start(scheme)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "start envtest: %v\n", err)
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer func() {
@@ -97,13 +75,8 @@ func runSuite(m *testing.M) int {
 			fmt.Fprintf(os.Stderr, "stop envtest: %v\n", err)
 		}
 	}()
-
-	restCfg = cfg
-	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "create client: %v\n", err)
-		return 1
-	}
+	cfg := env.Config
+	restCfg, k8s = cfg, env.Client
 
 	mgrCfg := rest.CopyConfig(cfg)
 	mgrCfg.Wrap(mgrWrites.wrap)
@@ -137,14 +110,6 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
-}
-
-// zapLevel keeps CI output readable (errors only) unless TEST_VERBOSE=1.
-func zapLevel() zapcore.Level {
-	if os.Getenv("TEST_VERBOSE") == "1" {
-		return zapcore.DebugLevel
-	}
-	return zapcore.ErrorLevel
 }
 
 const (

@@ -9,10 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zapcore"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
@@ -20,19 +16,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
+	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
 )
 
 // orphanGrace is the operator's grace period for orphans in these tests.
 const orphanGrace = 48 * time.Hour
 
 var (
-	scheme  = runtime.NewScheme()
+	scheme  = testenv.Scheme()
 	k8s     client.Client
 	restCfg *rest.Config
 	// clock is the operator's only source of time in these tests.
@@ -42,35 +36,14 @@ var (
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run the tests with `make test`")
-		return 1
-	}
-	lvl := zapcore.ErrorLevel
-	if os.Getenv("TEST_VERBOSE") == "1" {
-		lvl = zapcore.DebugLevel
-	}
-	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(lvl)))
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(platformv1.AddToScheme(scheme))
-
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		Scheme:                scheme,
-	}
-	cfg, err := env.Start()
+	env, err := testenv.Start(scheme)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "start envtest: %v\n", err)
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer func() { _ = env.Stop() }()
-	restCfg = cfg
-	if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
-		fmt.Fprintf(os.Stderr, "client: %v\n", err)
-		return 1
-	}
+	restCfg, k8s = env.Config, env.Client
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
 
 	stopKCM, err := startControllerManager(env, assets)
 	if err != nil {
@@ -83,7 +56,7 @@ func run(m *testing.M) int {
 
 // startControllerManager runs kube-controller-manager beside the envtest API
 // server with the controllers erasure relies on.
-func startControllerManager(env *envtest.Environment, assets string) (func(), error) {
+func startControllerManager(env *testenv.Env, assets string) (func(), error) {
 	user, err := env.AddUser(envtest.User{Name: "kube-controller-manager", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("add user: %w", err)

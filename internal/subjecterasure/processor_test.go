@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,13 +11,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
@@ -26,37 +21,23 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/sqlite"
 	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
+	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
 )
 
 var (
-	scheme  = runtime.NewScheme()
+	scheme  = testenv.Scheme()
 	admin   client.Client
 	restCfg *rest.Config
 	ctx     = context.Background()
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run the tests with `make test`")
-		os.Exit(1)
-	}
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(platformv1.AddToScheme(scheme))
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		Scheme:                scheme,
-	}
-	cfg, err := env.Start()
+	env, err := testenv.Start(scheme)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "start envtest: %v\n", err)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	restCfg = cfg
-	if admin, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
-		fmt.Fprintf(os.Stderr, "client: %v\n", err)
-		os.Exit(1)
-	}
+	restCfg, admin = env.Config, env.Client
 	code := m.Run()
 	_ = env.Stop()
 	os.Exit(code)
