@@ -310,6 +310,9 @@ func mchSecretNames(g Gomega, ns string) []string {
 	var names []string
 	for _, r := range role.Rules {
 		if len(r.Resources) == 1 && r.Resources[0] == "secrets" {
+			if slices.Equal(r.Verbs, []string{"create"}) {
+				continue // creating reads nothing (Meta's deletion callback stores identifiers)
+			}
 			g.Expect(r.ResourceNames).NotTo(BeEmpty(), "a Secret rule without resourceNames grants every Secret")
 			g.Expect(r.Verbs).NotTo(ContainElement("*"))
 			names = append(names, r.ResourceNames...)

@@ -128,10 +128,18 @@ func TestTenantProvisionsEverythingOwnedAndLabelled(t *testing.T) {
 	g.Expect(k8s.Get(ctx, key, &role)).To(Succeed())
 	for _, rule := range role.Rules {
 		if slices.Contains(rule.Resources, "secrets") {
+			if slices.Equal(rule.Verbs, []string{"create"}) {
+				// Meta's deletion callback stores the identifier it receives.
+				g.Expect(rule.ResourceNames).To(BeEmpty(), "create cannot be limited by name")
+				continue
+			}
 			g.Expect(rule.ResourceNames).To(Equal([]string{controllers.SubjectKeySecretName}), "no channel yet: only the subject key is readable")
 		}
 		g.Expect(rule.Verbs).NotTo(ContainElement("*"))
 	}
+	g.Expect(role.Rules).To(ContainElement(And(
+		HaveField("Resources", Equal([]string{"secrets"})), HaveField("Verbs", Equal([]string{"create"})))),
+		"the worker files Meta's deletion requests with the identifier in a Secret it creates")
 
 	// The subject key: random, immutable, the tenant's.
 	var subjectKey corev1.Secret
@@ -375,7 +383,7 @@ func TestRoleGrantsOnlyReferencedSecrets(t *testing.T) {
 		g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: controllers.WorkerName}, &role)).To(Succeed())
 		var secretRules []rbacv1.PolicyRule
 		for _, r := range role.Rules {
-			if len(r.Resources) == 1 && r.Resources[0] == "secrets" {
+			if len(r.Resources) == 1 && r.Resources[0] == "secrets" && !slices.Equal(r.Verbs, []string{"create"}) {
 				secretRules = append(secretRules, r)
 			}
 		}
@@ -404,7 +412,7 @@ func TestRoleGrantsOnlyReferencedSecrets(t *testing.T) {
 		var role rbacv1.Role
 		g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: controllers.WorkerName}, &role)).To(Succeed())
 		for _, r := range role.Rules {
-			if slices.Contains(r.Resources, "secrets") {
+			if slices.Contains(r.Resources, "secrets") && !slices.Equal(r.Verbs, []string{"create"}) {
 				g.Expect(r.ResourceNames).To(Equal([]string{controllers.SubjectKeySecretName}))
 			}
 		}

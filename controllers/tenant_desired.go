@@ -117,6 +117,16 @@ func desiredRole(t *platformv1.Tenant, secretNames []string) *rbacv1ac.RoleApply
 			WithAPIGroups(platformv1.GroupVersion.Group).
 			WithResources("deletionrequests").
 			WithVerbs("create"),
+		// ...and the identifier of such a request must live in a Secret (never in the
+		// CR), which only the worker, having verified Meta's signature, holds. RBAC
+		// cannot limit create by name (the name is not known when it is authorized),
+		// so this grants creating any Secret in the tenant's namespace; it grants no
+		// reading: the worker reads a Secret only once the operator names it below, as
+		// the subject of a pending request. Create-only, no update, delete or list.
+		rbacv1ac.PolicyRule().
+			WithAPIGroups("").
+			WithResources("secrets").
+			WithVerbs("create"),
 	}
 	names := uniqueSorted(secretNames)
 	// An empty resourceNames list would grant every Secret: leave the rule out.
