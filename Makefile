@@ -49,6 +49,11 @@ test: manifests generate fmt vet ## Run all tests against a real API server (bui
 	echo "KUBEBUILDER_ASSETS=$$assets"; \
 	KUBEBUILDER_ASSETS="$$assets" go test $(GO_TEST_FLAGS) ./...
 
+.PHONY: demo
+demo: ## The whole product on a local control plane, step by step (builds the envtest binaries the first time).
+	@assets="$${KUBEBUILDER_ASSETS:-$$(hack/setup-envtest.sh)}"; \
+	KUBEBUILDER_ASSETS="$$assets" go run ./hack/demo
+
 .PHONY: bench
 bench: ## Load-benchmark the ingest worker against a verify-only baseline, side by side (not part of make test).
 	hack/bench.sh

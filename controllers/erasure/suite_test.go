@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,7 +13,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/omniflowcrm/omniflow-operator/controllers"
@@ -45,62 +42,13 @@ func run(m *testing.M) int {
 	restCfg, k8s = env.Config, env.Client
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 
-	stopKCM, err := startControllerManager(env, assets)
+	stopKCM, err := testenv.StartControllerManager(env, assets)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "start kube-controller-manager: %v\n", err)
 		return 1
 	}
 	defer stopKCM()
 	return m.Run()
-}
-
-// startControllerManager runs kube-controller-manager beside the envtest API
-// server with the controllers erasure relies on.
-func startControllerManager(env *testenv.Env, assets string) (func(), error) {
-	user, err := env.AddUser(envtest.User{Name: "kube-controller-manager", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		return nil, fmt.Errorf("add user: %w", err)
-	}
-	kubeconfig, err := user.KubeConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "kcm-")
-	if err != nil {
-		return nil, err
-	}
-	path := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(filepath.Join(assets, "kube-controller-manager"),
-		"--kubeconfig="+path,
-		"--controllers=namespace,garbagecollector,persistentvolume-binder,pv-protection,pvc-protection",
-		"--leader-elect=false",
-		"--secure-port=0",
-		"--concurrent-namespace-syncs=5",
-		"--namespace-sync-period=5s",
-		"--pvclaimbinder-sync-period=1s",
-		"-v=1",
-	)
-	logFile, err := os.Create(filepath.Join(dir, "kcm.log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	return func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		_ = logFile.Close()
-		if os.Getenv("TEST_VERBOSE") == "1" {
-			fmt.Fprintf(os.Stderr, "kube-controller-manager log: %s\n", logFile.Name())
-			return
-		}
-		_ = os.RemoveAll(dir)
-	}, nil
 }
 
 // operator is one run of the operator's manager; tests stop and start it to

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 
@@ -78,4 +79,54 @@ func SetLogger() {
 		lvl = zapcore.DebugLevel
 	}
 	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(lvl)))
+}
+
+// StartControllerManager runs kube-controller-manager beside the envtest API
+// server with what envtest lacks and erasure relies on: namespace deletion,
+// garbage collection, volume binding and protection. stop kills it.
+func StartControllerManager(env *Env, assets string) (func(), error) {
+	user, err := env.AddUser(envtest.User{Name: "kube-controller-manager", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("add user: %w", err)
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "kcm-")
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(filepath.Join(assets, "kube-controller-manager"),
+		"--kubeconfig="+path,
+		"--controllers=namespace,garbagecollector,persistentvolume-binder,pv-protection,pvc-protection",
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--concurrent-namespace-syncs=5",
+		"--namespace-sync-period=5s",
+		"--pvclaimbinder-sync-period=1s",
+		"-v=1",
+	)
+	logFile, err := os.Create(filepath.Join(dir, "kcm.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		_ = logFile.Close()
+		if os.Getenv("TEST_VERBOSE") == "1" {
+			fmt.Fprintf(os.Stderr, "kube-controller-manager log: %s\n", logFile.Name())
+			return
+		}
+		_ = os.RemoveAll(dir)
+	}, nil
 }
