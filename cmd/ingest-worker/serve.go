@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -58,6 +59,7 @@ func parseServe(args []string, getenv func(string) string) (*serveOptions, error
 	fs.StringVar(&o.tenant, "tenant", getenv(envTenant), "the worker's tenant; webhooks are also served under /t/<tenant>/ (default $"+envTenant+")")
 	fs.DurationVar(&o.secretRefresh, "secret-refresh-interval", clusterchannels.DefaultSecretRefresh, "in-cluster mode: how often channels' Secrets are read again (the longest a rotated secret waits)")
 	fs.DurationVar(&o.deletionInterval, "deletion-request-interval", subjecterasure.DefaultInterval, "in-cluster mode: how often pending DeletionRequests are looked for")
+	fs.StringVar(&o.cfg.PublicBaseURL, "public-base-url", "", "in-cluster mode: base of the status URL Meta's data-deletion callback answers, as the public sees it (e.g. https://hooks.example.com/t/acme); default: the callback request's X-Forwarded-Proto, Host and path prefix")
 	fs.Int64Var(&o.cfg.MaxBodyBytes, "max-body-bytes", ingest.DefaultMaxBodyBytes, "largest delivery accepted; larger ones get 413")
 	fs.DurationVar(&o.reloadInterval, "channels-reload-interval", 5*time.Second, "standalone mode: how often the channels file is checked for changes (SIGHUP reloads at once)")
 	fs.DurationVar(&o.cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight deliveries")
@@ -76,6 +78,12 @@ func parseServe(args []string, getenv func(string) string) (*serveOptions, error
 		return nil, errors.New("--channels (standalone) or --namespace/$" + envNamespace + " (in a cluster) is required")
 	case o.inCluster() && o.tenant == "":
 		return nil, errors.New("--tenant/$" + envTenant + " is required in a cluster")
+	}
+	if o.cfg.PublicBaseURL != "" {
+		u, err := url.Parse(o.cfg.PublicBaseURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("--public-base-url %q: want an absolute http(s) URL without query or fragment", o.cfg.PublicBaseURL)
+		}
 	}
 	return o, nil
 }
@@ -146,6 +154,8 @@ func clusterSource(o *serveOptions, log logr.Logger) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
+	// Meta's data-deletion callback files its requests in the same namespace.
+	o.cfg.Deletions = &subjecterasure.Desk{Client: c, Namespace: o.namespace}
 	o.cfg.Tasks = append(o.cfg.Tasks, func(ctx context.Context, st store.Store) {
 		p := &subjecterasure.Processor{
 			Client: c, Namespace: o.namespace, Store: st, Clock: clock.RealClock{},

@@ -58,6 +58,9 @@ func TestParseServeModes(t *testing.T) {
 		{"namespace without tenant", []string{"--data-dir=/d", "--namespace=tenant-x"}, noenv, "--tenant", false, "", ""},
 		{"no data dir", []string{"--namespace=tenant-x", "--tenant=x"}, noenv, "--data-dir", false, "", ""},
 		{"stray argument", []string{"--data-dir=/d", "--channels=c.yaml", "extra"}, noenv, "unexpected", false, "", ""},
+		{"public base URL", []string{"--data-dir=/d", "--namespace=tenant-x", "--tenant=x", "--public-base-url=https://hooks.example.com/t/x"}, noenv, "", true, "tenant-x", "x"},
+		{"relative public base URL", []string{"--data-dir=/d", "--namespace=tenant-x", "--tenant=x", "--public-base-url=hooks.example.com"}, noenv, "--public-base-url", false, "", ""},
+		{"public base URL with a query", []string{"--data-dir=/d", "--namespace=tenant-x", "--tenant=x", "--public-base-url=https://h.example.com/?a=b"}, noenv, "--public-base-url", false, "", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

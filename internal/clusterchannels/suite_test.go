@@ -25,6 +25,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -36,6 +37,7 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/sqlite"
+	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
 )
 
 // The suite runs a real kube-apiserver and etcd (envtest, RBAC authorization on) and, in
@@ -196,12 +198,24 @@ func startWorker(t *testing.T, g Gomega, tn *platformv1.Tenant) *worker {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	g.Expect(err).NotTo(HaveOccurred())
 	w.base = "http://" + ln.Addr().String()
+	// As `serve` wires it: the same client files Meta's deletion requests and carries
+	// out the namespace's DeletionRequests.
+	c, err := client.New(cfg, client.Options{Scheme: clusterchannels.Scheme()})
+	g.Expect(err).NotTo(HaveOccurred())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- ingest.Serve(ctx, ingest.ServeConfig{
 			Listener: ln, DataDir: w.dataDir, Tenant: tn.Name, Registry: reg, Source: src, Log: log,
 			ShutdownTimeout: 10 * time.Second,
+			Deletions:       &subjecterasure.Desk{Client: c, Namespace: tn.NamespaceName()},
+			Tasks: []func(context.Context, store.Store){func(ctx context.Context, st store.Store) {
+				p := &subjecterasure.Processor{
+					Client: c, Namespace: tn.NamespaceName(), Store: st, Clock: clock.RealClock{},
+					Log: log.WithName("deletion-requests"), Interval: 200 * time.Millisecond,
+				}
+				_ = p.Run(ctx)
+			}},
 		})
 	}()
 	t.Cleanup(func() {

@@ -14,6 +14,7 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/channels"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/sqlite"
+	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
 )
 
 // ChannelSource keeps the worker's channel registry current: the standalone channels file
@@ -40,6 +41,12 @@ type ServeConfig struct {
 	Source   ChannelSource
 	// VerifyOnly runs the benchmark baseline: no store, signature check only.
 	VerifyOnly bool
+	// Deletions serves Meta's data-deletion callback and status page (in a cluster);
+	// nil in standalone mode, where both answer 501.
+	Deletions *subjecterasure.Desk
+	// PublicBaseURL is the base of the status URL the callback answers; empty derives
+	// it from each request.
+	PublicBaseURL string
 	// Tasks run in the background once the store is open and the channels
 	// are loaded (in a cluster: carrying out DeletionRequests). They get the
 	// store and must return when ctx ends; the store closes only after.
@@ -59,7 +66,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	log := cfg.Log.WithValues("tenant", cfg.Tenant)
 	metrics := NewMetrics()
 	srv := NewServer(Options{Registry: cfg.Registry, Metrics: metrics, Log: log, MaxBodyBytes: cfg.MaxBodyBytes,
-		Tenant: cfg.Tenant, VerifyOnly: cfg.VerifyOnly})
+		Tenant: cfg.Tenant, VerifyOnly: cfg.VerifyOnly, Deletions: cfg.Deletions, PublicBaseURL: cfg.PublicBaseURL})
 
 	ln := cfg.Listener
 	if ln == nil {

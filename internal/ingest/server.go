@@ -20,6 +20,7 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/channels"
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
+	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
 )
 
 // DefaultMaxBodyBytes caps a delivery: WhatsApp bodies reach 3 MB (meta-webhooks.md §2.3).
@@ -36,6 +37,12 @@ type Options struct {
 	// only: a request naming another tenant reached the wrong worker and gets 404. Empty
 	// disables the prefixed routes.
 	Tenant string
+	// Deletions files the DeletionRequests of Meta's data-deletion callback and looks
+	// them up for the status page (in a cluster). Nil in standalone mode: both answer 501.
+	Deletions *subjecterasure.Desk
+	// PublicBaseURL, when set, is the base of the status URL the callback answers (for
+	// example https://hooks.example.com/t/acme); otherwise it is derived from the request.
+	PublicBaseURL string
 	// VerifyOnly answers 200 right after the signature check, storing nothing. It exists
 	// only as the benchmark's baseline: the cost of HTTP and HMAC without durability.
 	VerifyOnly bool
@@ -82,6 +89,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /webhooks/meta/{channel}", s.handleDelivery)
 	mux.HandleFunc("GET /t/{tenant}/webhooks/meta/{channel}", s.ownTenant(s.handleVerify, false))
 	mux.HandleFunc("POST /t/{tenant}/webhooks/meta/{channel}", s.ownTenant(s.handleDelivery, true))
+	mux.HandleFunc("POST /meta/data-deletion/{channel}", s.handleDataDeletion)
+	mux.HandleFunc("GET /meta/deletion-status/{code}", s.handleDeletionStatus)
+	mux.HandleFunc("POST /t/{tenant}/meta/data-deletion/{channel}", s.ownTenant(s.handleDataDeletion, false))
+	mux.HandleFunc("GET /t/{tenant}/meta/deletion-status/{code}", s.ownTenant(s.handleDeletionStatus, false))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, http.StatusOK, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !s.Ready() {

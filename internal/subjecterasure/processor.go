@@ -103,6 +103,11 @@ func (p *Processor) Process(ctx context.Context, dr *platformv1.DeletionRequest)
 	}
 	id, err := p.secretValue(ctx, dr.Spec.SubjectSecretRef.Name, dr.Spec.SubjectSecretRef.Key)
 	if err != nil {
+		if apierrors.IsNotFound(err) && dr.Spec.Source == platformv1.SourceMetaCallback &&
+			p.Clock.Since(dr.CreationTimestamp.Time) < callbackSubjectGrace {
+			// The worker's callback creates the Secret right after the request.
+			return fmt.Errorf("subject secret not created yet: %w", err)
+		}
 		if apierrors.IsNotFound(err) || errors.Is(err, errMissingKey) {
 			return p.report(ctx, dr, func(s *platformv1.DeletionRequestStatus) {
 				s.Phase = platformv1.DeletionFailed

@@ -305,3 +305,44 @@ func TestNormalize(t *testing.T) {
 		t.Errorf("PSID: %q", got)
 	}
 }
+
+// The worker's callback creates a request a moment before its subject Secret: a fresh
+// MetaCallback request without its Secret waits; once the grace is over it fails, like
+// any request whose subject is missing.
+func TestCallbackRequestWaitsBrieflyForItsSubject(t *testing.T) {
+	ns := "tenant-callback-grace"
+	setup(t, ns)
+	st := openStore(t)
+	dr := &platformv1.DeletionRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: subjecterasure.MetaCallbackPrefix + "0a1b", Namespace: ns},
+		Spec: platformv1.DeletionRequestSpec{
+			Platform: platformv1.PlatformMessenger, Source: platformv1.SourceMetaCallback,
+			SubjectSecretRef: platformv1.SecretKeyRef{Name: subjecterasure.MetaCallbackPrefix + "0a1b", Key: subjecterasure.SubjectIDKey},
+		},
+	}
+	if err := admin.Create(ctx, dr); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(dr.DeepCopy())
+	dr.Status.Phase = platformv1.DeletionPending
+	if err := admin.Status().Patch(ctx, dr, patch); err != nil {
+		t.Fatal(err)
+	}
+	clk := clocktesting.NewFakeClock(dr.CreationTimestamp.Time.Add(time.Second))
+	p := &subjecterasure.Processor{
+		Client: workerClient(t, ns, []platformv1.DeletionRequest{*dr}), Namespace: ns, Store: st, Clock: clk,
+	}
+	if err := p.ProcessPending(ctx); err == nil {
+		t.Fatal("a fresh callback request without its Secret was processed")
+	}
+	if got := get(t, dr); got.Status.Phase != platformv1.DeletionPending {
+		t.Fatalf("phase %q, want Pending while the Secret may still come", got.Status.Phase)
+	}
+	clk.Step(2 * time.Minute)
+	if err := p.ProcessPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c := apimeta.FindStatusCondition(get(t, dr).Status.Conditions, platformv1.ConditionReady); c == nil || c.Reason != "SubjectMissing" {
+		t.Fatalf("after the grace: %v, want SubjectMissing", c)
+	}
+}

@@ -1,0 +1,127 @@
+package subjecterasure
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+)
+
+const (
+	// MetaCallbackPrefix names the DeletionRequests (and their subject Secrets) that
+	// Meta's data-deletion callback files.
+	MetaCallbackPrefix = "meta-deletion-"
+	// SubjectIDKey is the key of the identifier in a subject Secret the worker creates.
+	SubjectIDKey = "id"
+	// LabelChannel on a callback's request names the MetaChannel whose callback filed it
+	// (a channel name, nothing personal): which Meta app the user id is scoped to.
+	LabelChannel = "platform.omniflowcrm.com/meta-channel"
+	// callbackSubjectGrace is how long a callback's request may wait for its subject
+	// Secret: the worker creates the request first (the Secret is owned by it) and the
+	// Secret right after, so a processor can see the request a moment before the Secret.
+	callbackSubjectGrace = time.Minute
+)
+
+// ErrUnknownCode: no DeletionRequest of the namespace carries the confirmation code.
+var ErrUnknownCode = errors.New("no deletion request has this confirmation code")
+
+// Desk files the DeletionRequests of Meta's data-deletion callback and looks requests
+// up by confirmation code, as the worker's ServiceAccount.
+type Desk struct {
+	Client    client.Client
+	Namespace string
+}
+
+// FileMetaCallback files a request to erase userID (Meta's app-scoped user id, already
+// verified) received on channel, and returns the request's confirmation code.
+//
+// The request is created first, then its confirmation code is written to its status,
+// then the Secret holding the identifier, owned by the request so that it can never
+// outlive it even if the operator's clean-up does not run. The identifier is never in
+// a field of the request. On failure after the request exists, the request stays and
+// ends Failed (SubjectMissing) or Completed: visible, never silently lost; the caller
+// answers an error so that Meta calls again and gets a complete request.
+func (d *Desk) FileMetaCallback(ctx context.Context, channel string, platform platformv1.Platform, userID string) (string, error) {
+	suffix, err := randomHex(8)
+	if err != nil {
+		return "", err
+	}
+	code, err := confirmationCode()
+	if err != nil {
+		return "", err
+	}
+	name := MetaCallbackPrefix + suffix
+	labels := map[string]string{LabelChannel: channel}
+	dr := &platformv1.DeletionRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: d.Namespace, Labels: labels},
+		Spec: platformv1.DeletionRequestSpec{
+			// Meta's user id is app-scoped: it is none of the platform's messaging ids,
+			// so it matches nothing stored unless Meta ever sends one that is; the
+			// channel's platform is the best available (docs/ingest-worker.md).
+			Platform:         platform,
+			SubjectSecretRef: platformv1.SecretKeyRef{Name: name, Key: SubjectIDKey},
+			Source:           platformv1.SourceMetaCallback,
+			Reason:           "Meta data-deletion callback (app-scoped user id) on channel " + channel,
+		},
+	}
+	if err := d.Client.Create(ctx, dr); err != nil {
+		return "", fmt.Errorf("create deletion request: %w", err)
+	}
+	patch := client.MergeFrom(dr.DeepCopy())
+	dr.Status.ConfirmationCode = code
+	if err := d.Client.Status().Patch(ctx, dr, patch); err != nil {
+		return "", fmt.Errorf("record confirmation code of deletion request %s: %w", name, err)
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: d.Namespace, Labels: labels,
+			// Not blockOwnerDeletion: that would need update on the request's finalizers.
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: platformv1.GroupVersion.String(), Kind: "DeletionRequest", Name: dr.Name, UID: dr.UID,
+			}},
+		},
+		Type:      corev1.SecretTypeOpaque,
+		Immutable: ptr.To(true),
+		Data:      map[string][]byte{SubjectIDKey: []byte(userID)},
+	}
+	if err := d.Client.Create(ctx, secret); err != nil {
+		return "", fmt.Errorf("create subject secret of deletion request %s: %w", name, err)
+	}
+	return code, nil
+}
+
+// Lookup returns the request of the namespace whose status carries code. Codes are
+// random and not indexed, so this lists the namespace's requests: there are few (they
+// are deleted after their TTL).
+func (d *Desk) Lookup(ctx context.Context, code string) (*platformv1.DeletionRequest, error) {
+	if code == "" {
+		return nil, ErrUnknownCode
+	}
+	var list platformv1.DeletionRequestList
+	if err := d.Client.List(ctx, &list, client.InNamespace(d.Namespace)); err != nil {
+		return nil, fmt.Errorf("list deletion requests: %w", err)
+	}
+	for i := range list.Items {
+		if list.Items[i].Status.ConfirmationCode == code {
+			return &list.Items[i], nil
+		}
+	}
+	return nil, ErrUnknownCode
+}
+
+func randomHex(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("random name: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
