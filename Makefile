@@ -54,6 +54,10 @@ demo: ## The whole product on a local control plane, step by step (builds the en
 	@assets="$${KUBEBUILDER_ASSETS:-$$(hack/setup-envtest.sh)}"; \
 	KUBEBUILDER_ASSETS="$$assets" go run ./hack/demo
 
+.PHONY: chart
+chart: manifests ## Regenerate the Helm chart (charts/omniflow-operator) from config/.
+	go run ./hack/chart
+
 .PHONY: bench
 bench: ## Load-benchmark the ingest worker against a verify-only baseline, side by side (not part of make test).
 	hack/bench.sh
