@@ -3,6 +3,7 @@ package clusterchannels_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +22,7 @@ import (
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 )
 
 var servingRE = regexp.MustCompile(`"msg":"Serving".*"addr":"([^"]+)"`)
@@ -116,6 +118,22 @@ func TestBinaryWithDeploymentArgs(t *testing.T) {
 	g.Expect(string(export)).NotTo(ContainSubstring("wamid.binary"))
 	g.Expect(string(export)).NotTo(ContainSubstring("15555550142"))
 
+	// Meta's deletion callback is wired in the binary's in-cluster mode: it files a
+	// request and its status page answers.
+	code, body := w.callback("wa", meta.SignSignedRequest([]byte(appSecretV1), []byte(callbackPayload)))
+	g.Expect(code).To(Equal(http.StatusOK), "%s\n%s", body, logs)
+	var answer struct {
+		URL  string `json:"url"`
+		Code string `json:"confirmation_code"`
+	}
+	g.Expect(json.Unmarshal([]byte(body), &answer)).To(Succeed())
+	g.Expect(answer.URL).To(Equal(w.base + "/t/" + tn.Name + "/meta/deletion-status/" + answer.Code))
+	status, page := httpGet(g, answer.URL)
+	g.Expect(status).To(Equal(http.StatusOK))
+	g.Expect(page).To(ContainSubstring("Confirmation code: " + answer.Code))
+	g.Expect(deletionRequests(g, ns)).To(ContainElement(And(
+		HaveField("Spec.Source", platformv1.SourceMetaCallback), HaveField("Status.ConfirmationCode", answer.Code))))
+
 	g.Expect(cmd.Process.Signal(syscall.SIGTERM)).To(Succeed())
 	select {
 	case err := <-exited:
@@ -124,7 +142,7 @@ func TestBinaryWithDeploymentArgs(t *testing.T) {
 		t.Fatalf("worker did not stop on SIGTERM\n%s", logs)
 	}
 	g.Expect(logs.String()).To(ContainSubstring(`"msg":"Channel served"`))
-	noSecretsLogged(t, w, appSecretV1, verifyV1, "444444444444444")
+	noSecretsLogged(t, w, appSecretV1, verifyV1, "444444444444444", callbackUser)
 }
 
 // fileDeletionRequest files a request as a user would and accepts it as the
