@@ -298,3 +298,14 @@ func (l *lexer) boolValue() (bool, bool) {
 	}
 	return false, false
 }
+
+// IsCompactJSON reports whether b is one valid JSON value without insignificant
+// whitespace, i.e. json.Compact would return it unchanged. A false answer only means
+// "ask json.Compact" (values nested deeper than the scanner follows are reported false).
+func IsCompactJSON(b []byte) bool {
+	l := lexer{b: b}
+	if len(b) == 0 || !l.skip(0) || l.ws {
+		return false
+	}
+	return l.i == len(b)
+}

@@ -2,7 +2,9 @@ package meta
 
 import (
 	"bytes"
+	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -107,5 +109,45 @@ func FuzzFastPathMatches(f *testing.F) {
 	f.Add(benchBody(3))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		checkFastMatches(t, body)
+	})
+}
+
+func TestIsCompactJSON(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want bool
+	}{
+		{`{"a":[1,2.5e-3,true,false,null,"x y\u00e9"]}`, true},
+		{`"s"`, true}, {`0`, true}, {`-0.5E+7`, true},
+		{``, false}, {` {}`, false}, {`{} `, false}, {`{"a": 1}`, false}, {`[1,
+2]`, false},
+		{`{"a":1}{}`, false}, {`{"a"}`, false}, {`01`, false}, {`"\x"`, false}, {"\"a\x01\"", false},
+		{strings.Repeat("[", 100) + strings.Repeat("]", 100), false},
+	} {
+		if got := IsCompactJSON([]byte(c.in)); got != c.want {
+			t.Errorf("IsCompactJSON(%q) = %v, want %v", c.in, got, c.want)
+		}
+		if c.want {
+			var buf bytes.Buffer
+			if err := json.Compact(&buf, []byte(c.in)); err != nil || buf.String() != c.in {
+				t.Errorf("json.Compact(%q) = %q, %v", c.in, buf.String(), err)
+			}
+		}
+	}
+}
+
+// FuzzIsCompactJSON: a true answer always means json.Compact leaves the bytes unchanged.
+func FuzzIsCompactJSON(f *testing.F) {
+	f.Add([]byte(`{"a":[1,"x"]}`))
+	f.Add([]byte(`{"a" : 1}`))
+	f.Add([]byte("\"\xff\""))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !IsCompactJSON(b) {
+			return
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, b); err != nil || !bytes.Equal(buf.Bytes(), b) {
+			t.Fatalf("IsCompactJSON(%q) but json.Compact gives %q, %v", b, buf.Bytes(), err)
+		}
 	})
 }
