@@ -140,6 +140,9 @@ func TestTenantProvisionsEverythingOwnedAndLabelled(t *testing.T) {
 	g.Expect(role.Rules).To(ContainElement(And(
 		HaveField("Resources", Equal([]string{"secrets"})), HaveField("Verbs", Equal([]string{"create"})))),
 		"the worker files Meta's deletion requests with the identifier in a Secret it creates")
+	g.Expect(role.Rules).To(ContainElement(And(HaveField("APIGroups", Equal([]string{"events.k8s.io"})),
+		HaveField("Resources", Equal([]string{"events"})), HaveField("Verbs", Equal([]string{"create"})))),
+		"the worker reports on a MetaChannel whose business left")
 
 	// The subject key: random, immutable, the tenant's.
 	var subjectKey corev1.Secret

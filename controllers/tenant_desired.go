@@ -127,6 +127,12 @@ func desiredRole(t *platformv1.Tenant, secretNames []string) *rbacv1ac.RoleApply
 			WithAPIGroups("").
 			WithResources("secrets").
 			WithVerbs("create"),
+		// The worker says on a MetaChannel when it stopped serving it because Meta
+		// reported that the business removed the app or deleted its account.
+		rbacv1ac.PolicyRule().
+			WithAPIGroups("events.k8s.io").
+			WithResources("events").
+			WithVerbs("create"),
 	}
 	names := uniqueSorted(secretNames)
 	// An empty resourceNames list would grant every Secret: leave the rule out.

@@ -148,6 +148,8 @@ func clusterSource(o *serveOptions, log logr.Logger) error {
 		return err
 	}
 	o.cfg.Tenant, o.cfg.Source = o.tenant, w
+	// Meta's account removal notices take a channel out of service.
+	o.cfg.Offboard = w.Offboard
 	// DeletionRequests of the namespace are carried out here: only the worker
 	// reaches the tenant's store.
 	c, err := ctrlclient.New(rc, ctrlclient.Options{Scheme: clusterchannels.Scheme()})

@@ -209,6 +209,7 @@ func startWorker(t *testing.T, g Gomega, tn *platformv1.Tenant) *worker {
 			Listener: ln, DataDir: w.dataDir, Tenant: tn.Name, Registry: reg, Source: src, Log: log,
 			ShutdownTimeout: 10 * time.Second,
 			Deletions:       &subjecterasure.Desk{Client: c, Namespace: tn.NamespaceName()},
+			Offboard:        src.Offboard,
 			Tasks: []func(context.Context, store.Store){func(ctx context.Context, st store.Store) {
 				p := &subjecterasure.Processor{
 					Client: c, Namespace: tn.NamespaceName(), Store: st, Clock: clock.RealClock{},

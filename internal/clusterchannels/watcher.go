@@ -22,6 +22,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -81,6 +82,12 @@ type Watcher struct {
 	// served and notServed are touched only by the goroutine running Run's loop.
 	served    map[string]string // channel name -> servedKey of the object it was resolved from
 	notServed map[string]string // channel name -> the last reason logged
+
+	// Channels whose business left (Meta's account_update, see Offboard).
+	writer     client.Client     // writes the Events that say so
+	offMu      sync.Mutex        // Offboard is called from HTTP handlers
+	offPending map[string]string // channel name -> event, not yet tied to a generation
+	offKeys    map[string]string // channel name -> servedKey it was taken out at
 }
 
 // Scheme holds the kinds the worker reads.
@@ -88,6 +95,7 @@ func Scheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(corev1.AddToScheme(s))
 	utilruntime.Must(platformv1.AddToScheme(s))
+	utilruntime.Must(eventsv1.AddToScheme(s))
 	return s
 }
 
@@ -119,12 +127,15 @@ func New(cfg Config) (*Watcher, error) {
 	// soon, backing off to the refresh period.
 	limiter := workqueue.NewTypedItemExponentialFailureRateLimiter[string](250*time.Millisecond, cfg.SecretRefresh)
 	return &Watcher{
-		cfg:       cfg,
-		cache:     c,
-		secrets:   secrets,
-		queue:     workqueue.NewTypedRateLimitingQueueWithConfig(limiter, workqueue.TypedRateLimitingQueueConfig[string]{}),
-		served:    map[string]string{},
-		notServed: map[string]string{},
+		cfg:        cfg,
+		cache:      c,
+		secrets:    secrets,
+		queue:      workqueue.NewTypedRateLimitingQueueWithConfig(limiter, workqueue.TypedRateLimitingQueueConfig[string]{}),
+		served:     map[string]string{},
+		notServed:  map[string]string{},
+		writer:     secrets,
+		offPending: map[string]string{},
+		offKeys:    map[string]string{},
 	}, nil
 }
 
@@ -276,12 +287,17 @@ func (w *Watcher) sync(ctx context.Context, name string) error {
 	switch {
 	case apierrors.IsNotFound(err):
 		w.unserve(name, reasonDeleted)
+		w.forgetOffboarding(name) // a channel created again with this name starts afresh
 		return nil
 	case err != nil:
 		return fmt.Errorf("get cached metachannel %s: %w", name, err)
 	}
 	if reason := refusal(&mc); reason != "" {
 		w.unserve(name, reason)
+		return nil
+	}
+	if w.offboarded(ctx, &mc) {
+		w.unserve(name, reasonOffboarded)
 		return nil
 	}
 	ch, reason, err := w.resolve(ctx, &mc)

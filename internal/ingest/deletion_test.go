@@ -7,7 +7,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,5 +163,35 @@ func TestDeletionStatusPage(t *testing.T) {
 	}
 	if strings.Contains(page, "feed") || strings.Contains(page, "essages") {
 		t.Errorf("the page shows the subject reference or counts:\n%s", page)
+	}
+}
+
+// Meta's notices that a business removed the app or deleted its account are handed to
+// Offboard once per delivery for the channel whose business account they name (after
+// the rest is committed); other deliveries are not.
+func TestAccountRemovalNoticesOffboardTheChannel(t *testing.T) {
+	var mu sync.Mutex
+	var calls []string
+	e := newEnv(t, Options{Offboard: func(channel, event string) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, channel+":"+event)
+	}})
+	for _, f := range []string{"whatsapp-text.json", "whatsapp-account-update-partner-app-uninstalled.json", "whatsapp-account-update-account-deleted.json"} {
+		if code := e.postSigned("wa", readFile(t, filepath.Join(fixtureDir, f))); code != http.StatusOK {
+			t.Fatalf("%s: %d", f, code)
+		}
+	}
+	// A notice posted to a channel of another business account is not about it.
+	if code := e.postSigned("page", readFile(t, filepath.Join(fixtureDir, "whatsapp-account-update-account-deleted.json"))); code != http.StatusOK {
+		t.Fatalf("page: %d", code)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"wa:PARTNER_APP_UNINSTALLED", "wa:ACCOUNT_DELETED"}; !slices.Equal(calls, want) {
+		t.Fatalf("Offboard calls %v, want %v", calls, want)
+	}
+	if d := e.dump(); len(d.Messages) != 1 {
+		t.Fatalf("%d messages stored, want the text fixture's 1", len(d.Messages))
 	}
 }

@@ -47,6 +47,9 @@ type ServeConfig struct {
 	// PublicBaseURL is the base of the status URL the callback answers; empty derives
 	// it from each request.
 	PublicBaseURL string
+	// Offboard takes a channel out of service on Meta's account removal notices (in a
+	// cluster: the watcher's Offboard); nil standalone.
+	Offboard func(channel, event string)
 	// Tasks run in the background once the store is open and the channels
 	// are loaded (in a cluster: carrying out DeletionRequests). They get the
 	// store and must return when ctx ends; the store closes only after.
@@ -66,7 +69,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	log := cfg.Log.WithValues("tenant", cfg.Tenant)
 	metrics := NewMetrics()
 	srv := NewServer(Options{Registry: cfg.Registry, Metrics: metrics, Log: log, MaxBodyBytes: cfg.MaxBodyBytes,
-		Tenant: cfg.Tenant, VerifyOnly: cfg.VerifyOnly, Deletions: cfg.Deletions, PublicBaseURL: cfg.PublicBaseURL})
+		Tenant: cfg.Tenant, VerifyOnly: cfg.VerifyOnly, Deletions: cfg.Deletions, PublicBaseURL: cfg.PublicBaseURL, Offboard: cfg.Offboard})
 
 	ln := cfg.Listener
 	if ln == nil {

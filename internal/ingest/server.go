@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,11 @@ type Options struct {
 	// PublicBaseURL, when set, is the base of the status URL the callback answers (for
 	// example https://hooks.example.com/t/acme); otherwise it is derived from the request.
 	PublicBaseURL string
+	// Offboard takes a channel out of service when Meta says its business removed the
+	// app or deleted its WhatsApp account (account_update PARTNER_APP_UNINSTALLED,
+	// ACCOUNT_DELETED). In a cluster, the MetaChannel watcher's Offboard; nil standalone,
+	// where such deliveries are only acknowledged.
+	Offboard func(channel, event string)
 	// VerifyOnly answers 200 right after the signature check, storing nothing. It exists
 	// only as the benchmark's baseline: the cost of HTTP and HMAC without durability.
 	VerifyOnly bool
@@ -228,8 +234,16 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 func (s *Server) Ingest(ctx context.Context, ch channels.Channel, parts []meta.Part) (store.CommitResult, error) {
 	m := s.opts.Metrics
 	var batch meta.Batch
+	offboard := ""
 	for i := range parts {
 		p := &parts[i]
+		// Judged before ownership: PARTNER_APP_UNINSTALLED names the WABA only inside
+		// its value, so the part is not attributed to the channel by its entry.id.
+		if ch.WhatsApp != nil {
+			if ev, ids, ok := meta.AccountRemoval(p); ok && slices.Contains(ids, string(ch.WhatsApp.BusinessAccountID)) {
+				offboard = ev
+			}
+		}
 		if !ch.Owns(p) {
 			m.ignored.WithLabelValues(p.Kind(), ReasonForeignAccount).Inc()
 			continue
@@ -246,6 +260,7 @@ func (s *Server) Ingest(ctx context.Context, ch channels.Channel, parts []meta.P
 		batch.Append(&parsed.Batch)
 	}
 	if batch.Len() == 0 {
+		s.offboard(ch, offboard)
 		return store.CommitResult{}, nil
 	}
 	ref := s.store.Load()
@@ -272,5 +287,20 @@ func (s *Server) Ingest(ctx context.Context, ch channels.Channel, parts []meta.P
 	}
 	s.opts.Log.V(1).Info("Delivery committed", "channel", ch.Name, "new", res.MessagesNew,
 		"duplicates", res.MessagesDuplicate, "statuses", res.StatusesApplied+res.StatusesStale, "records", batch.Len())
+	// After the commit: what came in the same delivery before the notice is kept.
+	s.offboard(ch, offboard)
 	return res, nil
+}
+
+// offboard acts on an account removal notice for ch (event empty: none came).
+func (s *Server) offboard(ch channels.Channel, event string) {
+	if event == "" {
+		return
+	}
+	if s.opts.Offboard == nil {
+		s.opts.Log.Info("Meta reports the business left; acknowledged (standalone: remove the channel from the file)", "channel", ch.Name, "event", event)
+		return
+	}
+	s.opts.Log.Info("Meta reports the business left; channel taken out of service", "channel", ch.Name, "event", event)
+	s.opts.Offboard(ch.Name, event)
 }
