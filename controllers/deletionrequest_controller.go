@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -71,10 +72,19 @@ func (r *DeletionRequestReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		if !ct.servedBy(dr.Namespace) {
+		platformOwned, err := r.platformSecret(ctx, dr.Namespace, dr.Spec.SubjectSecretRef.Name)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		switch {
+		case !ct.servedBy(dr.Namespace):
 			r.finish(&dr, now, platformv1.DeletionRefused, platformv1.ReasonRefused,
 				"refused: namespace "+dr.Namespace+" is not a tenant's namespace, so no tenant's data can be erased here")
-		} else {
+		case platformOwned:
+			r.finish(&dr, now, platformv1.DeletionRefused, platformv1.ReasonRefused,
+				"refused: subjectSecretRef names the Secret "+dr.Spec.SubjectSecretRef.Name+
+					", which the platform itself uses (a channel's credentials or the subject key); put the identifier in a Secret of its own")
+		default:
 			r.waitForWorker(&dr, ct.Tenant)
 		}
 	}
@@ -165,6 +175,10 @@ func (r *DeletionRequestReconciler) finished(ctx context.Context, dr *platformv1
 // deleteSubject deletes the Secret that names the subject: once the request
 // is finished, the identifier has no reason to exist here.
 func (r *DeletionRequestReconciler) deleteSubject(ctx context.Context, dr *platformv1.DeletionRequest) error {
+	// A request must never become a way to delete the platform's own Secrets.
+	if platformOwned, err := r.platformSecret(ctx, dr.Namespace, dr.Spec.SubjectSecretRef.Name); err != nil || platformOwned {
+		return err
+	}
 	s := &corev1.Secret{}
 	s.Namespace, s.Name = dr.Namespace, dr.Spec.SubjectSecretRef.Name
 	if err := r.Delete(ctx, s); client.IgnoreNotFound(err) != nil {
@@ -228,4 +242,18 @@ func (r *DeletionRequestReconciler) tenantRequests(ctx context.Context, o client
 		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: d.Namespace, Name: d.Name}})
 	}
 	return out
+}
+
+// platformSecret reports whether a Secret is one the platform uses in the
+// namespace: the subject key or a channel's credentials. A request naming
+// one would let the worker read it and the operator delete it afterwards.
+func (r *DeletionRequestReconciler) platformSecret(ctx context.Context, ns, name string) (bool, error) {
+	if name == SubjectKeySecretName {
+		return true, nil
+	}
+	var channels platformv1.MetaChannelList
+	if err := r.List(ctx, &channels, client.InNamespace(ns)); err != nil {
+		return false, fmt.Errorf("list channels: %w", err)
+	}
+	return slices.Contains(channelSecretNames(channels.Items), name), nil
 }

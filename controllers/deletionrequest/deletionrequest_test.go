@@ -182,3 +182,46 @@ func TestRequestInADeactivatedTenantSaysTheTenantErasureCoversIt(t *testing.T) {
 		g.Expect(ready.Message).To(ContainSubstring("erased with it at"))
 	}, timeout, interval).Should(Succeed())
 }
+
+// A request must not be a way to make the operator delete the platform's own
+// Secrets (the subject key, a channel's app secret): such requests are
+// refused and the Secrets stay.
+func TestRequestNamingAPlatformSecretIsRefusedAndTheSecretKept(t *testing.T) {
+	g := NewWithT(t)
+	ns := tenantNamespace(t, g, "guarded")
+	g.Expect(k8s.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "meta-app", Namespace: ns},
+		StringData: map[string]string{"appSecret": "s3cret", "verifyToken": "t0ken"},
+	})).To(Succeed())
+	g.Expect(k8s.Create(ctx, &platformv1.MetaChannel{
+		ObjectMeta: metav1.ObjectMeta{Name: "wa", Namespace: ns},
+		Spec: platformv1.MetaChannelSpec{
+			Platform:       platformv1.PlatformWhatsApp,
+			WhatsApp:       &platformv1.WhatsAppChannel{PhoneNumberID: "7001", BusinessAccountID: "7002"},
+			AppSecretRef:   platformv1.SecretKeyRef{Name: "meta-app", Key: "appSecret"},
+			VerifyTokenRef: platformv1.SecretKeyRef{Name: "meta-app", Key: "verifyToken"},
+		},
+	})).To(Succeed())
+	g.Eventually(func() error {
+		return k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "omniflow-subject-key"}, &corev1.Secret{})
+	}, timeout, interval).Should(Succeed())
+
+	for name, secret := range map[string]string{"steal-app-secret": "meta-app", "steal-key": "omniflow-subject-key"} {
+		dr := &platformv1.DeletionRequest{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: platformv1.DeletionRequestSpec{
+				Platform:         platformv1.PlatformWhatsApp,
+				SubjectSecretRef: platformv1.SecretKeyRef{Name: secret, Key: "appSecret"},
+			},
+		}
+		g.Expect(k8s.Create(ctx, dr)).To(Succeed())
+		g.Eventually(func(g Gomega) {
+			got := get(g, dr)
+			g.Expect(got.Status.Phase).To(Equal(platformv1.DeletionRefused))
+			g.Expect(meta.FindStatusCondition(got.Status.Conditions, platformv1.ConditionReady).Message).To(ContainSubstring("the platform itself uses"))
+		}, timeout, interval).Should(Succeed(), name)
+		g.Consistently(func() error {
+			return k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: secret}, &corev1.Secret{})
+		}, time.Second, interval).Should(Succeed(), "%s deleted through a deletion request", secret)
+	}
+}
