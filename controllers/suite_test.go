@@ -1,7 +1,6 @@
 package controllers_test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -10,9 +9,7 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
@@ -80,35 +77,14 @@ func runSuite(m *testing.M) int {
 
 	mgrCfg := rest.CopyConfig(cfg)
 	mgrCfg.Wrap(mgrWrites.wrap)
-	mgr, err := ctrl.NewManager(mgrCfg, ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  controllers.CacheOptions(),
+	stop, err := testenv.StartOperator(mgrCfg, scheme, controllers.Options{
+		Worker: controllers.WorkerConfig{Image: testWorkerImage, DefaultStorageClass: "standard"},
 	})
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "create manager: %v\n", err)
+		fmt.Fprintf(os.Stderr, "start the operator: %v\n", err)
 		return 1
 	}
-	if err := controllers.SetupAll(mgr, controllers.Options{
-		Worker: controllers.WorkerConfig{Image: testWorkerImage, DefaultStorageClass: "standard"},
-	}); err != nil {
-		fmt.Fprintf(os.Stderr, "set up controllers: %v\n", err)
-		return 1
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			fmt.Fprintf(os.Stderr, "manager: %v\n", err)
-		}
-	}()
-	if !mgr.GetCache().WaitForCacheSync(ctx) {
-		fmt.Fprintln(os.Stderr, "manager cache did not sync")
-		return 1
-	}
+	defer stop()
 	return m.Run()
 }
 

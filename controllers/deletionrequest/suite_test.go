@@ -4,16 +4,13 @@
 package deletionrequest_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"testing"
 	"time"
 
 	clocktesting "k8s.io/utils/clock/testing"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
@@ -36,27 +33,15 @@ func run(m *testing.M) int {
 	defer func() { _ = env.Stop() }()
 	cfg := env.Config
 	k8s = env.Client
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  controllers.CacheOptions(),
-	})
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "manager: %v\n", err)
-		return 1
-	}
-	if err := controllers.SetupAll(mgr, controllers.Options{
+	stop, err := testenv.StartOperator(cfg, scheme, controllers.Options{
 		Worker: controllers.WorkerConfig{Image: "example.test/worker:test"},
 		Clock:  clock,
 		Sweep:  controllers.SweepConfig{Interval: -1},
-	}); err != nil {
-		fmt.Fprintf(os.Stderr, "setup: %v\n", err)
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "start the operator: %v\n", err)
 		return 1
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer stop()
 	return m.Run()
 }

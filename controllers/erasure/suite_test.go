@@ -1,7 +1,6 @@
 package erasure_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"testing"
@@ -9,11 +8,7 @@ import (
 
 	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
@@ -54,46 +49,27 @@ func run(m *testing.M) int {
 // operator is one run of the operator's manager; tests stop and start it to
 // prove that schedules and half-done erasures survive restarts.
 type operator struct {
-	cancel context.CancelFunc
-	done   chan error
+	stopFn func()
 }
 
 func startOperator(t *testing.T) *operator {
 	t.Helper()
-	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  controllers.CacheOptions(),
-		Controller:             ctrlConfig(),
-	})
-	if err != nil {
-		t.Fatalf("manager: %v", err)
-	}
-	if err := controllers.SetupAll(mgr, controllers.Options{
+	stop, err := testenv.StartOperator(restCfg, scheme, controllers.Options{
 		Worker: controllers.WorkerConfig{Image: "example.test/worker:test"},
 		Clock:  clock,
 		Sweep:  controllers.SweepConfig{Interval: 500 * time.Millisecond, GracePeriod: orphanGrace},
-	}); err != nil {
-		t.Fatalf("setup: %v", err)
+	})
+	if err != nil {
+		t.Fatalf("start the operator: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	op := &operator{cancel: cancel, done: make(chan error, 1)}
-	go func() { op.done <- mgr.Start(ctx) }()
+	op := &operator{stopFn: stop}
 	t.Cleanup(op.stop)
 	return op
 }
 
 func (o *operator) stop() {
-	if o.cancel == nil {
-		return
+	if o.stopFn != nil {
+		o.stopFn()
+		o.stopFn = nil
 	}
-	o.cancel()
-	<-o.done
-	o.cancel = nil
-}
-
-// ctrlConfig lets each test start a fresh manager in the same process.
-func ctrlConfig() ctrlconfig.Controller {
-	return ctrlconfig.Controller{SkipNameValidation: ptr.To(true)}
 }

@@ -23,10 +23,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
@@ -78,23 +76,14 @@ func run(ctx context.Context, out io.Writer, assets string) (err error) {
 	step("control plane up: kube-apiserver, etcd and kube-controller-manager, with the Omniflow CRDs installed")
 
 	// 2. The operator.
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme: s, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		Cache: controllers.CacheOptions(),
-	})
-	if err != nil {
-		return fmt.Errorf("create manager: %w", err)
-	}
-	if err := controllers.SetupAll(mgr, controllers.Options{
+	stopOperator, err := testenv.StartOperator(env.Config, s, controllers.Options{
 		Worker: controllers.WorkerConfig{Image: "omniflow/ingest-worker:demo"},
 		Route:  controllers.RouteConfig{WebhookBaseURL: "https://hooks.example.com"},
-	}); err != nil {
+	})
+	if err != nil {
 		return err
 	}
-	mctx, stopMgr := context.WithCancel(ctx)
-	mgrDone := make(chan error, 1)
-	go func() { mgrDone <- mgr.Start(mctx) }()
-	defer func() { stopMgr(); <-mgrDone }()
+	defer stopOperator()
 	step("operator running (Tenant, MetaChannel and DeletionRequest controllers)")
 
 	// 3. A tenant and its channel.

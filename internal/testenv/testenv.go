@@ -4,6 +4,7 @@
 package testenv
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -16,12 +17,17 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+	"github.com/omniflowcrm/omniflow-operator/controllers"
 )
 
 // Scheme holds the built-in types and the Omniflow API.
@@ -129,4 +135,32 @@ func StartControllerManager(env *Env, assets string) (func(), error) {
 		}
 		_ = os.RemoveAll(dir)
 	}, nil
+}
+
+// StartOperator runs the operator's manager with its controllers, set up as
+// cmd/manager sets them up, until stop is called. Several may run one after
+// another in one process (tests restart the operator).
+func StartOperator(cfg *rest.Config, scheme *kruntime.Scheme, opts controllers.Options) (stop func(), err error) {
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  controllers.CacheOptions(),
+		Controller:             ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create manager: %w", err)
+	}
+	if err := controllers.SetupAll(mgr, opts); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	stop = func() { cancel(); <-done }
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		stop()
+		return nil, errors.New("the manager's cache did not sync")
+	}
+	return stop, nil
 }
