@@ -248,7 +248,7 @@ func (r *DeletionRequestReconciler) tenantRequests(ctx context.Context, o client
 // namespace: the subject key or a channel's credentials. A request naming
 // one would let the worker read it and the operator delete it afterwards.
 func (r *DeletionRequestReconciler) platformSecret(ctx context.Context, ns, name string) (bool, error) {
-	if name == SubjectKeySecretName {
+	if name == platformv1.SubjectKeySecretName {
 		return true, nil
 	}
 	var channels platformv1.MetaChannelList

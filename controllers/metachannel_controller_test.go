@@ -319,8 +319,8 @@ func mchSecretNames(g Gomega, ns string) []string {
 		}
 	}
 	// The tenant's subject key is always readable; the rest are the channels'.
-	g.Expect(names).To(ContainElement(controllers.SubjectKeySecretName))
-	return slices.DeleteFunc(names, func(n string) bool { return n == controllers.SubjectKeySecretName })
+	g.Expect(names).To(ContainElement(platformv1.SubjectKeySecretName))
+	return slices.DeleteFunc(names, func(n string) bool { return n == platformv1.SubjectKeySecretName })
 }
 
 func TestWorkerRoleTracksChannelSecrets(t *testing.T) {

@@ -133,7 +133,7 @@ func TestTenantProvisionsEverythingOwnedAndLabelled(t *testing.T) {
 				g.Expect(rule.ResourceNames).To(BeEmpty(), "create cannot be limited by name")
 				continue
 			}
-			g.Expect(rule.ResourceNames).To(Equal([]string{controllers.SubjectKeySecretName}), "no channel yet: only the subject key is readable")
+			g.Expect(rule.ResourceNames).To(Equal([]string{platformv1.SubjectKeySecretName}), "no channel yet: only the subject key is readable")
 		}
 		g.Expect(rule.Verbs).NotTo(ContainElement("*"))
 	}
@@ -146,8 +146,8 @@ func TestTenantProvisionsEverythingOwnedAndLabelled(t *testing.T) {
 
 	// The subject key: random, immutable, the tenant's.
 	var subjectKey corev1.Secret
-	g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: controllers.SubjectKeySecretName}, &subjectKey)).To(Succeed())
-	g.Expect(subjectKey.Data[controllers.SubjectKeySecretKey]).To(HaveLen(32))
+	g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: platformv1.SubjectKeySecretName}, &subjectKey)).To(Succeed())
+	g.Expect(subjectKey.Data[platformv1.SubjectKeySecretKey]).To(HaveLen(32))
 	g.Expect(ptr.Deref(subjectKey.Immutable, false)).To(BeTrue())
 	assertOwnedAndLabelled(g, &subjectKey, got)
 
@@ -391,7 +391,7 @@ func TestRoleGrantsOnlyReferencedSecrets(t *testing.T) {
 			}
 		}
 		g.Expect(secretRules).To(HaveLen(1))
-		g.Expect(secretRules[0].ResourceNames).To(Equal([]string{"meta-app", "meta-verify", controllers.SubjectKeySecretName}))
+		g.Expect(secretRules[0].ResourceNames).To(Equal([]string{"meta-app", "meta-verify", platformv1.SubjectKeySecretName}))
 	}, timeout, interval).Should(Succeed())
 
 	// A pending deletion request's subject is readable; a finished one's is not.
@@ -416,7 +416,7 @@ func TestRoleGrantsOnlyReferencedSecrets(t *testing.T) {
 		g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: controllers.WorkerName}, &role)).To(Succeed())
 		for _, r := range role.Rules {
 			if slices.Contains(r.Resources, "secrets") && !slices.Equal(r.Verbs, []string{"create"}) {
-				g.Expect(r.ResourceNames).To(Equal([]string{controllers.SubjectKeySecretName}))
+				g.Expect(r.ResourceNames).To(Equal([]string{platformv1.SubjectKeySecretName}))
 			}
 		}
 	}, timeout, interval).Should(Succeed())

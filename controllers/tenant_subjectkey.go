@@ -16,21 +16,16 @@ import (
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 )
 
-// The per-tenant key of the keyed hash (HMAC-SHA256) that names an erased
-// subject in DeletionRequest status and in the erasure ledger: the same
-// person gets the same reference within a tenant, and the reference cannot
-// be reversed or matched across tenants without the key.
-const (
-	SubjectKeySecretName = "omniflow-subject-key"
-	SubjectKeySecretKey  = "key"
-	subjectKeyBytes      = 32
-)
+// subjectKeyBytes is the size of the tenant's subject key: the same person
+// gets the same reference within a tenant, and the reference cannot be
+// reversed or matched across tenants without the key.
+const subjectKeyBytes = 32
 
 // reconcileSubjectKey creates the tenant's subject key once. It is never
 // rotated: a new key would give the same person a new reference and break
 // the audit trail's matching of repeated requests.
 func (r *TenantReconciler) reconcileSubjectKey(ctx context.Context, t *platformv1.Tenant) (*ctrl.Result, error) {
-	key := types.NamespacedName{Namespace: t.NamespaceName(), Name: SubjectKeySecretName}
+	key := types.NamespacedName{Namespace: t.NamespaceName(), Name: platformv1.SubjectKeySecretName}
 	// Metadata only: the value never needs to sit in the operator's cache.
 	var existing metav1.PartialObjectMetadata
 	existing.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
@@ -54,7 +49,7 @@ func (r *TenantReconciler) reconcileSubjectKey(ctx context.Context, t *platformv
 		},
 		Type:      corev1.SecretTypeOpaque,
 		Immutable: ptr.To(true),
-		Data:      map[string][]byte{SubjectKeySecretKey: value},
+		Data:      map[string][]byte{platformv1.SubjectKeySecretKey: value},
 	}
 	// The cache can lag behind: an existing key is kept, never replaced.
 	if err := r.Create(ctx, secret, client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -68,7 +63,7 @@ func (r *TenantReconciler) reconcileSubjectKey(ctx context.Context, t *platformv
 // workerSecretNames are the Secrets the worker may read: its channels',
 // the subject key, and the subjects of pending deletion requests.
 func workerSecretNames(channels []platformv1.MetaChannel, requests []platformv1.DeletionRequest) []string {
-	names := append(channelSecretNames(channels), SubjectKeySecretName)
+	names := append(channelSecretNames(channels), platformv1.SubjectKeySecretName)
 	for i := range requests {
 		if !requests[i].Finished() {
 			names = append(names, requests[i].Spec.SubjectSecretRef.Name)

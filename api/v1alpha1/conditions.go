@@ -57,3 +57,11 @@ const (
 	// ManagedByValue is the value of LabelManagedBy on our objects.
 	ManagedByValue = "omniflow-operator"
 )
+
+// The per-tenant key of the keyed hash (HMAC-SHA256) that names an erased
+// subject in DeletionRequest status and in the erasure ledger. The operator
+// creates it once in each tenant namespace; the worker reads it.
+const (
+	SubjectKeySecretName = "omniflow-subject-key"
+	SubjectKeySecretKey  = "key"
+)

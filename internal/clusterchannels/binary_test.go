@@ -151,8 +151,8 @@ func fileDeletionRequest(g Gomega, tn *platformv1.Tenant, name, subject string) 
 	ctx := context.Background()
 	ns := tn.NamespaceName()
 	key := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: controllers.SubjectKeySecretName, Namespace: ns},
-		Data:       map[string][]byte{controllers.SubjectKeySecretKey: []byte("k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y!")},
+		ObjectMeta: metav1.ObjectMeta{Name: platformv1.SubjectKeySecretName, Namespace: ns},
+		Data:       map[string][]byte{platformv1.SubjectKeySecretKey: []byte("k3y-k3y-k3y-k3y-k3y-k3y-k3y-k3y!")},
 	}
 	g.Expect(client.IgnoreAlreadyExists(k8s.Create(ctx, key))).To(Succeed())
 	g.Expect(k8s.Create(ctx, &corev1.Secret{

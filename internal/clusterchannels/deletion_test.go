@@ -67,7 +67,7 @@ func TestMetaDeletionCallbackFilesARequestAndReportsIt(t *testing.T) {
 	ns := tn.NamespaceName()
 	channelSecret(g, ns, "in-secrets", map[string]string{"appSecret": callbackAppSecret, "verifyToken": verifyV1})
 	g.Expect(k8s.Create(ctx, whatsAppChannel(ns, "wa", "555555555555555", "in-secrets"))).To(Succeed())
-	channelSecret(g, ns, subjecterasure.SubjectKeySecret, map[string]string{subjecterasure.SubjectKeyKey: "0123456789abcdef0123456789abcdef"})
+	channelSecret(g, ns, platformv1.SubjectKeySecretName, map[string]string{platformv1.SubjectKeySecretKey: "0123456789abcdef0123456789abcdef"})
 	syncRole(g, tn)
 	setReady(g, ns, "wa", true, platformv1.ReasonChannelAccepted)
 	w := startWorker(t, g, tn)

@@ -19,6 +19,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
@@ -27,12 +28,6 @@ import (
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
-)
-
-// The tenant's subject key, created by the operator (controllers.SubjectKeySecretName).
-const (
-	SubjectKeySecret = "omniflow-subject-key"
-	SubjectKeyKey    = "key"
 )
 
 // DefaultInterval is how often pending requests are looked for.
@@ -117,7 +112,7 @@ func (p *Processor) Process(ctx context.Context, dr *platformv1.DeletionRequest)
 		}
 		return fmt.Errorf("read subject: %w", err)
 	}
-	key, err := p.secretValue(ctx, SubjectKeySecret, SubjectKeyKey)
+	key, err := p.secretValue(ctx, platformv1.SubjectKeySecretName, platformv1.SubjectKeySecretKey)
 	if err != nil {
 		return fmt.Errorf("read the tenant's subject key (the operator creates it): %w", err)
 	}
@@ -196,18 +191,8 @@ func setReady(s *platformv1.DeletionRequestStatus, gen int64, ok bool, reason, m
 	if ok {
 		st = metav1.ConditionTrue
 	}
-	now := metav1.Now()
-	for i := range s.Conditions {
-		if s.Conditions[i].Type == platformv1.ConditionReady {
-			if s.Conditions[i].Status != st {
-				s.Conditions[i].LastTransitionTime = now
-			}
-			s.Conditions[i].Status, s.Conditions[i].Reason, s.Conditions[i].Message, s.Conditions[i].ObservedGeneration = st, reason, msg, gen
-			return
-		}
-	}
-	s.Conditions = append(s.Conditions, metav1.Condition{
-		Type: platformv1.ConditionReady, Status: st, Reason: reason, Message: msg, ObservedGeneration: gen, LastTransitionTime: now,
+	apimeta.SetStatusCondition(&s.Conditions, metav1.Condition{
+		Type: platformv1.ConditionReady, Status: st, Reason: reason, Message: msg, ObservedGeneration: gen,
 	})
 }
 

@@ -108,8 +108,8 @@ func setup(t *testing.T, ns string) {
 	for _, obj := range []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
 		&corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: subjecterasure.SubjectKeySecret, Namespace: ns},
-			Data:       map[string][]byte{subjecterasure.SubjectKeyKey: []byte("0123456789abcdef0123456789abcdef")},
+			ObjectMeta: metav1.ObjectMeta{Name: platformv1.SubjectKeySecretName, Namespace: ns},
+			Data:       map[string][]byte{platformv1.SubjectKeySecretKey: []byte("0123456789abcdef0123456789abcdef")},
 		},
 	} {
 		if err := admin.Create(ctx, obj); err != nil {
