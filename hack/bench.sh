@@ -73,7 +73,8 @@ echo
 
 "$WORK/loadgen" --target "http://$DURABLE" --baseline "http://$BASELINE" --clients "$CLIENTS" \
 	--batches "$BATCHES" --duration "$DURATION" --warmup "$WARMUP" --max-deliveries "$MAX_DELIVERIES" \
-	--users "$USERS" --secret bench_app_secret --channel wa --phone-number-id 123456789012345
+	--users "$USERS" --secret bench_app_secret --channel wa --phone-number-id 123456789012345 \
+	--target-pid "${PIDS[0]}" --baseline-pid "${PIDS[1]}"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 if command -v curl >/dev/null; then

@@ -26,6 +26,8 @@ type config struct {
 	duration, warmup  time.Duration
 	maxDeliveries     int64
 	users             int64
+	// Process ids of the workers, to report their CPU per delivery (0: not reported).
+	durablePID, baselinePID int
 }
 
 func main() {
@@ -42,6 +44,8 @@ func main() {
 	flag.DurationVar(&c.warmup, "warmup", time.Second, "unmeasured warm-up per phase")
 	flag.Int64Var(&c.maxDeliveries, "max-deliveries", 300000, "stop a phase after this many deliveries")
 	flag.Int64Var(&c.users, "users", 5000, "distinct customers the deliveries come from (conversations repeat, as in real traffic)")
+	flag.IntVar(&c.durablePID, "target-pid", 0, "pid of the durable worker, to report its CPU per delivery (optional)")
+	flag.IntVar(&c.baselinePID, "baseline-pid", 0, "pid of the baseline worker, to report its CPU per delivery (optional)")
 	flag.Parse()
 	for _, b := range strings.Split(batches, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(b))
@@ -58,6 +62,23 @@ func main() {
 	if err := run(c, os.Stdout); err != nil {
 		fail(err)
 	}
+}
+
+func perDelivery(d time.Duration, known bool) string {
+	if !known {
+		return "-"
+	}
+	return d.Round(time.Microsecond).String()
+}
+
+// budget explains a ratio by CPU: when both phases keep the machine busy, throughput is
+// the machine's CPU divided by the CPU one delivery costs (client plus worker), so a
+// ratio of 0.5 needs the durable worker to spend at most 2*(client+baseline)-client.
+func budget(b, d cost) string {
+	limit := 2*(b.client+b.server) - d.client
+	return fmt.Sprintf("CPU per delivery: client %s + baseline worker %s; for a ratio of 0.50 the durable worker may spend %s, it spent %s (machine busy %.0f%% / %.0f%%)",
+		b.client.Round(time.Microsecond), b.server.Round(time.Microsecond), limit.Round(time.Microsecond),
+		d.server.Round(time.Microsecond), 100*b.busy, 100*d.busy)
 }
 
 func yesNo(b bool) string {
@@ -96,6 +117,7 @@ type result struct {
 	errors     int64
 	elapsed    time.Duration
 	lat        []time.Duration
+	cost       cost
 }
 
 func (r result) rate() float64 { return float64(r.deliveries) / r.elapsed.Seconds() }
@@ -112,21 +134,26 @@ func run(c config, out io.Writer) error {
 	client := &http.Client{Transport: transport, Timeout: 30 * time.Second}
 	fmt.Fprintf(out, "loadgen: %d clients, %s per phase (+%s warm-up), at most %d deliveries per phase\n\n",
 		c.clients, c.duration, c.warmup, c.maxDeliveries)
-	fmt.Fprintf(out, "%-9s %5s %12s %12s %9s %9s %7s\n", "target", "batch", "deliveries/s", "messages/s", "p50", "p99", "errors")
+	fmt.Fprintf(out, "%-9s %5s %12s %12s %9s %9s %7s %10s %10s %5s\n", "target", "batch", "deliveries/s", "messages/s", "p50", "p99", "errors",
+		"client-cpu", "worker-cpu", "busy")
 	var seq atomic.Int64
 	seq.Store(time.Now().UnixNano()) // unique message ids across runs against one store
 	verdict := true
 	for _, batch := range c.batches {
 		var pair [2]result
-		for i, t := range []struct{ name, url string }{{"baseline", c.baseline}, {"durable", c.durable}} {
-			r, err := phase(c, client, t.url, batch, &seq)
+		for i, t := range []struct {
+			name, url string
+			pid       int
+		}{{"baseline", c.baseline, c.baselinePID}, {"durable", c.durable, c.durablePID}} {
+			r, err := phase(c, client, t.url, t.pid, batch, &seq)
 			if err != nil {
 				return fmt.Errorf("%s batch %d: %w", t.name, batch, err)
 			}
 			r.name = t.name
 			pair[i] = r
-			fmt.Fprintf(out, "%-9s %5d %12.0f %12.0f %9s %9s %7d\n", r.name, batch, r.rate(), r.rate()*float64(batch),
-				r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.errors)
+			fmt.Fprintf(out, "%-9s %5d %12.0f %12.0f %9s %9s %7d %10s %10s %4.0f%%\n", r.name, batch, r.rate(), r.rate()*float64(batch),
+				r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.errors,
+				perDelivery(r.cost.client, true), perDelivery(r.cost.server, r.cost.serverKnown), 100*r.cost.busy)
 		}
 		ratio := pair[1].rate() / pair[0].rate()
 		p99 := pair[1].pct(0.99)
@@ -134,6 +161,9 @@ func run(c config, out io.Writer) error {
 		verdict = verdict && ok
 		fmt.Fprintf(out, "batch %d: ratio durable/baseline %.2f (target >= 0.50: %s), durable p99 %s (target < 100ms: %s)\n\n",
 			batch, ratio, yesNo(ratio >= 0.5), p99.Round(10*time.Microsecond), yesNo(p99 < 100*time.Millisecond))
+		if b, d := pair[0].cost, pair[1].cost; b.serverKnown && d.serverKnown {
+			fmt.Fprintf(out, "batch %d: %s\n\n", batch, budget(b, d))
+		}
 	}
 	fmt.Fprintf(out, "overall: %s\n", map[bool]string{true: "targets met", false: "targets NOT met"}[verdict])
 	return nil

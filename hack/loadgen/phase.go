@@ -17,7 +17,7 @@ import (
 
 // phase runs clients against one target: warm-up, then measurement until the duration or
 // the delivery cap is reached.
-func phase(c config, client *http.Client, base string, batch int, seq *atomic.Int64) (result, error) {
+func phase(c config, client *http.Client, base string, pid, batch int, seq *atomic.Int64) (result, error) {
 	endpoint := strings.TrimSuffix(base, "/") + "/webhooks/meta/" + c.channel
 	// Check the target answers a signed delivery before loading it.
 	if code, err := send(client, endpoint, []byte(c.secret), body(c.phoneNumberID, batch, c.users, seq)); err != nil || code != 200 {
@@ -29,6 +29,14 @@ func phase(c config, client *http.Client, base string, batch int, seq *atomic.In
 	var wg sync.WaitGroup
 	warmEnd := time.Now().Add(c.warmup)
 	end := warmEnd.Add(c.duration)
+	// CPU is sampled over the measured window only, like the latencies.
+	var before, after usage
+	sampled := make(chan struct{})
+	go func() {
+		time.Sleep(time.Until(warmEnd))
+		before = sample(pid)
+		close(sampled)
+	}()
 	for i := range c.clients {
 		wg.Add(1)
 		go func() {
@@ -60,6 +68,8 @@ func phase(c config, client *http.Client, base string, batch int, seq *atomic.In
 		}()
 	}
 	wg.Wait()
+	<-sampled
+	after = sample(pid)
 	elapsed := time.Since(warmEnd)
 	if e := time.Until(end); e > 0 { // stopped by the count cap
 		elapsed = c.duration - e
@@ -69,7 +79,8 @@ func phase(c config, client *http.Client, base string, batch int, seq *atomic.In
 	if len(all) == 0 {
 		return result{}, errors.New("no successful delivery measured")
 	}
-	return result{batch: batch, deliveries: count.Load(), errors: errs.Load(), elapsed: elapsed, lat: all}, nil
+	n := count.Load()
+	return result{batch: batch, deliveries: n, errors: errs.Load(), elapsed: elapsed, lat: all, cost: costOf(before, after, n+errs.Load(), pid)}, nil
 }
 
 func send(client *http.Client, endpoint string, secret, b []byte) (int, error) {

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseProcStat(t *testing.T) {
+	t.Parallel()
+	// A command name with a space and a parenthesis, as /proc allows.
+	line := "4242 (ingest) worker) S 1 4242 4242 0 -1 4194560 1500 0 0 0 250 75 0 0 20 0 9 0 100 0 0"
+	got, err := parseProcStat(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 3250 * time.Millisecond; got != want { // (250 + 75) ticks of 10 ms
+		t.Fatalf("cpu = %s, want %s", got, want)
+	}
+	if _, err := parseProcStat("4242 (x) S 1 2"); err == nil {
+		t.Fatal("a truncated stat line was accepted")
+	}
+}
+
+func TestParseMachineStat(t *testing.T) {
+	t.Parallel()
+	busy, total, err := parseMachineStat("cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 1 2 3 4 5 6 7 8\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if busy != 160 || total != 1000 { // idle 800 and iowait 40 are not busy
+		t.Fatalf("busy %d total %d, want 160 1000", busy, total)
+	}
+	if _, _, err := parseMachineStat("intr 1 2 3"); err == nil {
+		t.Fatal("a file without a cpu line was accepted")
+	}
+}
+
+// The live readers work on this machine: this process's CPU grows as it spins.
+func TestSampleOwnProcess(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc on this system")
+	}
+	a := sample(os.Getpid())
+	for deadline := time.Now().Add(150 * time.Millisecond); time.Now().Before(deadline); {
+	}
+	b := sample(os.Getpid())
+	if b.client <= a.client || b.total <= a.total {
+		t.Fatalf("CPU did not advance: %+v then %+v", a, b)
+	}
+	if b.server < a.server {
+		t.Fatalf("process CPU went backwards: %s then %s", a.server, b.server)
+	}
+	c := costOf(a, b, 10, os.Getpid())
+	if c.client <= 0 || c.busy <= 0 || c.busy > 1 {
+		t.Fatalf("cost of the window: %+v", c)
+	}
+}
+
+func TestBudget(t *testing.T) {
+	t.Parallel()
+	b := cost{client: 50 * time.Microsecond, server: 40 * time.Microsecond, busy: 0.9, serverKnown: true}
+	d := cost{client: 55 * time.Microsecond, server: 200 * time.Microsecond, busy: 0.8, serverKnown: true}
+	got := budget(b, d)
+	// 2*(50+40) - 55 = 125 us.
+	if !strings.Contains(got, "may spend 125µs, it spent 200µs") {
+		t.Fatalf("budget line: %s", got)
+	}
+}
