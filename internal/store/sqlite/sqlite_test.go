@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	msqlite "modernc.org/sqlite"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
@@ -53,6 +56,10 @@ func TestDurabilityPragmas(t *testing.T) {
 	mode, sync, err := s.Pragmas()
 	if err != nil || mode != "wal" || sync != 2 {
 		t.Fatalf("journal_mode=%s synchronous=%d err=%v; want wal and 2 (FULL)", mode, sync, err)
+	}
+	// On Linux, commits sync the WAL with fdatasync, as SQLite's own builds do.
+	if runtime.GOOS == "linux" && !msqlite.FdatasyncEnabled() {
+		t.Fatal("commits sync with fsync; Open should have switched them to fdatasync")
 	}
 }
 
