@@ -396,6 +396,11 @@ func TestWorkerIdentityIsLeastPrivilege(t *testing.T) {
 		g.ExpectWithOffset(1, apierrors.IsForbidden(err)).To(BeTrue(), "want Forbidden, got %v", err)
 	}
 	forbidden(worker.Get(ctx, key(nsA, "mch-unref"), &corev1.Secret{}))
+	// Even the Secret it may read is read by name only: no list or watch of it.
+	byName := client.MatchingFields{"metadata.name": "mch-ref"}
+	forbidden(worker.List(ctx, &corev1.SecretList{}, client.InNamespace(nsA), byName))
+	_, err := worker.Watch(ctx, &corev1.SecretList{}, client.InNamespace(nsA), byName)
+	forbidden(err)
 	forbidden(worker.Get(ctx, key(nsB, "mch-ref"), &corev1.Secret{}))
 	forbidden(worker.List(ctx, &corev1.SecretList{}, client.InNamespace(nsA)))
 	forbidden(worker.List(ctx, &platformv1.MetaChannelList{}, client.InNamespace(nsB)))
@@ -409,6 +414,8 @@ func TestWorkerIdentityIsLeastPrivilege(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	w.Stop()
 	forbidden(worker.Patch(ctx, chA.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"x":"y"}}}`))))
+	// A channel's status is the operator's word: the worker cannot mark itself Ready.
+	forbidden(worker.Status().Patch(ctx, chA.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"status":{"webhookURL":"https://attacker.example/"}}`))))
 
 	// Its own DeletionRequests: read, and write their status only.
 	g.Expect(worker.Get(ctx, key(nsA, "mch-dr"), &platformv1.DeletionRequest{})).To(Succeed())

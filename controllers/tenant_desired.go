@@ -108,10 +108,11 @@ func desiredRole(t *platformv1.Tenant, secretNames []string) *rbacv1ac.RoleApply
 			WithAPIGroups(platformv1.GroupVersion.Group).
 			WithResources("metachannels", "deletionrequests").
 			WithVerbs("get", "list", "watch"),
+		// The worker reports on deletion requests only; MetaChannel status is the operator's.
 		rbacv1ac.PolicyRule().
 			WithAPIGroups(platformv1.GroupVersion.Group).
-			WithResources("metachannels/status", "deletionrequests/status").
-			WithVerbs("get", "patch", "update"),
+			WithResources("deletionrequests/status").
+			WithVerbs("patch"),
 		// Meta's data-deletion callback files requests through the worker.
 		rbacv1ac.PolicyRule().
 			WithAPIGroups(platformv1.GroupVersion.Group).
@@ -141,7 +142,9 @@ func desiredRole(t *platformv1.Tenant, secretNames []string) *rbacv1ac.RoleApply
 			WithAPIGroups("").
 			WithResources("secrets").
 			WithResourceNames(names...).
-			WithVerbs("get", "list", "watch"))
+			// Read by name only: a list or watch, even limited by resourceNames to one
+			// object, is a habit the worker does not have and need not be allowed.
+			WithVerbs("get"))
 	}
 	return rbacv1ac.Role(WorkerName, t.NamespaceName()).
 		WithLabels(workerLabels(t)).
