@@ -72,9 +72,63 @@ type Filter struct {
 
 // EraseRequest asks to erase one subject's records.
 type EraseRequest struct {
-	Subject     Subject
+	Subject Subject
+	// Channel limits the erasure to one channel's records; empty means every channel.
+	Channel string
+	// Scope selects the kinds of records erased; the zero value erases every kind.
+	Scope       Scope
 	SubjectRef  string // keyed hash of the identifier, recorded in the ledger
 	RequestedAt time.Time
+}
+
+// Scope is a set of kinds of records an erasure removes (DeletionRequest spec.scope).
+type Scope uint8
+
+const (
+	// ScopeMessages: messages in both directions, their delivery statuses and the
+	// subject's read and delivery receipts.
+	ScopeMessages Scope = 1 << iota
+	// ScopeContacts: contact (lead) records.
+	ScopeContacts
+	// ScopeFiles: file references.
+	ScopeFiles
+	// ScopeAll is every kind; the zero Scope means the same.
+	ScopeAll = ScopeMessages | ScopeContacts | ScopeFiles
+)
+
+// Has reports whether s includes every kind of k (the zero Scope includes everything).
+func (s Scope) Has(k Scope) bool { return s == 0 || s&k == k }
+
+// Names lists the kinds in s, in the API's spelling and order, for the ledger.
+func (s Scope) Names() []string {
+	var names []string
+	for _, k := range []struct {
+		s    Scope
+		name string
+	}{{ScopeMessages, "Messages"}, {ScopeContacts, "Contacts"}, {ScopeFiles, "Files"}} {
+		if s.Has(k.s) {
+			names = append(names, k.name)
+		}
+	}
+	return names
+}
+
+// ParseScope is the inverse of Names; unknown names are errors.
+func ParseScope(names []string) (Scope, error) {
+	var s Scope
+	for _, n := range names {
+		switch n {
+		case "Messages":
+			s |= ScopeMessages
+		case "Contacts":
+			s |= ScopeContacts
+		case "Files":
+			s |= ScopeFiles
+		default:
+			return 0, fmt.Errorf("unknown erasure scope %q", n)
+		}
+	}
+	return s, nil
 }
 
 // Counts of records per kind, as erased.
@@ -87,11 +141,16 @@ type Counts struct {
 
 // Erasure is a ledger entry: proof of an erasure without the personal data it erased.
 type Erasure struct {
-	SubjectRef  string        `json:"subjectRef"`
-	Platform    meta.Platform `json:"platform,omitempty"`
-	RequestedAt time.Time     `json:"requestedAt,omitzero"`
-	CompletedAt time.Time     `json:"completedAt"`
-	Counts      Counts        `json:"counts"`
+	SubjectRef string        `json:"subjectRef"`
+	Platform   meta.Platform `json:"platform,omitempty"`
+	// Channel is set when the erasure was limited to one channel.
+	Channel string `json:"channel,omitempty"`
+	// Scope lists the kinds erased (absent in entries written before scopes existed,
+	// which erased every kind).
+	Scope       []string  `json:"scope,omitempty"`
+	RequestedAt time.Time `json:"requestedAt,omitzero"`
+	CompletedAt time.Time `json:"completedAt"`
+	Counts      Counts    `json:"counts"`
 }
 
 // Record kinds emitted by Export.

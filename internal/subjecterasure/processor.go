@@ -12,7 +12,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -89,11 +88,13 @@ func (p *Processor) ProcessPending(ctx context.Context) error {
 // person completes with zero counts.
 func (p *Processor) Process(ctx context.Context, dr *platformv1.DeletionRequest) error {
 	log := p.Log.WithValues("deletionRequest", dr.Name)
-	if !fullScope(dr.Spec.Scope) {
+	scope, err := erasureScope(dr.Spec.Scope)
+	if err != nil {
+		// The CRD's enum admits nothing else; a request that still gets here is refused
+		// rather than erased more widely than it asked.
 		return p.report(ctx, dr, func(s *platformv1.DeletionRequestStatus) {
 			s.Phase = platformv1.DeletionFailed
-			setReady(s, dr.Generation, false, "ScopeUnsupported",
-				"this worker erases a subject's messages, contacts and files together; file the request with the full scope")
+			setReady(s, dr.Generation, false, "ScopeUnsupported", err.Error())
 		})
 	}
 	id, err := p.secretValue(ctx, dr.Spec.SubjectSecretRef.Name, dr.Spec.SubjectSecretRef.Key)
@@ -132,7 +133,9 @@ func (p *Processor) Process(ctx context.Context, dr *platformv1.DeletionRequest)
 	if dr.Status.ReceivedAt != nil {
 		requested = dr.Status.ReceivedAt.Time
 	}
-	counts, err := p.Store.Erase(ctx, store.EraseRequest{Subject: subject, SubjectRef: ref, RequestedAt: requested})
+	counts, err := p.Store.Erase(ctx, store.EraseRequest{
+		Subject: subject, Channel: dr.Spec.Channel, Scope: scope, SubjectRef: ref, RequestedAt: requested,
+	})
 	if err != nil {
 		return fmt.Errorf("erase: %w", err)
 	}
@@ -153,9 +156,14 @@ func (p *Processor) Process(ctx context.Context, dr *platformv1.DeletionRequest)
 			Messages: int64(counts.Messages), Statuses: int64(counts.Statuses),
 			Contacts: int64(counts.Contacts), Files: int64(counts.Files),
 		}
-		msg := "the subject's data is erased"
+		what := "the subject's " + strings.ToLower(strings.Join(scope.Names(), ", "))
+		if dr.Spec.Channel != "" {
+			what += " on channel " + dr.Spec.Channel
+		}
+		msg := what + " are erased"
 		if counts == (store.Counts{}) {
-			msg = "no data linked to this identifier was found; nothing was stored about it, or it was erased before"
+			msg = "no data linked to this identifier was found (" + what +
+				"); nothing was stored about it, or it was erased before"
 		}
 		setReady(s, dr.Generation, true, platformv1.ReasonCompleted, msg)
 	})
@@ -196,16 +204,13 @@ func setReady(s *platformv1.DeletionRequestStatus, gen int64, ok bool, reason, m
 	})
 }
 
-func fullScope(scope []platformv1.DeletionScope) bool {
-	if len(scope) == 0 {
-		return true
+// erasureScope turns the request's scope into the store's; an empty list is every kind.
+func erasureScope(scope []platformv1.DeletionScope) (store.Scope, error) {
+	names := make([]string, len(scope))
+	for i, s := range scope {
+		names[i] = string(s)
 	}
-	for _, s := range []platformv1.DeletionScope{platformv1.ScopeMessages, platformv1.ScopeContacts, platformv1.ScopeFiles} {
-		if !slices.Contains(scope, s) {
-			return false
-		}
-	}
-	return true
+	return store.ParseScope(names)
 }
 
 // Normalize turns what a person or a support agent typed into the form the

@@ -2,8 +2,10 @@ package subjecterasure_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -122,6 +124,12 @@ func setup(t *testing.T, ns string) {
 // would (phase Pending, receivedAt).
 func file(t *testing.T, ns, name, subject string, scope ...platformv1.DeletionScope) *platformv1.DeletionRequest {
 	t.Helper()
+	return fileOn(t, ns, name, subject, "", scope...)
+}
+
+// fileOn is file for a request limited to one channel.
+func fileOn(t *testing.T, ns, name, subject, channel string, scope ...platformv1.DeletionScope) *platformv1.DeletionRequest {
+	t.Helper()
 	if err := admin.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: name + "-subject", Namespace: ns},
 		StringData: map[string]string{"id": subject},
@@ -131,7 +139,7 @@ func file(t *testing.T, ns, name, subject string, scope ...platformv1.DeletionSc
 	dr := &platformv1.DeletionRequest{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: platformv1.DeletionRequestSpec{
-			Platform: platformv1.PlatformWhatsApp, Scope: scope,
+			Platform: platformv1.PlatformWhatsApp, Scope: scope, Channel: channel,
 			SubjectSecretRef: platformv1.SecretKeyRef{Name: name + "-subject", Key: "id"},
 		},
 	}
@@ -260,34 +268,80 @@ func TestARequestLeftRunningByACrashIsFinished(t *testing.T) {
 	}
 }
 
-func TestMissingSubjectOrPartialScopeFailsWithoutErasing(t *testing.T) {
+func TestMissingSubjectFailsWithoutErasing(t *testing.T) {
 	ns := "tenant-refuse"
 	setup(t, ns)
 	st := openStore(t)
 	seed(t, st)
-	partial := file(t, ns, "only-files", alice, platformv1.ScopeFiles)
 	missing := file(t, ns, "no-subject", alice)
 	if err := admin.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "no-subject-subject", Namespace: ns}}); err != nil {
 		t.Fatal(err)
 	}
 	p := &subjecterasure.Processor{
-		Client: workerClient(t, ns, []platformv1.DeletionRequest{*partial, *missing}), Namespace: ns, Store: st,
+		Client: workerClient(t, ns, []platformv1.DeletionRequest{*missing}), Namespace: ns, Store: st,
 		Clock: clocktesting.NewFakeClock(time.Now()),
 	}
 	if err := p.ProcessPending(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, dr := range []*platformv1.DeletionRequest{partial, missing} {
-		got := get(t, dr)
-		if got.Status.Phase != platformv1.DeletionFailed {
-			t.Fatalf("%s: phase %q, want Failed", dr.Name, got.Status.Phase)
-		}
+	got := get(t, missing)
+	if got.Status.Phase != platformv1.DeletionFailed {
+		t.Fatalf("phase %q, want Failed", got.Status.Phase)
 	}
-	if c := apimeta.FindStatusCondition(get(t, missing).Status.Conditions, platformv1.ConditionReady); c == nil || c.Reason != "SubjectMissing" {
+	if c := apimeta.FindStatusCondition(got.Status.Conditions, platformv1.ConditionReady); c == nil || c.Reason != "SubjectMissing" {
 		t.Fatalf("missing subject: %v", c)
 	}
 	if left := exported(t, st, alice); len(left) != 4 {
 		t.Fatalf("a failed request erased data: %d records left of 4", len(left))
+	}
+}
+
+// spec.scope and spec.channel limit what is erased: a request for Alice's messages on
+// channel "wa" leaves her contact, her messages and file on another channel, and Bob.
+func TestScopeAndChannelLimitTheErasure(t *testing.T) {
+	ns := "tenant-scope"
+	setup(t, ns)
+	st := openStore(t)
+	seed(t, st)
+	other := meta.Batch{
+		Messages: []meta.Message{{Platform: meta.WhatsApp, Channel: "wa2", ID: "wamid.other", Subject: alice, Direction: meta.Inbound,
+			Type: "image", Timestamp: time.Date(2026, 5, 1, 11, 0, 0, 0, time.UTC), Raw: []byte(`{"id":"wamid.other"}`)}},
+		Files: []meta.File{{Platform: meta.WhatsApp, Channel: "wa2", MessageID: "wamid.other", Subject: alice, Kind: "image", MediaID: "9"}},
+	}
+	if _, err := st.Commit(ctx, &other); err != nil {
+		t.Fatal(err)
+	}
+	bobBefore := exported(t, st, bob)
+	dr := fileOn(t, ns, "only-messages", alice, "wa", platformv1.ScopeMessages)
+	p := &subjecterasure.Processor{
+		Client: workerClient(t, ns, []platformv1.DeletionRequest{*dr}), Namespace: ns, Store: st,
+		Clock: clocktesting.NewFakeClock(time.Now()),
+	}
+	if err := p.ProcessPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := get(t, dr)
+	if got.Status.Phase != platformv1.DeletionCompleted || *got.Status.Erased != (platformv1.ErasedCounts{Messages: 3}) {
+		t.Fatalf("phase %q erased %+v, want Completed with 3 messages only", got.Status.Phase, got.Status.Erased)
+	}
+	if c := apimeta.FindStatusCondition(got.Status.Conditions, platformv1.ConditionReady); c == nil || !strings.Contains(c.Message, "messages on channel wa are erased") {
+		t.Fatalf("the condition must say what was erased: %v", c)
+	}
+	var kinds []string
+	for _, r := range exported(t, st, alice) {
+		var doc struct{ Channel, ID, MessageID string }
+		if err := json.Unmarshal(r.Doc, &doc); err != nil {
+			t.Fatal(err)
+		}
+		kinds = append(kinds, r.Kind+"/"+doc.Channel+"/"+doc.ID+doc.MessageID)
+	}
+	slices.Sort(kinds)
+	want := []string{"contact/wa/", "file/wa2/wamid.other", "message/wa2/wamid.other"}
+	if !slices.Equal(kinds, want) {
+		t.Fatalf("left of Alice: %v, want %v", kinds, want)
+	}
+	if kept := exported(t, st, bob); len(kept) != len(bobBefore) {
+		t.Fatalf("Bob has %d records, want %d", len(kept), len(bobBefore))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
@@ -25,7 +26,7 @@ func (s *Store) Export(ctx context.Context, f store.Filter, emit func(store.Reco
 	}
 	var ids []string
 	if f.Subject != nil {
-		if ids, err = subjectIDs(ctx, tx, *f.Subject); err != nil {
+		if ids, err = subjectIDs(ctx, tx, *f.Subject, ""); err != nil {
 			return err
 		}
 	}
@@ -41,7 +42,7 @@ func (s *Store) Export(ctx context.Context, f store.Filter, emit func(store.Reco
 				cols = []string{"subject"}
 			}
 			var where string
-			where, args = subjectWhere(f.Subject.Platform, ids, cols...)
+			where, args = subjectWhere(f.Subject.Platform, "", ids, cols...)
 			q += " WHERE " + where
 		}
 		if err := emitRows(ctx, tx, tb.kind, q+" ORDER BY id", args, emit); err != nil {
@@ -76,20 +77,25 @@ func emitRows(ctx context.Context, tx *sql.Tx, kind, q string, args []any, emit 
 }
 
 func exportErasures(ctx context.Context, tx *sql.Tx, emit func(store.Record) error) error {
-	rows, err := tx.QueryContext(ctx, `SELECT subject_ref, platform, requested_at, completed_at, contacts, messages, statuses, files FROM erasures ORDER BY id`)
+	rows, err := tx.QueryContext(ctx, `SELECT subject_ref, platform, COALESCE(channel, ''), COALESCE(scope, ''), requested_at, completed_at,
+		contacts, messages, statuses, files FROM erasures ORDER BY id`)
 	if err != nil {
 		return fmt.Errorf("export erasures: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var e store.Erasure
-		var platform string
+		var platform, scope string
 		var req sql.NullInt64
 		var done int64
-		if err := rows.Scan(&e.SubjectRef, &platform, &req, &done, &e.Counts.Contacts, &e.Counts.Messages, &e.Counts.Statuses, &e.Counts.Files); err != nil {
+		if err := rows.Scan(&e.SubjectRef, &platform, &e.Channel, &scope, &req, &done,
+			&e.Counts.Contacts, &e.Counts.Messages, &e.Counts.Statuses, &e.Counts.Files); err != nil {
 			return fmt.Errorf("export erasures: %w", err)
 		}
 		e.Platform = meta.Platform(platform)
+		if scope != "" {
+			e.Scope = strings.Split(scope, ",")
+		}
 		if req.Valid {
 			e.RequestedAt = time.UnixMilli(req.Int64).UTC()
 		}

@@ -91,9 +91,19 @@ CREATE TABLE IF NOT EXISTS erasures (
 	contacts     INTEGER NOT NULL,
 	messages     INTEGER NOT NULL,
 	statuses     INTEGER NOT NULL,
-	files        INTEGER NOT NULL
+	files        INTEGER NOT NULL,
+	channel      TEXT, -- NULL: every channel
+	scope        TEXT  -- comma-separated kinds; NULL in entries from before scopes (every kind)
 );
 `
+
+// migrations bring a store created by an earlier version up to the schema above (CREATE
+// TABLE IF NOT EXISTS does not add columns): for each table, the columns it must have
+// and how to add them.
+var migrations = []struct{ table, column, add string }{
+	{"erasures", "channel", "ALTER TABLE erasures ADD COLUMN channel TEXT"},
+	{"erasures", "scope", "ALTER TABLE erasures ADD COLUMN scope TEXT"},
+}
 
 var statements = map[string]string{
 	"insertMessage": `INSERT INTO messages(platform, message_id, channel, subject, subject_alt, ts, doc)

@@ -167,6 +167,9 @@ func (s *Store) init() error {
 	if _, err := s.w.Exec(schema); err != nil {
 		return fmt.Errorf("create schema: %w", err)
 	}
+	if err := migrate(s.w); err != nil {
+		return err
+	}
 	var mode string
 	var sync int
 	if err := s.w.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil {
@@ -188,6 +191,30 @@ func (s *Store) init() error {
 			return fmt.Errorf("prepare %s: %w", name, err)
 		}
 		s.stmts[name] = st
+	}
+	return nil
+}
+
+// migrate adds the columns a store from an earlier version lacks, in one transaction.
+func migrate(db *sql.DB) error {
+	tx, err := db.Begin()
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	for _, m := range migrations {
+		var n int
+		if err := tx.QueryRow(`SELECT count(*) FROM pragma_table_info(?) WHERE name = ?`, m.table, m.column).Scan(&n); err != nil {
+			return fmt.Errorf("migrate %s.%s: %w", m.table, m.column, err)
+		}
+		if n == 0 {
+			if _, err := tx.Exec(m.add); err != nil {
+				return fmt.Errorf("migrate %s.%s: %w", m.table, m.column, err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrate: %w", err)
 	}
 	return nil
 }

@@ -2,11 +2,13 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -332,5 +334,55 @@ func TestWALStaysBounded(t *testing.T) {
 	t.Logf("WAL at most %d frames", frames)
 	if frames > 20*walCatchUp {
 		t.Fatalf("WAL grew to %d frames; want it restarted near %d", frames, walCatchUp)
+	}
+}
+
+// A store written before erasure scopes existed opens, gains the ledger's channel and
+// scope columns, and keeps its old ledger entries (shown without a scope: they erased
+// every kind).
+func TestMigratesLedgerOfEarlierVersion(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	old, err := sql.Open("sqlite", dsn(filepath.Join(dir, FileName), false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Exec(`CREATE TABLE erasures (id INTEGER PRIMARY KEY, subject_ref TEXT NOT NULL, platform TEXT NOT NULL,
+		requested_at INTEGER, completed_at INTEGER NOT NULL, contacts INTEGER NOT NULL, messages INTEGER NOT NULL,
+		statuses INTEGER NOT NULL, files INTEGER NOT NULL);
+		INSERT INTO erasures(subject_ref, platform, completed_at, contacts, messages, statuses, files)
+		VALUES ('hmac:old', 'WhatsApp', 1781100000000, 1, 2, 3, 4)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // and opening it again changes nothing
+		s, err := Open(dir, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	req := store.EraseRequest{Subject: store.Subject{Platform: meta.WhatsApp, ID: "1555"}, Channel: "c", Scope: store.ScopeFiles, SubjectRef: "hmac:new"}
+	if _, err := s.Erase(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	got := storetest.Export(t, s, nil).Erasures
+	if len(got) != 2 {
+		t.Fatalf("ledger %+v", got)
+	}
+	if got[0].SubjectRef != "hmac:old" || got[0].Scope != nil || got[0].Channel != "" || got[0].Counts != (store.Counts{Contacts: 1, Messages: 2, Statuses: 3, Files: 4}) {
+		t.Errorf("old entry %+v", got[0])
+	}
+	if got[1].SubjectRef != "hmac:new" || !slices.Equal(got[1].Scope, []string{"Files"}) || got[1].Channel != "c" {
+		t.Errorf("new entry %+v", got[1])
 	}
 }

@@ -345,9 +345,10 @@ func (t *txn) writeContact(ctx context.Context, id int64, c *meta.Contact) error
 // erasing by wa_id must also reach messages filed under the business-scoped id, and back.
 func subjectIDs(ctx context.Context, q interface {
 	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-}, s store.Subject) ([]string, error) {
+}, s store.Subject, channel string) ([]string, error) {
 	rows, err := q.QueryContext(ctx, `SELECT subject, COALESCE(wa_id, ''), COALESCE(user_id, '') FROM contacts
-		WHERE (?1 = '' OR platform = ?1) AND (subject = ?2 OR wa_id = ?2 OR user_id = ?2)`, string(s.Platform), s.ID)
+		WHERE (?1 = '' OR platform = ?1) AND (?3 = '' OR channel = ?3) AND (subject = ?2 OR wa_id = ?2 OR user_id = ?2)`,
+		string(s.Platform), s.ID, channel)
 	if err != nil {
 		return nil, fmt.Errorf("resolve subject: %w", err)
 	}
@@ -372,27 +373,28 @@ func subjectIDs(ctx context.Context, q interface {
 	return ids, nil
 }
 
-// subjectWhere builds "(platform filter) AND (cols IN ids ...)" with its arguments.
-func subjectWhere(platform meta.Platform, ids []string, cols ...string) (string, []any) {
+// subjectWhere builds "(platform filter) AND (channel filter) AND (cols IN ids ...)" with
+// its arguments; an empty platform or channel matches every one.
+func subjectWhere(platform meta.Platform, channel string, ids []string, cols ...string) (string, []any) {
 	ph := strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",")
 	var conds []string
-	args := []any{string(platform), string(platform)}
+	args := []any{string(platform), string(platform), channel, channel}
 	for _, c := range cols {
 		conds = append(conds, c+" IN ("+ph+")")
 		for _, id := range ids {
 			args = append(args, id)
 		}
 	}
-	return "(? = '' OR platform = ?) AND (" + strings.Join(conds, " OR ") + ")", args
+	return "(? = '' OR platform = ?) AND (? = '' OR channel = ?) AND (" + strings.Join(conds, " OR ") + ")", args
 }
 
 func (t *txn) erase(ctx context.Context, req store.EraseRequest) (store.Counts, error) {
-	ids, err := subjectIDs(ctx, t.tx, req.Subject)
+	ids, err := subjectIDs(ctx, t.tx, req.Subject, req.Channel)
 	if err != nil {
 		return store.Counts{}, err
 	}
 	del := func(table string, cols ...string) (int, error) {
-		where, args := subjectWhere(req.Subject.Platform, ids, cols...)
+		where, args := subjectWhere(req.Subject.Platform, req.Channel, ids, cols...)
 		res, err := t.tx.ExecContext(ctx, "DELETE FROM "+table+" WHERE "+where, args...)
 		if err != nil {
 			return 0, fmt.Errorf("erase %s: %w", table, err)
@@ -409,26 +411,32 @@ func (t *txn) erase(ctx context.Context, req store.EraseRequest) (store.Counts, 
 	// of this same group remembered (those rows may be among the erased).
 	t.eraseCache = true
 	clear(t.pending)
-	if c.Contacts, err = del("contacts", "subject", "wa_id", "user_id"); err != nil {
-		return c, err
+	if req.Scope.Has(store.ScopeContacts) {
+		if c.Contacts, err = del("contacts", "subject", "wa_id", "user_id"); err != nil {
+			return c, err
+		}
 	}
-	if c.Messages, err = del("messages", "subject", "subject_alt"); err != nil {
-		return c, err
+	if req.Scope.Has(store.ScopeMessages) {
+		if c.Messages, err = del("messages", "subject", "subject_alt"); err != nil {
+			return c, err
+		}
+		if c.Statuses, err = del("statuses", "subject", "subject_alt"); err != nil {
+			return c, err
+		}
+		if n, err = del("receipts", "subject"); err != nil {
+			return c, err
+		}
+		c.Statuses += n
 	}
-	if c.Statuses, err = del("statuses", "subject", "subject_alt"); err != nil {
-		return c, err
-	}
-	if n, err = del("receipts", "subject"); err != nil {
-		return c, err
-	}
-	c.Statuses += n
-	if c.Files, err = del("files", "subject", "subject_alt"); err != nil {
-		return c, err
+	if req.Scope.Has(store.ScopeFiles) {
+		if c.Files, err = del("files", "subject", "subject_alt"); err != nil {
+			return c, err
+		}
 	}
 	if req.SubjectRef != "" {
-		_, err = t.tx.ExecContext(ctx, `INSERT INTO erasures(subject_ref, platform, requested_at, completed_at, contacts, messages, statuses, files)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, req.SubjectRef, string(req.Subject.Platform), unixMilli(req.RequestedAt),
-			time.Now().UnixMilli(), c.Contacts, c.Messages, c.Statuses, c.Files)
+		_, err = t.tx.ExecContext(ctx, `INSERT INTO erasures(subject_ref, platform, channel, scope, requested_at, completed_at, contacts, messages, statuses, files)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, req.SubjectRef, string(req.Subject.Platform), nullable(req.Channel),
+			strings.Join(req.Scope.Names(), ","), unixMilli(req.RequestedAt), time.Now().UnixMilli(), c.Contacts, c.Messages, c.Statuses, c.Files)
 		if err != nil {
 			return c, fmt.Errorf("write erasure ledger: %w", err)
 		}

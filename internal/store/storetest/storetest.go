@@ -32,6 +32,7 @@ func Run(t *testing.T, open Opener) {
 		{"ContactMergeByUserID", testContactMerge},
 		{"DeletionAndTombstone", testDeletion},
 		{"EraseSubject", testErase},
+		{"EraseChannelAndScope", testEraseScoped},
 		{"ExportSubject", testExportSubject},
 		{"ConcurrentCommits", testConcurrent},
 		{"RejectsUnkeyable", testRejects},
@@ -378,6 +379,99 @@ func testErase(t *testing.T, s store.Store) {
 	again, err := s.Erase(context.Background(), req)
 	if err != nil || again != (store.Counts{}) {
 		t.Errorf("second erase: %+v %v", again, err)
+	}
+}
+
+// A DeletionRequest may name one channel and only some kinds of records: exactly those
+// go, everything else of the same person stays, and the ledger says what was erased.
+func testEraseScoped(t *testing.T, s store.Store) {
+	const wa, ch2 = "15555550142", "acme-whatsapp-2"
+	on := func(c string, m meta.Message) meta.Message { m.Channel = c; return m }
+	file := func(c, id string) meta.File {
+		return meta.File{Platform: meta.WhatsApp, Channel: c, MessageID: id, Subject: wa, Kind: "image", MediaID: "m-" + id}
+	}
+	st2 := status("out-2", wa, meta.StateRead, 4)
+	st2.Channel = ch2
+	commit(t, s, meta.Batch{
+		Contacts: []meta.Contact{
+			{Platform: meta.WhatsApp, Channel: ch, Subject: wa, WaID: wa, Name: "Ana"},
+			{Platform: meta.WhatsApp, Channel: ch2, Subject: wa, WaID: wa, Name: "Ana"},
+		},
+		Messages: []meta.Message{msg("a1", wa, 1), on(ch2, msg("b1", wa, 2)), on(ch2, msg("b2", wa, 3))},
+		Statuses: []meta.Status{status("out-1", wa, meta.StateRead, 4), st2},
+		Files:    []meta.File{file(ch, "a1"), file(ch2, "b1")},
+	})
+	erase := func(req store.EraseRequest, want store.Counts) {
+		t.Helper()
+		req.Subject = store.Subject{Platform: meta.WhatsApp, ID: wa}
+		req.SubjectRef = "hmac:" + req.Channel + fmt.Sprint(req.Scope.Names())
+		got, err := s.Erase(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("erase %s %v: counts %+v, want %+v", req.Channel, req.Scope.Names(), got, want)
+		}
+	}
+	left := func() (contacts, messages, statuses, files []string) {
+		d := Export(t, s, nil)
+		for _, c := range d.Contacts {
+			contacts = append(contacts, c.Channel)
+		}
+		messages = messageIDs(d)
+		for _, st := range d.Statuses {
+			statuses = append(statuses, st.MessageID)
+		}
+		for _, f := range d.Files {
+			files = append(files, f.MessageID)
+		}
+		sort.Strings(contacts)
+		sort.Strings(statuses)
+		sort.Strings(files)
+		return
+	}
+	check := func(step string, wantC, wantM, wantS, wantF []string) {
+		t.Helper()
+		c, m, st, f := left()
+		if !reflect.DeepEqual(c, wantC) || !reflect.DeepEqual(m, wantM) || !reflect.DeepEqual(st, wantS) || !reflect.DeepEqual(f, wantF) {
+			t.Fatalf("after %s: contacts %v messages %v statuses %v files %v; want %v %v %v %v", step, c, m, st, f, wantC, wantM, wantS, wantF)
+		}
+	}
+
+	// Files of one channel only.
+	erase(store.EraseRequest{Channel: ch2, Scope: store.ScopeFiles}, store.Counts{Files: 1})
+	check("files of "+ch2, []string{ch, ch2}, []string{"a1", "b1", "b2"}, []string{"out-1", "out-2"}, []string{"a1"})
+	// Messages (with their statuses) of every channel; contacts and files stay.
+	erase(store.EraseRequest{Scope: store.ScopeMessages}, store.Counts{Messages: 3, Statuses: 2})
+	check("messages", []string{ch, ch2}, nil, nil, []string{"a1"})
+	// The contact of one channel.
+	erase(store.EraseRequest{Channel: ch, Scope: store.ScopeContacts}, store.Counts{Contacts: 1})
+	check("contact of "+ch, []string{ch2}, nil, nil, []string{"a1"})
+	// Everything that is left (the zero scope is every kind).
+	erase(store.EraseRequest{}, store.Counts{Contacts: 1, Files: 1})
+	check("everything", nil, nil, nil, nil)
+
+	d := Export(t, s, nil)
+	type entry struct {
+		channel string
+		scope   []string
+		counts  store.Counts
+	}
+	var got []entry
+	for _, e := range d.Erasures {
+		got = append(got, entry{e.Channel, e.Scope, e.Counts})
+	}
+	want := []entry{
+		{ch2, []string{"Files"}, store.Counts{Files: 1}},
+		{"", []string{"Messages"}, store.Counts{Messages: 3, Statuses: 2}},
+		{ch, []string{"Contacts"}, store.Counts{Contacts: 1}},
+		{"", []string{"Messages", "Contacts", "Files"}, store.Counts{Contacts: 1, Files: 1}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("ledger %+v, want %+v", got, want)
+	}
+	if raw, _ := json.Marshal(d.Erasures); containsAny(string(raw), wa) {
+		t.Errorf("ledger holds the identifier: %s", raw)
 	}
 }
 
