@@ -508,6 +508,101 @@ func TestStoreFailureIsNotAcknowledged(t *testing.T) {
 	}
 }
 
+// messagingDelivery is a Messenger or Instagram delivery of the given messaging items.
+func messagingDelivery(object, account string, items ...string) []byte {
+	return []byte(fmt.Sprintf(`{"object":%q,"entry":[{"id":%q,"time":1781100300700,"messaging":[%s]}]}`, object, account, strings.Join(items, ",")))
+}
+
+// A delivery receipt naming an empty message id once made a status the store refused:
+// the whole delivery was answered 503, forever, and its valid message never stored.
+func TestEmptyMidDeliveryReceipt(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ object, channel, account, kind string }{
+		{"page", "page", "104857600123456", "messenger.delivery"},
+		{"instagram", "ig", "17841400000000001", "instagram.delivery"},
+	} {
+		t.Run(c.channel, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, Options{})
+			body := messagingDelivery(c.object, c.account,
+				fmt.Sprintf(`{"sender":{"id":"6012345678901234"},"recipient":{"id":%q},"timestamp":1781100300600,"message":{"mid":"m_valid","text":"hello"}}`, c.account),
+				fmt.Sprintf(`{"sender":{"id":"6012345678901234"},"recipient":{"id":%q},"timestamp":1781100300650,"delivery":{"mids":[""],"watermark":1781100300512}}`, c.account))
+			if code := e.postSigned(c.channel, body); code != http.StatusOK {
+				t.Fatalf("POST = %d, want 200", code)
+			}
+			d := e.dump()
+			if len(d.Messages) != 1 || d.Messages[0].ID != "m_valid" {
+				t.Fatalf("stored messages %+v, want m_valid", d.Messages)
+			}
+			if len(d.Statuses) != 0 || len(d.Receipts) != 1 {
+				t.Errorf("stored %d statuses and %d receipts, want the watermark receipt only", len(d.Statuses), len(d.Receipts))
+			}
+			if v := counterValue(t, e.m.ignored.WithLabelValues(c.kind, ReasonInvalid)); v != 1 {
+				t.Errorf("ignored{%s,invalid} = %v, want 1", c.kind, v)
+			}
+			if v := counterValue(t, e.m.deliveries.WithLabelValues(ResultStored)); v != 1 {
+				t.Errorf("deliveries{stored} = %v, want 1", v)
+			}
+		})
+	}
+}
+
+// One malformed message in a WhatsApp change is left out alone: its siblings are stored.
+func TestMalformedWhatsAppMessageLeftOutAlone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{})
+	body := []byte(`{"object":"whatsapp_business_account","entry":[{"id":"109876543210987","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"123456789012345"},` +
+		`"contacts":[{"profile":{"name":"Ana"},"wa_id":"15555550142"}],"messages":[` +
+		`{"from":"15555550142","id":"wamid.bad","timestamp":"soon","type":"text","text":{"body":"x"}},` +
+		`{"from":"15555550142","id":"wamid.good","timestamp":"1781100000","type":"text","text":{"body":"y"}}]}}]}]}`)
+	if code := e.postSigned("wa", body); code != http.StatusOK {
+		t.Fatalf("POST = %d, want 200", code)
+	}
+	d := e.dump()
+	if len(d.Messages) != 1 || d.Messages[0].ID != "wamid.good" || len(d.Contacts) != 1 {
+		t.Fatalf("stored %+v, want wamid.good and its contact", d)
+	}
+	if v := counterValue(t, e.m.ignored.WithLabelValues("whatsapp.message", ReasonInvalid)); v != 1 {
+		t.Errorf("ignored{whatsapp.message,invalid} = %v, want 1", v)
+	}
+	if v := counterValue(t, e.m.ignored.WithLabelValues("whatsapp.messages", ReasonInvalid)); v != 0 {
+		t.Errorf("the change was counted invalid as a whole (%v)", v)
+	}
+}
+
+// Should the parser ever yield a record the store refuses, only that part is left out and
+// counted; a store that fails is still answered 503.
+func TestPartTheStoreWouldRefuse(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{})
+	e.srv.parse = func(p *meta.Part) (meta.Parsed, error) {
+		parsed, err := p.Parse()
+		for i := range parsed.Batch.Statuses {
+			parsed.Batch.Statuses[i].MessageID = ""
+		}
+		return parsed, err
+	}
+	body := messagingDelivery("page", "104857600123456",
+		`{"sender":{"id":"6012345678901234"},"recipient":{"id":"104857600123456"},"timestamp":1781100300600,"message":{"mid":"m_valid","text":"hello"}}`,
+		`{"sender":{"id":"6012345678901234"},"recipient":{"id":"104857600123456"},"timestamp":1781100300650,"delivery":{"mids":["m_out"],"watermark":1781100300512}}`)
+	if code := e.postSigned("page", body); code != http.StatusOK {
+		t.Fatalf("POST = %d, want 200", code)
+	}
+	d := e.dump()
+	if len(d.Messages) != 1 || d.Messages[0].ID != "m_valid" || len(d.Statuses)+len(d.Receipts) != 0 {
+		t.Fatalf("stored %+v, want m_valid alone", d)
+	}
+	if v := counterValue(t, e.m.ignored.WithLabelValues("messenger.messaging", ReasonInvalid)); v != 1 {
+		t.Errorf("ignored{messenger.messaging,invalid} = %v, want 1", v)
+	}
+	if err := e.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if code := e.postSigned("page", body); code != http.StatusServiceUnavailable {
+		t.Fatalf("POST with a closed store = %d, want 503", code)
+	}
+}
+
 func TestHealthAndReadiness(t *testing.T) {
 	t.Parallel()
 	reg := channels.NewRegistry()

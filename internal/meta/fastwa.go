@@ -11,8 +11,11 @@ import (
 // produces exactly what the encoding/json path (slowSplit, parseWhatsApp) produces, or
 // gives up and leaves the input to that path: any shape it does not know (statuses,
 // errors, other message types, nulls, repeated or case-folded keys, deep nesting) takes
-// the reference path, which also owns every error. TestFastPathMatches and
-// FuzzFastPathMatches compare the two.
+// the reference path, which also owns every error. So does any change holding an invalid
+// item (a message without id or sender or with a bad timestamp, a contact without wa_id
+// or user_id): which items parseWhatsApp leaves out, and how it reports them, is decided
+// in one place only, and such changes are too rare to be worth a second implementation.
+// TestFastPathMatches and FuzzFastPathMatches compare the two.
 
 // fastSplit is Split's fast path; ok is false when the body must take slowSplit.
 func fastSplit(body []byte) (parts []Part, ok bool) {
@@ -419,6 +422,7 @@ func fastWAMessage(l *lexer, entryTime time.Time, msgs []Message, files []File) 
 	})
 	raw := l.b[start:l.i]
 	hadWS := l.ws
+	// Invalid messages (see parseWhatsApp) are handed over, never skipped here.
 	if !ok || id == "" {
 		return msgs, files, false
 	}

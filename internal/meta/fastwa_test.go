@@ -26,6 +26,8 @@ var fastVariants = []string{
 	`{"entry":[],"object":"page"}`,
 	`{"object":"page","entry":[{"id":"1","time":1781100000123,"messaging":[{"sender":{"id":"2"},"message":{"mid":"m","text":"hi"}}],"standby":[{"sender":{"id":"3"}}]}]}`,
 	`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"statuses":[{"id":"wamid.S","status":"read","timestamp":"1781100000","recipient_id":"44"}]}}]}]}`,
+	`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"123"},"contacts":[{"wa_id":"44"}],"messages":[{"from":"44","id":"wamid.R1","timestamp":"soon","type":"text","text":{"body":"x"}},{"from":"44","id":"wamid.R2","timestamp":"1781100000","type":"text","text":{"body":"y"}}]}}]}]}`,
+	`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"contacts":[{"profile":{"name":"N"}},{"wa_id":"44"}],"messages":[{"from":"44","id":"wamid.R3","type":"text","text":{"body":"x"}},{"from":"44","type":"text","text":{"body":"y"}}]}}]}]}`,
 	`[]`, `null`, `{}`, `{"object":""}`, `{"object":5}`, `{"object":"x","entry":{}}`,
 }
 
@@ -90,6 +92,21 @@ func TestFastPathMatches(t *testing.T) {
 	}
 	if fastFixtures < 10 {
 		t.Errorf("only %d inputs took the fast path", fastFixtures)
+	}
+	// A change with an invalid item is the slow path's to report: the fast path must
+	// neither drop the item silently nor fail the change.
+	for _, v := range fastVariants {
+		if !strings.Contains(v, "wamid.R") {
+			continue
+		}
+		parts, ok := fastSplit([]byte(v))
+		if ok && parts[0].fast != nil {
+			t.Errorf("fast path took a change with an invalid item: %q", v)
+		}
+		got, err := ParseDelivery([]byte(v))
+		if err != nil || len(got.Batch.Messages) != 1 || len(got.Invalid) == 0 {
+			t.Errorf("change with invalid items: %d messages, %d invalid, %v", len(got.Batch.Messages), len(got.Invalid), err)
+		}
 	}
 	// Duplicate, case-folded and null keys leave the body to encoding/json.
 	for _, v := range []string{fastVariants[4], fastVariants[5]} {

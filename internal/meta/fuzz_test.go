@@ -2,6 +2,7 @@ package meta
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,7 +23,50 @@ func addFixtureSeeds(f *testing.F) {
 	}
 	f.Add([]byte(`{"object":"page","entry":[{"id":1,"messaging":[{"sender":{"id":2},"delivery":{"watermark":"x"}}]}]}`))
 	f.Add([]byte(`{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"statuses":[{"id":"a","status":"played","timestamp":1e3}]}}]}]}`))
+	// An empty mid once became a status the store refuses, failing the whole delivery.
+	f.Add([]byte(`{"object":"page","entry":[{"id":"1","messaging":[{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":1781100300600,"delivery":{"mids":[""],"watermark":1781100300512}},{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":1781100300700,"message":{"mid":"m_1","text":"hi"}}]}]}`))
+	f.Add([]byte(`{"object":"instagram","entry":[{"id":"1","messaging":[{"sender":{"id":"2"},"recipient":{"id":"1"},"delivery":{"mids":["","m_2"]}}]}]}`))
+	// One malformed message once lost its valid siblings with it.
+	f.Add([]byte(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"2"},"contacts":[{"wa_id":"3"},{}],"messages":[{"from":"3","id":"w1","timestamp":"soon","type":"text","text":{"body":"x"}},{"from":"3","id":"w2","timestamp":"1781100000","type":"text","text":{"body":"y"}}],"statuses":[{"id":"s","status":"read","timestamp":"later"},{"status":"sent"}]}}]}]}`))
 }
+
+// storable mirrors store.Validate (which this package cannot import): every record the
+// parser yields must be one the store accepts, or a whole delivery fails on every retry.
+func storable(b *Batch) error {
+	for _, m := range b.Messages {
+		if m.ID == "" || m.Subject == "" || m.Platform == "" {
+			return fmt.Errorf("message without platform, id or subject: %+v", m)
+		}
+	}
+	for _, s := range b.Statuses {
+		if s.MessageID == "" || StateRank(s.State) == 0 {
+			return fmt.Errorf("bad status %+v", s)
+		}
+	}
+	for _, c := range b.Contacts {
+		if c.Subject == "" || c.Platform == "" {
+			return fmt.Errorf("contact without platform or subject: %+v", c)
+		}
+	}
+	for _, f := range b.Files {
+		if f.MessageID == "" {
+			return fmt.Errorf("file without message id: %+v", f)
+		}
+	}
+	for _, d := range b.Deletions {
+		if d.MessageID == "" {
+			return fmt.Errorf("deletion without message id: %+v", d)
+		}
+	}
+	for _, r := range b.Receipts {
+		if r.Subject == "" {
+			return fmt.Errorf("receipt without subject: %+v", r)
+		}
+	}
+	return nil
+}
+
+func safeLabel(k string) bool { return len(k) <= 64 && !strings.ContainsAny(k, " \"{}\n") }
 
 // FuzzParseDelivery: the parser never panics, and whatever it accepts obeys the model's
 // invariants (ids present, UTC times, valid raw JSON, known states).
@@ -42,10 +86,10 @@ func FuzzParseDelivery(f *testing.F) {
 				t.Fatalf("Envelope of an accepted part: %v", err)
 			}
 			b := p.Batch
+			if err := storable(&b); err != nil {
+				t.Fatalf("the store would refuse a parsed record: %v", err)
+			}
 			for _, m := range b.Messages {
-				if m.ID == "" || m.Subject == "" {
-					t.Fatalf("message without id/subject: %+v", m)
-				}
 				if !m.Timestamp.IsZero() && m.Timestamp.Location() != time.UTC {
 					t.Fatalf("non-UTC timestamp %v", m.Timestamp)
 				}
@@ -53,14 +97,14 @@ func FuzzParseDelivery(f *testing.F) {
 					t.Fatalf("invalid raw fragment %q", m.Raw)
 				}
 			}
-			for _, s := range b.Statuses {
-				if s.MessageID == "" || StateRank(s.State) == 0 {
-					t.Fatalf("bad status %+v", s)
+			for _, k := range p.Ignored {
+				if !safeLabel(k) {
+					t.Fatalf("unsafe metric label %q", k)
 				}
 			}
-			for _, k := range p.Ignored {
-				if len(k) > 64 || strings.ContainsAny(k, " \"{}\n") {
-					t.Fatalf("unsafe metric label %q", k)
+			for _, inv := range p.Invalid {
+				if !safeLabel(inv.Kind) || inv.Err == nil {
+					t.Fatalf("invalid item with unsafe label %q or no reason", inv.Kind)
 				}
 			}
 		}

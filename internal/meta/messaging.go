@@ -139,6 +139,11 @@ func parseMessaging(platform Platform, raw json.RawMessage, entryTime time.Time,
 	case m.Delivery != nil:
 		wm := firstTime(m.Delivery.Watermark.Time, ts)
 		for _, mid := range m.Delivery.Mids {
+			if mid == "" {
+				// A status must name its message. The watermark below still covers it.
+				out.Invalid = append(out.Invalid, InvalidItem{Kind: ignoredKind(platform, "delivery"), Err: errors.New("delivery receipt with an empty message id")})
+				continue
+			}
 			b.Statuses = append(b.Statuses, Status{Platform: platform, MessageID: mid, Subject: user, State: StateDelivered, Timestamp: wm})
 		}
 		if !m.Delivery.Watermark.IsZero() && user != "" {

@@ -115,15 +115,30 @@ func (p *Part) decodeWA() {
 	}
 }
 
-// Parsed is what one part yields: records to store, and the kinds of events that were
-// acknowledged without being stored (for metrics).
+// Parsed is what one part yields: records to store, the kinds of events that were
+// acknowledged without being stored (for metrics), and the items left out as invalid.
 type Parsed struct {
 	Batch   Batch
 	Ignored []string
+	// Invalid lists the items of the part that could not be stored (a WhatsApp message
+	// with a bad timestamp, a delivery receipt naming an empty message id): they are
+	// left out so that their valid siblings in the same part are still stored.
+	Invalid []InvalidItem
 }
 
-// Parse normalizes the part. An error means the part is authentic but unusable (for
-// example a message without an id); the caller acknowledges and counts it.
+// InvalidItem is one item of a part left out because no record the store accepts could
+// be made of it.
+type InvalidItem struct {
+	// Kind is a metric label such as "whatsapp.message": never an id or text.
+	Kind string
+	// Err says why, without payload values, so that it can be logged.
+	Err error
+}
+
+// Parse normalizes the part. An error means the part as a whole is authentic but
+// unusable (for example a Messenger message without an id, or a WhatsApp change value
+// that is not an object); the caller acknowledges and counts it. Unusable items inside
+// an otherwise usable part are reported in Parsed.Invalid instead.
 func (p *Part) Parse() (Parsed, error) {
 	var out Parsed
 	var err error
@@ -143,7 +158,7 @@ func (p *Part) Parse() (Parsed, error) {
 			out.Ignored = append(out.Ignored, ignoredKind(p.Platform, p.Field))
 			return out, nil
 		}
-		err = parseWhatsApp(p.wa, p.EntryTime, &out)
+		parseWhatsApp(p.wa, p.EntryTime, &out)
 	case p.Field == "messages":
 		// The App Dashboard's test events (and some older Instagram payloads) wrap a
 		// messaging item in changes[].value with a string timestamp.
@@ -163,6 +178,9 @@ func (p *Parsed) clone() Parsed {
 	c.Batch.Append(&p.Batch)
 	if len(p.Ignored) > 0 {
 		c.Ignored = append([]string(nil), p.Ignored...)
+	}
+	if len(p.Invalid) > 0 {
+		c.Invalid = append([]InvalidItem(nil), p.Invalid...)
 	}
 	return c
 }
@@ -227,6 +245,7 @@ func ParseDelivery(body []byte) (Parsed, error) {
 		}
 		all.Batch.Append(&pp.Batch)
 		all.Ignored = append(all.Ignored, pp.Ignored...)
+		all.Invalid = append(all.Invalid, pp.Invalid...)
 	}
 	return all, nil
 }

@@ -311,10 +311,9 @@ func TestSplitMalformed(t *testing.T) {
 func TestPartErrors(t *testing.T) {
 	t.Parallel()
 	for name, body := range map[string]string{
-		"wa message without id":   `{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"2"},"messages":[{"from":"3","timestamp":"1","type":"text","text":{"body":"x"}}]}}]}]}`,
-		"wa bad timestamp":        `{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"2"},"messages":[{"from":"3","id":"w","timestamp":"soon","type":"text","text":{"body":"x"}}]}}]}]}`,
-		"wa value not an object":  `{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":[1,2]}]}]}`,
-		"messenger message no id": `{"object":"page","entry":[{"id":"1","messaging":[{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":1,"message":{"text":"x"}}]}]}`,
+		"wa value not an object":   `{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":[1,2]}]}]}`,
+		"wa statuses not an array": `{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"statuses":{"id":"w"}}}]}]}`,
+		"messenger message no id":  `{"object":"page","entry":[{"id":"1","messaging":[{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":1,"message":{"text":"x"}}]}]}`,
 	} {
 		parts, err := Split([]byte(body))
 		if err != nil {
@@ -323,6 +322,79 @@ func TestPartErrors(t *testing.T) {
 		if _, err := parts[0].Parse(); err == nil {
 			t.Errorf("%s: Parse accepted it", name)
 		}
+	}
+}
+
+// waChange wraps WhatsApp change value items in a delivery.
+func waChange(items string) string {
+	return `{"object":"whatsapp_business_account","entry":[{"id":"1","time":1781100009,"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"2"},` + items + `}}]}]}`
+}
+
+// An item no storable record can be made of is left out alone and reported; its
+// siblings in the same part are kept.
+func TestInvalidItemsLeftOut(t *testing.T) {
+	t.Parallel()
+	good := `{"from":"44","id":"wamid.good","timestamp":"1781100000","type":"text","text":{"body":"hi"}}`
+	goodMsg := waMsg("wamid.good", "44", "text", "hi", 1781100000)
+	goodStatus := `{"id":"wamid.out","status":"read","timestamp":"1781100005","recipient_id":"44"}`
+	readStatus := Status{Platform: WhatsApp, MessageID: "wamid.out", Subject: "44", State: StateRead, Timestamp: sec(1781100005)}
+	for _, tc := range []struct {
+		name    string
+		body    string
+		want    Batch
+		invalid []string // kinds, in order
+	}{
+		{"wa bad timestamp", waChange(`"messages":[{"from":"44","id":"wamid.bad","timestamp":"soon","type":"text","text":{"body":"x"}},` + good + `]`),
+			Batch{Messages: []Message{goodMsg}}, []string{"whatsapp.message"}},
+		{"wa message without id", waChange(`"messages":[` + good + `,{"from":"44","timestamp":"1","type":"text","text":{"body":"x"}}]`),
+			Batch{Messages: []Message{goodMsg}}, []string{"whatsapp.message"}},
+		{"wa message without sender", waChange(`"messages":[{"from":"","id":"wamid.bad","type":"text","text":{"body":"x"}},` + good + `]`),
+			Batch{Messages: []Message{goodMsg}}, []string{"whatsapp.message"}},
+		{"wa message with a wrongly typed field", waChange(`"messages":[{"from":"44","id":7,"type":"text","text":{"body":"x"}},` + good + `]`),
+			Batch{Messages: []Message{goodMsg}}, []string{"whatsapp.message"}},
+		{"wa image without its object leaves no file", waChange(`"messages":[{"from":"44","id":"wamid.bad","type":"image"},null,` + good + `]`),
+			Batch{Messages: []Message{goodMsg}}, []string{"whatsapp.message", "whatsapp.message"}},
+		{"wa missing timestamp is not invalid", waChange(`"messages":[{"from":"44","id":"wamid.nots","type":"text","text":{"body":"x"}}]`),
+			Batch{Messages: []Message{waMsg("wamid.nots", "44", "text", "x", 1781100009)}}, nil},
+		{"wa contact without ids", waChange(`"contacts":[{"profile":{"name":"N"}},{"wa_id":{"x":1}},{"wa_id":"44"}],"messages":[` + good + `]`),
+			Batch{Contacts: []Contact{{Platform: WhatsApp, Subject: "44", WaID: "44"}}, Messages: []Message{goodMsg}}, []string{"whatsapp.contact", "whatsapp.contact"}},
+		{"wa status bad timestamp", waChange(`"statuses":[{"id":"wamid.x","status":"sent","timestamp":"soon"},` + goodStatus + `]`),
+			Batch{Statuses: []Status{readStatus}}, []string{"whatsapp.status"}},
+		{"wa status without id", waChange(`"statuses":[` + goodStatus + `,{"status":"delivered","timestamp":"1781100006"}]`),
+			Batch{Statuses: []Status{readStatus}}, []string{"whatsapp.status"}},
+		{"messenger delivery with an empty mid", `{"object":"page","entry":[{"id":"1","messaging":[{"sender":{"id":"6"},"recipient":{"id":"1"},"timestamp":1781100300600,"delivery":{"mids":["","m_1"],"watermark":1781100300512}}]}]}`,
+			Batch{
+				Statuses: []Status{{Platform: Messenger, MessageID: "m_1", Subject: "6", State: StateDelivered, Timestamp: ms(1781100300512)}},
+				Receipts: []Receipt{{Platform: Messenger, Subject: "6", State: StateDelivered, Watermark: ms(1781100300512)}},
+			}, []string{"messenger.delivery"}},
+		{"instagram delivery with only an empty mid", `{"object":"instagram","entry":[{"id":"1","messaging":[{"sender":{"id":"6"},"recipient":{"id":"1"},"timestamp":1781100300600,"delivery":{"mids":[""],"watermark":1781100300512}}]}]}`,
+			Batch{Receipts: []Receipt{{Platform: Instagram, Subject: "6", State: StateDelivered, Watermark: ms(1781100300512)}}}, []string{"instagram.delivery"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := ParseDelivery([]byte(tc.body))
+			if err != nil {
+				t.Fatalf("ParseDelivery: %v", err)
+			}
+			for i := range got.Batch.Messages {
+				got.Batch.Messages[i].Raw = nil
+			}
+			if !reflect.DeepEqual(got.Batch, tc.want) {
+				t.Errorf("records\n got: %+v\nwant: %+v", got.Batch, tc.want)
+			}
+			var kinds []string
+			for _, inv := range got.Invalid {
+				kinds = append(kinds, inv.Kind)
+				if inv.Err == nil {
+					t.Errorf("invalid %s without a reason", inv.Kind)
+				} else if msg := inv.Err.Error(); strings.Contains(msg, "soon") || strings.Contains(msg, "44") || strings.Contains(msg, "wamid") {
+					t.Errorf("reason %q carries payload values", msg)
+				}
+			}
+			if !reflect.DeepEqual(kinds, tc.invalid) {
+				t.Errorf("invalid kinds = %v, want %v", kinds, tc.invalid)
+			}
+		})
 	}
 }
 

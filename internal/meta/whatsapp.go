@@ -12,10 +12,12 @@ type waValue struct {
 	Metadata struct {
 		PhoneNumberID flexString `json:"phone_number_id"`
 	} `json:"metadata"`
-	Contacts []waContact       `json:"contacts"`
+	// Items stay raw and are decoded one by one, so that a malformed item (a status with
+	// a bad timestamp) is left out alone rather than failing the decoding of the change.
+	Contacts []json.RawMessage `json:"contacts"`
 	Messages []json.RawMessage `json:"messages"`
-	Statuses []waStatus        `json:"statuses"`
-	Errors   []waError         `json:"errors"`
+	Statuses []json.RawMessage `json:"statuses"`
+	Errors   []json.RawMessage `json:"errors"` // only counted
 }
 
 type waContact struct {
@@ -130,12 +132,33 @@ func convErrors(in []waError) []Error {
 	return out
 }
 
-func parseWhatsApp(v *waValue, entryTime time.Time, out *Parsed) error {
+// parseWhatsApp normalizes a "messages" change item by item. Meta sends the change once
+// for all its items, so failing it whole for one bad item would acknowledge, and so lose
+// for good, its valid siblings. An item is invalid, and left out alone (reported in
+// out.Invalid), when no record the store accepts can be made of it:
+//   - a contact that does not decode or has neither wa_id nor user_id;
+//   - a message that does not decode (a field of the wrong type, a timestamp that is not
+//     a unix time), has no id or no sender (from, from_user_id), or lacks the object its
+//     type names (type image without image, a revoke without original_message_id);
+//   - a status that does not decode (a bad timestamp too) or has no message id.
+//
+// A missing timestamp is not invalid: the entry's time stands in, as it does everywhere.
+// A malformed one is not guessed at: the record would be misplaced in its conversation.
+func parseWhatsApp(v *waValue, entryTime time.Time, out *Parsed) {
 	b := &out.Batch
-	for _, c := range v.Contacts {
+	invalid := func(kind string, err error) {
+		out.Invalid = append(out.Invalid, InvalidItem{Kind: kind, Err: err})
+	}
+	for i, raw := range v.Contacts {
+		var c waContact
+		if err := json.Unmarshal(raw, &c); err != nil {
+			invalid("whatsapp.contact", fmt.Errorf("whatsapp contact %d: decode: %w", i, err))
+			continue
+		}
 		subj, _ := waSubject(string(c.WaID), c.UserID)
 		if subj == "" {
-			return errors.New("whatsapp contact without wa_id or user_id")
+			invalid("whatsapp.contact", fmt.Errorf("whatsapp contact %d: no wa_id or user_id", i))
+			continue
 		}
 		b.Contacts = append(b.Contacts, Contact{
 			Platform: WhatsApp, Subject: subj, WaID: string(c.WaID), UserID: c.UserID,
@@ -144,12 +167,18 @@ func parseWhatsApp(v *waValue, entryTime time.Time, out *Parsed) error {
 	}
 	for i, raw := range v.Messages {
 		if err := parseWAMessage(raw, entryTime, out); err != nil {
-			return fmt.Errorf("whatsapp message %d: %w", i, err)
+			invalid("whatsapp.message", fmt.Errorf("whatsapp message %d: %w", i, err))
 		}
 	}
-	for i, s := range v.Statuses {
+	for i, raw := range v.Statuses {
+		var s waStatus
+		if err := json.Unmarshal(raw, &s); err != nil {
+			invalid("whatsapp.status", fmt.Errorf("whatsapp status %d: decode: %w", i, err))
+			continue
+		}
 		if s.ID == "" {
-			return fmt.Errorf("whatsapp status %d: no message id", i)
+			invalid("whatsapp.status", fmt.Errorf("whatsapp status %d: no message id", i))
+			continue
 		}
 		if StateRank(s.Status) == 0 {
 			out.Ignored = append(out.Ignored, "whatsapp.status."+boundedWord(s.Status))
@@ -165,9 +194,10 @@ func parseWhatsApp(v *waValue, entryTime time.Time, out *Parsed) error {
 		// Account-level errors carry no end-user data; a later issue turns them into alerts.
 		out.Ignored = append(out.Ignored, "whatsapp.errors")
 	}
-	return nil
 }
 
+// parseWAMessage appends the records of one message, or nothing at all when it fails:
+// the caller then leaves the message out whole.
 func parseWAMessage(raw json.RawMessage, entryTime time.Time, out *Parsed) error {
 	var m waMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
@@ -188,16 +218,17 @@ func parseWAMessage(raw json.RawMessage, entryTime time.Time, out *Parsed) error
 		msg.ReplyTo = m.Context.ID
 		msg.Forwarded = m.Context.Forwarded || m.Context.FrequentlyForwarded
 	}
+	var file *File
 	media := func(md *waMedia) error {
 		if md == nil {
 			return fmt.Errorf("type %s without its object", boundedWord(m.Type))
 		}
 		msg.Text = md.Caption
-		out.Batch.Files = append(out.Batch.Files, File{
+		file = &File{
 			Platform: WhatsApp, MessageID: m.ID, Subject: subj, SubjectAlt: alt, Kind: m.Type,
 			MediaID: string(md.ID), URL: md.URL, MIMEType: md.MIMEType, SHA256: md.SHA256,
 			Caption: md.Caption, Filename: md.Filename, Voice: md.Voice, Animated: md.Animated,
-		})
+		}
 		return nil
 	}
 	var err error
@@ -265,6 +296,9 @@ func parseWAMessage(raw json.RawMessage, entryTime time.Time, out *Parsed) error
 	}
 	if err != nil {
 		return err
+	}
+	if file != nil {
+		out.Batch.Files = append(out.Batch.Files, *file)
 	}
 	msg.Raw = compact(raw)
 	out.Batch.Messages = append(out.Batch.Messages, msg)
