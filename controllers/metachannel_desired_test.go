@@ -284,7 +284,7 @@ func TestMetaChannelReconcileWritesOnChangeOnly(t *testing.T) {
 // Secret of the cluster.
 func TestCacheHoldsOnlyLabelledSecrets(t *testing.T) {
 	t.Parallel()
-	for obj, by := range CacheOptions().ByObject {
+	for obj, by := range CacheOptions(RouteConfig{}).ByObject {
 		if _, ok := obj.(*corev1.Secret); !ok {
 			continue
 		}

@@ -11,7 +11,9 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -19,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 )
@@ -49,10 +52,24 @@ type SweepConfig struct {
 	MaxOrphanShare float64
 }
 
+// AddToScheme registers every type the operator reads or writes: the built-in
+// kinds, the Omniflow API and the Gateway API's HTTPRoute (registered even where
+// the Gateway API is not installed: only --route=httproute uses it).
+func AddToScheme(s *runtime.Scheme) error {
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, platformv1.AddToScheme, gatewayv1.Install} {
+		if err := add(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // CacheOptions restricts the manager's cache to the objects the operator
 // labels, so that it never holds every Deployment, claim or namespace of a
-// large cluster in memory.
-func CacheOptions() cache.Options {
+// large cluster in memory. HTTPRoutes are named only with --route=httproute:
+// the cache resolves every type it is configured for, and the Gateway API need
+// not be installed otherwise.
+func CacheOptions(route RouteConfig) cache.Options {
 	managed := labels.SelectorFromSet(labels.Set{platformv1.LabelManagedBy: platformv1.ManagedByValue})
 	tenantReq, err := labels.NewRequirement(platformv1.LabelTenant, selection.Exists, nil)
 	if err != nil {
@@ -72,6 +89,9 @@ func CacheOptions() cache.Options {
 		&rbacv1.Role{}, &rbacv1.RoleBinding{}, &networkingv1.NetworkPolicy{}, &networkingv1.Ingress{},
 	} {
 		byObject[o] = cache.ByObject{Label: managed}
+	}
+	if route.kind() == RouteHTTPRoute {
+		byObject[&gatewayv1.HTTPRoute{}] = cache.ByObject{Label: managed}
 	}
 	return cache.Options{ByObject: byObject}
 }

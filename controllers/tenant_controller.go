@@ -28,6 +28,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 )
@@ -332,7 +333,13 @@ func (r *TenantReconciler) patchStatus(ctx context.Context, orig, t *platformv1.
 
 // SetupWithManager registers the controller and its watches.
 func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.Route.kind() == RouteHTTPRoute {
+		// The Gateway's verdict arrives in the route's status: watch it. Only
+		// here: elsewhere the Gateway API need not be installed.
+		b = b.Owns(&gatewayv1.HTTPRoute{})
+	}
+	return b.
 		For(&platformv1.Tenant{}, builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{},
 			// An annotation change (ReconcileAnnotation) asks for a pass now.

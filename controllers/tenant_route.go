@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	networkingv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
@@ -30,9 +31,12 @@ type RouteKind string
 const (
 	// RouteIngress (the default): one Ingress per Active tenant.
 	RouteIngress RouteKind = "ingress"
+	// RouteHTTPRoute: one Gateway API HTTPRoute per Active tenant, attached to
+	// the Gateway named by RouteConfig.Gateway.
+	RouteHTTPRoute RouteKind = "httproute"
 	// RouteNone: the operator creates no route; the platform routes
 	// /t/<tenant>/ to the Service ingest-worker of the tenant's namespace
-	// itself (a Gateway, a front door). status.webhookURL is still published.
+	// itself (a front door of its own). status.webhookURL is still published.
 	RouteNone RouteKind = "none"
 )
 
@@ -58,14 +62,28 @@ type RouteConfig struct {
 	// IngressAnnotations are copied onto every tenant Ingress (for example a
 	// body size limit: WhatsApp deliveries can reach 3 MB).
 	IngressAnnotations map[string]string
+	// Gateway is the parent of every tenant HTTPRoute, as "namespace/name"
+	// (RouteHTTPRoute only). Its listener must allow routes from the tenant
+	// namespaces, e.g. by the label platform.omniflowcrm.com/tenant.
+	Gateway string
+	// GatewaySection is the listener (sectionName) of the Gateway to attach
+	// to; empty attaches to every listener that allows the route.
+	GatewaySection string
+	// GatewayHostname is the hostname of every tenant HTTPRoute; empty
+	// matches the listener's hostnames.
+	GatewayHostname string
 }
 
 // Validate checks the configuration from the manager's flags.
 func (c RouteConfig) Validate() error {
 	switch c.kind() {
 	case RouteIngress, RouteNone:
+	case RouteHTTPRoute:
+		if _, _, err := c.gatewayRef(); err != nil {
+			return err
+		}
 	default:
-		return fmt.Errorf("--route: unknown route %q (want %q or %q)", c.Kind, RouteIngress, RouteNone)
+		return fmt.Errorf("--route: unknown route %q (want %q, %q or %q)", c.Kind, RouteIngress, RouteHTTPRoute, RouteNone)
 	}
 	if c.WebhookBaseURL != "" {
 		u, err := url.Parse(c.WebhookBaseURL)
@@ -87,8 +105,12 @@ func (c RouteConfig) kind() RouteKind {
 // slash, or "" when it is not known.
 func (c RouteConfig) baseURL() string {
 	base := c.WebhookBaseURL
-	if base == "" && c.IngressHost != "" {
-		base = "https://" + c.IngressHost
+	host := c.IngressHost
+	if c.kind() == RouteHTTPRoute {
+		host = c.GatewayHostname
+	}
+	if base == "" && host != "" {
+		base = "https://" + host
 	}
 	return strings.TrimRight(base, "/")
 }
@@ -154,11 +176,14 @@ func desiredIngress(t *platformv1.Tenant, cfg RouteConfig) *networkingv1ac.Ingre
 	return ing
 }
 
-// reconcileRoute ensures the tenant's Ingress (only ever called for an
-// Active tenant) and sets RouteReady. With --route=none it removes an
-// Ingress left from an earlier configuration.
+// reconcileRoute ensures the tenant's route (only ever called for an Active
+// tenant) and sets RouteReady. A route of another kind, left from an earlier
+// configuration, is removed: with --route=none both kinds, with httproute the
+// Ingress. (With ingress, HTTPRoutes are not looked for: a cluster without the
+// Gateway API would pay a discovery call per pass; deactivation removes both.)
 func (r *TenantReconciler) reconcileRoute(ctx context.Context, t *platformv1.Tenant) (*ctrl.Result, error) {
-	if r.Route.kind() == RouteNone {
+	switch r.Route.kind() {
+	case RouteNone:
 		if _, err := r.removeRoute(ctx, t); err != nil {
 			setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionRouteReady, false, platformv1.ReasonApplyFailed, err.Error())
 			return nil, err
@@ -166,6 +191,12 @@ func (r *TenantReconciler) reconcileRoute(ctx context.Context, t *platformv1.Ten
 		setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionRouteReady, true, platformv1.ReasonRouteDisabled,
 			"the manager runs with --route=none: route "+TenantRoutePrefix(t.Name)+" to Service "+WorkerName+" yourself")
 		return nil, nil
+	case RouteHTTPRoute:
+		if _, err := r.removeIngress(ctx, t); err != nil {
+			setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionRouteReady, false, platformv1.ReasonApplyFailed, err.Error())
+			return nil, err
+		}
+		return r.reconcileHTTPRoute(ctx, t)
 	}
 	key := types.NamespacedName{Namespace: t.NamespaceName(), Name: RouteName}
 	ing := &networkingv1.Ingress{}
@@ -186,36 +217,56 @@ func (r *TenantReconciler) reconcileRoute(ctx context.Context, t *platformv1.Ten
 	return nil, nil
 }
 
-// removeRoute deletes the tenant's Ingress, if it is ours, and reports
-// whether it is gone, read around the cache. Deactivation calls it first:
-// Meta's deliveries stop reaching the worker once it reports gone.
+// removeRoute deletes the tenant's routes of both kinds, if they are ours,
+// and reports whether they are gone, read around the cache. Deactivation
+// calls it first: Meta's deliveries stop reaching the worker once it reports
+// gone.
 func (r *TenantReconciler) removeRoute(ctx context.Context, t *platformv1.Tenant) (gone bool, err error) {
+	ingressGone, err := r.removeIngress(ctx, t)
+	if err != nil {
+		return false, err
+	}
+	httpRouteGone, err := r.removeHTTPRoute(ctx, t)
+	if err != nil {
+		return false, err
+	}
+	return ingressGone && httpRouteGone, nil
+}
+
+func (r *TenantReconciler) removeIngress(ctx context.Context, t *platformv1.Tenant) (gone bool, err error) {
+	return r.removeOwned(ctx, t, "Ingress", &networkingv1.Ingress{})
+}
+
+// removeOwned deletes the tenant's object named RouteName of obj's kind, if
+// the tenant owns it, and reports whether it is gone (uncached reads). A kind
+// the API server does not serve counts as gone.
+func (r *TenantReconciler) removeOwned(ctx context.Context, t *platformv1.Tenant, kind string, obj client.Object) (gone bool, err error) {
 	key := types.NamespacedName{Namespace: t.NamespaceName(), Name: RouteName}
-	var ing networkingv1.Ingress
-	if err := r.APIReader.Get(ctx, key, &ing); err != nil {
-		if apierrors.IsNotFound(err) {
+	if err := r.APIReader.Get(ctx, key, obj); err != nil {
+		if apierrors.IsNotFound(err) || apimeta.IsNoMatchError(err) {
 			return true, nil
 		}
-		return false, fmt.Errorf("get ingress %s: %w", key, err)
+		return false, fmt.Errorf("get %s %s: %w", kind, key, err)
 	}
-	if !ownedByTenant(&ing, t) {
+	if !ownedByTenant(obj, t) {
 		// Never delete what we did not create; it does not route to the worker
 		// on our behalf either.
 		return true, nil
 	}
-	if ing.DeletionTimestamp == nil {
-		err := r.Delete(ctx, &ing, client.Preconditions{UID: &ing.UID})
+	if obj.GetDeletionTimestamp() == nil {
+		uid := obj.GetUID()
+		err := r.Delete(ctx, obj, client.Preconditions{UID: &uid})
 		if err != nil && !apierrors.IsNotFound(err) {
-			return false, fmt.Errorf("delete ingress %s: %w", key, err)
+			return false, fmt.Errorf("delete %s %s: %w", kind, key, err)
 		}
-		r.Recorder.Eventf(t, &ing, corev1.EventTypeNormal, "Deleted", "StopIngest", "deleted Ingress %s", key)
+		r.Recorder.Eventf(t, obj, corev1.EventTypeNormal, "Deleted", "StopIngest", "deleted %s %s", kind, key)
 	}
-	err = r.APIReader.Get(ctx, key, &networkingv1.Ingress{})
+	err = r.APIReader.Get(ctx, key, obj)
 	switch {
 	case apierrors.IsNotFound(err):
 		return true, nil
 	case err != nil:
-		return false, fmt.Errorf("verify ingress %s is gone: %w", key, err)
+		return false, fmt.Errorf("verify %s %s is gone: %w", kind, key, err)
 	}
 	return false, nil
 }

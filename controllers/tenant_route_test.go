@@ -12,7 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -32,6 +31,8 @@ func TestWebhookURL(t *testing.T) {
 		{"path prefix", RouteConfig{WebhookBaseURL: "https://example.com/omniflow/"}, "https://example.com/omniflow/t/acme/webhooks/meta/wa"},
 		{"base URL wins over host", RouteConfig{WebhookBaseURL: "https://a.example.com", IngressHost: "b.example.com"}, "https://a.example.com/t/acme/webhooks/meta/wa"},
 		{"derived from the Ingress host", RouteConfig{IngressHost: "b.example.com"}, "https://b.example.com/t/acme/webhooks/meta/wa"},
+		{"derived from the Gateway hostname", RouteConfig{Kind: RouteHTTPRoute, Gateway: "infra/gw", GatewayHostname: "c.example.com", IngressHost: "b.example.com"},
+			"https://c.example.com/t/acme/webhooks/meta/wa"},
 		{"unknown", RouteConfig{}, ""},
 	}
 	for _, tc := range tests {
@@ -46,12 +47,17 @@ func TestWebhookURL(t *testing.T) {
 
 func TestRouteConfigValidate(t *testing.T) {
 	t.Parallel()
-	for _, cfg := range []RouteConfig{{}, {Kind: RouteNone}, {WebhookBaseURL: "https://hooks.example.com/x"}, {WebhookBaseURL: "http://localhost:8080"}} {
+	for _, cfg := range []RouteConfig{{}, {Kind: RouteNone}, {WebhookBaseURL: "https://hooks.example.com/x"}, {WebhookBaseURL: "http://localhost:8080"},
+		{Kind: RouteHTTPRoute, Gateway: "infra/public"},
+		{Kind: RouteHTTPRoute, Gateway: "infra/public", GatewaySection: "https", GatewayHostname: "*.hooks.example.com"}} {
 		if err := cfg.Validate(); err != nil {
 			t.Errorf("Validate(%+v) = %v", cfg, err)
 		}
 	}
-	for _, cfg := range []RouteConfig{{Kind: "gateway"}, {WebhookBaseURL: "hooks.example.com"}, {WebhookBaseURL: "ftp://x"}, {WebhookBaseURL: "https://x/?a=b"}} {
+	for _, cfg := range []RouteConfig{{Kind: "gateway"}, {WebhookBaseURL: "hooks.example.com"}, {WebhookBaseURL: "ftp://x"}, {WebhookBaseURL: "https://x/?a=b"},
+		{Kind: RouteHTTPRoute}, {Kind: RouteHTTPRoute, Gateway: "public"}, {Kind: RouteHTTPRoute, Gateway: "infra/Public"},
+		{Kind: RouteHTTPRoute, Gateway: "infra/public", GatewaySection: "HTTPS"},
+		{Kind: RouteHTTPRoute, Gateway: "infra/public", GatewayHostname: "https://hooks.example.com"}} {
 		if err := cfg.Validate(); err == nil {
 			t.Errorf("Validate(%+v) = nil, want an error", cfg)
 		}
@@ -96,7 +102,7 @@ func TestDesiredIngress(t *testing.T) {
 func TestRemoveRoute(t *testing.T) {
 	t.Parallel()
 	sch := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(sch); err != nil {
+	if err := AddToScheme(sch); err != nil {
 		t.Fatal(err)
 	}
 	tn := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "acme", UID: "uid-1"}}
@@ -147,7 +153,7 @@ func TestRemoveRoute(t *testing.T) {
 func TestReconcileRoute(t *testing.T) {
 	t.Parallel()
 	sch := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(sch); err != nil {
+	if err := AddToScheme(sch); err != nil {
 		t.Fatal(err)
 	}
 	if err := platformv1.AddToScheme(sch); err != nil {

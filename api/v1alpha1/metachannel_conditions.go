@@ -27,6 +27,15 @@ const (
 const (
 	// ReasonRouteConfigured: the tenant's Ingress is applied.
 	ReasonRouteConfigured = "IngressConfigured"
+	// ReasonHTTPRouteAccepted: the tenant's HTTPRoute is accepted by its Gateway.
+	ReasonHTTPRouteAccepted = "HTTPRouteAccepted"
+	// ReasonHTTPRoutePending: the tenant's HTTPRoute is applied and its Gateway has not
+	// reported on it yet (no Gateway controller, or not yet).
+	ReasonHTTPRoutePending = "HTTPRoutePending"
+	// ReasonHTTPRouteNotAccepted: the Gateway refused the tenant's HTTPRoute (for example
+	// its listener does not allow routes from the tenant's namespace); the message is
+	// the Gateway's.
+	ReasonHTTPRouteNotAccepted = "HTTPRouteNotAccepted"
 	// ReasonRouteDisabled: the manager runs with --route=none; Meta's
 	// webhooks reach the workers some other way.
 	ReasonRouteDisabled = "RouteDisabled"

@@ -12,14 +12,12 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 )
 
@@ -55,14 +53,19 @@ func main() {
 	flag.StringVar(&worker.DefaultStorageClass, "default-storage-class", "",
 		"StorageClass of tenant volumes when a Tenant names none (default: the cluster's default StorageClass).")
 	flag.StringVar(&routeKind, "route", string(controllers.RouteIngress),
-		"How Meta's webhooks reach the tenant workers: \"ingress\" (one Ingress per Active tenant) or \"none\" (route /t/<tenant>/ yourself).")
+		"How Meta's webhooks reach the tenant workers: \"ingress\" (one Ingress per Active tenant), \"httproute\" (one Gateway API HTTPRoute per Active tenant, attached to --gateway) or \"none\" (route /t/<tenant>/ yourself).")
 	flag.StringVar(&route.WebhookBaseURL, "webhook-base-url", "",
-		"Public base URL of the webhooks, e.g. https://hooks.example.com (default: https://<--ingress-host>); channels publish <base>/t/<tenant>/webhooks/meta/<channel>.")
+		"Public base URL of the webhooks, e.g. https://hooks.example.com (default: https://<--ingress-host>, or https://<--gateway-hostname> with --route=httproute); channels publish <base>/t/<tenant>/webhooks/meta/<channel>.")
 	flag.StringVar(&route.IngressClass, "ingress-class", "", "ingressClassName of tenant Ingresses (default: the cluster's default IngressClass).")
 	flag.StringVar(&route.IngressHost, "ingress-host", "", "Host of tenant Ingresses (default: any host).")
 	flag.StringVar(&route.IngressTLSSecret, "ingress-tls-secret", "",
 		"TLS Secret named by tenant Ingresses; it must exist in each tenant namespace (default: no tls section).")
 	flag.Var(&ingressAnnotations, "ingress-annotation", "key=value annotation for every tenant Ingress (repeatable).")
+	flag.StringVar(&route.Gateway, "gateway", "",
+		"Parent Gateway of tenant HTTPRoutes as namespace/name (--route=httproute); its listener must allow routes from the tenant namespaces.")
+	flag.StringVar(&route.GatewaySection, "gateway-section", "", "Listener (sectionName) of --gateway to attach tenant HTTPRoutes to (default: every listener that allows them).")
+	flag.StringVar(&route.GatewayHostname, "gateway-hostname", "",
+		"Hostname of tenant HTTPRoutes (default: the listener's); also the default host of --webhook-base-url with --route=httproute.")
 	flag.DurationVar(&sweep.Interval, "orphan-sweep-interval", 10*time.Minute,
 		"How often to look for tenant namespaces and volumes whose Tenant is gone (negative disables the sweep).")
 	flag.DurationVar(&sweep.GracePeriod, "orphan-grace-period", 7*24*time.Hour,
@@ -88,8 +91,7 @@ func run(metricsAddr string, secureMetrics, enableHTTP2 bool, probeAddr string, 
 		return err
 	}
 	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(platformv1.AddToScheme(scheme))
+	utilruntime.Must(controllers.AddToScheme(scheme))
 
 	var tlsOpts []func(*tls.Config)
 	if !enableHTTP2 {
@@ -109,7 +111,7 @@ func run(metricsAddr string, secureMetrics, enableHTTP2 bool, probeAddr string, 
 		LeaderElectionNamespace: leaderElectionNS,
 		// Release the lease on shutdown so that a rollout hands over at once.
 		LeaderElectionReleaseOnCancel: true,
-		Cache:                         controllers.CacheOptions(),
+		Cache:                         controllers.CacheOptions(opts.Route),
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)

@@ -11,11 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"go.uber.org/zap/zapcore"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -26,15 +26,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 )
 
-// Scheme holds the built-in types and the Omniflow API.
+// Scheme holds what the operator uses (controllers.AddToScheme).
 func Scheme() *kruntime.Scheme {
 	s := kruntime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(s))
-	utilruntime.Must(platformv1.AddToScheme(s))
+	utilruntime.Must(controllers.AddToScheme(s))
 	return s
 }
 
@@ -42,6 +40,20 @@ func Scheme() *kruntime.Scheme {
 func CRDDir() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..", "config", "crd", "bases")
+}
+
+// GatewayAPICRDDir is the directory of the Gateway API's standard CRDs in the
+// module cache, at the version go.mod names.
+func GatewayAPICRDDir() (string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
+	if err != nil {
+		return "", fmt.Errorf("locate sigs.k8s.io/gateway-api: %w", err)
+	}
+	dir := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard")
+	if _, err := os.Stat(dir); err != nil {
+		return "", fmt.Errorf("gateway API CRDs: %w", err)
+	}
+	return dir, nil
 }
 
 // Env is a running control plane.
@@ -55,14 +67,15 @@ type Env struct {
 // Start starts kube-apiserver and etcd with the CRDs installed. It fails
 // with a clear message when KUBEBUILDER_ASSETS is unset: the tests are run
 // by `make test`, which builds the binaries the first time.
-func Start(scheme *kruntime.Scheme) (*Env, error) {
+// extraCRDDirs are installed too (e.g. GatewayAPICRDDir).
+func Start(scheme *kruntime.Scheme, extraCRDDirs ...string) (*Env, error) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		return nil, errors.New("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, " +
 			"or export KUBEBUILDER_ASSETS=$(hack/setup-envtest.sh)")
 	}
 	SetLogger()
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{CRDDir()},
+		CRDDirectoryPaths:     append([]string{CRDDir()}, extraCRDDirs...),
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
 	}
@@ -145,7 +158,7 @@ func StartOperator(cfg *rest.Config, scheme *kruntime.Scheme, opts controllers.O
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  controllers.CacheOptions(),
+		Cache:                  controllers.CacheOptions(opts.Route),
 		Controller:             ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
