@@ -43,10 +43,16 @@ vet: ## Run go vet.
 envtest: ## Build (first time only) kube-apiserver, etcd and kube-controller-manager for the tests; prints their directory.
 	@hack/setup-envtest.sh
 
+.PHONY: postgres
+postgres: ## Start (installing it the first time) the tests' own PostgreSQL server; prints its DSN. `hack/setup-postgres.sh stop` stops it.
+	@hack/setup-postgres.sh
+
 .PHONY: test
-test: manifests generate fmt vet ## Run all tests against a real API server (builds the envtest binaries the first time).
+test: manifests generate fmt vet ## Run all tests against a real API server and PostgreSQL server (builds/installs them the first time).
 	@assets="$${KUBEBUILDER_ASSETS:-$$(hack/setup-envtest.sh)}"; \
 	echo "KUBEBUILDER_ASSETS=$$assets"; \
+	OMNIFLOW_TEST_POSTGRES_DSN="$${OMNIFLOW_TEST_POSTGRES_DSN:-$$(hack/setup-postgres.sh)}"; \
+	export OMNIFLOW_TEST_POSTGRES_DSN; \
 	KUBEBUILDER_ASSETS="$$assets" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: demo

@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
+	"github.com/omniflowcrm/omniflow-operator/internal/store/docenc"
 )
 
 // txn is one group transaction on the writer connection, with the prepared statements
@@ -102,23 +102,11 @@ type prepared struct {
 }
 
 func encode[T any](rec *T) (doc[T], error) {
-	b, err := encodeDoc(rec)
+	b, err := docenc.Encode(rec)
 	if err != nil {
 		return doc[T]{}, err
 	}
 	return doc[T]{rec, b}, nil
-}
-
-// marshal encodes without HTML escaping: json.Marshal would rewrite "&" in a stored raw
-// fragment as "\u0026", and the fragment must stay the bytes Meta sent.
-func marshal(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, fmt.Errorf("encode %T: %w", v, err)
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 func prepare(b *meta.Batch) (*prepared, error) {
@@ -329,7 +317,7 @@ func fill(dst *string, old string) {
 }
 
 func (t *txn) writeContact(ctx context.Context, id int64, c *meta.Contact) error {
-	d, err := encodeDoc(c)
+	d, err := docenc.Encode(c)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package sqlite
+package docenc
 
 import (
 	"bytes"
@@ -50,10 +50,10 @@ func docSamples(t testing.TB) (msgs []meta.Message, files []meta.File, contacts 
 
 func checkDoc(t testing.TB, v any) {
 	t.Helper()
-	want, werr := marshal(v)
-	got, gerr := encodeDoc(v)
+	want, werr := Marshal(v)
+	got, gerr := Encode(v)
 	if (werr == nil) != (gerr == nil) || !bytes.Equal(got, want) {
-		t.Fatalf("encodeDoc(%+v)\n got %s (%v)\nwant %s (%v)", v, got, gerr, want, werr)
+		t.Fatalf("Encode(%+v)\n got %s (%v)\nwant %s (%v)", v, got, gerr, want, werr)
 	}
 }
 

@@ -1,8 +1,18 @@
-package sqlite
+// Package docenc encodes the JSON documents the store backends keep for every record.
+// All backends share it so that an export prints the same bytes whichever database
+// holds the records.
+//
+// Hand-written encoders cover the documents stored on every delivery (messages, files,
+// contacts). They write exactly the bytes Marshal (encoding/json without HTML escaping)
+// writes, field for field, and report false for anything they do not cover (nested
+// reactions, locations, replies, errors), which then goes through Marshal.
+// TestDocEncodersMatch and FuzzDocEncodersMatch compare them with encoding/json.
+package docenc
 
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -10,11 +20,17 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 )
 
-// Hand-written encoders for the documents stored on every delivery (messages, files,
-// contacts). They write exactly the bytes marshal (encoding/json without HTML escaping)
-// writes, field for field, and report false for anything they do not cover (nested
-// reactions, locations, replies, errors), which then goes through marshal.
-// TestDocEncodersMatch and FuzzDocEncodersMatch compare them with encoding/json.
+// Marshal encodes without HTML escaping: json.Marshal would rewrite "&" in a stored raw
+// fragment as "\u0026", and the fragment must stay the bytes Meta sent.
+func Marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("encode %T: %w", v, err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
 
 // appendJSONString is encoding/json's string encoding with HTML escaping off.
 func appendJSONString(dst []byte, s string) []byte {
@@ -123,7 +139,7 @@ func (w *docWriter) timeOmitzero(k string, t time.Time) bool {
 
 func (w *docWriter) done() []byte { return append(w.buf, '}') }
 
-// encodeMessage is marshal(m) for messages without nested objects.
+// encodeMessage is Marshal(m) for messages without nested objects.
 func encodeMessage(m *meta.Message) ([]byte, bool) {
 	if m.Reaction != nil || m.Location != nil || m.Reply != nil || len(m.Errors) > 0 {
 		return nil, false
@@ -159,7 +175,7 @@ func encodeMessage(m *meta.Message) ([]byte, bool) {
 	return w.done(), true
 }
 
-// encodeFile is marshal(f).
+// encodeFile is Marshal(f).
 func encodeFile(f *meta.File) ([]byte, bool) {
 	w := newDoc(200 + len(f.URL) + len(f.Caption))
 	w.str("platform", string(f.Platform))
@@ -182,7 +198,7 @@ func encodeFile(f *meta.File) ([]byte, bool) {
 	return w.done(), true
 }
 
-// encodeContact is marshal(c).
+// encodeContact is Marshal(c).
 func encodeContact(c *meta.Contact) ([]byte, bool) {
 	w := newDoc(128 + len(c.Name))
 	w.str("platform", string(c.Platform))
@@ -196,8 +212,8 @@ func encodeContact(c *meta.Contact) ([]byte, bool) {
 	return w.done(), true
 }
 
-// encodeDoc encodes a stored document, by hand when it can.
-func encodeDoc(v any) ([]byte, error) {
+// Encode encodes a stored document, by hand when it can: the bytes are Marshal's.
+func Encode(v any) ([]byte, error) {
 	var b []byte
 	ok := false
 	switch r := v.(type) {
@@ -211,5 +227,5 @@ func encodeDoc(v any) ([]byte, error) {
 	if ok {
 		return b, nil
 	}
-	return marshal(v)
+	return Marshal(v)
 }

@@ -1,0 +1,565 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
+	"github.com/omniflowcrm/omniflow-operator/internal/store"
+	"github.com/omniflowcrm/omniflow-operator/internal/store/docenc"
+)
+
+type doc[T any] struct {
+	rec  *T
+	json []byte
+}
+
+// prepared is a batch with its documents already encoded, with the encoders the SQLite
+// backend uses: both store (and export) the same bytes.
+type prepared struct {
+	b        *meta.Batch
+	messages []doc[meta.Message]
+	files    map[string][]doc[meta.File] // by platform and message id: stored only with a new message
+	statuses []doc[meta.Status]
+	receipts []doc[meta.Receipt]
+}
+
+func encode[T any](rec *T) (doc[T], error) {
+	b, err := docenc.Encode(rec)
+	if err != nil {
+		return doc[T]{}, err
+	}
+	return doc[T]{rec, docText(b)}, nil
+}
+
+func fileKey(platform meta.Platform, messageID string) string {
+	return string(platform) + "\x00" + messageID
+}
+
+func prepare(b *meta.Batch) (*prepared, error) {
+	p := &prepared{b: b, files: map[string][]doc[meta.File]{}}
+	for i := range b.Messages {
+		d, err := encode(&b.Messages[i])
+		if err != nil {
+			return nil, err
+		}
+		p.messages = append(p.messages, d)
+	}
+	for i := range b.Files {
+		d, err := encode(&b.Files[i])
+		if err != nil {
+			return nil, err
+		}
+		k := fileKey(b.Files[i].Platform, b.Files[i].MessageID)
+		p.files[k] = append(p.files[k], d)
+	}
+	for i := range b.Statuses {
+		d, err := encode(&b.Statuses[i])
+		if err != nil {
+			return nil, err
+		}
+		p.statuses = append(p.statuses, d)
+	}
+	for i := range b.Receipts {
+		d, err := encode(&b.Receipts[i])
+		if err != nil {
+			return nil, err
+		}
+		p.receipts = append(p.receipts, d)
+	}
+	return p, nil
+}
+
+func unixMilli(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMilli()
+}
+
+// apply writes one batch: contacts, then messages, then what depends on them. Deletions
+// go last so that a message and its unsend in the same delivery end deleted whatever
+// their order.
+//
+// Every wait is for something taken in one global order, so concurrent deliveries
+// cannot wait for each other in a cycle: contact locks ascending (locker), then message
+// locks ascending in one statement, then messages, statuses and receipts in key order.
+// Two deliveries carrying the same messages in different orders would otherwise each
+// insert one and wait for the other's (a unique index makes an insert wait for a
+// concurrent uncommitted insert of the same key). Rows are not inserted in delivery
+// order, so their ids, which export follows, are allocated beforehand in delivery order:
+// an export lists records as SQLite's does.
+func apply(ctx context.Context, tx pgx.Tx, p *prepared, l *locker, res *store.CommitResult) error {
+	if len(p.b.Contacts) > 0 {
+		var keys []int32
+		for i := range p.b.Contacts {
+			keys = append(keys, identifierKeys(&p.b.Contacts[i])...)
+		}
+		if err := l.first(ctx, keys); err != nil {
+			return err
+		}
+		for i := range p.b.Contacts {
+			if err := upsertContact(ctx, tx, l, &p.b.Contacts[i]); err != nil {
+				return err
+			}
+			res.ContactsUpserted++
+		}
+	}
+	if len(p.messages) == 0 && len(p.statuses) == 0 && len(p.receipts) == 0 && len(p.b.Deletions) == 0 {
+		return nil
+	}
+	ids, err := lockAndAllocate(ctx, tx, p)
+	if err != nil {
+		return err
+	}
+
+	// One round trip for every message insert; whether each was new decides its files.
+	isNew := make([]bool, len(p.messages))
+	if len(p.messages) > 0 {
+		b := &pgx.Batch{}
+		for _, i := range byKey(len(p.messages), func(i int) string { return messageKey(p.messages[i].rec.Platform, p.messages[i].rec.ID) }) {
+			d := p.messages[i]
+			m := d.rec
+			b.Queue(sqlInsertMessage, keyText(string(m.Platform)), keyText(m.ID), keyText(m.Channel), keyText(m.Subject),
+				nullableKey(m.SubjectAlt), unixMilli(m.Timestamp), d.json, ids.messages[i]).Exec(func(ct pgconn.CommandTag) error {
+				isNew[i] = ct.RowsAffected() > 0
+				return nil
+			})
+		}
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("insert messages: %w", err)
+		}
+	}
+
+	// A second round trip for the rest.
+	b := &pgx.Batch{}
+	for i, d := range p.messages {
+		if !isNew[i] {
+			res.MessagesDuplicate++
+			continue
+		}
+		res.MessagesNew++
+		// In delivery order: only this transaction can write files of a message it has
+		// just inserted, so nothing here waits.
+		for _, f := range p.files[fileKey(d.rec.Platform, d.rec.ID)] {
+			fr := f.rec
+			b.Queue(sqlInsertFile, keyText(string(fr.Platform)), keyText(fr.MessageID), fr.Index, keyText(fr.Channel), keyText(fr.Subject),
+				nullableKey(fr.SubjectAlt), nullableKey(fr.MediaID), f.json).Exec(func(ct pgconn.CommandTag) error {
+				res.FilesNew += int(ct.RowsAffected())
+				return nil
+			})
+		}
+	}
+	for _, i := range byKey(len(p.statuses), func(i int) string { return messageKey(p.statuses[i].rec.Platform, p.statuses[i].rec.MessageID) }) {
+		d := p.statuses[i]
+		st := d.rec
+		b.Queue(sqlUpsertStatus, keyText(string(st.Platform)), keyText(st.MessageID), keyText(st.Channel), keyText(st.Subject),
+			nullableKey(st.SubjectAlt), meta.StateRank(st.State), d.json, ids.statuses[i]).Exec(func(ct pgconn.CommandTag) error {
+			if ct.RowsAffected() == 0 {
+				res.StatusesStale++
+			} else {
+				res.StatusesApplied++
+			}
+			return nil
+		})
+	}
+	for _, i := range byKey(len(p.receipts), func(i int) string {
+		r := p.receipts[i].rec
+		return keyText(string(r.Platform)) + "\x00" + keyText(r.Channel) + "\x00" + keyText(r.Subject) + "\x00" + keyText(r.State)
+	}) {
+		d := p.receipts[i]
+		r := d.rec
+		b.Queue(sqlUpsertReceipt, keyText(string(r.Platform)), keyText(r.Channel), keyText(r.Subject), keyText(r.State), r.Watermark.UnixMilli(), d.json, ids.receipts[i])
+	}
+	now := time.Now().UnixMilli()
+	dels := p.b.Deletions
+	for _, i := range byKey(len(dels), func(i int) string { return messageKey(dels[i].Platform, dels[i].MessageID) }) {
+		platform, id := keyText(string(dels[i].Platform)), keyText(dels[i].MessageID)
+		b.Queue(sqlTombstone, platform, id, now)
+		b.Queue(sqlDeleteMessage, platform, id).Exec(func(ct pgconn.CommandTag) error {
+			res.MessagesDeleted += int(ct.RowsAffected())
+			return nil
+		})
+		b.Queue(sqlDeleteFiles, platform, id)
+	}
+	if b.Len() > 0 {
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("store files, statuses, receipts and deletions: %w", err)
+		}
+	}
+	return nil
+}
+
+// messageKey is a message's unique key as stored, as one string that sorts.
+func messageKey(platform meta.Platform, id string) string {
+	return keyText(string(platform)) + "\x00" + keyText(id) // keyText leaves no NUL
+}
+
+// byKey returns the indexes 0..n-1 in ascending key order; records with equal keys stay
+// in delivery order, so the first of them is applied first, as in SQLite.
+func byKey(n int, key func(i int) string) []int {
+	keys := make([]string, n)
+	idx := make([]int, n)
+	for i := range n {
+		keys[i], idx[i] = key(i), i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return strings.Compare(keys[a], keys[b]) })
+	return idx
+}
+
+// rowIDs are the ids the batch's messages, statuses and receipts get if inserted, by
+// their index in the batch.
+type rowIDs struct{ messages, statuses, receipts []int64 }
+
+// lockAndAllocate takes the message locks and allocates row ids, in one round trip.
+//
+// Message locks serialise a message's insert with its deletion. The insert checks for a
+// tombstone and a deletion removes the message; without a lock, each could run before
+// the other's commit and miss it, leaving an unsent message stored. So inserts take
+// their bucket's lock shared (they never wait for each other) and deletions take it
+// exclusive, all in one statement, in ascending order: no cycle can form among them.
+func lockAndAllocate(ctx context.Context, tx pgx.Tx, p *prepared) (rowIDs, error) {
+	exclusive := map[int32]bool{}
+	for _, d := range p.messages {
+		k := messageLockKey(keyText(string(d.rec.Platform)), keyText(d.rec.ID))
+		if _, ok := exclusive[k]; !ok {
+			exclusive[k] = false
+		}
+	}
+	for _, del := range p.b.Deletions {
+		exclusive[messageLockKey(keyText(string(del.Platform)), keyText(del.MessageID))] = true
+	}
+	b := &pgx.Batch{}
+	if len(exclusive) > 0 { // statuses and receipts alone need none: their upserts are atomic
+		keys := make([]int32, 0, len(exclusive))
+		for k := range exclusive {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		modes := make([]bool, len(keys))
+		for i, k := range keys {
+			modes[i] = exclusive[k]
+		}
+		b.Queue(`SELECT CASE WHEN x THEN pg_advisory_xact_lock($1, k) ELSE pg_advisory_xact_lock_shared($1, k) END
+			FROM unnest($2::int4[], $3::bool[]) AS t(k, x)`, lockMessage, keys, modes)
+	}
+	var ids rowIDs
+	b.Queue(sqlAllocateIDs, len(p.messages), len(p.statuses), len(p.receipts)).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&ids.messages, &ids.statuses, &ids.receipts)
+	})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return rowIDs{}, fmt.Errorf("lock messages and allocate ids: %w", err)
+	}
+	if len(ids.messages) != len(p.messages) || len(ids.statuses) != len(p.statuses) || len(ids.receipts) != len(p.receipts) {
+		return rowIDs{}, errors.New("allocate ids: the server returned too few")
+	}
+	// Ascending whatever order the server produced them in: delivery order is id order.
+	slices.Sort(ids.messages)
+	slices.Sort(ids.statuses)
+	slices.Sort(ids.receipts)
+	return ids, nil
+}
+
+// identifiers are a contact's non-empty subject, wa_id and user id, as stored.
+func identifiers(c *meta.Contact) []string {
+	var ids []string
+	for _, id := range []string{c.Subject, c.WaID, c.UserID} {
+		if id != "" {
+			ids = append(ids, keyText(id))
+		}
+	}
+	return ids
+}
+
+func identifierKeys(c *meta.Contact) []int32 {
+	var keys []int32
+	for _, id := range identifiers(c) {
+		keys = append(keys, contactLockKey(id))
+	}
+	return keys
+}
+
+type contactRow struct {
+	id  int64
+	ids []string // subject, wa_id and user id as stored (keyText), the non-empty ones
+	c   meta.Contact
+}
+
+// findContacts returns the stored contacts c matches by subject, wa_id or user id, in
+// id order, locked for update. Empty wa_id/user id bind as NULL, which matches nothing.
+func findContacts(ctx context.Context, tx pgx.Tx, c *meta.Contact) ([]contactRow, error) {
+	rows, err := tx.Query(ctx, sqlFindContacts, keyText(string(c.Platform)), keyText(c.Channel), keyText(c.Subject), nullableKey(c.WaID), nullableKey(c.UserID))
+	if err != nil {
+		return nil, fmt.Errorf("find contacts: %w", err)
+	}
+	defer rows.Close()
+	var found []contactRow
+	for rows.Next() {
+		var r contactRow
+		var d []byte
+		var subject, waID, userID string
+		if err := rows.Scan(&r.id, &subject, &waID, &userID, &d); err != nil {
+			return nil, fmt.Errorf("find contacts: scan: %w", err)
+		}
+		for _, id := range []string{subject, waID, userID} {
+			if id != "" {
+				r.ids = append(r.ids, id)
+			}
+		}
+		if err := json.Unmarshal(d, &r.c); err != nil {
+			return nil, fmt.Errorf("find contacts: decode: %w", err)
+		}
+		found = append(found, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("find contacts: %w", err)
+	}
+	return found, nil
+}
+
+// maxLockRounds bounds how often one contact's lock set is extended; a person has at
+// most a few identifiers, so more rounds mean rows changing faster than they are read.
+const maxLockRounds = 8
+
+// upsertContact stores c, merging with what is known, exactly as the SQLite backend
+// does: a WhatsApp user may be known by wa_id, by business-scoped user id, or both; a
+// payload that links the two merges the rows into one contact keyed by the
+// business-scoped id.
+//
+// Race-freedom. The caller holds the locks of c's own identifiers. The rows c matches
+// may carry further identifiers, which the merge moves onto the row it keeps: a
+// concurrent upsert looking for one of those (and holding only its lock) would not see
+// the kept row gain it until this commit, find nothing and insert a duplicate. So the
+// lock set is extended to every identifier of every matched row, and the rows read again
+// under the larger set, until no row brings an identifier not locked. Then every row
+// this upsert reads or writes, and every identifier they hold, is locked: another
+// upsert or erasure that could see or change any of them waits for this commit, and
+// reads (each statement takes a fresh snapshot in READ COMMITTED) what it wrote.
+// The locker extends the set in ascending order only; a key below one already held
+// makes the whole transaction run again with that key among its first (errRelock).
+func upsertContact(ctx context.Context, tx pgx.Tx, l *locker, c *meta.Contact) error {
+	var found []contactRow
+	for round := 0; ; round++ {
+		var err error
+		if found, err = findContacts(ctx, tx, c); err != nil {
+			return err
+		}
+		var keys []int32
+		for _, r := range found {
+			for _, id := range r.ids {
+				keys = append(keys, contactLockKey(id))
+			}
+		}
+		if len(l.missing(keys)) == 0 {
+			break
+		}
+		if round == maxLockRounds {
+			return fmt.Errorf("upsert contact: its identifiers kept changing over %d reads", maxLockRounds)
+		}
+		if err := l.lock(ctx, keys); err != nil {
+			return err
+		}
+	}
+	merged := *c
+	if len(found) == 0 {
+		return writeContact(ctx, tx, 0, &merged)
+	}
+	keep := found[0]
+	for _, r := range found {
+		if c.UserID != "" && r.c.UserID == c.UserID {
+			keep = r
+		}
+	}
+	// Older facts fill gaps; the incoming contact's non-empty fields win.
+	for _, r := range found {
+		fill(&merged.WaID, r.c.WaID)
+		fill(&merged.UserID, r.c.UserID)
+		fill(&merged.ParentUserID, r.c.ParentUserID)
+		fill(&merged.Username, r.c.Username)
+		fill(&merged.Name, r.c.Name)
+	}
+	if merged.UserID != "" {
+		merged.Subject = merged.UserID
+	}
+	// The others go first: the kept row may take over one's subject (unique).
+	for _, r := range found {
+		if r.id != keep.id {
+			if _, err := tx.Exec(ctx, sqlDeleteContact, r.id); err != nil {
+				return fmt.Errorf("merge contacts: %w", err)
+			}
+		}
+	}
+	if len(found) == 1 && merged == keep.c {
+		return nil // nothing new: skip the write
+	}
+	return writeContact(ctx, tx, keep.id, &merged)
+}
+
+func fill(dst *string, old string) {
+	if *dst == "" {
+		*dst = old
+	}
+}
+
+func writeContact(ctx context.Context, tx pgx.Tx, id int64, c *meta.Contact) error {
+	d, err := docenc.Encode(c)
+	if err != nil {
+		return err
+	}
+	d = docText(d)
+	if id == 0 {
+		_, err = tx.Exec(ctx, sqlInsertContact, keyText(string(c.Platform)), keyText(c.Channel), keyText(c.Subject), nullableKey(c.WaID), nullableKey(c.UserID), d)
+	} else {
+		_, err = tx.Exec(ctx, sqlUpdateContact, keyText(c.Subject), nullableKey(c.WaID), nullableKey(c.UserID), d, id)
+	}
+	if err != nil {
+		return fmt.Errorf("write contact: %w", err)
+	}
+	return nil
+}
+
+// subjectIDs resolves an identifier to every identifier the same person is stored under
+// (as stored, i.e. through keyText): erasing by wa_id must also reach messages filed
+// under the business-scoped id, and back. The subject's own identifier comes first.
+func subjectIDs(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, s store.Subject, channel string) ([]string, error) {
+	own := keyText(s.ID)
+	where, args := scopeWhere(s.Platform, channel, []string{own}, "subject", "wa_id", "user_id")
+	rows, err := q.Query(ctx, `SELECT subject, COALESCE(wa_id, ''), COALESCE(user_id, '') FROM contacts WHERE `+where, args...)
+	if err != nil {
+		return nil, fmt.Errorf("resolve subject: %w", err)
+	}
+	defer rows.Close()
+	seen := map[string]bool{own: true}
+	ids := []string{own}
+	for rows.Next() {
+		var a, b, c string
+		if err := rows.Scan(&a, &b, &c); err != nil {
+			return nil, fmt.Errorf("resolve subject: %w", err)
+		}
+		for _, id := range []string{a, b, c} {
+			if id != "" && !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("resolve subject: %w", err)
+	}
+	return ids, nil
+}
+
+// scopeWhere builds "(any of cols in ids) [AND platform = ...] [AND channel = ...]" with
+// its arguments; an empty platform or channel matches every one. ids are stored forms.
+// An absent filter is left out of the SQL rather than written as an always-true
+// condition, so that the planner sees plain index conditions.
+func scopeWhere(platform meta.Platform, channel string, ids []string, cols ...string) (string, []any) {
+	args := []any{ids}
+	var match []string
+	for _, c := range cols {
+		match = append(match, c+" = ANY($1)")
+	}
+	where := "(" + strings.Join(match, " OR ") + ")"
+	if platform != "" {
+		args = append(args, keyText(string(platform)))
+		where += fmt.Sprintf(" AND platform = $%d", len(args))
+	}
+	if channel != "" {
+		args = append(args, keyText(channel))
+		where += fmt.Sprintf(" AND channel = $%d", len(args))
+	}
+	return where, args
+}
+
+// erase deletes one subject's records of the requested kinds (and channel), as the
+// SQLite backend does, and writes the ledger entry.
+//
+// Like a contact upsert, it first locks every identifier of the person (extending the
+// set until the contacts resolve to no new one): an upsert linking a new identifier to
+// this person, or moving one between rows, either commits before the erasure reads the
+// contacts or waits for it to commit. Without the locks, an erasure by wa_id racing the
+// commit that links the wa_id to a business-scoped id could miss the records filed
+// under the latter. Records that arrive after the erasure are stored afresh, as with
+// SQLite.
+func erase(ctx context.Context, tx pgx.Tx, l *locker, req store.EraseRequest) (store.Counts, error) {
+	if err := l.first(ctx, []int32{contactLockKey(keyText(req.Subject.ID))}); err != nil {
+		return store.Counts{}, err
+	}
+	var ids []string
+	for round := 0; ; round++ {
+		var err error
+		if ids, err = subjectIDs(ctx, tx, req.Subject, req.Channel); err != nil {
+			return store.Counts{}, err
+		}
+		var keys []int32
+		for _, id := range ids {
+			keys = append(keys, contactLockKey(id))
+		}
+		if len(l.missing(keys)) == 0 {
+			break
+		}
+		if round == maxLockRounds {
+			return store.Counts{}, fmt.Errorf("erase: the subject's identifiers kept changing over %d reads", maxLockRounds)
+		}
+		if err := l.lock(ctx, keys); err != nil {
+			return store.Counts{}, err
+		}
+	}
+	del := func(table string, cols ...string) (int, error) {
+		where, args := scopeWhere(req.Subject.Platform, req.Channel, ids, cols...)
+		ct, err := tx.Exec(ctx, "DELETE FROM "+table+" WHERE "+where, args...)
+		if err != nil {
+			return 0, fmt.Errorf("erase %s: %w", table, err)
+		}
+		return int(ct.RowsAffected()), nil
+	}
+	var c store.Counts
+	var n int
+	var err error
+	if req.Scope.Has(store.ScopeContacts) {
+		if c.Contacts, err = del("contacts", "subject", "wa_id", "user_id"); err != nil {
+			return c, err
+		}
+	}
+	if req.Scope.Has(store.ScopeMessages) {
+		if c.Messages, err = del("messages", "subject", "subject_alt"); err != nil {
+			return c, err
+		}
+		if c.Statuses, err = del("statuses", "subject", "subject_alt"); err != nil {
+			return c, err
+		}
+		if n, err = del("receipts", "subject"); err != nil {
+			return c, err
+		}
+		c.Statuses += n
+	}
+	if req.Scope.Has(store.ScopeFiles) {
+		if c.Files, err = del("files", "subject", "subject_alt"); err != nil {
+			return c, err
+		}
+	}
+	if req.SubjectRef != "" {
+		var channel any
+		if req.Channel != "" {
+			channel = req.Channel
+		}
+		// The ledger keeps what it is given (it is exported as written): a keyed hash, a
+		// platform and a channel name, never the identifier.
+		_, err = tx.Exec(ctx, sqlInsertErasure, req.SubjectRef, string(req.Subject.Platform), channel,
+			strings.Join(req.Scope.Names(), ","), unixMilli(req.RequestedAt), time.Now().UnixMilli(), c.Contacts, c.Messages, c.Statuses, c.Files)
+		if err != nil {
+			return c, fmt.Errorf("write erasure ledger: %w", err)
+		}
+	}
+	return c, nil
+}
