@@ -18,9 +18,9 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/omniflowcrm/omniflow-operator/internal/ingest"
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
-	"github.com/omniflowcrm/omniflow-operator/internal/store/sqlite"
 )
 
 const usage = `usage:
@@ -66,22 +66,24 @@ func newLogger(v int) logr.Logger {
 // and portability, and how tests look inside a store.
 func export(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("export", flag.ContinueOnError)
-	dataDir := fs.String("data-dir", "", "directory of the tenant's store (required)")
+	storeKind := fs.String("store", storeSQLite, "the tenant's store: sqlite (in --data-dir) or postgres (the database named by $"+envPostgresDSN+")")
+	dataDir := fs.String("data-dir", "", "directory of the tenant's SQLite store (required with --store=sqlite)")
 	subject := fs.String("subject", "", "only this end user's records: WhatsApp wa_id or business-scoped id, PSID or IGSID")
 	platform := fs.String("platform", "", "restrict --subject to one platform (WhatsApp, Messenger, Instagram)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *dataDir == "" {
+	var dsn string
+	if err := storeSelection(*storeKind, *dataDir, os.Getenv, &dsn); err != nil {
 		fs.Usage()
-		return errors.New("--data-dir is required")
+		return err
 	}
 	switch meta.Platform(*platform) {
 	case "", meta.WhatsApp, meta.Messenger, meta.Instagram:
 	default:
 		return fmt.Errorf("--platform %q: want WhatsApp, Messenger or Instagram", *platform)
 	}
-	st, err := sqlite.Open(*dataDir, sqlite.Options{ReadOnly: true})
+	st, err := ingest.OpenStore(context.Background(), *dataDir, dsn, true)
 	if err != nil {
 		return err
 	}

@@ -89,8 +89,15 @@ var addrRE = regexp.MustCompile(`"msg":"Serving".*"addr":"([^"]+)"`)
 // startWorker runs `ingest-worker serve` and waits until it reports its store open.
 func startWorker(t *testing.T, dataDir, channelsFile string) *worker {
 	t.Helper()
-	cmd := exec.Command(workerBinary(t), "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir,
-		"--channels", channelsFile, "--channels-reload-interval", "1h", "-v", "1")
+	return startWorkerWith(t, nil, "--data-dir", dataDir, "--channels", channelsFile)
+}
+
+// startWorkerWith runs `ingest-worker serve` with env added to the test's environment
+// and args after the test defaults.
+func startWorkerWith(t *testing.T, env []string, args ...string) *worker {
+	t.Helper()
+	cmd := exec.Command(workerBinary(t), append([]string{"serve", "--listen", "127.0.0.1:0", "--channels-reload-interval", "1h", "-v", "1"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

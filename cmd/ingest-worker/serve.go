@@ -30,6 +30,10 @@ import (
 const (
 	envNamespace = "POD_NAMESPACE"
 	envTenant    = "OMNIFLOW_TENANT"
+	// envPostgresDSN holds the DSN of the PostgreSQL store (--store=postgres). An
+	// environment variable, not a flag: it carries a password, and a process's flags are
+	// readable by anyone on the node (/proc/<pid>/cmdline).
+	envPostgresDSN = "OMNIFLOW_POSTGRES_DSN"
 )
 
 // serveOptions are `serve`'s flags, with defaults from the environment applied.
@@ -43,6 +47,30 @@ type serveOptions struct {
 	// deletionInterval is how often pending DeletionRequests are looked for.
 	deletionInterval time.Duration
 	verbosity        int
+	storeKind        string
+}
+
+const (
+	storeSQLite   = "sqlite"
+	storePostgres = "postgres"
+)
+
+// storeSelection checks --store and its companion (--data-dir, or the DSN in the
+// environment) and sets *dsn for PostgreSQL.
+func storeSelection(kind, dataDir string, getenv func(string) string, dsn *string) error {
+	switch kind {
+	case storeSQLite:
+		if dataDir == "" {
+			return errors.New("--data-dir is required")
+		}
+	case storePostgres:
+		if *dsn = getenv(envPostgresDSN); *dsn == "" {
+			return errors.New("--store=postgres needs the DSN of the tenant's database in $" + envPostgresDSN)
+		}
+	default:
+		return fmt.Errorf("--store %q: want %s or %s", kind, storeSQLite, storePostgres)
+	}
+	return nil
 }
 
 // inCluster reports the mode: without a channels file, the channels come from the
@@ -53,7 +81,8 @@ func parseServe(args []string, getenv func(string) string) (*serveOptions, error
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	o := &serveOptions{}
 	fs.StringVar(&o.cfg.Listen, "listen", ":8080", "address to serve webhooks, health and metrics on")
-	fs.StringVar(&o.cfg.DataDir, "data-dir", "", "directory of the tenant's store (required)")
+	fs.StringVar(&o.storeKind, "store", storeSQLite, "the tenant's store: sqlite (in --data-dir) or postgres (the database named by $"+envPostgresDSN+")")
+	fs.StringVar(&o.cfg.DataDir, "data-dir", "", "directory of the tenant's SQLite store (required with --store=sqlite)")
 	fs.StringVar(&o.channelsFile, "channels", "", "standalone mode: YAML file naming the tenant and its channels")
 	fs.StringVar(&o.namespace, "namespace", getenv(envNamespace), "in-cluster mode: the namespace whose MetaChannels are served (default $"+envNamespace+")")
 	fs.StringVar(&o.tenant, "tenant", getenv(envTenant), "the worker's tenant; webhooks are also served under /t/<tenant>/ (default $"+envTenant+")")
@@ -71,9 +100,10 @@ func parseServe(args []string, getenv func(string) string) (*serveOptions, error
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	if err := storeSelection(o.storeKind, o.cfg.DataDir, getenv, &o.cfg.PostgresDSN); err != nil && !o.cfg.VerifyOnly {
+		return nil, err
+	}
 	switch {
-	case o.cfg.DataDir == "" && !o.cfg.VerifyOnly:
-		return nil, errors.New("--data-dir is required")
 	case o.inCluster() && o.namespace == "":
 		return nil, errors.New("--channels (standalone) or --namespace/$" + envNamespace + " (in a cluster) is required")
 	case o.inCluster() && o.tenant == "":

@@ -13,6 +13,7 @@ import (
 
 	"github.com/omniflowcrm/omniflow-operator/internal/channels"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
+	"github.com/omniflowcrm/omniflow-operator/internal/store/postgres"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/sqlite"
 	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
 )
@@ -30,8 +31,13 @@ type ServeConfig struct {
 	Listen string
 	// Listener, when set, is served instead of listening on Listen (tests pass one bound
 	// to 127.0.0.1:0 and learn its address).
-	Listener        net.Listener
-	DataDir         string
+	Listener net.Listener
+	// DataDir is the SQLite store's directory; unused when PostgresDSN is set.
+	DataDir string
+	// PostgresDSN selects the PostgreSQL store: the tenant's database, shared by all
+	// replicas of its worker. It holds a password: it comes from the environment,
+	// never from a flag, and is never logged.
+	PostgresDSN     string
 	MaxBodyBytes    int64
 	ShutdownTimeout time.Duration
 	// Tenant is the worker's own tenant: webhooks are also served under /t/<Tenant>/.
@@ -55,6 +61,38 @@ type ServeConfig struct {
 	// store and must return when ctx ends; the store closes only after.
 	Tasks []func(ctx context.Context, st store.Store)
 	Log   logr.Logger
+}
+
+// OpenStore opens the store a worker configuration names, for writing, or read-only
+// (export).
+func OpenStore(ctx context.Context, dataDir, postgresDSN string, readOnly bool) (store.Store, error) {
+	if postgresDSN != "" {
+		st, err := postgres.Open(ctx, postgresDSN, postgres.Options{ReadOnly: readOnly})
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+	st, err := sqlite.Open(dataDir, sqlite.Options{ReadOnly: readOnly})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func openStore(ctx context.Context, cfg ServeConfig, metrics *Metrics) (store.Store, error) {
+	if cfg.PostgresDSN != "" {
+		st, err := postgres.Open(ctx, cfg.PostgresDSN, postgres.Options{Observer: metrics})
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+	st, err := sqlite.Open(cfg.DataDir, sqlite.Options{Observer: metrics})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // Serve runs the worker until ctx ends, then shuts down gracefully: it stops accepting
@@ -88,10 +126,10 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	go func() { serveErr <- httpSrv.Serve(ln) }()
 	log.Info("Serving", "addr", ln.Addr().String(), "verifyOnly", cfg.VerifyOnly)
 
-	var st *sqlite.Store
+	var st store.Store
 	if !cfg.VerifyOnly {
 		var err error
-		if st, err = sqlite.Open(cfg.DataDir, sqlite.Options{Observer: metrics}); err != nil {
+		if st, err = openStore(ctx, cfg, metrics); err != nil {
 			_ = httpSrv.Close()
 			return fmt.Errorf("open store: %w", err)
 		}

@@ -2,12 +2,9 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -18,115 +15,19 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
+	"github.com/omniflowcrm/omniflow-operator/internal/store/postgres/pgtest"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/sqlite"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/storetest"
 )
 
-// dsnEnv names the server the tests run against. `make test` sets it to the private
-// server hack/setup-postgres.sh starts; a developer with a server of their own sets it
-// and skips the script. Tests need a role that may create and drop databases.
-const dsnEnv = "OMNIFLOW_TEST_POSTGRES_DSN"
-
-// TestMain fails the package (never skips it) without a reachable server, as the envtest
-// suites do without KUBEBUILDER_ASSETS: a backend whose tests quietly skip is a backend
-// nobody tests.
 func TestMain(m *testing.M) {
-	dsn := os.Getenv(dsnEnv)
-	if dsn == "" {
-		fmt.Fprintf(os.Stderr, "%s is not set: the PostgreSQL store is tested against a real server. Run the tests with "+
-			"`make test`, which starts one, or export %s=$(hack/setup-postgres.sh) (or the DSN of a server of your own "+
-			"whose role may create databases)\n", dsnEnv, dsnEnv)
-		os.Exit(1)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	conn, err := pgx.Connect(ctx, dsn)
-	if err == nil {
-		err = conn.Ping(ctx)
-		_ = conn.Close(ctx)
-	}
-	cancel()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "cannot reach the PostgreSQL server named by %s: %v\n"+
-			"hack/setup-postgres.sh starts the tests' own server and prints its DSN\n", dsnEnv, err)
+	if err := pgtest.CheckServer(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	os.Exit(m.Run())
-}
-
-func serverDSN(t testing.TB) string {
-	t.Helper()
-	dsn := os.Getenv(dsnEnv)
-	if dsn == "" {
-		t.Fatalf("%s is not set", dsnEnv) // TestMain has said how to set it
-	}
-	return dsn
-}
-
-// withDatabase returns dsn naming database name instead of its own.
-func withDatabase(t testing.TB, dsn, name string) string {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			t.Fatalf("parse %s: %v", dsnEnv, err)
-		}
-		u.Path = "/" + name
-		return u.String()
-	}
-	return dsn + " dbname=" + name // keyword/value form: the last setting wins
-}
-
-// withOption returns dsn with a server option (as libpq's "options" passes it).
-func withOption(t testing.TB, dsn, option string) string {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			t.Fatalf("parse %s: %v", dsnEnv, err)
-		}
-		q := u.Query()
-		q.Set("options", strings.TrimSpace(q.Get("options")+" "+option))
-		// pgx reads "+" in a URL's query as itself, not as a space.
-		u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
-		return u.String()
-	}
-	return dsn + " options='" + option + "'"
-}
-
-// freshDatabase creates an empty database for one test, dropped when the test ends.
-func freshDatabase(t testing.TB) string {
-	t.Helper()
-	admin := serverDSN(t)
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	name := "omniflow_test_" + hex.EncodeToString(b)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		t.Fatalf("connect to the test server (%s): %v", dsnEnv, err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("create test database: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			t.Errorf("drop test database %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		// FORCE: a test that failed half-way may have left connections open.
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop test database %s: %v", name, err)
-		}
-	})
-	return withDatabase(t, admin, name)
 }
 
 func openDSN(t testing.TB, dsn string, opts Options) *Store {
@@ -142,7 +43,7 @@ func openDSN(t testing.TB, dsn string, opts Options) *Store {
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
-		return openDSN(t, freshDatabase(t), Options{})
+		return openDSN(t, pgtest.FreshDatabase(t), Options{})
 	})
 }
 
@@ -150,10 +51,10 @@ func TestConformance(t *testing.T) {
 // that setting: here from the DSN, as a misconfigured Secret would carry it.
 func TestRefusesAsynchronousCommit(t *testing.T) {
 	t.Parallel()
-	dsn := freshDatabase(t)
+	dsn := pgtest.FreshDatabase(t)
 	for _, level := range []string{"off", "local", "remote_write"} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		s, err := Open(ctx, withOption(t, dsn, "-c synchronous_commit="+level), Options{})
+		s, err := Open(ctx, pgtest.WithOption(t, dsn, "-c synchronous_commit="+level), Options{})
 		cancel()
 		if err == nil {
 			s.Close()
@@ -165,7 +66,7 @@ func TestRefusesAsynchronousCommit(t *testing.T) {
 		}
 	}
 	// Stronger than on is accepted (without standbys it behaves as on).
-	s := openDSN(t, withOption(t, dsn, "-c synchronous_commit=remote_apply"), Options{})
+	s := openDSN(t, pgtest.WithOption(t, dsn, "-c synchronous_commit=remote_apply"), Options{})
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +108,7 @@ func commit(t testing.TB, s store.Store, b meta.Batch) store.CommitResult {
 // and every message once is what is left.
 func TestReplicasCommitTheSamePerson(t *testing.T) {
 	t.Parallel()
-	dsn := freshDatabase(t)
+	dsn := pgtest.FreshDatabase(t)
 	a := openDSN(t, dsn, Options{})
 	b := openDSN(t, dsn, Options{}) // its schema creation races nothing: a's is done, and it locks anyway
 	defer a.Close()
@@ -285,7 +186,7 @@ func TestReplicasCommitTheSamePerson(t *testing.T) {
 // renames did.
 func TestReplicasMergeWithoutLosingFacts(t *testing.T) {
 	t.Parallel()
-	dsn := freshDatabase(t)
+	dsn := pgtest.FreshDatabase(t)
 	a := openDSN(t, dsn, Options{})
 	b := openDSN(t, dsn, Options{})
 	defer a.Close()
@@ -326,7 +227,7 @@ func TestReplicasMergeWithoutLosingFacts(t *testing.T) {
 // whichever commits first: the message ends deleted, never resurrected.
 func TestMessageRacesItsDeletion(t *testing.T) {
 	t.Parallel()
-	dsn := freshDatabase(t)
+	dsn := pgtest.FreshDatabase(t)
 	a := openDSN(t, dsn, Options{})
 	b := openDSN(t, dsn, Options{})
 	defer a.Close()
@@ -369,7 +270,7 @@ func TestMessageRacesItsDeletion(t *testing.T) {
 // erased, and identifiers that differ only there stay different.
 func TestUnstorableText(t *testing.T) {
 	t.Parallel()
-	s := openDSN(t, freshDatabase(t), Options{})
+	s := openDSN(t, pgtest.FreshDatabase(t), Options{})
 	defer s.Close()
 	subject := "u\x00\xff"
 	ids := []string{"m\x00", "m\uffff0", "m\xff", "m\uffffxff", "m\uffff"}
@@ -408,7 +309,7 @@ func TestUnstorableText(t *testing.T) {
 // parser fixture, committed to both.
 func TestExportMatchesSQLite(t *testing.T) {
 	t.Parallel()
-	pg := openDSN(t, freshDatabase(t), Options{})
+	pg := openDSN(t, pgtest.FreshDatabase(t), Options{})
 	defer pg.Close()
 	lite, err := sqlite.Open(t.TempDir(), sqlite.Options{})
 	if err != nil {
@@ -487,7 +388,7 @@ func TestExportMatchesSQLite(t *testing.T) {
 
 func TestReadOnly(t *testing.T) {
 	t.Parallel()
-	dsn := freshDatabase(t)
+	dsn := pgtest.FreshDatabase(t)
 	ctx := context.Background()
 	if s, err := Open(ctx, dsn, Options{ReadOnly: true}); err == nil {
 		s.Close()
