@@ -39,6 +39,8 @@ type Options struct {
 	Clock clock.PassiveClock
 	// Sweep configures the orphan sweep.
 	Sweep SweepConfig
+	// Postgres enables the PostgreSQL storage backend.
+	Postgres PostgresConfig
 }
 
 // SweepConfig configures the search for tenant data whose Tenant is gone.
@@ -109,6 +111,7 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 		Clock:     clk,
 		Worker:    opts.Worker,
 		Route:     opts.Route,
+		Postgres:  opts.Postgres,
 	}
 	if err := tenants.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up tenant controller: %w", err)

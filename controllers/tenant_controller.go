@@ -48,6 +48,7 @@ type TenantReconciler struct {
 	Clock     clock.PassiveClock
 	Worker    WorkerConfig
 	Route     RouteConfig
+	Postgres  PostgresConfig
 }
 
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=tenants,verbs=get;list;watch;patch
@@ -55,7 +56,7 @@ type TenantReconciler struct {
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=tenants/finalizers,verbs=update
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=metachannels;deletionrequests,verbs=get;list;watch
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=metachannels/status;deletionrequests/status,verbs=get;patch;update
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=create
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=create;get;patch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=persistentvolumes,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups="",resources=serviceaccounts;services;persistentvolumeclaims,verbs=get;list;watch;create;patch;delete
@@ -177,11 +178,12 @@ func setConflict(t *platformv1.Tenant, msg string) bool {
 	return prevReason != platformv1.ReasonNamespaceConflict
 }
 
-// reconcileStorage ensures the tenant's store: for SQLite, the data claim.
+// reconcileStorage ensures the tenant's store: for SQLite, the data claim;
+// for PostgreSQL, a role and a database on the shared server.
 func (r *TenantReconciler) reconcileStorage(ctx context.Context, t *platformv1.Tenant) (*ctrl.Result, error) {
-	backend := t.Spec.Storage.Backend
-	if backend == "" {
-		backend = platformv1.StorageSQLite
+	backend := storageBackend(t)
+	if backend == platformv1.StoragePostgreSQL {
+		return r.reconcilePostgres(ctx, t)
 	}
 	if backend != platformv1.StorageSQLite {
 		setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionStorageReady, false, platformv1.ReasonStorageUnsupported,
@@ -353,6 +355,14 @@ func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&rbacv1.RoleBinding{}).
 		Owns(&networkingv1.NetworkPolicy{}).
 		Owns(&networkingv1.Ingress{}).
+		// A deleted omniflow-postgres Secret is recreated at once (and the
+		// role follows it). Metadata only, so no value sits in the cache, and
+		// only that Secret, so that other Secrets cause no passes.
+		WatchesMetadata(&corev1.Secret{},
+			handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &platformv1.Tenant{}, handler.OnlyControllerOwner()),
+			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+				return o.GetName() == platformv1.PostgresSecretName
+			}))).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(namespaceToTenant)).
 		Watches(&platformv1.MetaChannel{}, handler.EnqueueRequestsFromMapFunc(r.objectToTenant)).
 		Watches(&platformv1.DeletionRequest{}, handler.EnqueueRequestsFromMapFunc(r.objectToTenant)).

@@ -243,13 +243,47 @@ func workerResources(t *platformv1.Tenant) *corev1ac.ResourceRequirementsApplyCo
 // WorkerArgs are the worker's command-line arguments in a tenant's
 // Deployment. The demo runs the worker locally with exactly these.
 func WorkerArgs(t *platformv1.Tenant) []string {
+	// A PostgreSQL worker finds its database in $OMNIFLOW_POSTGRES_DSN.
+	store := "--data-dir=" + DataMountPath
+	if storageBackend(t) == platformv1.StoragePostgreSQL {
+		store = "--store=postgres"
+	}
 	return []string{
 		"serve",
 		"--listen=:8080",
-		"--data-dir=" + DataMountPath,
+		store,
 		"--namespace=" + t.NamespaceName(),
 		"--tenant=" + t.Name,
 	}
+}
+
+// workerEnv is the worker container's environment. The PostgreSQL DSN comes
+// from the tenant's Secret by reference, so that it is never in the
+// Deployment itself.
+func workerEnv(t *platformv1.Tenant) []*corev1ac.EnvVarApplyConfiguration {
+	env := []*corev1ac.EnvVarApplyConfiguration{
+		corev1ac.EnvVar().WithName(envPodNamespace).WithValueFrom(
+			corev1ac.EnvVarSource().WithFieldRef(
+				// apiVersion is what the server would default: set it, or
+				// every comparison with the live object differs.
+				corev1ac.ObjectFieldSelector().WithAPIVersion("v1").WithFieldPath("metadata.namespace"))),
+		corev1ac.EnvVar().WithName(envTenantName).WithValue(t.Name),
+	}
+	if storageBackend(t) == platformv1.StoragePostgreSQL {
+		env = append(env, corev1ac.EnvVar().WithName(envPostgresDSN).WithValueFrom(
+			corev1ac.EnvVarSource().WithSecretKeyRef(
+				corev1ac.SecretKeySelector().WithName(platformv1.PostgresSecretName).WithKey(platformv1.PostgresSecretKey))))
+	}
+	return env
+}
+
+// workerVolumeMounts: only SQLite has a data volume; a PostgreSQL worker
+// keeps nothing on disk.
+func workerVolumeMounts(t *platformv1.Tenant) []*corev1ac.VolumeMountApplyConfiguration {
+	if storageBackend(t) != platformv1.StorageSQLite {
+		return nil
+	}
+	return []*corev1ac.VolumeMountApplyConfiguration{corev1ac.VolumeMount().WithName("data").WithMountPath(DataMountPath)}
 }
 
 func desiredDeployment(t *platformv1.Tenant, cfg WorkerConfig) *appsv1ac.DeploymentApplyConfiguration {
@@ -261,19 +295,12 @@ func desiredDeployment(t *platformv1.Tenant, cfg WorkerConfig) *appsv1ac.Deploym
 		WithName(WorkerName).
 		WithImage(image).
 		WithArgs(WorkerArgs(t)...).
-		WithEnv(
-			corev1ac.EnvVar().WithName(envPodNamespace).WithValueFrom(
-				corev1ac.EnvVarSource().WithFieldRef(
-					// apiVersion is what the server would default: set it, or
-					// every comparison with the live object differs.
-					corev1ac.ObjectFieldSelector().WithAPIVersion("v1").WithFieldPath("metadata.namespace"))),
-			corev1ac.EnvVar().WithName(envTenantName).WithValue(t.Name),
-		).
+		WithEnv(workerEnv(t)...).
 		WithPorts(corev1ac.ContainerPort().WithName(WebhookPortName).WithContainerPort(WebhookPort).WithProtocol(corev1.ProtocolTCP)).
 		WithResources(workerResources(t)).
 		WithReadinessProbe(httpProbe("/readyz")).
 		WithLivenessProbe(httpProbe("/healthz")).
-		WithVolumeMounts(corev1ac.VolumeMount().WithName("data").WithMountPath(DataMountPath)).
+		WithVolumeMounts(workerVolumeMounts(t)...).
 		WithSecurityContext(corev1ac.SecurityContext().
 			WithAllowPrivilegeEscalation(false).
 			WithReadOnlyRootFilesystem(true).
@@ -288,13 +315,19 @@ func desiredDeployment(t *platformv1.Tenant, cfg WorkerConfig) *appsv1ac.Deploym
 			WithRunAsGroup(workerUID).
 			WithFSGroup(workerUID).
 			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))).
-		WithContainers(container).
-		WithVolumes(corev1ac.Volume().WithName("data").WithPersistentVolumeClaim(
+		WithContainers(container)
+	if storageBackend(t) == platformv1.StorageSQLite {
+		pod.WithVolumes(corev1ac.Volume().WithName("data").WithPersistentVolumeClaim(
 			corev1ac.PersistentVolumeClaimVolumeSource().WithClaimName(DataClaimName)))
+	}
 
 	// SQLite has one writer on a ReadWriteOnce volume: never run two pods at
-	// once, even during a rollout.
-	strategy := appsv1ac.DeploymentStrategy().WithType(appsv1.RecreateDeploymentStrategyType)
+	// once, even during a rollout. PostgreSQL serves several replicas, so a
+	// rollout replaces them one by one and ingest never stops.
+	strategy := appsv1ac.DeploymentStrategy().WithType(appsv1.RollingUpdateDeploymentStrategyType)
+	if storageBackend(t) == platformv1.StorageSQLite {
+		strategy = appsv1ac.DeploymentStrategy().WithType(appsv1.RecreateDeploymentStrategyType)
+	}
 
 	return appsv1ac.Deployment(WorkerName, t.NamespaceName()).
 		WithLabels(workerLabels(t)).

@@ -43,6 +43,9 @@ func (r *TenantReconciler) reconcileDeactivated(ctx context.Context, t *platform
 		if err != nil {
 			setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionErasing, true, "StepFailed",
 				fmt.Sprintf("step %s failed, retrying: %v", step, err))
+			// A step that keeps failing (a database server down) must still
+			// show the tenant as erasing, not as it was while active.
+			r.setErasurePhase(t, now)
 			return ctrl.Result{}, fmt.Errorf("erasure step %s: %w", step, err)
 		}
 		if !done {
@@ -232,8 +235,12 @@ func labelledForTenant(obj client.Object, t *platformv1.Tenant) bool {
 
 // deleteStorage deletes the data claim and makes sure its volume does not
 // outlive it: a Retain reclaim policy is switched to Delete first, and a
-// volume left behind is deleted explicitly.
+// volume left behind is deleted explicitly. A PostgreSQL tenant's database
+// and role are dropped instead (its Secret goes with the namespace).
 func (r *TenantReconciler) deleteStorage(ctx context.Context, t *platformv1.Tenant) (string, bool, error) {
+	if storageBackend(t) == platformv1.StoragePostgreSQL {
+		return r.dropPostgres(ctx, t)
+	}
 	key := types.NamespacedName{Namespace: t.NamespaceName(), Name: DataClaimName}
 	var pvc corev1.PersistentVolumeClaim
 	err := r.APIReader.Get(ctx, key, &pvc)

@@ -38,6 +38,12 @@ const (
 	ReasonSecretMissing         = "SecretMissing"
 	ReasonConflict              = "Conflict"
 	ReasonRefused               = "Refused"
+	// ReasonDatabaseReady: the tenant's PostgreSQL role and database exist
+	// and its credentials are in the Secret PostgresSecretName.
+	ReasonDatabaseReady = "DatabaseReady"
+	// ReasonDatabaseUnavailable: the shared PostgreSQL server, or the admin
+	// Secret that names it, cannot be used right now; the operator retries.
+	ReasonDatabaseUnavailable = "DatabaseUnavailable"
 )
 
 // Finalizers.
@@ -64,4 +70,13 @@ const (
 const (
 	SubjectKeySecretName = "omniflow-subject-key"
 	SubjectKeySecretKey  = "key"
+)
+
+// The Secret in a PostgreSQL tenant's namespace that holds the DSN of the
+// tenant's own database and role. The operator creates it before the role,
+// so that the password it sets is never lost; the worker reads it from its
+// environment.
+const (
+	PostgresSecretName = "omniflow-postgres"
+	PostgresSecretKey  = "dsn"
 )

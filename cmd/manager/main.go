@@ -36,6 +36,7 @@ func main() {
 		routeKind              string
 		ingressAnnotations     keyValues
 		sweep                  controllers.SweepConfig
+		postgresAdminSecret    string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address of the metrics endpoint (\":8080\" for HTTP with --metrics-secure=false; \"0\" disables it).")
@@ -72,6 +73,8 @@ func main() {
 		"How long after an orphan is found it is erased (at most 312h, so that the 14-day promise holds from discovery).")
 	flag.Float64Var(&sweep.MaxOrphanShare, "orphan-max-share", 0.5,
 		"Share of tenant namespaces above which orphans are not erased but alerted on (a CRD reinstall or restore).")
+	flag.StringVar(&postgresAdminSecret, "postgres-admin-secret", "",
+		"Secret (namespace/name) whose key dsn is the DSN of a role with CREATEDB and CREATEROLE on the shared PostgreSQL server; enables storage.backend PostgreSQL (default: PostgreSQL tenants are refused).")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -80,6 +83,12 @@ func main() {
 	log := ctrl.Log.WithName("setup")
 	route.Kind, route.IngressAnnotations = controllers.RouteKind(routeKind), ingressAnnotations
 	opts := controllers.Options{Worker: worker, Route: route, Sweep: sweep}
+	adminSecret, err := controllers.ParsePostgresAdminSecret(postgresAdminSecret)
+	if err != nil {
+		log.Error(err, "Invalid flag")
+		os.Exit(1)
+	}
+	opts.Postgres.AdminSecret = adminSecret
 	if err := run(metricsAddr, secureMetrics, enableHTTP2, probeAddr, leaderElect, leaderElectionNS, opts); err != nil {
 		log.Error(err, "Operator stopped")
 		os.Exit(1)
@@ -125,7 +134,8 @@ func run(metricsAddr string, secureMetrics, enableHTTP2 bool, probeAddr string, 
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return fmt.Errorf("add ready check: %w", err)
 	}
-	ctrl.Log.WithName("setup").Info("Starting manager", "workerImage", opts.Worker.Image, "route", opts.Route.Kind, "webhookBaseURL", opts.Route.WebhookBaseURL)
+	ctrl.Log.WithName("setup").Info("Starting manager", "workerImage", opts.Worker.Image, "route", opts.Route.Kind, "webhookBaseURL", opts.Route.WebhookBaseURL,
+		"postgresAdminSecret", opts.Postgres.AdminSecret.String())
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		return fmt.Errorf("run manager: %w", err)
 	}
