@@ -2,8 +2,11 @@ package controllers
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/pbkdf2"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -358,9 +361,14 @@ func provisionDatabase(ctx context.Context, admin, name, password string) (strin
 	if roleExists {
 		verb = "ALTER"
 	}
-	// The statement's error never quotes the statement, so the password
-	// stays out of status.
-	if _, err := conn.Exec(ctx, verb+" ROLE "+ident+" WITH LOGIN PASSWORD "+quoteLiteral(password)); err != nil {
+	// The server gets a SCRAM-SHA-256 verifier, never the password itself, so
+	// that a server logging statements (log_statement) cannot log it; the
+	// statement's error never quotes the statement either.
+	verifier, err := scramVerifier(password, name)
+	if err != nil {
+		return host, err
+	}
+	if _, err := conn.Exec(ctx, verb+" ROLE "+ident+" WITH LOGIN PASSWORD "+quoteLiteral(verifier)); err != nil {
 		return host, fmt.Errorf("%s role %s on %s: %w", strings.ToLower(verb), name, host, err)
 	}
 	dbExists, err := exists(ctx, conn, "pg_database", "datname", name)
@@ -384,6 +392,35 @@ func provisionDatabase(ctx context.Context, admin, name, password string) (strin
 		return host, fmt.Errorf("revoke connect on database %s on %s: %w", name, host, err)
 	}
 	return host, nil
+}
+
+// scramIterations is PostgreSQL's default (scram_iterations) for SCRAM-SHA-256.
+const scramIterations = 4096
+
+// scramVerifier is the SCRAM-SHA-256 verifier PostgreSQL stores for password
+// (RFC 5802 and 7677, in PostgreSQL's "SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>"
+// form), which CREATE/ALTER ROLE ... PASSWORD stores as is. The salt is derived
+// from the password and the role, so an unchanged password gives the same
+// verifier on every pass. The password is hex: SASLprep leaves it unchanged.
+func scramVerifier(password, role string) (string, error) {
+	seed := hmac.New(sha256.New, []byte(password))
+	seed.Write([]byte("omniflow scram salt " + role))
+	return scramVerifierSalted(password, seed.Sum(nil)[:16], scramIterations)
+}
+
+func scramVerifierSalted(password string, salt []byte, iterations int) (string, error) {
+	salted, err := pbkdf2.Key(sha256.New, password, salt, iterations, sha256.Size)
+	if err != nil {
+		return "", fmt.Errorf("derive database password verifier: %w", err)
+	}
+	mac := func(key []byte, msg string) []byte {
+		h := hmac.New(sha256.New, key)
+		h.Write([]byte(msg))
+		return h.Sum(nil)
+	}
+	stored := sha256.Sum256(mac(salted, "Client Key"))
+	b64 := base64.StdEncoding.EncodeToString
+	return fmt.Sprintf("SCRAM-SHA-256$%d:%s$%s:%s", iterations, b64(salt), b64(stored[:]), b64(mac(salted, "Server Key"))), nil
 }
 
 // exists reports whether a catalog (pg_roles, pg_database) has a row named name.

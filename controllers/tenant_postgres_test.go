@@ -1,16 +1,21 @@
 package controllers
 
 import (
+	"context"
+	"encoding/base64"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+	"github.com/omniflowcrm/omniflow-operator/internal/store/postgres/pgtest"
 )
 
 func TestPostgresName(t *testing.T) {
@@ -155,5 +160,62 @@ func TestWorkerDeploymentPerBackend(t *testing.T) {
 		if *e.Name == envPostgresDSN {
 			t.Errorf("a SQLite worker has no %s", envPostgresDSN)
 		}
+	}
+}
+
+// The verifier sent to the server is the one PostgreSQL itself computes for the
+// password (checked against the server's own, with its salt), so the tenant can log
+// in with SCRAM; the password itself never appears in the statement.
+func TestScramVerifierMatchesPostgres(t *testing.T) {
+	if err := pgtest.CheckServer(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pgtest.ServerDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	password, err := newPostgresPassword()
+	if err != nil {
+		t.Fatal(err)
+	}
+	role := "omniflow_scram_probe_" + password[:8]
+	if _, err := conn.Exec(ctx, "SET password_encryption = 'scram-sha-256'"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "CREATE ROLE "+quoteIdent(role)+" PASSWORD "+quoteLiteral(password)); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = conn.Exec(ctx, "DROP ROLE IF EXISTS "+quoteIdent(role)) }()
+	var stored string
+	if err := conn.QueryRow(ctx, "SELECT rolpassword FROM pg_authid WHERE rolname = $1", role).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	// SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>
+	head, _, ok := strings.Cut(strings.TrimPrefix(stored, "SCRAM-SHA-256$"), "$")
+	iterText, saltText, ok2 := strings.Cut(head, ":")
+	iterations, err := strconv.Atoi(iterText)
+	salt, err2 := base64.StdEncoding.DecodeString(saltText)
+	if !ok || !ok2 || err != nil || err2 != nil {
+		t.Fatalf("the server stored %q, not a SCRAM verifier", stored)
+	}
+	ours, err := scramVerifierSalted(password, salt, iterations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ours != stored {
+		t.Fatalf("verifier %q, the server computes %q", ours, stored)
+	}
+
+	// What provisioning sends: a verifier, stable across passes, per role.
+	v1, err := scramVerifier(password, "omniflow_acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, _ := scramVerifier(password, "omniflow_acme")
+	v3, _ := scramVerifier(password, "omniflow_other")
+	if v1 != v2 || v1 == v3 || !strings.HasPrefix(v1, "SCRAM-SHA-256$4096:") || strings.Contains(v1, password) {
+		t.Fatalf("verifiers %q %q %q", v1, v2, v3)
 	}
 }

@@ -173,6 +173,8 @@ func TestPostgresTenantIsProvisionedServedAndErased(t *testing.T) {
 	g.Expect(databaseExists(t, g, db)).To(BeTrue())
 	g.Expect(onServer(t, g, "SELECT rolcanlogin AND rolpassword IS NOT NULL FROM pg_authid WHERE rolname = $1", db)).To(BeTrue(),
 		"the role logs in with a password")
+	g.Expect(onServer(t, g, "SELECT rolpassword LIKE 'SCRAM-SHA-256$4096:%' FROM pg_authid WHERE rolname = $1", db)).To(BeTrue(),
+		"the server holds a SCRAM verifier, sent as such: the password never crosses in a statement")
 	g.Expect(onServer(t, g, "SELECT pg_get_userbyid(datdba) = $1 FROM pg_database WHERE datname = $1", db)).To(BeTrue(),
 		"the tenant's role owns its database")
 	g.Expect(onServer(t, g, `SELECT NOT EXISTS (SELECT 1 FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
