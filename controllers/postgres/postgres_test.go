@@ -2,6 +2,8 @@ package postgres_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"slices"
 	"testing"
@@ -32,6 +34,14 @@ const (
 )
 
 var ctx = context.Background()
+
+// runID keeps the roles and databases of this run apart from those of another run on
+// the same server (two `make test` at once share hack/setup-postgres.sh's server).
+var runID = func() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}()
 
 func newTenant(name string, grace time.Duration) *platformv1.Tenant {
 	return &platformv1.Tenant{
@@ -142,11 +152,11 @@ func postgresSecret(g Gomega, ns string) *corev1.Secret {
 
 func TestPostgresTenantIsProvisionedServedAndErased(t *testing.T) {
 	g := NewWithT(t)
-	dropLeftovers(t, g, "omniflow_pg_acme")
+	dropLeftovers(t, g, "omniflow_pg_acme_"+runID)
 	startOperator(t, adminSecret)
-	tn := newTenant("pg-acme", 72*time.Hour)
+	tn := newTenant("pg-acme-"+runID, 72*time.Hour)
 	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
-	ns, db := tn.NamespaceName(), "omniflow_pg_acme"
+	ns, db := tn.NamespaceName(), "omniflow_pg_acme_"+runID
 
 	// The Secret, the role and the database.
 	g.Eventually(func(g Gomega) {
@@ -273,9 +283,9 @@ func TestPostgresTenantIsProvisionedServedAndErased(t *testing.T) {
 // erasure waits too, never skipping the database, until the server is back.
 func TestUnreachableServerIsWaitedForNeverSkipped(t *testing.T) {
 	g := NewWithT(t)
-	dropLeftovers(t, g, "omniflow_pg_down")
+	dropLeftovers(t, g, "omniflow_pg_down_"+runID)
 	stop := startOperator(t, downSecret)
-	tn := newTenant("pg-down", 0)
+	tn := newTenant("pg-down-"+runID, 0)
 	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		got := tenant(g, tn.Name)
@@ -313,14 +323,14 @@ func TestUnreachableServerIsWaitedForNeverSkipped(t *testing.T) {
 		g.Expect(got.Status.Phase).To(Equal(platformv1.TenantPhaseErased))
 		g.Expect(stepNames(got)).To(Equal([]string{"StopIngest", "DeleteWorker", "DeleteStorage", "DeleteNamespace"}))
 	}, 2*timeout, interval).Should(Succeed())
-	g.Expect(databaseExists(t, g, "omniflow_pg_down")).To(BeFalse())
-	g.Expect(roleExists(t, g, "omniflow_pg_down")).To(BeFalse())
+	g.Expect(databaseExists(t, g, "omniflow_pg_down_"+runID)).To(BeFalse())
+	g.Expect(roleExists(t, g, "omniflow_pg_down_"+runID)).To(BeFalse())
 }
 
 func TestWithoutTheFlagPostgreSQLIsUnsupported(t *testing.T) {
 	g := NewWithT(t)
 	startOperator(t, types.NamespacedName{})
-	tn := newTenant("pg-noflag", 0)
+	tn := newTenant("pg-noflag-"+runID, 0)
 	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		got := tenant(g, tn.Name)
