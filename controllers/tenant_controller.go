@@ -327,7 +327,12 @@ func (r *TenantReconciler) patchStatus(ctx context.Context, orig, t *platformv1.
 	if equality.Semantic.DeepEqual(orig.Status, t.Status) {
 		return nil
 	}
-	if err := r.Status().Patch(ctx, t, client.MergeFrom(orig)); err != nil {
+	// Optimistic lock: a merge patch only carries what changed against orig, so
+	// against a stale cached orig it can silently keep fields that should go
+	// (a reactivation that must clear the erasure record read before the last
+	// step was recorded). A conflict instead retries the pass on a fresh read;
+	// every step is idempotent and verified, so running one again is safe.
+	if err := r.Status().Patch(ctx, t, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return client.IgnoreNotFound(fmt.Errorf("patch tenant status: %w", err))
 	}
 	return nil
