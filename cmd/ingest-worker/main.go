@@ -83,7 +83,7 @@ func export(args []string, stdout io.Writer) error {
 	default:
 		return fmt.Errorf("--platform %q: want WhatsApp, Messenger or Instagram", *platform)
 	}
-	st, err := ingest.OpenStore(context.Background(), *dataDir, dsn, true)
+	st, err := ingest.OpenStore(context.Background(), *dataDir, dsn, true, nil)
 	if err != nil {
 		return err
 	}

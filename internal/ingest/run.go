@@ -63,32 +63,26 @@ type ServeConfig struct {
 	Log   logr.Logger
 }
 
-// OpenStore opens the store a worker configuration names, for writing, or read-only
-// (export).
-func OpenStore(ctx context.Context, dataDir, postgresDSN string, readOnly bool) (store.Store, error) {
+// OpenStore opens the store a worker configuration names: PostgreSQL when postgresDSN
+// is set, else SQLite in dataDir; read-only for export. metrics, if not nil, observes
+// every commit.
+func OpenStore(ctx context.Context, dataDir, postgresDSN string, readOnly bool, metrics *Metrics) (store.Store, error) {
 	if postgresDSN != "" {
-		st, err := postgres.Open(ctx, postgresDSN, postgres.Options{ReadOnly: readOnly})
+		opts := postgres.Options{ReadOnly: readOnly}
+		if metrics != nil {
+			opts.Observer = metrics
+		}
+		st, err := postgres.Open(ctx, postgresDSN, opts)
 		if err != nil {
 			return nil, err
 		}
 		return st, nil
 	}
-	st, err := sqlite.Open(dataDir, sqlite.Options{ReadOnly: readOnly})
-	if err != nil {
-		return nil, err
+	opts := sqlite.Options{ReadOnly: readOnly}
+	if metrics != nil {
+		opts.Observer = metrics
 	}
-	return st, nil
-}
-
-func openStore(ctx context.Context, cfg ServeConfig, metrics *Metrics) (store.Store, error) {
-	if cfg.PostgresDSN != "" {
-		st, err := postgres.Open(ctx, cfg.PostgresDSN, postgres.Options{Observer: metrics})
-		if err != nil {
-			return nil, err
-		}
-		return st, nil
-	}
-	st, err := sqlite.Open(cfg.DataDir, sqlite.Options{Observer: metrics})
+	st, err := sqlite.Open(dataDir, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +123,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	var st store.Store
 	if !cfg.VerifyOnly {
 		var err error
-		if st, err = openStore(ctx, cfg, metrics); err != nil {
+		if st, err = OpenStore(ctx, cfg.DataDir, cfg.PostgresDSN, false, metrics); err != nil {
 			_ = httpSrv.Close()
 			return fmt.Errorf("open store: %w", err)
 		}

@@ -81,6 +81,19 @@ type EraseRequest struct {
 	RequestedAt time.Time
 }
 
+// AddIdentifiers appends to ids each of more that is neither empty nor in seen, and marks
+// it seen: backends use it to gather every identifier a person's contact rows link
+// (subject, wa_id, business-scoped user id) before erasing or exporting by subject.
+func AddIdentifiers(ids []string, seen map[string]bool, more ...string) []string {
+	for _, id := range more {
+		if id != "" && !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
 // Scope is a set of kinds of records an erasure removes (DeletionRequest spec.scope).
 type Scope uint8
 

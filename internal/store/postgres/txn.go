@@ -446,12 +446,7 @@ func subjectIDs(ctx context.Context, q interface {
 		if err := rows.Scan(&a, &b, &c); err != nil {
 			return nil, fmt.Errorf("resolve subject: %w", err)
 		}
-		for _, id := range []string{a, b, c} {
-			if id != "" && !seen[id] {
-				seen[id] = true
-				ids = append(ids, id)
-			}
-		}
+		ids = store.AddIdentifiers(ids, seen, a, b, c)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("resolve subject: %w", err)
