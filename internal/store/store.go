@@ -213,33 +213,35 @@ func (r Record) Decode(v any) error {
 // Validate rejects records a backend cannot key. The parser never produces them; this
 // guards the interface against other callers.
 func Validate(b *meta.Batch) error {
-	for _, m := range b.Messages {
-		if m.ID == "" || m.Subject == "" || m.Platform == "" {
+	// By index: these run twice per delivery (per part in the server, then in Commit)
+	// and a range by value would copy every record.
+	for i := range b.Messages {
+		if m := &b.Messages[i]; m.ID == "" || m.Subject == "" || m.Platform == "" {
 			return errors.New("message without platform, id or subject")
 		}
 	}
-	for _, s := range b.Statuses {
-		if s.MessageID == "" || meta.StateRank(s.State) == 0 {
+	for i := range b.Statuses {
+		if s := &b.Statuses[i]; s.MessageID == "" || meta.StateRank(s.State) == 0 {
 			return errors.New("status without message id or with unknown state")
 		}
 	}
-	for _, c := range b.Contacts {
-		if c.Subject == "" || c.Platform == "" {
+	for i := range b.Contacts {
+		if c := &b.Contacts[i]; c.Subject == "" || c.Platform == "" {
 			return errors.New("contact without platform or subject")
 		}
 	}
-	for _, f := range b.Files {
-		if f.MessageID == "" {
+	for i := range b.Files {
+		if b.Files[i].MessageID == "" {
 			return errors.New("file without message id")
 		}
 	}
-	for _, d := range b.Deletions {
-		if d.MessageID == "" {
+	for i := range b.Deletions {
+		if b.Deletions[i].MessageID == "" {
 			return errors.New("deletion without message id")
 		}
 	}
-	for _, r := range b.Receipts {
-		if r.Subject == "" {
+	for i := range b.Receipts {
+		if b.Receipts[i].Subject == "" {
 			return errors.New("receipt without subject")
 		}
 	}
