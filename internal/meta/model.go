@@ -59,11 +59,14 @@ type Batch struct {
 	Receipts  []Receipt  `json:"receipts,omitempty"`
 	Files     []File     `json:"files,omitempty"`
 	Deletions []Deletion `json:"deletions,omitempty"`
+	// Identities are identity changes (WhatsApp system messages): they link an end
+	// user's old identifiers to the new ones.
+	Identities []IdentityChange `json:"identities,omitempty"`
 }
 
 // Len is the number of records in the batch.
 func (b *Batch) Len() int {
-	return len(b.Contacts) + len(b.Messages) + len(b.Statuses) + len(b.Receipts) + len(b.Files) + len(b.Deletions)
+	return len(b.Contacts) + len(b.Messages) + len(b.Statuses) + len(b.Receipts) + len(b.Files) + len(b.Deletions) + len(b.Identities)
 }
 
 // Append adds o's records to b.
@@ -74,6 +77,7 @@ func (b *Batch) Append(o *Batch) {
 	b.Receipts = append(b.Receipts, o.Receipts...)
 	b.Files = append(b.Files, o.Files...)
 	b.Deletions = append(b.Deletions, o.Deletions...)
+	b.Identities = append(b.Identities, o.Identities...)
 }
 
 // SetChannel stamps every record with the name of the channel it was attributed to. The
@@ -96,6 +100,9 @@ func (b *Batch) SetChannel(name string) {
 	}
 	for i := range b.Deletions {
 		b.Deletions[i].Channel = name
+	}
+	for i := range b.Identities {
+		b.Identities[i].Channel = name
 	}
 }
 
@@ -199,16 +206,18 @@ type File struct {
 	Index      int      `json:"index"`
 	Subject    string   `json:"subject"`
 	SubjectAlt string   `json:"subjectAlt,omitempty"`
-	Kind       string   `json:"kind"`
-	MediaID    string   `json:"mediaID,omitempty"`
-	URL        string   `json:"url,omitempty"`
-	MIMEType   string   `json:"mimeType,omitempty"`
-	SHA256     string   `json:"sha256,omitempty"`
-	Caption    string   `json:"caption,omitempty"`
-	Filename   string   `json:"filename,omitempty"`
-	Voice      bool     `json:"voice,omitempty"`
-	Animated   bool     `json:"animated,omitempty"`
-	NoFetch    bool     `json:"noFetch,omitempty"`
+	// Kind is the kind of media (image, video, audio, document, sticker, file, ...). It is
+	// exported as "mediaKind": an export record's "kind" names the record kind.
+	Kind     string `json:"mediaKind"`
+	MediaID  string `json:"mediaID,omitempty"`
+	URL      string `json:"url,omitempty"`
+	MIMEType string `json:"mimeType,omitempty"`
+	SHA256   string `json:"sha256,omitempty"`
+	Caption  string `json:"caption,omitempty"`
+	Filename string `json:"filename,omitempty"`
+	Voice    bool   `json:"voice,omitempty"`
+	Animated bool   `json:"animated,omitempty"`
+	NoFetch  bool   `json:"noFetch,omitempty"`
 }
 
 // Deletion removes a stored message (Instagram unsend, WhatsApp revoke) and keeps a
@@ -218,4 +227,48 @@ type Deletion struct {
 	Channel   string    `json:"channel"`
 	MessageID string    `json:"messageID"`
 	Timestamp time.Time `json:"timestamp,omitzero"`
+}
+
+// Identity change types (WhatsApp system messages).
+const (
+	// IdentityChangedNumber: the user moved to a new phone number (system.wa_id).
+	IdentityChangedNumber = "user_changed_number"
+	// IdentityChangedUserID: the user's business-scoped user id was regenerated, which
+	// happens when they change phone number (system.user_id, and system.wa_id when Meta
+	// may share the number).
+	IdentityChangedUserID = "user_changed_user_id"
+)
+
+// IdentityChange records that one end user, known by the Old identifiers, is now known by
+// the New ones: WhatsApp announces a phone number change (and the business-scoped user id
+// regenerated with it) with a system message. The store keeps it so that erasure and
+// export by any of the identifiers reach the records filed under all of them.
+type IdentityChange struct {
+	Platform Platform `json:"platform"`
+	Channel  string   `json:"channel"`
+	// MessageID is the id of the system message that announced the change: redeliveries
+	// of it are absorbed by it.
+	MessageID string `json:"messageID"`
+	// Type is user_changed_number or user_changed_user_id.
+	Type      string `json:"type"`
+	OldWaID   string `json:"oldWaID,omitempty"`
+	OldUserID string `json:"oldUserID,omitempty"`
+	NewWaID   string `json:"newWaID,omitempty"`
+	NewUserID string `json:"newUserID,omitempty"`
+	// NewParentUserID is kept for the record; parent business-scoped ids are not matched
+	// by erasure or export (as for contacts).
+	NewParentUserID string    `json:"newParentUserID,omitempty"`
+	Timestamp       time.Time `json:"timestamp,omitzero"`
+}
+
+// Identifiers returns the change's non-empty old and new identifiers (wa_id and
+// business-scoped user id), old first.
+func (c *IdentityChange) Identifiers() []string {
+	var ids []string
+	for _, id := range []string{c.OldWaID, c.OldUserID, c.NewWaID, c.NewUserID} {
+		if id != "" {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }

@@ -206,6 +206,20 @@ func fixtureCases() []fixtureCase {
 			Contacts: []Contact{wantWAContact("Ana Souza", ana)},
 			Messages: []Message{waMsg("wamid.EXTRA-CONTACTS-1", ana, "contacts", "", 1781100510)},
 		}}},
+		// Identity changes: the system message is stored (its body is the user's own
+		// notice) and the change links the sender's identifiers to the new ones.
+		{"../extra/whatsapp-system-user-changed-number.json", []string{waPhone}, Parsed{Batch: Batch{
+			Messages: []Message{waMsg("wamid.EXTRA-SYSTEM-NUMBER-1", ana, "system", "User Ana Souza changed from 15555550142 to 15555550143", 1781100700)},
+			Identities: []IdentityChange{{Platform: WhatsApp, MessageID: "wamid.EXTRA-SYSTEM-NUMBER-1", Type: IdentityChangedNumber,
+				OldWaID: ana, NewWaID: "15555550143", Timestamp: sec(1781100700)}},
+		}}},
+		{"../extra/whatsapp-system-user-changed-user-id.json", []string{waPhone}, Parsed{Batch: Batch{
+			Messages: []Message{{Platform: WhatsApp, ID: "wamid.EXTRA-SYSTEM-USERID-1", Subject: "US.13491208655302741918", SubjectAlt: ana,
+				Direction: Inbound, Type: "system", Text: "User Ana Souza changed from US.13491208655302741918 to US.20000000000000000001", Timestamp: sec(1781100710)}},
+			Identities: []IdentityChange{{Platform: WhatsApp, MessageID: "wamid.EXTRA-SYSTEM-USERID-1", Type: IdentityChangedUserID,
+				OldWaID: ana, OldUserID: "US.13491208655302741918", NewWaID: "15555550143", NewUserID: "US.20000000000000000001",
+				NewParentUserID: "US.ENT.11815799212886844830", Timestamp: sec(1781100710)}},
+		}}},
 		{"../extra/whatsapp-bsuid-username.json", []string{waPhone}, Parsed{Batch: Batch{
 			Contacts: []Contact{{Platform: WhatsApp, Subject: "US.13491208655302741918", UserID: "US.13491208655302741918", Username: "mia.designs", Name: "Mia"}},
 			Messages: []Message{waMsg("wamid.EXTRA-BSUID-1", "US.13491208655302741918", "text", "hello from a username", 1781100520)},
@@ -442,5 +456,45 @@ func TestPartEnvelopeRoundTrip(t *testing.T) {
 	again, _ := Split(env)
 	if len(again) != 1 || again[0].AccountID != waPhone {
 		t.Fatalf("forwarded part attribution = %+v", again)
+	}
+}
+
+// A system message of a type that changes no identifier is kept as a message and links
+// nothing; an identity change without a new identifier, or a system message without its
+// object, is left out as invalid without losing its valid siblings.
+func TestWhatsAppSystemMessages(t *testing.T) {
+	t.Parallel()
+	const sibling = `{"from":"3","id":"w-ok","timestamp":"1781100000","type":"text","text":{"body":"y"}}`
+	for name, tc := range map[string]struct {
+		msg        string
+		messages   []string
+		identities int
+		invalid    int
+	}{
+		"other system type":             {`{"from":"3","id":"w-sys","timestamp":"1781100000","type":"system","system":{"body":"security code changed","type":"user_identity_changed"}}`, []string{"w-sys", "w-ok"}, 0, 0},
+		"change without new identifier": {`{"from":"3","id":"w-sys","timestamp":"1781100000","type":"system","system":{"body":"x","type":"user_changed_number"}}`, []string{"w-ok"}, 0, 1},
+		"system without its object":     {`{"from":"3","id":"w-sys","timestamp":"1781100000","type":"system"}`, []string{"w-ok"}, 0, 1},
+		"new number only":               {`{"from":"3","id":"w-sys","timestamp":"1781100000","type":"system","system":{"wa_id":4,"type":"user_changed_number"}}`, []string{"w-sys", "w-ok"}, 1, 0},
+		"new user id only (username)":   {`{"from_user_id":"US.1","id":"w-sys","timestamp":"1781100000","type":"system","system":{"user_id":"US.2","type":"user_changed_user_id"}}`, []string{"w-sys", "w-ok"}, 1, 0},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			got, err := ParseDelivery([]byte(waChange(`"messages":[` + tc.msg + `,` + sibling + `]`)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, m := range got.Batch.Messages {
+				ids = append(ids, m.ID)
+			}
+			if !reflect.DeepEqual(ids, tc.messages) || len(got.Batch.Identities) != tc.identities || len(got.Invalid) != tc.invalid {
+				t.Fatalf("messages %v, %d identity changes, invalid %v; want %v, %d, %d", ids, len(got.Batch.Identities), got.Invalid, tc.messages, tc.identities, tc.invalid)
+			}
+			for _, c := range got.Batch.Identities {
+				if len(c.Identifiers()) != 2 || c.MessageID != "w-sys" {
+					t.Errorf("identity change %+v", c)
+				}
+			}
+		})
 	}
 }

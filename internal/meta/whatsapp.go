@@ -100,7 +100,19 @@ type waMessage struct {
 	Revoke *struct {
 		OriginalMessageID string `json:"original_message_id"`
 	} `json:"revoke"`
+	System *waSystem `json:"system"`
 	Errors []waError `json:"errors"`
+}
+
+// waSystem is a system message's object (meta-webhooks.md §3.2; docs/identity.md): the
+// new identifiers of a user who changed phone number. The old ones are the message's
+// sender (from, from_user_id).
+type waSystem struct {
+	Body         string     `json:"body"`
+	WaID         flexString `json:"wa_id"`
+	UserID       string     `json:"user_id"`
+	ParentUserID string     `json:"parent_user_id"`
+	Type         string     `json:"type"`
 }
 
 type waStatus struct {
@@ -139,7 +151,9 @@ func convErrors(in []waError) []Error {
 //   - a contact that does not decode or has neither wa_id nor user_id;
 //   - a message that does not decode (a field of the wrong type, a timestamp that is not
 //     a unix time), has no id or no sender (from, from_user_id), or lacks the object its
-//     type names (type image without image, a revoke without original_message_id);
+//     type names (type image without image, a revoke without original_message_id, a
+//     system message without system), or announces an identity change (system type
+//     user_changed_number or user_changed_user_id) without a new wa_id or user_id;
 //   - a status that does not decode (a bad timestamp too) or has no message id.
 //
 // A missing timestamp is not invalid: the entry's time stands in, as it does everywhere.
@@ -282,6 +296,18 @@ func parseWAMessage(raw json.RawMessage, entryTime time.Time, out *Parsed) error
 		msg.Reaction = &Reaction{MessageID: m.Reaction.MessageID, Emoji: m.Reaction.Emoji}
 	case "unsupported":
 		// Errors already copied; Raw keeps unsupported.type (e.g. an edit).
+	case "system":
+		if m.System == nil {
+			return errors.New("type system without system")
+		}
+		msg.Text = m.System.Body
+		change, err := waIdentityChange(&m, msg.Timestamp)
+		if err != nil {
+			return err
+		}
+		if change != nil {
+			out.Batch.Identities = append(out.Batch.Identities, *change)
+		}
 	case "revoke":
 		if m.Revoke == nil || m.Revoke.OriginalMessageID == "" {
 			return errors.New("revoke without original_message_id")
@@ -303,6 +329,28 @@ func parseWAMessage(raw json.RawMessage, entryTime time.Time, out *Parsed) error
 	msg.Raw = compact(raw)
 	out.Batch.Messages = append(out.Batch.Messages, msg)
 	return nil
+}
+
+// waIdentityChange returns the identity change a system message announces, or nil for a
+// system message of another type (kept as a message only). A change that names no new
+// identifier cannot link anything and makes the message invalid.
+func waIdentityChange(m *waMessage, ts time.Time) (*IdentityChange, error) {
+	sys := m.System
+	switch sys.Type {
+	case IdentityChangedNumber, IdentityChangedUserID:
+	default:
+		return nil, nil
+	}
+	c := &IdentityChange{
+		Platform: WhatsApp, MessageID: m.ID, Type: sys.Type,
+		OldWaID: string(m.From), OldUserID: m.FromUserID,
+		NewWaID: string(sys.WaID), NewUserID: sys.UserID, NewParentUserID: sys.ParentUserID,
+		Timestamp: ts,
+	}
+	if c.NewWaID == "" && c.NewUserID == "" {
+		return nil, fmt.Errorf("system %s without wa_id or user_id", sys.Type)
+	}
+	return c, nil
 }
 
 // boundedWord keeps metric labels built from payload words small and safe.

@@ -185,7 +185,7 @@ func encodeFile(f *meta.File) ([]byte, bool) {
 	w.buf = strconv.AppendInt(w.buf, int64(f.Index), 10)
 	w.str("subject", f.Subject)
 	w.strOmit("subjectAlt", f.SubjectAlt)
-	w.str("kind", f.Kind)
+	w.str("mediaKind", f.Kind)
 	w.strOmit("mediaID", f.MediaID)
 	w.strOmit("url", f.URL)
 	w.strOmit("mimeType", f.MIMEType)
