@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
@@ -45,6 +46,7 @@ type CommitResult struct {
 	FilesNew          int
 	ContactsUpserted  int
 	MessagesDeleted   int
+	IdentityChanges   int // identity changes stored for the first time
 }
 
 // Add accumulates o into r.
@@ -56,6 +58,7 @@ func (r *CommitResult) Add(o CommitResult) {
 	r.FilesNew += o.FilesNew
 	r.ContactsUpserted += o.ContactsUpserted
 	r.MessagesDeleted += o.MessagesDeleted
+	r.IdentityChanges += o.IdentityChanges
 }
 
 // Subject names one end user: a WhatsApp wa_id or business-scoped user id, a Messenger
@@ -101,7 +104,8 @@ const (
 	// ScopeMessages: messages in both directions, their delivery statuses and the
 	// subject's read and delivery receipts.
 	ScopeMessages Scope = 1 << iota
-	// ScopeContacts: contact (lead) records.
+	// ScopeContacts: contact (lead) records, and the identity changes that link the
+	// person's identifiers.
 	ScopeContacts
 	// ScopeFiles: file references.
 	ScopeFiles
@@ -146,7 +150,7 @@ func ParseScope(names []string) (Scope, error) {
 
 // Counts of records per kind, as erased.
 type Counts struct {
-	Contacts int `json:"contacts"`
+	Contacts int `json:"contacts"` // contact records and identity changes
 	Messages int `json:"messages"`
 	Statuses int `json:"statuses"` // statuses and read/delivery receipts
 	Files    int `json:"files"`
@@ -174,37 +178,42 @@ const (
 	KindReceipt = "receipt"
 	KindFile    = "file"
 	KindErasure = "erasure"
+	// KindIdentityChange records link an end user's old identifiers to new ones.
+	KindIdentityChange = "identityChange"
 )
 
 // Record is one exported record: its kind and its JSON document (a meta.Contact,
-// meta.Message, meta.Status, meta.Receipt, meta.File or Erasure).
+// meta.Message, meta.Status, meta.Receipt, meta.File, meta.IdentityChange or Erasure).
 type Record struct {
 	Kind string
 	Doc  json.RawMessage
 }
 
-// MarshalJSON flattens the record into one object with a "kind" key, the JSON-lines shape
-// of `ingest-worker export`.
+// MarshalJSON flattens the record into one object with a "kind" and a "schemaVersion"
+// key, the JSON-lines shape of `ingest-worker export` (docs/export-format.md).
 func (r Record) MarshalJSON() ([]byte, error) {
-	if len(r.Doc) < 2 || r.Doc[0] != '{' {
+	doc := r.upgraded()
+	if len(doc) < 2 || doc[0] != '{' {
 		return nil, fmt.Errorf("record %s: document is not an object", r.Kind)
 	}
 	kind, err := json.Marshal(r.Kind)
 	if err != nil {
 		return nil, fmt.Errorf("marshal kind: %w", err)
 	}
-	out := make([]byte, 0, len(r.Doc)+len(kind)+10)
+	out := make([]byte, 0, len(doc)+len(kind)+32)
 	out = append(out, `{"kind":`...)
 	out = append(out, kind...)
-	if len(r.Doc) > 2 {
+	out = append(out, `,"schemaVersion":`...)
+	out = strconv.AppendInt(out, ExportSchemaVersion, 10)
+	if len(doc) > 2 {
 		out = append(out, ',')
 	}
-	return append(out, r.Doc[1:]...), nil
+	return append(out, doc[1:]...), nil
 }
 
 // Decode unmarshals the record's document into v.
 func (r Record) Decode(v any) error {
-	if err := json.Unmarshal(r.Doc, v); err != nil {
+	if err := json.Unmarshal(r.upgraded(), v); err != nil {
 		return fmt.Errorf("decode %s record: %w", r.Kind, err)
 	}
 	return nil
@@ -243,6 +252,12 @@ func Validate(b *meta.Batch) error {
 	for i := range b.Receipts {
 		if b.Receipts[i].Subject == "" {
 			return errors.New("receipt without subject")
+		}
+	}
+	for i := range b.Identities {
+		c := &b.Identities[i]
+		if c.Platform == "" || c.MessageID == "" || c.OldWaID+c.OldUserID == "" || c.NewWaID+c.NewUserID == "" {
+			return errors.New("identity change without platform, message id, old or new identifier")
 		}
 	}
 	return nil

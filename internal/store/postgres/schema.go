@@ -87,6 +87,25 @@ CREATE UNIQUE INDEX IF NOT EXISTS files_key ON files(platform, message_id, idx);
 CREATE INDEX IF NOT EXISTS files_subject ON files(subject);
 CREATE INDEX IF NOT EXISTS files_subject_alt ON files(subject_alt) WHERE subject_alt IS NOT NULL;
 
+-- Identity changes (WhatsApp system messages): one person's old and new identifiers.
+-- Erasure and export resolve a subject through them (store.ResolveIdentifiers).
+CREATE TABLE IF NOT EXISTS identity_changes (
+	id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	platform    TEXT NOT NULL,
+	channel     TEXT NOT NULL,
+	message_id  TEXT NOT NULL,
+	old_wa_id   TEXT,
+	old_user_id TEXT,
+	new_wa_id   TEXT,
+	new_user_id TEXT,
+	doc         TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS identity_changes_message ON identity_changes(platform, message_id);
+CREATE INDEX IF NOT EXISTS identity_changes_old_wa_id ON identity_changes(old_wa_id) WHERE old_wa_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS identity_changes_old_user_id ON identity_changes(old_user_id) WHERE old_user_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS identity_changes_new_wa_id ON identity_changes(new_wa_id) WHERE new_wa_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS identity_changes_new_user_id ON identity_changes(new_user_id) WHERE new_user_id IS NOT NULL;
+
 -- Deleted message ids, so that a redelivery of an unsent message is not stored again.
 -- Holds no subject: only the platform's opaque message id.
 CREATE TABLE IF NOT EXISTS tombstones (
@@ -149,12 +168,14 @@ const (
 	sqlAllocateIDs = `SELECT ARRAY(SELECT nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, $1)),
 		ARRAY(SELECT nextval(pg_get_serial_sequence('statuses', 'id')) FROM generate_series(1, $2)),
 		ARRAY(SELECT nextval(pg_get_serial_sequence('receipts', 'id')) FROM generate_series(1, $3))`
-	sqlInsertContact = `INSERT INTO contacts(platform, channel, subject, wa_id, user_id, doc) VALUES ($1, $2, $3, $4, $5, $6)`
-	sqlUpdateContact = `UPDATE contacts SET subject = $1, wa_id = $2, user_id = $3, doc = $4 WHERE id = $5`
-	sqlDeleteContact = `DELETE FROM contacts WHERE id = $1`
-	sqlTombstone     = `INSERT INTO tombstones(platform, message_id, deleted_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`
-	sqlDeleteMessage = `DELETE FROM messages WHERE platform = $1 AND message_id = $2`
-	sqlDeleteFiles   = `DELETE FROM files WHERE platform = $1 AND message_id = $2`
+	sqlInsertContact        = `INSERT INTO contacts(platform, channel, subject, wa_id, user_id, doc) VALUES ($1, $2, $3, $4, $5, $6)`
+	sqlUpdateContact        = `UPDATE contacts SET subject = $1, wa_id = $2, user_id = $3, doc = $4 WHERE id = $5`
+	sqlDeleteContact        = `DELETE FROM contacts WHERE id = $1`
+	sqlTombstone            = `INSERT INTO tombstones(platform, message_id, deleted_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`
+	sqlDeleteMessage        = `DELETE FROM messages WHERE platform = $1 AND message_id = $2`
+	sqlDeleteFiles          = `DELETE FROM files WHERE platform = $1 AND message_id = $2`
+	sqlInsertIdentityChange = `INSERT INTO identity_changes(platform, message_id, channel, old_wa_id, old_user_id, new_wa_id, new_user_id, doc)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (platform, message_id) DO NOTHING`
 	sqlInsertErasure = `INSERT INTO erasures(subject_ref, platform, channel, scope, requested_at, completed_at, contacts, messages, statuses, files)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`
 )

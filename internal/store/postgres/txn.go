@@ -98,20 +98,28 @@ func unixMilli(t time.Time) any {
 // order, so their ids, which export follows, are allocated beforehand in delivery order:
 // an export lists records as SQLite's does.
 func apply(ctx context.Context, tx pgx.Tx, p *prepared, l *locker, res *store.CommitResult) error {
-	if len(p.b.Contacts) > 0 {
-		var keys []int32
-		for i := range p.b.Contacts {
-			keys = append(keys, identifierKeys(&p.b.Contacts[i])...)
-		}
+	// An identity change links identifiers as a contact row does: it takes their locks
+	// with the contacts' (see erase).
+	var keys []int32
+	for i := range p.b.Contacts {
+		keys = append(keys, identifierKeys(&p.b.Contacts[i])...)
+	}
+	keys = append(keys, identityChangeKeys(p.b.Identities)...)
+	if len(keys) > 0 {
 		if err := l.first(ctx, keys); err != nil {
 			return err
 		}
+	}
+	if len(p.b.Contacts) > 0 {
 		for i := range p.b.Contacts {
 			if err := upsertContact(ctx, tx, l, &p.b.Contacts[i]); err != nil {
 				return err
 			}
 			res.ContactsUpserted++
 		}
+	}
+	if err := insertIdentityChanges(ctx, tx, p.b.Identities, res); err != nil {
+		return err
 	}
 	if len(p.messages) == 0 && len(p.statuses) == 0 && len(p.receipts) == 0 && len(p.b.Deletions) == 0 {
 		return nil
@@ -428,30 +436,22 @@ func writeContact(ctx context.Context, tx pgx.Tx, id int64, c *meta.Contact) err
 
 // subjectIDs resolves an identifier to every identifier the same person is stored under
 // (as stored, i.e. through keyText): erasing by wa_id must also reach messages filed
-// under the business-scoped id, and back. The subject's own identifier comes first.
-func subjectIDs(ctx context.Context, q interface {
-	Query(context.Context, string, ...any) (pgx.Rows, error)
-}, s store.Subject, channel string) ([]string, error) {
-	own := keyText(s.ID)
-	where, args := scopeWhere(s.Platform, channel, []string{own}, "subject", "wa_id", "user_id")
-	rows, err := q.Query(ctx, `SELECT subject, COALESCE(wa_id, ''), COALESCE(user_id, '') FROM contacts WHERE `+where, args...)
-	if err != nil {
-		return nil, fmt.Errorf("resolve subject: %w", err)
-	}
-	defer rows.Close()
-	seen := map[string]bool{own: true}
-	ids := []string{own}
-	for rows.Next() {
-		var a, b, c string
-		if err := rows.Scan(&a, &b, &c); err != nil {
-			return nil, fmt.Errorf("resolve subject: %w", err)
+// under the business-scoped id, and back, and erasing by a new phone number must reach
+// what was filed under the old one (identity changes, followed through chains by
+// store.ResolveIdentifiers). The subject's own identifier comes first.
+func subjectIDs(ctx context.Context, q querier, s store.Subject, channel string) ([]string, error) {
+	return store.ResolveIdentifiers(keyText(s.ID), func(ids []string) ([]string, error) {
+		var found []string
+		for _, tb := range store.LinkTables {
+			where, args := scopeWhere(s.Platform, channel, ids, tb.SubjectCols...)
+			more, err := selectIdentifiers(ctx, q, tb.Name, tb.SubjectCols, where, args)
+			if err != nil {
+				return nil, err
+			}
+			found = append(found, more...)
 		}
-		ids = store.AddIdentifiers(ids, seen, a, b, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("resolve subject: %w", err)
-	}
-	return ids, nil
+		return found, nil
+	})
 }
 
 // scopeWhere builds "(any of cols in ids) [AND platform = ...] [AND channel = ...]" with
@@ -525,6 +525,10 @@ func erase(ctx context.Context, tx pgx.Tx, l *locker, req store.EraseRequest) (s
 		if c.Contacts, err = del("contacts", "subject", "wa_id", "user_id"); err != nil {
 			return c, err
 		}
+		if n, err = del("identity_changes", store.IdentityChangeCols...); err != nil {
+			return c, err
+		}
+		c.Contacts += n
 	}
 	if req.Scope.Has(store.ScopeMessages) {
 		if c.Messages, err = del("messages", "subject", "subject_alt"); err != nil {

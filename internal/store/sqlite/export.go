@@ -20,32 +20,21 @@ func (s *Store) Export(ctx context.Context, f store.Filter, emit func(store.Reco
 		return fmt.Errorf("begin export: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // read-only
-	tables := []struct{ kind, table string }{
-		{store.KindContact, "contacts"}, {store.KindMessage, "messages"}, {store.KindStatus, "statuses"},
-		{store.KindReceipt, "receipts"}, {store.KindFile, "files"},
-	}
 	var ids []string
 	if f.Subject != nil {
 		if ids, err = subjectIDs(ctx, tx, *f.Subject, ""); err != nil {
 			return err
 		}
 	}
-	for _, tb := range tables {
-		q := "SELECT doc FROM " + tb.table
+	for _, tb := range store.Tables {
+		q := "SELECT doc FROM " + tb.Name
 		var args []any
 		if f.Subject != nil {
-			cols := []string{"subject", "subject_alt"}
-			switch tb.table {
-			case "contacts":
-				cols = []string{"subject", "wa_id", "user_id"}
-			case "receipts":
-				cols = []string{"subject"}
-			}
 			var where string
-			where, args = subjectWhere(f.Subject.Platform, "", ids, cols...)
+			where, args = subjectWhere(f.Subject.Platform, "", ids, tb.SubjectCols...)
 			q += " WHERE " + where
 		}
-		if err := emitRows(ctx, tx, tb.kind, q+" ORDER BY id", args, emit); err != nil {
+		if err := emitRows(ctx, tx, tb.Kind, q+" ORDER BY id", args, emit); err != nil {
 			return err
 		}
 	}

@@ -72,6 +72,25 @@ CREATE UNIQUE INDEX IF NOT EXISTS files_key ON files(platform, message_id, idx);
 CREATE INDEX IF NOT EXISTS files_subject ON files(subject);
 CREATE INDEX IF NOT EXISTS files_subject_alt ON files(subject_alt) WHERE subject_alt IS NOT NULL;
 
+-- Identity changes (WhatsApp system messages): one person's old and new identifiers.
+-- Erasure and export resolve a subject through them (store.ResolveIdentifiers).
+CREATE TABLE IF NOT EXISTS identity_changes (
+	id          INTEGER PRIMARY KEY,
+	platform    TEXT NOT NULL,
+	channel     TEXT NOT NULL,
+	message_id  TEXT NOT NULL,
+	old_wa_id   TEXT,
+	old_user_id TEXT,
+	new_wa_id   TEXT,
+	new_user_id TEXT,
+	doc         TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS identity_changes_message ON identity_changes(platform, message_id);
+CREATE INDEX IF NOT EXISTS identity_changes_old_wa_id ON identity_changes(old_wa_id) WHERE old_wa_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS identity_changes_old_user_id ON identity_changes(old_user_id) WHERE old_user_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS identity_changes_new_wa_id ON identity_changes(new_wa_id) WHERE new_wa_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS identity_changes_new_user_id ON identity_changes(new_user_id) WHERE new_user_id IS NOT NULL;
+
 -- Deleted message ids, so that a redelivery of an unsent message is not stored again.
 -- Holds no subject: only the platform's opaque message id.
 CREATE TABLE IF NOT EXISTS tombstones (
@@ -135,6 +154,8 @@ var statements = map[string]string{
 	"insertContact": `INSERT INTO contacts(platform, channel, subject, wa_id, user_id, doc) VALUES (?, ?, ?, ?, ?, ?)`,
 	"updateContact": `UPDATE contacts SET subject = ?, wa_id = ?, user_id = ?, doc = ? WHERE id = ?`,
 	"deleteContact": `DELETE FROM contacts WHERE id = ?`,
+	"insertIdentityChange": `INSERT INTO identity_changes(platform, message_id, channel, old_wa_id, old_user_id, new_wa_id, new_user_id, doc)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(platform, message_id) DO NOTHING`,
 	"tombstone":     `INSERT INTO tombstones(platform, message_id, deleted_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
 	"deleteMessage": `DELETE FROM messages WHERE platform = ? AND message_id = ?`,
 	"deleteFiles":   `DELETE FROM files WHERE platform = ? AND message_id = ?`,

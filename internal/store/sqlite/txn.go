@@ -208,6 +208,9 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 			return err
 		}
 	}
+	if err := t.insertIdentityChanges(ctx, p.b.Identities, res); err != nil {
+		return err
+	}
 	for _, del := range p.b.Deletions {
 		// Set before the insert and never reset (even on rollback): erring towards
 		// checking costs a little time, erring the other way would resurrect messages.
@@ -330,30 +333,22 @@ func (t *txn) writeContact(ctx context.Context, id int64, c *meta.Contact) error
 }
 
 // subjectIDs resolves an identifier to every identifier the same person is stored under:
-// erasing by wa_id must also reach messages filed under the business-scoped id, and back.
-func subjectIDs(ctx context.Context, q interface {
-	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-}, s store.Subject, channel string) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT subject, COALESCE(wa_id, ''), COALESCE(user_id, '') FROM contacts
-		WHERE (?1 = '' OR platform = ?1) AND (?3 = '' OR channel = ?3) AND (subject = ?2 OR wa_id = ?2 OR user_id = ?2)`,
-		string(s.Platform), s.ID, channel)
-	if err != nil {
-		return nil, fmt.Errorf("resolve subject: %w", err)
-	}
-	defer rows.Close()
-	seen := map[string]bool{s.ID: true}
-	ids := []string{s.ID}
-	for rows.Next() {
-		var a, b, c string
-		if err := rows.Scan(&a, &b, &c); err != nil {
-			return nil, fmt.Errorf("resolve subject: %w", err)
+// erasing by wa_id must also reach messages filed under the business-scoped id, and back,
+// and erasing by a new phone number must reach what was filed under the old one
+// (identity changes, followed through chains by store.ResolveIdentifiers).
+func subjectIDs(ctx context.Context, q querier, s store.Subject, channel string) ([]string, error) {
+	return store.ResolveIdentifiers(s.ID, func(ids []string) ([]string, error) {
+		var found []string
+		for _, tb := range store.LinkTables {
+			where, args := subjectWhere(s.Platform, channel, ids, tb.SubjectCols...)
+			more, err := selectIdentifiers(ctx, q, tb.Name, tb.SubjectCols, where, args)
+			if err != nil {
+				return nil, err
+			}
+			found = append(found, more...)
 		}
-		ids = store.AddIdentifiers(ids, seen, a, b, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("resolve subject: %w", err)
-	}
-	return ids, nil
+		return found, nil
+	})
 }
 
 // subjectWhere builds "(platform filter) AND (channel filter) AND (cols IN ids ...)" with
@@ -371,6 +366,8 @@ func subjectWhere(platform meta.Platform, channel string, ids []string, cols ...
 	return "(? = '' OR platform = ?) AND (? = '' OR channel = ?) AND (" + strings.Join(conds, " OR ") + ")", args
 }
 
+// erase deletes one subject's records of the requested kinds (and channel), with every
+// identifier linked to theirs, and writes the ledger entry.
 func (t *txn) erase(ctx context.Context, req store.EraseRequest) (store.Counts, error) {
 	ids, err := subjectIDs(ctx, t.tx, req.Subject, req.Channel)
 	if err != nil {
@@ -398,6 +395,10 @@ func (t *txn) erase(ctx context.Context, req store.EraseRequest) (store.Counts, 
 		if c.Contacts, err = del("contacts", "subject", "wa_id", "user_id"); err != nil {
 			return c, err
 		}
+		if n, err = del("identity_changes", store.IdentityChangeCols...); err != nil {
+			return c, err
+		}
+		c.Contacts += n
 	}
 	if req.Scope.Has(store.ScopeMessages) {
 		if c.Messages, err = del("messages", "subject", "subject_alt"); err != nil {

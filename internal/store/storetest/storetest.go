@@ -36,6 +36,10 @@ func Run(t *testing.T, open Opener) {
 		{"ExportSubject", testExportSubject},
 		{"ConcurrentCommits", testConcurrent},
 		{"RejectsUnkeyable", testRejects},
+		{"IdentityChangeLinksNumbers", testIdentityChangeLinks},
+		{"IdentityChangeChain", testIdentityChain},
+		{"EraseByNewNumberErasesBoth", testEraseByNewNumber},
+		{"ExportIsStrict", testExportStrict},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -90,6 +94,8 @@ type Dump struct {
 	Receipts []meta.Receipt
 	Files    []meta.File
 	Erasures []store.Erasure
+	// IdentityChanges link a person's old identifiers to new ones.
+	IdentityChanges []meta.IdentityChange
 }
 
 // Export decodes a store's export (all, or one subject's).
@@ -114,6 +120,9 @@ func Export(t testing.TB, s store.Store, subject *store.Subject) Dump {
 		case store.KindFile:
 			d.Files = append(d.Files, meta.File{})
 			target = &d.Files[len(d.Files)-1]
+		case store.KindIdentityChange:
+			d.IdentityChanges = append(d.IdentityChanges, meta.IdentityChange{})
+			target = &d.IdentityChanges[len(d.IdentityChanges)-1]
 		case store.KindErasure:
 			d.Erasures = append(d.Erasures, store.Erasure{})
 			target = &d.Erasures[len(d.Erasures)-1]

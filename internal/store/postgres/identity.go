@@ -1,0 +1,58 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
+	"github.com/omniflowcrm/omniflow-operator/internal/store"
+	"github.com/omniflowcrm/omniflow-operator/internal/store/docenc"
+)
+
+type querier interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}
+
+// identityChangeKeys are the contact locks of every identifier the changes link. An
+// erasure of any of them either sees a change committed or makes it wait: the erasure
+// locks every identifier it resolves, and resolves again until no new one appears.
+func identityChangeKeys(changes []meta.IdentityChange) []int32 {
+	var keys []int32
+	for i := range changes {
+		for _, id := range changes[i].Identifiers() {
+			keys = append(keys, contactLockKey(keyText(id)))
+		}
+	}
+	return keys
+}
+
+// insertIdentityChanges stores identity changes once per announcing message: a
+// redelivered system message changes nothing. The caller holds their identifiers' locks.
+func insertIdentityChanges(ctx context.Context, tx pgx.Tx, changes []meta.IdentityChange, res *store.CommitResult) error {
+	for i := range changes {
+		c := &changes[i]
+		d, err := docenc.Encode(c)
+		if err != nil {
+			return err
+		}
+		ct, err := tx.Exec(ctx, sqlInsertIdentityChange, keyText(string(c.Platform)), keyText(c.MessageID), keyText(c.Channel),
+			nullableKey(c.OldWaID), nullableKey(c.OldUserID), nullableKey(c.NewWaID), nullableKey(c.NewUserID), docText(d))
+		if err != nil {
+			return fmt.Errorf("insert identity change: %w", err)
+		}
+		res.IdentityChanges += int(ct.RowsAffected())
+	}
+	return nil
+}
+
+// selectIdentifiers returns the identifiers in cols of the rows of table that match where.
+func selectIdentifiers(ctx context.Context, q querier, table string, cols []string, where string, args []any) ([]string, error) {
+	rows, err := q.Query(ctx, store.IdentifiersQuery(table, cols, where), args...)
+	if err != nil {
+		return nil, fmt.Errorf("resolve subject: %s: %w", table, err)
+	}
+	defer rows.Close()
+	return store.ScanIdentifiers(rows, len(cols))
+}
