@@ -104,7 +104,7 @@ type waMessage struct {
 	Errors []waError `json:"errors"`
 }
 
-// waSystem is a system message's object (meta-webhooks.md §3.2; docs/identity.md): the
+// waSystem is a system message's object (docs/identity.md): the
 // new identifiers of a user who changed phone number. The old ones are the message's
 // sender (from, from_user_id).
 type waSystem struct {
