@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 )
 
 // File documents stored before schema version 2 carry the media kind under "kind"; an
@@ -72,5 +74,34 @@ func TestResolveIdentifiers(t *testing.T) {
 	}
 	if _, err := ResolveIdentifiers("0", long); err == nil {
 		t.Fatal("an endless chain resolved")
+	}
+}
+
+func TestContactAfterChange(t *testing.T) {
+	t.Parallel()
+	wa := func(subject, waID, userID, name, username string) meta.Contact {
+		return meta.Contact{Platform: meta.WhatsApp, Channel: "c", Subject: subject, WaID: waID, UserID: userID, Name: name, Username: username}
+	}
+	number := &meta.IdentityChange{Platform: meta.WhatsApp, Channel: "c", Type: meta.IdentityChangedNumber, OldWaID: "1", NewWaID: "2"}
+	userID := &meta.IdentityChange{Platform: meta.WhatsApp, Channel: "c", Type: meta.IdentityChangedUserID,
+		OldWaID: "1", OldUserID: "US.old", NewUserID: "US.new", NewParentUserID: "US.ENT.p"}
+	for name, tc := range map[string]struct {
+		change       *meta.IdentityChange
+		newer, older []meta.Contact
+		want         meta.Contact
+	}{
+		"no rows yet: the new number":    {number, nil, nil, wa("2", "2", "", "", "")},
+		"old row's name moves":           {number, nil, []meta.Contact{wa("1", "1", "", "Ana", "")}, wa("2", "2", "", "Ana", "")},
+		"newer name wins":                {number, []meta.Contact{wa("2", "2", "", "Ana S.", "")}, []meta.Contact{wa("1", "1", "", "Ana", "ana")}, wa("2", "2", "", "Ana S.", "ana")},
+		"new row's BSUID is kept":        {number, []meta.Contact{wa("US.x", "2", "US.x", "", "")}, nil, wa("US.x", "2", "US.x", "", "")},
+		"old identifiers never carry on": {userID, nil, []meta.Contact{wa("US.old", "1", "US.old", "Ana", "")}, func() meta.Contact { c := wa("US.new", "", "US.new", "Ana", ""); c.ParentUserID = "US.ENT.p"; return c }()},
+		"a newer row holding an old id":  {userID, []meta.Contact{wa("US.new", "1", "US.new", "", "")}, nil, func() meta.Contact { c := wa("US.new", "", "US.new", "", ""); c.ParentUserID = "US.ENT.p"; return c }()},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			if got := ContactAfterChange(tc.change, tc.newer, tc.older); got != tc.want {
+				t.Fatalf("got  %+v\nwant %+v", got, tc.want)
+			}
+		})
 	}
 }

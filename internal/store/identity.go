@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 )
 
 // Bounds of ResolveIdentifiers. A person changes phone number a few times in the life of
@@ -105,4 +107,71 @@ func ScanIdentifiers(rows Rows, n int) ([]string, error) {
 		return nil, fmt.Errorf("resolve subject: %w", err)
 	}
 	return ids, nil
+}
+
+// ContactAfterChange is the one contact row that stands for a person once identity
+// change c is stored, folding the rows found under its new identifiers (newer) and its
+// old ones (older): keyed by the new business-scoped id, else the new phone number. The
+// identifiers are the new ones (an old number or id must not live on as the contact's);
+// a row already known under a new identifier fills those it lacks (a new BSUID seen
+// before the notice that carries only the new number). The name and username, which a
+// number change does not change, come from the newer rows first.
+func ContactAfterChange(c *meta.IdentityChange, newer, older []meta.Contact) meta.Contact {
+	merged := meta.Contact{Platform: c.Platform, Channel: c.Channel, WaID: c.NewWaID, UserID: c.NewUserID, ParentUserID: c.NewParentUserID}
+	old := func(id string) bool { return id != "" && (id == c.OldWaID || id == c.OldUserID) }
+	fill := func(dst *string, v string) {
+		if *dst == "" {
+			*dst = v
+		}
+	}
+	for _, r := range newer {
+		if !old(r.WaID) {
+			fill(&merged.WaID, r.WaID)
+		}
+		if !old(r.UserID) {
+			fill(&merged.UserID, r.UserID)
+			fill(&merged.ParentUserID, r.ParentUserID)
+		}
+	}
+	for _, r := range slices.Concat(newer, older) {
+		fill(&merged.Name, r.Name)
+		fill(&merged.Username, r.Username)
+	}
+	merged.Subject = merged.UserID
+	fill(&merged.Subject, merged.WaID)
+	return merged
+}
+
+// StoredContact is a contact row as a backend read it: its row id and its document.
+type StoredContact struct {
+	ID      int64
+	Contact meta.Contact
+}
+
+// PlanContactMerge decides how the rows found under a change's new identifiers (newer)
+// and old ones (older) become one (a row may be among both): keep is the row to update
+// with merged (0: insert it), drop the rows to delete first (the kept row may take over
+// one's subject, which is unique).
+func PlanContactMerge(c *meta.IdentityChange, newer, older []StoredContact) (keep int64, drop []int64, merged meta.Contact) {
+	seen := map[int64]bool{}
+	var n, o []meta.Contact
+	for i, rows := range [][]StoredContact{newer, older} {
+		for _, r := range rows {
+			if seen[r.ID] {
+				continue
+			}
+			seen[r.ID] = true
+			if i == 0 {
+				n = append(n, r.Contact)
+			} else {
+				o = append(o, r.Contact)
+			}
+			if keep == 0 {
+				keep = r.ID
+			} else {
+				drop = append(drop, r.ID)
+			}
+		}
+	}
+	return keep, drop, ContactAfterChange(c, n, o)
 }

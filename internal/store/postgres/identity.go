@@ -30,7 +30,7 @@ func identityChangeKeys(changes []meta.IdentityChange) []int32 {
 
 // insertIdentityChanges stores identity changes once per announcing message: a
 // redelivered system message changes nothing. The caller holds their identifiers' locks.
-func insertIdentityChanges(ctx context.Context, tx pgx.Tx, changes []meta.IdentityChange, res *store.CommitResult) error {
+func insertIdentityChanges(ctx context.Context, tx pgx.Tx, l *locker, changes []meta.IdentityChange, res *store.CommitResult) error {
 	for i := range changes {
 		c := &changes[i]
 		d, err := docenc.Encode(c)
@@ -42,9 +42,43 @@ func insertIdentityChanges(ctx context.Context, tx pgx.Tx, changes []meta.Identi
 		if err != nil {
 			return fmt.Errorf("insert identity change: %w", err)
 		}
-		res.IdentityChanges += int(ct.RowsAffected())
+		if ct.RowsAffected() == 0 {
+			continue // a redelivered notice: its contacts were merged when it was stored
+		}
+		res.IdentityChanges++
+		if err := mergeContacts(ctx, tx, l, c); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// mergeContacts folds the contact rows of a changed person's old and new identifiers into
+// one row (store.ContactAfterChange), as the SQLite backend does. The caller holds the
+// locks of the change's identifiers; those of further identifiers the rows hold are
+// taken before any row is written (findLockedContacts).
+func mergeContacts(ctx context.Context, tx pgx.Tx, l *locker, c *meta.IdentityChange) error {
+	probe := func(waID, userID string) *meta.Contact {
+		// An empty subject matches no row: the rows are found by wa_id and user id.
+		return &meta.Contact{Platform: c.Platform, Channel: c.Channel, WaID: waID, UserID: userID}
+	}
+	found, err := findLockedContacts(ctx, tx, l, probe(c.NewWaID, c.NewUserID), probe(c.OldWaID, c.OldUserID))
+	if err != nil {
+		return fmt.Errorf("merge contacts: %w", err)
+	}
+	var sides [2][]store.StoredContact
+	for i, rows := range found {
+		for _, r := range rows {
+			sides[i] = append(sides[i], store.StoredContact{ID: r.id, Contact: r.c})
+		}
+	}
+	keep, drop, merged := store.PlanContactMerge(c, sides[0], sides[1])
+	for _, id := range drop {
+		if _, err := tx.Exec(ctx, sqlDeleteContact, id); err != nil {
+			return fmt.Errorf("merge contacts: %w", err)
+		}
+	}
+	return writeContact(ctx, tx, keep, &merged)
 }
 
 // selectIdentifiers returns the identifiers in cols of the rows of table that match where.

@@ -118,7 +118,7 @@ func apply(ctx context.Context, tx pgx.Tx, p *prepared, l *locker, res *store.Co
 			res.ContactsUpserted++
 		}
 	}
-	if err := insertIdentityChanges(ctx, tx, p.b.Identities, res); err != nil {
+	if err := insertIdentityChanges(ctx, tx, l, p.b.Identities, res); err != nil {
 		return err
 	}
 	if len(p.messages) == 0 && len(p.statuses) == 0 && len(p.receipts) == 0 && len(p.b.Deletions) == 0 {
@@ -333,6 +333,37 @@ func findContacts(ctx context.Context, tx pgx.Tx, c *meta.Contact) ([]contactRow
 	return found, nil
 }
 
+// findLockedContacts returns, for each probe, the stored contacts it matches (as
+// findContacts), once the locks of every identifier of every row found are held: the
+// lock set is extended and the rows read again until no row brings an identifier not
+// locked (see upsertContact).
+func findLockedContacts(ctx context.Context, tx pgx.Tx, l *locker, probes ...*meta.Contact) ([][]contactRow, error) {
+	found := make([][]contactRow, len(probes))
+	for round := 0; ; round++ {
+		var keys []int32
+		for i, c := range probes {
+			var err error
+			if found[i], err = findContacts(ctx, tx, c); err != nil {
+				return nil, err
+			}
+			for _, r := range found[i] {
+				for _, id := range r.ids {
+					keys = append(keys, contactLockKey(id))
+				}
+			}
+		}
+		if len(l.missing(keys)) == 0 {
+			return found, nil
+		}
+		if round == maxLockRounds {
+			return nil, fmt.Errorf("the identifiers kept changing over %d reads", maxLockRounds)
+		}
+		if err := l.lock(ctx, keys); err != nil {
+			return nil, err
+		}
+	}
+}
+
 // maxLockRounds bounds how often one contact's lock set is extended; a person has at
 // most a few identifiers, so more rounds mean rows changing faster than they are read.
 const maxLockRounds = 8
@@ -354,28 +385,11 @@ const maxLockRounds = 8
 // The locker extends the set in ascending order only; a key below one already held
 // makes the whole transaction run again with that key among its first (errRelock).
 func upsertContact(ctx context.Context, tx pgx.Tx, l *locker, c *meta.Contact) error {
-	var found []contactRow
-	for round := 0; ; round++ {
-		var err error
-		if found, err = findContacts(ctx, tx, c); err != nil {
-			return err
-		}
-		var keys []int32
-		for _, r := range found {
-			for _, id := range r.ids {
-				keys = append(keys, contactLockKey(id))
-			}
-		}
-		if len(l.missing(keys)) == 0 {
-			break
-		}
-		if round == maxLockRounds {
-			return fmt.Errorf("upsert contact: its identifiers kept changing over %d reads", maxLockRounds)
-		}
-		if err := l.lock(ctx, keys); err != nil {
-			return err
-		}
+	res, err := findLockedContacts(ctx, tx, l, c)
+	if err != nil {
+		return fmt.Errorf("upsert contact: %w", err)
 	}
+	found := res[0]
 	merged := *c
 	if len(found) == 0 {
 		return writeContact(ctx, tx, 0, &merged)

@@ -28,9 +28,51 @@ func (t *txn) insertIdentityChanges(ctx context.Context, changes []meta.Identity
 		if err != nil {
 			return err
 		}
-		res.IdentityChanges += int(n)
+		if n == 0 {
+			continue // a redelivered notice: its contacts were merged when it was stored
+		}
+		res.IdentityChanges++
+		if err := t.mergeContacts(ctx, c); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// mergeContacts folds the contact rows of a changed person's old and new identifiers into
+// one row (store.ContactAfterChange). The old identifiers stay reachable through the
+// identity change; a row the notice finds none of is created, so that the person has a
+// contact under the identifiers Meta now uses.
+func (t *txn) mergeContacts(ctx context.Context, c *meta.IdentityChange) error {
+	probe := func(waID, userID string) *meta.Contact {
+		// An empty subject matches no row: the rows are found by wa_id and user id.
+		return &meta.Contact{Platform: c.Platform, Channel: c.Channel, WaID: waID, UserID: userID}
+	}
+	newRows, err := t.findContacts(ctx, probe(c.NewWaID, c.NewUserID))
+	if err != nil {
+		return err
+	}
+	oldRows, err := t.findContacts(ctx, probe(c.OldWaID, c.OldUserID))
+	if err != nil {
+		return err
+	}
+	var newer, older []store.StoredContact
+	for _, r := range newRows {
+		newer = append(newer, store.StoredContact{ID: r.id, Contact: r.c})
+		t.forgetContact(contactKey{r.c.Platform, r.c.Channel, r.c.Subject})
+	}
+	for _, r := range oldRows {
+		older = append(older, store.StoredContact{ID: r.id, Contact: r.c})
+		t.forgetContact(contactKey{r.c.Platform, r.c.Channel, r.c.Subject})
+	}
+	keep, drop, merged := store.PlanContactMerge(c, newer, older)
+	for _, id := range drop {
+		if _, err := t.exec(ctx, "deleteContact", id); err != nil {
+			return err
+		}
+	}
+	t.rememberContact(merged)
+	return t.writeContact(ctx, keep, &merged)
 }
 
 // selectIdentifiers returns the identifiers in cols of the rows of table that match where.

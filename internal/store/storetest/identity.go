@@ -52,26 +52,36 @@ func subjectExport(t *testing.T, s store.Store, id string) Dump {
 	return Export(t, s, &store.Subject{Platform: meta.WhatsApp, ID: id})
 }
 
-// A number change is stored and joins the old and the new number: an export by either
-// returns both numbers' contacts and messages and the change itself, never the
-// bystander's; a redelivered system message links nothing twice.
+// A number change is stored and joins the old and the new number into one contact,
+// keyed by the new number, even when the new number wrote before the notice arrived: an
+// export by either returns both numbers' messages and the change itself, never the
+// bystander's; a redelivered notice changes nothing.
 func testIdentityChangeLinks(t *testing.T, s store.Store) {
 	personBefore(t, s)
+	commit(t, s, meta.Batch{Contacts: []meta.Contact{waContact(numB, numB, "", "Ana Souza")}, Messages: []meta.Message{msg("b1", numB, 5)}})
+	if ids := messageIDs(subjectExport(t, s, numA)); !reflect.DeepEqual(ids, []string{"a1"}) {
+		t.Fatalf("before the notice the numbers are two people; export by the old one: %v", ids)
+	}
 	change := numberChange("sys-1", numA, numB, 4)
 	if res := commit(t, s, change); res.IdentityChanges != 1 || res.MessagesNew != 1 {
 		t.Fatalf("number change: %+v", res)
 	}
-	commit(t, s, meta.Batch{Contacts: []meta.Contact{waContact(numB, numB, "", "Ana")}, Messages: []meta.Message{msg("b1", numB, 5)}})
 	if res := commit(t, s, change); res.IdentityChanges != 0 || res.MessagesDuplicate != 1 {
 		t.Fatalf("redelivered change: %+v", res)
 	}
+	// The old number writing again (a late redelivery) is still Ana.
+	commit(t, s, meta.Batch{Messages: []meta.Message{msg("a2", numA, 6)}})
+	wantContacts := []meta.Contact{waContact(numB, numB, "", "Ana Souza")}
 	for _, id := range []string{numA, numB} {
 		d := subjectExport(t, s, id)
-		if ids := messageIDs(d); !reflect.DeepEqual(ids, []string{"a1", "b1", "sys-1"}) {
+		if ids := messageIDs(d); !reflect.DeepEqual(ids, []string{"a1", "a2", "b1", "sys-1"}) {
 			t.Errorf("export by %s: messages %v", id, ids)
 		}
-		if len(d.Contacts) != 2 || len(d.Statuses) != 1 || len(d.Files) != 1 || len(d.IdentityChanges) != 1 {
-			t.Errorf("export by %s: %d contacts, %d statuses, %d files, %d identity changes", id, len(d.Contacts), len(d.Statuses), len(d.Files), len(d.IdentityChanges))
+		if !reflect.DeepEqual(d.Contacts, wantContacts) {
+			t.Errorf("export by %s: contacts %+v, want one: %+v", id, d.Contacts, wantContacts)
+		}
+		if len(d.Statuses) != 1 || len(d.Files) != 1 || len(d.IdentityChanges) != 1 {
+			t.Errorf("export by %s: %d statuses, %d files, %d identity changes", id, len(d.Statuses), len(d.Files), len(d.IdentityChanges))
 		}
 		if got := d.IdentityChanges; len(got) == 1 && !reflect.DeepEqual(got[0], change.Identities[0]) {
 			t.Errorf("identity change %+v, want %+v", got[0], change.Identities[0])
@@ -98,17 +108,22 @@ func testIdentityChain(t *testing.T, s store.Store) {
 	})
 	commit(t, s, meta.Batch{Contacts: []meta.Contact{waContact(bsuidB, numC, bsuidB, "Ana")}, Messages: []meta.Message{msg("c1", bsuidB, 7)}})
 	want := []string{"a1", "b1", "c1", "sys-1", "sys-2"}
+	wantContacts := []meta.Contact{waContact(bsuidB, numC, bsuidB, "Ana")}
 	for _, id := range []string{numA, numB, numC, bsuidA, bsuidB} {
-		if ids := messageIDs(subjectExport(t, s, id)); !reflect.DeepEqual(ids, want) {
+		d := subjectExport(t, s, id)
+		if ids := messageIDs(d); !reflect.DeepEqual(ids, want) {
 			t.Errorf("export by %s: messages %v, want %v", id, ids, want)
+		}
+		if !reflect.DeepEqual(d.Contacts, wantContacts) {
+			t.Errorf("export by %s: contacts %+v, want %+v", id, d.Contacts, wantContacts)
 		}
 	}
 	counts, err := s.Erase(context.Background(), store.EraseRequest{Subject: store.Subject{Platform: meta.WhatsApp, ID: numA}, SubjectRef: "hmac:chain"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Contacts: three rows and two identity changes.
-	if want := (store.Counts{Contacts: 5, Messages: 5, Statuses: 1, Files: 1}); counts != want {
+	// Contacts: one row and two identity changes.
+	if want := (store.Counts{Contacts: 3, Messages: 5, Statuses: 1, Files: 1}); counts != want {
 		t.Errorf("erase counts %+v, want %+v", counts, want)
 	}
 	noTraceOf(t, s, numA, numB, numC, bsuidA, bsuidB)
@@ -124,7 +139,7 @@ func testEraseByNewNumber(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (store.Counts{Contacts: 3, Messages: 3, Statuses: 1, Files: 1}); counts != want {
+	if want := (store.Counts{Contacts: 2, Messages: 3, Statuses: 1, Files: 1}); counts != want {
 		t.Errorf("erase counts %+v, want %+v", counts, want)
 	}
 	noTraceOf(t, s, numA, numB)
