@@ -27,6 +27,9 @@ func addFixtureSeeds(f *testing.F) {
 	f.Add([]byte(`{"object":"page","entry":[{"id":"1","messaging":[{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":1781100300600,"delivery":{"mids":[""],"watermark":1781100300512}},{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":1781100300700,"message":{"mid":"m_1","text":"hi"}}]}]}`))
 	f.Add([]byte(`{"object":"instagram","entry":[{"id":"1","messaging":[{"sender":{"id":"2"},"recipient":{"id":"1"},"delivery":{"mids":["","m_2"]}}]}]}`))
 	// One malformed message once lost its valid siblings with it.
+	// Identity changes: a username user (no phone number on either side), one without
+	// any new identifier, and a system message of another type.
+	f.Add([]byte(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messages":[{"from_user_id":"US.1","id":"s1","timestamp":"1781100000","type":"system","system":{"user_id":"US.2","type":"user_changed_user_id"}},{"from":"3","id":"s2","type":"system","system":{"body":"x","type":"user_changed_number"}},{"from":"3","id":"s3","type":"system","system":{"type":"user_identity_changed"}}]}}]}]}`))
 	f.Add([]byte(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"2"},"contacts":[{"wa_id":"3"},{}],"messages":[{"from":"3","id":"w1","timestamp":"soon","type":"text","text":{"body":"x"}},{"from":"3","id":"w2","timestamp":"1781100000","type":"text","text":{"body":"y"}}],"statuses":[{"id":"s","status":"read","timestamp":"later"},{"status":"sent"}]}}]}]}`))
 }
 
@@ -61,6 +64,11 @@ func storable(b *Batch) error {
 	for _, r := range b.Receipts {
 		if r.Subject == "" {
 			return fmt.Errorf("receipt without subject: %+v", r)
+		}
+	}
+	for _, c := range b.Identities {
+		if c.Platform == "" || c.MessageID == "" || c.OldWaID+c.OldUserID == "" || c.NewWaID+c.NewUserID == "" {
+			return fmt.Errorf("identity change without platform, message id, old or new identifier: %+v", c)
 		}
 	}
 	return nil
