@@ -386,3 +386,35 @@ func TestMigratesLedgerOfEarlierVersion(t *testing.T) {
 		t.Errorf("new entry %+v", got[1])
 	}
 }
+
+// An erasure and a delivery of the same person can share a write group: the delivery's
+// contact must be stored again, though the store's contact cache still held it when the
+// group began.
+func TestContactAfterErasureInTheSameGroup(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ana := meta.Contact{Platform: meta.WhatsApp, Channel: "c", Subject: "15555550142", WaID: "15555550142", Name: "Ana"}
+	if _, err := s.Commit(context.Background(), &meta.Batch{Contacts: []meta.Contact{ana}}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := prepare(&meta.Batch{Contacts: []meta.Contact{ana}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.inTx(context.Background(), func(tx *txn) error {
+		if _, err := tx.erase(context.Background(), store.EraseRequest{Subject: store.Subject{ID: ana.WaID}}); err != nil {
+			return err
+		}
+		return tx.apply(context.Background(), p, &store.CommitResult{})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := s.r.QueryRow(`SELECT count(*) FROM contacts`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("contacts after erase and delivery in one group: %d (%v), want 1", n, err)
+	}
+}

@@ -42,6 +42,11 @@ func (t *txn) cachedContact(k contactKey) (meta.Contact, bool) {
 		}
 		return *c, true
 	}
+	if t.eraseCache {
+		// An erasure earlier in this group deleted rows by identifier; the store's cache
+		// may still hold them until the group commits.
+		return meta.Contact{}, false
+	}
 	c, ok := t.s.contacts[k]
 	return c, ok
 }
