@@ -110,13 +110,11 @@ func apply(ctx context.Context, tx pgx.Tx, p *prepared, l *locker, res *store.Co
 			return err
 		}
 	}
-	if len(p.b.Contacts) > 0 {
-		for i := range p.b.Contacts {
-			if err := upsertContact(ctx, tx, l, &p.b.Contacts[i]); err != nil {
-				return err
-			}
-			res.ContactsUpserted++
+	for i := range p.b.Contacts {
+		if err := upsertContact(ctx, tx, l, &p.b.Contacts[i]); err != nil {
+			return err
 		}
+		res.ContactsUpserted++
 	}
 	if err := insertIdentityChanges(ctx, tx, l, p.b.Identities, res); err != nil {
 		return err
