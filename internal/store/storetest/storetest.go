@@ -37,6 +37,7 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentCommits", testConcurrent},
 		{"RejectsUnkeyable", testRejects},
 	}
+	tests = append(tests, retentionTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
