@@ -63,7 +63,9 @@ func statusIDs(d Dump) []string {
 	return sortedIDs(d.Statuses, func(s meta.Status) string { return s.MessageID })
 }
 
-func fileIDs(d Dump) []string { return sortedIDs(d.Files, func(f meta.File) string { return f.MessageID }) }
+func fileIDs(d Dump) []string {
+	return sortedIDs(d.Files, func(f meta.File) string { return f.MessageID })
+}
 
 // A message one second past the age is gone with its statuses, reactions and files; one
 // second before it stays with its own; so do statuses and receipts by their own time.
