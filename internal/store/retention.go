@@ -64,11 +64,16 @@ type Pruned struct {
 
 // Add accumulates o into p (More is o's).
 func (p *Pruned) Add(o Pruned) {
-	p.Counts.Contacts += o.Counts.Contacts
-	p.Counts.Messages += o.Counts.Messages
-	p.Counts.Statuses += o.Counts.Statuses
-	p.Counts.Files += o.Counts.Files
+	p.Counts.Add(o.Counts)
 	p.More = o.More
+}
+
+// Add accumulates o into c.
+func (c *Counts) Add(o Counts) {
+	c.Contacts += o.Contacts
+	c.Messages += o.Messages
+	c.Statuses += o.Statuses
+	c.Files += o.Files
 }
 
 // Identity is who a pruned record belonged to: one identifier in one channel.
