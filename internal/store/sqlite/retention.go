@@ -156,23 +156,29 @@ func (o pruneOps) ContactsOf(ctx context.Context, id store.Identity) ([]store.Pr
 	return out, nil
 }
 
+// HasRecords asks one indexed question per table and identifier column. The unary "+"
+// keeps SQLite from answering platform = ? through the (platform, message_id) indexes,
+// which would scan every message of the platform; the subject indexes find the rows.
 func (o pruneOps) HasRecords(ctx context.Context, platform meta.Platform, channel string, ids []string) (bool, error) {
 	in := "(" + strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",") + ")"
 	var args []any
 	var arms []string
-	for _, q := range []struct{ table, cols string }{
-		{"messages", "subject IN " + in + " OR subject_alt IN " + in},
-		{"statuses", "subject IN " + in + " OR subject_alt IN " + in},
-		{"files", "subject IN " + in + " OR subject_alt IN " + in},
-		{"receipts", "subject IN " + in},
+	for _, q := range []struct{ table, col string }{
+		{"messages", "subject"}, {"messages", "subject_alt"},
+		{"statuses", "subject"}, {"statuses", "subject_alt"},
+		{"files", "subject"}, {"files", "subject_alt"},
 	} {
-		arms = append(arms, "EXISTS (SELECT 1 FROM "+q.table+" WHERE platform = ? AND channel = ? AND ("+q.cols+"))")
-		args = append(args, string(platform), channel)
-		for range strings.Count(q.cols, " IN ") {
-			for _, id := range ids {
-				args = append(args, id)
-			}
+		arms = append(arms, "EXISTS (SELECT 1 FROM "+q.table+" WHERE "+q.col+" IN "+in+" AND +platform = ? AND +channel = ?)")
+		for _, id := range ids {
+			args = append(args, id)
 		}
+		args = append(args, string(platform), channel)
+	}
+	// receipts_key (platform, channel, subject, state) answers this one directly.
+	arms = append(arms, "EXISTS (SELECT 1 FROM receipts WHERE platform = ? AND channel = ? AND subject IN "+in+")")
+	args = append(args, string(platform), channel)
+	for _, id := range ids {
+		args = append(args, id)
 	}
 	var left bool
 	if err := o.t.tx.QueryRowContext(ctx, "SELECT "+strings.Join(arms, " OR "), args...).Scan(&left); err != nil {
