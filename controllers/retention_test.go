@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -110,4 +111,49 @@ func TestRetentionReachesTheWorkerAndItsRunsTheTenantStatus(t *testing.T) {
 		})).To(BeFalse(), "args %q", dep.Spec.Template.Spec.Containers[0].Args)
 		g.Expect(getTenant(g, tn.Name).Status.Retention).To(BeNil())
 	}, timeout, interval).Should(Succeed())
+}
+
+// RBAC lets the worker patch its report ConfigMap but cannot say which fields. The
+// shipped admission policy does: the worker writes its retention report through the real
+// reporter code, and cannot relabel, disown or otherwise fill the ConfigMap; the
+// operator is not affected.
+func TestWorkerWritesOnlyItsRetentionReport(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	installWorkerPolicy(t, g)
+	ns := mchTenant(t, g, "report-vap")
+	worker := workerClient(g, ns)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: platformv1.WorkerReportName, Namespace: ns}}
+	patch := func(body string) error {
+		return worker.Patch(ctx, cm.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(body)))
+	}
+	// Wait until the Role grants the patch and the API server enforces the policy.
+	g.Eventually(func() error {
+		err := patch(`{"data":{"probe":"x"}}`)
+		if err == nil {
+			// Too early: take the probe out again, or every later report would be refused.
+			g.Expect(k8s.Patch(ctx, cm.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"data":{"probe":null}}`)))).To(Succeed())
+			return errors.New("probe key written: policy not enforced yet")
+		}
+		if !strings.Contains(err.Error(), "may only write the key retention") {
+			return err
+		}
+		return nil
+	}, timeout, interval).Should(Succeed())
+
+	reporter := &workerreport.Retention{Client: worker, Namespace: ns}
+	g.Expect(reporter.Report(ctx, retention.Report{MaxAge: 48 * time.Hour, Interval: time.Hour, StartedAt: time.Now()})).To(Succeed())
+
+	denied := func(err error, says string) {
+		g.ExpectWithOffset(1, apierrors.IsForbidden(err) || apierrors.IsInvalid(err)).To(BeTrue(), "want a denial, got %v", err)
+		g.ExpectWithOffset(1, err.Error()).To(ContainSubstring(says))
+	}
+	denied(patch(`{"metadata":{"labels":{"app.kubernetes.io/managed-by":null}}}`), "may not change its report ConfigMap's labels")
+	denied(patch(`{"metadata":{"ownerReferences":null}}`), "owners")
+	denied(patch(`{"metadata":{"annotations":{"x":"y"}}}`), "annotations")
+	denied(patch(`{"data":{"retention":"`+strings.Repeat("x", 5000)+`"}}`), "at most 4096 bytes")
+	denied(patch(`{"binaryData":{"blob":"eA=="}}`), "may only write the key retention")
+
+	// The operator (and people) are not the worker.
+	g.Expect(k8s.Patch(ctx, cm.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"x":"y"}}}`)))).To(Succeed())
 }

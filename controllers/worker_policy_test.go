@@ -43,7 +43,7 @@ func installWorkerPolicy(t *testing.T, g Gomega) {
 		t.Cleanup(func() { _ = k8s.Delete(context.Background(), obj) })
 		n++
 	}
-	g.Expect(n).To(Equal(2), "config/default ships the policy and its binding")
+	g.Expect(n).To(Equal(4), "config/default ships the policies (worker writes, worker report) and their bindings")
 }
 
 // RBAC lets a tenant's worker create Secrets and DeletionRequests (Meta's deletion
