@@ -144,10 +144,7 @@ func TestWorkerWritesOnlyItsRetentionReport(t *testing.T) {
 	reporter := &workerreport.Retention{Client: worker, Namespace: ns}
 	g.Expect(reporter.Report(ctx, retention.Report{MaxAge: 48 * time.Hour, Interval: time.Hour, StartedAt: time.Now()})).To(Succeed())
 
-	denied := func(err error, says string) {
-		g.ExpectWithOffset(1, apierrors.IsForbidden(err) || apierrors.IsInvalid(err)).To(BeTrue(), "want a denial, got %v", err)
-		g.ExpectWithOffset(1, err.Error()).To(ContainSubstring(says))
-	}
+	denied := func(err error, says string) { expectDenied(g, err, says) }
 	denied(patch(`{"metadata":{"labels":{"app.kubernetes.io/managed-by":null}}}`), "may not change its report ConfigMap's labels")
 	denied(patch(`{"metadata":{"ownerReferences":null}}`), "owners")
 	denied(patch(`{"metadata":{"annotations":{"x":"y"}}}`), "annotations")

@@ -45,6 +45,15 @@ CREATE INDEX IF NOT EXISTS statuses_ts ON statuses(ts) WHERE ts IS NOT NULL;
 CREATE INDEX IF NOT EXISTS receipts_watermark ON receipts(watermark);
 `
 
+// ReactsTo is the message id a reaction reacts to, or "": the column (reacts_to) that
+// lets retention take a reaction along with its target.
+func ReactsTo(m *meta.Message) string {
+	if m.Reaction == nil {
+		return ""
+	}
+	return m.Reaction.MessageID
+}
+
 // PruneRequest asks for one batch of retention.
 type PruneRequest struct {
 	// Before is the cutoff: records whose own timestamp is earlier are deleted.

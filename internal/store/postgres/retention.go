@@ -32,12 +32,7 @@ END $$;
 ` + store.RetentionIndexes
 
 // reactsTo is the reacts_to column of a message: its reaction's target, or NULL.
-func reactsTo(m *meta.Message) any {
-	if m.Reaction == nil {
-		return nil
-	}
-	return nullableKey(m.Reaction.MessageID)
-}
+func reactsTo(m *meta.Message) any { return nullableKey(store.ReactsTo(m)) }
 
 // Prune implements store.Store: one batch in one transaction. Rows are picked with SKIP
 // LOCKED, so replicas pruning at the same time share the work instead of waiting for

@@ -12,12 +12,7 @@ import (
 )
 
 // reactsTo is the reacts_to column of a message: its reaction's target, or NULL.
-func reactsTo(m *meta.Message) any {
-	if m.Reaction == nil {
-		return nil
-	}
-	return nullable(m.Reaction.MessageID)
-}
+func reactsTo(m *meta.Message) any { return nullable(store.ReactsTo(m)) }
 
 // Prune implements store.Store. The batch is one operation of the single writer, so it
 // is committed in a group with the deliveries queued beside it and holds the writer
