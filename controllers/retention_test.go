@@ -68,6 +68,16 @@ func TestRetentionReachesTheWorkerAndItsRunsTheTenantStatus(t *testing.T) {
 		g.Expect(*st.LastRunPruned).To(Equal(platformv1.RetentionCounts{Messages: 5, Statuses: 3, Files: 1, Contacts: 2}))
 	}, timeout, interval).Should(Succeed())
 
+	// At steady state a pass over the report writes nothing (the status is unchanged).
+	before := waitSettled(g)
+	reconcilesBefore := reconcileCount(g)
+	g.Expect(k8s.Patch(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: reportKey.Name, Namespace: ns}},
+		client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"example.test/touched":"yes"}}}`)))).To(Succeed())
+	g.Eventually(func() float64 { return reconcileCount(g) }, timeout, interval).Should(BeNumerically(">", reconcilesBefore))
+	after := waitSettled(g)
+	_, paths := mgrWrites.snapshot()
+	g.Expect(after).To(Equal(before), "writes after an unchanged report: %v", paths[before:])
+
 	// That one ConfigMap, by patch, is all the worker may write or read of them.
 	forbidden := func(err error, what string) {
 		g.ExpectWithOffset(1, apierrors.IsForbidden(err)).To(BeTrue(), "%s: want Forbidden, got %v", what, err)
