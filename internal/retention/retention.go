@@ -6,7 +6,6 @@ package retention
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -131,7 +130,7 @@ func (r *Runner) RunOnce(ctx context.Context) Report {
 		}
 	}
 	rep.Duration = clk.Since(rep.StartedAt)
-	if ctx.Err() != nil && errors.Is(rep.Err, ctx.Err()) {
+	if ctx.Err() != nil {
 		return rep // stopping: not a failure, and nobody to report to
 	}
 	if r.Metrics != nil {
