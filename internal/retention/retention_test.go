@@ -187,3 +187,20 @@ func value(m prometheus.Metric) float64 {
 	}
 	return out.GetGauge().GetValue()
 }
+
+// A run cut short because the worker is stopping is not a failure: nothing is reported
+// or counted as failed.
+func TestRetentionRunStoppedByShutdownIsNotAFailure(t *testing.T) {
+	g := NewWithT(t)
+	got := make(reports, 10)
+	r := &Runner{
+		Config: Config{MaxAge: age, Interval: time.Hour, BatchSize: 10, Reporter: got, Clock: clocktesting.NewFakeClock(t0)},
+		Store:  openSQLite(t), Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r.RunOnce(ctx)
+	g.Expect(got).To(BeEmpty())
+	g.Expect(value(r.Metrics.runs.WithLabelValues(resultFailed))).To(Equal(0.0))
+	g.Expect(value(r.Metrics.runs.WithLabelValues(resultSucceeded))).To(Equal(0.0))
+}
