@@ -30,8 +30,9 @@ import (
 //     without a message yet stays.
 //
 // Messages and statuses without a timestamp (Meta always sends one) have no age and are
-// kept. The erasure ledger and the tombstones of unsent messages hold no personal data
-// and are kept. A redelivery of a pruned message (Meta retries for at most a few days,
+// kept. The erasure ledger (keyed hashes and counts) and the tombstones of unsent
+// messages (a platform message id and a time, no subject) are kept: the first is the
+// proof of erasures, the second keeps a late redelivery of an unsent message out. A redelivery of a pruned message (Meta retries for at most a few days,
 // retention is at least a day) is stored again and pruned by the next run.
 
 // RetentionIndexes find records by age and reactions by target, in the SQL both
