@@ -87,7 +87,7 @@ func CacheOptions(route RouteConfig) cache.Options {
 		&corev1.Secret{}: {Label: tenantNamespaces},
 	}
 	for _, o := range []client.Object{
-		&appsv1.Deployment{}, &corev1.Service{}, &corev1.ServiceAccount{}, &corev1.PersistentVolumeClaim{},
+		&appsv1.Deployment{}, &corev1.Service{}, &corev1.ServiceAccount{}, &corev1.PersistentVolumeClaim{}, &corev1.ConfigMap{},
 		&rbacv1.Role{}, &rbacv1.RoleBinding{}, &networkingv1.NetworkPolicy{}, &networkingv1.Ingress{},
 	} {
 		byObject[o] = cache.ByObject{Label: managed}

@@ -59,7 +59,7 @@ type TenantReconciler struct {
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=create;get;patch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=persistentvolumes,verbs=get;list;watch;patch;delete
-// +kubebuilder:rbac:groups="",resources=serviceaccounts;services;persistentvolumeclaims,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=configmaps;serviceaccounts;services;persistentvolumeclaims,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;patch;delete
@@ -103,7 +103,7 @@ func (r *TenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ c
 	// sets Failed itself.
 	t.Status.Phase = ""
 	for _, phase := range []func(context.Context, *platformv1.Tenant) (*ctrl.Result, error){
-		r.reconcileNamespace, r.reconcileSubjectKey, r.reconcileStorage, r.reconcileWorker, r.reconcileRoute,
+		r.reconcileNamespace, r.reconcileSubjectKey, r.reconcileStorage, r.reconcileWorker, r.reconcileRetention, r.reconcileRoute,
 	} {
 		if res, err := phase(ctx, &t); res != nil || err != nil {
 			summarize(&t)
@@ -355,6 +355,8 @@ func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ServiceAccount{}).
+		// The worker's retention reports, copied into status.
+		Owns(&corev1.ConfigMap{}).
 		Owns(&corev1.PersistentVolumeClaim{}).
 		Owns(&rbacv1.Role{}).
 		Owns(&rbacv1.RoleBinding{}).

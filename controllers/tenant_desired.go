@@ -128,6 +128,13 @@ func desiredRole(t *platformv1.Tenant, secretNames []string) *rbacv1ac.RoleApply
 			WithAPIGroups("").
 			WithResources("secrets").
 			WithVerbs("create"),
+		// The worker reports its retention runs in this one ConfigMap, which the
+		// operator copies into the Tenant's status. A merge patch needs no read.
+		rbacv1ac.PolicyRule().
+			WithAPIGroups("").
+			WithResources("configmaps").
+			WithResourceNames(platformv1.WorkerReportName).
+			WithVerbs("patch"),
 		// The worker says on a MetaChannel when it stopped serving it because Meta
 		// reported that the business removed the app or deleted its account.
 		rbacv1ac.PolicyRule().
@@ -248,13 +255,13 @@ func WorkerArgs(t *platformv1.Tenant) []string {
 	if storageBackend(t) == platformv1.StoragePostgreSQL {
 		store = "--store=postgres"
 	}
-	return []string{
+	return append([]string{
 		"serve",
 		"--listen=:8080",
 		store,
 		"--namespace=" + t.NamespaceName(),
 		"--tenant=" + t.Name,
-	}
+	}, retentionArgs(t)...)
 }
 
 // workerEnv is the worker container's environment. The PostgreSQL DSN comes

@@ -43,7 +43,13 @@ func installWorkerPolicy(t *testing.T, g Gomega) {
 		t.Cleanup(func() { _ = k8s.Delete(context.Background(), obj) })
 		n++
 	}
-	g.Expect(n).To(Equal(2), "config/default ships the policy and its binding")
+	g.Expect(n).To(Equal(4), "config/default ships the policies (worker writes, worker report) and their bindings")
+}
+
+// expectDenied expects a request refused by an admission policy, with its message.
+func expectDenied(g Gomega, err error, says string) {
+	g.ExpectWithOffset(2, apierrors.IsForbidden(err) || apierrors.IsInvalid(err)).To(BeTrue(), "want a denial, got %v", err)
+	g.ExpectWithOffset(2, err.Error()).To(ContainSubstring(says))
 }
 
 // RBAC lets a tenant's worker create Secrets and DeletionRequests (Meta's deletion
@@ -70,10 +76,7 @@ func TestWorkerCreatesOnlyCallbackRequestsAndTheirSecrets(t *testing.T) {
 		}
 		return s
 	}
-	denied := func(err error, says string) {
-		g.ExpectWithOffset(1, apierrors.IsForbidden(err) || apierrors.IsInvalid(err)).To(BeTrue(), "want a denial, got %v", err)
-		g.ExpectWithOffset(1, err.Error()).To(ContainSubstring(says))
-	}
+	denied := func(err error, says string) { expectDenied(g, err, says) }
 
 	// Wait until the worker's Role grants create and the API server enforces the policy:
 	// until then a probe may be created, under a name nobody uses.

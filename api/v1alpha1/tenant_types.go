@@ -177,7 +177,11 @@ type WorkerSpec struct {
 // RetentionPolicy deletes old messages while a tenant is active.
 type RetentionPolicy struct {
 	// messagesMaxAge is the age, as a Go duration ("8760h" is a year), after
-	// which stored messages, their statuses and files are deleted.
+	// which stored messages are deleted, by their own timestamps, with their
+	// reactions, delivery statuses and files; contacts go with their last
+	// message. The tenant's worker deletes them at start and then hourly, so a
+	// message is gone at most messagesMaxAge plus one hour after it was sent.
+	// status.retention shows the policy in force and the last run.
 	// +required
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
@@ -247,6 +251,11 @@ type TenantStatus struct {
 	// +listMapKey=name
 	// +kubebuilder:validation:MaxItems=16
 	Erasure []ErasureStep `json:"erasure,omitempty"`
+
+	// retention is the retention policy in force (spec.retention) and when the
+	// worker last applied it. Absent when spec.retention is unset.
+	// +optional
+	Retention *RetentionStatus `json:"retention,omitempty"`
 }
 
 // StorageStatus records the storage created for a tenant.

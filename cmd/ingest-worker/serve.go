@@ -21,8 +21,10 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/channels"
 	"github.com/omniflowcrm/omniflow-operator/internal/clusterchannels"
 	"github.com/omniflowcrm/omniflow-operator/internal/ingest"
+	"github.com/omniflowcrm/omniflow-operator/internal/retention"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
+	"github.com/omniflowcrm/omniflow-operator/internal/workerreport"
 )
 
 // Environment variables the operator's Deployment sets (controllers.WorkerArgs and
@@ -93,6 +95,9 @@ func parseServe(args []string, getenv func(string) string) (*serveOptions, error
 	fs.DurationVar(&o.reloadInterval, "channels-reload-interval", 5*time.Second, "standalone mode: how often the channels file is checked for changes (SIGHUP reloads at once)")
 	fs.DurationVar(&o.cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight deliveries")
 	fs.BoolVar(&o.cfg.VerifyOnly, "verify-only", false, "benchmark baseline: check signatures, store nothing (never in production)")
+	fs.DurationVar(&o.cfg.Retention.MaxAge, "retention-max-age", 0, "delete stored messages (with their reactions, statuses, files and contacts left without any) older than this, by their own timestamps; 0 keeps everything")
+	fs.DurationVar(&o.cfg.Retention.Interval, "retention-interval", retention.DefaultInterval, "how often retention runs (it also runs at start); a message is deleted at most --retention-max-age plus this after its timestamp")
+	fs.IntVar(&o.cfg.Retention.BatchSize, "retention-batch-size", retention.DefaultBatchSize, "records of each kind deleted per transaction: ingest waits for at most one batch")
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity (1: one line per delivery, without personal data)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -108,6 +113,9 @@ func parseServe(args []string, getenv func(string) string) (*serveOptions, error
 		return nil, errors.New("--channels (standalone) or --namespace/$" + envNamespace + " (in a cluster) is required")
 	case o.inCluster() && o.tenant == "":
 		return nil, errors.New("--tenant/$" + envTenant + " is required in a cluster")
+	}
+	if err := o.cfg.Retention.Validate(); err != nil {
+		return nil, err
 	}
 	if o.cfg.PublicBaseURL != "" {
 		u, err := url.Parse(o.cfg.PublicBaseURL)
@@ -188,6 +196,8 @@ func clusterSource(o *serveOptions, log logr.Logger) error {
 	}
 	// Meta's data-deletion callback files its requests in the same namespace.
 	o.cfg.Deletions = &subjecterasure.Desk{Client: c, Namespace: o.namespace}
+	// Retention runs are reported in the ConfigMap the operator reads them from.
+	o.cfg.Retention.Reporter = &workerreport.Retention{Client: c, Namespace: o.namespace}
 	o.cfg.Tasks = append(o.cfg.Tasks, func(ctx context.Context, st store.Store) {
 		p := &subjecterasure.Processor{
 			Client: c, Namespace: o.namespace, Store: st, Clock: clock.RealClock{},

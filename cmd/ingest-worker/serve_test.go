@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -12,6 +13,7 @@ import (
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 	"github.com/omniflowcrm/omniflow-operator/internal/channels"
+	"github.com/omniflowcrm/omniflow-operator/internal/retention"
 )
 
 // The operator's Deployment runs the worker with controllers.WorkerArgs and the
@@ -115,6 +117,33 @@ func TestFileSourceTenant(t *testing.T) {
 			t.Errorf("--tenant=%q: %v", tc.flag, err)
 		case o.cfg.Tenant != tc.want || o.cfg.Source == nil || len(o.cfg.Registry.Names()) != 1:
 			t.Errorf("--tenant=%q: tenant %q, source %v, channels %v", tc.flag, o.cfg.Tenant, o.cfg.Source, o.cfg.Registry.Names())
+		}
+	}
+}
+
+// spec.retention reaches the worker through the Deployment's arguments; the worker's
+// own flags refuse a policy it could not run, naming the flag.
+func TestParseServeRetentionFromDeploymentArgs(t *testing.T) {
+	t.Parallel()
+	tenant := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "acme"},
+		Spec: platformv1.TenantSpec{Retention: &platformv1.RetentionPolicy{MessagesMaxAge: metav1.Duration{Duration: 8760 * time.Hour}}}}
+	env := map[string]string{envNamespace: tenant.NamespaceName(), envTenant: tenant.Name}
+	o, err := parseServe(controllers.WorkerArgs(tenant)[1:], func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.cfg.Retention.MaxAge != 8760*time.Hour || o.cfg.Retention.Interval != time.Hour || o.cfg.Retention.BatchSize != retention.DefaultBatchSize {
+		t.Errorf("retention %+v, want a year, hourly, default batches", o.cfg.Retention)
+	}
+	tenant.Spec.Retention = nil
+	if o, err = parseServe(controllers.WorkerArgs(tenant)[1:], func(k string) string { return env[k] }); err != nil || o.cfg.Retention.MaxAge != 0 {
+		t.Errorf("without a policy: %+v %v, want retention off", o.cfg.Retention, err)
+	}
+	for _, bad := range [][]string{{"--retention-max-age=-1h"}, {"--retention-max-age=24h", "--retention-interval=0s"}, {"--retention-max-age=24h", "--retention-batch-size=0"}} {
+		_, err := parseServe(append([]string{"--data-dir=/d", "--channels=c.yaml"}, bad...), func(string) string { return "" })
+		flag := strings.SplitN(bad[len(bad)-1], "=", 2)[0]
+		if err == nil || !strings.Contains(err.Error(), flag) {
+			t.Errorf("parseServe(%q) = %v, want an error naming %s", bad, err, flag)
 		}
 	}
 }

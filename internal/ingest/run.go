@@ -12,6 +12,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/channels"
+	"github.com/omniflowcrm/omniflow-operator/internal/retention"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/postgres"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/sqlite"
@@ -60,7 +61,10 @@ type ServeConfig struct {
 	// are loaded (in a cluster: carrying out DeletionRequests). They get the
 	// store and must return when ctx ends; the store closes only after.
 	Tasks []func(ctx context.Context, st store.Store)
-	Log   logr.Logger
+	// Retention, when its MaxAge is set, prunes the store by age: once the store is
+	// open and the channels are loaded, then at every interval (retention.Runner).
+	Retention retention.Config
+	Log       logr.Logger
 }
 
 // OpenStore opens the store a worker configuration names: PostgreSQL when postgresDSN
@@ -98,8 +102,14 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	if cfg.Registry == nil || cfg.Source == nil {
 		return errors.New("serve: a channel registry and source are required")
 	}
+	if err := cfg.Retention.Validate(); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
 	log := cfg.Log.WithValues("tenant", cfg.Tenant)
 	metrics := NewMetrics()
+	if cfg.Retention.MaxAge > 0 && !cfg.VerifyOnly {
+		cfg.Tasks = append(cfg.Tasks[:len(cfg.Tasks):len(cfg.Tasks)], retentionTask(cfg.Retention, metrics, log))
+	}
 	srv := NewServer(Options{Registry: cfg.Registry, Metrics: metrics, Log: log, MaxBodyBytes: cfg.MaxBodyBytes,
 		Tenant: cfg.Tenant, VerifyOnly: cfg.VerifyOnly, Deletions: cfg.Deletions, PublicBaseURL: cfg.PublicBaseURL, Offboard: cfg.Offboard})
 
@@ -216,4 +226,13 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	}
 	log.Info("Stopped cleanly")
 	return nil
+}
+
+// retentionTask runs the retention loop on the worker's store, with its metrics on the
+// worker's registry.
+func retentionTask(cfg retention.Config, metrics *Metrics, log logr.Logger) func(context.Context, store.Store) {
+	m := retention.NewMetrics(metrics.Registry)
+	return func(ctx context.Context, st store.Store) {
+		(&retention.Runner{Config: cfg, Store: st, Metrics: m, Log: log.WithName("retention")}).Run(ctx)
+	}
 }

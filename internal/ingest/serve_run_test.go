@@ -48,8 +48,8 @@ type running struct {
 }
 
 // serveWorker runs ingest.Serve with one WhatsApp channel until the test ends, and waits
-// until it is ready.
-func serveWorker(t *testing.T) *running {
+// until it is ready. configure, if given, adjusts the configuration first.
+func serveWorker(t *testing.T, configure ...func(*ingest.ServeConfig)) *running {
 	t.Helper()
 	reg := channels.NewRegistry()
 	if err := reg.Upsert(channels.Channel{Name: "wa", Platform: meta.WhatsApp,
@@ -63,10 +63,13 @@ func serveWorker(t *testing.T) *running {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{addr: ln.Addr().String(), dataDir: t.TempDir(), stop: cancel, done: make(chan error, 1)}
-	go func() {
-		r.done <- ingest.Serve(ctx, ingest.ServeConfig{Listener: ln, DataDir: r.dataDir, Tenant: "acme",
-			Registry: reg, Source: staticSource{}, ShutdownTimeout: 20 * time.Second, Log: logr.Discard()})
-	}()
+	cfg := ingest.ServeConfig{Listener: ln, DataDir: r.dataDir, Tenant: "acme",
+		Registry: reg, Source: staticSource{}, ShutdownTimeout: 20 * time.Second, Log: logr.Discard()}
+	for _, c := range configure {
+		c(&cfg)
+	}
+	r.dataDir = cfg.DataDir
+	go func() { r.done <- ingest.Serve(ctx, cfg) }()
 	t.Cleanup(func() {
 		cancel()
 		select {

@@ -33,6 +33,10 @@ type Store interface {
 	// Export calls emit for every stored record, or only for one subject's records,
 	// from one consistent snapshot.
 	Export(ctx context.Context, f Filter, emit func(Record) error) error
+	// Prune deletes one bounded batch of records older than req.Before by their own
+	// timestamps, as one short transaction (retention; see retention.go). Callers repeat
+	// while the result says More.
+	Prune(ctx context.Context, req PruneRequest) (Pruned, error)
 	// Close waits for queued commits and closes the database.
 	Close() error
 }

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS messages (
 	subject     TEXT NOT NULL,
 	subject_alt TEXT,
 	ts          BIGINT,
-	doc         TEXT NOT NULL
+	doc         TEXT NOT NULL,
+	reacts_to   TEXT -- a reaction's target message id, so that retention takes it along
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_message_id ON messages(platform, message_id);
 CREATE INDEX IF NOT EXISTS messages_subject ON messages(subject);
@@ -54,7 +55,8 @@ CREATE TABLE IF NOT EXISTS statuses (
 	subject     TEXT NOT NULL,
 	subject_alt TEXT,
 	rank        INTEGER NOT NULL,
-	doc         TEXT NOT NULL
+	doc         TEXT NOT NULL,
+	ts          BIGINT -- the stored status's own timestamp, for retention
 );
 CREATE UNIQUE INDEX IF NOT EXISTS statuses_message_id ON statuses(platform, message_id);
 CREATE INDEX IF NOT EXISTS statuses_subject ON statuses(subject);
@@ -129,7 +131,7 @@ CREATE TABLE IF NOT EXISTS erasures (
 	channel      TEXT, -- NULL: every channel
 	scope        TEXT  -- comma-separated kinds
 );
-`
+` + retentionSchema
 
 const (
 	// A message is inserted only if it was never deleted. The tombstone check and the
@@ -138,8 +140,8 @@ const (
 	//
 	// Messages, statuses and receipts are inserted in key order (see apply) with ids
 	// allocated beforehand in delivery order: OVERRIDING SYSTEM VALUE takes those ids.
-	sqlInsertMessage = `INSERT INTO messages(id, platform, message_id, channel, subject, subject_alt, ts, doc) OVERRIDING SYSTEM VALUE
-		SELECT $8::bigint, $1::text, $2::text, $3::text, $4::text, $5::text, $6::bigint, $7::text
+	sqlInsertMessage = `INSERT INTO messages(id, platform, message_id, channel, subject, subject_alt, ts, doc, reacts_to) OVERRIDING SYSTEM VALUE
+		SELECT $8::bigint, $1::text, $2::text, $3::text, $4::text, $5::text, $6::bigint, $7::text, $9::text
 		WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE platform = $1 AND message_id = $2)
 		ON CONFLICT (platform, message_id) DO NOTHING`
 	sqlInsertFile = `INSERT INTO files(platform, message_id, idx, channel, subject, subject_alt, media_id, doc)
@@ -147,11 +149,11 @@ const (
 	// ON CONFLICT ... DO UPDATE ... WHERE is atomic in PostgreSQL: two replicas applying
 	// statuses of one message concurrently end with the furthest one, and a stale one
 	// affects no row.
-	sqlUpsertStatus = `INSERT INTO statuses(id, platform, message_id, channel, subject, subject_alt, rank, doc) OVERRIDING SYSTEM VALUE
-		VALUES ($8, $1, $2, $3, $4, $5, $6, $7)
+	sqlUpsertStatus = `INSERT INTO statuses(id, platform, message_id, channel, subject, subject_alt, rank, doc, ts) OVERRIDING SYSTEM VALUE
+		VALUES ($8, $1, $2, $3, $4, $5, $6, $7, $9)
 		ON CONFLICT (platform, message_id) DO UPDATE SET
 			channel = excluded.channel, subject = excluded.subject, subject_alt = excluded.subject_alt,
-			rank = excluded.rank, doc = excluded.doc
+			rank = excluded.rank, doc = excluded.doc, ts = excluded.ts
 		WHERE excluded.rank > statuses.rank`
 	sqlUpsertReceipt = `INSERT INTO receipts(id, platform, channel, subject, state, watermark, doc) OVERRIDING SYSTEM VALUE
 		VALUES ($7, $1, $2, $3, $4, $5, $6)

@@ -135,7 +135,7 @@ func apply(ctx context.Context, tx pgx.Tx, p *prepared, l *locker, res *store.Co
 			d := p.messages[i]
 			m := d.rec
 			b.Queue(sqlInsertMessage, keyText(string(m.Platform)), keyText(m.ID), keyText(m.Channel), keyText(m.Subject),
-				nullableKey(m.SubjectAlt), unixMilli(m.Timestamp), d.json, ids.messages[i]).Exec(func(ct pgconn.CommandTag) error {
+				nullableKey(m.SubjectAlt), unixMilli(m.Timestamp), d.json, ids.messages[i], reactsTo(m)).Exec(func(ct pgconn.CommandTag) error {
 				isNew[i] = ct.RowsAffected() > 0
 				return nil
 			})
@@ -168,7 +168,7 @@ func apply(ctx context.Context, tx pgx.Tx, p *prepared, l *locker, res *store.Co
 		d := p.statuses[i]
 		st := d.rec
 		b.Queue(sqlUpsertStatus, keyText(string(st.Platform)), keyText(st.MessageID), keyText(st.Channel), keyText(st.Subject),
-			nullableKey(st.SubjectAlt), meta.StateRank(st.State), d.json, ids.statuses[i]).Exec(func(ct pgconn.CommandTag) error {
+			nullableKey(st.SubjectAlt), meta.StateRank(st.State), d.json, ids.statuses[i], unixMilli(st.Timestamp)).Exec(func(ct pgconn.CommandTag) error {
 			if ct.RowsAffected() == 0 {
 				res.StatusesStale++
 			} else {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/store"
 )
 
 // BenchmarkRowCost prices one stored message in SQLite itself, without the worker: the
@@ -17,7 +19,8 @@ import (
 //   - table: a rowid table and nothing else, the floor of any row-per-message design;
 //   - unique: the same plus the unique (platform, message_id) index that absorbs Meta's
 //     redeliveries;
-//   - store: the store's own messages table, indexes and insert statement.
+//   - store: the store's own messages table, indexes (retention's partial index on the
+//     message's timestamp included) and insert statement.
 //
 // It is how docs/ingest-worker.md shows that a batch-10 ratio of 0.5 is out of reach for
 // a row per message on this machine: run it with
@@ -29,11 +32,14 @@ func BenchmarkRowCost(b *testing.B) {
 	const table = `CREATE TABLE messages (id INTEGER PRIMARY KEY, platform TEXT NOT NULL, message_id TEXT NOT NULL,
 		channel TEXT NOT NULL, subject TEXT NOT NULL, subject_alt TEXT, ts INTEGER, doc TEXT NOT NULL)`
 	plain := `INSERT INTO messages(platform, message_id, channel, subject, subject_alt, ts, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)`
-	for _, v := range []struct{ name, schema, insert string }{
-		{"table", table, plain},
+	for _, v := range []struct {
+		name, schema, insert string
+		extra                []any // arguments past the plain insert's seven
+	}{
+		{"table", table, plain, nil},
 		{"unique", table + `; CREATE UNIQUE INDEX messages_message_id ON messages(platform, message_id)`,
-			plain + ` ON CONFLICT(platform, message_id) DO NOTHING`},
-		{"store", schema, statements["insertMessageNoTombstones"]},
+			plain + ` ON CONFLICT(platform, message_id) DO NOTHING`, nil},
+		{"store", schema + store.RetentionIndexes, statements["insertMessageNoTombstones"], []any{nil}},
 	} {
 		b.Run(v.name, func(b *testing.B) {
 			db, err := sql.Open("sqlite", dsn(filepath.Join(b.TempDir(), "cost.db"), false))
@@ -62,7 +68,8 @@ func BenchmarkRowCost(b *testing.B) {
 					delivery := uint64(n / 10)
 					id := fmt.Sprintf("wamid.LOAD%019dx%d", delivery*2654435761%1000000007, n%10)
 					subject := fmt.Sprintf("4477%08d", delivery%5000)
-					if _, err := st.ExecContext(ctx, "WhatsApp", id, "wa", subject, nil, int64(1795928376000), doc); err != nil {
+					args := append([]any{"WhatsApp", id, "wa", subject, nil, int64(1795928376000) + int64(n), doc}, v.extra...)
+					if _, err := st.ExecContext(ctx, args...); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS messages (
 	subject     TEXT NOT NULL,
 	subject_alt TEXT,
 	ts          INTEGER,
-	doc         TEXT NOT NULL
+	doc         TEXT NOT NULL,
+	reacts_to   TEXT -- a reaction's target message id, so that retention takes it along
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_message_id ON messages(platform, message_id);
 CREATE INDEX IF NOT EXISTS messages_subject ON messages(subject);
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS statuses (
 	subject     TEXT NOT NULL,
 	subject_alt TEXT,
 	rank        INTEGER NOT NULL,
-	doc         TEXT NOT NULL
+	doc         TEXT NOT NULL,
+	ts          INTEGER -- the stored status's own timestamp, for retention
 );
 CREATE UNIQUE INDEX IF NOT EXISTS statuses_message_id ON statuses(platform, message_id);
 CREATE INDEX IF NOT EXISTS statuses_subject ON statuses(subject);
@@ -122,23 +124,30 @@ CREATE TABLE IF NOT EXISTS erasures (
 var migrations = []struct{ table, column, add string }{
 	{"erasures", "channel", "ALTER TABLE erasures ADD COLUMN channel TEXT"},
 	{"erasures", "scope", "ALTER TABLE erasures ADD COLUMN scope TEXT"},
+	// Retention's columns, filled from the stored documents for the rows already there.
+	{"messages", "reacts_to", `ALTER TABLE messages ADD COLUMN reacts_to TEXT;
+		UPDATE messages SET reacts_to = json_extract(doc, '$.reaction.messageID')
+		WHERE json_extract(doc, '$.reaction.messageID') IS NOT NULL`},
+	{"statuses", "ts", `ALTER TABLE statuses ADD COLUMN ts INTEGER;
+		UPDATE statuses SET ts = CAST(round((julianday(json_extract(doc, '$.timestamp')) - 2440587.5) * 86400000) AS INTEGER)
+		WHERE json_extract(doc, '$.timestamp') IS NOT NULL`},
 }
 
 var statements = map[string]string{
-	"insertMessage": `INSERT INTO messages(platform, message_id, channel, subject, subject_alt, ts, doc)
-		SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+	"insertMessage": `INSERT INTO messages(platform, message_id, channel, subject, subject_alt, ts, doc, reacts_to)
+		SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
 		WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE platform = ?1 AND message_id = ?2)
 		ON CONFLICT(platform, message_id) DO NOTHING`,
 	// Without tombstones there is nothing to check against: a quarter less work per message.
-	"insertMessageNoTombstones": `INSERT INTO messages(platform, message_id, channel, subject, subject_alt, ts, doc)
-		VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(platform, message_id) DO NOTHING`,
+	"insertMessageNoTombstones": `INSERT INTO messages(platform, message_id, channel, subject, subject_alt, ts, doc, reacts_to)
+		VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(platform, message_id) DO NOTHING`,
 	"insertFile": `INSERT INTO files(platform, message_id, idx, channel, subject, subject_alt, media_id, doc)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(platform, message_id, idx) DO NOTHING`,
-	"upsertStatus": `INSERT INTO statuses(platform, message_id, channel, subject, subject_alt, rank, doc)
-		VALUES (?, ?, ?, ?, ?, ?, ?)
+	"upsertStatus": `INSERT INTO statuses(platform, message_id, channel, subject, subject_alt, rank, doc, ts)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT(platform, message_id) DO UPDATE SET
 			channel = excluded.channel, subject = excluded.subject, subject_alt = excluded.subject_alt,
-			rank = excluded.rank, doc = excluded.doc
+			rank = excluded.rank, doc = excluded.doc, ts = excluded.ts
 		WHERE excluded.rank > statuses.rank`,
 	"upsertReceipt": `INSERT INTO receipts(platform, channel, subject, state, watermark, doc)
 		VALUES (?, ?, ?, ?, ?, ?)

@@ -170,6 +170,9 @@ func (s *Store) init() error {
 	if err := migrate(s.w); err != nil {
 		return err
 	}
+	if _, err := s.w.Exec(store.RetentionIndexes); err != nil {
+		return fmt.Errorf("create retention indexes: %w", err)
+	}
 	var mode string
 	var sync int
 	if err := s.w.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil {

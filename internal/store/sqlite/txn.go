@@ -177,7 +177,7 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 	}
 	for _, d := range p.messages {
 		m := d.rec
-		n, err := t.exec(ctx, insert, string(m.Platform), m.ID, m.Channel, m.Subject, nullable(m.SubjectAlt), unixMilli(m.Timestamp), d.json)
+		n, err := t.exec(ctx, insert, string(m.Platform), m.ID, m.Channel, m.Subject, nullable(m.SubjectAlt), unixMilli(m.Timestamp), d.json, reactsTo(m))
 		if err != nil {
 			return err
 		}
@@ -197,7 +197,7 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 	}
 	for _, d := range p.statuses {
 		s := d.rec
-		n, err := t.exec(ctx, "upsertStatus", string(s.Platform), s.MessageID, s.Channel, s.Subject, nullable(s.SubjectAlt), meta.StateRank(s.State), d.json)
+		n, err := t.exec(ctx, "upsertStatus", string(s.Platform), s.MessageID, s.Channel, s.Subject, nullable(s.SubjectAlt), meta.StateRank(s.State), d.json, unixMilli(s.Timestamp))
 		if err != nil {
 			return err
 		}

@@ -41,6 +41,7 @@ func Run(t *testing.T, open Opener) {
 		{"EraseByNewNumberErasesBoth", testEraseByNewNumber},
 		{"ExportIsStrict", testExportStrict},
 	}
+	tests = append(tests, retentionTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

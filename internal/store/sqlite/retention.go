@@ -1,0 +1,191 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
+	"github.com/omniflowcrm/omniflow-operator/internal/store"
+)
+
+// reactsTo is the reacts_to column of a message: its reaction's target, or NULL.
+func reactsTo(m *meta.Message) any { return nullable(store.ReactsTo(m)) }
+
+// Prune implements store.Store. The batch is one operation of the single writer, so it
+// is committed in a group with the deliveries queued beside it and holds the writer
+// only for one bounded batch: deliveries queued behind it wait for one batch, never for
+// a whole run.
+func (s *Store) Prune(ctx context.Context, req store.PruneRequest) (store.Pruned, error) {
+	if req.Limit <= 0 {
+		return store.Pruned{}, store.ErrPruneLimit
+	}
+	var res store.Pruned
+	err := s.submit(ctx, func(ctx context.Context, t *txn) error {
+		var err error
+		res, err = store.PruneBatch(ctx, pruneOps{t}, req)
+		return err
+	})
+	if err != nil {
+		return store.Pruned{}, fmt.Errorf("prune: %w", err)
+	}
+	return res, nil
+}
+
+// pruneOps are the SQLite statements of store.PruneBatch, in the writer's transaction.
+type pruneOps struct{ t *txn }
+
+var _ store.PruneOps = pruneOps{}
+
+const returningRecord = ` RETURNING platform, message_id, channel, subject, COALESCE(subject_alt, '')`
+
+func (o pruneOps) deleteReturning(ctx context.Context, q string, args ...any) ([]store.PrunedRecord, error) {
+	rows, err := o.t.tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanRecords(rows, nil)
+}
+
+// scanRecords appends the rows of a returningRecord to out and closes them.
+func scanRecords(rows *sql.Rows, out []store.PrunedRecord) ([]store.PrunedRecord, error) {
+	defer rows.Close()
+	for rows.Next() {
+		var r store.PrunedRecord
+		var platform string
+		if err := rows.Scan(&platform, &r.MessageID, &r.Channel, &r.Subject, &r.SubjectAlt); err != nil {
+			return out, err
+		}
+		r.Platform = meta.Platform(platform)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// eachMessage runs q, prepared once, for every message's (platform, message id).
+func (o pruneOps) eachMessage(ctx context.Context, q string, msgs []store.PrunedRecord, fn func(*sql.Stmt, store.PrunedRecord) error) error {
+	st, err := o.t.tx.PrepareContext(ctx, q)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for _, m := range msgs {
+		if err := fn(st, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (o pruneOps) DeleteAgedMessages(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
+	return o.deleteReturning(ctx, `DELETE FROM messages WHERE id IN
+		(SELECT id FROM messages WHERE ts < ? ORDER BY ts LIMIT ?)`+returningRecord, before.UnixMilli(), limit)
+}
+
+func (o pruneOps) DeleteReactionsTo(ctx context.Context, msgs []store.PrunedRecord) ([]store.PrunedRecord, error) {
+	var out []store.PrunedRecord
+	err := o.eachMessage(ctx, `DELETE FROM messages WHERE platform = ? AND reacts_to = ?`+returningRecord, msgs,
+		func(st *sql.Stmt, m store.PrunedRecord) error {
+			rows, err := st.QueryContext(ctx, string(m.Platform), m.MessageID)
+			if err != nil {
+				return err
+			}
+			out, err = scanRecords(rows, out)
+			return err
+		})
+	return out, err
+}
+
+func (o pruneOps) deleteEach(ctx context.Context, q string, msgs []store.PrunedRecord) (int, error) {
+	n := 0
+	err := o.eachMessage(ctx, q, msgs, func(st *sql.Stmt, m store.PrunedRecord) error {
+		res, err := st.ExecContext(ctx, string(m.Platform), m.MessageID)
+		if err != nil {
+			return err
+		}
+		k, err := res.RowsAffected()
+		n += int(k)
+		return err
+	})
+	return n, err
+}
+
+func (o pruneOps) DeleteStatusesOf(ctx context.Context, msgs []store.PrunedRecord) (int, error) {
+	return o.deleteEach(ctx, `DELETE FROM statuses WHERE platform = ? AND message_id = ?`, msgs)
+}
+
+// DeleteFilesOf deletes file records. Media bytes are not stored yet; when they are
+// (content-addressed on the data volume), the rows' sha256 are collected here and the
+// files unlinked after the commit, unless another file row still names them.
+func (o pruneOps) DeleteFilesOf(ctx context.Context, msgs []store.PrunedRecord) (int, error) {
+	return o.deleteEach(ctx, `DELETE FROM files WHERE platform = ? AND message_id = ?`, msgs)
+}
+
+func (o pruneOps) DeleteAgedStatuses(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
+	return o.deleteReturning(ctx, `DELETE FROM statuses WHERE id IN
+		(SELECT id FROM statuses WHERE ts < ? ORDER BY ts LIMIT ?)`+returningRecord, before.UnixMilli(), limit)
+}
+
+func (o pruneOps) DeleteAgedReceipts(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
+	return o.deleteReturning(ctx, `DELETE FROM receipts WHERE id IN
+		(SELECT id FROM receipts WHERE watermark < ? ORDER BY watermark LIMIT ?)
+		RETURNING platform, '', channel, subject, ''`, before.UnixMilli(), limit)
+}
+
+// LockIdentities: nothing to lock, the writer is the only one.
+func (pruneOps) LockIdentities(context.Context, []store.Identity) error { return nil }
+
+func (o pruneOps) ContactsOf(ctx context.Context, id store.Identity) ([]store.PrunedContact, error) {
+	found, err := o.t.findContacts(ctx, &meta.Contact{Platform: id.Platform, Channel: id.Channel, Subject: id.ID, WaID: id.ID, UserID: id.ID})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]store.PrunedContact, 0, len(found))
+	for _, r := range found {
+		c := store.PrunedContact{RowID: r.id, Key: store.Identity{Platform: r.c.Platform, Channel: r.c.Channel, ID: r.c.Subject}}
+		c.IDs = store.AddIdentifiers(nil, map[string]bool{}, r.c.Subject, r.c.WaID, r.c.UserID)
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// HasRecords asks one indexed question per table and identifier column. The unary "+"
+// keeps SQLite from answering platform = ? through the (platform, message_id) indexes,
+// which would scan every message of the platform; the subject indexes find the rows.
+func (o pruneOps) HasRecords(ctx context.Context, platform meta.Platform, channel string, ids []string) (bool, error) {
+	in := "(" + strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",") + ")"
+	var args []any
+	var arms []string
+	for _, q := range []struct{ table, col string }{
+		{"messages", "subject"}, {"messages", "subject_alt"},
+		{"statuses", "subject"}, {"statuses", "subject_alt"},
+		{"files", "subject"}, {"files", "subject_alt"},
+	} {
+		arms = append(arms, "EXISTS (SELECT 1 FROM "+q.table+" WHERE "+q.col+" IN "+in+" AND +platform = ? AND +channel = ?)")
+		for _, id := range ids {
+			args = append(args, id)
+		}
+		args = append(args, string(platform), channel)
+	}
+	// receipts_key (platform, channel, subject, state) answers this one directly.
+	arms = append(arms, "EXISTS (SELECT 1 FROM receipts WHERE platform = ? AND channel = ? AND subject IN "+in+")")
+	args = append(args, string(platform), channel)
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	var left bool
+	if err := o.t.tx.QueryRowContext(ctx, "SELECT "+strings.Join(arms, " OR "), args...).Scan(&left); err != nil {
+		return false, err
+	}
+	return left, nil
+}
+
+func (o pruneOps) DeleteContact(ctx context.Context, c store.PrunedContact) error {
+	if _, err := o.t.exec(ctx, "deleteContact", c.RowID); err != nil {
+		return err
+	}
+	o.t.forgetContact(contactKey{c.Key.Platform, c.Key.Channel, c.Key.ID})
+	return nil
+}

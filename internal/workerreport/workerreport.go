@@ -1,0 +1,65 @@
+// Package workerreport is how the worker tells the operator what it did without any
+// access to Tenants: it merge-patches the report ConfigMap the operator created for it
+// in the tenant's namespace (the only ConfigMap its Role lets it patch), and the
+// operator copies the report into the Tenant's status. Reports hold counts and times,
+// never personal data.
+package workerreport
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+	"github.com/omniflowcrm/omniflow-operator/internal/retention"
+)
+
+// Retention publishes retention runs (a retention.Reporter).
+type Retention struct {
+	// Client acts as the worker's ServiceAccount.
+	Client    client.Client
+	Namespace string
+}
+
+var _ retention.Reporter = (*Retention)(nil)
+
+// Report writes the run into the report ConfigMap's retention key.
+func (r *Retention) Report(ctx context.Context, rep retention.Report) error {
+	doc, err := json.Marshal(RetentionStatus(rep))
+	if err != nil {
+		return fmt.Errorf("encode retention report: %w", err)
+	}
+	patch, err := json.Marshal(map[string]any{"data": map[string]string{platformv1.WorkerReportRetentionKey: string(doc)}})
+	if err != nil {
+		return fmt.Errorf("encode retention report: %w", err)
+	}
+	// A merge patch needs no read first: patch on that one object is all the Role grants.
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: platformv1.WorkerReportName}}
+	if err := r.Client.Patch(ctx, cm, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return fmt.Errorf("patch configmap %s/%s: %w", r.Namespace, platformv1.WorkerReportName, err)
+	}
+	return nil
+}
+
+// RetentionStatus is a run as the Tenant's status shows it.
+func RetentionStatus(rep retention.Report) platformv1.RetentionStatus {
+	result := platformv1.RetentionRunSucceeded
+	if rep.Err != nil {
+		result = platformv1.RetentionRunFailed
+	}
+	return platformv1.RetentionStatus{
+		MessagesMaxAge: &metav1.Duration{Duration: rep.MaxAge},
+		Interval:       &metav1.Duration{Duration: rep.Interval},
+		LastRunAt:      &metav1.Time{Time: rep.StartedAt},
+		LastRunResult:  result,
+		LastRunPruned: &platformv1.RetentionCounts{
+			Messages: int64(rep.Pruned.Messages), Statuses: int64(rep.Pruned.Statuses),
+			Files: int64(rep.Pruned.Files), Contacts: int64(rep.Pruned.Contacts),
+		},
+	}
+}
