@@ -22,6 +22,8 @@ import (
 //     (a status is never older than its message, so its message is older still);
 //   - up to Limit Messenger/Instagram read and delivery receipts whose watermark is
 //     before Before;
+//   - the identity changes (a WhatsApp number change) those messages announced: the
+//     link between a person's old and new identifiers is as old as its system message;
 //   - every contact (lead) those records belonged to that has no message, status,
 //     receipt or file left in its channel. A contact is the person behind the
 //     conversation, not a record of its own: keeping it after its conversation is gone
@@ -125,6 +127,10 @@ type PruneOps interface {
 	// backend deletes them here, in the same transaction or, for bytes on a volume,
 	// after it commits, from the content addresses the deleted rows name.
 	DeleteFilesOf(ctx context.Context, msgs []PrunedRecord) (int, error)
+	// DeleteIdentityChangesOf deletes the identity changes (a number change) that msgs
+	// announced, the link between two identifiers having the age of its system message,
+	// and returns how many went and every identifier they named.
+	DeleteIdentityChangesOf(ctx context.Context, msgs []PrunedRecord) (int, []Identity, error)
 	// DeleteAgedStatuses deletes up to limit statuses with a timestamp before before.
 	DeleteAgedStatuses(ctx context.Context, before time.Time, limit int) ([]PrunedRecord, error)
 	// DeleteAgedReceipts deletes up to limit receipts with a watermark before before.
@@ -153,6 +159,10 @@ func PruneBatch(ctx context.Context, ops PruneOps, req PruneRequest) (Pruned, er
 		return Pruned{}, ErrPruneLimit
 	}
 	var p Pruned
+	// changed: the identifiers of pruned identity changes. A change merged the person's
+	// contact under the new identifiers while the old messages stay filed under the old
+	// ones: the contact check must look under both.
+	var changed []Identity
 	msgs, err := ops.DeleteAgedMessages(ctx, req.Before, req.Limit)
 	if err != nil {
 		return Pruned{}, fmt.Errorf("prune messages: %w", err)
@@ -170,6 +180,11 @@ func PruneBatch(ctx context.Context, ops PruneOps, req PruneRequest) (Pruned, er
 		if p.Counts.Files, err = ops.DeleteFilesOf(ctx, msgs); err != nil {
 			return Pruned{}, fmt.Errorf("prune files: %w", err)
 		}
+		// Counted with contacts, as subject erasure counts them: a change is part of
+		// the person's contact record.
+		if p.Counts.Contacts, changed, err = ops.DeleteIdentityChangesOf(ctx, msgs); err != nil {
+			return Pruned{}, fmt.Errorf("prune identity changes: %w", err)
+		}
 	}
 	p.Counts.Messages = len(msgs)
 	statuses, err := ops.DeleteAgedStatuses(ctx, req.Before, req.Limit)
@@ -184,9 +199,11 @@ func PruneBatch(ctx context.Context, ops PruneOps, req PruneRequest) (Pruned, er
 	p.Counts.Statuses += len(statuses) + len(receipts)
 
 	all := append(append(msgs, statuses...), receipts...)
-	if p.Counts.Contacts, err = pruneContacts(ctx, ops, identitiesOf(all)); err != nil {
+	contacts, err := pruneContacts(ctx, ops, append(identitiesOf(all), changed...))
+	if err != nil {
 		return Pruned{}, fmt.Errorf("prune contacts: %w", err)
 	}
+	p.Counts.Contacts += contacts
 	return p, nil
 }
 
@@ -248,4 +265,35 @@ func pruneContacts(ctx context.Context, ops PruneOps, ids []Identity) (int, erro
 		}
 	}
 	return n, nil
+}
+
+// ChangeRows are the rows of a deleted identity change: platform, channel and its four
+// identifier columns (empty when NULL). Both drivers' row sets satisfy it; the caller
+// closes them.
+type ChangeRows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// ScanChangedIdentities reads deleted identity changes (platform, channel, old wa_id, old
+// user id, new wa_id, new user id) and returns how many there were and
+// the identities they named.
+func ScanChangedIdentities(rows ChangeRows) (int, []Identity, error) {
+	n := 0
+	var out []Identity
+	for rows.Next() {
+		var platform, channel string
+		var ids [4]string
+		if err := rows.Scan(&platform, &channel, &ids[0], &ids[1], &ids[2], &ids[3]); err != nil {
+			return n, out, err
+		}
+		n++
+		for _, id := range ids {
+			if id != "" {
+				out = append(out, Identity{meta.Platform(platform), channel, id})
+			}
+		}
+	}
+	return n, out, rows.Err()
 }

@@ -134,6 +134,19 @@ func (o *pruneOps) DeleteFilesOf(ctx context.Context, msgs []store.PrunedRecord)
 	return o.deleteOf(ctx, "files", msgs)
 }
 
+func (o *pruneOps) DeleteIdentityChangesOf(ctx context.Context, msgs []store.PrunedRecord) (int, []store.Identity, error) {
+	platforms, ids := keys(msgs)
+	rows, err := o.tx.Query(ctx, `DELETE FROM identity_changes x USING unnest($1::text[], $2::text[]) AS t(platform, id)
+		WHERE x.platform = t.platform AND x.message_id = t.id
+		RETURNING x.platform, x.channel, COALESCE(x.old_wa_id, ''), COALESCE(x.old_user_id, ''), COALESCE(x.new_wa_id, ''), COALESCE(x.new_user_id, '')`,
+		platforms, ids)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer rows.Close()
+	return store.ScanChangedIdentities(rows)
+}
+
 func (o *pruneOps) DeleteAgedStatuses(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
 	return o.deleteReturning(ctx, `DELETE FROM statuses WHERE id IN
 		(SELECT id FROM statuses WHERE ts < $1 ORDER BY ts LIMIT $2 FOR UPDATE SKIP LOCKED)`+returningRecord, before.UnixMilli(), limit)

@@ -39,6 +39,9 @@ type pruneOps struct{ t *txn }
 
 var _ store.PruneOps = pruneOps{}
 
+// returningChange is what store.ScanChangedIdentities reads of a deleted identity change.
+const returningChange = ` RETURNING platform, channel, COALESCE(old_wa_id, ''), COALESCE(old_user_id, ''), COALESCE(new_wa_id, ''), COALESCE(new_user_id, '')`
+
 const returningRecord = ` RETURNING platform, message_id, channel, subject, COALESCE(subject_alt, '')`
 
 func (o pruneOps) deleteReturning(ctx context.Context, q string, args ...any) ([]store.PrunedRecord, error) {
@@ -121,6 +124,23 @@ func (o pruneOps) DeleteStatusesOf(ctx context.Context, msgs []store.PrunedRecor
 // files unlinked after the commit, unless another file row still names them.
 func (o pruneOps) DeleteFilesOf(ctx context.Context, msgs []store.PrunedRecord) (int, error) {
 	return o.deleteEach(ctx, `DELETE FROM files WHERE platform = ? AND message_id = ?`, msgs)
+}
+
+func (o pruneOps) DeleteIdentityChangesOf(ctx context.Context, msgs []store.PrunedRecord) (int, []store.Identity, error) {
+	n := 0
+	var ids []store.Identity
+	err := o.eachMessage(ctx, `DELETE FROM identity_changes WHERE platform = ? AND message_id = ?`+returningChange, msgs,
+		func(st *sql.Stmt, m store.PrunedRecord) error {
+			rows, err := st.QueryContext(ctx, string(m.Platform), m.MessageID)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			k, more, err := store.ScanChangedIdentities(rows)
+			n, ids = n+k, append(ids, more...)
+			return err
+		})
+	return n, ids, err
 }
 
 func (o pruneOps) DeleteAgedStatuses(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {

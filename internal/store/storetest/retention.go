@@ -20,6 +20,7 @@ var retentionTests = []struct {
 	{"PruneByOwnTimestampWithStatusesReactionsFiles", testPruneByAge},
 	{"PruneContactsWithNothingLeft", testPruneContacts},
 	{"PruneInBoundedBatches", testPruneBatches},
+	{"PruneIdentityChangesWithTheirSystemMessage", testPruneIdentityChanges},
 }
 
 // The retention age and the cutoff of a run at "now": the caller (the worker) computes
@@ -240,5 +241,39 @@ func CheckPrunesMigrated(t *testing.T, s store.Store) {
 	}
 	if ids := statusIDs(d); !reflect.DeepEqual(ids, []string{"out-young"}) {
 		t.Errorf("statuses left %v, want out-young", ids)
+	}
+}
+
+// A number change is as old as the system message that announced it: past the age the
+// link between the two numbers goes with it (it holds both numbers), and the person's
+// contact goes once nothing else of theirs is left; a younger change stays and still
+// links the numbers.
+func testPruneIdentityChanges(t *testing.T, s store.Store) {
+	old := numberChange("sys-old", numA, numB, 0)
+	old.Messages[0].Timestamp, old.Identities[0].Timestamp = at(-1), at(-1)
+	young := numberChange("sys-young", bystander, numC, 0)
+	young.Messages[0].Timestamp, young.Identities[0].Timestamp = at(1), at(1)
+	commit(t, s, meta.Batch{
+		Contacts: []meta.Contact{waContact(numA, numA, "", "Ana"), waContact(bystander, bystander, "", "Oliver")},
+		Messages: []meta.Message{aged("a-old", numA, -5)},
+	})
+	commit(t, s, old)
+	commit(t, s, young)
+
+	got := prune(t, s, 100)
+	if want := (store.Counts{Messages: 2, Contacts: 2}); got.Counts != want {
+		t.Errorf("Prune counts = %+v, want %+v (the change and Ana's contact)", got.Counts, want)
+	}
+	d := Export(t, s, nil)
+	if len(d.IdentityChanges) != 1 || d.IdentityChanges[0].MessageID != "sys-young" {
+		t.Errorf("identity changes left %+v, want only sys-young", d.IdentityChanges)
+	}
+	for _, id := range []string{numA, numB} {
+		if e := subjectExport(t, s, id); len(e.Messages)+len(e.Contacts)+len(e.IdentityChanges) != 0 {
+			t.Errorf("export by %s after retention: %+v, want nothing", id, e)
+		}
+	}
+	if e := subjectExport(t, s, bystander); len(e.IdentityChanges) != 1 || len(e.Messages) != 1 {
+		t.Errorf("the younger change no longer links its numbers: %+v", e)
 	}
 }
