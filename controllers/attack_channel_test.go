@@ -61,7 +61,7 @@ func ensureEditRole(g Gomega) {
 		var edit rbacv1.ClusterRole
 		g.Expect(k8s.Get(context.Background(), types.NamespacedName{Name: "edit"}, &edit)).To(Succeed())
 		g.Expect(edit.Rules).To(ContainElement(HaveField("Resources", ContainElement("metachannels"))))
-	}, timeout, interval).Should(Succeed(), "the edit ClusterRole aggregates the shipped editor role")
+	}, 3*timeout, interval).Should(Succeed(), "the edit ClusterRole aggregates the shipped editor role") // kube-controller-manager starts first
 }
 
 // editorClient acts as user, bound to the built-in edit ClusterRole in each
