@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -359,4 +360,60 @@ func TestCacheHoldsOnlyLabelledSecrets(t *testing.T) {
 		return
 	}
 	t.Fatal("CacheOptions has no restriction for Secrets: a Secret watch would cache every Secret of the cluster")
+}
+
+// Whatever the channels with one id look like (created in the same second
+// or not, holding or not, servable or not, being deleted or not), every
+// reconcile agrees: exactly one servable channel that is not being deleted
+// gets the id, or none when there is no such channel.
+func FuzzClaimHolderAcceptsExactlyOne(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5})
+	f.Add([]byte{7, 7, 7, 7})
+	f.Add([]byte{16 | 8 | 4, 16, 16 | 8 | 1, 16 | 3})  // two recorded holders
+	f.Add([]byte{8 | 3, 16 | 4, 16 | 8 | 32, 16 | 64}) // a holder that cannot be served, one being deleted
+	f.Add([]byte{16, 16 | 4, 16 | 1, 16 | 5})          // first claims within and across seconds
+	f.Fuzz(func(t *testing.T, spec []byte) {
+		if len(spec) > 12 {
+			spec = spec[:12]
+		}
+		var all []claimant
+		for i, b := range spec {
+			// bits: 0-1 creation second, 2 namespace, 3 holds, 4 servable, 5 deleting, 6 other id
+			ch := mchWAChannel(fmt.Sprintf("ns-%d", b>>2&1), fmt.Sprintf("ch-%02d", i), "100", mchT0.Add(time.Duration(b&3)*time.Second))
+			if b&64 != 0 {
+				ch.Spec.WhatsApp.PhoneNumberID = "200"
+			}
+			if b&8 != 0 {
+				ch.Status.HeldID = ChannelClaim(&ch)
+			}
+			if b&32 != 0 {
+				ch.DeletionTimestamp = &metav1.Time{Time: mchT0}
+			}
+			all = append(all, claimant{Channel: &ch, Servable: b&16 != 0})
+		}
+		accepted, eligible := 0, 0
+		for _, self := range all {
+			if !self.Servable || self.Channel.DeletionTimestamp != nil || ChannelClaim(self.Channel) != "whatsapp-phone/100" {
+				continue // never judged for this id: refused before the claim, or claims another
+			}
+			eligible++
+			holder := claimHolder(self.Channel, all)
+			if holder == nil {
+				accepted++
+				continue
+			}
+			var h *claimant
+			for i := range all {
+				if all[i].Channel == holder {
+					h = &all[i]
+				}
+			}
+			if h == nil || !h.Servable || holder.DeletionTimestamp != nil || ChannelClaim(holder) != ChannelClaim(self.Channel) {
+				t.Fatalf("%s/%s is held by %s/%s, which cannot hold it", self.Channel.Namespace, self.Channel.Name, holder.Namespace, holder.Name)
+			}
+		}
+		if eligible > 0 && accepted != 1 {
+			t.Fatalf("%d of %d eligible channels accepted for one id (spec %v)", accepted, eligible, spec)
+		}
+	})
 }
