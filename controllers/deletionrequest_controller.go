@@ -225,7 +225,7 @@ func (r *DeletionRequestReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&platformv1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.tenantRequests)).
 		WithOptions(controllerOptions()).
 		Named("deletionrequest").
-		Complete(r)
+		Complete(quietConflicts(r))
 }
 
 func (r *DeletionRequestReconciler) tenantRequests(ctx context.Context, o client.Object) []reconcile.Request {

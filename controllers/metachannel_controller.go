@@ -69,14 +69,11 @@ func (r *MetaChannelReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	ch.Status.Tenant = v.Tenant
 	ch.Status.WebhookURL = v.WebhookURL
+	ch.Status.HeldID = v.HeldID
 	ch.Status.ObservedGeneration = ch.Generation
 	setCondition(&ch.Status.Conditions, ch.Generation, platformv1.ConditionReady, v.Ready, v.Reason, v.Message)
 	if err := r.patchStatus(ctx, orig, &ch); err != nil {
-		if apierrors.IsConflict(err) {
-			log.V(1).Info("Status patch conflicted; requeueing")
-			return ctrl.Result{RequeueAfter: time.Second}, nil
-		}
-		return ctrl.Result{}, err
+		return ctrl.Result{}, err // a conflict is requeued quietly (quietConflicts)
 	}
 	r.recordTransition(ctx, orig, &ch, v)
 	return ctrl.Result{RequeueAfter: r.recheck()}, nil
@@ -98,23 +95,57 @@ func (r *MetaChannelReconciler) evaluate(ctx context.Context, ch *platformv1.Met
 	}
 	v, ok := tenantVerdict(ch, ct)
 	if !ok {
-		return v, nil
+		return v, nil // holds nothing: status.heldID is cleared
 	}
-	var earlier *platformv1.MetaChannel
-	if claim := ChannelClaim(ch); claim != "" {
-		var claimants platformv1.MetaChannelList
-		if err := r.List(ctx, &claimants, client.MatchingFields{ChannelClaimIndex: claim}); err != nil {
-			return channelVerdict{}, fmt.Errorf("list channels with the same claim: %w", err)
-		}
-		earlier = conflictingClaim(ch, claimants.Items)
+	others, err := r.claimants(ctx, ch)
+	if err != nil {
+		return channelVerdict{}, err
 	}
+	holder := claimHolder(ch, others)
 	secrets := map[string]*corev1.Secret{}
-	if earlier == nil {
+	if holder == nil {
 		if secrets, err = r.readSecrets(ctx, ch); err != nil {
 			return channelVerdict{}, err
 		}
 	}
-	return acceptChannel(ch, v, r.Route, earlier, secrets), nil
+	return acceptChannel(ch, v, r.Route, holder, secrets), nil
+}
+
+// claimants returns the other channels that claim ch's id, each with
+// whether it may be served. The index (cached) finds them; each is then
+// read uncached, because whether it holds the id is in its status, which
+// this controller may have written a moment ago: a stale copy would let a
+// newcomer take an id from the channel that was just accepted for it.
+func (r *MetaChannelReconciler) claimants(ctx context.Context, ch *platformv1.MetaChannel) ([]claimant, error) {
+	claim := ChannelClaim(ch)
+	if claim == "" {
+		return nil, nil
+	}
+	var list platformv1.MetaChannelList
+	if err := r.List(ctx, &list, client.MatchingFields{ChannelClaimIndex: claim}); err != nil {
+		return nil, fmt.Errorf("list channels with the same claim: %w", err)
+	}
+	var out []claimant
+	for i := range list.Items {
+		key := client.ObjectKeyFromObject(&list.Items[i])
+		if key == client.ObjectKeyFromObject(ch) {
+			continue
+		}
+		var o platformv1.MetaChannel
+		switch err := r.APIReader.Get(ctx, key, &o); {
+		case apierrors.IsNotFound(err):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("get channel %s with the same claim: %w", key, err)
+		}
+		ct, err := r.tenantOf(ctx, o.Namespace)
+		if err != nil {
+			return nil, err
+		}
+		_, servable := tenantVerdict(&o, ct)
+		out = append(out, claimant{Channel: &o, Servable: servable})
+	}
+	return out, nil
 }
 
 // tenantOf reads the channel namespace's tenant label and that Tenant.
@@ -149,7 +180,10 @@ func (r *MetaChannelReconciler) patchStatus(ctx context.Context, orig, ch *platf
 	if equality.Semantic.DeepEqual(orig.Status, ch.Status) {
 		return nil
 	}
-	if err := r.Status().Patch(ctx, ch, client.MergeFrom(orig)); err != nil {
+	// Optimistic lock: status.heldID decides who serves an id, so a patch
+	// computed against a stale cached copy must fail (and be retried on a
+	// fresh read) rather than leave a claim recorded that should be gone.
+	if err := r.Status().Patch(ctx, ch, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return client.IgnoreNotFound(fmt.Errorf("patch metachannel status: %w", err))
 	}
 	return nil
@@ -167,12 +201,15 @@ func (r *MetaChannelReconciler) recordTransition(ctx context.Context, orig, ch *
 	if cur.Status == metav1.ConditionTrue {
 		typ, action = corev1.EventTypeNormal, "Serve"
 	}
-	if v.ConflictWith != nil {
-		r.Recorder.Eventf(ch, v.ConflictWith, typ, cur.Reason, action, "%s", cur.Message)
-	} else {
-		r.Recorder.Eventf(ch, nil, typ, cur.Reason, action, "%s", cur.Message)
+	// No related object: the channel that holds the id may be another
+	// tenant's, and the Event is read in this tenant's namespace.
+	r.Recorder.Eventf(ch, nil, typ, cur.Reason, action, "%s", cur.Message)
+	log := logf.FromContext(ctx)
+	if v.HeldBy != nil {
+		// The platform team's answer to "which channel has my id?".
+		log = log.WithValues("heldBy", klog.KObj(v.HeldBy))
 	}
-	logf.FromContext(ctx).Info("Channel readiness changed", "ready", cur.Status, "reason", cur.Reason)
+	log.Info("Channel readiness changed", "ready", cur.Status, "reason", cur.Reason)
 }
 
 // SetupWithManager registers the claim index, the controller and its watches.
@@ -190,16 +227,22 @@ func (r *MetaChannelReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		// A channel that goes away, or changes its id, releases its claim.
 		Watches(&platformv1.MetaChannel{}, handler.EnqueueRequestsFromMapFunc(r.sameClaim),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A Tenant or a namespace label decides whether the channels of a
+		// namespace may be served, and so whether they hold their ids: the
+		// channels with the same ids are judged again too.
 		Watches(&platformv1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.tenantChannels),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceChannels),
 			builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		// Metadata only, and the cache holds only Secrets with the tenant
 		// label (CacheOptions): never every Secret of the cluster.
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.namespaceChannels)).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.secretChannels)).
+		// One reconcile at a time (controller-runtime's default, kept on
+		// purpose): together with the uncached read of the other claimants,
+		// it means that two channels never both record the same id.
 		WithOptions(controllerOptions()).
 		Named("metachannel").
-		Complete(r)
+		Complete(quietConflicts(r))
 }
 
 // sameClaim maps a channel to the other channels with the same claim.
@@ -226,30 +269,34 @@ func (r *MetaChannelReconciler) sameClaim(ctx context.Context, o client.Object) 
 	return reqs
 }
 
-// tenantChannels maps a Tenant to the channels of its namespace.
+// tenantChannels maps a Tenant to the channels of its namespace and the
+// channels that claim the same ids.
 func (r *MetaChannelReconciler) tenantChannels(ctx context.Context, o client.Object) []reconcile.Request {
 	t, ok := o.(*platformv1.Tenant)
 	if !ok {
 		return nil
 	}
-	reqs := r.channelsIn(ctx, t.NamespaceName())
+	reqs := r.channelsIn(ctx, t.NamespaceName(), true)
 	if t.Status.Namespace != "" && t.Status.Namespace != t.NamespaceName() {
-		reqs = append(reqs, r.channelsIn(ctx, t.Status.Namespace)...)
+		reqs = append(reqs, r.channelsIn(ctx, t.Status.Namespace, true)...)
 	}
 	return reqs
 }
 
-// namespaceChannels maps a namespace, or an object in one, to the channels
-// of that namespace.
+// namespaceChannels maps a namespace to its channels and the channels that
+// claim the same ids.
 func (r *MetaChannelReconciler) namespaceChannels(ctx context.Context, o client.Object) []reconcile.Request {
-	ns := o.GetNamespace()
-	if ns == "" {
-		ns = o.GetName() // the Namespace itself
-	}
-	return r.channelsIn(ctx, ns)
+	return r.channelsIn(ctx, o.GetName(), true)
 }
 
-func (r *MetaChannelReconciler) channelsIn(ctx context.Context, ns string) []reconcile.Request {
+// secretChannels maps a Secret to the channels of its namespace.
+func (r *MetaChannelReconciler) secretChannels(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.channelsIn(ctx, o.GetNamespace(), false)
+}
+
+// channelsIn lists the channels of a namespace and, with rivals, the
+// channels elsewhere that claim the same ids.
+func (r *MetaChannelReconciler) channelsIn(ctx context.Context, ns string, rivals bool) []reconcile.Request {
 	var list platformv1.MetaChannelList
 	if err := r.List(ctx, &list, client.InNamespace(ns)); err != nil {
 		logf.FromContext(ctx).Error(err, "Cannot list channels", "namespace", ns)
@@ -258,6 +305,9 @@ func (r *MetaChannelReconciler) channelsIn(ctx context.Context, ns string) []rec
 	reqs := make([]reconcile.Request, 0, len(list.Items))
 	for i := range list.Items {
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		if rivals {
+			reqs = append(reqs, r.sameClaim(ctx, &list.Items[i])...)
+		}
 	}
 	return reqs
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	gtypes "github.com/onsi/gomega/types"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -229,8 +230,9 @@ func TestMetaChannelOutsideATenantNamespaceIsNotServed(t *testing.T) {
 	patch = client.MergeFrom(plain.DeepCopy())
 	plain.Labels[platformv1.LabelTenant] = "mch-owner"
 	g.Expect(k8s.Patch(ctx, plain, patch)).To(Succeed())
-	mchExpectReady(g, "mch-plain", "wa", metav1.ConditionFalse, platformv1.ReasonNotInTenantNamespace,
-		"labelled for Tenant mch-owner, whose namespace is tenant-mch-owner")
+	got = mchExpectReady(g, "mch-plain", "wa", metav1.ConditionFalse, platformv1.ReasonNotInTenantNamespace,
+		"labelled for Tenant mch-owner, which uses another namespace")
+	g.Expect(got.Status.Conditions[0].Message).NotTo(ContainSubstring("tenant-mch-owner"))
 
 	// The Tenant that owns the namespace arrives: the channel is served.
 	patch = client.MergeFrom(plain.DeepCopy())
@@ -267,18 +269,22 @@ func TestMetaChannelConflictAcrossTenants(t *testing.T) {
 	g.Eventually(func() bool { return time.Now().After(firstIG.CreationTimestamp.Add(1100 * time.Millisecond)) },
 		timeout, interval).Should(BeTrue())
 
-	// The same phone number id in another tenant: refused, naming the holder
-	// and not the id.
+	// The same phone number id in another tenant: refused, saying that the id
+	// is served elsewhere and nothing about where.
 	g.Expect(k8s.Create(ctx, mchWhatsApp(nsLater, "wa-copy", "5550202", "mch-app"))).To(Succeed())
 	got := mchExpectReady(g, nsLater, "wa-copy", metav1.ConditionFalse, platformv1.ReasonConflict,
-		"WhatsApp phoneNumberID", "MetaChannel "+nsFirst+"/wa")
-	g.Expect(meta.FindStatusCondition(got.Status.Conditions, platformv1.ConditionReady).Message).NotTo(ContainSubstring("5550202"))
+		"another channel already serves the WhatsApp phoneNumberID of this channel")
+	g.Expect(got.Status.HeldID).To(BeEmpty())
+	mchExpectNothingOf(g, got, "mch-conf-z", "5550202")
 	// The same Instagram account id, too; a WhatsApp channel whose
 	// phoneNumberID equals that account id is no conflict (other platform).
 	g.Expect(k8s.Create(ctx, mchInstagram(nsLater, "ig-copy", "17840000202", "mch-app"))).To(Succeed())
 	g.Expect(k8s.Create(ctx, mchWhatsApp(nsLater, "wa-other", "17840000202", "mch-app"))).To(Succeed())
-	mchExpectReady(g, nsLater, "ig-copy", metav1.ConditionFalse, platformv1.ReasonConflict, "Instagram accountID", "MetaChannel "+nsFirst+"/ig")
+	got = mchExpectReady(g, nsLater, "ig-copy", metav1.ConditionFalse, platformv1.ReasonConflict, "another channel already serves the Instagram accountID")
+	mchExpectNothingOf(g, got, "mch-conf-z")
 	mchExpectReady(g, nsLater, "wa-other", metav1.ConditionTrue, platformv1.ReasonChannelAccepted)
+	g.Expect(mchGet(g, nsFirst, "wa").Status.HeldID).To(Equal("whatsapp-phone/5550202"))
+	g.Expect(mchGet(g, nsFirst, "ig").Status.HeldID).To(Equal("instagram-account/17840000202"))
 
 	// The first claimants stay served: a later channel never takes over.
 	g.Consistently(func(g Gomega) {
@@ -291,6 +297,7 @@ func TestMetaChannelConflictAcrossTenants(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		g.Expect(strings.Join(mchEvents(g, nsLater, "wa-copy"), "\n")).To(ContainSubstring("Warning " + platformv1.ReasonConflict + ":"))
 	}, timeout, interval).Should(Succeed())
+	mchExpectEventsNameNothingOf(g, nsLater, "mch-conf-z")
 
 	// The holder goes: the later channel gets the claim.
 	g.Expect(k8s.Delete(ctx, first)).To(Succeed())
@@ -302,6 +309,38 @@ func TestMetaChannelConflictAcrossTenants(t *testing.T) {
 	g.Expect(k8s.Patch(ctx, ig, patch)).To(Succeed())
 	mchExpectReady(g, nsLater, "ig-copy", metav1.ConditionTrue, platformv1.ReasonChannelAccepted)
 	mchExpectReady(g, nsFirst, "ig", metav1.ConditionTrue, platformv1.ReasonChannelAccepted)
+}
+
+// mchExpectNothingOf checks that a channel's status names none of words
+// (another tenant's name, namespace, channel or id).
+func mchExpectNothingOf(g Gomega, ch *platformv1.MetaChannel, words ...string) {
+	g.ExpectWithOffset(1, ch.Status.HeldID).NotTo(Or(mchContainsAny(words)...))
+	g.ExpectWithOffset(1, ch.Status.WebhookURL).NotTo(Or(mchContainsAny(words)...))
+	for _, c := range ch.Status.Conditions {
+		g.ExpectWithOffset(1, c.Message).NotTo(Or(mchContainsAny(words)...))
+	}
+}
+
+// mchExpectEventsNameNothingOf checks every Event of a namespace (as its
+// users read them: note, reason, related object) for words.
+func mchExpectEventsNameNothingOf(g Gomega, ns string, words ...string) {
+	var evs eventsv1.EventList
+	g.ExpectWithOffset(1, k8s.List(context.Background(), &evs, client.InNamespace(ns))).To(Succeed())
+	for _, e := range evs.Items {
+		g.ExpectWithOffset(1, e.Note+" "+e.Reason).NotTo(Or(mchContainsAny(words)...))
+		if e.Related != nil {
+			g.ExpectWithOffset(1, e.Related.Namespace+"/"+e.Related.Name).NotTo(Or(mchContainsAny(words)...),
+				"an Event in %s relates to another namespace's object", ns)
+		}
+	}
+}
+
+func mchContainsAny(words []string) []gtypes.GomegaMatcher {
+	var ms []gtypes.GomegaMatcher
+	for _, w := range words {
+		ms = append(ms, ContainSubstring(w))
+	}
+	return ms
 }
 
 func mchSecretNames(g Gomega, ns string) []string {

@@ -45,10 +45,40 @@ func claimName(p platformv1.Platform) string {
 	return "platform id"
 }
 
-// claimedEarlier reports whether a holds a claim before b: the earlier
-// creationTimestamp wins, ties are broken by namespace, then name, so that
-// every reconcile of either channel reaches the same verdict.
-func claimedEarlier(a, b *platformv1.MetaChannel) bool {
+// claimant is another channel with the same claim, with whether it may be
+// served at all (its namespace is the live namespace of an Active Tenant:
+// tenantVerdict). Only a channel that may be served holds an id, so a
+// channel in any other namespace, or of a Tenant that is missing or not
+// Active, never blocks one.
+type claimant struct {
+	Channel  *platformv1.MetaChannel
+	Servable bool
+}
+
+// holdsClaim says whether the operator recorded that ch holds the id its
+// spec claims now (status.heldID). A channel whose id changed holds nothing
+// until it is judged again.
+func holdsClaim(ch *platformv1.MetaChannel) bool {
+	claim := ChannelClaim(ch)
+	return claim != "" && ch.Status.HeldID == claim
+}
+
+// claimsBefore is the order in which channels with the same claim get it:
+//  1. a channel that holds it (status.heldID) comes first: a served channel
+//     never loses its id to another, older or newer;
+//  2. then the earlier creationTimestamp;
+//  3. then, for first claims made within the same second (creationTimestamp
+//     has a resolution of one second), the namespace, then the name, in
+//     byte order, so that every reconcile of either channel agrees.
+//
+// With one holder at a time (the operator reconciles channels one after
+// another and reads the other claimants' status uncached), rule 1 decides
+// every contest over an id already in service; rules 2 and 3 only decide
+// between channels of which none has been served yet.
+func claimsBefore(a, b *platformv1.MetaChannel) bool {
+	if ha, hb := holdsClaim(a), holdsClaim(b); ha != hb {
+		return ha
+	}
 	ta, tb := a.CreationTimestamp.Time, b.CreationTimestamp.Time
 	if !ta.Equal(tb) {
 		return ta.Before(tb)
@@ -59,24 +89,27 @@ func claimedEarlier(a, b *platformv1.MetaChannel) bool {
 	return a.Name < b.Name
 }
 
-// conflictingClaim returns the channel that holds ch's claim before ch, or
-// nil when ch holds it. Channels being deleted hold nothing.
-func conflictingClaim(ch *platformv1.MetaChannel, claimants []platformv1.MetaChannel) *platformv1.MetaChannel {
+// claimHolder returns the channel that holds ch's claim instead of ch, or
+// nil when ch gets it. ch itself may be served (tenantVerdict passed); of
+// the others only those that may be served and are not being deleted
+// count.
+func claimHolder(ch *platformv1.MetaChannel, others []claimant) *platformv1.MetaChannel {
 	claim := ChannelClaim(ch)
 	if claim == "" {
 		return nil
 	}
-	var winner *platformv1.MetaChannel
-	for i := range claimants {
-		o := &claimants[i]
-		if (o.Namespace == ch.Namespace && o.Name == ch.Name) || o.DeletionTimestamp != nil || ChannelClaim(o) != claim {
+	var holder *platformv1.MetaChannel
+	for _, o := range others {
+		c := o.Channel
+		if !o.Servable || c.DeletionTimestamp != nil || ChannelClaim(c) != claim ||
+			(c.Namespace == ch.Namespace && c.Name == ch.Name) {
 			continue
 		}
-		if claimedEarlier(o, ch) && (winner == nil || claimedEarlier(o, winner)) {
-			winner = o
+		if claimsBefore(c, ch) && (holder == nil || claimsBefore(c, holder)) {
+			holder = c
 		}
 	}
-	return winner
+	return holder
 }
 
 // channelSecretRef is one Secret key a channel needs, with the field that
@@ -167,8 +200,12 @@ type channelVerdict struct {
 	Tenant string
 	// WebhookURL is published while the tenant is Active.
 	WebhookURL string
-	// ConflictWith is the earlier channel holding the claim, if any.
-	ConflictWith *platformv1.MetaChannel
+	// HeldID is the claim the channel holds (status.heldID), "" for none.
+	HeldID string
+	// HeldBy is the channel that holds this channel's claim instead, if
+	// any. It goes to the operator's log only: status and Events are read
+	// by the tenant, and must not name another tenant's channel.
+	HeldBy *platformv1.MetaChannel
 }
 
 // tenantVerdict decides whether a channel's namespace belongs to an Active
@@ -183,9 +220,11 @@ func tenantVerdict(ch *platformv1.MetaChannel, ct channelTenant) (v channelVerdi
 		return channelVerdict{Reason: platformv1.ReasonTenantNotFound,
 			Message: fmt.Sprintf("namespace %s is labelled for Tenant %s, which does not exist; the channel is not served", ns, ct.NamespaceTenant)}, false
 	case ct.Tenant.NamespaceName() != ns:
+		// Not the other namespace's name: this namespace's users are not
+		// that Tenant's.
 		return channelVerdict{Reason: platformv1.ReasonNotInTenantNamespace,
-			Message: fmt.Sprintf("namespace %s is labelled for Tenant %s, whose namespace is %s; the channel is not served", ns, ct.Tenant.Name, ct.Tenant.NamespaceName())}, false
-	case ct.Tenant.DeletionTimestamp != nil || ct.Tenant.Spec.State == platformv1.TenantDeactivated:
+			Message: fmt.Sprintf("namespace %s is labelled for Tenant %s, which uses another namespace; the channel is not served", ns, ct.Tenant.Name)}, false
+	case ct.Tenant.DeletionTimestamp != nil || ct.Tenant.Spec.State == platformv1.TenantDeactivated || ct.Tenant.Status.ErasedAt != nil:
 		return channelVerdict{Tenant: ct.Tenant.Name, Reason: platformv1.ReasonTenantDeactivated,
 			Message: fmt.Sprintf("Tenant %s is deactivated; the channel is not served", ct.Tenant.Name)}, false
 	}
@@ -193,18 +232,25 @@ func tenantVerdict(ch *platformv1.MetaChannel, ct channelTenant) (v channelVerdi
 }
 
 // acceptChannel completes the verdict of a channel in an Active tenant's
-// namespace from its claim and its Secrets.
+// namespace from the holder of its claim (claimHolder) and its Secrets.
+// A conflict says that the id is served elsewhere and nothing more: the
+// holder may be another tenant's, and its tenant, namespace and name are
+// none of this one's business (the operator's log names it for the
+// platform team).
 func acceptChannel(ch *platformv1.MetaChannel, v channelVerdict, route RouteConfig,
-	earlier *platformv1.MetaChannel, secrets map[string]*corev1.Secret,
+	holder *platformv1.MetaChannel, secrets map[string]*corev1.Secret,
 ) channelVerdict {
 	v.WebhookURL = route.WebhookURL(v.Tenant, ch.Name)
-	if earlier != nil {
+	if holder != nil {
 		v.Reason = platformv1.ReasonConflict
-		v.Message = fmt.Sprintf("the %s of this channel is claimed by MetaChannel %s/%s, which came first; this channel is not served",
-			claimName(ch.Spec.Platform), earlier.Namespace, earlier.Name)
-		v.ConflictWith = earlier
+		v.Message = fmt.Sprintf("another channel already serves the %s of this channel; this channel is not served until that one releases it",
+			claimName(ch.Spec.Platform))
+		v.HeldBy = holder
 		return v
 	}
+	// The claim is checked before the Secrets: a channel whose Secret is
+	// missing for a moment (a rotation) keeps its id.
+	v.HeldID = ChannelClaim(ch)
 	if reason, msg := secretProblems(ch, secrets); reason != "" {
 		v.Reason, v.Message = reason, msg
 		return v

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -56,41 +57,82 @@ func TestChannelClaim(t *testing.T) {
 	}
 }
 
-func TestConflictingClaim(t *testing.T) {
+// Which channel gets an id (claimHolder): the one that holds it keeps it,
+// channels that cannot be served never block, and first claims go to the
+// earliest channel, then by namespace and name.
+func TestClaimHolder(t *testing.T) {
 	t.Parallel()
+	held := func(ch platformv1.MetaChannel) platformv1.MetaChannel {
+		ch.Status.HeldID = ChannelClaim(&ch)
+		return ch
+	}
+	servable := func(chs ...platformv1.MetaChannel) []claimant {
+		var out []claimant
+		for i := range chs {
+			out = append(out, claimant{Channel: &chs[i], Servable: true})
+		}
+		return out
+	}
+	unservable := func(ch platformv1.MetaChannel) claimant { return claimant{Channel: &ch} }
 	deleting := mchWAChannel("a", "gone", "100", mchT0.Add(-time.Hour))
 	deleting.DeletionTimestamp = &metav1.Time{Time: mchT0}
+	// Held an id and then changed it: holds nothing until judged again (and
+	// is later than self, so only a hold could put it first).
+	moved := held(mchWAChannel("b", "moved", "999", mchT0.Add(time.Hour)))
+	moved.Spec.WhatsApp.PhoneNumberID = "100"
 	tests := []struct {
 		name   string
 		self   platformv1.MetaChannel
-		others []platformv1.MetaChannel
-		want   string // namespace/name of the winner, "" for none
+		others []claimant
+		want   string // namespace/name of the holder, "" when self gets the id
 	}{
 		{"alone", mchWAChannel("a", "wa", "100", mchT0), nil, ""},
-		{"itself only", mchWAChannel("a", "wa", "100", mchT0), []platformv1.MetaChannel{mchWAChannel("a", "wa", "100", mchT0)}, ""},
-		{"earlier holder wins", mchWAChannel("a", "wa", "100", mchT0),
-			[]platformv1.MetaChannel{mchWAChannel("z", "wa", "100", mchT0.Add(-time.Second))}, "z/wa"},
-		{"later claimant loses", mchWAChannel("z", "wa", "100", mchT0.Add(-time.Second)),
-			[]platformv1.MetaChannel{mchWAChannel("a", "wa", "100", mchT0)}, ""},
-		{"tie: namespace first", mchWAChannel("b", "wa", "100", mchT0),
-			[]platformv1.MetaChannel{mchWAChannel("a", "zz", "100", mchT0)}, "a/zz"},
-		{"tie: then name", mchWAChannel("a", "wb", "100", mchT0),
-			[]platformv1.MetaChannel{mchWAChannel("a", "wa", "100", mchT0)}, "a/wa"},
-		{"earliest of several", mchWAChannel("a", "wa", "100", mchT0),
-			[]platformv1.MetaChannel{mchWAChannel("b", "x", "100", mchT0.Add(-time.Minute)), mchWAChannel("c", "y", "100", mchT0.Add(-time.Hour))}, "c/y"},
-		{"a channel being deleted holds nothing", mchWAChannel("a", "wa", "100", mchT0), []platformv1.MetaChannel{deleting}, ""},
-		{"another id", mchWAChannel("a", "wa", "100", mchT0), []platformv1.MetaChannel{mchWAChannel("b", "wa", "101", mchT0.Add(-time.Hour))}, ""},
+		{"itself only", mchWAChannel("a", "wa", "100", mchT0), servable(mchWAChannel("a", "wa", "100", mchT0)), ""},
+		{"another id", mchWAChannel("a", "wa", "100", mchT0), servable(mchWAChannel("b", "wa", "101", mchT0.Add(-time.Hour))), ""},
+
+		// First claims: nobody holds the id yet.
+		{"first claim: the earlier channel", mchWAChannel("a", "wa", "100", mchT0),
+			servable(mchWAChannel("z", "wa", "100", mchT0.Add(-time.Second))), "z/wa"},
+		{"first claim: a later channel does not block", mchWAChannel("z", "wa", "100", mchT0.Add(-time.Second)),
+			servable(mchWAChannel("a", "wa", "100", mchT0)), ""},
+		{"first claim in the same second: namespace first", mchWAChannel("b", "wa", "100", mchT0),
+			servable(mchWAChannel("a", "zz", "100", mchT0)), "a/zz"},
+		{"first claim in the same second: then name", mchWAChannel("a", "wb", "100", mchT0),
+			servable(mchWAChannel("a", "wa", "100", mchT0)), "a/wa"},
+		{"first claim: earliest of several", mchWAChannel("a", "wa", "100", mchT0),
+			servable(mchWAChannel("b", "x", "100", mchT0.Add(-time.Minute)), mchWAChannel("c", "y", "100", mchT0.Add(-time.Hour))), "c/y"},
+
+		// The holder keeps its id.
+		{"a holder keeps its id against a newcomer of the same second that sorts first",
+			held(mchWAChannel("z", "wa", "100", mchT0)), servable(mchWAChannel("a", "wa", "100", mchT0)), ""},
+		{"a newcomer of the same second that sorts first does not take the holder's id",
+			mchWAChannel("a", "wa", "100", mchT0), servable(held(mchWAChannel("z", "wa", "100", mchT0))), "z/wa"},
+		{"a holder keeps its id against an older channel (one that could not be served when the id was taken)",
+			held(mchWAChannel("b", "wa", "100", mchT0)), servable(mchWAChannel("a", "wa", "100", mchT0.Add(-time.Hour))), ""},
+		{"an older channel does not take the holder's id",
+			mchWAChannel("a", "wa", "100", mchT0.Add(-time.Hour)), servable(held(mchWAChannel("b", "wa", "100", mchT0))), "b/wa"},
+		{"two recorded holders (never at once, but decided the same way): the earlier",
+			held(mchWAChannel("a", "wa", "100", mchT0)), servable(held(mchWAChannel("b", "wa", "100", mchT0.Add(-time.Second)))), "b/wa"},
+		{"a recorded hold of another id is no hold", mchWAChannel("a", "wa", "100", mchT0),
+			[]claimant{{Channel: &moved, Servable: true}}, ""},
+
+		// Channels that cannot be served hold nothing, whatever they say.
+		{"a channel that cannot be served does not block, even earlier", mchWAChannel("a", "wa", "100", mchT0),
+			[]claimant{unservable(mchWAChannel("attacker", "wa", "100", mchT0.Add(-time.Hour)))}, ""},
+		{"a channel that cannot be served does not block, even holding", mchWAChannel("a", "wa", "100", mchT0),
+			[]claimant{unservable(held(mchWAChannel("gone-tenant", "wa", "100", mchT0.Add(-time.Hour))))}, ""},
+		{"a channel being deleted holds nothing", mchWAChannel("a", "wa", "100", mchT0), servable(held(deleting)), ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got := conflictingClaim(&tc.self, tc.others)
+			got := claimHolder(&tc.self, tc.others)
 			name := ""
 			if got != nil {
 				name = got.Namespace + "/" + got.Name
 			}
 			if name != tc.want {
-				t.Fatalf("conflictingClaim() = %q, want %q", name, tc.want)
+				t.Fatalf("claimHolder() = %q, want %q", name, tc.want)
 			}
 		})
 	}
@@ -161,6 +203,8 @@ func TestTenantVerdict(t *testing.T) {
 	deleting.DeletionTimestamp = &metav1.Time{Time: mchT0}
 	elsewhere := active.DeepCopy()
 	elsewhere.Spec.Namespace = "acme-data"
+	erased := active.DeepCopy()
+	erased.Status.ErasedAt = &metav1.Time{Time: mchT0}
 	tests := []struct {
 		name       string
 		ct         channelTenant
@@ -173,6 +217,7 @@ func TestTenantVerdict(t *testing.T) {
 		{"tenant uses another namespace", channelTenant{NamespaceTenant: "acme", Tenant: elsewhere}, false, platformv1.ReasonNotInTenantNamespace, ""},
 		{"deactivated", channelTenant{NamespaceTenant: "acme", Tenant: deactivated}, false, platformv1.ReasonTenantDeactivated, "acme"},
 		{"being deleted", channelTenant{NamespaceTenant: "acme", Tenant: deleting}, false, platformv1.ReasonTenantDeactivated, "acme"},
+		{"erased", channelTenant{NamespaceTenant: "acme", Tenant: erased}, false, platformv1.ReasonTenantDeactivated, "acme"},
 		{"active", channelTenant{NamespaceTenant: "acme", Tenant: active}, true, "", "acme"},
 	}
 	for _, tc := range tests {
@@ -182,8 +227,11 @@ func TestTenantVerdict(t *testing.T) {
 			if ok != tc.wantOK || v.Reason != tc.wantReason || v.Tenant != tc.wantTenant {
 				t.Fatalf("tenantVerdict() = %+v, %v; want reason %q tenant %q ok %v", v, ok, tc.wantReason, tc.wantTenant, tc.wantOK)
 			}
-			if !ok && (v.Ready || v.WebhookURL != "" || !strings.Contains(v.Message, "not served")) {
-				t.Fatalf("a refused channel must be not Ready, without URL, and say it is not served: %+v", v)
+			if !ok && (v.Ready || v.WebhookURL != "" || v.HeldID != "" || !strings.Contains(v.Message, "not served")) {
+				t.Fatalf("a refused channel must be not Ready, without URL or id, and say it is not served: %+v", v)
+			}
+			if strings.Contains(v.Message, "acme-data") {
+				t.Fatalf("message %q names the namespace of a Tenant this namespace is not", v.Message)
 			}
 		})
 	}
@@ -200,10 +248,25 @@ func TestAcceptChannel(t *testing.T) {
 	if !v.Ready || v.Reason != platformv1.ReasonChannelAccepted || v.WebhookURL != "https://hooks.example.com/t/acme/webhooks/meta/wa" {
 		t.Fatalf("accepted channel: %+v", v)
 	}
+	if v.HeldID != "whatsapp-phone/106540352242922" {
+		t.Fatalf("an accepted channel holds its id: %+v", v)
+	}
 	v = acceptChannel(&ch, channelVerdict{Tenant: "acme"}, route, &holder, nil)
-	if v.Ready || v.Reason != platformv1.ReasonConflict || !strings.Contains(v.Message, "MetaChannel tenant-other/sales") ||
-		strings.Contains(v.Message, "106540352242922") || v.ConflictWith != &holder {
+	if v.Ready || v.Reason != platformv1.ReasonConflict || v.HeldID != "" || v.HeldBy != &holder ||
+		!strings.Contains(v.Message, "another channel already serves the WhatsApp phoneNumberID") {
 		t.Fatalf("conflicting channel: %+v", v)
+	}
+	// The message names neither the id nor anything of the holder's tenant.
+	for _, leak := range []string{"106540352242922", "tenant-other", "sales"} {
+		if strings.Contains(v.Message, leak) {
+			t.Fatalf("conflict message %q names %q", v.Message, leak)
+		}
+	}
+	// A Secret problem does not give up the id: a rotation must not let
+	// another channel take it.
+	v = acceptChannel(&ch, channelVerdict{Tenant: "acme"}, route, nil, map[string]*corev1.Secret{"meta": nil})
+	if v.Ready || v.Reason != platformv1.ReasonSecretMissing || v.HeldID != "whatsapp-phone/106540352242922" {
+		t.Fatalf("channel with a missing Secret: %+v", v)
 	}
 	v = acceptChannel(&ch, channelVerdict{Tenant: "acme"}, RouteConfig{}, nil, ok)
 	if !v.Ready || v.WebhookURL != "" || !strings.Contains(v.Message, "--webhook-base-url") {
@@ -297,4 +360,60 @@ func TestCacheHoldsOnlyLabelledSecrets(t *testing.T) {
 		return
 	}
 	t.Fatal("CacheOptions has no restriction for Secrets: a Secret watch would cache every Secret of the cluster")
+}
+
+// Whatever the channels with one id look like (created in the same second
+// or not, holding or not, servable or not, being deleted or not), every
+// reconcile agrees: exactly one servable channel that is not being deleted
+// gets the id, or none when there is no such channel.
+func FuzzClaimHolderAcceptsExactlyOne(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5})
+	f.Add([]byte{7, 7, 7, 7})
+	f.Add([]byte{16 | 8 | 4, 16, 16 | 8 | 1, 16 | 3})  // two recorded holders
+	f.Add([]byte{8 | 3, 16 | 4, 16 | 8 | 32, 16 | 64}) // a holder that cannot be served, one being deleted
+	f.Add([]byte{16, 16 | 4, 16 | 1, 16 | 5})          // first claims within and across seconds
+	f.Fuzz(func(t *testing.T, spec []byte) {
+		if len(spec) > 12 {
+			spec = spec[:12]
+		}
+		var all []claimant
+		for i, b := range spec {
+			// bits: 0-1 creation second, 2 namespace, 3 holds, 4 servable, 5 deleting, 6 other id
+			ch := mchWAChannel(fmt.Sprintf("ns-%d", b>>2&1), fmt.Sprintf("ch-%02d", i), "100", mchT0.Add(time.Duration(b&3)*time.Second))
+			if b&64 != 0 {
+				ch.Spec.WhatsApp.PhoneNumberID = "200"
+			}
+			if b&8 != 0 {
+				ch.Status.HeldID = ChannelClaim(&ch)
+			}
+			if b&32 != 0 {
+				ch.DeletionTimestamp = &metav1.Time{Time: mchT0}
+			}
+			all = append(all, claimant{Channel: &ch, Servable: b&16 != 0})
+		}
+		accepted, eligible := 0, 0
+		for _, self := range all {
+			if !self.Servable || self.Channel.DeletionTimestamp != nil || ChannelClaim(self.Channel) != "whatsapp-phone/100" {
+				continue // never judged for this id: refused before the claim, or claims another
+			}
+			eligible++
+			holder := claimHolder(self.Channel, all)
+			if holder == nil {
+				accepted++
+				continue
+			}
+			var h *claimant
+			for i := range all {
+				if all[i].Channel == holder {
+					h = &all[i]
+				}
+			}
+			if h == nil || !h.Servable || holder.DeletionTimestamp != nil || ChannelClaim(holder) != ChannelClaim(self.Channel) {
+				t.Fatalf("%s/%s is held by %s/%s, which cannot hold it", self.Channel.Namespace, self.Channel.Name, holder.Namespace, holder.Name)
+			}
+		}
+		if eligible > 0 && accepted != 1 {
+			t.Fatalf("%d of %d eligible channels accepted for one id (spec %v)", accepted, eligible, spec)
+		}
+	})
 }

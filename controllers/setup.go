@@ -3,6 +3,7 @@ package controllers
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -20,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -160,4 +163,49 @@ func controllerOptions() controller.Options {
 	return controller.Options{
 		RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](time.Second, 5*time.Minute),
 	}
+}
+
+// ConflictRequeue is how soon a reconcile that met an optimistic-lock
+// conflict runs again.
+const ConflictRequeue = time.Second
+
+// quietConflicts wraps a reconciler so that an optimistic-lock conflict
+// (another writer changed the object since it was read, or the cache was
+// behind) is what it is: a normal event. The reconcile runs again after
+// ConflictRequeue on a fresh read, logged at V(1), instead of reaching
+// controller-runtime as an error, which logs "Reconciler error" with a stack
+// trace and backs off. Every step of our reconcilers is idempotent, so
+// running a pass again is safe. Any other error, also one joined with a
+// conflict, is returned as it is.
+func quietConflicts(r reconcile.Reconciler) reconcile.Reconciler {
+	return reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+		res, err := r.Reconcile(ctx, req)
+		if err == nil || !onlyConflicts(err) {
+			return res, err
+		}
+		logf.FromContext(ctx).V(1).Info("Optimistic-lock conflict; requeueing", "after", ConflictRequeue, "error", err.Error())
+		return reconcile.Result{RequeueAfter: ConflictRequeue}, nil
+	})
+}
+
+// onlyConflicts reports whether err is a conflict and nothing else: every
+// error joined into it (errors.Join, or fmt.Errorf with several %w) is one.
+func onlyConflicts(err error) bool {
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		errs := joined.Unwrap()
+		for _, e := range errs {
+			if !onlyConflicts(e) {
+				return false
+			}
+		}
+		return len(errs) > 0
+	}
+	if !apierrors.IsConflict(err) {
+		return false
+	}
+	// A single-error wrapper around a join: look inside.
+	if inner := errors.Unwrap(err); inner != nil {
+		return onlyConflicts(inner)
+	}
+	return true
 }

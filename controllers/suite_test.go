@@ -21,6 +21,7 @@ var (
 	scheme    = testenv.Scheme()
 	k8s       client.Client // the test's own client: its writes are not counted
 	restCfg   *rest.Config  // admin config of the envtest API server
+	suiteEnv  *testenv.Env
 	mgrWrites = &writeCounter{}
 )
 
@@ -73,7 +74,12 @@ func runSuite(m *testing.M) int {
 		}
 	}()
 	cfg := env.Config
-	restCfg, k8s = cfg, env.Client
+	restCfg, k8s, suiteEnv = cfg, env.Client, env
+	defer func() {
+		if stopKCM != nil {
+			stopKCM()
+		}
+	}()
 
 	mgrCfg := rest.CopyConfig(cfg)
 	mgrCfg.Wrap(mgrWrites.wrap)

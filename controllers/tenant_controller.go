@@ -375,7 +375,7 @@ func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&platformv1.DeletionRequest{}, handler.EnqueueRequestsFromMapFunc(r.objectToTenant)).
 		WithOptions(controllerOptions()).
 		Named("tenant").
-		Complete(r)
+		Complete(quietConflicts(r))
 }
 
 // namespaceToTenant maps a labelled namespace to its Tenant.

@@ -4,7 +4,7 @@ package v1alpha1
 // ReasonSecretMissing are shared with the other kinds (conditions.go).
 const (
 	// ReasonChannelAccepted: the channel is in an Active tenant's namespace,
-	// its Secrets are present and no earlier channel claims its platform id;
+	// its Secrets are present and it holds its platform id (status.heldID);
 	// the tenant's worker may serve it.
 	ReasonChannelAccepted = "Accepted"
 	// ReasonNotInTenantNamespace: the channel's namespace is not a tenant's
@@ -14,8 +14,8 @@ const (
 	// ReasonTenantNotFound: the namespace is labelled for a Tenant that does
 	// not exist. The channel is not served.
 	ReasonTenantNotFound = "TenantNotFound"
-	// ReasonTenantDeactivated: the channel's Tenant is deactivated or being
-	// deleted. The channel is not served.
+	// ReasonTenantDeactivated: the channel's Tenant is deactivated, being
+	// deleted or erased. The channel is not served and holds no id.
 	ReasonTenantDeactivated = "TenantDeactivated"
 	// ReasonSecretKeyMissing: a referenced Secret exists but lacks the key.
 	ReasonSecretKeyMissing = "SecretKeyMissing"

@@ -135,8 +135,9 @@ type MetaChannelStatus struct {
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// conditions: Ready is True when the channel's Secrets exist and are
-	// well-formed, no other channel claims its ids, and its tenant's worker
-	// serves it.
+	// well-formed, it holds its platform id (no other channel serves it),
+	// and its tenant is Active. Reason Conflict says that another channel
+	// serves the id, and never which.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -152,6 +153,20 @@ type MetaChannelStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=2048
 	WebhookURL string `json:"webhookURL,omitempty"`
+
+	// heldID is the platform id this channel holds, qualified by its kind
+	// ("whatsapp-phone/<phoneNumberID>", "messenger-page/<pageID>" or
+	// "instagram-account/<accountID>"). The operator records it when it
+	// accepts the channel as the one that serves the id, keeps it while a
+	// referenced Secret is missing or empty, and clears it when the channel
+	// can no longer be served (its namespace is not the live namespace of an
+	// Active Tenant) or claims another id. A channel that holds its id keeps it: any other
+	// channel with the same id, in any namespace, is refused with reason
+	// Conflict until this one releases it. Empty while the channel holds
+	// nothing.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	HeldID string `json:"heldID,omitempty"`
 }
 
 // MetaChannel is one WhatsApp phone number, Facebook Page or Instagram

@@ -8,11 +8,16 @@ import (
 	"testing"
 )
 
-// The demo is the README's first command: it must not rot.
+// The demo is the README's first command: it must not rot, and what it
+// prints besides its steps (the operator's log, errors only) must be empty
+// of errors: a conflict or a wait is no "Reconciler error".
 func TestDemoWalkThrough(t *testing.T) {
+	restore := captureStderr(t)
 	var out bytes.Buffer
-	if err := run(context.Background(), &out, os.Getenv("KUBEBUILDER_ASSETS")); err != nil {
-		t.Fatalf("demo failed: %v\n%s", err, out.String())
+	err := run(context.Background(), &out, os.Getenv("KUBEBUILDER_ASSETS"))
+	logged := restore()
+	if err != nil {
+		t.Fatalf("demo failed: %v\n%s\nlog:\n%s", err, out.String(), logged)
 	}
 	for _, want := range []string{
 		"MetaChannel whatsapp-sales Ready; webhook URL for Meta's dashboard: https://hooks.example.com/t/acme/webhooks/meta/whatsapp-sales",
@@ -25,5 +30,32 @@ func TestDemoWalkThrough(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
+	}
+	for _, unwanted := range []string{"Reconciler error", "stacktrace", "panic"} {
+		if strings.Contains(logged, unwanted) {
+			t.Errorf("the demo's log shows %q:\n%s", unwanted, logged)
+		}
+	}
+}
+
+// captureStderr sends what is written to os.Stderr (the operator's logger
+// writes there, set up when the control plane starts) to a file until
+// restore, which returns it.
+func captureStderr(t *testing.T) func() string {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig := os.Stderr
+	os.Stderr = f
+	return func() string {
+		os.Stderr = orig
+		b, err := os.ReadFile(f.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = os.Stderr.Write(b) // still shown
+		return string(b)
 	}
 }

@@ -100,10 +100,19 @@ func SetLogger() {
 	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(lvl)))
 }
 
+// ErasureControllers are the kube-controller-manager controllers that
+// envtest lacks and erasure relies on: namespace deletion, garbage
+// collection, volume binding and protection.
+const ErasureControllers = "namespace,garbagecollector,persistentvolume-binder,pv-protection,pvc-protection"
+
 // StartControllerManager runs kube-controller-manager beside the envtest API
-// server with what envtest lacks and erasure relies on: namespace deletion,
-// garbage collection, volume binding and protection. stop kills it.
-func StartControllerManager(env *Env, assets string) (func(), error) {
+// server with the given controllers (a comma-separated list for its
+// --controllers flag; ErasureControllers when empty). stop kills it.
+func StartControllerManager(env *Env, assets string, controllers ...string) (func(), error) {
+	list := strings.Join(controllers, ",")
+	if list == "" {
+		list = ErasureControllers
+	}
 	user, err := env.AddUser(envtest.User{Name: "kube-controller-manager", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("add user: %w", err)
@@ -122,7 +131,7 @@ func StartControllerManager(env *Env, assets string) (func(), error) {
 	}
 	cmd := exec.Command(filepath.Join(assets, "kube-controller-manager"),
 		"--kubeconfig="+path,
-		"--controllers=namespace,garbagecollector,persistentvolume-binder,pv-protection,pvc-protection",
+		"--controllers="+list,
 		"--leader-elect=false",
 		"--secure-port=0",
 		"--concurrent-namespace-syncs=5",
