@@ -32,7 +32,7 @@ func installWorkerPolicy(t *testing.T, g Gomega) {
 	g.Expect(err).NotTo(HaveOccurred())
 	var n int
 	for _, r := range res.Resources() {
-		if !strings.HasPrefix(r.GetKind(), "ValidatingAdmissionPolicy") {
+		if !strings.HasPrefix(r.GetKind(), "ValidatingAdmissionPolicy") || r.GetName() != "omniflow-worker-writes" {
 			continue
 		}
 		m, err := r.Map()
