@@ -193,7 +193,9 @@ func (r *TenantReconciler) deleteWorker(ctx context.Context, tgt *erasureTarget)
 	if len(gone) > 0 {
 		parts = append(parts, strings.Join(gone, ", ")+" "+key.String()+" not found")
 	}
-	if len(foreign) > 0 {
+	if len(foreign) == 1 {
+		parts = append(parts, notTheTenants(foreign[0], key.String()))
+	} else if len(foreign) > 1 {
 		parts = append(parts, strings.Join(foreign, ", ")+" "+key.String()+" exist and are not the tenant's; left alone")
 	}
 	return strings.Join(parts, "; "), true, nil
