@@ -260,7 +260,7 @@ func (r *TenantReconciler) labelVolume(ctx context.Context, t *platformv1.Tenant
 	// The namespace records the volume too: once the claim is gone, it is
 	// what names the volume to the erasure.
 	var ns corev1.Namespace
-	if err := r.APIReader.Get(ctx, types.NamespacedName{Name: t.NamespaceName()}, &ns); err != nil {
+	if err := r.Get(ctx, types.NamespacedName{Name: t.NamespaceName()}, &ns); err != nil {
 		return fmt.Errorf("get namespace %s: %w", t.NamespaceName(), err)
 	}
 	if !tenantOwns(&ns, refOf(t)) {

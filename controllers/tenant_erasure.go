@@ -31,15 +31,15 @@ func (r *TenantReconciler) reconcileDeactivated(ctx context.Context, t *platform
 
 	step, wait := erasurePlan(t, now)
 	var tgt *erasureTarget
+	if step != stepNone && wait == 0 {
+		var err error
+		if tgt, err = r.targetForTenant(ctx, t); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	for step != stepNone && wait == 0 {
-		verification, done, err := "", false, error(nil)
-		if tgt == nil {
-			tgt, err = r.targetForTenant(ctx, t)
-		}
-		if err == nil {
-			verification, done, err = r.runStep(ctx, tgt, step)
-			keepVolume(t, tgt)
-		}
+		verification, done, err := r.runStep(ctx, tgt, step)
+		keepVolume(t, tgt)
 		if err != nil {
 			setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionErasing, true, "StepFailed",
 				fmt.Sprintf("step %s failed, retrying: %v", step, err))
