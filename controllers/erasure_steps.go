@@ -154,6 +154,13 @@ func (r *TenantReconciler) stopIngest(ctx context.Context, tgt *erasureTarget) (
 	return "route removed; worker Deployment scaled to 0 replicas", true, nil
 }
 
+// kindOf is an object's kind for records, from its Go type (typed objects
+// read from the API server carry no kind).
+func kindOf(obj client.Object) string {
+	kind := fmt.Sprintf("%T", obj)
+	return kind[strings.LastIndex(kind, ".")+1:]
+}
+
 // ownedState is what deleteOwned found.
 type ownedState int
 
@@ -175,8 +182,7 @@ func (r *TenantReconciler) deleteWorker(ctx context.Context, tgt *erasureTarget)
 		if err != nil {
 			return "", false, err
 		}
-		kind := fmt.Sprintf("%T", obj)
-		kind = kind[strings.LastIndex(kind, ".")+1:]
+		kind := kindOf(obj)
 		switch state {
 		case ownedGone:
 			gone = append(gone, kind)
@@ -380,45 +386,34 @@ func (r *TenantReconciler) deleteNamespace(ctx context.Context, tgt *erasureTarg
 // they own, and the Secrets the operator made for the tenant), then removes
 // the operator's marks: the namespace stays, and is no longer the tenant's.
 func (r *TenantReconciler) releaseAdopted(ctx context.Context, tgt *erasureTarget, ns *corev1.Namespace) (string, bool, error) {
-	var pending []string
 	var channels platformv1.MetaChannelList
 	var requests platformv1.DeletionRequestList
 	var secrets corev1.SecretList
-	for _, l := range []struct {
-		kind string
-		list client.ObjectList
-		opts []client.ListOption
-	}{
-		{"MetaChannel", &channels, nil},
-		{"DeletionRequest", &requests, nil},
-		{"Secret", &secrets, []client.ListOption{client.MatchingLabels{platformv1.LabelTenant: tgt.Name}}},
-	} {
-		if err := r.APIReader.List(ctx, l.list, append(l.opts, client.InNamespace(ns.Name))...); err != nil {
-			return "", false, fmt.Errorf("list %ss in %s: %w", l.kind, ns.Name, err)
+	for _, list := range []client.ObjectList{&channels, &requests, &secrets} {
+		if err := r.APIReader.List(ctx, list, client.InNamespace(ns.Name)); err != nil {
+			return "", false, fmt.Errorf("list %T in %s: %w", list, ns.Name, err)
 		}
-		var objs []client.Object
-		switch l.kind {
-		case "MetaChannel":
-			for i := range channels.Items {
-				objs = append(objs, &channels.Items[i])
-			}
-		case "DeletionRequest":
-			for i := range requests.Items {
-				objs = append(objs, &requests.Items[i])
-			}
-		case "Secret":
-			for i := range secrets.Items {
-				if tenantOwns(&secrets.Items[i], tgt.tenantRef) {
-					objs = append(objs, &secrets.Items[i])
-				}
-			}
+	}
+	// Every channel and request in the tenant's namespace is the tenant's;
+	// of the Secrets, only those the operator made for it.
+	var objs []client.Object
+	for i := range channels.Items {
+		objs = append(objs, &channels.Items[i])
+	}
+	for i := range requests.Items {
+		objs = append(objs, &requests.Items[i])
+	}
+	for i := range secrets.Items {
+		if tenantOwns(&secrets.Items[i], tgt.tenantRef) {
+			objs = append(objs, &secrets.Items[i])
 		}
-		for _, o := range objs {
-			pending = append(pending, l.kind+" "+o.GetName())
-			if o.GetDeletionTimestamp() == nil {
-				if err := r.Delete(ctx, o, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
-					return "", false, fmt.Errorf("delete %s %s/%s: %w", l.kind, ns.Name, o.GetName(), err)
-				}
+	}
+	var pending []string
+	for _, o := range objs {
+		pending = append(pending, kindOf(o)+" "+o.GetName())
+		if o.GetDeletionTimestamp() == nil {
+			if err := r.Delete(ctx, o, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
+				return "", false, fmt.Errorf("delete %s %s/%s: %w", kindOf(o), ns.Name, o.GetName(), err)
 			}
 		}
 	}

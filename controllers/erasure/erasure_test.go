@@ -3,6 +3,7 @@ package erasure_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -506,4 +507,28 @@ func TestChangingTheGracePeriodAfterDeactivationMovesTheSchedule(t *testing.T) {
 		g.Expect(got.Status.ErasureScheduledAt.Time).To(BeTemporally("==", deactivatedAt.Add(2*day)))
 		g.Expect(eventsAbout(g, tn.Name)).To(ContainElement(HavePrefix("Normal ErasureRescheduled")))
 	}, timeout, interval).Should(Succeed())
+}
+
+// The Tenant's own erasure in an adopted namespace: the tenant's objects and
+// data go, the namespace stays, and the record says so.
+func TestErasingATenantInAnAdoptedNamespaceKeepsTheNamespace(t *testing.T) {
+	g := NewWithT(t)
+	ns := labelledNamespace(t, g, "team-kept", "keeper")
+	startOperator(t)
+	tn := provisionedIn(t, g, "keeper", ns.Name, 0)
+	setState(g, tn.Name, platformv1.TenantDeactivated)
+	g.Eventually(func(g Gomega) {
+		got := tenant(g, tn.Name)
+		g.Expect(got.Status.Phase).To(Equal(platformv1.TenantPhaseErased))
+		i := slices.IndexFunc(got.Status.Erasure, func(s platformv1.ErasureStep) bool { return s.Name == "DeleteNamespace" })
+		g.Expect(i).To(BeNumerically(">=", 0))
+		g.Expect(got.Status.Erasure[i].Verification).To(ContainSubstring("Namespace team-kept was adopted and is kept"))
+	}, timeout, interval).Should(Succeed())
+	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ns), ns)).To(Succeed())
+	g.Expect(ns.DeletionTimestamp).To(BeNil())
+	g.Expect(ns.Annotations).NotTo(HaveKey(controllers.AnnotationTenantUID))
+	g.Expect(gone(&corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-keeper"}})()).To(BeTrue())
+	g.Expect(gone(&platformv1.MetaChannel{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "wa"}})()).To(BeTrue())
+	g.Expect(gone(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: platformv1.SubjectKeySecretName}})()).To(BeTrue(),
+		"the subject key the operator made for the tenant goes")
 }

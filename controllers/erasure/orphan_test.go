@@ -85,6 +85,16 @@ func TestOrphanedDataIsErasedAfterTheGracePeriodCountedFromDiscovery(t *testing.
 	}, timeout, interval).Should(Succeed())
 }
 
+// labelledNamespace creates a namespace that carries only the tenant label,
+// as a GitOps pipeline would ahead of its Tenant, and deletes it at the end.
+func labelledNamespace(t *testing.T, g Gomega, name, tenant string) *corev1.Namespace {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{platformv1.LabelTenant: tenant}}}
+	g.Expect(k8s.Create(ctx, ns)).To(Succeed())
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+	return ns
+}
+
 // sweepEvents lists "Type Reason: note" of the Events about a cluster-scoped
 // object (they live in the default namespace).
 func sweepEvents(g Gomega, name string) []string {
@@ -142,11 +152,7 @@ func TestATenantRecreatedUnderAnotherNamespaceLeavesNoOldData(t *testing.T) {
 // never stamps or deletes it, however long its Tenant stays away.
 func TestANamespaceWithOnlyTheTenantLabelIsNeverDeleted(t *testing.T) {
 	g := NewWithT(t)
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-		Name: "gitops-ahead", Labels: map[string]string{platformv1.LabelTenant: "not-yet"},
-	}}
-	g.Expect(k8s.Create(ctx, ns)).To(Succeed())
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+	ns := labelledNamespace(t, g, "gitops-ahead", "not-yet")
 	startOperator(t)
 	g.Eventually(func(g Gomega) {
 		g.Expect(metricValue(g, "omniflow_orphans", "kind", "unowned-namespace")).To(BeNumerically(">=", 1))
@@ -163,11 +169,7 @@ func TestANamespaceWithOnlyTheTenantLabelIsNeverDeleted(t *testing.T) {
 // stay, and the operator's marks are removed.
 func TestAnAdoptedNamespaceStaysWhenItsTenantGoes(t *testing.T) {
 	g := NewWithT(t)
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-		Name: "team-adopted", Labels: map[string]string{platformv1.LabelTenant: "adopter"},
-	}}
-	g.Expect(k8s.Create(ctx, ns)).To(Succeed())
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+	ns := labelledNamespace(t, g, "team-adopted", "adopter")
 	theirs := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "team-settings", Namespace: ns.Name}}
 	g.Expect(k8s.Create(ctx, theirs)).To(Succeed())
 	startOperator(t)
