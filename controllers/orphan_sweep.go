@@ -115,15 +115,6 @@ func (s *OrphanSweeper) Start(ctx context.Context) error {
 // Sweep runs one pass. busy reports an erasure still in progress.
 func (s *OrphanSweeper) Sweep(ctx context.Context) (busy bool, err error) {
 	log := logf.FromContext(ctx)
-	var tenants platformv1.TenantList
-	if err := s.APIReader.List(ctx, &tenants); err != nil {
-		if meta.IsNoMatchError(err) || apierrors.IsNotFound(err) {
-			sweepStoodDown.Set(1)
-			log.Error(err, "Tenant CRD is missing: the orphan sweep stands down rather than treat every tenant as gone")
-			return false, nil
-		}
-		return false, fmt.Errorf("list tenants: %w", err)
-	}
 	sel, err := tenantLabelSelector()
 	if err != nil {
 		return false, err
@@ -136,45 +127,26 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (busy bool, err error) {
 	if err := s.APIReader.List(ctx, &pvs, client.MatchingLabelsSelector{Selector: sel}); err != nil {
 		return false, fmt.Errorf("list tenant volumes: %w", err)
 	}
+	// Tenants are listed after what they own: a namespace made for a Tenant
+	// created meanwhile is listed with its Tenant, never as an orphan.
+	var tenants platformv1.TenantList
+	if err := s.APIReader.List(ctx, &tenants); err != nil {
+		if meta.IsNoMatchError(err) || apierrors.IsNotFound(err) {
+			sweepStoodDown.Set(1)
+			log.Error(err, "Tenant CRD is missing: the orphan sweep stands down rather than treat every tenant as gone")
+			return false, nil
+		}
+		return false, fmt.Errorf("list tenants: %w", err)
+	}
 
-	var orphanNS []*corev1.Namespace
-	owned, unowned := 0, 0
-	listed := map[string]bool{}
-	for i := range nss.Items {
-		ns := &nss.Items[i]
-		listed["Namespace/"+ns.Name] = true
-		switch ownerOf(ns, ns.Name, tenants.Items) {
-		case ownerLive:
-			owned++
-			if err := s.clearStamp(ctx, ns); err != nil {
-				return false, err
-			}
-		case ownerGone:
-			owned++
-			orphanNS = append(orphanNS, ns)
-		case ownerNone:
-			// Labelled, but not bound to a Tenant by the operator's mark:
-			// someone else's (GitOps ahead of its Tenant). Never touched.
-			if tenantNamed(tenants.Items, ns.Labels[platformv1.LabelTenant]) == nil {
-				unowned++
-			}
-		}
+	f, err := s.classify(ctx, nss.Items, pvs.Items, tenants.Items)
+	if err != nil {
+		return false, err
 	}
-	var orphanPV []*corev1.PersistentVolume
-	for i := range pvs.Items {
-		pv := &pvs.Items[i]
-		listed["PersistentVolume/"+pv.Name] = true
-		claimNS := ""
-		if pv.Spec.ClaimRef != nil {
-			claimNS = pv.Spec.ClaimRef.Namespace
-		}
-		if pv.Status.Phase != corev1.VolumeBound && ownerOf(pv, claimNS, tenants.Items) == ownerGone {
-			orphanPV = append(orphanPV, pv)
-		}
-	}
+	orphanNS, orphanPV, owned, listed := f.namespaces, f.volumes, f.owned, f.listed
 	orphansFound.WithLabelValues("namespace").Set(float64(len(orphanNS)))
 	orphansFound.WithLabelValues("volume").Set(float64(len(orphanPV)))
-	orphansFound.WithLabelValues("unowned-namespace").Set(float64(unowned))
+	orphansFound.WithLabelValues("unowned-namespace").Set(float64(f.unowned))
 
 	if tooMany(len(orphanNS), owned, s.MaxOrphanShare) {
 		sweepStoodDown.Set(1)
@@ -203,6 +175,56 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (busy bool, err error) {
 		note(s.sweepVolume(ctx, pv))
 	}
 	return busy, errors.Join(errs...)
+}
+
+// findings are what one sweep found.
+type findings struct {
+	namespaces []*corev1.Namespace
+	volumes    []*corev1.PersistentVolume
+	// owned counts the namespaces bound to a Tenant by the mark (live or
+	// not); unowned those labelled for a Tenant that does not exist, without
+	// the mark.
+	owned, unowned int
+	// listed holds "Kind/name" of everything listed.
+	listed map[string]bool
+}
+
+// classify sorts what the sweep listed into orphans and the rest, and
+// clears the stamp of a namespace whose Tenant came back.
+func (s *OrphanSweeper) classify(ctx context.Context, nss []corev1.Namespace, pvs []corev1.PersistentVolume, tenants []platformv1.Tenant) (findings, error) {
+	f := findings{listed: map[string]bool{}}
+	for i := range nss {
+		ns := &nss[i]
+		f.listed["Namespace/"+ns.Name] = true
+		switch ownerOf(ns, ns.Name, tenants) {
+		case ownerLive:
+			f.owned++
+			if err := s.clearStamp(ctx, ns); err != nil {
+				return f, err
+			}
+		case ownerGone:
+			f.owned++
+			f.namespaces = append(f.namespaces, ns)
+		case ownerNone:
+			// Labelled, but not bound to a Tenant by the operator's mark:
+			// someone else's (GitOps ahead of its Tenant). Never touched.
+			if tenantNamed(tenants, ns.Labels[platformv1.LabelTenant]) == nil {
+				f.unowned++
+			}
+		}
+	}
+	for i := range pvs {
+		pv := &pvs[i]
+		f.listed["PersistentVolume/"+pv.Name] = true
+		claimNS := ""
+		if pv.Spec.ClaimRef != nil {
+			claimNS = pv.Spec.ClaimRef.Namespace
+		}
+		if pv.Status.Phase != corev1.VolumeBound && ownerOf(pv, claimNS, tenants) == ownerGone {
+			f.volumes = append(f.volumes, pv)
+		}
+	}
+	return f, nil
 }
 
 // owner is whose a labelled namespace or volume is.
@@ -266,13 +288,16 @@ func tenantLabelSelector() (labels.Selector, error) {
 	return labels.NewSelector().Add(*req), nil
 }
 
-// clearStamp clears the orphan stamp of a namespace whose Tenant came back.
+// clearStamp clears the orphan stamp (and any record of a started orphan
+// erasure) of a namespace whose Tenant came back.
 func (s *OrphanSweeper) clearStamp(ctx context.Context, ns *corev1.Namespace) error {
 	if _, ok := ns.Annotations[AnnotationOrphanedAt]; !ok {
 		return nil
 	}
-	if err := s.Eraser.annotate(ctx, ns, AnnotationOrphanedAt, ""); err != nil {
-		return fmt.Errorf("clear orphan stamp of %s: %w", ns.Name, err)
+	for _, k := range []string{AnnotationErasedSteps, AnnotationOrphanedAt} {
+		if err := s.Eraser.annotate(ctx, ns, k, ""); err != nil {
+			return fmt.Errorf("clear orphan stamp of %s: %w", ns.Name, err)
+		}
 	}
 	s.Recorder.Eventf(ns, nil, corev1.EventTypeNormal, "Adopted", "Sweep",
 		"Tenant %s exists again and adopts namespace %s; its data is kept", ns.Labels[platformv1.LabelTenant], ns.Name)
