@@ -27,9 +27,6 @@ import (
 // steps.
 type erasureTarget struct {
 	tenantRef
-	// Origin is OriginCreated (erasure deletes the namespace) or anything
-	// else (the namespace is kept; only the tenant's objects in it go).
-	Origin string
 	// Backend selects the store's erasure (storeErasers).
 	Backend platformv1.StorageBackend
 	// Database is the PostgreSQL database and role (PostgreSQL only).
@@ -49,8 +46,9 @@ var storeErasers = map[platformv1.StorageBackend]func(*TenantReconciler, context
 }
 
 // targetForTenant is the erasure target of a live Tenant. The spec and status
-// say what was provisioned; the namespace's marks add what only they record
-// (the origin, the bound volume).
+// say what was provisioned; the namespace's mark adds the bound volume,
+// which only it may still name. (Whether the namespace was created or
+// adopted, DeleteNamespace reads from the namespace itself.)
 func (r *TenantReconciler) targetForTenant(ctx context.Context, t *platformv1.Tenant) (*erasureTarget, error) {
 	tgt := &erasureTarget{tenantRef: refOf(t), Backend: storageBackend(t), Regarding: t}
 	if tgt.Backend == platformv1.StoragePostgreSQL {
@@ -65,11 +63,8 @@ func (r *TenantReconciler) targetForTenant(ctx context.Context, t *platformv1.Te
 	case apierrors.IsNotFound(err):
 	case err != nil:
 		return nil, fmt.Errorf("get namespace %s: %w", tgt.Namespace, err)
-	case tenantOwns(&ns, tgt.tenantRef):
-		tgt.Origin = ns.Annotations[AnnotationNamespaceOrigin]
-		if v := ns.Annotations[AnnotationVolume]; v != "" {
-			tgt.Volume = v
-		}
+	case tenantOwns(&ns, tgt.tenantRef) && ns.Annotations[AnnotationVolume] != "":
+		tgt.Volume = ns.Annotations[AnnotationVolume]
 	}
 	return tgt, nil
 }
@@ -81,7 +76,6 @@ func targetFromNamespace(ns *corev1.Namespace) (*erasureTarget, error) {
 	a := ns.Annotations
 	tgt := &erasureTarget{
 		tenantRef: tenantRef{Name: ns.Labels[platformv1.LabelTenant], UID: types.UID(a[AnnotationTenantUID]), Namespace: ns.Name},
-		Origin:    a[AnnotationNamespaceOrigin],
 		Backend:   platformv1.StorageBackend(a[AnnotationStorageBackend]),
 		Database:  a[AnnotationPostgresDatabase],
 		Volume:    a[AnnotationVolume],

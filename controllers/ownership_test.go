@@ -101,7 +101,7 @@ func TestOrphanTargetComesFromTheMarksAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tgt.Backend != platformv1.StoragePostgreSQL || tgt.Database != "omniflow_a" || tgt.UID != "uid-1" || tgt.Origin != OriginCreated {
+	if tgt.Backend != platformv1.StoragePostgreSQL || tgt.Database != "omniflow_a" || tgt.UID != "uid-1" || tgt.Namespace != "tenant-a" {
 		t.Fatalf("target = %+v", tgt)
 	}
 	for name, ns := range map[string]*corev1.Namespace{

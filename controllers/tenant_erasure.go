@@ -11,6 +11,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 )
@@ -54,6 +55,7 @@ func (r *TenantReconciler) reconcileDeactivated(ctx context.Context, t *platform
 			r.setErasurePhase(t, now)
 			return ctrl.Result{RequeueAfter: erasurePoll}, nil
 		}
+		logf.FromContext(ctx).Info("Erasure step done", "step", step, "verification", verification)
 		recordStep(t, step, r.Clock.Now(), verification)
 		step, wait = erasurePlan(t, now)
 	}
