@@ -361,6 +361,8 @@ func (r *TenantReconciler) deleteNamespace(ctx context.Context, tgt *erasureTarg
 		return "Namespace " + name + " not found", true, nil
 	case err != nil:
 		return "", false, fmt.Errorf("get namespace: %w", err)
+	case ns.Annotations[AnnotationReleasedFrom] == string(tgt.UID) && tgt.UID != "":
+		return adoptedKept(name), true, nil // released by an earlier run of this step
 	case !tenantOwns(&ns, tgt.tenantRef):
 		return "Namespace " + name + " exists and carries no ownership mark of this Tenant; left alone", true, nil
 	case ns.Annotations[AnnotationNamespaceOrigin] != OriginCreated:
@@ -418,10 +420,15 @@ func (r *TenantReconciler) releaseAdopted(ctx context.Context, tgt *erasureTarge
 	for _, k := range operatorMarks(ns) {
 		delete(ns.Annotations, k)
 	}
+	ns.Annotations[AnnotationReleasedFrom] = string(tgt.UID)
 	if err := r.Patch(ctx, ns, patch); err != nil {
 		return "", false, fmt.Errorf("remove the operator's marks from namespace %s: %w", ns.Name, err)
 	}
-	return "Namespace " + ns.Name + " was adopted and is kept: no MetaChannel, DeletionRequest or Secret of the tenant left in it; the operator's marks removed", true, nil
+	return adoptedKept(ns.Name), true, nil
+}
+
+func adoptedKept(ns string) string {
+	return "Namespace " + ns + " was adopted and is kept: no MetaChannel, DeletionRequest or Secret of the tenant left in it; the operator's marks removed"
 }
 
 // namespaceBlockers names what keeps a namespace terminating, so that an SRE

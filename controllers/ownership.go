@@ -37,6 +37,11 @@ const (
 	// claim, recorded once bound: once the claim is gone, it is the only
 	// place that still names the volume.
 	AnnotationVolume = MarkPrefix + "volume"
+	// AnnotationReleasedFrom is left, in place of the other marks, on an
+	// adopted namespace whose tenant's erasure is complete: the UID of that
+	// Tenant. It binds the namespace to nobody, and lets a repeated erasure
+	// step report what it did instead of "not the tenant's".
+	AnnotationReleasedFrom = MarkPrefix + "released-from"
 )
 
 // Values of AnnotationNamespaceOrigin.

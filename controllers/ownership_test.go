@@ -1,13 +1,17 @@
 package controllers
 
 import (
+	"context"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	ktypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 )
@@ -112,5 +116,42 @@ func TestOrphanTargetComesFromTheMarksAlone(t *testing.T) {
 		if _, err := targetFromNamespace(ns); err == nil {
 			t.Errorf("%s: a target was guessed", name)
 		}
+	}
+}
+
+// Releasing an adopted namespace removes the marks that made it the
+// tenant's. A repeated run of the step (its record was lost to a status
+// conflict) must still report what was done, not "not the tenant's".
+func TestReleasingAnAdoptedNamespaceReportsTheSameWhenRepeated(t *testing.T) {
+	sch := runtime.NewScheme()
+	if err := AddToScheme(sch); err != nil {
+		t.Fatal(err)
+	}
+	ns := markedNamespace("team-a", "a", "uid-1", map[string]string{
+		AnnotationNamespaceOrigin: OriginAdopted, AnnotationStorageBackend: "SQLite", "example.test/theirs": "kept",
+	})
+	c := fake.NewClientBuilder().WithScheme(sch).WithObjects(ns).Build()
+	r := &TenantReconciler{Client: c, APIReader: c}
+	tgt := &erasureTarget{tenantRef: tenantRef{Name: "a", UID: "uid-1", Namespace: "team-a"}, Backend: platformv1.StorageSQLite}
+	ctx := context.Background()
+	first, done, err := r.deleteNamespace(ctx, tgt)
+	if err != nil || !done {
+		t.Fatalf("deleteNamespace() = %q, %v, %v", first, done, err)
+	}
+	again, done, err := r.deleteNamespace(ctx, tgt)
+	if err != nil || !done || again != first || !strings.Contains(again, "was adopted and is kept") {
+		t.Fatalf("repeated deleteNamespace() = %q, %v, %v; first said %q", again, done, err, first)
+	}
+	var got corev1.Namespace
+	if err := c.Get(ctx, client.ObjectKey{Name: "team-a"}, &got); err != nil {
+		t.Fatalf("the adopted namespace is gone: %v", err)
+	}
+	if tenantOwns(&got, tgt.tenantRef) || got.Annotations["example.test/theirs"] != "kept" {
+		t.Fatalf("annotations after release: %v", got.Annotations)
+	}
+	// Another Tenant of the name is told the truth: not its namespace.
+	other, _, _ := r.deleteNamespace(ctx, &erasureTarget{tenantRef: tenantRef{Name: "a", UID: "uid-2", Namespace: "team-a"}})
+	if !strings.Contains(other, "carries no ownership mark") {
+		t.Fatalf("another Tenant's erasure says %q", other)
 	}
 }

@@ -191,8 +191,11 @@ func TestAnAdoptedNamespaceStaysWhenItsTenantGoes(t *testing.T) {
 		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ns), ns)).To(Succeed())
 		g.Expect(ns.DeletionTimestamp).To(BeNil(), "an adopted namespace is never deleted")
 		for k := range ns.Annotations {
-			g.Expect(k).NotTo(HavePrefix(controllers.MarkPrefix), "the operator's marks are removed")
+			if k != controllers.AnnotationReleasedFrom {
+				g.Expect(k).NotTo(HavePrefix(controllers.MarkPrefix), "the operator's marks are removed")
+			}
 		}
+		g.Expect(ns.Annotations).To(HaveKeyWithValue(controllers.AnnotationReleasedFrom, string(tn.UID)))
 		var channels platformv1.MetaChannelList
 		g.Expect(k8s.List(ctx, &channels, client.InNamespace(ns.Name))).To(Succeed())
 		g.Expect(channels.Items).To(BeEmpty())
