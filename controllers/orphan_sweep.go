@@ -240,7 +240,10 @@ const (
 	ownerGone
 )
 
-// ownerOf decides whose an object is from its marks and the live Tenants.
+// ownerOf decides whose an object is from its marks and the live Tenants:
+// the sweep's side of tenantOwns, which asks the same of one Tenant. The
+// UID decides; the tenant label of a bound namespace only the operator may
+// change (config/policy/namespace_marks.yaml).
 // namespace is the tenant namespace the object belongs to (the namespace
 // itself, or a volume's claim's). A Tenant re-created under the same name
 // and the same namespace takes it over (the reconciler re-binds the mark);

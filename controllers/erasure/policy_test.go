@@ -86,6 +86,16 @@ func TestOnlyTheOperatorMayWriteTheOwnershipMarks(t *testing.T) {
 		return c.Patch(ctx, &ns, patch)
 	}
 
+	relabel := func(c client.Client, name, tenant string) error {
+		var ns corev1.Namespace
+		if err := k8s.Get(ctx, client.ObjectKey{Name: name}, &ns); err != nil {
+			return err
+		}
+		patch := client.MergeFrom(ns.DeepCopy())
+		ns.Labels[platformv1.LabelTenant] = tenant
+		return c.Patch(ctx, &ns, patch)
+	}
+
 	for _, attacker := range []struct {
 		name string
 		c    client.Client
@@ -109,6 +119,10 @@ func TestOnlyTheOperatorMayWriteTheOwnershipMarks(t *testing.T) {
 			refused(g, annotate(attacker.c, victim.Name, func(a map[string]string) { a[controllers.AnnotationTenantUID] = "uid-other" }))
 			refused(g, annotate(attacker.c, victim.Name, func(a map[string]string) { delete(a, controllers.AnnotationTenantUID) }))
 			refused(g, annotate(attacker.c, victim.Name, func(a map[string]string) { a[controllers.AnnotationOrphanedAt] = "2001-01-01T00:00:00Z" }))
+			// Nor may the tenant label of a bound namespace change: it names the Tenant.
+			err := relabel(attacker.c, victim.Name, "someone-else")
+			g.Expect(err).To(HaveOccurred())
+			g.Expect(err.Error()).To(ContainSubstring("only the Omniflow operator may change the label"))
 			forged := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 				Name:   "forged-mark",
 				Labels: map[string]string{platformv1.LabelTenant: "victim"},
@@ -127,6 +141,7 @@ func TestOnlyTheOperatorMayWriteTheOwnershipMarks(t *testing.T) {
 				g.Expect(k).NotTo(HavePrefix(controllers.MarkPrefix))
 			}
 			g.Expect(annotate(attacker.c, labelled.Name, func(a map[string]string) { a["example.test/owner"] = "payroll" })).To(Succeed())
+			g.Expect(relabel(attacker.c, labelled.Name, "victim")).To(Succeed(), "an unbound namespace's label stays theirs")
 		})
 	}
 
