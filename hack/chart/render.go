@@ -52,6 +52,9 @@ func render(root string) (map[string][]byte, error) {
 		}
 		doc := string(data)
 		doc = strings.ReplaceAll(doc, "namespace: "+kustomizeNamespace, "namespace: {{ .Release.Namespace }}")
+		// The namespace-marks policy names the operator's ServiceAccount by its
+		// namespace, as a CEL string.
+		doc = strings.ReplaceAll(doc, `'"`+kustomizeNamespace+`"'`, `'"{{ .Release.Namespace }}"'`)
 		doc = strings.ReplaceAll(doc, kustomizeImage, "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}")
 		docs = append(docs, doc)
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/rest"
@@ -25,6 +26,8 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 )
@@ -159,11 +162,65 @@ func StartControllerManager(env *Env, assets string, controllers ...string) (fun
 	}, nil
 }
 
+// OperatorUser is the identity the operator runs as when config/default
+// deploys it: the namespace-marks admission policy lets only this user set
+// the operator's marks on namespaces (a test in this package checks that
+// the rendered policy names it).
+const OperatorUser = "system:serviceaccount:omniflow-system:omniflow-controller-manager"
+
+// AsOperator is cfg impersonating the operator's ServiceAccount (with the
+// admin's powers: the tests do not prove RBAC here), so that the shipped
+// admission policies see the operator as they do in a cluster.
+func AsOperator(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	c.Impersonate = rest.ImpersonationConfig{UserName: OperatorUser, Groups: []string{"system:masters", "system:authenticated"}}
+	return c
+}
+
+// ShippedPolicies renders config/default with the pinned kustomize and
+// returns its admission policies and bindings, named as deployed.
+func ShippedPolicies() ([]*unstructured.Unstructured, error) {
+	_, file, _, _ := runtime.Caller(0)
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	res, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(filepath.Dir(file), "..", "..", "config", "default"))
+	if err != nil {
+		return nil, fmt.Errorf("kustomize build config/default: %w", err)
+	}
+	var out []*unstructured.Unstructured
+	for _, r := range res.Resources() {
+		if !strings.HasPrefix(r.GetKind(), "ValidatingAdmissionPolicy") {
+			continue
+		}
+		m, err := r.Map()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, &unstructured.Unstructured{Object: m})
+	}
+	return out, nil
+}
+
+// InstallPolicies applies the shipped admission policies to the control
+// plane, as `kubectl apply -k config/default` would.
+func InstallPolicies(c client.Client) error {
+	policies, err := ShippedPolicies()
+	if err != nil {
+		return err
+	}
+	for _, p := range policies {
+		if err := c.Apply(context.Background(), client.ApplyConfigurationFromUnstructured(p), client.FieldOwner("testenv"), client.ForceOwnership); err != nil {
+			return fmt.Errorf("apply %s %s: %w", p.GetKind(), p.GetName(), err)
+		}
+	}
+	return nil
+}
+
 // StartOperator runs the operator's manager with its controllers, set up as
 // cmd/manager sets them up, until stop is called. Several may run one after
-// another in one process (tests restart the operator).
+// another in one process (tests restart the operator). It runs as the
+// operator's ServiceAccount (AsOperator).
 func StartOperator(cfg *rest.Config, scheme *kruntime.Scheme, opts controllers.Options) (stop func(), err error) {
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	mgr, err := ctrl.NewManager(AsOperator(cfg), ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
