@@ -3,7 +3,6 @@ package controllers_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -11,39 +10,23 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
+	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
 )
 
-// installWorkerPolicy applies, for real, the admission policy and binding that
-// config/default ships (rendered with the pinned kustomize, names prefixed as deployed),
-// and removes them when the test ends.
+// installWorkerPolicy applies, for real, the admission policies and bindings that
+// config/default ships, and removes them when the test ends.
 func installWorkerPolicy(t *testing.T, g Gomega) {
 	t.Helper()
-	ctx := context.Background()
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	res, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join("..", "config", "default"))
+	objs, err := testenv.InstallPolicies(context.Background(), k8s)
 	g.Expect(err).NotTo(HaveOccurred())
-	var n int
-	for _, r := range res.Resources() {
-		if !strings.HasPrefix(r.GetKind(), "ValidatingAdmissionPolicy") {
-			continue
-		}
-		m, err := r.Map()
-		g.Expect(err).NotTo(HaveOccurred())
-		obj := &unstructured.Unstructured{Object: m}
-		g.Expect(obj.GetNamespace()).To(BeEmpty(), "%s is cluster-scoped", obj.GetKind())
-		g.Expect(k8s.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner("policy-test"), client.ForceOwnership)).To(Succeed())
+	for _, obj := range objs {
 		t.Cleanup(func() { _ = k8s.Delete(context.Background(), obj) })
-		n++
 	}
-	g.Expect(n).To(Equal(2), "config/default ships the policy and its binding")
+	g.Expect(objs).To(HaveLen(2), "config/default ships the policy and its binding")
 }
 
 // RBAC lets a tenant's worker create Secrets and DeletionRequests (Meta's deletion

@@ -1,0 +1,52 @@
+package security_test
+
+import (
+	"testing"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+	"github.com/omniflowcrm/omniflow-operator/controllers"
+)
+
+// tenant creates an Active Tenant and waits for the operator to provision its
+// namespace and the worker's Role.
+func tenant(t *testing.T, g Gomega, name string) string {
+	t.Helper()
+	tn := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	g.Expect(admin.Create(ctx, tn)).To(Succeed())
+	ns := tn.NamespaceName()
+	g.Eventually(func() error {
+		return admin.Get(ctx, types.NamespacedName{Namespace: ns, Name: controllers.WorkerName}, &rbacv1.Role{})
+	}, timeout, interval).Should(Succeed())
+	return ns
+}
+
+// impersonate returns a client acting as user (with groups).
+func impersonate(g Gomega, user string, groups ...string) client.Client {
+	cfg := rest.CopyConfig(restCfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: groups}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	g.ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	return c
+}
+
+// worker acts as the tenant's worker ServiceAccount.
+func worker(g Gomega, ns string) client.Client {
+	return impersonate(g, "system:serviceaccount:"+ns+":"+controllers.WorkerName,
+		"system:serviceaccounts", "system:serviceaccounts:"+ns, "system:authenticated")
+}
+
+// secretUnchanged fails unless the Secret still exists with the same
+// resourceVersion (nothing changed, nothing deleted).
+func secretUnchanged(g Gomega, before *corev1.Secret) {
+	var now corev1.Secret
+	g.ExpectWithOffset(1, admin.Get(ctx, client.ObjectKeyFromObject(before), &now)).To(Succeed(), "Secret %s deleted", before.Name)
+	g.ExpectWithOffset(1, now.ResourceVersion).To(Equal(before.ResourceVersion), "Secret %s changed", before.Name)
+}
