@@ -349,11 +349,15 @@ func (r *DeletionRequestReconciler) patchStatus(ctx context.Context, orig, dr *p
 }
 
 // SetupWithManager watches DeletionRequests (their status too: the worker
-// reports completion there) and the Tenants whose state they depend on.
+// reports completion there) and the Tenants and MetaChannels whose state they
+// depend on.
 func (r *DeletionRequestReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&platformv1.DeletionRequest{}).
 		Watches(&platformv1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.tenantRequests)).
+		// A channel decides whether a request's channel exists and whether its
+		// subject Secret is in use: look at the namespace's requests again.
+		Watches(&platformv1.MetaChannel{}, handler.EnqueueRequestsFromMapFunc(r.namespaceRequests)).
 		WithOptions(controllerOptions()).
 		Named("deletionrequest").
 		Complete(r)
@@ -364,8 +368,16 @@ func (r *DeletionRequestReconciler) tenantRequests(ctx context.Context, o client
 	if !ok {
 		return nil
 	}
+	return r.requestsIn(ctx, t.NamespaceName())
+}
+
+func (r *DeletionRequestReconciler) namespaceRequests(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.requestsIn(ctx, o.GetNamespace())
+}
+
+func (r *DeletionRequestReconciler) requestsIn(ctx context.Context, ns string) []reconcile.Request {
 	var drs platformv1.DeletionRequestList
-	if err := r.List(ctx, &drs, client.InNamespace(t.NamespaceName())); err != nil {
+	if err := r.List(ctx, &drs, client.InNamespace(ns)); err != nil {
 		return nil
 	}
 	out := make([]reconcile.Request, 0, len(drs.Items))

@@ -50,12 +50,24 @@ func IsAdmissionPolicy(obj *unstructured.Unstructured) bool {
 // config/default ships, exactly as rendered for deployment. It returns what it
 // applied, so that a test may remove them again.
 func InstallPolicies(ctx context.Context, c client.Client) ([]*unstructured.Unstructured, error) {
-	objs, err := RenderDefault(IsAdmissionPolicy)
+	return ApplyDefault(ctx, c, IsAdmissionPolicy)
+}
+
+// IsEditorRole says whether obj is the ClusterRole that config/default
+// aggregates into the built-in edit role.
+func IsEditorRole(obj *unstructured.Unstructured) bool {
+	return obj.GetKind() == "ClusterRole" && obj.GetLabels()["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+}
+
+// ApplyDefault applies the cluster-scoped objects of config/default for which
+// keep says yes, as rendered for deployment, and returns them.
+func ApplyDefault(ctx context.Context, c client.Client, keep func(*unstructured.Unstructured) bool) ([]*unstructured.Unstructured, error) {
+	objs, err := RenderDefault(keep)
 	if err != nil {
 		return nil, err
 	}
 	if len(objs) == 0 {
-		return nil, fmt.Errorf("config/default ships no admission policy")
+		return nil, fmt.Errorf("config/default ships none of the objects asked for")
 	}
 	for _, obj := range objs {
 		if obj.GetNamespace() != "" {

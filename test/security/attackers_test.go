@@ -39,8 +39,28 @@ func impersonate(g Gomega, user string, groups ...string) client.Client {
 
 // worker acts as the tenant's worker ServiceAccount.
 func worker(g Gomega, ns string) client.Client {
-	return impersonate(g, "system:serviceaccount:"+ns+":"+controllers.WorkerName,
-		"system:serviceaccounts", "system:serviceaccounts:"+ns, "system:authenticated")
+	c, err := client.New(workerConfig(ns), client.Options{Scheme: scheme})
+	g.ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	return c
+}
+
+// editor acts as a person bound to the built-in edit ClusterRole in ns (and
+// to the rules config/default aggregates into it).
+func editor(t *testing.T, g Gomega, ns string) client.Client {
+	t.Helper()
+	user := "editor@" + ns
+	for _, role := range []string{"edit", editorRole} {
+		rb := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "editor-" + role, Namespace: ns},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+		}
+		g.ExpectWithOffset(1, admin.Create(ctx, rb)).To(Succeed())
+	}
+	c := impersonate(g, user, "system:authenticated")
+	// RBAC takes effect within moments: wait until the editor can list Secrets.
+	g.EventuallyWithOffset(1, func() error { return c.List(ctx, &corev1.SecretList{}, client.InNamespace(ns)) }, timeout, interval).Should(Succeed())
+	return c
 }
 
 // secretUnchanged fails unless the Secret still exists with the same
