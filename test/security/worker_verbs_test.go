@@ -1,8 +1,8 @@
 package security_test
 
 import (
-	"strings"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -78,27 +78,74 @@ func TestWorkerReadsChannelsAndRequestsButCannotChangeThem(t *testing.T) {
 	g.Expect(afterDR.Labels).NotTo(HaveKey("forged"))
 }
 
-// The worker may patch a request's status (it reports erasures there). Forging
-// one, for a request that names the TLS Secret, gets it neither the Secret nor
-// the operator to delete it: both look at the Secret itself, never only at
-// what a status says.
-func TestWorkerForgingARequestsStatusGainsNothing(t *testing.T) {
+// The worker may patch a request's status (it reports erasures there); the
+// shipped policy holds it to its own fields. It cannot undo a refusal (for a
+// request that names the TLS Secret), accept a request the operator has not
+// accepted, or write the operator's conditions and clock. Even a status that
+// said otherwise would gain it nothing: the Role and the clean-up look at the
+// Secret itself.
+func TestWorkerCannotForgeARequestsStatus(t *testing.T) {
 	g := NewWithT(t)
 	ns := tenant(t, g, "sec-forge")
 	ed := editor(t, g, ns)
 	w := worker(g, ns)
 	tls := tlsSecretIn(g, ns, tlsSecret)
-	for _, phase := range []platformv1.DeletionPhase{platformv1.DeletionRunning, platformv1.DeletionCompleted} {
-		dr := request(ns, "forge-"+strings.ToLower(string(phase)), tlsSecret, corev1.TLSPrivateKeyKey)
-		g.Expect(ed.Create(ctx, dr)).To(Succeed())
-		refused(g, dr, platformv1.ReasonSubjectSecretInUse, tlsKey)
+	steal := request(ns, "forge-tls", tlsSecret, corev1.TLSPrivateKeyKey)
+	g.Expect(ed.Create(ctx, steal)).To(Succeed())
+	refused(g, steal, platformv1.ReasonSubjectSecretInUse, tlsKey)
+	early := request(ns, "forge-early", "not-yet", "id") // waits for its Secret: no phase
+	g.Expect(ed.Create(ctx, early)).To(Succeed())
+	fair := request(ns, "forge-fair", "forge-fair-subject", "id")
+	g.Expect(ed.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "forge-fair-subject", Namespace: ns},
+		Type:       platformv1.SubjectSecretType, StringData: map[string]string{"id": "15550101010"},
+	})).To(Succeed())
+	g.Expect(ed.Create(ctx, fair)).To(Succeed())
+	g.Eventually(func(g Gomega) {
 		var got platformv1.DeletionRequest
-		g.Expect(w.Get(ctx, client.ObjectKeyFromObject(dr), &got)).To(Succeed())
-		patch := client.MergeFrom(got.DeepCopy())
-		got.Status.Phase = phase
-		apimeta.SetStatusCondition(&got.Status.Conditions, metav1.Condition{Type: platformv1.ConditionReady, Status: metav1.ConditionTrue, Reason: platformv1.ReasonCompleted})
-		g.Expect(w.Status().Patch(ctx, &got, patch)).To(Succeed(), "the worker reports on requests")
+		g.Expect(admin.Get(ctx, client.ObjectKeyFromObject(fair), &got)).To(Succeed())
+		g.Expect(got.Status.Phase).To(Equal(platformv1.DeletionPending))
+		g.Expect(admin.Get(ctx, client.ObjectKeyFromObject(early), &got)).To(Succeed())
+		g.Expect(got.Status.ReceivedAt).NotTo(BeNil())
+	}, timeout, interval).Should(Succeed())
+
+	forge := func(dr *platformv1.DeletionRequest, change func(*platformv1.DeletionRequestStatus)) error {
+		var got platformv1.DeletionRequest
+		g.ExpectWithOffset(1, w.Get(ctx, client.ObjectKeyFromObject(dr), &got)).To(Succeed())
+		patch := client.MergeFromWithOptions(got.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		change(&got.Status)
+		return w.Status().Patch(ctx, &got, patch)
 	}
+	readyTrue := func(s *platformv1.DeletionRequestStatus) {
+		apimeta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: platformv1.ConditionReady, Status: metav1.ConditionTrue, Reason: platformv1.ReasonCompleted})
+	}
+	for what, attempt := range map[string]func() error{
+		"reopen a refused request": func() error {
+			return forge(steal, func(s *platformv1.DeletionRequestStatus) { s.Phase = platformv1.DeletionPending })
+		},
+		"complete a refused request": func() error {
+			return forge(steal, func(s *platformv1.DeletionRequestStatus) { s.Phase = platformv1.DeletionCompleted })
+		},
+		"accept a request itself": func() error {
+			return forge(early, func(s *platformv1.DeletionRequestStatus) { s.Phase = platformv1.DeletionPending })
+		},
+		"write Ready": func() error { return forge(fair, readyTrue) },
+		"move the deadline": func() error {
+			return forge(fair, func(s *platformv1.DeletionRequestStatus) { s.Deadline.Time = s.Deadline.Add(365 * 24 * time.Hour) })
+		},
+		"un-refuse through the operator's condition": func() error { return forge(steal, readyTrue) },
+	} {
+		denied(g, attempt(), what)
+	}
+	// What it is there for passes: reporting on an accepted request.
+	g.Expect(forge(fair, func(s *platformv1.DeletionRequestStatus) {
+		s.Phase = platformv1.DeletionRunning
+		apimeta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: platformv1.ConditionSubjectErased, Status: metav1.ConditionFalse, Reason: "Erasing"})
+	})).To(Succeed())
+
+	var got platformv1.DeletionRequest
+	g.Expect(admin.Get(ctx, client.ObjectKeyFromObject(steal), &got)).To(Succeed())
+	g.Expect(got.Status.Phase).To(Equal(platformv1.DeletionRefused))
 	neverReadable(g, w, tls)
 	secretUnchanged(g, tls)
 	var role rbacv1.Role
