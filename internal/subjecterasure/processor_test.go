@@ -360,3 +360,33 @@ func TestNormalize(t *testing.T) {
 		t.Errorf("PSID: %q", got)
 	}
 }
+
+// The operator accepts a request (Pending) a moment before its Tenant controller
+// adds the subject Secret to the worker's Role: until then the worker's read is
+// refused, and it waits quietly without failing the request or erasing anything.
+func TestAcceptedRequestWaitsUntilTheRoleGrantsItsSubject(t *testing.T) {
+	ns := "tenant-not-granted"
+	setup(t, ns)
+	st := openStore(t)
+	seed(t, st)
+	dr := file(t, ns, "early", alice)
+	p := &subjecterasure.Processor{
+		Client: workerClient(t, ns, nil), Namespace: ns, Store: st, Clock: clocktesting.NewFakeClock(time.Now()),
+	}
+	if err := p.ProcessPending(ctx); err != nil {
+		t.Fatalf("a subject not granted yet is an error: %v", err)
+	}
+	if got := get(t, dr); got.Status.Phase != platformv1.DeletionPending || got.Status.Conditions != nil {
+		t.Fatalf("status changed before the subject was readable: %+v", got.Status)
+	}
+	if left := exported(t, st, alice); len(left) != 4 {
+		t.Fatalf("erased before the subject was readable: %d records left of 4", len(left))
+	}
+	p.Client = workerClient(t, ns, []platformv1.DeletionRequest{*dr})
+	if err := p.ProcessPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, dr); got.Status.Phase != platformv1.DeletionCompleted {
+		t.Fatalf("phase %q once granted, want Completed", got.Status.Phase)
+	}
+}
