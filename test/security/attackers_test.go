@@ -1,6 +1,7 @@
 package security_test
 
 import (
+	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -44,23 +45,54 @@ func worker(g Gomega, ns string) client.Client {
 	return c
 }
 
-// editor acts as a person bound to the built-in edit ClusterRole in ns (and
-// to the rules config/default aggregates into it).
+// editor acts as a person bound to the built-in edit ClusterRole in ns. No
+// aggregation controller runs beside this API server, so the person is bound
+// to every ClusterRole that aggregation would fold into edit (the built-in
+// rules and the shipped editor role), found by edit's own selectors.
 func editor(t *testing.T, g Gomega, ns string) client.Client {
 	t.Helper()
 	user := "editor@" + ns
-	for _, role := range []string{"edit", editorRole} {
+	for _, role := range aggregated(g, "edit") {
 		rb := &rbacv1.RoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: "editor-" + role, Namespace: ns},
+			ObjectMeta: metav1.ObjectMeta{Name: "editor-" + strings.ReplaceAll(role, ":", "-"), Namespace: ns},
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
 			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
 		}
 		g.ExpectWithOffset(1, admin.Create(ctx, rb)).To(Succeed())
 	}
 	c := impersonate(g, user, "system:authenticated")
-	// RBAC takes effect within moments: wait until the editor can list Secrets.
-	g.EventuallyWithOffset(1, func() error { return c.List(ctx, &corev1.SecretList{}, client.InNamespace(ns)) }, timeout, interval).Should(Succeed())
+	// RBAC takes effect within moments: wait until the editor can list Secrets
+	// and DeletionRequests.
+	g.EventuallyWithOffset(1, func() error {
+		if err := c.List(ctx, &corev1.SecretList{}, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		return c.List(ctx, &platformv1.DeletionRequestList{}, client.InNamespace(ns))
+	}, timeout, interval).Should(Succeed())
 	return c
+}
+
+// aggregated lists the ClusterRoles whose rules the aggregation controller
+// would fold into the ClusterRole name, following nested aggregation.
+func aggregated(g Gomega, name string) []string {
+	var role rbacv1.ClusterRole
+	g.ExpectWithOffset(1, admin.Get(ctx, types.NamespacedName{Name: name}, &role)).To(Succeed())
+	if role.AggregationRule == nil {
+		return []string{name}
+	}
+	var out []string
+	for _, sel := range role.AggregationRule.ClusterRoleSelectors {
+		s, err := metav1.LabelSelectorAsSelector(&sel)
+		g.ExpectWithOffset(1, err).NotTo(HaveOccurred())
+		var list rbacv1.ClusterRoleList
+		g.ExpectWithOffset(1, admin.List(ctx, &list, client.MatchingLabelsSelector{Selector: s})).To(Succeed())
+		for _, r := range list.Items {
+			if r.Name != name {
+				out = append(out, aggregated(g, r.Name)...)
+			}
+		}
+	}
+	return out
 }
 
 // secretUnchanged fails unless the Secret still exists with the same

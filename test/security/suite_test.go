@@ -33,10 +33,8 @@ var (
 	scheme  = testenv.Scheme()
 	admin   client.Client
 	restCfg *rest.Config
-	// editorRole is the shipped ClusterRole aggregated into edit.
-	editorRole string
-	clock      = clocktesting.NewFakeClock(time.Date(2026, 6, 1, 8, 0, 0, 0, time.UTC))
-	ctx        = context.Background()
+	clock   = clocktesting.NewFakeClock(time.Date(2026, 6, 1, 8, 0, 0, 0, time.UTC))
+	ctx     = context.Background()
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -54,13 +52,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	// The editor ClusterRole that config/default aggregates into the built-in
-	// edit role (no aggregation controller runs here: editors are bound to it too).
-	roles, err := testenv.ApplyDefault(ctx, admin, testenv.IsEditorRole)
-	if err != nil {
+	// edit role.
+	if _, err := testenv.ApplyDefault(ctx, admin, testenv.IsEditorRole); err != nil {
 		fmt.Fprintf(os.Stderr, "install the shipped editor role: %v\n", err)
 		return 1
 	}
-	editorRole = roles[0].GetName()
 	stop, err := testenv.StartOperator(restCfg, scheme, controllers.Options{
 		Worker: controllers.WorkerConfig{Image: "example.test/worker:test"},
 		Route:  controllers.RouteConfig{IngressHost: "hooks.example.test", IngressTLSSecret: tlsSecret},

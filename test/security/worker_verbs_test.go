@@ -254,7 +254,7 @@ func TestWorkerOnlyCreatesEvents(t *testing.T) {
 		ObjectMeta:          metav1.ObjectMeta{Name: "operator-event", Namespace: ns},
 		EventTime:           metav1.NowMicro(),
 		ReportingController: "omniflow-operator", ReportingInstance: "test", Action: "Provision", Reason: "Created",
-		Regarding: corev1.ObjectReference{Kind: "Namespace", Name: ns}, Type: corev1.EventTypeNormal, Note: "by the operator",
+		Regarding: corev1.ObjectReference{Kind: "ServiceAccount", Namespace: ns, Name: controllers.WorkerName}, Type: corev1.EventTypeNormal, Note: "by the operator",
 	}
 	g.Expect(admin.Create(ctx, ev)).To(Succeed())
 	own := ev.DeepCopy()
