@@ -18,6 +18,7 @@ import (
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
+	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
 )
 
 const (
@@ -209,15 +210,7 @@ func TestRequestNamingAPlatformSecretIsRefusedAndTheSecretKept(t *testing.T) {
 		}
 		g.Expect(k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Type: typ, StringData: data})).To(Succeed())
 	}
-	g.Expect(k8s.Create(ctx, &platformv1.MetaChannel{
-		ObjectMeta: metav1.ObjectMeta{Name: "wa", Namespace: ns},
-		Spec: platformv1.MetaChannelSpec{
-			Platform:       platformv1.PlatformWhatsApp,
-			WhatsApp:       &platformv1.WhatsAppChannel{PhoneNumberID: "7001", BusinessAccountID: "7002"},
-			AppSecretRef:   platformv1.SecretKeyRef{Name: "meta-app", Key: "appSecret"},
-			VerifyTokenRef: platformv1.SecretKeyRef{Name: "meta-app", Key: "verifyToken"},
-		},
-	})).To(Succeed())
+	g.Expect(k8s.Create(ctx, testenv.WhatsAppChannel(ns, "wa", "7001", "meta-app"))).To(Succeed())
 	g.Eventually(func() error {
 		return k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: platformv1.SubjectKeySecretName}, &corev1.Secret{})
 	}, timeout, interval).Should(Succeed())
@@ -320,6 +313,7 @@ func TestRequestForAnUnknownChannelIsRefused(t *testing.T) {
 			VerifyTokenRef: platformv1.SecretKeyRef{Name: "meta-app", Key: "verifyToken"},
 		},
 	})).To(Succeed())
+	before := outcomes(g, "refused")
 	for name, channel := range map[string]string{"typo": "wa2", "other-platform": "page"} {
 		dr := fileRequestOn(g, ns, name, channel)
 		g.Eventually(func(g Gomega) {
@@ -330,5 +324,9 @@ func TestRequestForAnUnknownChannelIsRefused(t *testing.T) {
 			g.Expect(ready.Reason).To(Equal(platformv1.ReasonUnknownChannel))
 			g.Expect(ready.Message).To(ContainSubstring("spec.channel " + channel))
 		}, timeout, interval).Should(Succeed(), name)
+		poke(g, dr)
 	}
+	g.Eventually(func() float64 { return outcomes(g, "refused") }, timeout, interval).Should(Equal(before + 2))
+	g.Consistently(func() float64 { return outcomes(g, "refused") }, time.Second, interval).Should(Equal(before+2),
+		"each refusal is counted once")
 }

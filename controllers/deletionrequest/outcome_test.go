@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
 )
 
 // The real worker carries out the request: the subject's data is gone, the
@@ -109,15 +110,7 @@ func TestNoUpdateIsLostWhenTheOperatorWritesBetweenTheWorkersReadAndWrite(t *tes
 	interfere := func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
 		once.Do(func() {
 			// The operator's write lands between the worker's read and its write.
-			g.Expect(k8s.Create(ctx, &platformv1.MetaChannel{
-				ObjectMeta: metav1.ObjectMeta{Name: "wa", Namespace: ns},
-				Spec: platformv1.MetaChannelSpec{
-					Platform:       platformv1.PlatformWhatsApp,
-					WhatsApp:       &platformv1.WhatsAppChannel{PhoneNumberID: "7101", BusinessAccountID: "7102"},
-					AppSecretRef:   platformv1.SecretKeyRef{Name: "ticket-7-subject", Key: "id"},
-					VerifyTokenRef: platformv1.SecretKeyRef{Name: "ticket-7-subject", Key: "id"},
-				},
-			})).To(Succeed())
+			g.Expect(k8s.Create(ctx, testenv.WhatsAppChannel(ns, "wa", "7101", "ticket-7-subject"))).To(Succeed())
 			g.Eventually(func() platformv1.DeletionPhase {
 				return get(g, obj.(*platformv1.DeletionRequest)).Status.Phase
 			}, timeout, interval).Should(Equal(platformv1.DeletionRefused))

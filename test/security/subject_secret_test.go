@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
 )
 
 const tlsKey = "-----BEGIN PRIVATE KEY-----\nnot-a-real-key\n-----END PRIVATE KEY-----\n"
@@ -123,15 +124,7 @@ func TestEditorCannotGetThePlatformsSecretsReadOrDeleted(t *testing.T) {
 		StringData: map[string]string{"appSecret": "app-s3cret", "verifyToken": "t0ken"},
 	}
 	g.Expect(admin.Create(ctx, channelSecret)).To(Succeed())
-	g.Expect(admin.Create(ctx, &platformv1.MetaChannel{
-		ObjectMeta: metav1.ObjectMeta{Name: "wa", Namespace: ns},
-		Spec: platformv1.MetaChannelSpec{
-			Platform:       platformv1.PlatformWhatsApp,
-			WhatsApp:       &platformv1.WhatsAppChannel{PhoneNumberID: "8001", BusinessAccountID: "8002"},
-			AppSecretRef:   platformv1.SecretKeyRef{Name: "meta-app", Key: "appSecret"},
-			VerifyTokenRef: platformv1.SecretKeyRef{Name: "meta-app", Key: "verifyToken"},
-		},
-	})).To(Succeed())
+	g.Expect(admin.Create(ctx, testenv.WhatsAppChannel(ns, "wa", "8001", "meta-app"))).To(Succeed())
 	var key corev1.Secret
 	g.Eventually(func() error {
 		return admin.Get(ctx, types.NamespacedName{Namespace: ns, Name: platformv1.SubjectKeySecretName}, &key)

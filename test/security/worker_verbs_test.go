@@ -17,6 +17,7 @@ import (
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
+	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
 )
 
 // denied fails unless err is a refusal by RBAC or by the admission policy.
@@ -30,15 +31,7 @@ func TestWorkerReadsChannelsAndRequestsButCannotChangeThem(t *testing.T) {
 	g := NewWithT(t)
 	ns := tenant(t, g, "sec-read-only")
 	w := worker(g, ns)
-	mc := &platformv1.MetaChannel{
-		ObjectMeta: metav1.ObjectMeta{Name: "wa", Namespace: ns},
-		Spec: platformv1.MetaChannelSpec{
-			Platform:       platformv1.PlatformWhatsApp,
-			WhatsApp:       &platformv1.WhatsAppChannel{PhoneNumberID: "8101", BusinessAccountID: "8102"},
-			AppSecretRef:   platformv1.SecretKeyRef{Name: "meta-app", Key: "appSecret"},
-			VerifyTokenRef: platformv1.SecretKeyRef{Name: "meta-app", Key: "verifyToken"},
-		},
-	}
+	mc := testenv.WhatsAppChannel(ns, "wa", "8101", "meta-app")
 	g.Expect(admin.Create(ctx, mc)).To(Succeed())
 	dr := request(ns, "ticket-10", "ticket-10-subject", "id")
 	g.Expect(admin.Create(ctx, dr)).To(Succeed())
