@@ -1,9 +1,11 @@
 package security_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -16,6 +18,7 @@ import (
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
+	"github.com/omniflowcrm/omniflow-operator/internal/store/sqlite"
 	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
 	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
 )
@@ -263,4 +266,41 @@ func TestWorkerOnlyCreatesEvents(t *testing.T) {
 	var after eventsv1.Event
 	g.Expect(admin.Get(ctx, client.ObjectKeyFromObject(ev), &after)).To(Succeed())
 	g.Expect(after.Note).To(Equal("by the operator"))
+}
+
+// What the worker is there for still works under the shipped policies: its
+// real request processing reads the granted subject, erases from its store and
+// reports in its own status fields; the operator records the outcome.
+func TestWorkerCarriesOutAnAcceptedRequestUnderThePolicies(t *testing.T) {
+	g := NewWithT(t)
+	ns := tenant(t, g, "sec-intended")
+	ed := editor(t, g, ns)
+	st, err := sqlite.Open(t.TempDir(), sqlite.Options{})
+	g.Expect(err).NotTo(HaveOccurred())
+	t.Cleanup(func() { _ = st.Close() })
+	p := &subjecterasure.Processor{
+		Client: worker(g, ns), Namespace: ns, Store: st, Clock: clock, Log: logr.Discard(), Interval: 100 * time.Millisecond,
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(runCtx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	g.Expect(ed.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "ticket-11-subject", Namespace: ns},
+		Type:       platformv1.SubjectSecretType, StringData: map[string]string{"id": "15550101111"},
+	})).To(Succeed())
+	dr := request(ns, "ticket-11", "ticket-11-subject", "id")
+	g.Expect(ed.Create(ctx, dr)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		var got platformv1.DeletionRequest
+		g.Expect(admin.Get(ctx, client.ObjectKeyFromObject(dr), &got)).To(Succeed())
+		g.Expect(got.Status.Phase).To(Equal(platformv1.DeletionCompleted))
+		g.Expect(got.Status.SubjectRef).To(HavePrefix("hmac-sha256:"))
+		g.Expect(apimeta.IsStatusConditionTrue(got.Status.Conditions, platformv1.ConditionSubjectErased)).To(BeTrue())
+		g.Expect(apimeta.IsStatusConditionTrue(got.Status.Conditions, platformv1.ConditionReady)).To(BeTrue())
+	}, timeout, interval).Should(Succeed())
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(admin.Get(ctx, types.NamespacedName{Namespace: ns, Name: "ticket-11-subject"}, &corev1.Secret{}))
+	}, timeout, interval).Should(BeTrue(), "the identifier does not outlive the request")
 }
