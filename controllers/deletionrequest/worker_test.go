@@ -17,6 +17,7 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/sqlite"
 	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
+	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
 )
 
 // otherID is a second end-user of the tenant, whose data must stay.
@@ -71,10 +72,7 @@ func runWorker(t *testing.T, ns string, c client.Client, st store.Store) {
 	p := &subjecterasure.Processor{
 		Client: c, Namespace: ns, Store: st, Clock: clock, Log: logr.Discard(), Interval: 100 * time.Millisecond,
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	testenv.Background(t, p.Run)
 }
 
 // outcomes reads omniflow_deletion_requests_total{result} from the operator's

@@ -1,6 +1,9 @@
 package testenv
 
 import (
+	"context"
+	"testing"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
@@ -18,4 +21,13 @@ func WhatsAppChannel(ns, name, phoneNumberID, secret string) *platformv1.MetaCha
 			VerifyTokenRef: platformv1.SecretKeyRef{Name: secret, Key: "verifyToken"},
 		},
 	}
+}
+
+// Background runs run (a worker loop, for instance) until the test ends, and
+// waits for it to return.
+func Background(t testing.TB, run func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 }

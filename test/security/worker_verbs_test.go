@@ -1,7 +1,6 @@
 package security_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -281,10 +280,7 @@ func TestWorkerCarriesOutAnAcceptedRequestUnderThePolicies(t *testing.T) {
 	p := &subjecterasure.Processor{
 		Client: worker(g, ns), Namespace: ns, Store: st, Clock: clock, Log: logr.Discard(), Interval: 100 * time.Millisecond,
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Run(runCtx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	testenv.Background(t, p.Run)
 
 	g.Expect(ed.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "ticket-11-subject", Namespace: ns},
