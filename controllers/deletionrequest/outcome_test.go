@@ -104,14 +104,18 @@ func TestNoUpdateIsLostWhenTheOperatorWritesBetweenTheWorkersReadAndWrite(t *tes
 	g := NewWithT(t)
 	ns := tenantNamespace(t, g, "racing")
 	st := seededStore(t, g)
-	var once sync.Once
-	conflicts := 0
-	var mu sync.Mutex
+	var (
+		once      sync.Once
+		mu        sync.Mutex
+		conflicts int
+		failure   string // the worker's goroutine may not fail the test itself
+	)
+	inWorker := NewGomega(func(msg string, _ ...int) { mu.Lock(); failure = msg; mu.Unlock() })
 	interfere := func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
 		once.Do(func() {
 			// The operator's write lands between the worker's read and its write.
-			g.Expect(k8s.Create(ctx, testenv.WhatsAppChannel(ns, "wa", "7101", "ticket-7-subject"))).To(Succeed())
-			g.Eventually(func() platformv1.DeletionPhase {
+			inWorker.Expect(k8s.Create(ctx, testenv.WhatsAppChannel(ns, "wa", "7101", "ticket-7-subject"))).To(Succeed())
+			inWorker.Eventually(func(g Gomega) platformv1.DeletionPhase {
 				return get(g, obj.(*platformv1.DeletionRequest)).Status.Phase
 			}, timeout, interval).Should(Equal(platformv1.DeletionRefused))
 		})
@@ -128,6 +132,9 @@ func TestNoUpdateIsLostWhenTheOperatorWritesBetweenTheWorkersReadAndWrite(t *tes
 	runWorker(t, ns, interceptor.NewClient(workerClient(g, ns), interceptor.Funcs{SubResourcePatch: interfere}), st)
 
 	g.Eventually(func() int { mu.Lock(); defer mu.Unlock(); return conflicts }, timeout, interval).Should(BeNumerically(">=", 1))
+	mu.Lock()
+	g.Expect(failure).To(BeEmpty(), "the operator's write between the worker's read and write")
+	mu.Unlock()
 	g.Consistently(func(g Gomega) {
 		got := get(g, dr)
 		g.Expect(got.Status.Phase).To(Equal(platformv1.DeletionRefused))
