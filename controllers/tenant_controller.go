@@ -281,6 +281,11 @@ func (r *TenantReconciler) reconcileWorker(ctx context.Context, t *platformv1.Te
 	if err := r.List(ctx, &requests, client.InNamespace(ns)); err != nil {
 		return nil, fmt.Errorf("list deletion requests: %w", err)
 	}
+	// The worker reads only the subject Secrets of requests that pass the rule.
+	granted, err := grantedSubjects(ctx, r.APIReader, ns, requests.Items, platformSecretUses(channels.Items, r.Route))
+	if err != nil {
+		return nil, err
+	}
 	key := types.NamespacedName{Namespace: ns, Name: WorkerName}
 	dep := &appsv1.Deployment{}
 	sa, role, rb, np, svc := &corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}, &networkingv1.NetworkPolicy{}, &corev1.Service{}
@@ -293,7 +298,7 @@ func (r *TenantReconciler) reconcileWorker(ctx context.Context, t *platformv1.Te
 			return applyIfChanged(ctx, r.Client, key, sa, desiredServiceAccount(t), corev1ac.ExtractServiceAccount)
 		}},
 		{"Role", role, func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, role, desiredRole(t, workerSecretNames(channels.Items, requests.Items)), rbacv1ac.ExtractRole)
+			return applyIfChanged(ctx, r.Client, key, role, desiredRole(t, workerSecretNames(channels.Items, granted)), rbacv1ac.ExtractRole)
 		}},
 		{"RoleBinding", rb, func() (bool, error) {
 			return applyIfChanged(ctx, r.Client, key, rb, desiredRoleBinding(t), rbacv1ac.ExtractRoleBinding)

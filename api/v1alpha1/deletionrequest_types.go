@@ -52,13 +52,18 @@ type DeletionRequestSpec struct {
 	Platform Platform `json:"platform"`
 
 	// subjectSecretRef names the key of a Secret in this namespace that holds
-	// the subject's identifier. The Secret is deleted once the request
-	// completes.
+	// the subject's identifier. The Secret must have type
+	// platform.omniflowcrm.com/subject and must not be used by anything else of
+	// the platform (a channel's credentials, TLS, database credentials, the
+	// subject key) nor belong to another request; otherwise the request is
+	// Refused and the Secret left alone. The tenant's worker may read it while
+	// the request is open; it is deleted once the request is finished.
 	// +required
 	SubjectSecretRef SecretKeyRef `json:"subjectSecretRef"`
 
 	// channel limits the erasure to one MetaChannel of the tenant. Empty means
-	// every channel of the platform.
+	// every channel of the platform. A channel that is not a MetaChannel of
+	// this namespace, or is one of another platform, gets the request Refused.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	Channel string `json:"channel,omitempty"`
@@ -122,8 +127,9 @@ type DeletionRequestStatus struct {
 	// +optional
 	Phase DeletionPhase `json:"phase,omitempty"`
 
-	// conditions: Ready (the request is done), AtRisk (unfinished 3 days
-	// before its deadline).
+	// conditions: Ready (the request is done; written by the operator, its
+	// reason says why a request was refused), AtRisk (unfinished 3 days before
+	// its deadline), SubjectErased (the worker's report of the erasure).
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -1,6 +1,7 @@
 package erasure_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"testing"
@@ -41,7 +42,7 @@ func run(m *testing.M) int {
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	// Every test runs under the shipped admission policies, the operator as
 	// the identity they name.
-	if err := testenv.InstallPolicies(k8s); err != nil {
+	if _, err := testenv.InstallPolicies(context.Background(), k8s); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -54,7 +54,7 @@ func run(m *testing.M) int {
 	}
 	defer func() { _ = env.Stop() }()
 	restCfg, k8s = env.Config, env.Client
-	if err := testenv.InstallPolicies(k8s); err != nil {
+	if _, err := testenv.InstallPolicies(context.Background(), k8s); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -14,7 +14,6 @@ import (
 	"strings"
 
 	"go.uber.org/zap/zapcore"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/rest"
@@ -26,8 +25,6 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 )
@@ -175,44 +172,6 @@ func AsOperator(cfg *rest.Config) *rest.Config {
 	c := rest.CopyConfig(cfg)
 	c.Impersonate = rest.ImpersonationConfig{UserName: OperatorUser, Groups: []string{"system:masters", "system:authenticated"}}
 	return c
-}
-
-// ShippedPolicies renders config/default with the pinned kustomize and
-// returns its admission policies and bindings, named as deployed.
-func ShippedPolicies() ([]*unstructured.Unstructured, error) {
-	_, file, _, _ := runtime.Caller(0)
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	res, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(filepath.Dir(file), "..", "..", "config", "default"))
-	if err != nil {
-		return nil, fmt.Errorf("kustomize build config/default: %w", err)
-	}
-	var out []*unstructured.Unstructured
-	for _, r := range res.Resources() {
-		if !strings.HasPrefix(r.GetKind(), "ValidatingAdmissionPolicy") {
-			continue
-		}
-		m, err := r.Map()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, &unstructured.Unstructured{Object: m})
-	}
-	return out, nil
-}
-
-// InstallPolicies applies the shipped admission policies to the control
-// plane, as `kubectl apply -k config/default` would.
-func InstallPolicies(c client.Client) error {
-	policies, err := ShippedPolicies()
-	if err != nil {
-		return err
-	}
-	for _, p := range policies {
-		if err := c.Apply(context.Background(), client.ApplyConfigurationFromUnstructured(p), client.FieldOwner("testenv"), client.ForceOwnership); err != nil {
-			return fmt.Errorf("apply %s %s: %w", p.GetKind(), p.GetName(), err)
-		}
-	}
-	return nil
 }
 
 // StartOperator runs the operator's manager with its controllers, set up as

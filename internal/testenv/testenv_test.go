@@ -11,7 +11,7 @@ import (
 // policy must name exactly that identity, or the tests would prove nothing
 // about the deployed operator.
 func TestOperatorUserIsWhoThePolicyLetsSetMarks(t *testing.T) {
-	policies, err := ShippedPolicies()
+	policies, err := RenderDefault(IsAdmissionPolicy)
 	if err != nil {
 		t.Fatal(err)
 	}
