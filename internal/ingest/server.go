@@ -224,7 +224,7 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 		log.Error(err, "Delivery not stored")
 		return http.StatusServiceUnavailable, ResultStoreError
 	}
-	if res.MessagesNew+res.StatusesApplied+res.ContactsUpserted+res.MessagesDeleted+res.FilesNew+res.IdentityChanges == 0 {
+	if res.MessagesNew+res.StatusesApplied+res.ContactsUpserted+res.MessagesDeleted+res.FilesNew+res.IdentityChanges+res.LeadsNew == 0 {
 		return http.StatusOK, ResultAcknowledged
 	}
 	return http.StatusOK, ResultStored
