@@ -665,7 +665,8 @@ func TestNoPersonalDataInLogsOrMetrics(t *testing.T) {
 		t.Fatalf("expected per-delivery log lines at V(1), got:\n%s", logs)
 	}
 	for _, secretish := range []string{"15555550142", "447700900123", "6012345678901234", "1123456789012345", "US.1349", "Ana Souza",
-		"Oliver", "Portugal", "wamid.", "m_ZmFrZS", "blue dress", "123456789012345", "mia.designs", secret} {
+		"Oliver", "Portugal", "wamid.", "m_ZmFrZS", "blue dress", "123456789012345", "mia.designs", secret,
+		"NMT-SECRET", "ur-checkbox", "ur-7f3a9c2e", "flyer-lisbon", "ARAkLkA8rml", "SKU-BLUE", "120363040000000001"} {
 		if strings.Contains(logs, secretish) {
 			t.Errorf("logs contain %q", secretish)
 		}
