@@ -99,6 +99,9 @@ func TestPostbacksWithoutMidDoNotCollide(t *testing.T) {
 	if len(d.Leads) != 2 || d.Leads[0].Ref == d.Leads[1].Ref {
 		t.Fatalf("stored leads %+v, want the two referrals", d.Leads)
 	}
+	if got := counterValue(t, e.m.leads.WithLabelValues("Messenger")); got != 2 {
+		t.Errorf("omniflow_ingest_leads_stored_total{platform=Messenger} = %v, want 2 (redeliveries not counted)", got)
+	}
 }
 
 // A recurring notification token is kept for the business and shown to nobody: not in
