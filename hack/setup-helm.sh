@@ -19,13 +19,22 @@ if [ ! -x "$DEST/helm" ]; then
 	echo "setup-helm: building helm ${VERSION} (this takes a while the first time)" >&2
 	mkdir -p "$DEST"
 	# Build into a temporary directory and move into place, so that an
-	# interrupted build never leaves a broken cached binary.
+	# interrupted build never leaves a broken cached binary. Outside any
+	# module, so that this repository's go.mod plays no part.
 	tmp="$(mktemp -d)"
 	trap 'rm -rf "$tmp"' EXIT
-	# Outside any module, so that this repository's go.mod plays no part.
-	(cd "$tmp" && GOFLAGS= GOBIN="$tmp/bin" CGO_ENABLED=0 go install -trimpath \
-		-ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-		"helm.sh/helm/v3/cmd/helm@${VERSION}")
+	cd "$tmp"
+	# Like helm's Makefile: the Kubernetes version `helm template` and `helm
+	# lint` assume is that of the client-go helm is built with (else 1.20,
+	# which fails charts that require a later one).
+	gomod="$(GOFLAGS= go mod download -json "helm.sh/helm/v3@${VERSION}" | sed -nE 's/^[[:space:]]*"GoMod": "(.*)",?$/\1/p')"
+	k8s="$(sed -nE 's#^[[:space:]]*k8s.io/client-go v0\.([0-9]+)\..*#\1#p' "$gomod")"
+	[ -n "$k8s" ] || { echo "setup-helm: no k8s.io/client-go in $gomod" >&2; exit 1; }
+	ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=${VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+	for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+		ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$k8s"
+	done
+	GOFLAGS= GOBIN="$tmp/bin" CGO_ENABLED=0 go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@${VERSION}"
 	mv "$tmp/bin/helm" "$DEST/helm"
 fi
 

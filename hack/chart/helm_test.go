@@ -309,9 +309,10 @@ func TestHelmRendersEveryOption(t *testing.T) {
 			t.Errorf("%s lacks monitoring labels: %v", o["kind"], get(o, "metadata", "labels"))
 		}
 		if o["kind"] == "ServiceMonitor" {
-			ep := get(o, "spec")
-			if s := fmt.Sprint(ep); !strings.Contains(s, "scheme:http ") {
-				t.Errorf("metrics.secure=false leaves the ServiceMonitor on HTTPS: %v", ep)
+			for _, ep := range get(o, "spec", "endpoints").([]any) {
+				if s := ep.(map[string]any)["scheme"]; s != "http" {
+					t.Errorf("metrics.secure=false leaves the ServiceMonitor's scheme %v", s)
+				}
 			}
 		}
 	}
