@@ -302,8 +302,12 @@ func TestHelmRendersEveryOption(t *testing.T) {
 		if o["kind"] == "CustomResourceDefinition" {
 			t.Errorf("crds.install=false rendered CRD %v", get(o, "metadata", "name"))
 		}
-		if n := get(o, "metadata", "namespace"); n != nil && n != ns {
-			t.Errorf("%s %v is in namespace %v, not namespace.name", o["kind"], get(o, "metadata", "name"), n)
+		want := ns
+		if strings.Contains(get(o, "metadata", "name").(string), "leader-election") {
+			want = "omniflow-leases" // leaderElection.namespace
+		}
+		if n := get(o, "metadata", "namespace"); n != nil && n != want {
+			t.Errorf("%s %v is in namespace %v, not %s", o["kind"], get(o, "metadata", "name"), n, want)
 		}
 		if strings.HasPrefix(o["apiVersion"].(string), "monitoring.coreos.com/") && get(o, "metadata", "labels", "release") != "prometheus" {
 			t.Errorf("%s lacks monitoring labels: %v", o["kind"], get(o, "metadata", "labels"))
@@ -318,6 +322,11 @@ func TestHelmRendersEveryOption(t *testing.T) {
 	}
 	if !slices.Contains(kinds, "ServiceMonitor") || !slices.Contains(kinds, "PrometheusRule") {
 		t.Errorf("monitoring toggles rendered %v", kinds)
+	}
+	// The operator may write its Lease in leaderElection.namespace.
+	rb := find(t, got, "RoleBinding", "omniflow-leader-election-rolebinding")
+	if sub := rb["subjects"].([]any)[0].(map[string]any); sub["namespace"] != ns || get(rb, "metadata", "namespace") != "omniflow-leases" {
+		t.Errorf("leader-election RoleBinding in %v for %v", get(rb, "metadata", "namespace"), sub)
 	}
 	// The namespace-marks policy names the operator's ServiceAccount in its namespace.
 	policy := find(t, got, "ValidatingAdmissionPolicy", "omniflow-namespace-marks")

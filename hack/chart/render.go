@@ -99,9 +99,26 @@ func render(root string) (map[string][]byte, error) {
 	docs[0] = strings.Replace(docs[0], "  labels:\n", "  labels:\n    {{- with .Values.namespace.labels }}\n    {{- toYaml . | nindent 4 }}\n    {{- end }}\n", 1)
 	out["templates/namespace.yaml"] = file("{{- if .Values.namespace.create }}\n", docs, "{{- end }}\n")
 
-	docs, err = marshalAll(rest, nil)
+	leaderElection := 0
+	docs, err = marshalAll(rest, func(obj map[string]any, doc string) (string, error) {
+		if !strings.Contains(name(obj), "leader-election") {
+			return doc, nil
+		}
+		// The Lease lives in leaderElection.namespace when set, and so does
+		// the Role that lets the operator write it. The first namespace of the
+		// document is the object's own (metadata comes before subjects).
+		leaderElection++
+		own := "  namespace: " + namespaceExpr + "\n"
+		if !strings.Contains(doc, own) {
+			return "", fmt.Errorf("%s %s has no namespace", obj["kind"], name(obj))
+		}
+		return strings.Replace(doc, own, "  namespace: {{ .Values.leaderElection.namespace | default (include \"omniflow.namespace\" .) }}\n", 1), nil
+	})
 	if err != nil {
 		return nil, err
+	}
+	if leaderElection != 2 {
+		return nil, fmt.Errorf("config/default renders %d leader-election objects, want its Role and RoleBinding", leaderElection)
 	}
 	out["templates/operator.yaml"] = file("", docs, "")
 
