@@ -11,6 +11,7 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -61,11 +62,13 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	if err := os.WriteFile(kc, kubeconfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	run := func(args ...string) {
+	run := func(args ...string) string {
 		t.Helper()
-		if out, err := helm(t, append(args, "--kubeconfig", kc)...); err != nil {
+		out, err := helm(t, append(args, "--kubeconfig", kc)...)
+		if err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
+		return out
 	}
 	ctx := context.Background()
 	crdsHave := func(annotation string) {
@@ -127,6 +130,37 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	err = c.Get(ctx, client.ObjectKey{Namespace: kustomizeNamespace, Name: "omniflow-controller-manager"}, &sa)
 	if !apierrors.IsNotFound(err) {
 		t.Errorf("after uninstall the operator's ServiceAccount: %v", err)
+	}
+
+	// CRDs that Helm does not own (from chart 0.1.0's crds/, or kubectl):
+	// the chart refuses to take them over until they are marked as the
+	// release's, as README.md says.
+	for _, name := range crdNames {
+		patch := []byte(`{"metadata":{"labels":{"app.kubernetes.io/managed-by":null},"annotations":{"meta.helm.sh/release-name":null,"meta.helm.sh/release-namespace":null}}}`)
+		crd := &apiextensionsv1.CustomResourceDefinition{}
+		crd.Name = name
+		if err := c.Patch(ctx, crd, client.RawPatch(types.MergePatchType, patch)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := helm(t, "install", "omniflow", chartPath(), "--namespace", "omniflow-ops", "--create-namespace", "--kubeconfig", kc); err == nil {
+		t.Fatalf("helm took over CRDs it does not own:\n%s", out)
+	} else if !strings.Contains(err.Error(), "invalid ownership metadata") {
+		t.Fatalf("helm install over unowned CRDs: %v", err)
+	}
+	for _, name := range crdNames {
+		patch := []byte(`{"metadata":{"labels":{"app.kubernetes.io/managed-by":"Helm"},"annotations":{"meta.helm.sh/release-name":"omniflow","meta.helm.sh/release-namespace":"omniflow-ops"}}}`)
+		crd := &apiextensionsv1.CustomResourceDefinition{}
+		crd.Name = name
+		if err := c.Patch(ctx, crd, client.RawPatch(types.MergePatchType, patch)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := run("install", "omniflow", chartPath(), "--namespace", "omniflow-ops", "--create-namespace")
+	crdsHave("")
+	// --create-namespace makes a bare namespace: the notes say how to label it.
+	if !strings.Contains(out, "kubectl label namespace omniflow-ops pod-security.kubernetes.io/enforce=restricted") {
+		t.Errorf("the install notes do not say how to label the namespace:\n%s", out)
 	}
 }
 
