@@ -96,7 +96,7 @@ func render(root string) (map[string][]byte, error) {
 		return nil, err
 	}
 	docs[0] = strings.Replace(docs[0], "name: NAMESPACE", "name: "+namespaceExpr, 1)
-	docs[0] = strings.Replace(docs[0], "  labels:\n", "  labels:\n    {{- with .Values.namespace.labels }}\n    {{- toYaml . | nindent 4 }}\n    {{- end }}\n", 1)
+	docs[0] = strings.Replace(docs[0], "\n  labels:\n", "\n  labels:\n    {{- with .Values.namespace.labels }}\n    {{- toYaml . | nindent 4 }}\n    {{- end }}\n", 1)
 	out["templates/namespace.yaml"] = file("{{- if .Values.namespace.create }}\n", docs, "{{- end }}\n")
 
 	leaderElection := 0
@@ -131,11 +131,14 @@ func render(root string) (map[string][]byte, error) {
 		if !ok {
 			return "", fmt.Errorf("config/prometheus holds a %s, which the chart has no toggle for (hack/chart/render.go)", obj["kind"])
 		}
-		if _, ok := obj["metadata"].(map[string]any)["labels"]; !ok {
-			return "", fmt.Errorf("%s %s in config/prometheus has no labels", obj["kind"], name(obj))
+		// The platform's Prometheus selects monitors and rules by labels of
+		// its own. metadata is the first map of the document, so the first
+		// "  labels:" is its own.
+		if _, ok := obj["metadata"].(map[string]any)["labels"]; ok {
+			doc = strings.Replace(doc, "\n  labels:\n", "\n  labels:\n    {{- with "+toggle+".labels }}\n    {{- toYaml . | nindent 4 }}\n    {{- end }}\n", 1)
+		} else {
+			doc = strings.Replace(doc, "metadata:\n", "metadata:\n  {{- with "+toggle+".labels }}\n  labels:\n    {{- toYaml . | nindent 4 }}\n  {{- end }}\n", 1)
 		}
-		// The platform's Prometheus selects monitors and rules by labels of its own.
-		doc = strings.Replace(doc, "  labels:\n", "  labels:\n    {{- with "+toggle+".labels }}\n    {{- toYaml . | nindent 4 }}\n    {{- end }}\n", 1)
 		if obj["kind"] == "ServiceMonitor" {
 			doc = strings.ReplaceAll(doc, "scheme: https\n", "scheme: {{ ternary \"https\" \"http\" .Values.metrics.secure }}\n")
 		}
