@@ -68,7 +68,7 @@ demo: ## The whole product on a local control plane, step by step (builds the en
 	KUBEBUILDER_ASSETS="$$assets" go run ./hack/demo
 
 .PHONY: chart
-chart: manifests ## Regenerate the Helm chart (charts/omniflow-operator) from config/.
+chart: manifests ## Regenerate the parts of the Helm chart (charts/omniflow-operator) that come from config/.
 	go run ./hack/chart
 
 .PHONY: bench
