@@ -123,7 +123,8 @@ type DeletionRequestStatus struct {
 	Phase DeletionPhase `json:"phase,omitempty"`
 
 	// conditions: Ready (the request is done), AtRisk (unfinished 3 days
-	// before its deadline).
+	// before its deadline), Reconciling (True while Pending or Running) and
+	// Stalled (True when Refused, Failed or at risk: a human must act).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -165,11 +166,11 @@ type DeletionRequestStatus struct {
 // Its spec cannot change once created.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:shortName=dr,categories=omniflow
+// +kubebuilder:resource:shortName=odr,categories=omniflow
 // +kubebuilder:printcolumn:name="Platform",type=string,JSONPath=`.spec.platform`
 // +kubebuilder:printcolumn:name="Source",type=string,JSONPath=`.spec.source`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
-// +kubebuilder:printcolumn:name="Deadline",type=date,JSONPath=`.status.deadline`
+// +kubebuilder:printcolumn:name="Deadline",type=string,JSONPath=`.status.deadline`
 // +kubebuilder:printcolumn:name="Completed",type=date,JSONPath=`.status.completedAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type DeletionRequest struct {

@@ -188,6 +188,10 @@ func (p *Processor) secretValue(ctx context.Context, name, key string) ([]byte, 
 func (p *Processor) report(ctx context.Context, dr *platformv1.DeletionRequest, change func(*platformv1.DeletionRequestStatus)) error {
 	orig := dr.DeepCopy()
 	change(&dr.Status)
+	// Health as the operator computes it, so that kstatus never reads a
+	// finished request as still in progress between this write and the
+	// operator's next pass.
+	platformv1.SetHealthConditions(&dr.Status.Conditions, dr.Generation, platformv1.DeletionRequestHealth(dr))
 	if err := p.Client.Status().Patch(ctx, dr, client.MergeFrom(orig)); err != nil {
 		return fmt.Errorf("report status: %w", err)
 	}
