@@ -11,20 +11,19 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
-	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 	"github.com/omniflowcrm/omniflow-operator/internal/healthtable"
+	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
 )
 
 const (
@@ -43,38 +42,14 @@ type reached map[string]bool
 // status.observedGeneration matching metadata.generation.
 func (r reached) expect(t *testing.T, g Gomega, obj client.Object, key string) {
 	t.Helper()
-	var row *healthtable.Row
-	for i := range healthtable.Rows {
-		if healthtable.Rows[i].Key() == key {
-			row = &healthtable.Rows[i]
-		}
-	}
-	g.Expect(row).NotTo(BeNil(), "no row %s in the table", key)
+	_, ok := healthtable.Lookup(key)
+	g.Expect(ok).To(BeTrue(), "no row %s in the table", key)
 	g.Eventually(func(g Gomega) {
 		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(obj), obj)).To(Succeed())
 		g.Expect(healthtable.KeyOf(obj)).To(Equal(key))
-		u, err := healthtable.Unstructured(obj)
-		g.Expect(err).NotTo(HaveOccurred())
-		observed, _, _ := unstructuredInt(u.Object, "status", "observedGeneration")
-		g.Expect(observed).To(Equal(obj.GetGeneration()), "status.observedGeneration")
-		res, err := status.Compute(u)
-		g.Expect(err).NotTo(HaveOccurred())
-		g.Expect(string(res.Status)).To(Equal(string(row.Want)), "kstatus of %s: %s", key, res.Message)
-	}, timeout, interval).Should(Succeed(), "%s %s reaches %s", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName(), key)
+		g.Expect(healthtable.Check(obj)).To(Succeed())
+	}, timeout, interval).Should(Succeed(), "%s reaches %s", obj.GetName(), key)
 	r[key] = true
-}
-
-func unstructuredInt(m map[string]any, path ...string) (int64, bool, error) {
-	var cur any = m
-	for _, p := range path {
-		mm, ok := cur.(map[string]any)
-		if !ok {
-			return 0, false, nil
-		}
-		cur = mm[p]
-	}
-	n, ok := cur.(int64)
-	return n, ok, nil
 }
 
 func key(kind, phase string, ready metav1.ConditionStatus, reason string, atRisk bool) string {
@@ -172,20 +147,6 @@ func report(g Gomega, dr *platformv1.DeletionRequest, phase platformv1.DeletionP
 	}, timeout, interval).Should(Succeed())
 }
 
-// markWorkerUp does what kube-controller-manager's deployment controller
-// and a kubelet would: the worker is available.
-func markWorkerUp(g Gomega, ns string) {
-	var dep appsv1.Deployment
-	g.Eventually(func() error {
-		return k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: controllers.WorkerName}, &dep)
-	}, timeout, interval).Should(Succeed())
-	n := ptr.Deref(dep.Spec.Replicas, 1)
-	dep.Status = appsv1.DeploymentStatus{
-		ObservedGeneration: dep.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n,
-	}
-	g.Expect(k8s.Status().Update(ctx, &dep)).To(Succeed())
-}
-
 // bindClaim gives the tenant's data claim a volume (Retain: erasure must
 // delete it itself); kube-controller-manager binds them.
 func bindClaim(g Gomega, ns, name string) {
@@ -260,7 +221,7 @@ func TestKstatusOfEveryStateTheOperatorWrites(t *testing.T) {
 	seen.expect(t, g, tn, tenantKey("Provisioning", F, platformv1.ReasonClaimPending, false))
 	bindClaim(g, ns, tn.Name)
 	seen.expect(t, g, tn, tenantKey("Provisioning", F, platformv1.ReasonDeploymentUnavailable, false))
-	markWorkerUp(g, ns)
+	g.Eventually(func() error { return testenv.MarkWorkerUp(ctx, k8s, ns) }, timeout, interval).Should(Succeed())
 	seen.expect(t, g, tn, tenantKey("Active", T, platformv1.ReasonReconciled, false))
 
 	// Channels: served, and every way of not being served.
@@ -369,15 +330,16 @@ func TestKstatusOfEveryStateTheOperatorWrites(t *testing.T) {
 		}
 	}
 	sort.Strings(missed)
-	// What needs another setup; a new row of the table must be reached here
-	// or named here.
+	// What needs another setup (controllers/postgres and controllers/httproute
+	// check theirs in health_test.go); a new row of the table must be reached
+	// here or named here.
 	g.Expect(missed).To(Equal([]string{
-		tenantKey("Failed", F, platformv1.ReasonStorageUnsupported, false),         // PostgreSQL suite
-		tenantKey("Provisioning", F, platformv1.ReasonApplyFailed, false),          // an API server that refuses writes
-		tenantKey("Provisioning", F, platformv1.ReasonDatabaseUnavailable, false),  // PostgreSQL suite
-		tenantKey("Provisioning", F, platformv1.ReasonHTTPRouteNotAccepted, false), // Gateway suite
-		tenantKey("Provisioning", F, platformv1.ReasonHTTPRoutePending, false),     // Gateway suite
-		tenantKey("Provisioning", F, "Pending", false),                             // a first pass, gone before it can be read
+		tenantKey("Failed", F, platformv1.ReasonStorageUnsupported, false),         // controllers/postgres
+		tenantKey("Provisioning", F, platformv1.ReasonApplyFailed, false),          // an API server that refuses writes: not reached
+		tenantKey("Provisioning", F, platformv1.ReasonDatabaseUnavailable, false),  // controllers/postgres
+		tenantKey("Provisioning", F, platformv1.ReasonHTTPRouteNotAccepted, false), // controllers/httproute
+		tenantKey("Provisioning", F, platformv1.ReasonHTTPRoutePending, false),     // controllers/httproute
+		tenantKey("Provisioning", F, "Pending", false),                             // a first pass, gone before it can be read: not reached
 	}))
 }
 

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
@@ -190,4 +191,40 @@ func Markdown() string {
 		fmt.Fprintf(&b, "| %s | %s | %s (%s) | %s | %s | %s | %s |\n", r.Kind, phase, r.Ready, r.Reason, risk, r.Want, ArgoCD(r.Want), r.Note)
 	}
 	return b.String()
+}
+
+// Lookup returns the row with the given Key.
+func Lookup(key string) (Row, bool) {
+	for _, r := range Rows {
+		if r.Key() == key {
+			return r, true
+		}
+	}
+	return Row{}, false
+}
+
+// Check computes kstatus with the real library on an object as the
+// operator wrote it and compares it with the table's row for the object's
+// state; the status must describe the object's generation.
+func Check(obj client.Object) error {
+	key := KeyOf(obj)
+	row, ok := Lookup(key)
+	if !ok {
+		return fmt.Errorf("%s is in a state the health table lacks: %s", obj.GetName(), key)
+	}
+	u, err := Unstructured(obj)
+	if err != nil {
+		return err
+	}
+	if observed, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration"); observed != obj.GetGeneration() {
+		return fmt.Errorf("%s: status.observedGeneration %d, metadata.generation %d", obj.GetName(), observed, obj.GetGeneration())
+	}
+	res, err := status.Compute(u)
+	if err != nil {
+		return fmt.Errorf("kstatus: %w", err)
+	}
+	if string(res.Status) != string(row.Want) {
+		return fmt.Errorf("%s in %s: kstatus computes %s (%s), the table says %s", obj.GetName(), key, res.Status, res.Message, row.Want)
+	}
+	return nil
 }
