@@ -189,3 +189,44 @@ func TestREADMEHealthTableIsTheTestedTable(t *testing.T) {
 		}
 	}
 }
+
+// The Flux example checks health (wait: true or healthChecks naming our
+// kinds, which Flux evaluates with kstatus, as the tests above do) and never
+// prunes Tenants.
+func TestFluxExampleWaitsForHealthAndNeverPrunes(t *testing.T) {
+	t.Parallel()
+	docs := strings.Split(repoFile(t, "docs/gitops/flux-kustomization.yaml"), "\n---\n")
+	if len(docs) == 0 {
+		t.Fatal("no Kustomization in the Flux example")
+	}
+	for _, doc := range docs {
+		var k struct {
+			Kind string `json:"kind"`
+			Spec struct {
+				Prune        *bool `json:"prune"`
+				Wait         bool  `json:"wait"`
+				HealthChecks []struct {
+					APIVersion string `json:"apiVersion"`
+					Kind       string `json:"kind"`
+				} `json:"healthChecks"`
+			} `json:"spec"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &k); err != nil {
+			t.Fatal(err)
+		}
+		if k.Kind != "Kustomization" {
+			t.Fatalf("kind %q in the Flux example", k.Kind)
+		}
+		if k.Spec.Prune == nil || *k.Spec.Prune {
+			t.Error("a Kustomization of Tenants must set prune: false (deleting a Tenant erases its data)")
+		}
+		if !k.Spec.Wait && len(k.Spec.HealthChecks) == 0 {
+			t.Error("a Kustomization neither waits nor checks health")
+		}
+		for _, h := range k.Spec.HealthChecks {
+			if h.APIVersion != platformv1.GroupVersion.String() {
+				t.Errorf("health check of %s %s", h.APIVersion, h.Kind)
+			}
+		}
+	}
+}
