@@ -133,7 +133,9 @@ type DeletionRequestStatus struct {
 
 	// conditions: Ready (the request is done; written by the operator, its
 	// reason says why a request was refused), AtRisk (unfinished 3 days before
-	// its deadline), SubjectErased (the worker's report of the erasure).
+	// its deadline), SubjectErased (the worker's report of the erasure),
+	// Reconciling (True while Pending or Running) and Stalled (True when
+	// Refused, Failed or at risk: a human must act).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -175,11 +177,11 @@ type DeletionRequestStatus struct {
 // Its spec cannot change once created.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:shortName=dr,categories=omniflow
+// +kubebuilder:resource:shortName=odr,categories=omniflow
 // +kubebuilder:printcolumn:name="Platform",type=string,JSONPath=`.spec.platform`
 // +kubebuilder:printcolumn:name="Source",type=string,JSONPath=`.spec.source`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
-// +kubebuilder:printcolumn:name="Deadline",type=date,JSONPath=`.status.deadline`
+// +kubebuilder:printcolumn:name="Deadline",type=string,JSONPath=`.status.deadline`
 // +kubebuilder:printcolumn:name="Completed",type=date,JSONPath=`.status.completedAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type DeletionRequest struct {
