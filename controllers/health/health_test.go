@@ -12,6 +12,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -116,12 +117,20 @@ func channel(ns, name, phoneID, secretName string) *platformv1.MetaChannel {
 }
 
 func request(g Gomega, ns, name string) *platformv1.DeletionRequest {
-	create(g, secret(ns, name+"-subject", map[string]string{"id": "15550100123"}))
+	subject := secret(ns, name+"-subject", map[string]string{"id": "15550100123"})
+	subject.Type = platformv1.SubjectSecretType
+	create(g, subject)
+	return requestFor(g, ns, name, platformv1.SecretKeyRef{Name: subject.Name, Key: "id"}, "")
+}
+
+// requestFor files a request naming any Secret and channel, as a user may.
+func requestFor(g Gomega, ns, name string, subject platformv1.SecretKeyRef, channel string) *platformv1.DeletionRequest {
 	dr := &platformv1.DeletionRequest{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: platformv1.DeletionRequestSpec{
 			Platform:         platformv1.PlatformWhatsApp,
-			SubjectSecretRef: platformv1.SecretKeyRef{Name: name + "-subject", Key: "id"},
+			SubjectSecretRef: subject,
+			Channel:          channel,
 		},
 	}
 	create(g, dr)
@@ -129,20 +138,18 @@ func request(g Gomega, ns, name string) *platformv1.DeletionRequest {
 }
 
 // report plays the worker's part in a request's status, as the worker
-// writes it (phase and Ready only: the health conditions are the
-// operator's to fix).
-func report(g Gomega, dr *platformv1.DeletionRequest, phase platformv1.DeletionPhase, ready metav1.ConditionStatus, reason string) {
+// writes it: the phase and its own condition SubjectErased (Ready and the
+// health conditions are the operator's to write).
+func report(g Gomega, dr *platformv1.DeletionRequest, phase platformv1.DeletionPhase, erased metav1.ConditionStatus, reason string) {
 	g.Eventually(func() error {
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(dr), dr); err != nil {
 			return err
 		}
 		patch := client.MergeFromWithOptions(dr.DeepCopy(), client.MergeFromWithOptimisticLock{})
 		dr.Status.Phase = phase
-		for i := range dr.Status.Conditions {
-			if dr.Status.Conditions[i].Type == platformv1.ConditionReady {
-				dr.Status.Conditions[i].Status, dr.Status.Conditions[i].Reason = ready, reason
-			}
-		}
+		meta.SetStatusCondition(&dr.Status.Conditions, metav1.Condition{
+			Type: platformv1.ConditionSubjectErased, Status: erased, Reason: reason, ObservedGeneration: dr.Generation,
+		})
 		return k8s.Status().Patch(ctx, dr, patch)
 	}, timeout, interval).Should(Succeed())
 }
@@ -252,7 +259,7 @@ func TestKstatusOfEveryStateTheOperatorWrites(t *testing.T) {
 	seen.expect(t, g, stray, channelKey(F, platformv1.ReasonNotInTenantNamespace))
 	seen.expect(t, g, ghost, channelKey(F, platformv1.ReasonTenantNotFound))
 	strayRequest := request(g, "hk-stray", "stray")
-	seen.expect(t, g, strayRequest, requestKey(platformv1.DeletionRefused, F, platformv1.ReasonRefused, false))
+	seen.expect(t, g, strayRequest, requestKey(platformv1.DeletionRefused, F, platformv1.ReasonNotATenantNamespace, false))
 
 	// A tenant whose namespace is someone else's.
 	conflicted := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "hk-conflict"}, Spec: platformv1.TenantSpec{Namespace: "hk-stray"}}
@@ -276,17 +283,31 @@ func TestKstatusOfEveryStateTheOperatorWrites(t *testing.T) {
 	for _, dr := range []*platformv1.DeletionRequest{pending, running, done, failed} {
 		seen.expect(t, g, dr, requestKey(platformv1.DeletionPending, F, platformv1.ReasonPending, false))
 	}
-	report(g, running, platformv1.DeletionRunning, F, platformv1.ReasonPending)
+	report(g, running, platformv1.DeletionRunning, F, "Erasing")
 	seen.expect(t, g, running, requestKey(platformv1.DeletionRunning, F, platformv1.ReasonPending, false))
 	report(g, done, platformv1.DeletionCompleted, T, platformv1.ReasonCompleted)
 	seen.expect(t, g, done, requestKey(platformv1.DeletionCompleted, T, platformv1.ReasonCompleted, false))
 	report(g, failed, platformv1.DeletionFailed, F, "SubjectMissing")
-	seen.expect(t, g, failed, requestKey(platformv1.DeletionFailed, F, string(platformv1.DeletionFailed), false))
+	seen.expect(t, g, failed, requestKey(platformv1.DeletionFailed, F, platformv1.ReasonFailed, false))
+
+	// Requests the operator refuses, and one waiting for its subject Secret.
+	opaque := secret(ns, "opaque-subject", map[string]string{"id": "15550100123"})
+	create(g, opaque)
+	unknownChannel := requestFor(g, ns, "unknown-channel", platformv1.SecretKeyRef{Name: "pending-subject", Key: "id"}, "nope")
+	notSubject := requestFor(g, ns, "not-subject", platformv1.SecretKeyRef{Name: opaque.Name, Key: "id"}, "")
+	inUse := requestFor(g, ns, "in-use", platformv1.SecretKeyRef{Name: "meta-app", Key: "appSecret"}, "")
+	missing := requestFor(g, ns, "missing", platformv1.SecretKeyRef{Name: "never-made", Key: "id"}, "")
+	seen.expect(t, g, unknownChannel, requestKey(platformv1.DeletionRefused, F, platformv1.ReasonUnknownChannel, false))
+	seen.expect(t, g, notSubject, requestKey(platformv1.DeletionRefused, F, platformv1.ReasonNotASubjectSecret, false))
+	seen.expect(t, g, inUse, requestKey(platformv1.DeletionRefused, F, platformv1.ReasonSubjectSecretInUse, false))
+	seen.expect(t, g, missing, requestKey("", F, platformv1.ReasonSubjectSecretMissing, false))
 
 	// 27 days on, the unfinished request is at risk of its 30-day deadline.
 	clock.SetTime(t0.Add(27*day + time.Minute))
 	touch(g, pending)
 	seen.expect(t, g, pending, requestKey(platformv1.DeletionPending, F, platformv1.ReasonPending, true))
+	touch(g, missing)
+	seen.expect(t, g, missing, requestKey(platformv1.DeletionRefused, F, platformv1.ReasonSubjectSecretMissing, false))
 	g.Eventually(func() float64 { return atRiskNow(g, ns) }, timeout, interval).Should(Equal(1.0), "the at-risk gauge counts the request")
 	deadline := printed(g, "/apis/platform.omniflowcrm.com/v1alpha1/namespaces/"+ns+"/deletionrequests/pending")["Deadline"]
 	g.Expect(deadline).To(Equal(pending.Status.Deadline.UTC().Format(time.RFC3339)), "the Deadline column prints the deadline, not its age")

@@ -74,13 +74,18 @@ var Rows = []Row{
 	{MetaChannel, "", f, platformv1.ReasonTenantNotFound, false, platformv1.HealthFailed, "the namespace's Tenant does not exist"},
 	{MetaChannel, "", f, platformv1.ReasonTenantDeactivated, false, platformv1.HealthFailed, "the tenant is deactivated or erased"},
 
+	{DeletionRequest, "", f, platformv1.ReasonSubjectSecretMissing, false, platformv1.HealthInProgress, "waiting (a minute at most) for its subject Secret"},
 	{DeletionRequest, "Pending", f, platformv1.ReasonPending, false, platformv1.HealthInProgress, "waiting for the tenant's worker"},
 	{DeletionRequest, "Pending", f, platformv1.ReasonTenantDeactivated, false, platformv1.HealthInProgress, "the tenant's erasure will erase the subject too"},
 	{DeletionRequest, "Pending", f, platformv1.ReasonPending, true, platformv1.HealthFailed, "unfinished 3 days before its 30-day deadline"},
 	{DeletionRequest, "Running", f, platformv1.ReasonPending, false, platformv1.HealthInProgress, "the worker is erasing"},
 	{DeletionRequest, "Completed", t, platformv1.ReasonCompleted, false, platformv1.HealthCurrent, "erased, ledger written"},
-	{DeletionRequest, "Refused", f, platformv1.ReasonRefused, false, platformv1.HealthFailed, "not in a tenant's namespace, or names a platform Secret"},
-	{DeletionRequest, "Failed", f, "Failed", false, platformv1.HealthFailed, "the worker could not erase; file a new request"},
+	{DeletionRequest, "Refused", f, platformv1.ReasonNotATenantNamespace, false, platformv1.HealthFailed, "not in a tenant's namespace"},
+	{DeletionRequest, "Refused", f, platformv1.ReasonUnknownChannel, false, platformv1.HealthFailed, "spec.channel names no channel of the tenant"},
+	{DeletionRequest, "Refused", f, platformv1.ReasonNotASubjectSecret, false, platformv1.HealthFailed, "the subject Secret is not of the subject type"},
+	{DeletionRequest, "Refused", f, platformv1.ReasonSubjectSecretInUse, false, platformv1.HealthFailed, "the subject Secret is one the platform uses"},
+	{DeletionRequest, "Refused", f, platformv1.ReasonSubjectSecretMissing, false, platformv1.HealthFailed, "the subject Secret never appeared"},
+	{DeletionRequest, "Failed", f, platformv1.ReasonFailed, false, platformv1.HealthFailed, "the worker could not erase; file a new request"},
 }
 
 // Key names a row's state: kind, phase, Ready status and reason, at risk.
