@@ -356,11 +356,16 @@ func TestWithoutTheFlagPostgreSQLIsUnsupported(t *testing.T) {
 // forceRemove deletes a Tenant the way an impatient admin would: the
 // finalizer is stripped, so its own erasure never runs.
 func forceRemove(g Gomega, name string) {
+	// Delete first, then strip the finalizer: stripped first, the operator
+	// may put it back (it guards every live Tenant) before the delete lands.
 	tn := tenant(g, name)
-	patch := client.MergeFrom(tn.DeepCopy())
-	tn.Finalizers = nil
-	g.Expect(k8s.Patch(ctx, tn, patch)).To(Succeed())
 	g.Expect(k8s.Delete(ctx, tn)).To(Succeed())
+	g.Eventually(func() error {
+		tn := tenant(g, name)
+		patch := client.MergeFromWithOptions(tn.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		tn.Finalizers = nil
+		return k8s.Patch(ctx, tn, patch)
+	}, timeout, interval).Should(Succeed())
 	g.Eventually(func() bool {
 		return apierrors.IsNotFound(k8s.Get(ctx, types.NamespacedName{Name: name}, &platformv1.Tenant{}))
 	}, timeout, interval).Should(BeTrue())
