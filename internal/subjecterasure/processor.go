@@ -66,6 +66,9 @@ type Processor struct {
 // arrives or changes, until ctx ends. Nothing is polled: an idle namespace costs the
 // API server one watch.
 func (p *Processor) Run(ctx context.Context) error {
+	if p.RestConfig == nil || p.Client == nil || p.Namespace == "" {
+		return errors.New("subjecterasure: client, rest config and namespace are required")
+	}
 	c, err := cache.New(p.RestConfig, cache.Options{
 		Scheme:                      p.Client.Scheme(),
 		DefaultNamespaces:           map[string]cache.Config{p.Namespace: {}},
