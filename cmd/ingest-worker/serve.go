@@ -45,11 +45,8 @@ type serveOptions struct {
 	reloadInterval time.Duration
 	namespace      string
 	tenant         string
-	secretRefresh  time.Duration
-	// deletionInterval is how often pending DeletionRequests are looked for.
-	deletionInterval time.Duration
-	verbosity        int
-	storeKind        string
+	verbosity      int
+	storeKind      string
 }
 
 const (
@@ -88,8 +85,6 @@ func parseServe(args []string, getenv func(string) string) (*serveOptions, error
 	fs.StringVar(&o.channelsFile, "channels", "", "standalone mode: YAML file naming the tenant and its channels")
 	fs.StringVar(&o.namespace, "namespace", getenv(envNamespace), "in-cluster mode: the namespace whose MetaChannels are served (default $"+envNamespace+")")
 	fs.StringVar(&o.tenant, "tenant", getenv(envTenant), "the worker's tenant; webhooks are also served under /t/<tenant>/ (default $"+envTenant+")")
-	fs.DurationVar(&o.secretRefresh, "secret-refresh-interval", clusterchannels.DefaultSecretRefresh, "in-cluster mode: how often channels' Secrets are read again (the longest a rotated secret waits)")
-	fs.DurationVar(&o.deletionInterval, "deletion-request-interval", subjecterasure.DefaultInterval, "in-cluster mode: how often pending DeletionRequests are looked for")
 	fs.StringVar(&o.cfg.PublicBaseURL, "public-base-url", "", "in-cluster mode: base of the status URL Meta's data-deletion callback answers, as the public sees it (e.g. https://hooks.example.com/t/acme); default: the callback request's X-Forwarded-Proto, Host and path prefix")
 	fs.Int64Var(&o.cfg.MaxBodyBytes, "max-body-bytes", ingest.DefaultMaxBodyBytes, "largest delivery accepted; larger ones get 413")
 	fs.DurationVar(&o.reloadInterval, "channels-reload-interval", 5*time.Second, "standalone mode: how often the channels file is checked for changes (SIGHUP reloads at once)")
@@ -180,7 +175,6 @@ func clusterSource(o *serveOptions, log logr.Logger) error {
 	}
 	w, err := clusterchannels.New(clusterchannels.Config{
 		RestConfig: rc, Namespace: o.namespace, Registry: o.cfg.Registry, Log: log.WithValues("tenant", o.tenant),
-		SecretRefresh: o.secretRefresh,
 	})
 	if err != nil {
 		return err
@@ -200,10 +194,12 @@ func clusterSource(o *serveOptions, log logr.Logger) error {
 	o.cfg.Retention.Reporter = &workerreport.Retention{Client: c, Namespace: o.namespace}
 	o.cfg.Tasks = append(o.cfg.Tasks, func(ctx context.Context, st store.Store) {
 		p := &subjecterasure.Processor{
-			Client: c, Namespace: o.namespace, Store: st, Clock: clock.RealClock{},
-			Log: log.WithName("deletion-requests"), Interval: o.deletionInterval,
+			Client: c, RestConfig: rc, Namespace: o.namespace, Store: st, Clock: clock.RealClock{},
+			Log: log.WithName("deletion-requests"),
 		}
-		_ = p.Run(ctx)
+		if err := p.Run(ctx); err != nil {
+			log.Error(err, "Deletion requests are no longer watched")
+		}
 	})
 	return nil
 }

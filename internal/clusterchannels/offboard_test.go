@@ -7,8 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -22,8 +24,8 @@ func fixture(g Gomega, name string) []byte {
 }
 
 // Meta's account_update saying the business removed the app takes that channel (and
-// only that one) out of service with an Event on it, and it stays out, across secret
-// refreshes, until its spec changes. A notice for another business account changes
+// only that one) out of service with an Event on it, and it stays out, across changes
+// of its Secret, until its spec changes. A notice for another business account changes
 // nothing.
 func TestAccountRemovalTakesTheChannelOut(t *testing.T) {
 	t.Parallel()
@@ -64,8 +66,13 @@ func TestAccountRemovalTakesTheChannelOut(t *testing.T) {
 		g.Expect(found[0].Type).To(Equal("Warning"))
 		g.Expect(found[0].Note).To(ContainSubstring("PARTNER_APP_UNINSTALLED"))
 	}, timeout, interval).Should(Succeed(), "logs:\n%s", w.logs)
-	// Secret refreshes (every second here) do not bring it back; the other channel stays.
-	g.Consistently(func() int { return w.handshake("wa", verifyV1) }, 3*refresh, interval).Should(Equal(http.StatusNotFound))
+	// A change of its Secret (which syncs the channel again) does not bring it back; the
+	// other channel stays.
+	var s corev1.Secret
+	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "vd-secrets"}, &s)).To(Succeed())
+	s.Data["unrelated"] = []byte("x")
+	g.Expect(k8s.Update(ctx, &s)).To(Succeed())
+	g.Consistently(func() int { return w.handshake("wa", verifyV1) }, 3*time.Second, interval).Should(Equal(http.StatusNotFound))
 	g.Expect(w.handshake("wa-other", verifyV1)).To(Equal(http.StatusOK))
 	g.Expect(w.storedMessageIDs(g)).NotTo(ContainElement("wamid.after"))
 
