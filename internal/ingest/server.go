@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -230,33 +229,54 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 	return http.StatusOK, ResultStored
 }
 
-// Ingest attributes, normalizes and commits the parts of one authenticated delivery for
-// channel ch. Each part is judged alone by its own ids, so a caller may pass a whole
-// delivery or single parts (what a cluster-wide front door would forward). It returns
-// after the records are durably committed. Parts and items that cannot be stored are
-// counted and left out, never returned as errors: an error means the store failed, and
-// Meta retries until it does not.
+// Ingest attributes, normalizes and commits the parts of one delivery authenticated for
+// channel ch (its signature checked with ch's app secret). Each part is judged alone by
+// its own ids and handled by the channel they name: ch itself, or another channel of this
+// worker signed for by the same Meta app (same app secret), whichever URL the delivery
+// came in on. A part of an account this worker does not serve under that app is counted
+// as foreign and acknowledged. A caller may pass a whole delivery or single parts.
+// It returns after the records of every channel concerned are durably committed, in one
+// commit. Parts and items that cannot be stored are counted and left out, never returned
+// as errors: an error means the store failed, and Meta retries until it does not.
 func (s *Server) Ingest(ctx context.Context, ch channels.Channel, parts []meta.Part) (store.CommitResult, error) {
+	return s.ingest(ctx, parts, func(p *meta.Part) (channels.Channel, bool) {
+		if ch.Owns(p) {
+			return ch, true
+		}
+		if owner, ok := s.opts.Registry.Owner(p); ok && ch.SameApp(&owner) {
+			return owner, true
+		}
+		return channels.Channel{}, false
+	}, func(o *channels.Channel) bool { return o.Name == ch.Name || ch.SameApp(o) })
+}
+
+// ingest commits the parts that route finds a channel for, and acts on account removal
+// notices for the channels mayOffboard admits (those the delivery's sender speaks for).
+func (s *Server) ingest(ctx context.Context, parts []meta.Part, route func(*meta.Part) (channels.Channel, bool), mayOffboard func(*channels.Channel) bool) (store.CommitResult, error) {
 	m := s.opts.Metrics
 	var batch meta.Batch
-	offboard := ""
+	var offboards []offboardNotice
+	platform := ""
 	for i := range parts {
 		p := &parts[i]
 		// Judged before ownership: PARTNER_APP_UNINSTALLED names the WABA only inside
-		// its value, so the part is not attributed to the channel by its entry.id.
-		if ch.WhatsApp != nil {
-			if ev, ids, ok := meta.AccountRemoval(p); ok && slices.Contains(ids, string(ch.WhatsApp.BusinessAccountID)) {
-				offboard = ev
+		// its value, so the part is not attributed to a channel by its entry.id.
+		if ev, ids, ok := meta.AccountRemoval(p); ok {
+			for _, o := range s.opts.Registry.BusinessAccount(ids...) {
+				if mayOffboard(&o) {
+					offboards = append(offboards, offboardNotice{o.Name, ev})
+				}
 			}
 		}
-		if !ch.Owns(p) {
+		owner, ok := route(p)
+		if !ok {
 			m.ignored.WithLabelValues(p.Kind(), ReasonForeignAccount).Inc()
 			continue
 		}
 		parsed, err := s.parse(p)
 		if err != nil {
 			m.ignored.WithLabelValues(p.Kind(), ReasonInvalid).Inc()
-			s.opts.Log.Info("Invalid change acknowledged", "channel", ch.Name, "kind", p.Kind(), "error", err.Error())
+			s.opts.Log.Info("Invalid change acknowledged", "channel", owner.Name, "kind", p.Kind(), "error", err.Error())
 			continue
 		}
 		for _, k := range parsed.Ignored {
@@ -264,32 +284,33 @@ func (s *Server) Ingest(ctx context.Context, ch channels.Channel, parts []meta.P
 		}
 		for _, inv := range parsed.Invalid {
 			m.ignored.WithLabelValues(inv.Kind, ReasonInvalid).Inc()
-			s.opts.Log.Info("Invalid event acknowledged", "channel", ch.Name, "kind", inv.Kind, "error", inv.Err.Error())
+			s.opts.Log.Info("Invalid event acknowledged", "channel", owner.Name, "kind", inv.Kind, "error", inv.Err.Error())
 		}
 		// The parser should never yield a record the store refuses, but if it did, the
 		// whole delivery would fail on every retry: Meta would redeliver it for days and
 		// its valid parts would never be stored. Only this part is left out.
 		if err := store.Validate(&parsed.Batch); err != nil {
 			m.ignored.WithLabelValues(p.Kind(), ReasonInvalid).Inc()
-			s.opts.Log.Info("Unstorable change acknowledged", "channel", ch.Name, "kind", p.Kind(), "error", err.Error())
+			s.opts.Log.Info("Unstorable change acknowledged", "channel", owner.Name, "kind", p.Kind(), "error", err.Error())
 			continue
 		}
+		// Stamped per part: one delivery may carry several of this worker's channels.
+		parsed.Batch.SetChannel(owner.Name)
 		batch.Append(&parsed.Batch)
+		platform = string(owner.Platform)
 	}
 	if batch.Len() == 0 {
-		s.offboard(ch, offboard)
+		s.offboard(offboards)
 		return store.CommitResult{}, nil
 	}
 	ref := s.store.Load()
 	if ref == nil {
 		return store.CommitResult{}, errors.New("store not open")
 	}
-	batch.SetChannel(ch.Name)
 	res, err := ref.Commit(ctx, &batch)
 	if err != nil {
 		return res, fmt.Errorf("commit %d records: %w", batch.Len(), err)
 	}
-	platform := string(ch.Platform)
 	if res.MessagesNew > 0 {
 		m.messages.WithLabelValues(platform).Add(float64(res.MessagesNew))
 	}
@@ -302,22 +323,24 @@ func (s *Server) Ingest(ctx context.Context, ch channels.Channel, parts []meta.P
 	if res.StatusesStale > 0 {
 		m.statuses.WithLabelValues("stale").Add(float64(res.StatusesStale))
 	}
-	s.opts.Log.V(1).Info("Delivery committed", "channel", ch.Name, "new", res.MessagesNew,
+	s.opts.Log.V(1).Info("Delivery committed", "new", res.MessagesNew,
 		"duplicates", res.MessagesDuplicate, "statuses", res.StatusesApplied+res.StatusesStale, "records", batch.Len())
 	// After the commit: what came in the same delivery before the notice is kept.
-	s.offboard(ch, offboard)
+	s.offboard(offboards)
 	return res, nil
 }
 
-// offboard acts on an account removal notice for ch (event empty: none came).
-func (s *Server) offboard(ch channels.Channel, event string) {
-	if event == "" {
-		return
+// offboardNotice is an account removal notice for one channel.
+type offboardNotice struct{ channel, event string }
+
+// offboard acts on the account removal notices of one delivery.
+func (s *Server) offboard(notices []offboardNotice) {
+	for _, n := range notices {
+		if s.opts.Offboard == nil {
+			s.opts.Log.Info("Meta reports the business left; acknowledged (standalone: remove the channel from the file)", "channel", n.channel, "event", n.event)
+			continue
+		}
+		s.opts.Log.Info("Meta reports the business left; channel taken out of service", "channel", n.channel, "event", n.event)
+		s.opts.Offboard(n.channel, n.event)
 	}
-	if s.opts.Offboard == nil {
-		s.opts.Log.Info("Meta reports the business left; acknowledged (standalone: remove the channel from the file)", "channel", ch.Name, "event", event)
-		return
-	}
-	s.opts.Log.Info("Meta reports the business left; channel taken out of service", "channel", ch.Name, "event", event)
-	s.opts.Offboard(ch.Name, event)
 }
