@@ -25,18 +25,10 @@ func routingChannels() []channels.Channel {
 	)
 }
 
-// mixed joins the parts of several deliveries (of one object) into one delivery.
+// mixed joins several deliveries of one object into one.
 func mixed(t *testing.T, bodies ...[]byte) []byte {
 	t.Helper()
-	var all []meta.Part
-	for _, b := range bodies {
-		parts, err := meta.Split(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, parts...)
-	}
-	out, err := meta.Envelope(all)
+	out, err := meta.Combine(bodies...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,19 +8,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/channels"
+	"github.com/omniflowcrm/omniflow-operator/internal/forward"
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
+	"github.com/omniflowcrm/omniflow-operator/internal/webhookhttp"
 )
 
 // DefaultMaxBodyBytes caps a delivery: WhatsApp bodies reach 3 MB (meta-webhooks.md §2.3).
@@ -48,6 +50,10 @@ type Options struct {
 	// ACCOUNT_DELETED). In a cluster, the MetaChannel watcher's Offboard; nil standalone,
 	// where such deliveries are only acknowledged.
 	Offboard func(channel, event string)
+	// ForwardKey is this tenant's forwarding credential (forward.TenantKey): with it,
+	// the worker accepts the parts a webhook front door forwards at forward.Path, signed
+	// for Tenant. Empty: that endpoint answers 404.
+	ForwardKey []byte
 	// VerifyOnly answers 200 right after the signature check, storing nothing. It exists
 	// only as the benchmark's baseline: the cost of HTTP and HMAC without durability.
 	VerifyOnly bool
@@ -97,6 +103,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /webhooks/meta/{channel}", s.handleDelivery)
 	mux.HandleFunc("GET /t/{tenant}/webhooks/meta/{channel}", s.ownTenant(s.handleVerify, false))
 	mux.HandleFunc("POST /t/{tenant}/webhooks/meta/{channel}", s.ownTenant(s.handleDelivery, true))
+	mux.HandleFunc("POST "+forward.Path, s.handleForwarded)
 	mux.HandleFunc("POST /meta/data-deletion/{channel}", s.handleDataDeletion)
 	mux.HandleFunc("GET /meta/deletion-status/{code}", s.handleDeletionStatus)
 	mux.HandleFunc("POST /t/{tenant}/meta/data-deletion/{channel}", s.ownTenant(s.handleDataDeletion, false))
@@ -129,12 +136,7 @@ func (s *Server) ownTenant(next http.HandlerFunc, delivery bool) http.HandlerFun
 	}
 }
 
-func writeText(w http.ResponseWriter, code int, body string) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	_, _ = io.WriteString(w, body)
-}
+func writeText(w http.ResponseWriter, code int, body string) { webhookhttp.WriteText(w, code, body) }
 
 // handleVerify answers Meta's subscription handshake. The challenge is echoed only to a
 // caller that knows the channel's verify token.
@@ -144,9 +146,8 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 		writeText(w, http.StatusNotFound, "unknown channel\n")
 		return
 	}
-	q := r.URL.Query()
-	challenge := q.Get("hub.challenge")
-	if q.Get("hub.mode") != "subscribe" || challenge == "" || !meta.VerifyToken(ch.VerifyToken, q.Get("hub.verify_token")) {
+	challenge, ok := meta.Challenge(r.URL.Query(), ch.VerifyToken)
+	if !ok {
 		s.opts.Log.Info("Subscription handshake refused", "channel", ch.Name)
 		writeText(w, http.StatusForbidden, "forbidden\n")
 		return
@@ -156,15 +157,15 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDelivery(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	code, result := s.delivery(w, r)
-	s.opts.Metrics.deliveries.WithLabelValues(result).Inc()
-	s.opts.Metrics.deliverySeconds.Observe(time.Since(start).Seconds())
-	if code == http.StatusOK {
-		w.WriteHeader(code)
-		return
-	}
-	writeText(w, code, http.StatusText(code)+"\n")
+	s.answer(w, r, s.opts.Metrics.deliveries, s.delivery)
+}
+
+// answer runs a POST path, counts its result in results and times it.
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, results *prometheus.CounterVec, run func(http.ResponseWriter, *http.Request) (int, string)) {
+	webhookhttp.Answer(w, r, run, func(result string, took time.Duration) {
+		results.WithLabelValues(result).Inc()
+		s.opts.Metrics.deliverySeconds.Observe(took.Seconds())
+	})
 }
 
 // delivery runs the POST path and returns the status code and the metric result. It
@@ -182,22 +183,9 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 		return http.StatusServiceUnavailable, ResultNotReady
 	}
 	buf := s.bufs.Get().(*bytes.Buffer)
-	defer func() {
-		if buf.Cap() <= 1<<20 { // do not pin rare huge buffers in the pool
-			buf.Reset()
-			s.bufs.Put(buf)
-		}
-	}()
-	buf.Reset()
-	if r.ContentLength > s.opts.MaxBodyBytes {
-		return http.StatusRequestEntityTooLarge, ResultTooLarge
-	}
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)); err != nil {
-		if errors.As(err, new(*http.MaxBytesError)) {
-			return http.StatusRequestEntityTooLarge, ResultTooLarge
-		}
-		log.V(1).Info("Delivery body unreadable", "error", err.Error())
-		return http.StatusBadRequest, ResultBadRequest
+	defer s.putBuf(buf)
+	if code, result := s.readBody(w, r, buf, log); code != 0 {
+		return code, result
 	}
 	body := buf.Bytes()
 	fallback, err := meta.VerifySignature([]byte(ch.AppSecret), body, r.Header.Get(meta.SignatureHeader))
@@ -223,10 +211,86 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 		log.Error(err, "Delivery not stored")
 		return http.StatusServiceUnavailable, ResultStoreError
 	}
+	return http.StatusOK, committedResult(res)
+}
+
+// committedResult is the metric result of a delivery that was committed.
+func committedResult(res store.CommitResult) string {
 	if res.MessagesNew+res.StatusesApplied+res.ContactsUpserted+res.MessagesDeleted+res.FilesNew+res.IdentityChanges == 0 {
-		return http.StatusOK, ResultAcknowledged
+		return ResultAcknowledged
 	}
-	return http.StatusOK, ResultStored
+	return ResultStored
+}
+
+// readBody reads the request body into buf, capped at MaxBodyBytes. A non-zero code is
+// the answer when it could not.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer, log logr.Logger) (int, string) {
+	if err := meta.ReadBody(w, r, buf, s.opts.MaxBodyBytes); err != nil {
+		if errors.Is(err, meta.ErrTooLarge) {
+			return http.StatusRequestEntityTooLarge, ResultTooLarge
+		}
+		log.V(1).Info("Delivery body unreadable", "error", err.Error())
+		return http.StatusBadRequest, ResultBadRequest
+	}
+	return 0, ""
+}
+
+func (s *Server) putBuf(buf *bytes.Buffer) {
+	if buf.Cap() <= 1<<20 { // do not pin rare huge buffers in the pool
+		buf.Reset()
+		s.bufs.Put(buf)
+	}
+}
+
+// handleForwarded takes the parts a webhook front door forwards for this tenant: the
+// front door checked Meta's signature with the app secret, and proves with the tenant's
+// forwarding credential that it did. Each part is handled by the channel its ids name;
+// the answer is 200 only once they are committed, so that the front door can tell Meta.
+func (s *Server) handleForwarded(w http.ResponseWriter, r *http.Request) {
+	s.answer(w, r, s.opts.Metrics.forwarded, s.forwarded)
+}
+
+func (s *Server) forwarded(w http.ResponseWriter, r *http.Request) (int, string) {
+	log := s.opts.Log.WithValues("forwarded", true)
+	if len(s.opts.ForwardKey) == 0 || s.opts.Tenant == "" {
+		return http.StatusNotFound, ResultUnknownChannel
+	}
+	if !s.Ready() {
+		return http.StatusServiceUnavailable, ResultNotReady
+	}
+	buf := s.bufs.Get().(*bytes.Buffer)
+	defer s.putBuf(buf)
+	if code, result := s.readBody(w, r, buf, log); code != 0 {
+		return code, result
+	}
+	body := buf.Bytes()
+	if err := forward.Verify(s.opts.ForwardKey, s.opts.Tenant, body, r.Header.Get(forward.SignatureHeader)); err != nil {
+		log.Info("Forwarded delivery refused", "reason", err.Error())
+		return http.StatusUnauthorized, ResultUnauthorized
+	}
+	parts, err := meta.Split(body)
+	if err != nil {
+		log.Info("Forwarded delivery is not a Meta envelope", "bytes", len(body))
+		return http.StatusBadRequest, ResultBadRequest
+	}
+	reg := s.opts.Registry
+	res, err := s.ingest(r.Context(), parts, func(p *meta.Part) (channels.Channel, bool) {
+		if owner, ok := reg.Owner(p); ok {
+			return owner, true
+		}
+		// A WhatsApp account-level change names its business account only.
+		if p.Platform == meta.WhatsApp && p.AccountID == p.EntryID {
+			if chs := reg.BusinessAccount(p.EntryID); len(chs) > 0 {
+				return chs[0], true
+			}
+		}
+		return channels.Channel{}, false
+	}, func(*channels.Channel) bool { return true })
+	if err != nil {
+		log.Error(err, "Forwarded delivery not stored")
+		return http.StatusServiceUnavailable, ResultStoreError
+	}
+	return http.StatusOK, committedResult(res)
 }
 
 // Ingest attributes, normalizes and commits the parts of one delivery authenticated for

@@ -245,6 +245,20 @@ func Envelope(parts []Part) ([]byte, error) {
 	return b, nil
 }
 
+// Combine joins the parts of several deliveries of one object into one delivery (as Meta
+// batches the changes of several accounts into one POST).
+func Combine(bodies ...[]byte) ([]byte, error) {
+	var all []Part
+	for i, b := range bodies {
+		parts, err := Split(b)
+		if err != nil {
+			return nil, fmt.Errorf("delivery %d: %w", i, err)
+		}
+		all = append(all, parts...)
+	}
+	return Envelope(all)
+}
+
 // ParseDelivery splits and parses a whole delivery, ignoring attribution. Handy for tests
 // and tools; the worker itself attributes each part before keeping its records.
 func ParseDelivery(body []byte) (Parsed, error) {
