@@ -16,6 +16,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"os"
 	"strings"
 )
 
@@ -58,4 +60,21 @@ func Verify(tenantKey []byte, tenant string, body []byte, header string) error {
 		return ErrSignature
 	}
 	return nil
+}
+
+// ReadKeyFile reads a key written in hex (surrounding whitespace ignored), as mounted
+// from a Secret: at least MinKeyBytes long.
+func ReadKeyFile(path string) ([]byte, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read key file: %w", err)
+	}
+	key, err := hex.DecodeString(strings.TrimSpace(string(raw)))
+	if err != nil {
+		return nil, fmt.Errorf("key file %s: want hex: %w", path, err)
+	}
+	if len(key) < MinKeyBytes {
+		return nil, fmt.Errorf("key file %s: %d bytes, want at least %d", path, len(key), MinKeyBytes)
+	}
+	return key, nil
 }
