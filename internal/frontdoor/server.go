@@ -202,13 +202,20 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 	if len(order) == 0 {
 		return http.StatusOK, ResultAcknowledged
 	}
+	// The common case, a delivery wholly for one tenant, is forwarded as received: no
+	// re-encoding.
+	whole := len(order) == 1 && len(byTenant[order[0]]) == len(parts)
 	errs := make([]error, len(order))
 	var wg sync.WaitGroup
 	for i, tg := range order {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = s.forward(r.Context(), tg, byTenant[tg])
+			var fwd []byte
+			if whole {
+				fwd = body
+			}
+			errs[i] = s.forward(r.Context(), tg, byTenant[tg], fwd)
 		}()
 	}
 	wg.Wait()
@@ -226,12 +233,15 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 	return http.StatusOK, ResultForwarded
 }
 
-// forward sends one tenant's parts to its worker and returns nil once it committed them.
-func (s *Server) forward(ctx context.Context, tg Target, parts []meta.Part) error {
-	body, err := meta.Envelope(parts)
-	if err != nil {
-		s.m.forwards.WithLabelValues(ForwardFailed).Inc()
-		return fmt.Errorf("build forward: %w", err)
+// forward sends one tenant's parts to its worker (body, when not nil, is the delivery
+// that holds exactly these parts) and returns nil once the worker committed them.
+func (s *Server) forward(ctx context.Context, tg Target, parts []meta.Part, body []byte) error {
+	if body == nil {
+		var err error
+		if body, err = meta.Envelope(parts); err != nil {
+			s.m.forwards.WithLabelValues(ForwardFailed).Inc()
+			return fmt.Errorf("build forward: %w", err)
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ForwardTimeout)
 	defer cancel()
