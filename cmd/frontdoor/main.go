@@ -3,6 +3,7 @@
 // worker (see internal/frontdoor).
 //
 //	frontdoor serve --routes FILE --app-secret-file F --verify-token-file F --forwarding-key-file F
+//	frontdoor serve --cluster --app-secret-file F --verify-token-file F --forwarding-key-file F
 //	frontdoor tenant-key --forwarding-key-file F --tenant NAME
 package main
 
@@ -23,6 +24,9 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/forward"
 	"github.com/omniflowcrm/omniflow-operator/internal/frontdoor"
@@ -30,6 +34,7 @@ import (
 
 const usage = `usage:
   frontdoor serve --routes FILE --app-secret-file F --verify-token-file F --forwarding-key-file F [flags]
+  frontdoor serve --cluster --app-secret-file F --verify-token-file F --forwarding-key-file F [flags]
   frontdoor tenant-key --forwarding-key-file F --tenant NAME
 Run "frontdoor CMD -h" for the flags of a command.
 `
@@ -96,6 +101,7 @@ func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	listen := fs.String("listen", ":8080", "address to serve Meta's webhooks, health and metrics on")
 	routes := fs.String("routes", "", "routes file: the tenants, their workers and their channels' ids (reloaded on change)")
+	cluster := fs.Bool("cluster", false, "route by the cluster's MetaChannels (watched; only the Ready holder of an id) to each tenant's worker Service, as the pod's ServiceAccount or $KUBECONFIG's user")
 	reload := fs.Duration("routes-reload-interval", 5*time.Second, "how often the routes file is checked for changes")
 	secretFile := fs.String("app-secret-file", "", "file holding the Meta app's App Secret")
 	tokenFile := fs.String("verify-token-file", "", "file holding the verify token typed in Meta's dashboard")
@@ -106,8 +112,8 @@ func serve(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *routes == "" || *secretFile == "" || *tokenFile == "" || *keyFile == "" {
-		return errors.New("--routes, --app-secret-file, --verify-token-file and --forwarding-key-file are required")
+	if (*routes == "") == !*cluster || *secretFile == "" || *tokenFile == "" || *keyFile == "" {
+		return errors.New("--routes or --cluster (one of them), --app-secret-file, --verify-token-file and --forwarding-key-file are required")
 	}
 	log := logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.Level(-*verbosity)}))
 	secret, err := readSecretFile(*secretFile, "app secret")
@@ -123,9 +129,22 @@ func serve(args []string) error {
 		return err
 	}
 	table := &frontdoor.Table{}
-	src := &frontdoor.FileSource{Path: *routes, Table: table, Log: log, Interval: *reload}
-	if err := src.Load(); err != nil {
-		return fmt.Errorf("load routes: %w", err)
+	var runSource func(ctx context.Context) error
+	if *cluster {
+		klog.SetLogger(log)
+		ctrllog.SetLogger(log)
+		rc, err := config.GetConfig()
+		if err != nil {
+			return fmt.Errorf("kubernetes client config: %w", err)
+		}
+		// Deliveries get 503 until the first list is in (readyz says so too).
+		runSource = (&frontdoor.ClusterSource{RestConfig: rc, Table: table, Log: log}).Run
+	} else {
+		src := &frontdoor.FileSource{Path: *routes, Table: table, Log: log, Interval: *reload}
+		if err := src.Load(); err != nil {
+			return fmt.Errorf("load routes: %w", err)
+		}
+		runSource = func(ctx context.Context) error { src.Run(ctx); return nil }
 	}
 	srv, err := frontdoor.NewServer(frontdoor.Config{AppSecret: []byte(secret), VerifyToken: token, ForwardingKey: key,
 		Table: table, ForwardTimeout: *timeout, MaxBodyBytes: *maxBody, Log: log})
@@ -138,15 +157,19 @@ func serve(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	go src.Run(ctx)
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	errc := make(chan error, 2)
+	go func() {
+		if err := runSource(ctx); err != nil {
+			errc <- fmt.Errorf("routes: %w", err)
+		}
+	}()
+	go func() { errc <- fmt.Errorf("serve: %w", hs.Serve(ln)) }()
 	log.Info("Serving", "addr", ln.Addr().String())
 	log.Info("Ready")
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
+		return err
 	case <-ctx.Done():
 	}
 	// Stateless: in-flight deliveries finish (each within the forward timeout), then exit.
