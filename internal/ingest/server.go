@@ -179,14 +179,11 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 		return http.StatusNotFound, ResultUnknownChannel
 	}
 	log = log.WithValues("channel", ch.Name)
-	if !s.Ready() {
-		return http.StatusServiceUnavailable, ResultNotReady
-	}
-	buf := s.bufs.Get().(*bytes.Buffer)
-	defer s.putBuf(buf)
-	if code, result := s.readBody(w, r, buf, log); code != 0 {
+	buf, code, result := s.readDelivery(w, r, log)
+	if code != 0 {
 		return code, result
 	}
+	defer s.putBuf(buf)
 	body := buf.Bytes()
 	fallback, err := meta.VerifySignature([]byte(ch.AppSecret), body, r.Header.Get(meta.SignatureHeader))
 	if err != nil {
@@ -222,17 +219,23 @@ func committedResult(res store.CommitResult) string {
 	return ResultStored
 }
 
-// readBody reads the request body into buf, capped at MaxBodyBytes. A non-zero code is
-// the answer when it could not.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer, log logr.Logger) (int, string) {
+// readDelivery reads the body of a delivery into a pooled buffer (give it back with
+// putBuf), capped at MaxBodyBytes, once the server is ready. A non-zero code is the
+// answer when it could not.
+func (s *Server) readDelivery(w http.ResponseWriter, r *http.Request, log logr.Logger) (*bytes.Buffer, int, string) {
+	if !s.Ready() {
+		return nil, http.StatusServiceUnavailable, ResultNotReady
+	}
+	buf := s.bufs.Get().(*bytes.Buffer)
 	if err := meta.ReadBody(w, r, buf, s.opts.MaxBodyBytes); err != nil {
+		s.putBuf(buf)
 		if errors.Is(err, meta.ErrTooLarge) {
-			return http.StatusRequestEntityTooLarge, ResultTooLarge
+			return nil, http.StatusRequestEntityTooLarge, ResultTooLarge
 		}
 		log.V(1).Info("Delivery body unreadable", "error", err.Error())
-		return http.StatusBadRequest, ResultBadRequest
+		return nil, http.StatusBadRequest, ResultBadRequest
 	}
-	return 0, ""
+	return buf, 0, ""
 }
 
 func (s *Server) putBuf(buf *bytes.Buffer) {
@@ -255,14 +258,11 @@ func (s *Server) forwarded(w http.ResponseWriter, r *http.Request) (int, string)
 	if len(s.opts.ForwardKey) == 0 || s.opts.Tenant == "" {
 		return http.StatusNotFound, ResultUnknownChannel
 	}
-	if !s.Ready() {
-		return http.StatusServiceUnavailable, ResultNotReady
-	}
-	buf := s.bufs.Get().(*bytes.Buffer)
-	defer s.putBuf(buf)
-	if code, result := s.readBody(w, r, buf, log); code != 0 {
+	buf, code, result := s.readDelivery(w, r, log)
+	if code != 0 {
 		return code, result
 	}
+	defer s.putBuf(buf)
 	body := buf.Bytes()
 	if err := forward.Verify(s.opts.ForwardKey, s.opts.Tenant, body, r.Header.Get(forward.SignatureHeader)); err != nil {
 		log.Info("Forwarded delivery refused", "reason", err.Error())
