@@ -11,9 +11,11 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -438,4 +440,39 @@ func counter(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// A worker that does not answer in time fails the delivery at the forward timeout, well
+// inside Meta's deadline, instead of holding Meta's request.
+func TestSlowWorkerTimesOut(t *testing.T) {
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(slow.Close)
+	t.Cleanup(func() { close(release) })
+	table := &Table{}
+	if err := table.Replace([]Tenant{tenantOf("acme", &worker{addr: strings.TrimPrefix(slow.URL, "http://")}, acmeChannels)}); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := NewServer(Config{AppSecret: []byte(appSecret), VerifyToken: verifyToken, ForwardingKey: forwardingKey, Table: table,
+		ForwardTimeout: 300 * time.Millisecond, Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &door{t: t, srv: srv, table: table, http: httptest.NewServer(srv.Handler())}
+	t.Cleanup(d.http.Close)
+	start := time.Now()
+	if code := d.postSigned(waText("123456789012345", "wamid.SLOW")); code != http.StatusServiceUnavailable {
+		t.Fatalf("slow worker: %d, want 503", code)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("answered after %s; the forward timeout is 300ms", took)
+	}
+	if v := counter(t, srv.m.forwards.WithLabelValues(ForwardFailed)); v != 1 {
+		t.Errorf("failed forwards %v, want 1", v)
+	}
 }
