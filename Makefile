@@ -72,15 +72,16 @@ chart: manifests ## Regenerate the parts of the Helm chart (charts/omniflow-oper
 	go run ./hack/chart
 
 .PHONY: bench
-bench: ## Load-benchmark the ingest worker against a verify-only baseline, side by side (not part of make test).
+bench: ## Load-benchmark the ingest worker against a verify-only baseline, and through the front door against directly, side by side (not part of make test).
 	hack/bench.sh
 
 ##@ Build
 
 .PHONY: build
-build: manifests generate fmt vet ## Build the manager and ingest-worker binaries into bin/.
+build: manifests generate fmt vet ## Build the manager, ingest-worker and frontdoor binaries into bin/.
 	CGO_ENABLED=0 go build -o bin/manager ./cmd/manager
 	@if [ -d cmd/ingest-worker ]; then CGO_ENABLED=0 go build -o bin/ingest-worker ./cmd/ingest-worker; fi
+	CGO_ENABLED=0 go build -o bin/frontdoor ./cmd/frontdoor
 
 .PHONY: run
 run: manifests generate fmt vet ## Run the operator against the cluster of your current kubeconfig.

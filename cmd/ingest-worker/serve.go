@@ -20,6 +20,7 @@ import (
 
 	"github.com/omniflowcrm/omniflow-operator/internal/channels"
 	"github.com/omniflowcrm/omniflow-operator/internal/clusterchannels"
+	"github.com/omniflowcrm/omniflow-operator/internal/forward"
 	"github.com/omniflowcrm/omniflow-operator/internal/ingest"
 	"github.com/omniflowcrm/omniflow-operator/internal/retention"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
@@ -47,6 +48,7 @@ type serveOptions struct {
 	tenant         string
 	verbosity      int
 	storeKind      string
+	forwardKeyFile string
 }
 
 const (
@@ -93,6 +95,7 @@ func parseServe(args []string, getenv func(string) string) (*serveOptions, error
 	fs.DurationVar(&o.cfg.Retention.MaxAge, "retention-max-age", 0, "delete stored messages (with their reactions, statuses, files and contacts left without any) older than this, by their own timestamps; 0 keeps everything")
 	fs.DurationVar(&o.cfg.Retention.Interval, "retention-interval", retention.DefaultInterval, "how often retention runs (it also runs at start); a message is deleted at most --retention-max-age plus this after its timestamp")
 	fs.IntVar(&o.cfg.Retention.BatchSize, "retention-batch-size", retention.DefaultBatchSize, "records of each kind deleted per transaction: ingest waits for at most one batch")
+	fs.StringVar(&o.forwardKeyFile, "forward-key-file", "", "file holding this tenant's forwarding credential in hex (`frontdoor tenant-key`): the worker then accepts the parts a webhook front door forwards to "+forward.Path)
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity (1: one line per delivery, without personal data)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -135,6 +138,9 @@ func serve(args []string) error {
 		err = clusterSource(o, log)
 	} else {
 		err = fileSource(o, log)
+	}
+	if err == nil && o.forwardKeyFile != "" {
+		o.cfg.ForwardKey, err = forward.ReadKeyFile(o.forwardKeyFile)
 	}
 	if err == nil {
 		err = ingest.Serve(ctx, o.cfg)

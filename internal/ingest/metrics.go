@@ -30,6 +30,7 @@ const (
 type Metrics struct {
 	Registry        *prometheus.Registry
 	deliveries      *prometheus.CounterVec
+	forwarded       *prometheus.CounterVec
 	deliverySeconds prometheus.Histogram
 	messages        *prometheus.CounterVec
 	duplicates      *prometheus.CounterVec
@@ -49,6 +50,9 @@ func NewMetrics() *Metrics {
 		Registry: prometheus.NewRegistry(),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "omniflow_ingest_deliveries_total", Help: "Webhook deliveries (POSTs) by result.",
+		}, []string{"result"}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "omniflow_ingest_forwarded_total", Help: "Requests of the webhook front door (forwarded parts) by result.",
 		}, []string{"result"}),
 		deliverySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "omniflow_ingest_delivery_duration_seconds", Help: "Time from request to response for webhook deliveries.",
@@ -84,7 +88,7 @@ func NewMetrics() *Metrics {
 			Name: "omniflow_store_commit_errors_total", Help: "Group commits that failed.",
 		}),
 	}
-	m.Registry.MustRegister(m.deliveries, m.deliverySeconds, m.messages, m.duplicates, m.leads, m.statuses, m.ignored,
+	m.Registry.MustRegister(m.deliveries, m.forwarded, m.deliverySeconds, m.messages, m.duplicates, m.leads, m.statuses, m.ignored,
 		m.sigFallback, m.commitSeconds, m.groupSize, m.commitErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the result series so dashboards see zeros rather than gaps.

@@ -82,8 +82,14 @@ type env struct {
 
 func newEnv(t testing.TB, opts Options) *env {
 	t.Helper()
+	return newEnvWith(t, opts, testChannels)
+}
+
+// newEnvWith is newEnv serving the channels chs.
+func newEnvWith(t testing.TB, opts Options, chs []channels.Channel) *env {
+	t.Helper()
 	reg := channels.NewRegistry()
-	if err := reg.Replace(testChannels); err != nil {
+	if err := reg.Replace(chs); err != nil {
 		t.Fatal(err)
 	}
 	e := &env{t: t, logs: &syncBuffer{}, m: NewMetrics()}
@@ -447,8 +453,8 @@ func TestBatchAttributedPerChange(t *testing.T) {
 	if v := counterValue(t, e.m.ignored.WithLabelValues("whatsapp.messages", ReasonForeignAccount)); v != 1 {
 		t.Errorf("foreign changes counted %v, want 1", v)
 	}
-	// The same delivery on a channel that owns neither number stores nothing, and a
-	// WhatsApp body posted to a Messenger channel is foreign too.
+	// The same delivery on the URL of another channel of the same app (here a
+	// Messenger one) is routed to the number it names: nothing new, nothing lost.
 	if code := e.postSigned("page", body); code != 200 || len(e.dump().Messages) != 2 {
 		t.Fatalf("cross-platform delivery: %d", code)
 	}

@@ -603,3 +603,28 @@ func TestWhatsAppSystemMessages(t *testing.T) {
 		})
 	}
 }
+
+// Combine joins deliveries into one whose parts are theirs, in order.
+func TestCombine(t *testing.T) {
+	a := []byte(`{"object":"page","entry":[{"id":"1","time":5,"messaging":[{"message":{"mid":"a"}}]}]}`)
+	b := []byte(`{"object":"page","entry":[{"id":"2","messaging":[{"message":{"mid":"b"}}],"standby":[{"x":1}]}]}`)
+	out, err := Combine(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := Split(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range parts {
+		got = append(got, p.EntryID+"/"+p.Field+"/"+string(p.Raw))
+	}
+	want := []string{`1/messaging/{"message":{"mid":"a"}}`, `2/messaging/{"message":{"mid":"b"}}`, `2/standby/{"x":1}`}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("parts %v, want %v", got, want)
+	}
+	if _, err := Combine(a, []byte(`{"object":"instagram","entry":[{"id":"3","messaging":[{}]}]}`)); err == nil {
+		t.Fatal("deliveries of two objects combined")
+	}
+}
