@@ -44,6 +44,21 @@ const returningChange = ` RETURNING platform, channel, COALESCE(old_wa_id, ''), 
 
 const returningRecord = ` RETURNING platform, message_id, channel, subject, COALESCE(subject_alt, '')`
 
+// Retention's statements (listed for the query-plan check in plans.go).
+const (
+	sqlPruneAgedMessages = `DELETE FROM messages WHERE id IN
+		(SELECT id FROM messages WHERE ts < ? ORDER BY ts LIMIT ?)` + returningRecord
+	sqlPruneReactions         = `DELETE FROM messages WHERE platform = ? AND reacts_to = ?` + returningRecord
+	sqlPruneStatusesOf        = `DELETE FROM statuses WHERE platform = ? AND message_id = ?`
+	sqlPruneFilesOf           = `DELETE FROM files WHERE platform = ? AND message_id = ?`
+	sqlPruneIdentityChangesOf = `DELETE FROM identity_changes WHERE platform = ? AND message_id = ?` + returningChange
+	sqlPruneAgedStatuses      = `DELETE FROM statuses WHERE id IN
+		(SELECT id FROM statuses WHERE ts < ? ORDER BY ts LIMIT ?)` + returningRecord
+	sqlPruneAgedReceipts = `DELETE FROM receipts WHERE id IN
+		(SELECT id FROM receipts WHERE watermark < ? ORDER BY watermark LIMIT ?)
+		RETURNING platform, '', channel, subject, ''`
+)
+
 func (o pruneOps) deleteReturning(ctx context.Context, q string, args ...any) ([]store.PrunedRecord, error) {
 	rows, err := o.t.tx.QueryContext(ctx, q, args...)
 	if err != nil {
@@ -83,13 +98,12 @@ func (o pruneOps) eachMessage(ctx context.Context, q string, msgs []store.Pruned
 }
 
 func (o pruneOps) DeleteAgedMessages(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
-	return o.deleteReturning(ctx, `DELETE FROM messages WHERE id IN
-		(SELECT id FROM messages WHERE ts < ? ORDER BY ts LIMIT ?)`+returningRecord, before.UnixMilli(), limit)
+	return o.deleteReturning(ctx, sqlPruneAgedMessages, before.UnixMilli(), limit)
 }
 
 func (o pruneOps) DeleteReactionsTo(ctx context.Context, msgs []store.PrunedRecord) ([]store.PrunedRecord, error) {
 	var out []store.PrunedRecord
-	err := o.eachMessage(ctx, `DELETE FROM messages WHERE platform = ? AND reacts_to = ?`+returningRecord, msgs,
+	err := o.eachMessage(ctx, sqlPruneReactions, msgs,
 		func(st *sql.Stmt, m store.PrunedRecord) error {
 			rows, err := st.QueryContext(ctx, string(m.Platform), m.MessageID)
 			if err != nil {
@@ -116,20 +130,20 @@ func (o pruneOps) deleteEach(ctx context.Context, q string, msgs []store.PrunedR
 }
 
 func (o pruneOps) DeleteStatusesOf(ctx context.Context, msgs []store.PrunedRecord) (int, error) {
-	return o.deleteEach(ctx, `DELETE FROM statuses WHERE platform = ? AND message_id = ?`, msgs)
+	return o.deleteEach(ctx, sqlPruneStatusesOf, msgs)
 }
 
 // DeleteFilesOf deletes file records. Media bytes are not stored yet; when they are
 // (content-addressed on the data volume), the rows' sha256 are collected here and the
 // files unlinked after the commit, unless another file row still names them.
 func (o pruneOps) DeleteFilesOf(ctx context.Context, msgs []store.PrunedRecord) (int, error) {
-	return o.deleteEach(ctx, `DELETE FROM files WHERE platform = ? AND message_id = ?`, msgs)
+	return o.deleteEach(ctx, sqlPruneFilesOf, msgs)
 }
 
 func (o pruneOps) DeleteIdentityChangesOf(ctx context.Context, msgs []store.PrunedRecord) (int, []store.Identity, error) {
 	n := 0
 	var ids []store.Identity
-	err := o.eachMessage(ctx, `DELETE FROM identity_changes WHERE platform = ? AND message_id = ?`+returningChange, msgs,
+	err := o.eachMessage(ctx, sqlPruneIdentityChangesOf, msgs,
 		func(st *sql.Stmt, m store.PrunedRecord) error {
 			rows, err := st.QueryContext(ctx, string(m.Platform), m.MessageID)
 			if err != nil {
@@ -144,14 +158,11 @@ func (o pruneOps) DeleteIdentityChangesOf(ctx context.Context, msgs []store.Prun
 }
 
 func (o pruneOps) DeleteAgedStatuses(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
-	return o.deleteReturning(ctx, `DELETE FROM statuses WHERE id IN
-		(SELECT id FROM statuses WHERE ts < ? ORDER BY ts LIMIT ?)`+returningRecord, before.UnixMilli(), limit)
+	return o.deleteReturning(ctx, sqlPruneAgedStatuses, before.UnixMilli(), limit)
 }
 
 func (o pruneOps) DeleteAgedReceipts(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
-	return o.deleteReturning(ctx, `DELETE FROM receipts WHERE id IN
-		(SELECT id FROM receipts WHERE watermark < ? ORDER BY watermark LIMIT ?)
-		RETURNING platform, '', channel, subject, ''`, before.UnixMilli(), limit)
+	return o.deleteReturning(ctx, sqlPruneAgedReceipts, before.UnixMilli(), limit)
 }
 
 // LockIdentities: nothing to lock, the writer is the only one.
@@ -175,6 +186,16 @@ func (o pruneOps) ContactsOf(ctx context.Context, id store.Identity) ([]store.Pr
 // keeps SQLite from answering platform = ? through the (platform, message_id) indexes,
 // which would scan every message of the platform; the subject indexes find the rows.
 func (o pruneOps) HasRecords(ctx context.Context, platform meta.Platform, channel string, ids []string) (bool, error) {
+	q, args := hasRecordsQuery(platform, channel, ids)
+	var left bool
+	if err := o.t.tx.QueryRowContext(ctx, q, args...).Scan(&left); err != nil {
+		return false, err
+	}
+	return left, nil
+}
+
+// hasRecordsQuery is HasRecords' statement.
+func hasRecordsQuery(platform meta.Platform, channel string, ids []string) (string, []any) {
 	in := "(" + strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",") + ")"
 	var args []any
 	var arms []string
@@ -195,11 +216,7 @@ func (o pruneOps) HasRecords(ctx context.Context, platform meta.Platform, channe
 	for _, id := range ids {
 		args = append(args, id)
 	}
-	var left bool
-	if err := o.t.tx.QueryRowContext(ctx, "SELECT "+strings.Join(arms, " OR "), args...).Scan(&left); err != nil {
-		return false, err
-	}
-	return left, nil
+	return "SELECT " + strings.Join(arms, " OR "), args
 }
 
 func (o pruneOps) DeleteContact(ctx context.Context, c store.PrunedContact) error {

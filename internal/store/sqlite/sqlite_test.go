@@ -405,7 +405,7 @@ func TestContactAfterErasureInTheSameGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = s.inTx(context.Background(), func(tx *txn) error {
-		if _, err := tx.erase(context.Background(), store.EraseRequest{Subject: store.Subject{ID: ana.WaID}}); err != nil {
+		if _, _, _, err := tx.eraseBatch(context.Background(), store.EraseRequest{Subject: store.Subject{ID: ana.WaID}}, DefaultEraseBatch); err != nil {
 			return err
 		}
 		return tx.apply(context.Background(), p, &store.CommitResult{})
