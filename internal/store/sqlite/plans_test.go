@@ -35,6 +35,13 @@ func TestErasureExportAndRetentionUseIndexes(t *testing.T) {
 	for _, p := range store.PlanErrors(checks) {
 		t.Error(p)
 	}
+	if t.Failed() {
+		for _, c := range checks {
+			if len(c.Problems) > 0 {
+				t.Logf("%s:\n%s", c.Name, strings.Join(c.Plan, "\n"))
+			}
+		}
+	}
 }
 
 // The check finds what it is meant to find: a scan, and a search by platform only.
