@@ -187,8 +187,12 @@ func (o pruneOps) ContactsOf(ctx context.Context, id store.Identity) ([]store.Pr
 // which would scan every message of the platform; the subject indexes find the rows.
 func (o pruneOps) HasRecords(ctx context.Context, platform meta.Platform, channel string, ids []string) (bool, error) {
 	q, args := hasRecordsQuery(platform, channel, ids)
+	st, err := o.t.prepared(ctx, q)
+	if err != nil {
+		return false, err
+	}
 	var left bool
-	if err := o.t.tx.QueryRowContext(ctx, q, args...).Scan(&left); err != nil {
+	if err := st.QueryRowContext(ctx, args...).Scan(&left); err != nil {
 		return false, err
 	}
 	return left, nil

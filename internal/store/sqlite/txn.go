@@ -79,6 +79,20 @@ func (t *txn) stmt(ctx context.Context, name string) *sql.Stmt {
 	return st
 }
 
+// prepared is q prepared in this transaction, once: statements built at run time (with
+// one placeholder per identifier) that a batch runs many times.
+func (t *txn) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := t.cache[q]; ok {
+		return st, nil
+	}
+	st, err := t.tx.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	t.cache[q] = st
+	return st, nil
+}
+
 func (t *txn) exec(ctx context.Context, name string, args ...any) (int64, error) {
 	res, err := t.stmt(ctx, name).ExecContext(ctx, args...)
 	if err != nil {
