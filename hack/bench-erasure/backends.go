@@ -40,7 +40,7 @@ func open(ctx context.Context, c config, backend string) (*tenant, error) {
 		if err != nil {
 			return nil, err
 		}
-		s, err := sqlite.Open(dir, sqlite.Options{})
+		s, err := sqlite.Open(dir, sqlite.Options{EraseBatch: c.eraseBatch})
 		if err != nil {
 			return nil, err
 		}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/retention"
+	"github.com/omniflowcrm/omniflow-operator/internal/store/sqlite"
 )
 
 type size struct{ messages, contacts int }
@@ -28,6 +29,7 @@ type config struct {
 	bigSubject int
 	retention  int
 	pruneBatch int
+	eraseBatch int
 	rate       int
 	phase      time.Duration
 	dir, dsn   string
@@ -43,6 +45,7 @@ func main() {
 	flag.IntVar(&c.bigSubject, "big-subject", envInt("BIG_SUBJECT", 100000), "messages of the person erased under ingest load (largest store)")
 	flag.IntVar(&c.retention, "retention", envInt("RETENTION", 500000), "messages the retention run under ingest load removes (largest store)")
 	flag.IntVar(&c.pruneBatch, "retention-batch", envInt("RETENTION_BATCH", retention.DefaultBatchSize), "messages per retention batch (the worker's --retention-batch-size)")
+	flag.IntVar(&c.eraseBatch, "erase-batch", envInt("ERASE_BATCH", sqlite.DefaultEraseBatch), "rows per table of one SQLite erasure transaction")
 	flag.IntVar(&c.rate, "rate", envInt("RATE", 200), "deliveries per second of the ingest load")
 	flag.DurationVar(&c.phase, "phase", envDuration("PHASE", 5*time.Second), "length of the ingest phase without erasure or retention")
 	flag.StringVar(&c.dir, "dir", env("BENCH_TMPDIR", "/var/tmp"), "directory for the SQLite stores (a real disk: fsync must cost what it costs)")

@@ -17,8 +17,10 @@ import (
 // writer: a person with a hundred thousand messages erased in one transaction would
 // hold every delivery queued behind it for seconds. In batches, deliveries are
 // committed between two of them (each batch is one operation of the writer, queued like
-// a delivery). 500, as retention's default batch: a few milliseconds of the writer.
-const DefaultEraseBatch = 500
+// a delivery). 250 rows of each kind take about 2.5 ms of the writer on a 2-core
+// machine (make bench-erasure; docs/erasure-at-scale.md), of the order of a delivery's
+// own p99.
+const DefaultEraseBatch = 250
 
 // Erase implements store.Store. It deletes the subject's messages, statuses, receipts and
 // files in batches of at most Options.EraseBatch rows per table, then, in the last transaction,
