@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -27,8 +29,8 @@ type tenant struct {
 	analyze func(context.Context) error
 	plans   func(context.Context) ([]store.PlanCheck, error)
 	// erase closes the store and erases the tenant's data: it returns how long the
-	// deletion itself took.
-	erase func(context.Context) (time.Duration, error)
+	// deletion itself took and how many bytes it deleted.
+	erase func(context.Context) (time.Duration, int64, error)
 }
 
 func numCPU() int { return runtime.NumCPU() }
@@ -46,13 +48,17 @@ func open(ctx context.Context, c config, backend string) (*tenant, error) {
 		}
 		return &tenant{
 			st: s, analyze: s.Optimize, plans: s.CheckPlans,
-			erase: func(context.Context) (time.Duration, error) {
+			erase: func(context.Context) (time.Duration, int64, error) {
 				if err := s.Close(); err != nil {
-					return 0, err
+					return 0, 0, err
+				}
+				size, err := dirSize(dir)
+				if err != nil {
+					return 0, 0, err
 				}
 				start := time.Now()
-				err := os.RemoveAll(dir) // what deleting the tenant's volume does to its files
-				return time.Since(start), err
+				err = os.RemoveAll(dir) // what deleting the tenant's volume does to its files
+				return time.Since(start), size, err
 			},
 		}, nil
 	case "postgres":
@@ -62,7 +68,7 @@ func open(ctx context.Context, c config, backend string) (*tenant, error) {
 		b := make([]byte, 6)
 		_, _ = rand.Read(b)
 		name := "omniflow_bench_" + hex.EncodeToString(b)
-		if err := admin(ctx, c.dsn, "CREATE DATABASE "+name); err != nil {
+		if err := exec(ctx, c.dsn, "CREATE DATABASE "+name); err != nil {
 			return nil, err
 		}
 		dsn, err := withDatabase(c.dsn, name)
@@ -76,11 +82,20 @@ func open(ctx context.Context, c config, backend string) (*tenant, error) {
 		return &tenant{
 			st: s, plans: s.CheckPlans,
 			analyze: func(ctx context.Context) error { return exec(ctx, dsn, "ANALYZE") },
-			erase: func(ctx context.Context) (time.Duration, error) {
+			erase: func(ctx context.Context) (time.Duration, int64, error) {
 				_ = s.Close()
+				conn, err := pgx.Connect(ctx, c.dsn)
+				if err != nil {
+					return 0, 0, err
+				}
+				defer conn.Close(ctx)
+				var size int64
+				if err := conn.QueryRow(ctx, "SELECT pg_database_size($1)", name).Scan(&size); err != nil {
+					return 0, 0, err
+				}
 				start := time.Now()
-				err := admin(ctx, c.dsn, "DROP DATABASE "+name+" WITH (FORCE)")
-				return time.Since(start), err
+				_, err = conn.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)")
+				return time.Since(start), size, err
 			},
 		}, nil
 	}
@@ -97,8 +112,6 @@ func exec(ctx context.Context, dsn, sql string) error {
 	return err
 }
 
-func admin(ctx context.Context, dsn, sql string) error { return exec(ctx, dsn, sql) }
-
 // withDatabase names database name in dsn (a URL or a keyword/value string).
 func withDatabase(dsn, name string) (string, error) {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
@@ -110,4 +123,21 @@ func withDatabase(dsn, name string) (string, error) {
 		return u.String(), nil
 	}
 	return dsn + " dbname=" + name, nil // keyword/value: the last setting wins
+}
+
+// dirSize is the bytes of the files in dir.
+func dirSize(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		n += info.Size()
+		return nil
+	})
+	return n, err
 }

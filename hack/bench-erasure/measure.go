@@ -25,6 +25,7 @@ type sizeResult struct {
 	size
 	build, erase, delete time.Duration // erase one subject and one indexed delete: medians
 	tenantErase          time.Duration
+	tenantBytes          int64
 }
 
 type phaseResult struct {
@@ -87,11 +88,11 @@ func runBackend(ctx context.Context, c config, backend string) (backendResult, e
 		}
 	}
 	for i, t := range tenants {
-		took, err := t.erase(ctx)
+		took, size, err := t.erase(ctx)
 		if err != nil {
 			return r, fmt.Errorf("erase tenant: %w", err)
 		}
-		r.sizes[i].tenantErase = took
+		r.sizes[i].tenantErase, r.sizes[i].tenantBytes = took, size
 	}
 	return r, nil
 }

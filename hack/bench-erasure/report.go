@@ -32,11 +32,11 @@ func report(w io.Writer, results []backendResult, plans bool) {
 		}
 	}
 	fmt.Fprintln(w, "\n### Erasing a whole tenant (SQLite: removing its directory; PostgreSQL: DROP DATABASE ... WITH (FORCE))")
-	fmt.Fprintln(w, "\n| backend | messages | contacts | took |")
-	fmt.Fprintln(w, "|---|---|---|---|")
+	fmt.Fprintln(w, "\n| backend | messages | contacts | size | took |")
+	fmt.Fprintln(w, "|---|---|---|---|---|")
 	for _, r := range results {
 		for _, s := range r.sizes {
-			fmt.Fprintf(w, "| %s | %d | %d | %s |\n", r.backend, s.messages, s.contacts, ms(s.tenantErase))
+			fmt.Fprintf(w, "| %s | %d | %d | %.0f MB | %s |\n", r.backend, s.messages, s.contacts, float64(s.tenantBytes)/1e6, ms(s.tenantErase))
 		}
 	}
 	fmt.Fprintln(w, "\n### Query plans of erasure, export by subject and retention (largest store)")
