@@ -59,8 +59,9 @@ const (
 		RETURNING platform, '', channel, subject, ''`
 )
 
-func (o pruneOps) deleteReturning(ctx context.Context, q string, args ...any) ([]store.PrunedRecord, error) {
-	rows, err := o.t.tx.QueryContext(ctx, q, args...)
+// deleteReturning runs the prepared statement name, a DELETE ... RETURNING of records.
+func (o pruneOps) deleteReturning(ctx context.Context, name string, args ...any) ([]store.PrunedRecord, error) {
+	rows, err := o.t.stmt(ctx, name).QueryContext(ctx, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -82,13 +83,9 @@ func scanRecords(rows *sql.Rows, out []store.PrunedRecord) ([]store.PrunedRecord
 	return out, rows.Err()
 }
 
-// eachMessage runs q, prepared once, for every message's (platform, message id).
-func (o pruneOps) eachMessage(ctx context.Context, q string, msgs []store.PrunedRecord, fn func(*sql.Stmt, store.PrunedRecord) error) error {
-	st, err := o.t.tx.PrepareContext(ctx, q)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
+// eachMessage runs the prepared statement name for every message's (platform, message id).
+func (o pruneOps) eachMessage(ctx context.Context, name string, msgs []store.PrunedRecord, fn func(*sql.Stmt, store.PrunedRecord) error) error {
+	st := o.t.stmt(ctx, name)
 	for _, m := range msgs {
 		if err := fn(st, m); err != nil {
 			return err
@@ -98,12 +95,12 @@ func (o pruneOps) eachMessage(ctx context.Context, q string, msgs []store.Pruned
 }
 
 func (o pruneOps) DeleteAgedMessages(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
-	return o.deleteReturning(ctx, sqlPruneAgedMessages, before.UnixMilli(), limit)
+	return o.deleteReturning(ctx, "pruneAgedMessages", before.UnixMilli(), limit)
 }
 
 func (o pruneOps) DeleteReactionsTo(ctx context.Context, msgs []store.PrunedRecord) ([]store.PrunedRecord, error) {
 	var out []store.PrunedRecord
-	err := o.eachMessage(ctx, sqlPruneReactions, msgs,
+	err := o.eachMessage(ctx, "pruneReactions", msgs,
 		func(st *sql.Stmt, m store.PrunedRecord) error {
 			rows, err := st.QueryContext(ctx, string(m.Platform), m.MessageID)
 			if err != nil {
@@ -115,9 +112,9 @@ func (o pruneOps) DeleteReactionsTo(ctx context.Context, msgs []store.PrunedReco
 	return out, err
 }
 
-func (o pruneOps) deleteEach(ctx context.Context, q string, msgs []store.PrunedRecord) (int, error) {
+func (o pruneOps) deleteEach(ctx context.Context, name string, msgs []store.PrunedRecord) (int, error) {
 	n := 0
-	err := o.eachMessage(ctx, q, msgs, func(st *sql.Stmt, m store.PrunedRecord) error {
+	err := o.eachMessage(ctx, name, msgs, func(st *sql.Stmt, m store.PrunedRecord) error {
 		res, err := st.ExecContext(ctx, string(m.Platform), m.MessageID)
 		if err != nil {
 			return err
@@ -130,20 +127,20 @@ func (o pruneOps) deleteEach(ctx context.Context, q string, msgs []store.PrunedR
 }
 
 func (o pruneOps) DeleteStatusesOf(ctx context.Context, msgs []store.PrunedRecord) (int, error) {
-	return o.deleteEach(ctx, sqlPruneStatusesOf, msgs)
+	return o.deleteEach(ctx, "pruneStatusesOf", msgs)
 }
 
 // DeleteFilesOf deletes file records. Media bytes are not stored yet; when they are
 // (content-addressed on the data volume), the rows' sha256 are collected here and the
 // files unlinked after the commit, unless another file row still names them.
 func (o pruneOps) DeleteFilesOf(ctx context.Context, msgs []store.PrunedRecord) (int, error) {
-	return o.deleteEach(ctx, sqlPruneFilesOf, msgs)
+	return o.deleteEach(ctx, "pruneFilesOf", msgs)
 }
 
 func (o pruneOps) DeleteIdentityChangesOf(ctx context.Context, msgs []store.PrunedRecord) (int, []store.Identity, error) {
 	n := 0
 	var ids []store.Identity
-	err := o.eachMessage(ctx, sqlPruneIdentityChangesOf, msgs,
+	err := o.eachMessage(ctx, "pruneIdentityChangesOf", msgs,
 		func(st *sql.Stmt, m store.PrunedRecord) error {
 			rows, err := st.QueryContext(ctx, string(m.Platform), m.MessageID)
 			if err != nil {
@@ -158,11 +155,11 @@ func (o pruneOps) DeleteIdentityChangesOf(ctx context.Context, msgs []store.Prun
 }
 
 func (o pruneOps) DeleteAgedStatuses(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
-	return o.deleteReturning(ctx, sqlPruneAgedStatuses, before.UnixMilli(), limit)
+	return o.deleteReturning(ctx, "pruneAgedStatuses", before.UnixMilli(), limit)
 }
 
 func (o pruneOps) DeleteAgedReceipts(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
-	return o.deleteReturning(ctx, sqlPruneAgedReceipts, before.UnixMilli(), limit)
+	return o.deleteReturning(ctx, "pruneAgedReceipts", before.UnixMilli(), limit)
 }
 
 // LockIdentities: nothing to lock, the writer is the only one.

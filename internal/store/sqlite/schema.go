@@ -182,4 +182,12 @@ var statements = map[string]string{
 	"tombstone":     `INSERT INTO tombstones(platform, message_id, deleted_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
 	"deleteMessage": `DELETE FROM messages WHERE platform = ? AND message_id = ?`,
 	"deleteFiles":   `DELETE FROM files WHERE platform = ? AND message_id = ?`,
+	// Retention's (retention.go), prepared once here rather than in every batch.
+	"pruneAgedMessages":      sqlPruneAgedMessages,
+	"pruneReactions":         sqlPruneReactions,
+	"pruneStatusesOf":        sqlPruneStatusesOf,
+	"pruneFilesOf":           sqlPruneFilesOf,
+	"pruneIdentityChangesOf": sqlPruneIdentityChangesOf,
+	"pruneAgedStatuses":      sqlPruneAgedStatuses,
+	"pruneAgedReceipts":      sqlPruneAgedReceipts,
 }
