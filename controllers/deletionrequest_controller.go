@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -35,20 +36,76 @@ var (
 		Name: "omniflow_deletion_requests_at_risk_total",
 		Help: "DeletionRequests that were still unfinished 3 days before their 30-day deadline.",
 	})
+
+	// A counter cannot say how many are at risk now; an alert needs that.
+	deletionRequestsAtRiskNow = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "omniflow_deletion_requests_at_risk",
+		Help: "Unfinished DeletionRequests less than 3 days before their 30-day deadline (or past it), by tenant namespace.",
+	}, []string{"namespace"})
 )
 
-func init() { metrics.Registry.MustRegister(deletionRequestsTotal, deletionRequestsAtRisk) }
+func init() {
+	metrics.Registry.MustRegister(deletionRequestsTotal, deletionRequestsAtRisk, deletionRequestsAtRiskNow)
+}
+
+// atRiskRequests are the requests the gauge counts. Every request is
+// reconciled when the operator starts, so a new leader rebuilds the set.
+var atRiskRequests = &requestSet{keys: map[types.NamespacedName]bool{}}
+
+type requestSet struct {
+	mu   sync.Mutex
+	keys map[types.NamespacedName]bool
+}
+
+// mark records whether one request is at risk and republishes its
+// namespace's count; a namespace with none has no series.
+func (s *requestSet) mark(key types.NamespacedName, atRisk bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.keys[key] == atRisk {
+		return
+	}
+	if atRisk {
+		s.keys[key] = true
+	} else {
+		delete(s.keys, key)
+	}
+	n := 0
+	for k := range s.keys {
+		if k.Namespace == key.Namespace {
+			n++
+		}
+	}
+	if n == 0 {
+		deletionRequestsAtRiskNow.DeleteLabelValues(key.Namespace)
+		return
+	}
+	deletionRequestsAtRiskNow.WithLabelValues(key.Namespace).Set(float64(n))
+}
 
 // DeletionRequestReconciler is the operator's half of a DeletionRequest: it
-// refuses requests outside a tenant's namespace, keeps the GDPR clock
-// (receivedAt, a 30-day deadline, an alarm 3 days before it), deletes the
-// subject's Secret once the request is finished and the request itself after
-// its TTL. The erasure is done by the tenant's worker, the only component that
-// can reach the tenant's store.
+// refuses requests outside a tenant's namespace, requests whose subject Secret
+// is not one (see deletionrequest_subject.go) and requests for a channel the
+// tenant does not have; it keeps the GDPR clock (receivedAt, a 30-day deadline,
+// an alarm 3 days before it), sums the worker's report up in Ready and counts
+// each outcome once, deletes the subject's Secret once the request is finished
+// and the request itself after its TTL. The erasure is done by the tenant's
+// worker, the only component that can reach the tenant's store.
+//
+// Status has two writers, each with fields of its own: the operator writes
+// receivedAt, deadline, the phases Pending and Refused and the conditions Ready
+// and AtRisk; the worker writes the phases Running, Completed and Failed, the
+// counts, subjectRef, confirmationCode and the condition SubjectErased. Both
+// patch with an optimistic lock, so that neither ever overwrites the other's
+// conditions with a stale list.
 type DeletionRequestReconciler struct {
 	client.Client
-	Recorder events.EventRecorder
-	Clock    clock.PassiveClock
+	// APIReader reads subject Secrets, which the cache does not hold.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Clock     clock.PassiveClock
+	// Route says which TLS Secret the tenant Ingresses use: never a subject.
+	Route RouteConfig
 }
 
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=deletionrequests,verbs=get;list;watch;delete
@@ -59,6 +116,9 @@ type DeletionRequestReconciler struct {
 func (r *DeletionRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	var dr platformv1.DeletionRequest
 	if err := r.Get(ctx, req.NamespacedName, &dr); err != nil {
+		if apierrors.IsNotFound(err) {
+			atRiskRequests.mark(req.NamespacedName, false)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	ctx = logf.IntoContext(ctx, logf.FromContext(ctx).WithValues("deletionRequest", klog.KObj(&dr)))
@@ -67,31 +127,19 @@ func (r *DeletionRequestReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	now := r.Clock.Now()
 
 	r.receive(&dr, now)
+	var wake time.Duration
 	if !dr.Finished() {
-		ct, err := lookupTenant(ctx, r.Client, dr.Namespace)
-		if err != nil {
+		var err error
+		if wake, err = r.admit(ctx, &dr, now); err != nil {
 			return ctrl.Result{}, err
-		}
-		platformOwned, err := r.platformSecret(ctx, dr.Namespace, dr.Spec.SubjectSecretRef.Name)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		switch {
-		case !ct.servedBy(dr.Namespace):
-			r.finish(&dr, now, platformv1.DeletionRefused, platformv1.ReasonRefused,
-				"refused: namespace "+dr.Namespace+" is not a tenant's namespace, so no tenant's data can be erased here")
-		case platformOwned:
-			r.finish(&dr, now, platformv1.DeletionRefused, platformv1.ReasonRefused,
-				"refused: subjectSecretRef names the Secret "+dr.Spec.SubjectSecretRef.Name+
-					", which the platform itself uses (a channel's credentials or the subject key); put the identifier in a Secret of its own")
-		default:
-			r.waitForWorker(&dr, ct.Tenant)
 		}
 	}
 	if dr.Finished() {
 		return r.finished(ctx, &dr, now)
 	}
-	wake := r.checkDeadline(&dr, now)
+	if alarm := r.checkDeadline(&dr, now); wake == 0 || alarm < wake {
+		wake = alarm
+	}
 	return ctrl.Result{RequeueAfter: wake}, nil
 }
 
@@ -103,11 +151,84 @@ func (r *DeletionRequestReconciler) receive(dr *platformv1.DeletionRequest, now 
 	at := metav1.NewTime(now.UTC().Truncate(time.Second))
 	dr.Status.ReceivedAt = &at
 	dr.Status.Deadline = ptrTime(at.Add(platformv1.DeletionDeadline))
+	r.Recorder.Eventf(dr, nil, corev1.EventTypeNormal, "Received", "Receive",
+		"deletion request received; it must be answered by %s", dr.Status.Deadline.UTC().Format(time.RFC3339))
+}
+
+// admit decides on an open request: refuse it, wait (for its subject Secret, or
+// for a deactivated tenant's erasure), or accept it for the worker (Pending). It
+// returns when to look again while waiting for the Secret.
+func (r *DeletionRequestReconciler) admit(ctx context.Context, dr *platformv1.DeletionRequest, now time.Time) (time.Duration, error) {
+	ct, err := lookupTenant(ctx, r.Client, dr.Namespace)
+	if err != nil {
+		return 0, err
+	}
+	if !ct.servedBy(dr.Namespace) {
+		r.refuse(dr, now, platformv1.ReasonNotATenantNamespace,
+			"refused: namespace "+dr.Namespace+" is not a tenant's namespace, so no tenant's data can be erased here")
+		return 0, nil
+	}
+	if dr.Status.Phase == platformv1.DeletionRunning {
+		// The worker has read the subject and is erasing: admitted already.
+		r.waitForWorker(dr, ct.Tenant)
+		return 0, nil
+	}
+	var channels platformv1.MetaChannelList
+	if err := r.List(ctx, &channels, client.InNamespace(dr.Namespace)); err != nil {
+		return 0, fmt.Errorf("list channels: %w", err)
+	}
+	if reason, msg := channelRefusal(dr, channels.Items); reason != "" {
+		r.refuse(dr, now, reason, msg)
+		return 0, nil
+	}
+	secret, err := readSubjectSecret(ctx, r.APIReader, dr)
+	if err != nil {
+		return 0, err
+	}
+	reason, msg := subjectRefusal(dr, secret, platformSecretUses(channels.Items, r.Route))
+	if reason == platformv1.ReasonSubjectSecretMissing {
+		// Meta's callback creates the Secret right after the request, and a
+		// manifest may list them in any order: wait a little, then refuse.
+		if left := dr.Status.ReceivedAt.Add(platformv1.SubjectSecretGrace).Sub(now); left > 0 {
+			setCondition(&dr.Status.Conditions, dr.Generation, platformv1.ConditionReady, false, reason, msg)
+			return min(left, subjectSecretPoll), nil
+		}
+		msg = "refused: " + msg
+	}
+	if reason != "" {
+		r.refuse(dr, now, reason, msg)
+		return 0, nil
+	}
 	if dr.Status.Phase == "" {
 		dr.Status.Phase = platformv1.DeletionPending
 	}
-	r.Recorder.Eventf(dr, nil, corev1.EventTypeNormal, "Received", "Receive",
-		"deletion request received; it must be answered by %s", dr.Status.Deadline.UTC().Format(time.RFC3339))
+	r.waitForWorker(dr, ct.Tenant)
+	return 0, nil
+}
+
+// subjectSecretPoll: subject Secrets are not watched (the cache holds only the
+// platform's own Secrets), so a request waiting for one looks again this often.
+const subjectSecretPoll = 2 * time.Second
+
+// channelRefusal checks spec.channel against the tenant's MetaChannels: an
+// unknown channel, or one of another platform, would complete with zero counts,
+// which reads as "nothing was stored about this person".
+func channelRefusal(dr *platformv1.DeletionRequest, channels []platformv1.MetaChannel) (reason, msg string) {
+	if dr.Spec.Channel == "" {
+		return "", ""
+	}
+	for i := range channels {
+		if channels[i].Name != dr.Spec.Channel {
+			continue
+		}
+		if channels[i].Spec.Platform != dr.Spec.Platform {
+			return platformv1.ReasonUnknownChannel, fmt.Sprintf("refused: spec.channel %s is a %s channel, but spec.platform is %s",
+				dr.Spec.Channel, channels[i].Spec.Platform, dr.Spec.Platform)
+		}
+		return "", ""
+	}
+	return platformv1.ReasonUnknownChannel, fmt.Sprintf("refused: spec.channel %s names no MetaChannel of this tenant; "+
+		"leave spec.channel empty to erase on every %s channel", dr.Spec.Channel, dr.Spec.Platform)
 }
 
 func (r *DeletionRequestReconciler) waitForWorker(dr *platformv1.DeletionRequest, t *platformv1.Tenant) {
@@ -123,36 +244,70 @@ func (r *DeletionRequestReconciler) waitForWorker(dr *platformv1.DeletionRequest
 	setCondition(&dr.Status.Conditions, dr.Generation, platformv1.ConditionReady, false, reason, msg)
 }
 
-// finish records a final outcome decided by the operator.
-func (r *DeletionRequestReconciler) finish(dr *platformv1.DeletionRequest, now time.Time, phase platformv1.DeletionPhase, reason, msg string) {
-	dr.Status.Phase = phase
+// refuse records the operator's refusal. msg names fields and Secrets, never
+// a Secret's content.
+func (r *DeletionRequestReconciler) refuse(dr *platformv1.DeletionRequest, now time.Time, reason, msg string) {
+	dr.Status.Phase = platformv1.DeletionRefused
 	dr.Status.CompletedAt = ptrTime(now.UTC().Truncate(time.Second))
 	setCondition(&dr.Status.Conditions, dr.Generation, platformv1.ConditionReady, false, reason, msg)
-	deletionRequestsTotal.WithLabelValues("refused").Inc()
 	r.Recorder.Eventf(dr, nil, corev1.EventTypeWarning, reason, "Refuse", msg)
 }
 
-// finished deals with a request in a final phase: count it once, make sure
-// the identifier does not outlive it, and delete it after its TTL.
+// refusalReasons are the reasons of a refused request's Ready condition.
+var refusalReasons = map[string]bool{
+	platformv1.ReasonNotATenantNamespace: true, platformv1.ReasonUnknownChannel: true,
+	platformv1.ReasonSubjectSecretMissing: true, platformv1.ReasonNotASubjectSecret: true,
+	platformv1.ReasonSubjectSecretInUse: true, platformv1.ReasonRefused: true,
+}
+
+// outcome is the result label of a finished request whose Ready condition
+// records its outcome, or "" while Ready does not (yet). Only the operator
+// writes Ready, so this is the marker that the outcome was counted: it
+// survives operator restarts and is written with an optimistic lock.
+func outcome(dr *platformv1.DeletionRequest) string {
+	c := meta.FindStatusCondition(dr.Status.Conditions, platformv1.ConditionReady)
+	if c == nil {
+		return ""
+	}
+	switch dr.Status.Phase {
+	case platformv1.DeletionCompleted:
+		if c.Status == metav1.ConditionTrue && c.Reason == platformv1.ReasonCompleted {
+			return "completed"
+		}
+	case platformv1.DeletionFailed:
+		if c.Reason == platformv1.ReasonFailed {
+			return "failed"
+		}
+	case platformv1.DeletionRefused:
+		if refusalReasons[c.Reason] {
+			return "refused"
+		}
+	}
+	return ""
+}
+
+// finished deals with a request in a final phase: record the outcome in Ready,
+// make sure the identifier does not outlive it, and delete it after its TTL.
 func (r *DeletionRequestReconciler) finished(ctx context.Context, dr *platformv1.DeletionRequest, now time.Time) (ctrl.Result, error) {
 	if dr.Status.CompletedAt == nil {
 		dr.Status.CompletedAt = ptrTime(now.UTC().Truncate(time.Second))
 	}
 	meta.RemoveStatusCondition(&dr.Status.Conditions, platformv1.ConditionAtRisk)
-	// Count each outcome once: on the pass that first reflects it in Ready.
+	report := meta.FindStatusCondition(dr.Status.Conditions, platformv1.ConditionSubjectErased)
+	atRiskRequests.mark(client.ObjectKeyFromObject(dr), false)
 	switch dr.Status.Phase {
 	case platformv1.DeletionCompleted:
-		if !meta.IsStatusConditionTrue(dr.Status.Conditions, platformv1.ConditionReady) {
-			deletionRequestsTotal.WithLabelValues("completed").Inc()
+		msg := "the subject's data is erased; see status.erased"
+		if report != nil && report.Message != "" {
+			msg = report.Message
 		}
-		setCondition(&dr.Status.Conditions, dr.Generation, platformv1.ConditionReady, true, platformv1.ReasonCompleted,
-			"the subject's data is erased; see status.erased")
+		setCondition(&dr.Status.Conditions, dr.Generation, platformv1.ConditionReady, true, platformv1.ReasonCompleted, msg)
 	case platformv1.DeletionFailed:
-		if c := meta.FindStatusCondition(dr.Status.Conditions, platformv1.ConditionReady); c == nil || c.Reason != string(platformv1.DeletionFailed) {
-			deletionRequestsTotal.WithLabelValues("failed").Inc()
+		msg := "the worker could not erase the subject's data; file a new request"
+		if report != nil && report.Message != "" {
+			msg = report.Message + "; file a new request"
 		}
-		setCondition(&dr.Status.Conditions, dr.Generation, platformv1.ConditionReady, false, string(platformv1.DeletionFailed),
-			"the worker could not erase the subject's data; file a new request")
+		setCondition(&dr.Status.Conditions, dr.Generation, platformv1.ConditionReady, false, platformv1.ReasonFailed, msg)
 	}
 	if err := r.deleteSubject(ctx, dr); err != nil {
 		return ctrl.Result{}, err
@@ -173,11 +328,31 @@ func (r *DeletionRequestReconciler) finished(ctx context.Context, dr *platformv1
 }
 
 // deleteSubject deletes the Secret that names the subject: once the request
-// is finished, the identifier has no reason to exist here.
+// is finished, the identifier has no reason to exist here. Only a Secret that
+// passes the subject Secret rule now is deleted, and only once no other open
+// request names it.
 func (r *DeletionRequestReconciler) deleteSubject(ctx context.Context, dr *platformv1.DeletionRequest) error {
-	// A request must never become a way to delete the platform's own Secrets.
-	if platformOwned, err := r.platformSecret(ctx, dr.Namespace, dr.Spec.SubjectSecretRef.Name); err != nil || platformOwned {
+	var channels platformv1.MetaChannelList
+	if err := r.List(ctx, &channels, client.InNamespace(dr.Namespace)); err != nil {
+		return fmt.Errorf("list channels: %w", err)
+	}
+	secret, err := readSubjectSecret(ctx, r.APIReader, dr)
+	if err != nil || secret == nil {
 		return err
+	}
+	secret.KeyMissing = false // an empty subject Secret goes too
+	if reason, _ := subjectRefusal(dr, secret, platformSecretUses(channels.Items, r.Route)); reason != "" {
+		return nil
+	}
+	var others platformv1.DeletionRequestList
+	if err := r.List(ctx, &others, client.InNamespace(dr.Namespace)); err != nil {
+		return fmt.Errorf("list deletion requests: %w", err)
+	}
+	for i := range others.Items {
+		o := &others.Items[i]
+		if o.UID != dr.UID && !o.Finished() && o.Spec.SubjectSecretRef.Name == dr.Spec.SubjectSecretRef.Name {
+			return nil // the last request to finish deletes it
+		}
 	}
 	s := &corev1.Secret{}
 	s.Namespace, s.Name = dr.Namespace, dr.Spec.SubjectSecretRef.Name
@@ -191,6 +366,7 @@ func (r *DeletionRequestReconciler) deleteSubject(ctx context.Context, dr *platf
 // look again.
 func (r *DeletionRequestReconciler) checkDeadline(dr *platformv1.DeletionRequest, now time.Time) time.Duration {
 	alarm := dr.Status.Deadline.Add(-platformv1.DeletionAtRiskBefore)
+	atRiskRequests.mark(client.ObjectKeyFromObject(dr), !now.Before(alarm))
 	if now.Before(alarm) {
 		setCondition(&dr.Status.Conditions, dr.Generation, platformv1.ConditionAtRisk, false, platformv1.ReasonOnSchedule,
 			"deadline "+dr.Status.Deadline.UTC().Format(time.RFC3339))
@@ -206,23 +382,33 @@ func (r *DeletionRequestReconciler) checkDeadline(dr *platformv1.DeletionRequest
 	return time.Hour
 }
 
+// patchStatus writes the operator's fields with an optimistic lock (the
+// worker writes the same object), and counts an outcome once it is recorded.
 func (r *DeletionRequestReconciler) patchStatus(ctx context.Context, orig, dr *platformv1.DeletionRequest) error {
 	dr.Status.ObservedGeneration = dr.Generation
+	platformv1.SetHealthConditions(&dr.Status.Conditions, dr.Generation, platformv1.DeletionRequestHealth(dr))
 	if equality.Semantic.DeepEqual(orig.Status, dr.Status) {
 		return nil
 	}
-	if err := r.Status().Patch(ctx, dr, client.MergeFrom(orig)); err != nil {
+	if err := r.Status().Patch(ctx, dr, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return client.IgnoreNotFound(fmt.Errorf("patch deletion request status: %w", err))
+	}
+	if result := outcome(dr); result != "" && outcome(orig) == "" {
+		deletionRequestsTotal.WithLabelValues(result).Inc()
 	}
 	return nil
 }
 
 // SetupWithManager watches DeletionRequests (their status too: the worker
-// reports completion there) and the Tenants whose state they depend on.
+// reports completion there) and the Tenants and MetaChannels whose state they
+// depend on.
 func (r *DeletionRequestReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&platformv1.DeletionRequest{}).
 		Watches(&platformv1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.tenantRequests)).
+		// A channel decides whether a request's channel exists and whether its
+		// subject Secret is in use: look at the namespace's requests again.
+		Watches(&platformv1.MetaChannel{}, handler.EnqueueRequestsFromMapFunc(r.namespaceRequests)).
 		WithOptions(controllerOptions()).
 		Named("deletionrequest").
 		Complete(quietConflicts(r))
@@ -233,8 +419,16 @@ func (r *DeletionRequestReconciler) tenantRequests(ctx context.Context, o client
 	if !ok {
 		return nil
 	}
+	return r.requestsIn(ctx, t.NamespaceName())
+}
+
+func (r *DeletionRequestReconciler) namespaceRequests(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.requestsIn(ctx, o.GetNamespace())
+}
+
+func (r *DeletionRequestReconciler) requestsIn(ctx context.Context, ns string) []reconcile.Request {
 	var drs platformv1.DeletionRequestList
-	if err := r.List(ctx, &drs, client.InNamespace(t.NamespaceName())); err != nil {
+	if err := r.List(ctx, &drs, client.InNamespace(ns)); err != nil {
 		return nil
 	}
 	out := make([]reconcile.Request, 0, len(drs.Items))
@@ -242,18 +436,4 @@ func (r *DeletionRequestReconciler) tenantRequests(ctx context.Context, o client
 		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: d.Namespace, Name: d.Name}})
 	}
 	return out
-}
-
-// platformSecret reports whether a Secret is one the platform uses in the
-// namespace: the subject key or a channel's credentials. A request naming
-// one would let the worker read it and the operator delete it afterwards.
-func (r *DeletionRequestReconciler) platformSecret(ctx context.Context, ns, name string) (bool, error) {
-	if name == platformv1.SubjectKeySecretName {
-		return true, nil
-	}
-	var channels platformv1.MetaChannelList
-	if err := r.List(ctx, &channels, client.InNamespace(ns)); err != nil {
-		return false, fmt.Errorf("list channels: %w", err)
-	}
-	return slices.Contains(channelSecretNames(channels.Items), name), nil
 }

@@ -2,17 +2,19 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -27,9 +29,10 @@ import (
 // period, and so the 14-day promise, runs from then.
 const AnnotationOrphanedAt = "platform.omniflowcrm.com/orphaned-at"
 
-// annotationVolume remembers an orphan namespace's volume before its claim
-// goes, as status does for a live Tenant.
-const annotationVolume = "platform.omniflowcrm.com/volume"
+// AnnotationErasedSteps records, on an orphaned namespace, the erasure steps
+// the sweep has completed (comma-separated), so that a step is run, and
+// reported, once.
+const AnnotationErasedSteps = MarkPrefix + "erased-steps"
 
 var (
 	orphansFound = prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -40,14 +43,28 @@ var (
 		Name: "omniflow_orphan_sweep_stood_down",
 		Help: "1 when the last orphan sweep refused to act (Tenant CRD missing, or too many tenants looked orphaned at once).",
 	})
+	orphansErased = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "omniflow_orphans_erased_total",
+		Help: "Orphaned tenant namespaces and volumes the sweep erased and verified.",
+	}, []string{"kind"})
+	orphanStepFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "omniflow_orphan_erasure_failures_total",
+		Help: "Orphan erasure steps that failed and will be retried (for example a PostgreSQL server that cannot be reached).",
+	}, []string{"step"})
 )
 
-func init() { metrics.Registry.MustRegister(orphansFound, sweepStoodDown) }
+func init() {
+	metrics.Registry.MustRegister(orphansFound, sweepStoodDown, orphansErased, orphanStepFailures)
+}
 
 // OrphanSweeper finds the data of tenants that vanished without their
-// erasure (someone force-removed the finalizer, or deleted the Tenant
-// while the operator was not installed) and erases it after the grace
-// period, counted from when it was found. It never turns into a mass
+// erasure (someone force-removed the finalizer, deleted the Tenant while the
+// operator was not installed, or re-created it under another namespace) and
+// erases it after the grace period, counted from when it was found. Only
+// what carries the operator's ownership mark is ever touched: an orphan's
+// namespace is bound to its Tenant's UID (AnnotationTenantUID), and the
+// erasure runs the Tenant's own steps on a target read from the namespace's
+// marks. It never turns into a mass
 // deletion: when the Tenant CRD is missing, or when more than a share of
 // tenant namespaces look orphaned at once (a CRD reinstall, a restore of
 // etcd), it stands down and alerts instead.
@@ -64,6 +81,11 @@ type OrphanSweeper struct {
 	// MaxOrphanShare is the share of tenant namespaces above which the sweep
 	// stands down (0.5: more than half).
 	MaxOrphanShare float64
+
+	// deleting holds the orphans whose last step (the namespace or volume
+	// going) was requested, so that their verified end is recorded once
+	// they no longer show up in a listing.
+	deleting map[string]*erasureTarget
 }
 
 // NeedLeaderElection: only the leader sweeps.
@@ -75,7 +97,14 @@ func (s *OrphanSweeper) Start(ctx context.Context) error {
 	ctx = logf.IntoContext(ctx, log)
 	for {
 		busy, err := s.Sweep(ctx)
-		if err != nil {
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return nil // shutting down: the pass was cut short, nothing failed
+		case apierrors.IsConflict(err):
+			// Someone wrote the object meanwhile: look again soon, quietly.
+			log.V(1).Info("Orphan sweep met a write conflict; sweeping again", "error", err.Error())
+		default:
 			log.Error(err, "Orphan sweep failed")
 		}
 		wait := s.Interval
@@ -93,19 +122,6 @@ func (s *OrphanSweeper) Start(ctx context.Context) error {
 // Sweep runs one pass. busy reports an erasure still in progress.
 func (s *OrphanSweeper) Sweep(ctx context.Context) (busy bool, err error) {
 	log := logf.FromContext(ctx)
-	var tenants platformv1.TenantList
-	if err := s.APIReader.List(ctx, &tenants); err != nil {
-		if meta.IsNoMatchError(err) || apierrors.IsNotFound(err) {
-			sweepStoodDown.Set(1)
-			log.Error(err, "Tenant CRD is missing: the orphan sweep stands down rather than treat every tenant as gone")
-			return false, nil
-		}
-		return false, fmt.Errorf("list tenants: %w", err)
-	}
-	live := make(map[string]bool, len(tenants.Items))
-	for _, t := range tenants.Items {
-		live[t.Name] = true
-	}
 	sel, err := tenantLabelSelector()
 	if err != nil {
 		return false, err
@@ -118,51 +134,151 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (busy bool, err error) {
 	if err := s.APIReader.List(ctx, &pvs, client.MatchingLabelsSelector{Selector: sel}); err != nil {
 		return false, fmt.Errorf("list tenant volumes: %w", err)
 	}
+	// Tenants are listed after what they own: a namespace made for a Tenant
+	// created meanwhile is listed with its Tenant, never as an orphan.
+	var tenants platformv1.TenantList
+	if err := s.APIReader.List(ctx, &tenants); err != nil {
+		if meta.IsNoMatchError(err) || apierrors.IsNotFound(err) {
+			sweepStoodDown.Set(1)
+			log.Error(err, "Tenant CRD is missing: the orphan sweep stands down rather than treat every tenant as gone")
+			return false, nil
+		}
+		return false, fmt.Errorf("list tenants: %w", err)
+	}
 
-	var orphanNS []*corev1.Namespace
-	for i := range nss.Items {
-		ns := &nss.Items[i]
-		if live[ns.Labels[platformv1.LabelTenant]] {
-			if err := s.adopted(ctx, ns); err != nil {
-				return false, err
-			}
-			continue
-		}
-		orphanNS = append(orphanNS, ns)
+	f, err := s.classify(ctx, nss.Items, pvs.Items, tenants.Items)
+	if err != nil {
+		return false, err
 	}
-	var orphanPV []*corev1.PersistentVolume
-	for i := range pvs.Items {
-		pv := &pvs.Items[i]
-		if !live[pv.Labels[platformv1.LabelTenant]] && pv.Status.Phase != corev1.VolumeBound {
-			orphanPV = append(orphanPV, pv)
-		}
-	}
+	orphanNS, orphanPV, owned, listed := f.namespaces, f.volumes, f.owned, f.listed
 	orphansFound.WithLabelValues("namespace").Set(float64(len(orphanNS)))
 	orphansFound.WithLabelValues("volume").Set(float64(len(orphanPV)))
+	orphansFound.WithLabelValues("unowned-namespace").Set(float64(f.unowned))
 
-	if tooMany(len(orphanNS), len(nss.Items), s.MaxOrphanShare) {
+	if tooMany(len(orphanNS), owned, s.MaxOrphanShare) {
 		sweepStoodDown.Set(1)
 		log.Error(nil, "Too many tenant namespaces look orphaned at once: the orphan sweep stands down; check the Tenant objects (a CRD reinstall or a restore?)",
-			"orphaned", len(orphanNS), "tenantNamespaces", len(nss.Items), "maxShare", s.MaxOrphanShare)
+			"orphaned", len(orphanNS), "tenantNamespaces", owned, "maxShare", s.MaxOrphanShare)
 		return false, nil
 	}
 	sweepStoodDown.Set(0)
 
-	for _, ns := range orphanNS {
-		b, err := s.sweepNamespace(ctx, ns)
-		if err != nil {
-			return busy, fmt.Errorf("namespace %s: %w", ns.Name, err)
-		}
+	var errs []error
+	note := func(b bool, err error) {
 		busy = busy || b
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for key, tgt := range s.deleting {
+		if !listed[key] {
+			note(s.erase(ctx, key, tgt, nil))
+		}
+	}
+	for _, ns := range orphanNS {
+		note(s.sweepNamespace(ctx, ns))
 	}
 	for _, pv := range orphanPV {
-		b, err := s.sweepVolume(ctx, pv)
-		if err != nil {
-			return busy, fmt.Errorf("volume %s: %w", pv.Name, err)
-		}
-		busy = busy || b
+		note(s.sweepVolume(ctx, pv))
 	}
-	return busy, nil
+	return busy, errors.Join(errs...)
+}
+
+// findings are what one sweep found.
+type findings struct {
+	namespaces []*corev1.Namespace
+	volumes    []*corev1.PersistentVolume
+	// owned counts the namespaces bound to a Tenant by the mark (live or
+	// not); unowned those labelled for a Tenant that does not exist, without
+	// the mark.
+	owned, unowned int
+	// listed holds "Kind/name" of everything listed.
+	listed map[string]bool
+}
+
+// classify sorts what the sweep listed into orphans and the rest, and
+// clears the stamp of a namespace whose Tenant came back.
+func (s *OrphanSweeper) classify(ctx context.Context, nss []corev1.Namespace, pvs []corev1.PersistentVolume, tenants []platformv1.Tenant) (findings, error) {
+	f := findings{listed: map[string]bool{}}
+	for i := range nss {
+		ns := &nss[i]
+		f.listed["Namespace/"+ns.Name] = true
+		switch ownerOf(ns, ns.Name, tenants) {
+		case ownerLive:
+			f.owned++
+			if err := s.clearStamp(ctx, ns); err != nil {
+				return f, err
+			}
+		case ownerGone:
+			f.owned++
+			f.namespaces = append(f.namespaces, ns)
+		case ownerNone:
+			// Labelled, but not bound to a Tenant by the operator's mark:
+			// someone else's (GitOps ahead of its Tenant). Never touched.
+			if tenantNamed(tenants, ns.Labels[platformv1.LabelTenant]) == nil {
+				f.unowned++
+			}
+		}
+	}
+	for i := range pvs {
+		pv := &pvs[i]
+		f.listed["PersistentVolume/"+pv.Name] = true
+		claimNS := ""
+		if pv.Spec.ClaimRef != nil {
+			claimNS = pv.Spec.ClaimRef.Namespace
+		}
+		if pv.Status.Phase != corev1.VolumeBound && ownerOf(pv, claimNS, tenants) == ownerGone {
+			f.volumes = append(f.volumes, pv)
+		}
+	}
+	return f, nil
+}
+
+// owner is whose a labelled namespace or volume is.
+type owner int
+
+const (
+	// ownerNone: no ownership mark; not the operator's, never touched.
+	ownerNone owner = iota
+	// ownerLive: its Tenant exists and uses it.
+	ownerLive
+	// ownerGone: marked for a Tenant that is gone, or that now lives in
+	// another namespace: an orphan.
+	ownerGone
+)
+
+// ownerOf decides whose an object is from its marks and the live Tenants:
+// the sweep's side of tenantOwns, which asks the same of one Tenant. The
+// UID decides; the tenant label of a bound namespace only the operator may
+// change (config/policy/namespace_marks.yaml).
+// namespace is the tenant namespace the object belongs to (the namespace
+// itself, or a volume's claim's). A Tenant re-created under the same name
+// and the same namespace takes it over (the reconciler re-binds the mark);
+// under another namespace, the old one is an orphan.
+func ownerOf(obj client.Object, namespace string, tenants []platformv1.Tenant) owner {
+	uid := obj.GetAnnotations()[AnnotationTenantUID]
+	if uid == "" || obj.GetLabels()[platformv1.LabelTenant] == "" {
+		return ownerNone
+	}
+	for i := range tenants {
+		t := &tenants[i]
+		if string(t.UID) == uid && t.NamespaceName() == namespace {
+			return ownerLive
+		}
+	}
+	if t := tenantNamed(tenants, obj.GetLabels()[platformv1.LabelTenant]); t != nil && t.NamespaceName() == namespace && t.Status.ErasedAt == nil {
+		return ownerLive
+	}
+	return ownerGone
+}
+
+func tenantNamed(tenants []platformv1.Tenant, name string) *platformv1.Tenant {
+	for i := range tenants {
+		if tenants[i].Name == name {
+			return &tenants[i]
+		}
+	}
+	return nil
 }
 
 // tooMany: more than maxShare of the tenant namespaces look orphaned. A
@@ -182,15 +298,16 @@ func tenantLabelSelector() (labels.Selector, error) {
 	return labels.NewSelector().Add(*req), nil
 }
 
-// adopted clears the orphan stamp of a namespace whose Tenant came back.
-func (s *OrphanSweeper) adopted(ctx context.Context, ns *corev1.Namespace) error {
+// clearStamp clears the orphan stamp (and any record of a started orphan
+// erasure) of a namespace whose Tenant came back.
+func (s *OrphanSweeper) clearStamp(ctx context.Context, ns *corev1.Namespace) error {
 	if _, ok := ns.Annotations[AnnotationOrphanedAt]; !ok {
 		return nil
 	}
-	patch := client.MergeFrom(ns.DeepCopy())
-	delete(ns.Annotations, AnnotationOrphanedAt)
-	if err := s.Eraser.Patch(ctx, ns, patch); err != nil {
-		return fmt.Errorf("clear orphan stamp of %s: %w", ns.Name, err)
+	for _, k := range []string{AnnotationErasedSteps, AnnotationOrphanedAt} {
+		if err := s.Eraser.annotate(ctx, ns, k, ""); err != nil {
+			return fmt.Errorf("clear orphan stamp of %s: %w", ns.Name, err)
+		}
 	}
 	s.Recorder.Eventf(ns, nil, corev1.EventTypeNormal, "Adopted", "Sweep",
 		"Tenant %s exists again and adopts namespace %s; its data is kept", ns.Labels[platformv1.LabelTenant], ns.Name)
@@ -198,99 +315,139 @@ func (s *OrphanSweeper) adopted(ctx context.Context, ns *corev1.Namespace) error
 }
 
 // stamp records when an orphan was found, once, and reports that time.
-func (s *OrphanSweeper) stamp(ctx context.Context, log logr.Logger, obj client.Object, kind string) (time.Time, bool, error) {
+func (s *OrphanSweeper) stamp(ctx context.Context, obj client.Object, kind string) (time.Time, error) {
 	if v, ok := obj.GetAnnotations()[AnnotationOrphanedAt]; ok {
 		if at, err := time.Parse(time.RFC3339, v); err == nil {
-			return at, false, nil
+			return at, nil
 		}
 		// A stamp someone mangled counts from now: never erase early.
 	}
 	now := s.Clock.Now().UTC().Truncate(time.Second)
-	patch := client.MergeFrom(obj.DeepCopyObject().(client.Object))
-	ann := obj.GetAnnotations()
-	if ann == nil {
-		ann = map[string]string{}
+	if err := s.Eraser.annotate(ctx, obj, AnnotationOrphanedAt, now.Format(time.RFC3339)); err != nil {
+		return now, fmt.Errorf("stamp orphan: %w", err)
 	}
-	ann[AnnotationOrphanedAt] = now.Format(time.RFC3339)
-	obj.SetAnnotations(ann)
-	if err := s.Eraser.Patch(ctx, obj, patch); err != nil {
-		return now, false, fmt.Errorf("stamp orphan: %w", err)
-	}
-	log.Info("Found orphaned tenant data", "kind", kind, "name", obj.GetName(), "tenant", obj.GetLabels()[platformv1.LabelTenant])
+	logf.FromContext(ctx).Info("Found orphaned tenant data", "kind", kind, "name", obj.GetName(),
+		"tenant", obj.GetLabels()[platformv1.LabelTenant], "tenantUID", obj.GetAnnotations()[AnnotationTenantUID])
 	s.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, "Orphaned", "Sweep",
-		"%s %s belongs to Tenant %s, which does not exist; it will be erased at %s unless the Tenant is created again",
-		kind, obj.GetName(), obj.GetLabels()[platformv1.LabelTenant], now.Add(s.GracePeriod).Format(time.RFC3339))
-	return now, true, nil
+		"%s %s belongs to Tenant %s (uid %s), which does not exist or no longer uses it; it will be erased at %s unless that Tenant is created again",
+		kind, obj.GetName(), obj.GetLabels()[platformv1.LabelTenant], obj.GetAnnotations()[AnnotationTenantUID], now.Add(s.GracePeriod).Format(time.RFC3339))
+	return now, nil
 }
 
-// sweepNamespace erases an orphan namespace the way a Tenant's erasure
-// would, once the grace period since it was found has passed.
-func (s *OrphanSweeper) sweepNamespace(ctx context.Context, ns *corev1.Namespace) (bool, error) {
-	log := logf.FromContext(ctx)
-	foundAt, _, err := s.stamp(ctx, log, ns, "Namespace")
-	if err != nil || s.Clock.Now().Before(foundAt.Add(s.GracePeriod)) {
+// due stamps an orphan and reports whether its grace period has passed.
+func (s *OrphanSweeper) due(ctx context.Context, obj client.Object, kind string) (bool, error) {
+	foundAt, err := s.stamp(ctx, obj, kind)
+	if err != nil {
 		return false, err
 	}
-	// The erasure steps work on a Tenant; this one is rebuilt from the labels,
-	// and its status lives in the namespace's annotations until it goes.
-	t := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: ns.Labels[platformv1.LabelTenant]}}
-	t.Spec.Namespace = ns.Name
-	t.Status.Storage = &platformv1.StorageStatus{ClaimName: DataClaimName, VolumeName: ns.Annotations[annotationVolume]}
-	for _, step := range []erasureStep{stepDeleteWorker, stepDeleteStorage, stepDeleteNamespace} {
-		before := t.Status.Storage.VolumeName
-		verification, done, err := s.Eraser.runStep(ctx, t, step)
-		if err != nil {
-			return true, err
+	return !s.Clock.Now().Before(foundAt.Add(s.GracePeriod)), nil
+}
+
+// sweepNamespace erases an orphaned namespace with the Tenant's own steps,
+// on a target read from its marks, once the grace period since it was
+// found has passed.
+func (s *OrphanSweeper) sweepNamespace(ctx context.Context, ns *corev1.Namespace) (bool, error) {
+	if due, err := s.due(ctx, ns, "Namespace"); err != nil || !due {
+		return false, err
+	}
+	tgt, err := targetFromNamespace(ns)
+	if err != nil {
+		s.failed(ctx, ns, "Plan", err)
+		return false, err
+	}
+	return s.erase(ctx, "Namespace/"+ns.Name, tgt, ns)
+}
+
+// sweepVolume erases a released volume whose Tenant is gone: the store's
+// step of the erasure, on a target that names only the volume.
+func (s *OrphanSweeper) sweepVolume(ctx context.Context, pv *corev1.PersistentVolume) (bool, error) {
+	if due, err := s.due(ctx, pv, "PersistentVolume"); err != nil || !due {
+		return false, err
+	}
+	tgt := &erasureTarget{
+		tenantRef: tenantRef{Name: pv.Labels[platformv1.LabelTenant], UID: types.UID(pv.Annotations[AnnotationTenantUID])},
+		Backend:   platformv1.StorageSQLite,
+		Volume:    pv.Name,
+		Regarding: pv,
+	}
+	if pv.Spec.ClaimRef != nil {
+		tgt.Namespace = pv.Spec.ClaimRef.Namespace
+	}
+	return s.erase(ctx, "PersistentVolume/"+pv.Name, tgt, nil)
+}
+
+// erase runs the steps of the erasure not yet recorded on the orphaned
+// namespace (ns; nil for a volume, which has only the store's step, or once
+// the namespace is gone). Each verified step is logged and recorded in an
+// Event on the orphan; a failing step is reported (Event, metric, log) and
+// retried on the next pass, never skipped.
+func (s *OrphanSweeper) erase(ctx context.Context, key string, tgt *erasureTarget, ns *corev1.Namespace) (bool, error) {
+	log := logf.FromContext(ctx).WithValues("orphan", key, "tenant", tgt.Name, "tenantUID", tgt.UID)
+	steps := []erasureStep{stepDeleteStorage}
+	if strings.HasPrefix(key, "Namespace/") {
+		steps = erasureSteps
+	}
+	done := map[erasureStep]bool{}
+	if ns != nil {
+		for _, d := range strings.Split(ns.Annotations[AnnotationErasedSteps], ",") {
+			done[erasureStep(d)] = true
 		}
-		if v := t.Status.Storage.VolumeName; v != before {
-			if err := s.annotate(ctx, ns, annotationVolume, v); err != nil {
+	} else if prev := s.deleting[key]; prev != nil {
+		for _, st := range steps[:len(steps)-1] {
+			done[st] = true // recorded before the namespace went
+		}
+	}
+	for _, step := range steps {
+		if done[step] {
+			continue
+		}
+		verification, ok, err := s.Eraser.runStep(ctx, tgt, step)
+		if err != nil {
+			s.failed(ctx, tgt.Regarding, string(step), err)
+			return true, fmt.Errorf("%s: erasure step %s: %w", key, step, err)
+		}
+		if !ok {
+			if step == steps[len(steps)-1] {
+				s.remember(key, tgt)
+			}
+			log.V(1).Info("Orphan erasure step in progress", "step", step, "verification", verification)
+			return true, nil
+		}
+		log.Info("Orphan erasure step done", "step", step, "verification", verification)
+		s.Recorder.Eventf(tgt.Regarding, nil, corev1.EventTypeNormal, "ErasureStep", "Sweep",
+			"%s of orphaned Tenant %s (uid %s) verified: %s", step, tgt.Name, tgt.UID, verification)
+		done[step] = true
+		if ns != nil && step != steps[len(steps)-1] {
+			var names []string
+			for _, st := range steps {
+				if done[st] {
+					names = append(names, string(st))
+				}
+			}
+			if err := s.Eraser.annotate(ctx, ns, AnnotationErasedSteps, strings.Join(names, ",")); err != nil {
 				return true, err
 			}
-			return true, nil
 		}
-		if !done {
-			return true, nil
-		}
-		log.Info("Orphan erasure step done", "namespace", ns.Name, "step", step, "verification", verification)
 	}
-	s.Recorder.Eventf(ns, nil, corev1.EventTypeNormal, "Erased", "Sweep",
-		"orphaned namespace %s of Tenant %s erased and verified", ns.Name, t.Name)
+	delete(s.deleting, key)
+	kind, _, _ := strings.Cut(key, "/")
+	orphansErased.WithLabelValues(strings.ToLower(kind)).Inc()
+	s.Recorder.Eventf(tgt.Regarding, nil, corev1.EventTypeNormal, "Erased", "Sweep",
+		"orphaned %s of Tenant %s (uid %s) erased and verified", key, tgt.Name, tgt.UID)
 	return false, nil
 }
 
-func (s *OrphanSweeper) annotate(ctx context.Context, obj client.Object, key, value string) error {
-	patch := client.MergeFrom(obj.DeepCopyObject().(client.Object))
-	ann := obj.GetAnnotations()
-	if ann == nil {
-		ann = map[string]string{}
+func (s *OrphanSweeper) remember(key string, tgt *erasureTarget) {
+	if s.deleting == nil {
+		s.deleting = map[string]*erasureTarget{}
 	}
-	ann[key] = value
-	obj.SetAnnotations(ann)
-	if err := s.Eraser.Patch(ctx, obj, patch); err != nil {
-		return fmt.Errorf("annotate %s: %w", obj.GetName(), err)
-	}
-	return nil
+	s.deleting[key] = tgt
 }
 
-// sweepVolume deletes a released tenant volume whose Tenant is gone.
-func (s *OrphanSweeper) sweepVolume(ctx context.Context, pv *corev1.PersistentVolume) (bool, error) {
-	foundAt, _, err := s.stamp(ctx, logf.FromContext(ctx), pv, "PersistentVolume")
-	if err != nil || s.Clock.Now().Before(foundAt.Add(s.GracePeriod)) {
-		return false, err
-	}
-	if pv.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimDelete {
-		patch := client.MergeFrom(pv.DeepCopy())
-		pv.Spec.PersistentVolumeReclaimPolicy = corev1.PersistentVolumeReclaimDelete
-		if err := s.Eraser.Patch(ctx, pv, patch); err != nil {
-			return true, fmt.Errorf("set reclaim policy to Delete: %w", err)
-		}
-	}
-	if pv.DeletionTimestamp == nil {
-		if err := s.Eraser.Delete(ctx, pv); client.IgnoreNotFound(err) != nil {
-			return true, fmt.Errorf("delete: %w", err)
-		}
-		s.Recorder.Eventf(pv, nil, corev1.EventTypeNormal, "Erased", "Sweep",
-			"orphaned volume %s of Tenant %s deleted", pv.Name, pv.Labels[platformv1.LabelTenant])
-	}
-	return true, nil
+// failed reports a step that could not be done; the sweep retries it.
+func (s *OrphanSweeper) failed(ctx context.Context, regarding runtime.Object, step string, err error) {
+	orphanStepFailures.WithLabelValues(step).Inc()
+	logf.FromContext(ctx).Error(err, "Orphan erasure step failed; retrying", "step", step)
+	s.Recorder.Eventf(regarding, nil, corev1.EventTypeWarning, "ErasureStepFailed", "Sweep",
+		"erasure step %s failed and will be retried: %v", step, err)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 	"github.com/omniflowcrm/omniflow-operator/internal/retention"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
+	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
 	"github.com/omniflowcrm/omniflow-operator/internal/workerreport"
 )
 
@@ -163,4 +164,31 @@ func TestWorkerWritesOnlyItsRetentionReport(t *testing.T) {
 
 	// The operator (and people) are not the worker.
 	g.Expect(k8s.Patch(ctx, cm.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"x":"y"}}}`)))).To(Succeed())
+}
+
+// installWorkerPolicy applies, for real, the admission policies about tenant workers
+// that config/default ships (rendered with the pinned kustomize, named as deployed),
+// and removes them when the test ends.
+func installWorkerPolicy(t *testing.T, g Gomega) {
+	t.Helper()
+	ctx := context.Background()
+	policies, err := testenv.RenderDefault(testenv.IsAdmissionPolicy)
+	g.Expect(err).NotTo(HaveOccurred())
+	var n int
+	for _, obj := range policies {
+		if name := obj.GetName(); name != "omniflow-worker-writes" && name != "omniflow-worker-report" {
+			continue
+		}
+		g.Expect(obj.GetNamespace()).To(BeEmpty(), "%s is cluster-scoped", obj.GetKind())
+		g.Expect(k8s.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner("policy-test"), client.ForceOwnership)).To(Succeed())
+		t.Cleanup(func() { _ = k8s.Delete(context.Background(), obj) })
+		n++
+	}
+	g.Expect(n).To(Equal(4), "config/default ships the worker policies (writes, report) and their bindings")
+}
+
+// expectDenied expects a request refused by an admission policy, with its message.
+func expectDenied(g Gomega, err error, says string) {
+	g.ExpectWithOffset(2, apierrors.IsForbidden(err) || apierrors.IsInvalid(err)).To(BeTrue(), "want a denial, got %v", err)
+	g.ExpectWithOffset(2, err.Error()).To(ContainSubstring(says))
 }

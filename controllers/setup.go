@@ -130,9 +130,11 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 		return fmt.Errorf("set up metachannel controller: %w", err)
 	}
 	requests := &DeletionRequestReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: tenants.Recorder,
-		Clock:    clk,
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  tenants.Recorder,
+		Clock:     clk,
+		Route:     opts.Route,
 	}
 	if err := requests.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up deletionrequest controller: %w", err)

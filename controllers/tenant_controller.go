@@ -54,7 +54,7 @@ type TenantReconciler struct {
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=tenants,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=tenants/status,verbs=get;patch;update
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=tenants/finalizers,verbs=update
-// +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=metachannels;deletionrequests,verbs=get;list;watch
+// +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=metachannels;deletionrequests,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=metachannels/status;deletionrequests/status,verbs=get;patch;update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=create;get;patch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create;patch;delete
@@ -85,7 +85,10 @@ func (r *TenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ c
 	defer func() { retErr = errors.Join(retErr, r.patchStatus(ctx, orig, &t)) }()
 
 	t.Status.Namespace = t.NamespaceName()
-	t.Status.GracePeriod = effectiveGracePeriod(&t)
+	if syncSchedule(&t, r.Clock.Now()) {
+		r.Recorder.Eventf(&t, nil, corev1.EventTypeNormal, "ErasureRescheduled", "Deactivate",
+			"erasure.gracePeriod changed before erasure started: data will be erased at %s", t.Status.ErasureScheduledAt.UTC().Format(time.RFC3339))
+	}
 
 	// Deletion and deactivation come before any readiness gate. Deleting a
 	// Tenant is a deactivation: the finalizer holds it until the erasure is
@@ -139,6 +142,9 @@ func (r *TenantReconciler) reconcileNamespace(ctx context.Context, t *platformv1
 		ns = corev1.Namespace{}
 		ns.Name = name
 		ns.Labels = tenantLabels(t)
+		// The marks go on with the namespace, in one write: a namespace the
+		// operator made is never without them.
+		ns.Annotations = namespaceMarks(t, OriginCreated)
 		if err := r.Create(ctx, &ns, client.FieldOwner(fieldOwner)); err != nil {
 			setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionNamespaceReady, false, platformv1.ReasonApplyFailed, "cannot create namespace: "+err.Error())
 			return nil, fmt.Errorf("create namespace %s: %w", name, err)
@@ -158,7 +164,19 @@ func (r *TenantReconciler) reconcileNamespace(ctx context.Context, t *platformv1
 			fmt.Sprintf("namespace %s is being deleted; waiting to create it again", name))
 		return &ctrl.Result{RequeueAfter: 10 * time.Second}, nil
 	default:
-		if _, err := applyIfChanged(ctx, r.Client, types.NamespacedName{Name: name}, &corev1.Namespace{}, desiredNamespace(t), corev1ac.ExtractNamespace); err != nil {
+		origin := ns.Annotations[AnnotationNamespaceOrigin]
+		if origin == "" {
+			// Unmarked: someone else made it (GitOps ahead of its Tenant), or an
+			// operator from before the marks; either way it is never deleted.
+			origin = OriginAdopted
+		}
+		if prev := ns.Annotations[AnnotationTenantUID]; prev != "" && prev != string(t.UID) {
+			// A Tenant re-created under the same name takes over the namespace of
+			// its predecessor, data and all (the sweep's grace period is for that).
+			r.Recorder.Eventf(t, &ns, corev1.EventTypeNormal, "NamespaceTakenOver", "Provision",
+				"namespace %s of an earlier Tenant %s is taken over with its data", name, t.Name)
+		}
+		if _, err := applyIfChanged(ctx, r.Client, types.NamespacedName{Name: name}, &corev1.Namespace{}, desiredNamespace(t, origin), corev1ac.ExtractNamespace); err != nil {
 			setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionNamespaceReady, false, platformv1.ReasonApplyFailed, err.Error())
 			return nil, fmt.Errorf("ensure namespace %s: %w", name, err)
 		}
@@ -214,8 +232,9 @@ func (r *TenantReconciler) reconcileStorage(ctx context.Context, t *platformv1.T
 	return nil, nil
 }
 
-// labelVolume labels the bound volume with its tenant, so that the orphan
-// sweep finds it even if the claim and the namespace are gone.
+// labelVolume labels and marks the bound volume with its tenant, so that the
+// orphan sweep finds it even if the claim and the namespace are gone, and
+// records it on the namespace.
 func (r *TenantReconciler) labelVolume(ctx context.Context, t *platformv1.Tenant, name string) error {
 	if name == "" {
 		return nil
@@ -224,18 +243,30 @@ func (r *TenantReconciler) labelVolume(ctx context.Context, t *platformv1.Tenant
 	if err := r.APIReader.Get(ctx, types.NamespacedName{Name: name}, &pv); err != nil {
 		return client.IgnoreNotFound(fmt.Errorf("get volume %s: %w", name, err))
 	}
-	if pv.Labels[platformv1.LabelTenant] == t.Name {
+	if pv.Labels[platformv1.LabelTenant] != t.Name || pv.Annotations[AnnotationTenantUID] != string(t.UID) {
+		patch := client.MergeFrom(pv.DeepCopy())
+		if pv.Labels == nil {
+			pv.Labels = map[string]string{}
+		}
+		if pv.Annotations == nil {
+			pv.Annotations = map[string]string{}
+		}
+		pv.Labels[platformv1.LabelTenant] = t.Name
+		pv.Annotations[AnnotationTenantUID] = string(t.UID)
+		if err := r.Patch(ctx, &pv, patch); err != nil {
+			return fmt.Errorf("label volume %s: %w", name, err)
+		}
+	}
+	// The namespace records the volume too: once the claim is gone, it is
+	// what names the volume to the erasure.
+	var ns corev1.Namespace
+	if err := r.Get(ctx, types.NamespacedName{Name: t.NamespaceName()}, &ns); err != nil {
+		return fmt.Errorf("get namespace %s: %w", t.NamespaceName(), err)
+	}
+	if !tenantOwns(&ns, refOf(t)) {
 		return nil
 	}
-	patch := client.MergeFrom(pv.DeepCopy())
-	if pv.Labels == nil {
-		pv.Labels = map[string]string{}
-	}
-	pv.Labels[platformv1.LabelTenant] = t.Name
-	if err := r.Patch(ctx, &pv, patch); err != nil {
-		return fmt.Errorf("label volume %s: %w", name, err)
-	}
-	return nil
+	return r.annotate(ctx, &ns, AnnotationVolume, name)
 }
 
 // reconcileWorker ensures the worker's identity, access, network policy,
@@ -250,6 +281,11 @@ func (r *TenantReconciler) reconcileWorker(ctx context.Context, t *platformv1.Te
 	if err := r.List(ctx, &requests, client.InNamespace(ns)); err != nil {
 		return nil, fmt.Errorf("list deletion requests: %w", err)
 	}
+	// The worker reads only the subject Secrets of requests that pass the rule.
+	granted, err := grantedSubjects(ctx, r.APIReader, ns, requests.Items, platformSecretUses(channels.Items, r.Route))
+	if err != nil {
+		return nil, err
+	}
 	key := types.NamespacedName{Namespace: ns, Name: WorkerName}
 	dep := &appsv1.Deployment{}
 	sa, role, rb, np, svc := &corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}, &networkingv1.NetworkPolicy{}, &corev1.Service{}
@@ -262,7 +298,7 @@ func (r *TenantReconciler) reconcileWorker(ctx context.Context, t *platformv1.Te
 			return applyIfChanged(ctx, r.Client, key, sa, desiredServiceAccount(t), corev1ac.ExtractServiceAccount)
 		}},
 		{"Role", role, func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, role, desiredRole(t, workerSecretNames(channels.Items, requests.Items)), rbacv1ac.ExtractRole)
+			return applyIfChanged(ctx, r.Client, key, role, desiredRole(t, workerSecretNames(channels.Items, granted)), rbacv1ac.ExtractRole)
 		}},
 		{"RoleBinding", rb, func() (bool, error) {
 			return applyIfChanged(ctx, r.Client, key, rb, desiredRoleBinding(t), rbacv1ac.ExtractRoleBinding)
@@ -324,6 +360,7 @@ func summarize(t *platformv1.Tenant) {
 
 func (r *TenantReconciler) patchStatus(ctx context.Context, orig, t *platformv1.Tenant) error {
 	t.Status.ObservedGeneration = t.Generation
+	platformv1.SetHealthConditions(&t.Status.Conditions, t.Generation, platformv1.TenantHealth(t))
 	if equality.Semantic.DeepEqual(orig.Status, t.Status) {
 		return nil
 	}

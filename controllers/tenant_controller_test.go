@@ -394,21 +394,33 @@ func TestRoleGrantsOnlyReferencedSecrets(t *testing.T) {
 		g.Expect(secretRules[0].ResourceNames).To(Equal([]string{"meta-app", "meta-verify", platformv1.SubjectKeySecretName}))
 	}, timeout, interval).Should(Succeed())
 
-	// A pending deletion request's subject is readable; a finished one's is not.
-	dr := &platformv1.DeletionRequest{
-		ObjectMeta: metav1.ObjectMeta{Name: "forget-me", Namespace: ns},
-		Spec: platformv1.DeletionRequestSpec{
-			Platform:         platformv1.PlatformWhatsApp,
-			SubjectSecretRef: platformv1.SecretKeyRef{Name: "subject-forget-me", Key: "id"},
-		},
+	// An accepted deletion request's subject Secret is readable; a finished one's
+	// is not, nor is a Secret of another type that a request names.
+	for name, typ := range map[string]corev1.SecretType{"subject-forget-me": platformv1.SubjectSecretType, "not-a-subject": corev1.SecretTypeOpaque} {
+		g.Expect(k8s.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Type: typ, StringData: map[string]string{"id": "15550100999"},
+		})).To(Succeed())
 	}
+	request := func(name, secret string) *platformv1.DeletionRequest {
+		return &platformv1.DeletionRequest{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: platformv1.DeletionRequestSpec{
+				Platform:         platformv1.PlatformWhatsApp,
+				SubjectSecretRef: platformv1.SecretKeyRef{Name: secret, Key: "id"},
+			},
+		}
+	}
+	dr, other := request("forget-me", "subject-forget-me"), request("read-that", "not-a-subject")
+	g.Expect(k8s.Create(ctx, other)).To(Succeed())
 	g.Expect(k8s.Create(ctx, dr)).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		var role rbacv1.Role
 		g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: controllers.WorkerName}, &role)).To(Succeed())
 		g.Expect(role.Rules).To(ContainElement(HaveField("ResourceNames", ContainElement("subject-forget-me"))))
+		g.Expect(role.Rules).NotTo(ContainElement(HaveField("ResourceNames", ContainElement("not-a-subject"))))
 	}, timeout, interval).Should(Succeed())
 	g.Expect(k8s.Delete(ctx, dr)).To(Succeed())
+	g.Expect(k8s.Delete(ctx, other)).To(Succeed())
 
 	g.Expect(k8s.Delete(ctx, ch)).To(Succeed())
 	g.Eventually(func(g Gomega) {

@@ -7,7 +7,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
@@ -85,12 +84,13 @@ func ownerRef(t *platformv1.Tenant) *metav1ac.OwnerReferenceApplyConfiguration {
 		WithBlockOwnerDeletion(true)
 }
 
-// desiredNamespace carries only the tenant's labels. It has no owner
-// reference on purpose: the namespace holds the data, and garbage collection
-// must never erase it behind the erasure process (for instance when the CRD
-// is deleted and every Tenant with it).
-func desiredNamespace(t *platformv1.Tenant) *corev1ac.NamespaceApplyConfiguration {
-	return corev1ac.Namespace(t.NamespaceName()).WithLabels(tenantLabels(t))
+// desiredNamespace carries the tenant's labels and the operator's marks
+// (origin: OriginCreated or OriginAdopted). It has no owner reference on
+// purpose: the namespace holds the data, and garbage collection must never
+// erase it behind the erasure process (for instance when the CRD is deleted
+// and every Tenant with it).
+func desiredNamespace(t *platformv1.Tenant, origin string) *corev1ac.NamespaceApplyConfiguration {
+	return corev1ac.Namespace(t.NamespaceName()).WithLabels(tenantLabels(t)).WithAnnotations(namespaceMarks(t, origin))
 }
 
 func desiredServiceAccount(t *platformv1.Tenant) *corev1ac.ServiceAccountApplyConfiguration {
@@ -392,8 +392,4 @@ func uniqueSorted(in []string) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func effectiveGracePeriod(t *platformv1.Tenant) *metav1.Duration {
-	return &metav1.Duration{Duration: t.EffectiveGracePeriod()}
 }

@@ -3,6 +3,8 @@ package controllers
 import (
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 )
 
@@ -32,18 +34,45 @@ const atRiskBefore = 24 * time.Hour
 // that step must wait for the scheduled time, how long. It never returns
 // stepNone while a step is unrecorded.
 func erasurePlan(t *platformv1.Tenant, now time.Time) (erasureStep, time.Duration) {
-	for _, s := range erasureSteps {
-		if stepDone(t, s) {
-			continue
+	s := nextStep(func(s erasureStep) bool { return stepDone(t, s) })
+	if s != stepNone && s != stepStopIngest && t.Status.ErasureScheduledAt != nil {
+		if wait := t.Status.ErasureScheduledAt.Sub(now); wait > 0 {
+			return s, wait
 		}
-		if s != stepStopIngest && t.Status.ErasureScheduledAt != nil {
-			if wait := t.Status.ErasureScheduledAt.Sub(now); wait > 0 {
-				return s, wait
-			}
-		}
-		return s, 0
 	}
-	return stepNone, 0
+	return s, 0
+}
+
+// nextStep is the first step of the erasure not done yet, in order, for the
+// Tenant reconciler (done from status) and the orphan sweep (done from the
+// namespace's record) alike; stepNone when every step is done.
+func nextStep(done func(erasureStep) bool) erasureStep {
+	for _, s := range erasureSteps {
+		if !done(s) {
+			return s
+		}
+	}
+	return stepNone
+}
+
+// syncSchedule keeps status.gracePeriod and status.erasureScheduledAt in
+// agreement. Until erasure has started, the schedule follows the spec:
+// deactivatedAt plus the grace period in force now, so shortening the grace
+// period erases sooner and lengthening it (up to 13 days) later. Once erasure
+// has started (its time has come, or a destructive step is on record)
+// nothing moves, and status.gracePeriod shows the value the erasure runs
+// with. It reports whether the schedule moved.
+func syncSchedule(t *platformv1.Tenant, now time.Time) (moved bool) {
+	grace := t.EffectiveGracePeriod()
+	if t.Status.DeactivatedAt != nil && t.Status.ErasureScheduledAt != nil && erasureStarted(t, now) {
+		grace = t.Status.ErasureScheduledAt.Sub(t.Status.DeactivatedAt.Time)
+	} else if t.Status.DeactivatedAt != nil {
+		at := t.Status.DeactivatedAt.Add(grace)
+		moved = t.Status.ErasureScheduledAt != nil && !t.Status.ErasureScheduledAt.Time.Equal(at)
+		t.Status.ErasureScheduledAt = ptrTime(at)
+	}
+	t.Status.GracePeriod = &metav1.Duration{Duration: grace}
+	return moved
 }
 
 func stepDone(t *platformv1.Tenant, s erasureStep) bool {

@@ -127,3 +127,54 @@ func FuzzErasurePlan(f *testing.F) {
 		}
 	})
 }
+
+// The schedule and status.gracePeriod always agree. Until erasure starts the
+// schedule follows the spec (deactivatedAt + the grace period in force now);
+// once it has started, nothing moves.
+func TestScheduleFollowsTheGracePeriodUntilErasureStarts(t *testing.T) {
+	day := 24 * time.Hour
+	withGrace := func(tn *platformv1.Tenant, grace time.Duration) *platformv1.Tenant {
+		tn.Spec.Erasure.GracePeriod = &metav1.Duration{Duration: grace}
+		return tn
+	}
+	tests := []struct {
+		name      string
+		tenant    *platformv1.Tenant
+		now       time.Time
+		wantAt    time.Time // zero: no schedule
+		wantGrace time.Duration
+		wantMoved bool
+	}{
+		{"active: the spec's value, no schedule", withGrace(&platformv1.Tenant{}, 3*day), t0, time.Time{}, 3 * day, false},
+		{"active without a value: the default", &platformv1.Tenant{}, t0, time.Time{}, platformv1.DefaultGracePeriod, false},
+		{"deactivated, unchanged", withGrace(deactivated(t0, 7*day, stepStopIngest), 7*day), t0.Add(day), t0.Add(7 * day), 7 * day, false},
+		{"shortened before the schedule: erases sooner", withGrace(deactivated(t0, 7*day, stepStopIngest), 2*day), t0.Add(day), t0.Add(2 * day), 2 * day, true},
+		{"shortened below the time elapsed: erases now", withGrace(deactivated(t0, 7*day, stepStopIngest), 0), t0.Add(day), t0, 0, true},
+		{"lengthened before the schedule: erases later", withGrace(deactivated(t0, 2*day, stepStopIngest), 10*day), t0.Add(day), t0.Add(10 * day), 10 * day, true},
+		{"lengthened once the schedule has come: nothing moves", withGrace(deactivated(t0, 2*day, stepStopIngest), 10*day), t0.Add(2 * day), t0.Add(2 * day), 2 * day, false},
+		{"changed after a destructive step: nothing moves", withGrace(deactivated(t0, 0, stepStopIngest, stepDeleteWorker), 5*day), t0, t0, 0, false},
+		{"unset after deactivation: the default", deactivated(t0, day, stepStopIngest), t0.Add(time.Hour), t0.Add(platformv1.DefaultGracePeriod), platformv1.DefaultGracePeriod, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			moved := syncSchedule(tc.tenant, tc.now)
+			st := tc.tenant.Status
+			if moved != tc.wantMoved {
+				t.Errorf("moved = %v, want %v", moved, tc.wantMoved)
+			}
+			if st.GracePeriod == nil || st.GracePeriod.Duration != tc.wantGrace {
+				t.Errorf("status.gracePeriod = %v, want %v", st.GracePeriod, tc.wantGrace)
+			}
+			switch {
+			case tc.wantAt.IsZero() && st.ErasureScheduledAt != nil:
+				t.Errorf("scheduled at %v, want no schedule", st.ErasureScheduledAt)
+			case !tc.wantAt.IsZero() && (st.ErasureScheduledAt == nil || !st.ErasureScheduledAt.Time.Equal(tc.wantAt)):
+				t.Errorf("scheduled at %v, want %v", st.ErasureScheduledAt, tc.wantAt)
+			}
+			if st.DeactivatedAt != nil && st.ErasureScheduledAt.Sub(st.DeactivatedAt.Time) != st.GracePeriod.Duration {
+				t.Errorf("schedule %v and gracePeriod %v disagree", st.ErasureScheduledAt, st.GracePeriod)
+			}
+		})
+	}
+}

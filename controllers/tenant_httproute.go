@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -117,6 +118,6 @@ func httpRouteAccepted(route *gatewayv1.HTTPRoute, tenant string, cfg RouteConfi
 		fmt.Sprintf("HTTPRoute %s is applied; waiting for Gateway %s to accept it", RouteName, gateway)
 }
 
-func (r *TenantReconciler) removeHTTPRoute(ctx context.Context, t *platformv1.Tenant) (gone bool, err error) {
-	return r.removeOwned(ctx, t, "HTTPRoute", &gatewayv1.HTTPRoute{})
+func (r *TenantReconciler) removeHTTPRoute(ctx context.Context, ref tenantRef, regarding runtime.Object) (gone bool, err error) {
+	return r.removeOwned(ctx, ref, regarding, "HTTPRoute", &gatewayv1.HTTPRoute{})
 }

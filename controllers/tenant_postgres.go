@@ -433,14 +433,24 @@ func exists(ctx context.Context, conn *pgx.Conn, catalog, column, name string) (
 	return found, nil
 }
 
-// dropPostgres is DeleteStorage for PostgreSQL: it drops the tenant's
+// postgresDatabase is the tenant's database and role: as recorded in
+// status, else the name provisioning gives it.
+func postgresDatabase(t *platformv1.Tenant) string {
+	if t.Status.Storage != nil && t.Status.Storage.DatabaseName != "" {
+		return t.Status.Storage.DatabaseName
+	}
+	return postgresName(t.Name)
+}
+
+// dropPostgres is PostgreSQL's DeleteStorage: it drops the tenant's
 // database (closing its connections) and role, and verifies on the server
 // that neither is left. An unusable server is an error, so the step is
-// retried and never skipped; ErasureAtRisk raises the alarm if it lasts.
-func (r *TenantReconciler) dropPostgres(ctx context.Context, t *platformv1.Tenant) (string, bool, error) {
-	name := postgresName(t.Name)
-	if t.Status.Storage != nil && t.Status.Storage.DatabaseName != "" {
-		name = t.Status.Storage.DatabaseName
+// retried and never skipped; ErasureAtRisk (or the sweep's failure Event and
+// metric) raises the alarm if it lasts.
+func (r *TenantReconciler) dropPostgres(ctx context.Context, tgt *erasureTarget) (string, bool, error) {
+	name := tgt.Database
+	if name == "" {
+		return "", false, fmt.Errorf("no PostgreSQL database is recorded for tenant %s", tgt.Name)
 	}
 	if !r.Postgres.enabled() {
 		return "", false, fmt.Errorf("database %s cannot be dropped: the manager flag %s is not set", name, PostgresAdminSecretFlag)

@@ -11,7 +11,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	networkingv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -184,7 +184,7 @@ func desiredIngress(t *platformv1.Tenant, cfg RouteConfig) *networkingv1ac.Ingre
 func (r *TenantReconciler) reconcileRoute(ctx context.Context, t *platformv1.Tenant) (*ctrl.Result, error) {
 	switch r.Route.kind() {
 	case RouteNone:
-		if _, err := r.removeRoute(ctx, t); err != nil {
+		if _, err := r.removeRoute(ctx, refOf(t), t); err != nil {
 			setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionRouteReady, false, platformv1.ReasonApplyFailed, err.Error())
 			return nil, err
 		}
@@ -192,7 +192,7 @@ func (r *TenantReconciler) reconcileRoute(ctx context.Context, t *platformv1.Ten
 			"the manager runs with --route=none: route "+TenantRoutePrefix(t.Name)+" to Service "+WorkerName+" yourself")
 		return nil, nil
 	case RouteHTTPRoute:
-		if _, err := r.removeIngress(ctx, t); err != nil {
+		if _, err := r.removeIngress(ctx, refOf(t), t); err != nil {
 			setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionRouteReady, false, platformv1.ReasonApplyFailed, err.Error())
 			return nil, err
 		}
@@ -221,34 +221,34 @@ func (r *TenantReconciler) reconcileRoute(ctx context.Context, t *platformv1.Ten
 // and reports whether they are gone, read around the cache. Deactivation
 // calls it first: Meta's deliveries stop reaching the worker once it reports
 // gone.
-func (r *TenantReconciler) removeRoute(ctx context.Context, t *platformv1.Tenant) (gone bool, err error) {
-	ingressGone, err := r.removeIngress(ctx, t)
+func (r *TenantReconciler) removeRoute(ctx context.Context, ref tenantRef, regarding runtime.Object) (gone bool, err error) {
+	ingressGone, err := r.removeIngress(ctx, ref, regarding)
 	if err != nil {
 		return false, err
 	}
-	httpRouteGone, err := r.removeHTTPRoute(ctx, t)
+	httpRouteGone, err := r.removeHTTPRoute(ctx, ref, regarding)
 	if err != nil {
 		return false, err
 	}
 	return ingressGone && httpRouteGone, nil
 }
 
-func (r *TenantReconciler) removeIngress(ctx context.Context, t *platformv1.Tenant) (gone bool, err error) {
-	return r.removeOwned(ctx, t, "Ingress", &networkingv1.Ingress{})
+func (r *TenantReconciler) removeIngress(ctx context.Context, ref tenantRef, regarding runtime.Object) (gone bool, err error) {
+	return r.removeOwned(ctx, ref, regarding, "Ingress", &networkingv1.Ingress{})
 }
 
 // removeOwned deletes the tenant's object named RouteName of obj's kind, if
 // the tenant owns it, and reports whether it is gone (uncached reads). A kind
 // the API server does not serve counts as gone.
-func (r *TenantReconciler) removeOwned(ctx context.Context, t *platformv1.Tenant, kind string, obj client.Object) (gone bool, err error) {
-	key := types.NamespacedName{Namespace: t.NamespaceName(), Name: RouteName}
+func (r *TenantReconciler) removeOwned(ctx context.Context, ref tenantRef, regarding runtime.Object, kind string, obj client.Object) (gone bool, err error) {
+	key := types.NamespacedName{Namespace: ref.Namespace, Name: RouteName}
 	if err := r.APIReader.Get(ctx, key, obj); err != nil {
 		if apierrors.IsNotFound(err) || apimeta.IsNoMatchError(err) {
 			return true, nil
 		}
 		return false, fmt.Errorf("get %s %s: %w", kind, key, err)
 	}
-	if !ownedByTenant(obj, t) {
+	if !tenantOwns(obj, ref) {
 		// Never delete what we did not create; it does not route to the worker
 		// on our behalf either.
 		return true, nil
@@ -259,7 +259,7 @@ func (r *TenantReconciler) removeOwned(ctx context.Context, t *platformv1.Tenant
 		if err != nil && !apierrors.IsNotFound(err) {
 			return false, fmt.Errorf("delete %s %s: %w", kind, key, err)
 		}
-		r.Recorder.Eventf(t, obj, corev1.EventTypeNormal, "Deleted", "StopIngest", "deleted %s %s", kind, key)
+		r.Recorder.Eventf(regarding, obj, corev1.EventTypeNormal, "Deleted", "StopIngest", "deleted %s %s", kind, key)
 	}
 	err = r.APIReader.Get(ctx, key, obj)
 	switch {
@@ -269,14 +269,4 @@ func (r *TenantReconciler) removeOwned(ctx context.Context, t *platformv1.Tenant
 		return false, fmt.Errorf("verify %s %s is gone: %w", kind, key, err)
 	}
 	return false, nil
-}
-
-// ownedByTenant: the object carries our managed-by label and the tenant as
-// its controller.
-func ownedByTenant(o client.Object, t *platformv1.Tenant) bool {
-	if o.GetLabels()[platformv1.LabelManagedBy] != platformv1.ManagedByValue {
-		return false
-	}
-	owner := metav1.GetControllerOf(o)
-	return owner != nil && owner.Kind == "Tenant" && owner.UID == t.UID
 }

@@ -134,7 +134,7 @@ func TestRemoveRoute(t *testing.T) {
 			}
 			c := b.Build()
 			r := &TenantReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(10)}
-			gone, err := r.removeRoute(ctx, tn)
+			gone, err := r.removeRoute(ctx, refOf(tn), tn)
 			if err != nil || !gone {
 				t.Fatalf("removeRoute() = %v, %v; want gone", gone, err)
 			}

@@ -61,7 +61,8 @@ func (r *TenantReconciler) reconcileSubjectKey(ctx context.Context, t *platformv
 }
 
 // workerSecretNames are the Secrets the worker may read: its channels',
-// the subject key, and the subjects of pending deletion requests.
+// the subject key, and the subjects of the given open requests, which the
+// caller has checked against the subject Secret rule (grantedSubjects).
 func workerSecretNames(channels []platformv1.MetaChannel, requests []platformv1.DeletionRequest) []string {
 	names := append(channelSecretNames(channels), platformv1.SubjectKeySecretName)
 	for i := range requests {

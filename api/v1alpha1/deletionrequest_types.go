@@ -12,7 +12,9 @@ const (
 	// ScopeMessages: the subject's messages in both directions and their
 	// delivery statuses.
 	ScopeMessages DeletionScope = "Messages"
-	// ScopeContacts: the subject's contact (lead) records.
+	// ScopeContacts: the subject's contact (lead) records, the identity changes that
+	// link their identifiers, and where they came from (referrals, opt-ins and the
+	// notification tokens those carry).
 	ScopeContacts DeletionScope = "Contacts"
 	// ScopeFiles: files the subject sent or received.
 	ScopeFiles DeletionScope = "Files"
@@ -52,19 +54,25 @@ type DeletionRequestSpec struct {
 	Platform Platform `json:"platform"`
 
 	// subjectSecretRef names the key of a Secret in this namespace that holds
-	// the subject's identifier. The Secret is deleted once the request
-	// completes.
+	// the subject's identifier. The Secret must have type
+	// platform.omniflowcrm.com/subject and must not be used by anything else of
+	// the platform (a channel's credentials, TLS, database credentials, the
+	// subject key) nor belong to another request; otherwise the request is
+	// Refused and the Secret left alone. The tenant's worker may read it while
+	// the request is open; it is deleted once the request is finished.
 	// +required
 	SubjectSecretRef SecretKeyRef `json:"subjectSecretRef"`
 
 	// channel limits the erasure to one MetaChannel of the tenant. Empty means
-	// every channel of the platform.
+	// every channel of the platform. A channel that is not a MetaChannel of
+	// this namespace, or is one of another platform, gets the request Refused.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	Channel string `json:"channel,omitempty"`
 
 	// scope lists what is erased: Messages (with their delivery statuses),
-	// Contacts, Files. Defaults to all three.
+	// Contacts (with their identity changes and lead records: referrals, opt-ins
+	// and notification tokens), Files. Defaults to all three.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1
@@ -102,7 +110,8 @@ type ErasedCounts struct {
 	// statuses is the number of delivery statuses erased.
 	// +optional
 	Statuses int64 `json:"statuses,omitempty"`
-	// contacts is the number of contact records erased.
+	// contacts is the number of contact records, identity changes and lead
+	// records erased.
 	// +optional
 	Contacts int64 `json:"contacts,omitempty"`
 	// files is the number of files erased.
@@ -122,8 +131,11 @@ type DeletionRequestStatus struct {
 	// +optional
 	Phase DeletionPhase `json:"phase,omitempty"`
 
-	// conditions: Ready (the request is done), AtRisk (unfinished 3 days
-	// before its deadline).
+	// conditions: Ready (the request is done; written by the operator, its
+	// reason says why a request was refused), AtRisk (unfinished 3 days before
+	// its deadline), SubjectErased (the worker's report of the erasure),
+	// Reconciling (True while Pending or Running) and Stalled (True when
+	// Refused, Failed or at risk: a human must act).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -165,11 +177,11 @@ type DeletionRequestStatus struct {
 // Its spec cannot change once created.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:shortName=dr,categories=omniflow
+// +kubebuilder:resource:shortName=odr,categories=omniflow
 // +kubebuilder:printcolumn:name="Platform",type=string,JSONPath=`.spec.platform`
 // +kubebuilder:printcolumn:name="Source",type=string,JSONPath=`.spec.source`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
-// +kubebuilder:printcolumn:name="Deadline",type=date,JSONPath=`.status.deadline`
+// +kubebuilder:printcolumn:name="Deadline",type=string,JSONPath=`.status.deadline`
 // +kubebuilder:printcolumn:name="Completed",type=date,JSONPath=`.status.completedAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type DeletionRequest struct {

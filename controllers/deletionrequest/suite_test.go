@@ -1,6 +1,7 @@
-// Package deletionrequest_test runs the operator's DeletionRequest
-// controller against a real API server with a fake clock, playing the
-// worker's part (it reports completion in status) by hand.
+// Package deletionrequest_test runs the operator's DeletionRequest controller
+// against a real API server with a fake clock, and the worker's real half of a
+// request (subjecterasure.Processor over a real SQLite store) as the worker's
+// ServiceAccount, with the Role the operator grants it.
 package deletionrequest_test
 
 import (
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -17,10 +19,16 @@ import (
 )
 
 var (
-	scheme = testenv.Scheme()
-	k8s    client.Client
-	clock  = clocktesting.NewFakeClock(time.Date(2026, 6, 1, 8, 0, 0, 0, time.UTC))
+	scheme  = testenv.Scheme()
+	k8s     client.Client
+	restCfg *rest.Config
+	clock   = clocktesting.NewFakeClock(time.Date(2026, 6, 1, 8, 0, 0, 0, time.UTC))
+	// stopOperator stops the running operator; restartOperator replaces it.
+	stopOperator func()
 )
+
+// tlsSecret is the Ingress TLS Secret the operator is configured with.
+const tlsSecret = "hooks-tls"
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
@@ -31,17 +39,36 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = env.Stop() }()
-	cfg := env.Config
+	restCfg = env.Config
 	k8s = env.Client
-	stop, err := testenv.StartOperator(cfg, scheme, controllers.Options{
+	if err := startOperator(); err != nil {
+		fmt.Fprintf(os.Stderr, "start the operator: %v\n", err)
+		return 1
+	}
+	defer func() { stopOperator() }()
+	return m.Run()
+}
+
+func startOperator() error {
+	stop, err := testenv.StartOperator(restCfg, scheme, controllers.Options{
 		Worker: controllers.WorkerConfig{Image: "example.test/worker:test"},
+		Route:  controllers.RouteConfig{IngressHost: "hooks.example.test", IngressTLSSecret: tlsSecret},
 		Clock:  clock,
 		Sweep:  controllers.SweepConfig{Interval: -1},
 	})
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "start the operator: %v\n", err)
-		return 1
+		return err
 	}
-	defer stop()
-	return m.Run()
+	stopOperator = stop
+	return nil
+}
+
+// restartOperator stops the operator and starts a new one: whatever it knew
+// in memory is gone, only the API server's state remains.
+func restartOperator(t *testing.T) {
+	t.Helper()
+	stopOperator()
+	if err := startOperator(); err != nil {
+		t.Fatalf("restart the operator: %v", err)
+	}
 }

@@ -3,6 +3,7 @@ package erasure_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -39,10 +40,17 @@ var ctx = context.Background()
 // deletion request in its namespace.
 func provisioned(t *testing.T, g Gomega, name string, grace time.Duration) *platformv1.Tenant {
 	t.Helper()
+	return provisionedIn(t, g, name, "", grace)
+}
+
+// provisionedIn is provisioned with spec.namespace set (empty: the default).
+func provisionedIn(t *testing.T, g Gomega, name, namespace string, grace time.Duration) *platformv1.Tenant {
+	t.Helper()
 	tn := &platformv1.Tenant{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: platformv1.TenantSpec{
-			Erasure: platformv1.ErasurePolicy{GracePeriod: &metav1.Duration{Duration: grace}},
+			Namespace: namespace,
+			Erasure:   platformv1.ErasurePolicy{GracePeriod: &metav1.Duration{Duration: grace}},
 		},
 	}
 	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
@@ -409,4 +417,118 @@ func eventsAbout(g Gomega, name string) []string {
 		}
 	}
 	return out
+}
+
+// Issue 11: the record says what was checked and found. A Tenant pointed at
+// a namespace that is not its own, holding objects of the worker's and the
+// claim's names, is erased without touching them, and its record names them
+// as not the tenant's instead of "not found".
+func TestTheRecordNamesForeignObjectsInsteadOfNotFound(t *testing.T) {
+	g := NewWithT(t)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "someone-elses"}}
+	g.Expect(k8s.Create(ctx, ns)).To(Succeed())
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+	labels := map[string]string{"app": "theirs"}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: controllers.WorkerName, Namespace: ns.Name},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.test/theirs"}}},
+			},
+		},
+	}
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: controllers.DataClaimName, Namespace: ns.Name},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+		},
+	}
+	g.Expect(k8s.Create(ctx, dep)).To(Succeed())
+	g.Expect(k8s.Create(ctx, pvc)).To(Succeed())
+	startOperator(t)
+	tn := &platformv1.Tenant{
+		ObjectMeta: metav1.ObjectMeta{Name: "intruder"},
+		Spec: platformv1.TenantSpec{
+			Namespace: ns.Name, State: platformv1.TenantDeactivated,
+			Erasure: platformv1.ErasurePolicy{GracePeriod: &metav1.Duration{}},
+		},
+	}
+	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(tenant(g, tn.Name).Status.Phase).To(Equal(platformv1.TenantPhaseErased))
+	}, timeout, interval).Should(Succeed())
+	record := map[string]string{}
+	for _, s := range tenant(g, tn.Name).Status.Erasure {
+		record[s.Name] = s.Verification
+	}
+	g.Expect(record["StopIngest"]).To(ContainSubstring("Deployment someone-elses/ingest-worker exists and is not the tenant's"))
+	g.Expect(record["DeleteWorker"]).To(ContainSubstring("Service, NetworkPolicy, RoleBinding, Role, ServiceAccount someone-elses/ingest-worker not found"),
+		"the record lists what it did not find")
+	g.Expect(record["DeleteWorker"]).To(ContainSubstring("Deployment someone-elses/ingest-worker exists and is not the tenant's"))
+	g.Expect(record["DeleteWorker"]).NotTo(MatchRegexp(`Deployment[^;]* not found`))
+	g.Expect(record["DeleteStorage"]).To(ContainSubstring("PersistentVolumeClaim someone-elses/data exists and is not the tenant's"))
+	g.Expect(record["DeleteStorage"]).NotTo(ContainSubstring("data not found"))
+	g.Expect(record["DeleteNamespace"]).To(ContainSubstring("Namespace someone-elses exists and carries no ownership mark"))
+	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(dep), dep)).To(Succeed())
+	g.Expect(dep.DeletionTimestamp).To(BeNil())
+	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pvc), pvc)).To(Succeed())
+	g.Expect(pvc.DeletionTimestamp).To(BeNil())
+	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ns), ns)).To(Succeed())
+	g.Expect(ns.DeletionTimestamp).To(BeNil())
+}
+
+// Issue 11: changing erasure.gracePeriod after deactivation moves the
+// schedule while erasure has not started, and status.gracePeriod shows the
+// value in force.
+func TestChangingTheGracePeriodAfterDeactivationMovesTheSchedule(t *testing.T) {
+	g := NewWithT(t)
+	startOperator(t)
+	tn := &platformv1.Tenant{
+		ObjectMeta: metav1.ObjectMeta{Name: "regrace"},
+		Spec:       platformv1.TenantSpec{Erasure: platformv1.ErasurePolicy{GracePeriod: &metav1.Duration{Duration: 5 * day}}},
+	}
+	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
+	deactivatedAt := clock.Now().UTC().Truncate(time.Second)
+	setState(g, tn.Name, platformv1.TenantDeactivated)
+	g.Eventually(func(g Gomega) {
+		g.Expect(tenant(g, tn.Name).Status.ErasureScheduledAt).NotTo(BeNil())
+	}, timeout, interval).Should(Succeed())
+
+	cur := tenant(g, tn.Name)
+	patch := client.MergeFrom(cur.DeepCopy())
+	cur.Spec.Erasure.GracePeriod = &metav1.Duration{Duration: 2 * day}
+	g.Expect(k8s.Patch(ctx, cur, patch)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		got := tenant(g, tn.Name)
+		g.Expect(got.Status.GracePeriod.Duration).To(Equal(2 * day))
+		g.Expect(got.Status.ErasureScheduledAt.Time).To(BeTemporally("==", deactivatedAt.Add(2*day)))
+		g.Expect(eventsAbout(g, tn.Name)).To(ContainElement(HavePrefix("Normal ErasureRescheduled")))
+	}, timeout, interval).Should(Succeed())
+}
+
+// The Tenant's own erasure in an adopted namespace: the tenant's objects and
+// data go, the namespace stays, and the record says so.
+func TestErasingATenantInAnAdoptedNamespaceKeepsTheNamespace(t *testing.T) {
+	g := NewWithT(t)
+	ns := labelledNamespace(t, g, "team-kept", "keeper")
+	startOperator(t)
+	tn := provisionedIn(t, g, "keeper", ns.Name, 0)
+	setState(g, tn.Name, platformv1.TenantDeactivated)
+	g.Eventually(func(g Gomega) {
+		got := tenant(g, tn.Name)
+		g.Expect(got.Status.Phase).To(Equal(platformv1.TenantPhaseErased))
+		i := slices.IndexFunc(got.Status.Erasure, func(s platformv1.ErasureStep) bool { return s.Name == "DeleteNamespace" })
+		g.Expect(i).To(BeNumerically(">=", 0))
+		g.Expect(got.Status.Erasure[i].Verification).To(ContainSubstring("Namespace team-kept was adopted and is kept"))
+	}, timeout, interval).Should(Succeed())
+	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ns), ns)).To(Succeed())
+	g.Expect(ns.DeletionTimestamp).To(BeNil())
+	g.Expect(ns.Annotations).NotTo(HaveKey(controllers.AnnotationTenantUID))
+	g.Expect(gone(&corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-keeper"}})()).To(BeTrue())
+	g.Expect(gone(&platformv1.MetaChannel{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "wa"}})()).To(BeTrue())
+	g.Expect(gone(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: platformv1.SubjectKeySecretName}})()).To(BeTrue(),
+		"the subject key the operator made for the tenant goes")
 }

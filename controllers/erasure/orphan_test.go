@@ -7,6 +7,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -60,6 +61,7 @@ func TestOrphanedDataIsErasedAfterTheGracePeriodCountedFromDiscovery(t *testing.
 			HaveField("InvolvedObject.Name", ns.Name), HaveField("Reason", "Orphaned"), HaveField("Type", corev1.EventTypeWarning))))
 	}, timeout, interval).Should(Succeed())
 	g.Expect(metricValue(g, "omniflow_orphans", "kind", "namespace")).To(Equal(1.0))
+	erasedBefore := metricValue(g, "omniflow_orphans_erased_total", "kind", "namespace")
 
 	// The stamp does not move, and nothing goes before the grace period ends.
 	clock.SetTime(found.Add(orphanGrace - time.Second))
@@ -71,6 +73,138 @@ func TestOrphanedDataIsErasedAfterTheGracePeriodCountedFromDiscovery(t *testing.
 	clock.SetTime(found.Add(orphanGrace + time.Second))
 	g.Eventually(gone(ns), timeout, interval).Should(BeTrue())
 	g.Eventually(gone(pv), timeout, interval).Should(BeTrue())
+	g.Expect(gone(&corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: controllers.DataClaimName}})()).To(BeTrue())
+
+	// The record: each step in an Event on the namespace, then the verified end.
+	g.Eventually(func(g Gomega) {
+		notes := sweepEvents(g, ns.Name)
+		g.Expect(notes).To(ContainElement(And(HavePrefix("Normal ErasureStep: DeleteStorage of orphaned Tenant orphan"), ContainSubstring(pv.Name))))
+		g.Expect(notes).To(ContainElement(HavePrefix("Normal Erased: orphaned Namespace/" + ns.Name)))
+		g.Expect(notes).NotTo(ContainElement(ContainSubstring("Warning ErasureStepFailed")))
+		g.Expect(metricValue(g, "omniflow_orphans_erased_total", "kind", "namespace")).To(BeNumerically(">", erasedBefore))
+	}, timeout, interval).Should(Succeed())
+}
+
+// labelledNamespace creates a namespace that carries only the tenant label,
+// as a GitOps pipeline would ahead of its Tenant, and deletes it at the end.
+func labelledNamespace(t *testing.T, g Gomega, name, tenant string) *corev1.Namespace {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{platformv1.LabelTenant: tenant}}}
+	g.Expect(k8s.Create(ctx, ns)).To(Succeed())
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+	return ns
+}
+
+// sweepEvents lists "Type Reason: note" of the Events about a cluster-scoped
+// object (they live in the default namespace).
+func sweepEvents(g Gomega, name string) []string {
+	var evs corev1.EventList // the core view of events.k8s.io Events
+	g.Expect(k8s.List(ctx, &evs, client.InNamespace("default"))).To(Succeed())
+	var out []string
+	for _, e := range evs.Items {
+		if e.InvolvedObject.Name == name {
+			out = append(out, e.Type+" "+e.Reason+": "+e.Message)
+		}
+	}
+	return out
+}
+
+// Issue 11: Tenant a, force-removed, then created again under another
+// namespace. The old namespace is bound to the old Tenant's UID: it is an
+// orphan, not "adopted", and the sweep erases it and its volume.
+func TestATenantRecreatedUnderAnotherNamespaceLeavesNoOldData(t *testing.T) {
+	g := NewWithT(t)
+	startOperator(t)
+	tn := provisioned(t, g, "moved", 24*time.Hour)
+	oldNS := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tn.NamespaceName()}}
+	pv := &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-moved"}}
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pv), pv)).To(Succeed())
+		g.Expect(pv.Annotations).To(HaveKeyWithValue(controllers.AnnotationTenantUID, string(tn.UID)))
+	}, timeout, interval).Should(Succeed())
+	forceRemove(g, tn.Name)
+
+	again := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "moved"}, Spec: platformv1.TenantSpec{Namespace: "moved-elsewhere"}}
+	g.Expect(k8s.Create(ctx, again)).To(Succeed())
+	var found string
+	g.Eventually(func(g Gomega) {
+		found = orphanedAt(g, oldNS)
+		g.Expect(found).NotTo(BeEmpty(), "the old namespace is an orphan although a Tenant of its name exists")
+		g.Expect(k8s.Get(ctx, types.NamespacedName{Name: "moved-elsewhere"}, &corev1.Namespace{})).To(Succeed())
+	}, timeout, interval).Should(Succeed())
+	g.Consistently(func(g Gomega) {
+		g.Expect(sweepEvents(g, oldNS.Name)).NotTo(ContainElement(HavePrefix("Normal Adopted")))
+	}, time.Second, interval).Should(Succeed())
+
+	at, err := time.Parse(time.RFC3339, found)
+	g.Expect(err).NotTo(HaveOccurred())
+	clock.SetTime(at.Add(orphanGrace + time.Second))
+	g.Eventually(gone(oldNS), timeout, interval).Should(BeTrue())
+	g.Eventually(gone(pv), timeout, interval).Should(BeTrue())
+	// The new Tenant's namespace is its own and stays.
+	g.Consistently(func() error {
+		return k8s.Get(ctx, types.NamespacedName{Name: "moved-elsewhere"}, &corev1.Namespace{})
+	}, time.Second, interval).Should(Succeed())
+}
+
+// Issue 12: a namespace that carries the tenant label but not the operator's
+// mark (GitOps made it ahead of its Tenant) is not the operator's: the sweep
+// never stamps or deletes it, however long its Tenant stays away.
+func TestANamespaceWithOnlyTheTenantLabelIsNeverDeleted(t *testing.T) {
+	g := NewWithT(t)
+	ns := labelledNamespace(t, g, "gitops-ahead", "not-yet")
+	startOperator(t)
+	g.Eventually(func(g Gomega) {
+		g.Expect(metricValue(g, "omniflow_orphans", "kind", "unowned-namespace")).To(BeNumerically(">=", 1))
+	}, timeout, interval).Should(Succeed())
+	clock.SetTime(clock.Now().Add(10 * orphanGrace))
+	g.Consistently(func(g Gomega) {
+		g.Expect(orphanedAt(g, ns)).To(BeEmpty())
+		g.Expect(ns.DeletionTimestamp).To(BeNil())
+	}, 3*time.Second, interval).Should(Succeed())
+}
+
+// An adopted namespace whose Tenant went: the tenant's objects and data go
+// (worker, claim, volume, channels), the namespace and what others put in it
+// stay, and the operator's marks are removed.
+func TestAnAdoptedNamespaceStaysWhenItsTenantGoes(t *testing.T) {
+	g := NewWithT(t)
+	ns := labelledNamespace(t, g, "team-adopted", "adopter")
+	theirs := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "team-settings", Namespace: ns.Name}}
+	g.Expect(k8s.Create(ctx, theirs)).To(Succeed())
+	startOperator(t)
+	tn := provisionedIn(t, g, "adopter", ns.Name, 24*time.Hour)
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ns), ns)).To(Succeed())
+		g.Expect(ns.Annotations).To(HaveKeyWithValue(controllers.AnnotationTenantUID, string(tn.UID)))
+		g.Expect(ns.Annotations).To(HaveKeyWithValue(controllers.AnnotationNamespaceOrigin, controllers.OriginAdopted))
+		g.Expect(ns.Annotations).To(HaveKeyWithValue(controllers.AnnotationVolume, "pv-adopter"))
+	}, timeout, interval).Should(Succeed())
+	forceRemove(g, tn.Name)
+	var found string
+	g.Eventually(func(g Gomega) { found = orphanedAt(g, ns); g.Expect(found).NotTo(BeEmpty()) }, timeout, interval).Should(Succeed())
+	at, err := time.Parse(time.RFC3339, found)
+	g.Expect(err).NotTo(HaveOccurred())
+	clock.SetTime(at.Add(orphanGrace + time.Second))
+
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ns), ns)).To(Succeed())
+		g.Expect(ns.DeletionTimestamp).To(BeNil(), "an adopted namespace is never deleted")
+		for k := range ns.Annotations {
+			if k != controllers.AnnotationReleasedFrom {
+				g.Expect(k).NotTo(HavePrefix(controllers.MarkPrefix), "the operator's marks are removed")
+			}
+		}
+		g.Expect(ns.Annotations).To(HaveKeyWithValue(controllers.AnnotationReleasedFrom, string(tn.UID)))
+		var channels platformv1.MetaChannelList
+		g.Expect(k8s.List(ctx, &channels, client.InNamespace(ns.Name))).To(Succeed())
+		g.Expect(channels.Items).To(BeEmpty())
+	}, timeout, interval).Should(Succeed())
+	g.Expect(gone(&corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-adopter"}})()).To(BeTrue())
+	g.Expect(gone(&corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: controllers.DataClaimName}})()).To(BeTrue())
+	g.Expect(gone(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: controllers.WorkerName}})()).To(BeTrue())
+	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(theirs), theirs)).To(Succeed(), "what others put in the namespace stays")
+	g.Expect(sweepEvents(g, ns.Name)).To(ContainElement(And(HavePrefix("Normal ErasureStep: DeleteNamespace"), ContainSubstring("was adopted and is kept"))))
 }
 
 func TestARecreatedTenantAdoptsItsOrphanedData(t *testing.T) {
@@ -106,11 +240,17 @@ func TestSweepStandsDownWhenMostTenantsLookOrphaned(t *testing.T) {
 		ghosts = append(ghosts, fmt.Sprintf("ghost-%d", i))
 	}
 	for _, name := range ghosts {
+		// Namespaces the operator made (they carry its marks, which only it
+		// may write), for Tenants that are gone.
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 			Name:   "tenant-" + name,
 			Labels: map[string]string{platformv1.LabelTenant: name, platformv1.LabelManagedBy: platformv1.ManagedByValue},
+			Annotations: map[string]string{
+				controllers.AnnotationTenantUID: "uid-" + name, controllers.AnnotationNamespaceOrigin: controllers.OriginCreated,
+				controllers.AnnotationStorageBackend: string(platformv1.StorageSQLite),
+			},
 		}}
-		g.Expect(k8s.Create(ctx, ns)).To(Succeed())
+		g.Expect(asOperator.Create(ctx, ns)).To(Succeed())
 		t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
 	}
 	startOperator(t)

@@ -1,6 +1,7 @@
 package erasure_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"testing"
@@ -18,9 +19,12 @@ import (
 const orphanGrace = 48 * time.Hour
 
 var (
-	scheme  = testenv.Scheme()
-	k8s     client.Client
-	restCfg *rest.Config
+	scheme = testenv.Scheme()
+	k8s    client.Client
+	// asOperator writes as the operator does (its ServiceAccount), for what
+	// only the operator may write: the marks on namespaces.
+	asOperator client.Client
+	restCfg    *rest.Config
 	// clock is the operator's only source of time in these tests.
 	clock = clocktesting.NewFakeClock(time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC))
 )
@@ -36,6 +40,16 @@ func run(m *testing.M) int {
 	defer func() { _ = env.Stop() }()
 	restCfg, k8s = env.Config, env.Client
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	// Every test runs under the shipped admission policies, the operator as
+	// the identity they name.
+	if _, err := testenv.InstallPolicies(context.Background(), k8s); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if asOperator, err = client.New(testenv.AsOperator(restCfg), client.Options{Scheme: scheme}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 
 	stopKCM, err := testenv.StartControllerManager(env, assets)
 	if err != nil {

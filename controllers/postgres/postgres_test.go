@@ -15,11 +15,13 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
@@ -349,4 +351,148 @@ func TestWithoutTheFlagPostgreSQLIsUnsupported(t *testing.T) {
 		err = k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: controllers.WorkerName}, &appsv1.Deployment{})
 		g.Expect(err).To(HaveOccurred(), "no worker without storage")
 	}, 2*time.Second, interval).Should(Succeed())
+}
+
+// forceRemove deletes a Tenant the way an impatient admin would: the
+// finalizer is stripped, so its own erasure never runs.
+func forceRemove(g Gomega, name string) {
+	tn := tenant(g, name)
+	patch := client.MergeFrom(tn.DeepCopy())
+	tn.Finalizers = nil
+	g.Expect(k8s.Patch(ctx, tn, patch)).To(Succeed())
+	g.Expect(k8s.Delete(ctx, tn)).To(Succeed())
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(k8s.Get(ctx, types.NamespacedName{Name: name}, &platformv1.Tenant{}))
+	}, timeout, interval).Should(BeTrue())
+}
+
+// orphanFound waits for the sweep to stamp a namespace and returns when.
+func orphanFound(g Gomega, ns string) time.Time {
+	var at time.Time
+	g.Eventually(func(g Gomega) {
+		var got corev1.Namespace
+		g.Expect(k8s.Get(ctx, types.NamespacedName{Name: ns}, &got)).To(Succeed())
+		v := got.Annotations[controllers.AnnotationOrphanedAt]
+		g.Expect(v).NotTo(BeEmpty())
+		var err error
+		at, err = time.Parse(time.RFC3339, v)
+		g.Expect(err).NotTo(HaveOccurred())
+	}, timeout, interval).Should(Succeed())
+	return at
+}
+
+// sweepEvents lists "Type Reason: note" of the Events about a namespace.
+func sweepEvents(g Gomega, ns string) []string {
+	var evs corev1.EventList // the core view of events.k8s.io Events
+	g.Expect(k8s.List(ctx, &evs, client.InNamespace("default"))).To(Succeed())
+	var out []string
+	for _, e := range evs.Items {
+		if e.InvolvedObject.Kind == "Namespace" && e.InvolvedObject.Name == ns {
+			out = append(out, e.Type+" "+e.Reason+": "+e.Message)
+		}
+	}
+	return out
+}
+
+// Issue 11: a PostgreSQL tenant whose finalizer was force-removed is erased
+// by the sweep, from the marks on its namespace: database and role dropped,
+// checked on the server, and recorded.
+func TestOrphanedPostgresTenantIsDroppedByTheSweep(t *testing.T) {
+	g := NewWithT(t)
+	db := "omniflow_pg_orphan_" + runID
+	dropLeftovers(t, g, db)
+	startOperator(t, adminSecret)
+	tn := newTenant("pg-orphan-"+runID, 24*time.Hour)
+	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
+	ns := tn.NamespaceName()
+	g.Eventually(func(g Gomega) {
+		c := cond(tenant(g, tn.Name), platformv1.ConditionStorageReady)
+		g.Expect(c).NotTo(BeNil())
+		g.Expect(c.Status).To(Equal(metav1.ConditionTrue))
+	}, timeout, interval).Should(Succeed())
+	g.Expect(databaseExists(t, g, db)).To(BeTrue())
+	var marked corev1.Namespace
+	g.Expect(k8s.Get(ctx, types.NamespacedName{Name: ns}, &marked)).To(Succeed())
+	g.Expect(marked.Annotations).To(HaveKeyWithValue(controllers.AnnotationStorageBackend, "PostgreSQL"))
+	g.Expect(marked.Annotations).To(HaveKeyWithValue(controllers.AnnotationPostgresDatabase, db))
+
+	forceRemove(g, tn.Name)
+	found := orphanFound(g, ns)
+	clock.SetTime(found.Add(orphanGrace - time.Second))
+	g.Consistently(func(g Gomega) {
+		g.Expect(databaseExists(t, g, db)).To(BeTrue(), "nothing is dropped during the grace period")
+	}, 2*time.Second, interval).Should(Succeed())
+
+	clock.SetTime(found.Add(orphanGrace + time.Second))
+	g.Eventually(func(g Gomega) {
+		g.Expect(databaseExists(t, g, db)).To(BeFalse())
+		g.Expect(roleExists(t, g, db)).To(BeFalse())
+		g.Expect(k8s.Get(ctx, types.NamespacedName{Name: ns}, &corev1.Namespace{})).NotTo(Succeed())
+	}, 2*timeout, interval).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		notes := sweepEvents(g, ns)
+		g.Expect(notes).To(ContainElement(And(HavePrefix("Normal ErasureStep: DeleteStorage"),
+			ContainSubstring("pg_database and pg_roles have no row named "+db))))
+		g.Expect(notes).To(ContainElement(HavePrefix("Normal Erased: orphaned Namespace/" + ns)))
+	}, timeout, interval).Should(Succeed())
+}
+
+// Issue 11: a sweep that cannot reach the server says so (Event, metric) and
+// retries; it never reports the orphan erased, and finishes once the server
+// can be reached.
+func TestSweepThatCannotReachTheServerReportsAndRetries(t *testing.T) {
+	g := NewWithT(t)
+	db := "omniflow_pg_orphan_down_" + runID
+	dropLeftovers(t, g, db)
+	stop := startOperator(t, downSecret)
+	tn := newTenant("pg-orphan-down-"+runID, 0)
+	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
+	ns := tn.NamespaceName()
+	g.Eventually(func(g Gomega) {
+		var got corev1.Namespace
+		g.Expect(k8s.Get(ctx, types.NamespacedName{Name: ns}, &got)).To(Succeed())
+		g.Expect(got.Annotations).To(HaveKeyWithValue(controllers.AnnotationPostgresDatabase, db))
+	}, timeout, interval).Should(Succeed())
+	failuresBefore := counterValue(g, "omniflow_orphan_erasure_failures_total", "step", "DeleteStorage")
+
+	forceRemove(g, tn.Name)
+	found := orphanFound(g, ns)
+	clock.SetTime(found.Add(orphanGrace + time.Second))
+	g.Eventually(func(g Gomega) {
+		g.Expect(sweepEvents(g, ns)).To(ContainElement(And(HavePrefix("Warning ErasureStepFailed: erasure step DeleteStorage failed and will be retried"),
+			ContainSubstring("127.0.0.1:1"))))
+		g.Expect(counterValue(g, "omniflow_orphan_erasure_failures_total", "step", "DeleteStorage")).To(BeNumerically(">", failuresBefore))
+	}, timeout, interval).Should(Succeed())
+	g.Consistently(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, types.NamespacedName{Name: ns}, &corev1.Namespace{})).To(Succeed(), "the namespace waits for its database")
+		g.Expect(sweepEvents(g, ns)).NotTo(ContainElement(HavePrefix("Normal Erased")))
+	}, 2*time.Second, interval).Should(Succeed())
+
+	stop()
+	startOperator(t, adminSecret)
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, types.NamespacedName{Name: ns}, &corev1.Namespace{})).NotTo(Succeed())
+		g.Expect(sweepEvents(g, ns)).To(ContainElement(And(HavePrefix("Normal ErasureStep: DeleteStorage"), ContainSubstring(db))))
+	}, 2*timeout, interval).Should(Succeed())
+	g.Expect(databaseExists(t, g, db)).To(BeFalse())
+	g.Expect(roleExists(t, g, db)).To(BeFalse())
+}
+
+// counterValue reads a counter from the operator's registry; 0 when absent.
+func counterValue(g Gomega, name, label, value string) float64 {
+	mfs, err := metrics.Registry.Gather()
+	g.Expect(err).NotTo(HaveOccurred())
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

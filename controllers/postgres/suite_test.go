@@ -34,6 +34,9 @@ var (
 	downSecret = types.NamespacedName{Namespace: "omniflow-system", Name: "postgres-admin-down"}
 )
 
+// orphanGrace is the operator's grace period for orphans in these tests.
+const orphanGrace = 48 * time.Hour
+
 // downDSN is a server that refuses connections (port 1 on loopback).
 const downDSN = "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable"
 
@@ -51,6 +54,10 @@ func run(m *testing.M) int {
 	}
 	defer func() { _ = env.Stop() }()
 	restCfg, k8s = env.Config, env.Client
+	if _, err := testenv.InstallPolicies(context.Background(), k8s); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	stopKCM, err := testenv.StartControllerManager(env, os.Getenv("KUBEBUILDER_ASSETS"))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "start kube-controller-manager: %v\n", err)
@@ -88,7 +95,7 @@ func startOperator(t *testing.T, admin types.NamespacedName) (stop func()) {
 	stopFn, err := testenv.StartOperator(restCfg, scheme, controllers.Options{
 		Worker:   controllers.WorkerConfig{Image: "example.test/worker:test"},
 		Clock:    clock,
-		Sweep:    controllers.SweepConfig{Interval: -1},
+		Sweep:    controllers.SweepConfig{Interval: 500 * time.Millisecond, GracePeriod: orphanGrace},
 		Postgres: controllers.PostgresConfig{AdminSecret: admin},
 	})
 	if err != nil {

@@ -87,4 +87,5 @@ func merge(dst, src *meta.Batch) {
 	dst.Receipts = append(dst.Receipts, src.Receipts...)
 	dst.Files = append(dst.Files, src.Files...)
 	dst.Identities = append(dst.Identities, src.Identities...)
+	dst.Leads = append(dst.Leads, src.Leads...)
 }

@@ -163,6 +163,7 @@ func run(ctx context.Context, out io.Writer, assets string) (err error) {
 	// 6. End-user A asks to be forgotten.
 	if err := c.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "forget-a-subject", Namespace: ns},
+		Type:       platformv1.SubjectSecretType,
 		StringData: map[string]string{"id": "+" + userA},
 	}); err != nil {
 		return fmt.Errorf("create subject secret: %w", err)

@@ -164,7 +164,7 @@ func DeletionStatusPage(dr *platformv1.DeletionRequest) string {
 			b.WriteString("The data linked to this identifier was erased.\n")
 		}
 	case platformv1.DeletionRefused:
-		b.WriteString("The request was refused: it was filed where this service keeps no data.\n")
+		b.WriteString("The request was refused and not carried out.\n")
 	case platformv1.DeletionFailed:
 		b.WriteString("The request could not be carried out and has to be filed again.\n")
 	}

@@ -33,6 +33,7 @@ type Metrics struct {
 	deliverySeconds prometheus.Histogram
 	messages        *prometheus.CounterVec
 	duplicates      *prometheus.CounterVec
+	leads           *prometheus.CounterVec
 	statuses        *prometheus.CounterVec
 	ignored         *prometheus.CounterVec
 	sigFallback     prometheus.Counter
@@ -59,6 +60,9 @@ func NewMetrics() *Metrics {
 		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "omniflow_ingest_messages_duplicate_total", Help: "Redelivered (or already deleted) messages absorbed.",
 		}, []string{"platform"}),
+		leads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "omniflow_ingest_leads_stored_total", Help: "Lead attribution records (referrals, opt-ins) stored for the first time.",
+		}, []string{"platform"}),
 		statuses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "omniflow_ingest_statuses_total", Help: "Message statuses by outcome (applied, or stale: behind the stored state).",
 		}, []string{"outcome"}),
@@ -80,7 +84,7 @@ func NewMetrics() *Metrics {
 			Name: "omniflow_store_commit_errors_total", Help: "Group commits that failed.",
 		}),
 	}
-	m.Registry.MustRegister(m.deliveries, m.deliverySeconds, m.messages, m.duplicates, m.statuses, m.ignored,
+	m.Registry.MustRegister(m.deliveries, m.deliverySeconds, m.messages, m.duplicates, m.leads, m.statuses, m.ignored,
 		m.sigFallback, m.commitSeconds, m.groupSize, m.commitErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the result series so dashboards see zeros rather than gaps.

@@ -224,7 +224,7 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 		log.Error(err, "Delivery not stored")
 		return http.StatusServiceUnavailable, ResultStoreError
 	}
-	if res.MessagesNew+res.StatusesApplied+res.ContactsUpserted+res.MessagesDeleted+res.FilesNew+res.IdentityChanges == 0 {
+	if res.MessagesNew+res.StatusesApplied+res.ContactsUpserted+res.MessagesDeleted+res.FilesNew+res.IdentityChanges+res.LeadsNew == 0 {
 		return http.StatusOK, ResultAcknowledged
 	}
 	return http.StatusOK, ResultStored
@@ -296,6 +296,9 @@ func (s *Server) Ingest(ctx context.Context, ch channels.Channel, parts []meta.P
 	if res.MessagesDuplicate > 0 {
 		m.duplicates.WithLabelValues(platform).Add(float64(res.MessagesDuplicate))
 	}
+	if res.LeadsNew > 0 {
+		m.leads.WithLabelValues(platform).Add(float64(res.LeadsNew))
+	}
 	if res.StatusesApplied > 0 {
 		m.statuses.WithLabelValues("applied").Add(float64(res.StatusesApplied))
 	}
@@ -303,7 +306,7 @@ func (s *Server) Ingest(ctx context.Context, ch channels.Channel, parts []meta.P
 		m.statuses.WithLabelValues("stale").Add(float64(res.StatusesStale))
 	}
 	s.opts.Log.V(1).Info("Delivery committed", "channel", ch.Name, "new", res.MessagesNew,
-		"duplicates", res.MessagesDuplicate, "statuses", res.StatusesApplied+res.StatusesStale, "records", batch.Len())
+		"duplicates", res.MessagesDuplicate, "statuses", res.StatusesApplied+res.StatusesStale, "leads", res.LeadsNew, "records", batch.Len())
 	// After the commit: what came in the same delivery before the notice is kept.
 	s.offboard(ch, offboard)
 	return res, nil

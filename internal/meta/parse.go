@@ -159,6 +159,8 @@ func (p *Part) Parse() (Parsed, error) {
 			return out, nil
 		}
 		parseWhatsApp(p.wa, p.EntryTime, &out)
+	case p.Platform == Instagram && (p.Field == "comments" || p.Field == "live_comments"):
+		err = parseIGComment(p.EntryID, p.Raw, p.EntryTime, &out)
 	case p.Field == "messages":
 		// The App Dashboard's test events (and some older Instagram payloads) wrap a
 		// messaging item in changes[].value with a string timestamp.
@@ -306,6 +308,31 @@ func (t *flexTime) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	t.Time = v
+	return nil
+}
+
+// flexNumber accepts a JSON number or a string holding one (Meta's reference shows
+// order quantities and prices both ways). Anything else is an error.
+type flexNumber float64
+
+func (n *flexNumber) UnmarshalJSON(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	if s == "null" || s == `""` {
+		*n = 0
+		return nil
+	}
+	if len(s) > 0 && s[0] == '"' {
+		var str string
+		if err := json.Unmarshal(b, &str); err != nil {
+			return fmt.Errorf("number string: %w", err)
+		}
+		s = strings.TrimSpace(str)
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > 1e15 {
+		return errors.New("not a number") // no value: errors get logged
+	}
+	*n = flexNumber(f)
 	return nil
 }
 

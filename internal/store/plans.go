@@ -32,7 +32,7 @@ type Statement struct {
 
 // GrowingTables are the tables whose size grows with the tenant's traffic: a statement
 // of erasure, export by subject or retention must never scan one of them.
-var GrowingTables = []string{"contacts", "messages", "statuses", "receipts", "files", "identity_changes", "tombstones", "erasures", "erasure_progress"}
+var GrowingTables = []string{"contacts", "messages", "statuses", "receipts", "files", "identity_changes", "leads", "tombstones", "erasures", "erasure_progress"}
 
 // PlanCheck is one statement's query plan and what is wrong with it (nothing, when
 // every growing table is reached through a narrow index condition).
@@ -45,7 +45,7 @@ type PlanCheck struct {
 // narrowColumn names the columns whose index conditions bound a lookup to a few rows.
 // platform, channel and state are deliberately absent: a condition on them alone reads
 // (nearly) every row of a tenant.
-var narrowColumn = regexp.MustCompile(`\b(id|rowid|subject|subject_alt|wa_id|user_id|message_id|ts|watermark|reacts_to|old_wa_id|old_user_id|new_wa_id|new_user_id|subject_ref)\b`)
+var narrowColumn = regexp.MustCompile(`\b(id|rowid|subject|subject_alt|wa_id|user_id|message_id|lead_id|ts|watermark|reacts_to|old_wa_id|old_user_id|new_wa_id|new_user_id|subject_ref)\b`)
 
 var quoted = regexp.MustCompile(`'[^']*'`)
 

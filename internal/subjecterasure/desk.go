@@ -6,10 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -25,10 +26,6 @@ const (
 	// LabelChannel on a callback's request names the MetaChannel whose callback filed it
 	// (a channel name, nothing personal): which Meta app the user id is scoped to.
 	LabelChannel = "platform.omniflowcrm.com/meta-channel"
-	// callbackSubjectGrace is how long a callback's request may wait for its subject
-	// Secret: the worker creates the request first (the Secret is owned by it) and the
-	// Secret right after, so a processor can see the request a moment before the Secret.
-	callbackSubjectGrace = time.Minute
 )
 
 // ErrUnknownCode: no DeletionRequest of the namespace carries the confirmation code.
@@ -76,11 +73,26 @@ func (d *Desk) FileMetaCallback(ctx context.Context, channel string, platform pl
 	if err := d.Client.Create(ctx, dr); err != nil {
 		return "", fmt.Errorf("create deletion request: %w", err)
 	}
-	patch := client.MergeFrom(dr.DeepCopy())
-	dr.Status.ConfirmationCode = code
-	if err := d.Client.Status().Patch(ctx, dr, patch); err != nil {
+	// With an optimistic lock: the operator may be writing the request's status
+	// (receivedAt, conditions) at this very moment.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if dr.Status.ConfirmationCode != "" {
+			return nil
+		}
+		patch := client.MergeFromWithOptions(dr.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		dr.Status.ConfirmationCode = code
+		err := d.Client.Status().Patch(ctx, dr, patch)
+		if apierrors.IsConflict(err) {
+			if gerr := d.Client.Get(ctx, client.ObjectKeyFromObject(dr), dr); gerr != nil {
+				return gerr
+			}
+		}
+		return err
+	})
+	if err != nil {
 		return "", fmt.Errorf("record confirmation code of deletion request %s: %w", name, err)
 	}
+	code = dr.Status.ConfirmationCode
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name, Namespace: d.Namespace, Labels: labels,
@@ -89,7 +101,9 @@ func (d *Desk) FileMetaCallback(ctx context.Context, channel string, platform pl
 				APIVersion: platformv1.GroupVersion.String(), Kind: "DeletionRequest", Name: dr.Name, UID: dr.UID,
 			}},
 		},
-		Type:      corev1.SecretTypeOpaque,
+		// The subject type: the only kind of Secret the operator lets the worker
+		// read, and the only kind the admission policy lets the worker create.
+		Type:      platformv1.SubjectSecretType,
 		Immutable: ptr.To(true),
 		Data:      map[string][]byte{SubjectIDKey: []byte(userID)},
 	}

@@ -21,6 +21,7 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -85,8 +86,18 @@ func (p *Processor) ProcessPending(ctx context.Context) error {
 
 // Process erases one request's subject. It is idempotent: a request left
 // Running by a crash is erased again, and a repeated request for the same
-// person completes with zero counts.
+// person completes with zero counts. A request that the operator refused
+// meanwhile (its status changed under the worker) is left alone.
 func (p *Processor) Process(ctx context.Context, dr *platformv1.DeletionRequest) error {
+	err := p.process(ctx, dr)
+	if errors.Is(err, errNotOpen) {
+		p.Log.V(1).Info("Deletion request no longer open; left alone", "deletionRequest", dr.Name, "phase", dr.Status.Phase)
+		return nil
+	}
+	return err
+}
+
+func (p *Processor) process(ctx context.Context, dr *platformv1.DeletionRequest) error {
 	log := p.Log.WithValues("deletionRequest", dr.Name)
 	scope, err := erasureScope(dr.Spec.Scope)
 	if err != nil {
@@ -94,20 +105,21 @@ func (p *Processor) Process(ctx context.Context, dr *platformv1.DeletionRequest)
 		// rather than erased more widely than it asked.
 		return p.report(ctx, dr, func(s *platformv1.DeletionRequestStatus) {
 			s.Phase = platformv1.DeletionFailed
-			setReady(s, dr.Generation, false, "ScopeUnsupported", err.Error())
+			setErased(s, dr.Generation, false, "ScopeUnsupported", err.Error())
 		})
 	}
 	id, err := p.secretValue(ctx, dr.Spec.SubjectSecretRef.Name, dr.Spec.SubjectSecretRef.Key)
 	if err != nil {
-		if apierrors.IsNotFound(err) && dr.Spec.Source == platformv1.SourceMetaCallback &&
-			p.Clock.Since(dr.CreationTimestamp.Time) < callbackSubjectGrace {
-			// The worker's callback creates the Secret right after the request.
-			return fmt.Errorf("subject secret not created yet: %w", err)
+		if apierrors.IsForbidden(err) {
+			// The operator accepted the request and is adding its Secret to the
+			// Role: the next look finds it readable.
+			log.V(1).Info("Subject Secret not readable yet; waiting for the Role")
+			return nil
 		}
 		if apierrors.IsNotFound(err) || errors.Is(err, errMissingKey) {
 			return p.report(ctx, dr, func(s *platformv1.DeletionRequestStatus) {
 				s.Phase = platformv1.DeletionFailed
-				setReady(s, dr.Generation, false, "SubjectMissing",
+				setErased(s, dr.Generation, false, platformv1.ReasonSubjectSecretMissing,
 					fmt.Sprintf("the subject Secret %s has no value under key %s", dr.Spec.SubjectSecretRef.Name, dr.Spec.SubjectSecretRef.Key))
 			})
 		}
@@ -165,7 +177,7 @@ func (p *Processor) Process(ctx context.Context, dr *platformv1.DeletionRequest)
 			msg = "no data linked to this identifier was found (" + what +
 				"); nothing was stored about it, or it was erased before"
 		}
-		setReady(s, dr.Generation, true, platformv1.ReasonCompleted, msg)
+		setErased(s, dr.Generation, true, platformv1.ReasonCompleted, msg)
 	})
 }
 
@@ -183,24 +195,48 @@ func (p *Processor) secretValue(ctx context.Context, name, key string) ([]byte, 
 	return v, nil
 }
 
-// report patches the request's status with a merge patch (no conflict with
-// the operator, which writes other fields).
+// errNotOpen: the request was finished (or refused) by someone else meanwhile.
+var errNotOpen = errors.New("the deletion request is no longer open")
+
+// report writes the worker's status fields (phase, counts, subjectRef,
+// confirmationCode, the SubjectErased condition) with an optimistic lock: the
+// operator writes other fields of the same status, conditions included, and a
+// merge patch from a stale read would put back a list the other side changed.
+// On a conflict it reads the request again and applies change to that, unless
+// the request is no longer Pending or Running (then it returns errNotOpen).
 func (p *Processor) report(ctx context.Context, dr *platformv1.DeletionRequest, change func(*platformv1.DeletionRequestStatus)) error {
-	orig := dr.DeepCopy()
-	change(&dr.Status)
-	if err := p.Client.Status().Patch(ctx, dr, client.MergeFrom(orig)); err != nil {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		orig := dr.DeepCopy()
+		change(&dr.Status)
+		err := p.Client.Status().Patch(ctx, dr, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+		if !apierrors.IsConflict(err) {
+			return err
+		}
+		if err := p.Client.Get(ctx, client.ObjectKeyFromObject(dr), dr); err != nil {
+			return err
+		}
+		if ph := dr.Status.Phase; ph != platformv1.DeletionPending && ph != platformv1.DeletionRunning {
+			return errNotOpen
+		}
+		return err
+	})
+	if errors.Is(err, errNotOpen) {
+		return err
+	}
+	if err != nil {
 		return fmt.Errorf("report status: %w", err)
 	}
 	return nil
 }
 
-func setReady(s *platformv1.DeletionRequestStatus, gen int64, ok bool, reason, msg string) {
+// setErased writes the worker's one condition; Ready is the operator's.
+func setErased(s *platformv1.DeletionRequestStatus, gen int64, ok bool, reason, msg string) {
 	st := metav1.ConditionFalse
 	if ok {
 		st = metav1.ConditionTrue
 	}
 	apimeta.SetStatusCondition(&s.Conditions, metav1.Condition{
-		Type: platformv1.ConditionReady, Status: st, Reason: reason, Message: msg, ObservedGeneration: gen,
+		Type: platformv1.ConditionSubjectErased, Status: st, Reason: reason, Message: msg, ObservedGeneration: gen,
 	})
 }
 

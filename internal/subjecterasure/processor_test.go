@@ -132,6 +132,7 @@ func fileOn(t *testing.T, ns, name, subject, channel string, scope ...platformv1
 	t.Helper()
 	if err := admin.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: name + "-subject", Namespace: ns},
+		Type:       platformv1.SubjectSecretType,
 		StringData: map[string]string{"id": subject},
 	}); err != nil {
 		t.Fatal(err)
@@ -205,7 +206,7 @@ func TestOneSubjectIsErasedAndTheOtherKept(t *testing.T) {
 	if !strings.HasPrefix(got.Status.SubjectRef, "hmac-sha256:") || len(got.Status.ConfirmationCode) < 16 {
 		t.Fatalf("subjectRef %q / confirmation code %q", got.Status.SubjectRef, got.Status.ConfirmationCode)
 	}
-	if !apimeta.IsStatusConditionTrue(got.Status.Conditions, platformv1.ConditionReady) {
+	if !apimeta.IsStatusConditionTrue(got.Status.Conditions, platformv1.ConditionSubjectErased) {
 		t.Fatalf("Ready not True: %v", got.Status.Conditions)
 	}
 	// Nothing personal in the status.
@@ -236,7 +237,7 @@ func TestOneSubjectIsErasedAndTheOtherKept(t *testing.T) {
 	if second.Status.SubjectRef != got.Status.SubjectRef {
 		t.Fatalf("the same person got two references: %q and %q", got.Status.SubjectRef, second.Status.SubjectRef)
 	}
-	if c := apimeta.FindStatusCondition(second.Status.Conditions, platformv1.ConditionReady); c == nil || !strings.Contains(c.Message, "no data linked") {
+	if c := apimeta.FindStatusCondition(second.Status.Conditions, platformv1.ConditionSubjectErased); c == nil || !strings.Contains(c.Message, "no data linked") {
 		t.Fatalf("a request that matched nothing must say so: %v", second.Status.Conditions)
 	}
 }
@@ -288,7 +289,7 @@ func TestMissingSubjectFailsWithoutErasing(t *testing.T) {
 	if got.Status.Phase != platformv1.DeletionFailed {
 		t.Fatalf("phase %q, want Failed", got.Status.Phase)
 	}
-	if c := apimeta.FindStatusCondition(got.Status.Conditions, platformv1.ConditionReady); c == nil || c.Reason != "SubjectMissing" {
+	if c := apimeta.FindStatusCondition(got.Status.Conditions, platformv1.ConditionSubjectErased); c == nil || c.Reason != platformv1.ReasonSubjectSecretMissing {
 		t.Fatalf("missing subject: %v", c)
 	}
 	if left := exported(t, st, alice); len(left) != 4 {
@@ -324,7 +325,7 @@ func TestScopeAndChannelLimitTheErasure(t *testing.T) {
 	if got.Status.Phase != platformv1.DeletionCompleted || *got.Status.Erased != (platformv1.ErasedCounts{Messages: 3}) {
 		t.Fatalf("phase %q erased %+v, want Completed with 3 messages only", got.Status.Phase, got.Status.Erased)
 	}
-	if c := apimeta.FindStatusCondition(got.Status.Conditions, platformv1.ConditionReady); c == nil || !strings.Contains(c.Message, "messages on channel wa are erased") {
+	if c := apimeta.FindStatusCondition(got.Status.Conditions, platformv1.ConditionSubjectErased); c == nil || !strings.Contains(c.Message, "messages on channel wa are erased") {
 		t.Fatalf("the condition must say what was erased: %v", c)
 	}
 	var kinds []string
@@ -360,43 +361,32 @@ func TestNormalize(t *testing.T) {
 	}
 }
 
-// The worker's callback creates a request a moment before its subject Secret: a fresh
-// MetaCallback request without its Secret waits; once the grace is over it fails, like
-// any request whose subject is missing.
-func TestCallbackRequestWaitsBrieflyForItsSubject(t *testing.T) {
-	ns := "tenant-callback-grace"
+// The operator accepts a request (Pending) a moment before its Tenant controller
+// adds the subject Secret to the worker's Role: until then the worker's read is
+// refused, and it waits quietly without failing the request or erasing anything.
+func TestAcceptedRequestWaitsUntilTheRoleGrantsItsSubject(t *testing.T) {
+	ns := "tenant-not-granted"
 	setup(t, ns)
 	st := openStore(t)
-	dr := &platformv1.DeletionRequest{
-		ObjectMeta: metav1.ObjectMeta{Name: subjecterasure.MetaCallbackPrefix + "0a1b", Namespace: ns},
-		Spec: platformv1.DeletionRequestSpec{
-			Platform: platformv1.PlatformMessenger, Source: platformv1.SourceMetaCallback,
-			SubjectSecretRef: platformv1.SecretKeyRef{Name: subjecterasure.MetaCallbackPrefix + "0a1b", Key: subjecterasure.SubjectIDKey},
-		},
-	}
-	if err := admin.Create(ctx, dr); err != nil {
-		t.Fatal(err)
-	}
-	patch := client.MergeFrom(dr.DeepCopy())
-	dr.Status.Phase = platformv1.DeletionPending
-	if err := admin.Status().Patch(ctx, dr, patch); err != nil {
-		t.Fatal(err)
-	}
-	clk := clocktesting.NewFakeClock(dr.CreationTimestamp.Time.Add(time.Second))
+	seed(t, st)
+	dr := file(t, ns, "early", alice)
 	p := &subjecterasure.Processor{
-		Client: workerClient(t, ns, []platformv1.DeletionRequest{*dr}), Namespace: ns, Store: st, Clock: clk,
+		Client: workerClient(t, ns, nil), Namespace: ns, Store: st, Clock: clocktesting.NewFakeClock(time.Now()),
 	}
-	if err := p.ProcessPending(ctx); err == nil {
-		t.Fatal("a fresh callback request without its Secret was processed")
+	if err := p.ProcessPending(ctx); err != nil {
+		t.Fatalf("a subject not granted yet is an error: %v", err)
 	}
-	if got := get(t, dr); got.Status.Phase != platformv1.DeletionPending {
-		t.Fatalf("phase %q, want Pending while the Secret may still come", got.Status.Phase)
+	if got := get(t, dr); got.Status.Phase != platformv1.DeletionPending || got.Status.Conditions != nil {
+		t.Fatalf("status changed before the subject was readable: %+v", got.Status)
 	}
-	clk.Step(2 * time.Minute)
+	if left := exported(t, st, alice); len(left) != 4 {
+		t.Fatalf("erased before the subject was readable: %d records left of 4", len(left))
+	}
+	p.Client = workerClient(t, ns, []platformv1.DeletionRequest{*dr})
 	if err := p.ProcessPending(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if c := apimeta.FindStatusCondition(get(t, dr).Status.Conditions, platformv1.ConditionReady); c == nil || c.Reason != "SubjectMissing" {
-		t.Fatalf("after the grace: %v, want SubjectMissing", c)
+	if got := get(t, dr); got.Status.Phase != platformv1.DeletionCompleted {
+		t.Fatalf("phase %q once granted, want Completed", got.Status.Phase)
 	}
 }

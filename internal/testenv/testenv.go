@@ -159,11 +159,27 @@ func StartControllerManager(env *Env, assets string, controllers ...string) (fun
 	}, nil
 }
 
+// OperatorUser is the identity the operator runs as when config/default
+// deploys it: the namespace-marks admission policy lets only this user set
+// the operator's marks on namespaces (a test in this package checks that
+// the rendered policy names it).
+const OperatorUser = "system:serviceaccount:omniflow-system:omniflow-controller-manager"
+
+// AsOperator is cfg impersonating the operator's ServiceAccount (with the
+// admin's powers: the tests do not prove RBAC here), so that the shipped
+// admission policies see the operator as they do in a cluster.
+func AsOperator(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	c.Impersonate = rest.ImpersonationConfig{UserName: OperatorUser, Groups: []string{"system:masters", "system:authenticated"}}
+	return c
+}
+
 // StartOperator runs the operator's manager with its controllers, set up as
 // cmd/manager sets them up, until stop is called. Several may run one after
-// another in one process (tests restart the operator).
+// another in one process (tests restart the operator). It runs as the
+// operator's ServiceAccount (AsOperator).
 func StartOperator(cfg *rest.Config, scheme *kruntime.Scheme, opts controllers.Options) (stop func(), err error) {
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	mgr, err := ctrl.NewManager(AsOperator(cfg), ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",

@@ -38,6 +38,7 @@ func Statements() []store.Statement {
 			{"contacts", []string{"subject", "wa_id", "user_id"}}, {"identity_changes", store.IdentityChangeCols},
 			{"messages", []string{"subject", "subject_alt"}}, {"statuses", []string{"subject", "subject_alt"}},
 			{"receipts", []string{"subject"}}, {"files", []string{"subject", "subject_alt"}},
+			{"leads", []string{"subject", "subject_alt"}},
 		} {
 			where, args := scopeWhere(f.platform, f.channel, ids, tb.cols...)
 			add("erase "+tb.name+f.name, eraseDelete(tb.name, where), args...)
@@ -64,6 +65,8 @@ func Statements() []store.Statement {
 	add("prune aged receipts", sqlPruneAgedReceipts, before, limit)
 	add("prune contacts of", sqlPruneContactsOf, wa, "wa", ids[0])
 	add("prune contact has records", sqlPruneHasRecords, wa, "wa", ids)
+	add("prune aged leads", sqlPruneAgedLeads, before, limit)
+	add("prune contact has leads", sqlPruneHasLeads, wa, "wa", ids)
 	add("prune contact", sqlDeleteContact, int64(1))
 	return out
 }

@@ -92,7 +92,8 @@ type eraseTable struct {
 	count func(*store.Counts) *int
 }
 
-// batchedTables are deleted in bounded batches; the contact tables in the last one.
+// batchedTables are deleted in bounded batches; the contact tables (contact rows,
+// identity changes, lead attribution records) in the last one.
 var (
 	batchedTables = []eraseTable{
 		{"messages", []string{"subject", "subject_alt"}, store.ScopeMessages, func(c *store.Counts) *int { return &c.Messages }},
@@ -103,6 +104,8 @@ var (
 	contactTables = []eraseTable{
 		{"contacts", []string{"subject", "wa_id", "user_id"}, store.ScopeContacts, func(c *store.Counts) *int { return &c.Contacts }},
 		{"identity_changes", store.IdentityChangeCols, store.ScopeContacts, func(c *store.Counts) *int { return &c.Contacts }},
+		// Lead attribution records are part of the person's contact record (as counted).
+		{"leads", []string{"subject", "subject_alt"}, store.ScopeContacts, func(c *store.Counts) *int { return &c.Contacts }},
 	}
 )
 

@@ -21,7 +21,7 @@ func TestEraseInBatchesResumesWithWholeCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	person := storegen.Person(1, 0, 10, 0) // 10 messages, 10 statuses, 1 file, a contact
+	person := storegen.Person(1, 0, 10, 0) // 10 messages, 10 statuses, 1 file, a contact, a lead
 	other := storegen.Person(2, 0, 3, 0)
 	for _, b := range []*meta.Batch{&person, &other} {
 		if _, err := s.Commit(context.Background(), b); err != nil {
@@ -50,7 +50,7 @@ func TestEraseInBatchesResumesWithWholeCounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := store.Counts{Contacts: 1, Messages: 10, Statuses: 10, Files: 1}
+	want := store.Counts{Contacts: 2, Messages: 10, Statuses: 10, Files: 1} // the contact and its lead record
 	if counts != want {
 		t.Fatalf("counts of the resumed erasure: %+v, want %+v", counts, want)
 	}

@@ -61,6 +61,9 @@ func Statements() []store.Statement {
 	add("prune contacts of", statements["findContacts"], string(meta.WhatsApp), "wa", ids[0], ids[0], ids[0])
 	q, args := hasRecordsQuery(meta.WhatsApp, "wa", ids)
 	add("prune contact has records", q, args...)
+	add("prune aged leads", sqlPruneAgedLeads, before, limit)
+	q, args = hasLeadsQuery(meta.WhatsApp, "wa", ids)
+	add("prune contact has leads", q, args...)
 	add("prune contact", statements["deleteContact"], 1)
 	return out
 }

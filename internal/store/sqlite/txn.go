@@ -229,6 +229,9 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 	if err := t.insertIdentityChanges(ctx, p.b.Identities, res); err != nil {
 		return err
 	}
+	if err := t.insertLeads(ctx, p.b.Leads, res); err != nil {
+		return err
+	}
 	for _, del := range p.b.Deletions {
 		// Set before the insert and never reset (even on rollback): erring towards
 		// checking costs a little time, erring the other way would resurrect messages.

@@ -22,8 +22,9 @@ func MessageID(i, k int) string { return fmt.Sprintf("wamid.%d.%d", i, k) }
 // Person is one delivery's worth of person i on WhatsApp channel "wa": their contact
 // (every other person also known by business-scoped id), messages first..first+n-1 at
 // Epoch (plus k seconds, plus offset), a delivery status of each, a file on every tenth
-// a Messenger read receipt for every second person and, for every third, a change
-// of number from an older one (both in their first batch).
+// a Click-to-WhatsApp referral (lead) for every odd-numbered person, a Messenger read receipt for
+// every second and, for every third, a change of number from an older one (all in
+// their first batch).
 func Person(i, first, n int, offset time.Duration) meta.Batch {
 	c := meta.Contact{Platform: meta.WhatsApp, Channel: "wa", Subject: WaID(i), WaID: WaID(i), Name: fmt.Sprintf("Person %d", i)}
 	alt := ""
@@ -44,6 +45,10 @@ func Person(i, first, n int, offset time.Duration) meta.Batch {
 			b.Files = append(b.Files, meta.File{Platform: meta.WhatsApp, Channel: "wa", MessageID: id, Subject: c.Subject, SubjectAlt: alt,
 				Kind: "image", MediaID: "media." + id})
 		}
+	}
+	if first == 0 && i%2 == 1 && n > 0 {
+		b.Leads = append(b.Leads, meta.Lead{Platform: meta.WhatsApp, Channel: "wa", ID: MessageID(i, first), Subject: c.Subject, SubjectAlt: alt,
+			Event: meta.LeadReferral, Source: meta.SourceClickToWhatsApp, MessageID: MessageID(i, first), Timestamp: Epoch.Add(offset)})
 	}
 	if first == 0 && i%2 == 0 {
 		b.Receipts = append(b.Receipts, meta.Receipt{Platform: meta.Messenger, Channel: "page", Subject: fmt.Sprintf("psid.%d", i),

@@ -1,0 +1,109 @@
+package controllers
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	clocktesting "k8s.io/utils/clock/testing"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+)
+
+// The operator's read can be older than the worker's last write (its cache
+// lags). Its status patch then carries an optimistic lock and conflicts, rather
+// than putting back a conditions list without the worker's report; nothing is
+// counted until a fresh read records the outcome.
+func TestOperatorWriteFromAStaleReadConflictsAndLosesNothing(t *testing.T) {
+	sch := runtime.NewScheme()
+	if err := AddToScheme(sch); err != nil {
+		t.Fatal(err)
+	}
+	received := metav1.NewTime(time.Date(2026, 6, 1, 8, 0, 0, 0, time.UTC))
+	tn := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "acme"}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tn.NamespaceName(), Labels: map[string]string{platformv1.LabelTenant: "acme"}}}
+	running := &platformv1.DeletionRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: "ticket", Namespace: ns.Name},
+		Spec:       platformv1.DeletionRequestSpec{Platform: platformv1.PlatformWhatsApp, SubjectSecretRef: platformv1.SecretKeyRef{Name: "s", Key: "id"}},
+		Status: platformv1.DeletionRequestStatus{
+			Phase: platformv1.DeletionRunning, ReceivedAt: &received, Deadline: ptrTime(received.Add(platformv1.DeletionDeadline)),
+		},
+	}
+	c := fake.NewClientBuilder().WithScheme(sch).WithObjects(tn, ns, running).
+		WithStatusSubresource(&platformv1.DeletionRequest{}).Build()
+	ctx := context.Background()
+	var stale platformv1.DeletionRequest
+	if err := c.Get(ctx, client.ObjectKeyFromObject(running), &stale); err != nil {
+		t.Fatal(err)
+	}
+	// The worker completes the request.
+	done := stale.DeepCopy()
+	patch := client.MergeFromWithOptions(done.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	done.Status.Phase = platformv1.DeletionCompleted
+	meta.SetStatusCondition(&done.Status.Conditions, metav1.Condition{Type: platformv1.ConditionSubjectErased, Status: metav1.ConditionTrue, Reason: platformv1.ReasonCompleted, Message: "erased"})
+	if err := c.Status().Patch(ctx, done, patch); err != nil {
+		t.Fatal(err)
+	}
+	// The operator still reads the request as Running.
+	lagging := interceptor.NewClient(c, interceptor.Funcs{Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		if dr, ok := obj.(*platformv1.DeletionRequest); ok {
+			stale.DeepCopyInto(dr)
+			return nil
+		}
+		return cl.Get(ctx, key, obj, opts...)
+	}})
+	completed := completions(t)
+	r := &DeletionRequestReconciler{Client: lagging, APIReader: c, Recorder: events.NewFakeRecorder(10),
+		Clock: clocktesting.NewFakeClock(received.Add(time.Hour))}
+	_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(running)})
+	if !apierrors.IsConflict(err) {
+		t.Fatalf("Reconcile() from a stale read = %v, want a conflict", err)
+	}
+	var got platformv1.DeletionRequest
+	if err := c.Get(ctx, client.ObjectKeyFromObject(running), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.Phase != platformv1.DeletionCompleted || !meta.IsStatusConditionTrue(got.Status.Conditions, platformv1.ConditionSubjectErased) {
+		t.Fatalf("the worker's report was overwritten: %+v", got.Status)
+	}
+	if n := completions(t); n != completed {
+		t.Fatalf("counted %v completions from a write that failed", n-completed)
+	}
+
+	// A fresh read records and counts it, once.
+	r.Client = c
+	for range 2 {
+		if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(running)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := completions(t); n != completed+1 {
+		t.Fatalf("completions counted %v times, want once", n-completed)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(running), &got); err != nil {
+		t.Fatal(err)
+	}
+	if c := meta.FindStatusCondition(got.Status.Conditions, platformv1.ConditionReady); c == nil || c.Reason != platformv1.ReasonCompleted || c.Message != "erased" {
+		t.Fatalf("Ready = %+v, want Completed with the worker's message", c)
+	}
+}
+
+func completions(t *testing.T) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := deletionRequestsTotal.WithLabelValues("completed").Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
