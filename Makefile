@@ -75,6 +75,12 @@ chart: manifests ## Regenerate the parts of the Helm chart (charts/omniflow-oper
 bench: ## Load-benchmark the ingest worker against a verify-only baseline, and through the front door against directly, side by side (not part of make test).
 	hack/bench.sh
 
+.PHONY: bench-erasure
+bench-erasure: ## Erasure at scale on both backends: one person vs one delete, ingest p99 under erasure and retention, tenant erasure, query plans (not part of make test).
+	@OMNIFLOW_TEST_POSTGRES_DSN="$${OMNIFLOW_TEST_POSTGRES_DSN:-$$(hack/setup-postgres.sh)}"; \
+	export OMNIFLOW_TEST_POSTGRES_DSN; \
+	go run ./hack/bench-erasure $(BENCH_ERASURE_FLAGS)
+
 ##@ Build
 
 .PHONY: build

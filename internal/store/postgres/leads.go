@@ -69,16 +69,25 @@ func insertLeads(ctx context.Context, tx pgx.Tx, leads []meta.Lead, res *store.C
 	return nil
 }
 
-func (o *pruneOps) DeleteAgedLeads(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
-	return o.deleteReturning(ctx, `DELETE FROM leads WHERE id IN
+// Retention's statements for leads (listed in plans.go). HasLeads asks one EXISTS per
+// identifier column, with platform and channel as in scopeWhere, for the reason given
+// at sqlPruneHasRecords.
+const (
+	sqlPruneAgedLeads = `DELETE FROM leads WHERE id IN
 		(SELECT id FROM leads WHERE ts < $1 ORDER BY ts LIMIT $2 FOR UPDATE SKIP LOCKED)
-		RETURNING platform, lead_id, channel, subject, COALESCE(subject_alt, '')`, before.UnixMilli(), limit)
+		RETURNING platform, lead_id, channel, subject, COALESCE(subject_alt, '')`
+	sqlPruneHasLeads = `SELECT
+		EXISTS (SELECT 1 FROM leads WHERE subject = ANY($3) AND platform IS NOT DISTINCT FROM $1 AND channel IS NOT DISTINCT FROM $2)
+		OR EXISTS (SELECT 1 FROM leads WHERE subject_alt = ANY($3) AND platform IS NOT DISTINCT FROM $1 AND channel IS NOT DISTINCT FROM $2)`
+)
+
+func (o *pruneOps) DeleteAgedLeads(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
+	return o.deleteReturning(ctx, sqlPruneAgedLeads, before.UnixMilli(), limit)
 }
 
 func (o *pruneOps) HasLeads(ctx context.Context, platform meta.Platform, channel string, ids []string) (bool, error) {
 	var left bool
-	err := o.tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM leads WHERE platform = $1 AND channel = $2
-		AND (subject = ANY($3) OR subject_alt = ANY($3)))`, string(platform), channel, ids).Scan(&left)
+	err := o.tx.QueryRow(ctx, sqlPruneHasLeads, string(platform), channel, ids).Scan(&left)
 	return left, err
 }
 

@@ -29,7 +29,7 @@ BEGIN
 			WHERE doc::jsonb ->> 'timestamp' IS NOT NULL;
 	END IF;
 END $$;
-` + store.RetentionIndexes
+` + store.RetentionIndexes + store.SubjectIndexes
 
 // reactsTo is the reacts_to column of a message: its reaction's target, or NULL.
 func reactsTo(m *meta.Message) any { return nullableKey(store.ReactsTo(m)) }
@@ -74,6 +74,43 @@ var _ store.PruneOps = (*pruneOps)(nil)
 
 const returningRecord = ` RETURNING platform, message_id, channel, subject, COALESCE(subject_alt, '')`
 
+// Retention's statements (listed for the query-plan check in plans.go).
+const (
+	sqlPruneAgedMessages = `DELETE FROM messages WHERE id IN
+		(SELECT id FROM messages WHERE ts < $1 ORDER BY ts LIMIT $2 FOR UPDATE SKIP LOCKED)` + returningRecord
+	sqlPruneReactions = `DELETE FROM messages m USING unnest($1::text[], $2::text[]) AS t(platform, id)
+		WHERE m.platform = t.platform AND m.reacts_to = t.id
+		RETURNING m.platform, m.message_id, m.channel, m.subject, COALESCE(m.subject_alt, '')`
+	sqlPruneIdentityChangesOf = `DELETE FROM identity_changes x USING unnest($1::text[], $2::text[]) AS t(platform, id)
+		WHERE x.platform = t.platform AND x.message_id = t.id
+		RETURNING x.platform, x.channel, COALESCE(x.old_wa_id, ''), COALESCE(x.old_user_id, ''), COALESCE(x.new_wa_id, ''), COALESCE(x.new_user_id, '')`
+	sqlPruneAgedStatuses = `DELETE FROM statuses WHERE id IN
+		(SELECT id FROM statuses WHERE ts < $1 ORDER BY ts LIMIT $2 FOR UPDATE SKIP LOCKED)` + returningRecord
+	sqlPruneAgedReceipts = `DELETE FROM receipts WHERE id IN
+		(SELECT id FROM receipts WHERE watermark < $1 ORDER BY watermark LIMIT $2 FOR UPDATE SKIP LOCKED)
+		RETURNING platform, '', channel, subject, ''`
+	sqlPruneContactsOf = `SELECT id, subject, COALESCE(wa_id, ''), COALESCE(user_id, '') FROM contacts
+		WHERE platform = $1 AND channel = $2 AND (subject = $3 OR wa_id = $3 OR user_id = $3) ORDER BY id`
+	// One EXISTS per identifier column: an OR of two columns needs a bitmap scan, which
+	// the planner avoids for an EXISTS (it wants the first row early) in favour of an
+	// index that leads with the platform, i.e. reading the tenant's rows until one
+	// matches. Platform and channel as in scopeWhere.
+	sqlPruneHasRecords = `SELECT
+		EXISTS (SELECT 1 FROM messages WHERE subject = ANY($3) AND platform IS NOT DISTINCT FROM $1 AND channel IS NOT DISTINCT FROM $2)
+		OR EXISTS (SELECT 1 FROM messages WHERE subject_alt = ANY($3) AND platform IS NOT DISTINCT FROM $1 AND channel IS NOT DISTINCT FROM $2)
+		OR EXISTS (SELECT 1 FROM statuses WHERE subject = ANY($3) AND platform IS NOT DISTINCT FROM $1 AND channel IS NOT DISTINCT FROM $2)
+		OR EXISTS (SELECT 1 FROM statuses WHERE subject_alt = ANY($3) AND platform IS NOT DISTINCT FROM $1 AND channel IS NOT DISTINCT FROM $2)
+		OR EXISTS (SELECT 1 FROM files WHERE subject = ANY($3) AND platform IS NOT DISTINCT FROM $1 AND channel IS NOT DISTINCT FROM $2)
+		OR EXISTS (SELECT 1 FROM files WHERE subject_alt = ANY($3) AND platform IS NOT DISTINCT FROM $1 AND channel IS NOT DISTINCT FROM $2)
+		OR EXISTS (SELECT 1 FROM receipts WHERE subject = ANY($3) AND platform IS NOT DISTINCT FROM $1 AND channel IS NOT DISTINCT FROM $2)`
+)
+
+// pruneOfSQL deletes the rows of table (statuses, files) of the messages in two arrays.
+func pruneOfSQL(table string) string {
+	return `DELETE FROM ` + table + ` x USING unnest($1::text[], $2::text[]) AS t(platform, id)
+		WHERE x.platform = t.platform AND x.message_id = t.id`
+}
+
 func (o *pruneOps) deleteReturning(ctx context.Context, q string, args ...any) ([]store.PrunedRecord, error) {
 	rows, err := o.tx.Query(ctx, q, args...)
 	if err != nil {
@@ -103,21 +140,17 @@ func keys(msgs []store.PrunedRecord) (platforms, ids []string) {
 }
 
 func (o *pruneOps) DeleteAgedMessages(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
-	return o.deleteReturning(ctx, `DELETE FROM messages WHERE id IN
-		(SELECT id FROM messages WHERE ts < $1 ORDER BY ts LIMIT $2 FOR UPDATE SKIP LOCKED)`+returningRecord, before.UnixMilli(), limit)
+	return o.deleteReturning(ctx, sqlPruneAgedMessages, before.UnixMilli(), limit)
 }
 
 func (o *pruneOps) DeleteReactionsTo(ctx context.Context, msgs []store.PrunedRecord) ([]store.PrunedRecord, error) {
 	platforms, ids := keys(msgs)
-	return o.deleteReturning(ctx, `DELETE FROM messages m USING unnest($1::text[], $2::text[]) AS t(platform, id)
-		WHERE m.platform = t.platform AND m.reacts_to = t.id
-		RETURNING m.platform, m.message_id, m.channel, m.subject, COALESCE(m.subject_alt, '')`, platforms, ids)
+	return o.deleteReturning(ctx, sqlPruneReactions, platforms, ids)
 }
 
 func (o *pruneOps) deleteOf(ctx context.Context, table string, msgs []store.PrunedRecord) (int, error) {
 	platforms, ids := keys(msgs)
-	ct, err := o.tx.Exec(ctx, `DELETE FROM `+table+` x USING unnest($1::text[], $2::text[]) AS t(platform, id)
-		WHERE x.platform = t.platform AND x.message_id = t.id`, platforms, ids)
+	ct, err := o.tx.Exec(ctx, pruneOfSQL(table), platforms, ids)
 	if err != nil {
 		return 0, err
 	}
@@ -136,10 +169,7 @@ func (o *pruneOps) DeleteFilesOf(ctx context.Context, msgs []store.PrunedRecord)
 
 func (o *pruneOps) DeleteIdentityChangesOf(ctx context.Context, msgs []store.PrunedRecord) (int, []store.Identity, error) {
 	platforms, ids := keys(msgs)
-	rows, err := o.tx.Query(ctx, `DELETE FROM identity_changes x USING unnest($1::text[], $2::text[]) AS t(platform, id)
-		WHERE x.platform = t.platform AND x.message_id = t.id
-		RETURNING x.platform, x.channel, COALESCE(x.old_wa_id, ''), COALESCE(x.old_user_id, ''), COALESCE(x.new_wa_id, ''), COALESCE(x.new_user_id, '')`,
-		platforms, ids)
+	rows, err := o.tx.Query(ctx, sqlPruneIdentityChangesOf, platforms, ids)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -148,14 +178,11 @@ func (o *pruneOps) DeleteIdentityChangesOf(ctx context.Context, msgs []store.Pru
 }
 
 func (o *pruneOps) DeleteAgedStatuses(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
-	return o.deleteReturning(ctx, `DELETE FROM statuses WHERE id IN
-		(SELECT id FROM statuses WHERE ts < $1 ORDER BY ts LIMIT $2 FOR UPDATE SKIP LOCKED)`+returningRecord, before.UnixMilli(), limit)
+	return o.deleteReturning(ctx, sqlPruneAgedStatuses, before.UnixMilli(), limit)
 }
 
 func (o *pruneOps) DeleteAgedReceipts(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
-	return o.deleteReturning(ctx, `DELETE FROM receipts WHERE id IN
-		(SELECT id FROM receipts WHERE watermark < $1 ORDER BY watermark LIMIT $2 FOR UPDATE SKIP LOCKED)
-		RETURNING platform, '', channel, subject, ''`, before.UnixMilli(), limit)
+	return o.deleteReturning(ctx, sqlPruneAgedReceipts, before.UnixMilli(), limit)
 }
 
 // LockIdentities takes the contact locks a delivery takes before it upserts a contact:
@@ -175,9 +202,7 @@ func (o *pruneOps) LockIdentities(ctx context.Context, ids []store.Identity) err
 }
 
 func (o *pruneOps) ContactsOf(ctx context.Context, id store.Identity) ([]store.PrunedContact, error) {
-	rows, err := o.tx.Query(ctx, `SELECT id, subject, COALESCE(wa_id, ''), COALESCE(user_id, '') FROM contacts
-		WHERE platform = $1 AND channel = $2 AND (subject = $3 OR wa_id = $3 OR user_id = $3) ORDER BY id`,
-		string(id.Platform), id.Channel, id.ID)
+	rows, err := o.tx.Query(ctx, sqlPruneContactsOf, string(id.Platform), id.Channel, id.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -198,12 +223,7 @@ func (o *pruneOps) ContactsOf(ctx context.Context, id store.Identity) ([]store.P
 
 func (o *pruneOps) HasRecords(ctx context.Context, platform meta.Platform, channel string, ids []string) (bool, error) {
 	var left bool
-	err := o.tx.QueryRow(ctx, `SELECT
-		EXISTS (SELECT 1 FROM messages WHERE platform = $1 AND channel = $2 AND (subject = ANY($3) OR subject_alt = ANY($3)))
-		OR EXISTS (SELECT 1 FROM statuses WHERE platform = $1 AND channel = $2 AND (subject = ANY($3) OR subject_alt = ANY($3)))
-		OR EXISTS (SELECT 1 FROM files WHERE platform = $1 AND channel = $2 AND (subject = ANY($3) OR subject_alt = ANY($3)))
-		OR EXISTS (SELECT 1 FROM receipts WHERE platform = $1 AND channel = $2 AND subject = ANY($3))`,
-		string(platform), channel, ids).Scan(&left)
+	err := o.tx.QueryRow(ctx, sqlPruneHasRecords, string(platform), channel, ids).Scan(&left)
 	return left, err
 }
 

@@ -471,10 +471,14 @@ func subjectIDs(ctx context.Context, q querier, s store.Subject, channel string)
 	})
 }
 
-// scopeWhere builds "(any of cols in ids) [AND platform = ...] [AND channel = ...]" with
-// its arguments; an empty platform or channel matches every one. ids are stored forms.
+// scopeWhere builds "(any of cols in ids) [AND platform ...] [AND channel ...]" with its
+// arguments; an empty platform or channel matches every one. ids are stored forms.
 // An absent filter is left out of the SQL rather than written as an always-true
-// condition, so that the planner sees plain index conditions.
+// condition, so that the planner sees plain index conditions. Platform and channel are
+// compared with IS NOT DISTINCT FROM (the same as = on these NOT NULL columns), which
+// no index answers: the indexes that lead with them hold every row of a tenant, and the
+// planner, misled by small or skewed tables, could otherwise pick them over the
+// identifier indexes, which find the person's few rows whatever the store's size.
 func scopeWhere(platform meta.Platform, channel string, ids []string, cols ...string) (string, []any) {
 	args := []any{ids}
 	var match []string
@@ -484,14 +488,17 @@ func scopeWhere(platform meta.Platform, channel string, ids []string, cols ...st
 	where := "(" + strings.Join(match, " OR ") + ")"
 	if platform != "" {
 		args = append(args, keyText(string(platform)))
-		where += fmt.Sprintf(" AND platform = $%d", len(args))
+		where += fmt.Sprintf(" AND platform IS NOT DISTINCT FROM $%d", len(args))
 	}
 	if channel != "" {
 		args = append(args, keyText(channel))
-		where += fmt.Sprintf(" AND channel = $%d", len(args))
+		where += fmt.Sprintf(" AND channel IS NOT DISTINCT FROM $%d", len(args))
 	}
 	return where, args
 }
+
+// eraseDelete is erase's statement for one table.
+func eraseDelete(table, where string) string { return "DELETE FROM " + table + " WHERE " + where }
 
 // erase deletes one subject's records of the requested kinds (and channel), as the
 // SQLite backend does, and writes the ledger entry.
@@ -529,7 +536,7 @@ func erase(ctx context.Context, tx pgx.Tx, l *locker, req store.EraseRequest) (s
 	}
 	del := func(table string, cols ...string) (int, error) {
 		where, args := scopeWhere(req.Subject.Platform, req.Channel, ids, cols...)
-		ct, err := tx.Exec(ctx, "DELETE FROM "+table+" WHERE "+where, args...)
+		ct, err := tx.Exec(ctx, eraseDelete(table, where), args...)
 		if err != nil {
 			return 0, fmt.Errorf("erase %s: %w", table, err)
 		}

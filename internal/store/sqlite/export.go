@@ -27,14 +27,8 @@ func (s *Store) Export(ctx context.Context, f store.Filter, emit func(store.Reco
 		}
 	}
 	for _, tb := range store.Tables {
-		q := "SELECT doc FROM " + tb.Name
-		var args []any
-		if f.Subject != nil {
-			var where string
-			where, args = subjectWhere(f.Subject.Platform, "", ids, tb.SubjectCols...)
-			q += " WHERE " + where
-		}
-		if err := emitRows(ctx, tx, tb.Kind, q+" ORDER BY id", args, emit); err != nil {
+		q, args := exportQuery(tb, f.Subject, ids)
+		if err := emitRows(ctx, tx, tb.Kind, q, args, emit); err != nil {
 			return err
 		}
 	}
@@ -101,4 +95,13 @@ func exportErasures(ctx context.Context, tx *sql.Tx, emit func(store.Record) err
 		return fmt.Errorf("export erasures: %w", err)
 	}
 	return nil
+}
+
+// exportQuery reads a table's documents: all of them, or those of a subject's ids.
+func exportQuery(tb store.Table, subject *store.Subject, ids []string) (string, []any) {
+	if subject == nil {
+		return "SELECT doc FROM " + tb.Name + " ORDER BY id", nil
+	}
+	where, args := subjectWhere(subject.Platform, "", ids, tb.SubjectCols...)
+	return "SELECT doc FROM " + tb.Name + " WHERE " + where + " ORDER BY id", args
 }

@@ -33,7 +33,13 @@ CREATE TABLE IF NOT EXISTS leads (
 func init() {
 	statements["insertLead"] = `INSERT INTO leads(platform, lead_id, channel, subject, subject_alt, ts, token, doc)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(platform, lead_id) DO NOTHING`
+	statements["pruneAgedLeads"] = sqlPruneAgedLeads
 }
+
+// sqlPruneAgedLeads is retention's statement for leads (listed in plans.go).
+const sqlPruneAgedLeads = `DELETE FROM leads WHERE id IN
+		(SELECT id FROM leads WHERE ts < ? ORDER BY ts LIMIT ?)
+		RETURNING platform, lead_id, channel, subject, COALESCE(subject_alt, '')`
 
 // insertLeads stores lead attribution records once per id: a redelivery changes nothing.
 func (t *txn) insertLeads(ctx context.Context, leads []meta.Lead, res *store.CommitResult) error {
@@ -54,12 +60,18 @@ func (t *txn) insertLeads(ctx context.Context, leads []meta.Lead, res *store.Com
 }
 
 func (o pruneOps) DeleteAgedLeads(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
-	return o.deleteReturning(ctx, `DELETE FROM leads WHERE id IN
-		(SELECT id FROM leads WHERE ts < ? ORDER BY ts LIMIT ?)
-		RETURNING platform, lead_id, channel, subject, COALESCE(subject_alt, '')`, before.UnixMilli(), limit)
+	return o.deleteReturning(ctx, "pruneAgedLeads", before.UnixMilli(), limit)
 }
 
 func (o pruneOps) HasLeads(ctx context.Context, platform meta.Platform, channel string, ids []string) (bool, error) {
+	q, args := hasLeadsQuery(platform, channel, ids)
+	var left bool
+	err := o.t.tx.QueryRowContext(ctx, q, args...).Scan(&left)
+	return left, err
+}
+
+// hasLeadsQuery is HasLeads' statement.
+func hasLeadsQuery(platform meta.Platform, channel string, ids []string) (string, []any) {
 	in := "(" + strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",") + ")"
 	args := make([]any, 0, 2*len(ids)+4)
 	for range 2 {
@@ -68,11 +80,9 @@ func (o pruneOps) HasLeads(ctx context.Context, platform meta.Platform, channel 
 		}
 		args = append(args, string(platform), channel)
 	}
-	var left bool
-	err := o.t.tx.QueryRowContext(ctx, `SELECT
-		EXISTS (SELECT 1 FROM leads WHERE subject IN `+in+` AND +platform = ? AND +channel = ?)
-		OR EXISTS (SELECT 1 FROM leads WHERE subject_alt IN `+in+` AND +platform = ? AND +channel = ?)`, args...).Scan(&left)
-	return left, err
+	return `SELECT
+		EXISTS (SELECT 1 FROM leads WHERE subject IN ` + in + ` AND +platform = ? AND +channel = ?)
+		OR EXISTS (SELECT 1 FROM leads WHERE subject_alt IN ` + in + ` AND +platform = ? AND +channel = ?)`, args
 }
 
 // LeadToken implements store.Store, on a reader connection.

@@ -44,8 +44,24 @@ const returningChange = ` RETURNING platform, channel, COALESCE(old_wa_id, ''), 
 
 const returningRecord = ` RETURNING platform, message_id, channel, subject, COALESCE(subject_alt, '')`
 
-func (o pruneOps) deleteReturning(ctx context.Context, q string, args ...any) ([]store.PrunedRecord, error) {
-	rows, err := o.t.tx.QueryContext(ctx, q, args...)
+// Retention's statements (listed for the query-plan check in plans.go).
+const (
+	sqlPruneAgedMessages = `DELETE FROM messages WHERE id IN
+		(SELECT id FROM messages WHERE ts < ? ORDER BY ts LIMIT ?)` + returningRecord
+	sqlPruneReactions         = `DELETE FROM messages WHERE platform = ? AND reacts_to = ?` + returningRecord
+	sqlPruneStatusesOf        = `DELETE FROM statuses WHERE platform = ? AND message_id = ?`
+	sqlPruneFilesOf           = `DELETE FROM files WHERE platform = ? AND message_id = ?`
+	sqlPruneIdentityChangesOf = `DELETE FROM identity_changes WHERE platform = ? AND message_id = ?` + returningChange
+	sqlPruneAgedStatuses      = `DELETE FROM statuses WHERE id IN
+		(SELECT id FROM statuses WHERE ts < ? ORDER BY ts LIMIT ?)` + returningRecord
+	sqlPruneAgedReceipts = `DELETE FROM receipts WHERE id IN
+		(SELECT id FROM receipts WHERE watermark < ? ORDER BY watermark LIMIT ?)
+		RETURNING platform, '', channel, subject, ''`
+)
+
+// deleteReturning runs the prepared statement name, a DELETE ... RETURNING of records.
+func (o pruneOps) deleteReturning(ctx context.Context, name string, args ...any) ([]store.PrunedRecord, error) {
+	rows, err := o.t.stmt(ctx, name).QueryContext(ctx, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -67,13 +83,9 @@ func scanRecords(rows *sql.Rows, out []store.PrunedRecord) ([]store.PrunedRecord
 	return out, rows.Err()
 }
 
-// eachMessage runs q, prepared once, for every message's (platform, message id).
-func (o pruneOps) eachMessage(ctx context.Context, q string, msgs []store.PrunedRecord, fn func(*sql.Stmt, store.PrunedRecord) error) error {
-	st, err := o.t.tx.PrepareContext(ctx, q)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
+// eachMessage runs the prepared statement name for every message's (platform, message id).
+func (o pruneOps) eachMessage(ctx context.Context, name string, msgs []store.PrunedRecord, fn func(*sql.Stmt, store.PrunedRecord) error) error {
+	st := o.t.stmt(ctx, name)
 	for _, m := range msgs {
 		if err := fn(st, m); err != nil {
 			return err
@@ -83,13 +95,12 @@ func (o pruneOps) eachMessage(ctx context.Context, q string, msgs []store.Pruned
 }
 
 func (o pruneOps) DeleteAgedMessages(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
-	return o.deleteReturning(ctx, `DELETE FROM messages WHERE id IN
-		(SELECT id FROM messages WHERE ts < ? ORDER BY ts LIMIT ?)`+returningRecord, before.UnixMilli(), limit)
+	return o.deleteReturning(ctx, "pruneAgedMessages", before.UnixMilli(), limit)
 }
 
 func (o pruneOps) DeleteReactionsTo(ctx context.Context, msgs []store.PrunedRecord) ([]store.PrunedRecord, error) {
 	var out []store.PrunedRecord
-	err := o.eachMessage(ctx, `DELETE FROM messages WHERE platform = ? AND reacts_to = ?`+returningRecord, msgs,
+	err := o.eachMessage(ctx, "pruneReactions", msgs,
 		func(st *sql.Stmt, m store.PrunedRecord) error {
 			rows, err := st.QueryContext(ctx, string(m.Platform), m.MessageID)
 			if err != nil {
@@ -101,9 +112,9 @@ func (o pruneOps) DeleteReactionsTo(ctx context.Context, msgs []store.PrunedReco
 	return out, err
 }
 
-func (o pruneOps) deleteEach(ctx context.Context, q string, msgs []store.PrunedRecord) (int, error) {
+func (o pruneOps) deleteEach(ctx context.Context, name string, msgs []store.PrunedRecord) (int, error) {
 	n := 0
-	err := o.eachMessage(ctx, q, msgs, func(st *sql.Stmt, m store.PrunedRecord) error {
+	err := o.eachMessage(ctx, name, msgs, func(st *sql.Stmt, m store.PrunedRecord) error {
 		res, err := st.ExecContext(ctx, string(m.Platform), m.MessageID)
 		if err != nil {
 			return err
@@ -116,20 +127,20 @@ func (o pruneOps) deleteEach(ctx context.Context, q string, msgs []store.PrunedR
 }
 
 func (o pruneOps) DeleteStatusesOf(ctx context.Context, msgs []store.PrunedRecord) (int, error) {
-	return o.deleteEach(ctx, `DELETE FROM statuses WHERE platform = ? AND message_id = ?`, msgs)
+	return o.deleteEach(ctx, "pruneStatusesOf", msgs)
 }
 
 // DeleteFilesOf deletes file records. Media bytes are not stored yet; when they are
 // (content-addressed on the data volume), the rows' sha256 are collected here and the
 // files unlinked after the commit, unless another file row still names them.
 func (o pruneOps) DeleteFilesOf(ctx context.Context, msgs []store.PrunedRecord) (int, error) {
-	return o.deleteEach(ctx, `DELETE FROM files WHERE platform = ? AND message_id = ?`, msgs)
+	return o.deleteEach(ctx, "pruneFilesOf", msgs)
 }
 
 func (o pruneOps) DeleteIdentityChangesOf(ctx context.Context, msgs []store.PrunedRecord) (int, []store.Identity, error) {
 	n := 0
 	var ids []store.Identity
-	err := o.eachMessage(ctx, `DELETE FROM identity_changes WHERE platform = ? AND message_id = ?`+returningChange, msgs,
+	err := o.eachMessage(ctx, "pruneIdentityChangesOf", msgs,
 		func(st *sql.Stmt, m store.PrunedRecord) error {
 			rows, err := st.QueryContext(ctx, string(m.Platform), m.MessageID)
 			if err != nil {
@@ -144,14 +155,11 @@ func (o pruneOps) DeleteIdentityChangesOf(ctx context.Context, msgs []store.Prun
 }
 
 func (o pruneOps) DeleteAgedStatuses(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
-	return o.deleteReturning(ctx, `DELETE FROM statuses WHERE id IN
-		(SELECT id FROM statuses WHERE ts < ? ORDER BY ts LIMIT ?)`+returningRecord, before.UnixMilli(), limit)
+	return o.deleteReturning(ctx, "pruneAgedStatuses", before.UnixMilli(), limit)
 }
 
 func (o pruneOps) DeleteAgedReceipts(ctx context.Context, before time.Time, limit int) ([]store.PrunedRecord, error) {
-	return o.deleteReturning(ctx, `DELETE FROM receipts WHERE id IN
-		(SELECT id FROM receipts WHERE watermark < ? ORDER BY watermark LIMIT ?)
-		RETURNING platform, '', channel, subject, ''`, before.UnixMilli(), limit)
+	return o.deleteReturning(ctx, "pruneAgedReceipts", before.UnixMilli(), limit)
 }
 
 // LockIdentities: nothing to lock, the writer is the only one.
@@ -175,6 +183,20 @@ func (o pruneOps) ContactsOf(ctx context.Context, id store.Identity) ([]store.Pr
 // keeps SQLite from answering platform = ? through the (platform, message_id) indexes,
 // which would scan every message of the platform; the subject indexes find the rows.
 func (o pruneOps) HasRecords(ctx context.Context, platform meta.Platform, channel string, ids []string) (bool, error) {
+	q, args := hasRecordsQuery(platform, channel, ids)
+	st, err := o.t.prepared(ctx, q)
+	if err != nil {
+		return false, err
+	}
+	var left bool
+	if err := st.QueryRowContext(ctx, args...).Scan(&left); err != nil {
+		return false, err
+	}
+	return left, nil
+}
+
+// hasRecordsQuery is HasRecords' statement.
+func hasRecordsQuery(platform meta.Platform, channel string, ids []string) (string, []any) {
 	in := "(" + strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",") + ")"
 	var args []any
 	var arms []string
@@ -195,11 +217,7 @@ func (o pruneOps) HasRecords(ctx context.Context, platform meta.Platform, channe
 	for _, id := range ids {
 		args = append(args, id)
 	}
-	var left bool
-	if err := o.t.tx.QueryRowContext(ctx, "SELECT "+strings.Join(arms, " OR "), args...).Scan(&left); err != nil {
-		return false, err
-	}
-	return left, nil
+	return "SELECT " + strings.Join(arms, " OR "), args
 }
 
 func (o pruneOps) DeleteContact(ctx context.Context, c store.PrunedContact) error {

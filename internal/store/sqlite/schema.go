@@ -116,6 +116,20 @@ CREATE TABLE IF NOT EXISTS erasures (
 	channel      TEXT, -- NULL: every channel
 	scope        TEXT  -- comma-separated kinds; NULL in entries from before scopes (every kind)
 );
+
+-- What the committed batches of an unfinished subject erasure deleted (see Erase): the
+-- ledger entry, written by the last batch, counts the request's whole. Keyed like the
+-- ledger, by the keyed hash of the identifier, never the identifier.
+CREATE TABLE IF NOT EXISTS erasure_progress (
+	subject_ref TEXT NOT NULL,
+	channel     TEXT NOT NULL, -- '': every channel
+	scope       TEXT NOT NULL,
+	contacts    INTEGER NOT NULL,
+	messages    INTEGER NOT NULL,
+	statuses    INTEGER NOT NULL,
+	files       INTEGER NOT NULL,
+	PRIMARY KEY (subject_ref, channel, scope)
+) WITHOUT ROWID;
 `
 
 // migrations bring a store created by an earlier version up to the schema above (CREATE
@@ -168,4 +182,12 @@ var statements = map[string]string{
 	"tombstone":     `INSERT INTO tombstones(platform, message_id, deleted_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
 	"deleteMessage": `DELETE FROM messages WHERE platform = ? AND message_id = ?`,
 	"deleteFiles":   `DELETE FROM files WHERE platform = ? AND message_id = ?`,
+	// Retention's (retention.go), prepared once here rather than in every batch.
+	"pruneAgedMessages":      sqlPruneAgedMessages,
+	"pruneReactions":         sqlPruneReactions,
+	"pruneStatusesOf":        sqlPruneStatusesOf,
+	"pruneFilesOf":           sqlPruneFilesOf,
+	"pruneIdentityChangesOf": sqlPruneIdentityChangesOf,
+	"pruneAgedStatuses":      sqlPruneAgedStatuses,
+	"pruneAgedReceipts":      sqlPruneAgedReceipts,
 }

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,9 @@ type Options struct {
 	MaxGroup int
 	// ReadOnly opens an existing store for export only: no schema changes, no writer.
 	ReadOnly bool
+	// EraseBatch bounds the rows per table one erasure transaction deletes (default
+	// DefaultEraseBatch; see Erase).
+	EraseBatch int
 }
 
 // Store is the SQLite backend of store.Store.
@@ -67,6 +71,8 @@ type Store struct {
 	ckptKick chan struct{}
 	ckptDone chan struct{}
 	catchUp  atomic.Bool // the WAL is large: the writer should finish the checkpoint
+
+	optimized time.Time // when the planner statistics were last refreshed (writer only)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -113,6 +119,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	_, _ = msqlite.Fdatasync(true)
 	if opts.MaxGroup <= 0 {
 		opts.MaxGroup = 256
+	}
+	if opts.EraseBatch <= 0 {
+		opts.EraseBatch = DefaultEraseBatch
 	}
 	path := filepath.Join(dir, FileName)
 	if opts.ReadOnly {
@@ -170,8 +179,8 @@ func (s *Store) init() error {
 	if err := migrate(s.w); err != nil {
 		return err
 	}
-	if _, err := s.w.Exec(store.RetentionIndexes); err != nil {
-		return fmt.Errorf("create retention indexes: %w", err)
+	if _, err := s.w.Exec(store.RetentionIndexes + store.SubjectIndexes); err != nil {
+		return fmt.Errorf("create retention and subject indexes: %w", err)
 	}
 	var mode string
 	var sync int
@@ -188,6 +197,14 @@ func (s *Store) init() error {
 	if err := s.w.QueryRow("SELECT EXISTS (SELECT 1 FROM tombstones)").Scan(&s.hasTombstones); err != nil {
 		return fmt.Errorf("read tombstones: %w", err)
 	}
+	// Planner statistics: SQLite never gathers them by itself, and without them it picks
+	// indexes by rules of thumb. At open, as SQLite's documentation recommends for
+	// long-lived connections, analyze what has never been (0x10000: every table, cheaply,
+	// with a bounded sample); then PRAGMA optimize hourly and at close (optimizeDue).
+	if err := refreshStats(context.Background(), s.w, "PRAGMA optimize=0x10002"); err != nil {
+		return err
+	}
+	s.optimized = time.Now()
 	for name, q := range statements {
 		st, err := s.w.Prepare(q)
 		if err != nil {
@@ -285,7 +302,59 @@ func (s *Store) run() {
 		}
 		s.commitGroup(group)
 		s.afterCommit()
+		if time.Since(s.optimized) >= OptimizeInterval {
+			s.optimize()
+		}
 	}
+}
+
+// OptimizeInterval is how often the writer refreshes the planner statistics (PRAGMA
+// optimize, which re-analyzes only the tables that changed much since, on a bounded
+// sample: milliseconds, between two groups).
+var OptimizeInterval = time.Hour
+
+// optimize runs PRAGMA optimize on the writer connection. Writer goroutine only (or
+// after it stopped). A failure is retried at the next interval: statistics are advice.
+func (s *Store) optimize() {
+	_ = refreshStats(context.Background(), s.w, "PRAGMA optimize")
+	s.optimized = time.Now()
+}
+
+// Optimize refreshes the planner statistics now (tests, and a store just filled in bulk).
+func (s *Store) Optimize(ctx context.Context) error {
+	return s.submit(ctx, func(ctx context.Context, t *txn) error {
+		// In the group's transaction: the writer has one connection, which it holds.
+		return refreshStats(ctx, t.tx, "PRAGMA optimize=0x10002")
+	})
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// refreshStats runs pragma (a PRAGMA optimize) and keeps only the row counts it gathers
+// (sqlite_stat1). The driver's SQLite is built with STAT4, whose value samples make
+// SQLite prepare a statement again each time a value bound to an indexed column changes,
+// which doubled the cost of every retention statement. The store's plans do not need
+// value samples: they follow identifier indexes by construction (see plans.go).
+func refreshStats(ctx context.Context, db execer, pragma string) error {
+	if _, err := db.ExecContext(ctx, pragma); err != nil {
+		return fmt.Errorf("optimize: %w", err)
+	}
+	res, err := db.ExecContext(ctx, `DELETE FROM sqlite_stat4 WHERE EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'sqlite_stat4')`)
+	if err != nil {
+		if strings.Contains(err.Error(), "no such table") {
+			return nil // nothing analyzed yet
+		}
+		return fmt.Errorf("optimize: drop value samples: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		// Statistics are read when the schema is loaded: load them again.
+		if _, err := db.ExecContext(ctx, "ANALYZE sqlite_schema"); err != nil {
+			return fmt.Errorf("optimize: reload statistics: %w", err)
+		}
+	}
+	return nil
 }
 
 // Checkpoints. SQLite's automatic checkpoint runs inside the COMMIT that crosses the
@@ -413,20 +482,6 @@ func (s *Store) Commit(ctx context.Context, b *meta.Batch) (store.CommitResult, 
 	return res, nil
 }
 
-// Erase implements store.Store.
-func (s *Store) Erase(ctx context.Context, req store.EraseRequest) (store.Counts, error) {
-	if req.Subject.ID == "" {
-		return store.Counts{}, errors.New("erase: empty subject")
-	}
-	var counts store.Counts
-	err := s.submit(ctx, func(ctx context.Context, t *txn) error {
-		var err error
-		counts, err = t.erase(ctx, req)
-		return err
-	})
-	return counts, err
-}
-
 // Close stops accepting commits, lets the writer finish everything queued, and closes.
 func (s *Store) Close() error {
 	s.mu.Lock()
@@ -449,6 +504,9 @@ func (s *Store) Close() error {
 		errs = append(errs, st.Close())
 	}
 	if s.w != nil {
+		if s.stopped != nil {
+			s.optimize() // the writer has stopped: statistics for the next open
+		}
 		// A checkpoint folds the WAL into the main file so a stopped store is one file.
 		_, err := s.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 		errs = append(errs, err, s.w.Close())

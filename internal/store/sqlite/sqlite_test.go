@@ -24,13 +24,19 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
-		s, err := Open(t.TempDir(), Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	})
+	// Erasure batches of one row per table: every erasure of the suite runs over many
+	// transactions and must end as if it had run in one.
+	for _, o := range []Options{{}, {EraseBatch: 1}} {
+		t.Run(fmt.Sprintf("EraseBatch=%d", o.EraseBatch), func(t *testing.T) {
+			storetest.Run(t, func(t *testing.T) store.Store {
+				s, err := Open(t.TempDir(), o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			})
+		})
+	}
 }
 
 type groupObserver struct {
@@ -405,7 +411,7 @@ func TestContactAfterErasureInTheSameGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = s.inTx(context.Background(), func(tx *txn) error {
-		if _, err := tx.erase(context.Background(), store.EraseRequest{Subject: store.Subject{ID: ana.WaID}}); err != nil {
+		if _, _, _, err := tx.eraseBatch(context.Background(), store.EraseRequest{Subject: store.Subject{ID: ana.WaID}}, DefaultEraseBatch); err != nil {
 			return err
 		}
 		return tx.apply(context.Background(), p, &store.CommitResult{})

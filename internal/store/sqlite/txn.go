@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
@@ -78,6 +77,20 @@ func (t *txn) stmt(ctx context.Context, name string) *sql.Stmt {
 		t.cache[name] = st
 	}
 	return st
+}
+
+// prepared is q prepared in this transaction, once: statements built at run time (with
+// one placeholder per identifier) that a batch runs many times.
+func (t *txn) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := t.cache[q]; ok {
+		return st, nil
+	}
+	st, err := t.tx.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	t.cache[q] = st
+	return st, nil
 }
 
 func (t *txn) exec(ctx context.Context, name string, args ...any) (int64, error) {
@@ -357,85 +370,4 @@ func subjectIDs(ctx context.Context, q querier, s store.Subject, channel string)
 		}
 		return found, nil
 	})
-}
-
-// subjectWhere builds "(platform filter) AND (channel filter) AND (cols IN ids ...)" with
-// its arguments; an empty platform or channel matches every one.
-func subjectWhere(platform meta.Platform, channel string, ids []string, cols ...string) (string, []any) {
-	ph := strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",")
-	var conds []string
-	args := []any{string(platform), string(platform), channel, channel}
-	for _, c := range cols {
-		conds = append(conds, c+" IN ("+ph+")")
-		for _, id := range ids {
-			args = append(args, id)
-		}
-	}
-	return "(? = '' OR platform = ?) AND (? = '' OR channel = ?) AND (" + strings.Join(conds, " OR ") + ")", args
-}
-
-// erase deletes one subject's records of the requested kinds (and channel), with every
-// identifier linked to theirs, and writes the ledger entry.
-func (t *txn) erase(ctx context.Context, req store.EraseRequest) (store.Counts, error) {
-	ids, err := subjectIDs(ctx, t.tx, req.Subject, req.Channel)
-	if err != nil {
-		return store.Counts{}, err
-	}
-	del := func(table string, cols ...string) (int, error) {
-		where, args := subjectWhere(req.Subject.Platform, req.Channel, ids, cols...)
-		res, err := t.tx.ExecContext(ctx, "DELETE FROM "+table+" WHERE "+where, args...)
-		if err != nil {
-			return 0, fmt.Errorf("erase %s: %w", table, err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return 0, fmt.Errorf("erase %s: %w", table, err)
-		}
-		return int(n), nil
-	}
-	var c store.Counts
-	var n int
-	// Rows go by identifier: forget every cached contact, including what earlier requests
-	// of this same group remembered (those rows may be among the erased).
-	t.eraseCache = true
-	clear(t.pending)
-	if req.Scope.Has(store.ScopeContacts) {
-		if c.Contacts, err = del("contacts", "subject", "wa_id", "user_id"); err != nil {
-			return c, err
-		}
-		if n, err = del("identity_changes", store.IdentityChangeCols...); err != nil {
-			return c, err
-		}
-		c.Contacts += n
-		if n, err = del("leads", "subject", "subject_alt"); err != nil {
-			return c, err
-		}
-		c.Contacts += n
-	}
-	if req.Scope.Has(store.ScopeMessages) {
-		if c.Messages, err = del("messages", "subject", "subject_alt"); err != nil {
-			return c, err
-		}
-		if c.Statuses, err = del("statuses", "subject", "subject_alt"); err != nil {
-			return c, err
-		}
-		if n, err = del("receipts", "subject"); err != nil {
-			return c, err
-		}
-		c.Statuses += n
-	}
-	if req.Scope.Has(store.ScopeFiles) {
-		if c.Files, err = del("files", "subject", "subject_alt"); err != nil {
-			return c, err
-		}
-	}
-	if req.SubjectRef != "" {
-		_, err = t.tx.ExecContext(ctx, `INSERT INTO erasures(subject_ref, platform, channel, scope, requested_at, completed_at, contacts, messages, statuses, files)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, req.SubjectRef, string(req.Subject.Platform), nullable(req.Channel),
-			strings.Join(req.Scope.Names(), ","), unixMilli(req.RequestedAt), time.Now().UnixMilli(), c.Contacts, c.Messages, c.Statuses, c.Files)
-		if err != nil {
-			return c, fmt.Errorf("write erasure ledger: %w", err)
-		}
-	}
-	return c, nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
+	"github.com/omniflowcrm/omniflow-operator/internal/store/storegen"
 )
 
 // Opener returns a fresh, empty store for one test; the suite closes it.
@@ -561,5 +562,16 @@ func testRejects(t *testing.T, s store.Store) {
 	}
 	if got := Export(t, s, nil); len(got.Messages)+len(got.Statuses)+len(got.Contacts) != 0 {
 		t.Fatalf("rejected batches left records: %+v", got)
+	}
+}
+
+// Populate commits people synthetic people (storegen.Person), ten messages each.
+func Populate(t testing.TB, s store.Store, people int) {
+	t.Helper()
+	for i := range people {
+		b := storegen.Person(i, 0, 10, 0)
+		if _, err := s.Commit(context.Background(), &b); err != nil {
+			t.Fatalf("populate: %v", err)
+		}
 	}
 }
