@@ -24,8 +24,9 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: ## Generate the CRDs and the operator's RBAC role from the Go markers.
+manifests: ## Generate the CRDs and the operator's RBAC role from the Go markers, and the API reference (docs/api-reference.md) from the CRDs.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	go run ./hack/apidocs
 
 .PHONY: generate
 generate: ## Generate the DeepCopy methods of the API types.
