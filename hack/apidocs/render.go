@@ -345,7 +345,7 @@ func prose(s string) string {
 	}
 	var out strings.Builder
 	for i, line := range strings.Split(s, "\n") {
-		line = escapeHTML(strings.TrimSpace(line))
+		line = escapeOutsideCode(strings.TrimSpace(line))
 		switch {
 		case i == 0:
 		case line == "":
@@ -365,6 +365,19 @@ func prose(s string) string {
 
 func escapeHTML(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+// escapeOutsideCode escapes HTML in a line of a doc comment except within
+// `code spans`, where Markdown shows the text as it is.
+func escapeOutsideCode(line string) string {
+	parts := strings.Split(line, "`")
+	for i := range parts {
+		// Even parts are outside code; an unclosed backquote starts none.
+		if i%2 == 0 || i == len(parts)-1 {
+			parts[i] = escapeHTML(parts[i])
+		}
+	}
+	return strings.Join(parts, "`")
 }
 
 // cell makes text safe inside a table cell.

@@ -162,7 +162,7 @@ func TestNewKindIsPickedUpAndOutputIsSorted(t *testing.T) {
 				Type: "object",
 				Properties: map[string]apiextensionsv1.JSONSchemaProps{
 					"spec": {Type: "object", Description: "spec of a zebra.", Properties: map[string]apiextensionsv1.JSONSchemaProps{
-						"stripes": {Type: "integer", Description: "stripes is how many | stripes <it> has.", Maximum: &max5},
+						"stripes": {Type: "integer", Description: "stripes is how many | stripes <it> has,\nas in `a<b>`.", Maximum: &max5},
 						"name":    {Type: "string", MinLength: &min1, XValidations: apiextensionsv1.ValidationRules{{Rule: "self == oldSelf", Message: "name is immutable"}}},
 					}},
 				},
@@ -179,7 +179,7 @@ func TestNewKindIsPickedUpAndOutputIsSorted(t *testing.T) {
 		"\n## Zebra\n",
 		"| Short names | `zb` |",
 		"| `.spec.name` | string | — | length >= 1; rule: “name is immutable” | — |",
-		"| `.spec.stripes` | integer | — | <= 5 | stripes is how many \\| stripes &lt;it&gt; has. |",
+		"| `.spec.stripes` | integer | — | <= 5 | stripes is how many \\| stripes &lt;it&gt; has, as in `a<b>`. |",
 	} {
 		mustContain(t, forward, s)
 	}
