@@ -197,7 +197,7 @@ func objectOf(s apiextensionsv1.JSONSchemaProps, path string) (*apiextensionsv1.
 func typeOf(kind, version, path string, s apiextensionsv1.JSONSchemaProps) string {
 	switch {
 	case s.XIntOrString:
-		return "integer or string"
+		return "int-or-string"
 	case s.Type == "array":
 		if s.Items == nil || s.Items.Schema == nil {
 			return "[]any"
@@ -211,9 +211,7 @@ func typeOf(kind, version, path string, s apiextensionsv1.JSONSchemaProps) strin
 		return fmt.Sprintf("[object](#%s)", anchor(kind, version, path))
 	case s.Type == "object" && s.AdditionalProperties != nil && s.AdditionalProperties.Schema != nil:
 		elem := typeOf(kind, version, path+"[*]", *s.AdditionalProperties.Schema)
-		if strings.Contains(elem, " ") {
-			elem = "(" + elem + ")"
-		}
+		// Not "map[string](...)", which Markdown reads as a link.
 		return "map[string]" + elem
 	case s.Type == "object" && s.XPreserveUnknownFields != nil && *s.XPreserveUnknownFields:
 		return "object (any fields)"

@@ -163,6 +163,7 @@ func TestNewKindIsPickedUpAndOutputIsSorted(t *testing.T) {
 				Properties: map[string]apiextensionsv1.JSONSchemaProps{
 					"spec": {Type: "object", Description: "spec of a zebra.", Properties: map[string]apiextensionsv1.JSONSchemaProps{
 						"stripes": {Type: "integer", Description: "stripes is how many | stripes <it> has,\nas in `a<b>`.", Maximum: &max5},
+						"sizes":   {Type: "object", AdditionalProperties: &apiextensionsv1.JSONSchemaPropsOrBool{Schema: &apiextensionsv1.JSONSchemaProps{XIntOrString: true}}},
 						"name":    {Type: "string", MinLength: &min1, XValidations: apiextensionsv1.ValidationRules{{Rule: "self == oldSelf", Message: "name is immutable"}}},
 					}},
 				},
@@ -179,6 +180,7 @@ func TestNewKindIsPickedUpAndOutputIsSorted(t *testing.T) {
 		"\n## Zebra\n",
 		"| Short names | `zb` |",
 		"| `.spec.name` | string | — | length >= 1; rule: “name is immutable” | — |",
+		"| `.spec.sizes` | map[string]int-or-string | — |",
 		"| `.spec.stripes` | integer | — | <= 5 | stripes is how many \\| stripes &lt;it&gt; has, as in `a<b>`. |",
 	} {
 		mustContain(t, forward, s)
