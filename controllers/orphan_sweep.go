@@ -37,7 +37,7 @@ const AnnotationErasedSteps = MarkPrefix + "erased-steps"
 var (
 	orphansFound = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "omniflow_orphans",
-		Help: "Tenant namespaces and volumes whose Tenant no longer exists, found by the last sweep.",
+		Help: "Tenant namespaces, volumes and PostgreSQL databases whose Tenant no longer exists, found by the last sweep.",
 	}, []string{"kind"})
 	sweepStoodDown = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "omniflow_orphan_sweep_stood_down",
@@ -45,7 +45,7 @@ var (
 	})
 	orphansErased = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "omniflow_orphans_erased_total",
-		Help: "Orphaned tenant namespaces and volumes the sweep erased and verified.",
+		Help: "Orphaned tenant namespaces, volumes and PostgreSQL databases the sweep erased and verified.",
 	}, []string{"kind"})
 	orphanStepFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "omniflow_orphan_erasure_failures_total",
@@ -127,8 +127,11 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (busy bool, err error) {
 	if err := s.APIReader.List(ctx, &pvs, client.MatchingLabelsSelector{Selector: sel}); err != nil {
 		return false, fmt.Errorf("list tenant volumes: %w", err)
 	}
-	// Tenants are listed after what they own: a namespace made for a Tenant
-	// created meanwhile is listed with its Tenant, never as an orphan.
+	// The server's databases too, when the PostgreSQL backend is enabled.
+	scan := s.scanDatabases(ctx)
+	// Tenants are listed after what they own: a namespace or database made
+	// for a Tenant created meanwhile is listed with its Tenant, never as an
+	// orphan.
 	var tenants platformv1.TenantList
 	if err := s.APIReader.List(ctx, &tenants); err != nil {
 		if meta.IsNoMatchError(err) || apierrors.IsNotFound(err) {
@@ -173,6 +176,9 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (busy bool, err error) {
 	}
 	for _, pv := range orphanPV {
 		note(s.sweepVolume(ctx, pv))
+	}
+	if scan != nil {
+		note(s.sweepDatabases(ctx, scan, tenants.Items, nss.Items))
 	}
 	return busy, errors.Join(errs...)
 }
