@@ -294,7 +294,12 @@ func (r *TenantReconciler) ensurePostgresSecret(ctx context.Context, t *platform
 		return "", fmt.Errorf("get Secret %s: %w", key, err)
 	}
 	var password string
-	if err == nil {
+	// A predecessor's Secret (a Tenant re-created under the same name and
+	// namespace) holds the password of the predecessor's role, which can
+	// still log into its database until the sweep drops it: it is never
+	// reused. The Secret is taken over with a new password.
+	owned := err == nil && tenantOwns(&s, refOf(t))
+	if owned {
 		// A Secret emptied or broken by hand gets a new password; the role
 		// follows the Secret below.
 		if cfg, perr := pgconn.ParseConfig(string(s.Data[platformv1.PostgresSecretKey])); perr == nil {
@@ -314,10 +319,7 @@ func (r *TenantReconciler) ensurePostgresSecret(ctx context.Context, t *platform
 		s = corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{
 				Name: key.Name, Namespace: key.Namespace, Labels: tenantLabels(t),
-				OwnerReferences: []metav1.OwnerReference{{
-					APIVersion: platformv1.GroupVersion.String(), Kind: "Tenant", Name: t.Name, UID: t.UID,
-					Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
-				}},
+				OwnerReferences: []metav1.OwnerReference{postgresSecretOwner(t)},
 			},
 			Type: corev1.SecretTypeOpaque,
 			Data: map[string][]byte{platformv1.PostgresSecretKey: []byte(dsn)},
@@ -329,17 +331,29 @@ func (r *TenantReconciler) ensurePostgresSecret(ctx context.Context, t *platform
 		r.Recorder.Eventf(t, &s, corev1.EventTypeNormal, "Created", "Provision", "created Secret %s (PostgreSQL credentials)", key)
 		return password, nil
 	}
-	if string(s.Data[platformv1.PostgresSecretKey]) != dsn {
+	if !owned || string(s.Data[platformv1.PostgresSecretKey]) != dsn {
 		patch := client.MergeFrom(s.DeepCopy())
 		if s.Data == nil {
 			s.Data = map[string][]byte{}
 		}
 		s.Data[platformv1.PostgresSecretKey] = []byte(dsn)
+		if !owned {
+			s.Labels = tenantLabels(t)
+			s.OwnerReferences = []metav1.OwnerReference{postgresSecretOwner(t)}
+		}
 		if err := r.Patch(ctx, &s, patch, client.FieldOwner(fieldOwner)); err != nil {
 			return "", fmt.Errorf("update Secret %s: %w", key, err)
 		}
 	}
 	return password, nil
+}
+
+// postgresSecretOwner binds the credentials Secret to its Tenant.
+func postgresSecretOwner(t *platformv1.Tenant) metav1.OwnerReference {
+	return metav1.OwnerReference{
+		APIVersion: platformv1.GroupVersion.String(), Kind: "Tenant", Name: t.Name, UID: t.UID,
+		Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
+	}
 }
 
 // connectAdmin connects to the shared server as the admin role. host names

@@ -106,20 +106,26 @@ func onServer(t *testing.T, g Gomega, query string, args ...any) bool {
 	return v
 }
 
-// dropLeftovers removes what a failed earlier run left on the shared test
-// server, so that each run starts from an empty server for its tenants.
-func dropLeftovers(t *testing.T, g Gomega, names ...string) {
+// dropOnServer drops databases and roles a test made by hand, when it ends.
+func dropOnServer(t *testing.T, names ...string) {
 	t.Helper()
-	conn, err := pgx.Connect(ctx, pgtest.ServerDSN(t))
-	g.Expect(err).NotTo(HaveOccurred())
-	defer conn.Close(ctx)
-	for _, n := range names {
-		ident := pgx.Identifier{n}.Sanitize()
-		_, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)")
-		g.Expect(err).NotTo(HaveOccurred())
-		_, err = conn.Exec(ctx, "DROP ROLE IF EXISTS "+ident)
-		g.Expect(err).NotTo(HaveOccurred())
-	}
+	dsn := pgtest.ServerDSN(t)
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Errorf("clean up: %v", err)
+			return
+		}
+		defer conn.Close(ctx)
+		for _, n := range names {
+			ident := pgx.Identifier{n}.Sanitize()
+			for _, stmt := range []string{"DROP DATABASE IF EXISTS " + ident + " WITH (FORCE)", "DROP ROLE IF EXISTS " + ident} {
+				if _, err := conn.Exec(ctx, stmt); err != nil {
+					t.Errorf("clean up: %v", err)
+				}
+			}
+		}
+	})
 }
 
 func roleExists(t *testing.T, g Gomega, name string) bool {
@@ -154,11 +160,11 @@ func postgresSecret(g Gomega, ns string) *corev1.Secret {
 
 func TestPostgresTenantIsProvisionedServedAndErased(t *testing.T) {
 	g := NewWithT(t)
-	dropLeftovers(t, g, "omniflow_pg_acme_"+runID)
 	startOperator(t, adminSecret)
 	tn := newTenant("pg-acme-"+runID, 72*time.Hour)
 	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
-	ns, db := tn.NamespaceName(), "omniflow_pg_acme_"+runID
+	ns, db := tn.NamespaceName(), controllers.PostgresDatabaseName(tn.Name, tn.UID)
+	g.Expect(db).To(MatchRegexp("^omniflow_pg_acme_" + runID + "_[0-9a-f]{8}$"))
 
 	// The Secret, the role and the database.
 	g.Eventually(func(g Gomega) {
@@ -285,7 +291,6 @@ func TestPostgresTenantIsProvisionedServedAndErased(t *testing.T) {
 // erasure waits too, never skipping the database, until the server is back.
 func TestUnreachableServerIsWaitedForNeverSkipped(t *testing.T) {
 	g := NewWithT(t)
-	dropLeftovers(t, g, "omniflow_pg_down_"+runID)
 	stop := startOperator(t, downSecret)
 	tn := newTenant("pg-down-"+runID, 0)
 	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
@@ -325,8 +330,9 @@ func TestUnreachableServerIsWaitedForNeverSkipped(t *testing.T) {
 		g.Expect(got.Status.Phase).To(Equal(platformv1.TenantPhaseErased))
 		g.Expect(stepNames(got)).To(Equal([]string{"StopIngest", "DeleteWorker", "DeleteStorage", "DeleteNamespace"}))
 	}, 2*timeout, interval).Should(Succeed())
-	g.Expect(databaseExists(t, g, "omniflow_pg_down_"+runID)).To(BeFalse())
-	g.Expect(roleExists(t, g, "omniflow_pg_down_"+runID)).To(BeFalse())
+	db := controllers.PostgresDatabaseName(tn.Name, tn.UID)
+	g.Expect(databaseExists(t, g, db)).To(BeFalse())
+	g.Expect(roleExists(t, g, db)).To(BeFalse())
 }
 
 func TestWithoutTheFlagPostgreSQLIsUnsupported(t *testing.T) {
@@ -399,11 +405,10 @@ func sweepEvents(g Gomega, ns string) []string {
 // checked on the server, and recorded.
 func TestOrphanedPostgresTenantIsDroppedByTheSweep(t *testing.T) {
 	g := NewWithT(t)
-	db := "omniflow_pg_orphan_" + runID
-	dropLeftovers(t, g, db)
 	startOperator(t, adminSecret)
 	tn := newTenant("pg-orphan-"+runID, 24*time.Hour)
 	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
+	db := controllers.PostgresDatabaseName(tn.Name, tn.UID)
 	ns := tn.NamespaceName()
 	g.Eventually(func(g Gomega) {
 		c := cond(tenant(g, tn.Name), platformv1.ConditionStorageReady)
@@ -442,11 +447,10 @@ func TestOrphanedPostgresTenantIsDroppedByTheSweep(t *testing.T) {
 // can be reached.
 func TestSweepThatCannotReachTheServerReportsAndRetries(t *testing.T) {
 	g := NewWithT(t)
-	db := "omniflow_pg_orphan_down_" + runID
-	dropLeftovers(t, g, db)
 	stop := startOperator(t, downSecret)
 	tn := newTenant("pg-orphan-down-"+runID, 0)
 	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
+	db := controllers.PostgresDatabaseName(tn.Name, tn.UID)
 	ns := tn.NamespaceName()
 	g.Eventually(func(g Gomega) {
 		var got corev1.Namespace
@@ -478,7 +482,8 @@ func TestSweepThatCannotReachTheServerReportsAndRetries(t *testing.T) {
 	g.Expect(roleExists(t, g, db)).To(BeFalse())
 }
 
-// counterValue reads a counter from the operator's registry; 0 when absent.
+// counterValue reads a counter or gauge from the operator's registry; 0
+// when absent.
 func counterValue(g Gomega, name, label, value string) float64 {
 	mfs, err := metrics.Registry.Gather()
 	g.Expect(err).NotTo(HaveOccurred())
@@ -489,6 +494,9 @@ func counterValue(g Gomega, name, label, value string) float64 {
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
 				if l.GetName() == label && l.GetValue() == value {
+					if m.GetGauge() != nil {
+						return m.GetGauge().GetValue()
+					}
 					return m.GetCounter().GetValue()
 				}
 			}
