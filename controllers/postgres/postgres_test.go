@@ -387,6 +387,19 @@ func orphanFound(g Gomega, ns string) time.Time {
 	return at
 }
 
+// graceHolds moves the clock to a second before the orphan grace period,
+// counted from found, ends, and checks that db stays meanwhile.
+func graceHolds(t *testing.T, g Gomega, found time.Time, db string) {
+	t.Helper()
+	clock.SetTime(found.Add(orphanGrace - time.Second))
+	g.Consistently(func(g Gomega) {
+		g.Expect(databaseExists(t, g, db)).To(BeTrue(), "nothing is dropped during the grace period")
+	}, 2*time.Second, interval).Should(Succeed())
+}
+
+// gracePasses moves the clock a second past the grace period.
+func gracePasses(found time.Time) { clock.SetTime(found.Add(orphanGrace + time.Second)) }
+
 // sweepEvents lists "Type Reason: note" of the Events about a namespace.
 func sweepEvents(g Gomega, ns string) []string {
 	var evs corev1.EventList // the core view of events.k8s.io Events
@@ -423,12 +436,9 @@ func TestOrphanedPostgresTenantIsDroppedByTheSweep(t *testing.T) {
 
 	forceRemove(g, tn.Name)
 	found := orphanFound(g, ns)
-	clock.SetTime(found.Add(orphanGrace - time.Second))
-	g.Consistently(func(g Gomega) {
-		g.Expect(databaseExists(t, g, db)).To(BeTrue(), "nothing is dropped during the grace period")
-	}, 2*time.Second, interval).Should(Succeed())
+	graceHolds(t, g, found, db)
 
-	clock.SetTime(found.Add(orphanGrace + time.Second))
+	gracePasses(found)
 	g.Eventually(func(g Gomega) {
 		g.Expect(databaseExists(t, g, db)).To(BeFalse())
 		g.Expect(roleExists(t, g, db)).To(BeFalse())
@@ -461,7 +471,7 @@ func TestSweepThatCannotReachTheServerReportsAndRetries(t *testing.T) {
 
 	forceRemove(g, tn.Name)
 	found := orphanFound(g, ns)
-	clock.SetTime(found.Add(orphanGrace + time.Second))
+	gracePasses(found)
 	g.Eventually(func(g Gomega) {
 		g.Expect(sweepEvents(g, ns)).To(ContainElement(And(HavePrefix("Warning ErasureStepFailed: erasure step DeleteStorage failed and will be retried"),
 			ContainSubstring("127.0.0.1:1"))))
