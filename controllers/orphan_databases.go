@@ -174,7 +174,7 @@ func (s *OrphanSweeper) stampDatabase(ctx context.Context, db serverDatabase) (f
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	have, err := lookupServerObject(ctx, conn, "database", db.Name)
-	if err != nil || !have.Exists || have.Comment != db.Mark.String() {
+	if err != nil || !have.Exists || have.boundTo() != db.Mark.TenantUID {
 		return now, false, err
 	}
 	stamped := db.Mark

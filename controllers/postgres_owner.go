@@ -79,16 +79,23 @@ type serverObject struct {
 	Exists bool
 	// Comment is its comment, "" when it has none.
 	Comment string
+	// OwnerComment is, for a database, its owner role's comment.
+	OwnerComment string
 }
 
-// boundTo is the Tenant UID an existing object's comment names; "" when it
-// carries no Omniflow mark.
+// boundTo is the Tenant UID the server binds an existing object to; ""
+// when it carries no Omniflow mark. For a database, the mark of its owner
+// role comes first: the tenant's role owns its database and so may change
+// the database's comment, but not its own role's (that takes CREATEROLE),
+// so a tenant cannot make its database look like another's to escape its
+// erasure.
 func (o serverObject) boundTo() types.UID {
-	m, ok := parseDBMark(o.Comment)
-	if !ok {
-		return ""
+	for _, c := range []string{o.OwnerComment, o.Comment} {
+		if m, ok := parseDBMark(c); ok {
+			return m.TenantUID
+		}
 	}
-	return m.TenantUID
+	return ""
 }
 
 // foreignTo reports whether the object exists and is bound to another
@@ -101,31 +108,33 @@ func (o serverObject) foreignTo(uid types.UID) bool {
 	return o.Exists && other != "" && other != uid
 }
 
-// serverCatalogs are the catalogs that hold a tenant's objects, with the
-// catalog name shobj_description needs for their comments.
-var serverCatalogs = map[string]struct{ view, column, class string }{
-	"database": {"pg_database", "datname", "pg_database"},
-	"role":     {"pg_roles", "rolname", "pg_authid"},
-}
+// serverCatalogs are the catalogs that list a tenant's objects, by kind.
+var serverCatalogs = map[string]string{"database": "pg_database", "role": "pg_roles"}
 
 // lookupServerObject reads a database or role (kind "database" or "role")
-// and its comment.
+// and its comment (and a database's owner's).
 func lookupServerObject(ctx context.Context, conn *pgx.Conn, kind, name string) (serverObject, error) {
-	c := serverCatalogs[kind]
-	var comment *string
-	q := "SELECT shobj_description(oid, '" + c.class + "') FROM " + c.view + " WHERE " + c.column + " = $1"
-	err := conn.QueryRow(ctx, q, name).Scan(&comment)
+	var comment, owner *string
+	var err error
+	if kind == "database" {
+		err = conn.QueryRow(ctx, `SELECT shobj_description(d.oid, 'pg_database'), shobj_description(r.oid, 'pg_authid')
+			FROM pg_database d LEFT JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = $1`, name).Scan(&comment, &owner)
+	} else {
+		err = conn.QueryRow(ctx, "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1", name).Scan(&comment)
+	}
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return serverObject{}, nil
 	case err != nil:
-		return serverObject{}, fmt.Errorf("look up %s %s in %s: %w", kind, name, c.view, err)
+		return serverObject{}, fmt.Errorf("look up %s %s: %w", kind, name, err)
 	}
-	o := serverObject{Exists: true}
-	if comment != nil {
-		o.Comment = *comment
+	deref := func(p *string) string {
+		if p == nil {
+			return ""
+		}
+		return *p
 	}
-	return o, nil
+	return serverObject{Exists: true, Comment: deref(comment), OwnerComment: deref(owner)}, nil
 }
 
 // setComment records a mark on a database or role, if it is not already
@@ -148,21 +157,21 @@ type serverDatabase struct {
 	Mark dbMark
 }
 
-// listMarkedDatabases lists the databases whose comment is an Omniflow mark;
-// no other database is ever looked at.
+// listMarkedDatabases lists the databases that carry an Omniflow mark, on
+// themselves or on their owner role; no other database is ever looked at.
 func listMarkedDatabases(ctx context.Context, conn *pgx.Conn) ([]serverDatabase, error) {
-	rows, err := conn.Query(ctx, `SELECT datname, shobj_description(oid, 'pg_database') AS c FROM pg_database
-		WHERE starts_with(coalesce(shobj_description(oid, 'pg_database'), ''), $1) ORDER BY datname`, dbMarkPrefix)
+	rows, err := conn.Query(ctx, `SELECT d.datname, coalesce(shobj_description(d.oid, 'pg_database'), ''), coalesce(shobj_description(r.oid, 'pg_authid'), '')
+		FROM pg_database d LEFT JOIN pg_roles r ON r.oid = d.datdba ORDER BY d.datname`)
 	if err != nil {
 		return nil, fmt.Errorf("list databases: %w", err)
 	}
 	var out []serverDatabase
 	for rows.Next() {
-		var name, comment string
-		if err := rows.Scan(&name, &comment); err != nil {
+		var name, comment, owner string
+		if err := rows.Scan(&name, &comment, &owner); err != nil {
 			return nil, fmt.Errorf("list databases: %w", err)
 		}
-		if m, ok := parseDBMark(comment); ok {
+		if m, ok := databaseMark(comment, owner); ok {
 			out = append(out, serverDatabase{Name: name, Mark: m})
 		}
 	}
@@ -170,6 +179,22 @@ func listMarkedDatabases(ctx context.Context, conn *pgx.Conn) ([]serverDatabase,
 		return nil, fmt.Errorf("list databases: %w", err)
 	}
 	return out, nil
+}
+
+// databaseMark is the mark that binds a database: its owner role's if it
+// has one (see boundTo), else its own; the orphan stamp lives in the
+// database's own comment and counts only when that names the same Tenant.
+func databaseMark(comment, ownerComment string) (dbMark, bool) {
+	own, ownOK := parseDBMark(comment)
+	m, ok := parseDBMark(ownerComment)
+	if !ok {
+		return own, ownOK
+	}
+	m.OrphanedAt = nil
+	if ownOK && own.TenantUID == m.TenantUID {
+		m.OrphanedAt = own.OrphanedAt
+	}
+	return m, true
 }
 
 // clusterID is the UID of the cluster's kube-system namespace, read once:

@@ -473,16 +473,6 @@ func scramVerifierSalted(password string, salt []byte, iterations int) (string, 
 	return fmt.Sprintf("SCRAM-SHA-256$%d:%s$%s:%s", iterations, b64(salt), b64(stored[:]), b64(mac(salted, "Server Key"))), nil
 }
 
-// exists reports whether a catalog (pg_roles, pg_database) has a row named name.
-func exists(ctx context.Context, conn *pgx.Conn, catalog, column, name string) (bool, error) {
-	var found bool
-	q := "SELECT EXISTS (SELECT 1 FROM " + catalog + " WHERE " + column + " = $1)"
-	if err := conn.QueryRow(ctx, q, name).Scan(&found); err != nil {
-		return false, fmt.Errorf("look up %s in %s: %w", name, catalog, err)
-	}
-	return found, nil
-}
-
 // postgresDatabase is the tenant's database and role: as recorded in
 // status (a tenant provisioned before databases were bound to UIDs keeps its
 // name, omniflow_<tenant>), else the name bound to its UID.
@@ -546,10 +536,10 @@ func (r *TenantReconciler) dropPostgres(ctx context.Context, tgt *erasureTarget)
 		if err != nil {
 			return "", false, err
 		}
-		view := serverCatalogs[kind].view
+		view := serverCatalogs[kind]
 		switch before := found[kind]; {
 		case before.foreignTo(tgt.UID):
-			parts = append(parts, fmt.Sprintf("%s on %s (its comment names Tenant uid %s)", notTheTenants(kind, name), host, before.boundTo()))
+			parts = append(parts, fmt.Sprintf("%s on %s (the server binds it to Tenant uid %s)", notTheTenants(kind, name), host, before.boundTo()))
 		case now.Exists && !now.foreignTo(tgt.UID):
 			left = append(left, view)
 		case before.Exists:

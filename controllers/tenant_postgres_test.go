@@ -92,10 +92,40 @@ func TestServerObjectIsForeignOnlyWhenBoundToAnotherTenant(t *testing.T) {
 		{"from before the binding (no comment)", serverObject{Exists: true}, false},
 		{"someone else's text", serverObject{Exists: true, Comment: "prod"}, false},
 		{"another Tenant's", serverObject{Exists: true, Comment: mark("u-2")}, true},
+		{"owned by the tenant's role, comment rewritten by that role", serverObject{Exists: true, Comment: mark("u-2"), OwnerComment: mark("u-1")}, false},
+		{"owned by another Tenant's role", serverObject{Exists: true, Comment: mark("u-1"), OwnerComment: mark("u-2")}, true},
 	}
 	for _, tc := range tests {
 		if got := tc.obj.foreignTo("u-1"); got != tc.want {
 			t.Errorf("%s: foreignTo = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestDatabaseMarkPrefersTheOwnerRoleAndKeepsOnlyItsOwnStamp(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	role := dbMark{Cluster: "c", Tenant: "a", TenantUID: "u-1"}.String()
+	stamped := dbMark{Cluster: "c", Tenant: "a", TenantUID: "u-1", OrphanedAt: &at}.String()
+	forged := dbMark{Cluster: "elsewhere", Tenant: "b", TenantUID: "u-2", OrphanedAt: &at}.String()
+	tests := []struct {
+		name, comment, owner string
+		wantOK               bool
+		wantUID              types.UID
+		wantStamp            bool
+	}{
+		{"no mark anywhere", "", "", false, "", false},
+		{"database mark only (owner role unmarked)", stamped, "", true, "u-1", true},
+		{"role mark, database stamped", stamped, role, true, "u-1", true},
+		{"role mark, database comment forged by the tenant", forged, role, true, "u-1", false},
+	}
+	for _, tc := range tests {
+		m, ok := databaseMark(tc.comment, tc.owner)
+		if ok != tc.wantOK || m.TenantUID != tc.wantUID || (m.OrphanedAt != nil) != tc.wantStamp {
+			t.Errorf("%s: databaseMark = %+v, %v", tc.name, m, ok)
+		}
+		if ok && tc.owner != "" && m.Cluster != "c" {
+			t.Errorf("%s: cluster %q, want the role's", tc.name, m.Cluster)
 		}
 	}
 }

@@ -81,6 +81,26 @@ func storageReady(g Gomega, name string) {
 	g.Expect(c.Status).To(Equal(metav1.ConditionTrue), c.Message)
 }
 
+// eraseNow deactivates a Tenant with grace period 0 and waits until it is
+// Erased.
+func eraseNow(g Gomega, name string) {
+	setState(g, name, platformv1.TenantDeactivated)
+	clock.Step(time.Second)
+	poke(g, name)
+	g.Eventually(func(g Gomega) {
+		g.Expect(tenant(g, name).Status.Phase).To(Equal(platformv1.TenantPhaseErased))
+	}, 2*timeout, interval).Should(Succeed())
+}
+
+// provisioned creates a PostgreSQL Tenant (grace period 0) and waits for
+// its database; it returns the Tenant and the database's name.
+func provisioned(g Gomega, name string) (*platformv1.Tenant, string) {
+	tn := newTenant(name, 0)
+	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
+	g.Eventually(func(g Gomega) { storageReady(g, name) }, timeout, interval).Should(Succeed())
+	return tn, controllers.PostgresDatabaseName(name, tn.UID)
+}
+
 // Issue 11: Tenant `a` force-removed and created again under another
 // namespace gets a database of its own (never its predecessor's data); the
 // sweep drops the old database with the old namespace after its grace
@@ -89,10 +109,8 @@ func TestRecreatedPostgresTenantGetsItsOwnDatabaseAndTheOldOneIsSwept(t *testing
 	g := NewWithT(t)
 	startOperator(t, adminSecret)
 	name := "pg-re-" + runID
-	first := newTenant(name, 0)
-	g.Expect(k8s.Create(ctx, first)).To(Succeed())
-	oldNS, oldDB := first.NamespaceName(), controllers.PostgresDatabaseName(name, first.UID)
-	g.Eventually(func(g Gomega) { storageReady(g, name) }, timeout, interval).Should(Succeed())
+	first, oldDB := provisioned(g, name)
+	oldNS := first.NamespaceName()
 	writeNote(t, g, oldDB, "first business")
 	for _, catalog := range []string{"pg_database", "pg_authid"} {
 		g.Expect(comment(t, g, catalog, oldDB)).To(And(HavePrefix("omniflow: "), ContainSubstring(" tenant-uid="+string(first.UID))),
@@ -140,10 +158,7 @@ func TestRecreatedPostgresTenantGetsItsOwnDatabaseAndTheOldOneIsSwept(t *testing
 func TestDatabaseWithoutNamespaceOrTenantIsDroppedByTheServerScan(t *testing.T) {
 	g := NewWithT(t)
 	startOperator(t, adminSecret)
-	tn := newTenant("pg-gone-"+runID, 0)
-	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
-	db := controllers.PostgresDatabaseName(tn.Name, tn.UID)
-	g.Eventually(func(g Gomega) { storageReady(g, tn.Name) }, timeout, interval).Should(Succeed())
+	tn, db := provisioned(g, "pg-gone-"+runID)
 	writeNote(t, g, db, "gone business")
 	erasedBefore := counterValue(g, "omniflow_orphans_erased_total", "kind", "database")
 
@@ -204,12 +219,7 @@ func TestDatabaseOfAnotherTenantIsNeitherAdoptedNorDropped(t *testing.T) {
 	}, 2*time.Second, interval).Should(Succeed())
 
 	// The tenant's erasure leaves it, and says so.
-	setState(g, tn.Name, platformv1.TenantDeactivated)
-	clock.Step(time.Second)
-	poke(g, tn.Name)
-	g.Eventually(func(g Gomega) {
-		g.Expect(tenant(g, tn.Name).Status.Phase).To(Equal(platformv1.TenantPhaseErased))
-	}, 2*timeout, interval).Should(Succeed())
+	eraseNow(g, tn.Name)
 	got := tenant(g, tn.Name)
 	i := slices.IndexFunc(got.Status.Erasure, func(s platformv1.ErasureStep) bool { return s.Name == "DeleteStorage" })
 	g.Expect(i).To(BeNumerically(">=", 0))
@@ -253,10 +263,8 @@ func TestRecreatedInTheSameNamespaceTheOldDatabaseIsNotTakenOver(t *testing.T) {
 	g := NewWithT(t)
 	startOperator(t, adminSecret)
 	name := "pg-same-" + runID
-	first := newTenant(name, 0)
-	g.Expect(k8s.Create(ctx, first)).To(Succeed())
-	ns, oldDB := first.NamespaceName(), controllers.PostgresDatabaseName(name, first.UID)
-	g.Eventually(func(g Gomega) { storageReady(g, name) }, timeout, interval).Should(Succeed())
+	first, oldDB := provisioned(g, name)
+	ns := first.NamespaceName()
 	writeNote(t, g, oldDB, "first business")
 	oldDSN := string(postgresSecret(g, ns).Data[platformv1.PostgresSecretKey])
 
@@ -288,4 +296,25 @@ func TestRecreatedInTheSameNamespaceTheOldDatabaseIsNotTakenOver(t *testing.T) {
 	g.Expect(databaseExists(t, g, newDB)).To(BeTrue())
 	g.Expect(k8s.Get(ctx, types.NamespacedName{Name: ns}, &corev1.Namespace{})).To(Succeed(), "the namespace is the new tenant's")
 	storageReady(g, name)
+}
+
+// The tenant's own role owns its database and may rewrite the database's
+// comment; the binding that counts is its role's, which it cannot change:
+// a worker that makes its database look like another Tenant's does not
+// escape its erasure.
+func TestTenantCannotEscapeErasureByRewritingItsDatabaseComment(t *testing.T) {
+	g := NewWithT(t)
+	startOperator(t, adminSecret)
+	tn, db := provisioned(g, "pg-forge-"+runID)
+	conn, err := pgx.Connect(ctx, string(postgresSecret(g, tn.NamespaceName()).Data[platformv1.PostgresSecretKey]))
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = conn.Exec(ctx, "COMMENT ON DATABASE "+pgx.Identifier{db}.Sanitize()+" IS 'omniflow: cluster=elsewhere tenant=x tenant-uid=someone-else'")
+	g.Expect(err).NotTo(HaveOccurred(), "the owner may comment on its database")
+	_, err = conn.Exec(ctx, "COMMENT ON ROLE "+pgx.Identifier{db}.Sanitize()+" IS 'omniflow: cluster=elsewhere tenant=x tenant-uid=someone-else'")
+	g.Expect(err).To(HaveOccurred(), "but not on its own role")
+	g.Expect(conn.Close(ctx)).To(Succeed())
+
+	eraseNow(g, tn.Name)
+	g.Expect(databaseExists(t, g, db)).To(BeFalse())
+	g.Expect(roleExists(t, g, db)).To(BeFalse())
 }
