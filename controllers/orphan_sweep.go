@@ -64,8 +64,9 @@ func init() {
 // what carries the operator's ownership mark is ever touched: an orphan's
 // namespace is bound to its Tenant's UID (AnnotationTenantUID), and the
 // erasure runs the Tenant's own steps on a target read from the namespace's
-// marks. It never turns into a mass
-// deletion: when the Tenant CRD is missing, or when more than a share of
+// marks. With the PostgreSQL backend enabled it also scans the shared
+// server for databases bound to a Tenant that left no mark in the cluster
+// (orphan_databases.go). It never turns into a mass deletion: when the Tenant CRD is missing, or when more than a share of
 // tenant namespaces look orphaned at once (a CRD reinstall, a restore of
 // etcd), it stands down and alerts instead.
 type OrphanSweeper struct {
