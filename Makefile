@@ -43,14 +43,21 @@ vet: ## Run go vet.
 envtest: ## Build (first time only) kube-apiserver, etcd and kube-controller-manager for the tests; prints their directory.
 	@hack/setup-envtest.sh
 
+.PHONY: helm
+helm: ## Build (first time only) the helm binary the chart tests run; prints its path.
+	@hack/setup-helm.sh
+
 .PHONY: postgres
 postgres: ## Start (installing it the first time) the tests' own PostgreSQL server; prints its DSN. `hack/setup-postgres.sh stop` stops it.
 	@hack/setup-postgres.sh
 
 .PHONY: test
-test: manifests generate fmt vet ## Run all tests against a real API server and PostgreSQL server (builds/installs them the first time).
+test: manifests generate fmt vet ## Run all tests against a real API server and PostgreSQL server, the chart through helm (builds/installs them the first time).
 	@assets="$${KUBEBUILDER_ASSETS:-$$(hack/setup-envtest.sh)}"; \
 	echo "KUBEBUILDER_ASSETS=$$assets"; \
+	HELM_BIN="$${HELM_BIN:-$$(hack/setup-helm.sh)}"; \
+	echo "HELM_BIN=$$HELM_BIN"; \
+	export HELM_BIN; \
 	OMNIFLOW_TEST_POSTGRES_DSN="$${OMNIFLOW_TEST_POSTGRES_DSN:-$$(hack/setup-postgres.sh)}"; \
 	export OMNIFLOW_TEST_POSTGRES_DSN; \
 	KUBEBUILDER_ASSETS="$$assets" go test $(GO_TEST_FLAGS) ./...
@@ -61,19 +68,20 @@ demo: ## The whole product on a local control plane, step by step (builds the en
 	KUBEBUILDER_ASSETS="$$assets" go run ./hack/demo
 
 .PHONY: chart
-chart: manifests ## Regenerate the Helm chart (charts/omniflow-operator) from config/.
+chart: manifests ## Regenerate the parts of the Helm chart (charts/omniflow-operator) that come from config/.
 	go run ./hack/chart
 
 .PHONY: bench
-bench: ## Load-benchmark the ingest worker against a verify-only baseline, side by side (not part of make test).
+bench: ## Load-benchmark the ingest worker against a verify-only baseline, and through the front door against directly, side by side (not part of make test).
 	hack/bench.sh
 
 ##@ Build
 
 .PHONY: build
-build: manifests generate fmt vet ## Build the manager and ingest-worker binaries into bin/.
+build: manifests generate fmt vet ## Build the manager, ingest-worker and frontdoor binaries into bin/.
 	CGO_ENABLED=0 go build -o bin/manager ./cmd/manager
 	@if [ -d cmd/ingest-worker ]; then CGO_ENABLED=0 go build -o bin/ingest-worker ./cmd/ingest-worker; fi
+	CGO_ENABLED=0 go build -o bin/frontdoor ./cmd/frontdoor
 
 .PHONY: run
 run: manifests generate fmt vet ## Run the operator against the cluster of your current kubeconfig.

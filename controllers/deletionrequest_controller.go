@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -34,9 +36,52 @@ var (
 		Name: "omniflow_deletion_requests_at_risk_total",
 		Help: "DeletionRequests that were still unfinished 3 days before their 30-day deadline.",
 	})
+
+	// A counter cannot say how many are at risk now; an alert needs that.
+	deletionRequestsAtRiskNow = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "omniflow_deletion_requests_at_risk",
+		Help: "Unfinished DeletionRequests less than 3 days before their 30-day deadline (or past it), by tenant namespace.",
+	}, []string{"namespace"})
 )
 
-func init() { metrics.Registry.MustRegister(deletionRequestsTotal, deletionRequestsAtRisk) }
+func init() {
+	metrics.Registry.MustRegister(deletionRequestsTotal, deletionRequestsAtRisk, deletionRequestsAtRiskNow)
+}
+
+// atRiskRequests are the requests the gauge counts. Every request is
+// reconciled when the operator starts, so a new leader rebuilds the set.
+var atRiskRequests = &requestSet{keys: map[types.NamespacedName]bool{}}
+
+type requestSet struct {
+	mu   sync.Mutex
+	keys map[types.NamespacedName]bool
+}
+
+// mark records whether one request is at risk and republishes its
+// namespace's count; a namespace with none has no series.
+func (s *requestSet) mark(key types.NamespacedName, atRisk bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.keys[key] == atRisk {
+		return
+	}
+	if atRisk {
+		s.keys[key] = true
+	} else {
+		delete(s.keys, key)
+	}
+	n := 0
+	for k := range s.keys {
+		if k.Namespace == key.Namespace {
+			n++
+		}
+	}
+	if n == 0 {
+		deletionRequestsAtRiskNow.DeleteLabelValues(key.Namespace)
+		return
+	}
+	deletionRequestsAtRiskNow.WithLabelValues(key.Namespace).Set(float64(n))
+}
 
 // DeletionRequestReconciler is the operator's half of a DeletionRequest: it
 // refuses requests outside a tenant's namespace, requests whose subject Secret
@@ -71,6 +116,9 @@ type DeletionRequestReconciler struct {
 func (r *DeletionRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	var dr platformv1.DeletionRequest
 	if err := r.Get(ctx, req.NamespacedName, &dr); err != nil {
+		if apierrors.IsNotFound(err) {
+			atRiskRequests.mark(req.NamespacedName, false)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	ctx = logf.IntoContext(ctx, logf.FromContext(ctx).WithValues("deletionRequest", klog.KObj(&dr)))
@@ -246,6 +294,7 @@ func (r *DeletionRequestReconciler) finished(ctx context.Context, dr *platformv1
 	}
 	meta.RemoveStatusCondition(&dr.Status.Conditions, platformv1.ConditionAtRisk)
 	report := meta.FindStatusCondition(dr.Status.Conditions, platformv1.ConditionSubjectErased)
+	atRiskRequests.mark(client.ObjectKeyFromObject(dr), false)
 	switch dr.Status.Phase {
 	case platformv1.DeletionCompleted:
 		msg := "the subject's data is erased; see status.erased"
@@ -317,6 +366,7 @@ func (r *DeletionRequestReconciler) deleteSubject(ctx context.Context, dr *platf
 // look again.
 func (r *DeletionRequestReconciler) checkDeadline(dr *platformv1.DeletionRequest, now time.Time) time.Duration {
 	alarm := dr.Status.Deadline.Add(-platformv1.DeletionAtRiskBefore)
+	atRiskRequests.mark(client.ObjectKeyFromObject(dr), !now.Before(alarm))
 	if now.Before(alarm) {
 		setCondition(&dr.Status.Conditions, dr.Generation, platformv1.ConditionAtRisk, false, platformv1.ReasonOnSchedule,
 			"deadline "+dr.Status.Deadline.UTC().Format(time.RFC3339))
@@ -336,6 +386,7 @@ func (r *DeletionRequestReconciler) checkDeadline(dr *platformv1.DeletionRequest
 // worker writes the same object), and counts an outcome once it is recorded.
 func (r *DeletionRequestReconciler) patchStatus(ctx context.Context, orig, dr *platformv1.DeletionRequest) error {
 	dr.Status.ObservedGeneration = dr.Generation
+	platformv1.SetHealthConditions(&dr.Status.Conditions, dr.Generation, platformv1.DeletionRequestHealth(dr))
 	if equality.Semantic.DeepEqual(orig.Status, dr.Status) {
 		return nil
 	}

@@ -34,7 +34,7 @@ func TestDeployManifestsAreAcceptedByTheAPIServer(t *testing.T) {
 			for _, r := range items {
 				kinds = append(kinds, r.GetKind())
 			}
-			g.Expect(kinds).To(ConsistOf("ServiceMonitor", "PrometheusRule"))
+			g.Expect(kinds).To(ConsistOf("ServiceMonitor", "PodMonitor", "PrometheusRule", "PrometheusRule"))
 			continue
 		}
 		kinds := map[string]bool{}

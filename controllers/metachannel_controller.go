@@ -72,6 +72,7 @@ func (r *MetaChannelReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	ch.Status.HeldID = v.HeldID
 	ch.Status.ObservedGeneration = ch.Generation
 	setCondition(&ch.Status.Conditions, ch.Generation, platformv1.ConditionReady, v.Ready, v.Reason, v.Message)
+	platformv1.SetHealthConditions(&ch.Status.Conditions, ch.Generation, platformv1.MetaChannelHealth(&ch))
 	if err := r.patchStatus(ctx, orig, &ch); err != nil {
 		return ctrl.Result{}, err // a conflict is requeued quietly (quietConflicts)
 	}

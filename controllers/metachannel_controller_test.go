@@ -435,10 +435,19 @@ func TestWorkerIdentityIsLeastPrivilege(t *testing.T) {
 		g.ExpectWithOffset(1, apierrors.IsForbidden(err)).To(BeTrue(), "want Forbidden, got %v", err)
 	}
 	forbidden(worker.Get(ctx, key(nsA, "mch-unref"), &corev1.Secret{}))
-	// Even the Secret it may read is read by name only: no list or watch of it.
+	// The Secret it may read it may also list and watch, but only selected by its
+	// name (how the worker watches its channels' Secrets); another name so selected is
+	// refused.
 	byName := client.MatchingFields{"metadata.name": "mch-ref"}
-	forbidden(worker.List(ctx, &corev1.SecretList{}, client.InNamespace(nsA), byName))
-	_, err := worker.Watch(ctx, &corev1.SecretList{}, client.InNamespace(nsA), byName)
+	var one corev1.SecretList
+	g.Expect(worker.List(ctx, &one, client.InNamespace(nsA), byName)).To(Succeed())
+	g.Expect(one.Items).To(HaveLen(1))
+	wi, err := worker.Watch(ctx, &corev1.SecretList{}, client.InNamespace(nsA), byName)
+	g.Expect(err).NotTo(HaveOccurred())
+	wi.Stop()
+	unref := client.MatchingFields{"metadata.name": "mch-unref"}
+	forbidden(worker.List(ctx, &corev1.SecretList{}, client.InNamespace(nsA), unref))
+	_, err = worker.Watch(ctx, &corev1.SecretList{}, client.InNamespace(nsA), unref)
 	forbidden(err)
 	forbidden(worker.Get(ctx, key(nsB, "mch-ref"), &corev1.Secret{}))
 	forbidden(worker.List(ctx, &corev1.SecretList{}, client.InNamespace(nsA)))

@@ -98,7 +98,14 @@ func (s *OrphanSweeper) Start(ctx context.Context) error {
 	ctx = logf.IntoContext(ctx, log)
 	for {
 		busy, err := s.Sweep(ctx)
-		if err != nil {
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return nil // shutting down: the pass was cut short, nothing failed
+		case apierrors.IsConflict(err):
+			// Someone wrote the object meanwhile: look again soon, quietly.
+			log.V(1).Info("Orphan sweep met a write conflict; sweeping again", "error", err.Error())
+		default:
 			log.Error(err, "Orphan sweep failed")
 		}
 		wait := s.Interval

@@ -379,6 +379,7 @@ func summarize(t *platformv1.Tenant) {
 
 func (r *TenantReconciler) patchStatus(ctx context.Context, orig, t *platformv1.Tenant) error {
 	t.Status.ObservedGeneration = t.Generation
+	platformv1.SetHealthConditions(&t.Status.Conditions, t.Generation, platformv1.TenantHealth(t))
 	if equality.Semantic.DeepEqual(orig.Status, t.Status) {
 		return nil
 	}

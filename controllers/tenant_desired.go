@@ -149,9 +149,12 @@ func desiredRole(t *platformv1.Tenant, secretNames []string) *rbacv1ac.RoleApply
 			WithAPIGroups("").
 			WithResources("secrets").
 			WithResourceNames(names...).
-			// Read by name only: a list or watch, even limited by resourceNames to one
-			// object, is a habit the worker does not have and need not be allowed.
-			WithVerbs("get"))
+			// Read by name, and watched by name: a list or watch under resourceNames is
+			// allowed only when it selects exactly one of these objects
+			// (fieldSelector metadata.name=<name>), never the namespace's Secrets. The
+			// worker watches its channels' Secrets so that a rotation is in force at once
+			// without reading them again and again.
+			WithVerbs("get", "list", "watch"))
 	}
 	return rbacv1ac.Role(WorkerName, t.NamespaceName()).
 		WithLabels(workerLabels(t)).

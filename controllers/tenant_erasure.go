@@ -105,16 +105,19 @@ func ptrTime(t time.Time) *metav1.Time {
 }
 
 func (r *TenantReconciler) setErasurePhase(t *platformv1.Tenant, now time.Time) {
+	// A deactivated tenant waiting for its scheduled erasure is what its spec
+	// asks for (Ready, kstatus Current): the wait may last days, and GitOps
+	// tools must not time out on it.
 	t.Status.Phase = platformv1.TenantPhaseDeactivated
-	reason, msg := platformv1.ReasonDeactivated, "tenant is deactivated; ingest is stopped"
+	ready, reason, msg := true, platformv1.ReasonDeactivated, "tenant is deactivated; ingest is stopped"
 	if erasureStarted(t, now) {
 		t.Status.Phase = platformv1.TenantPhaseErasing
-		reason, msg = "Erasing", "tenant data is being erased"
+		ready, reason, msg = false, "Erasing", "tenant data is being erased"
 	}
 	if t.Spec.State == platformv1.TenantActive && t.DeletionTimestamp.IsZero() {
-		reason, msg = "ReactivationRefused", "erasure has started and cannot be undone: create a new Tenant to onboard the business again"
+		ready, reason, msg = false, platformv1.ReasonReactivationRefused, "erasure has started and cannot be undone: create a new Tenant to onboard the business again"
 	}
-	setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionReady, false, reason, msg)
+	setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionReady, ready, reason, msg)
 }
 
 // reportRisk raises ErasureAtRisk, a Warning Event and the overdue metric
@@ -174,11 +177,12 @@ func (r *TenantReconciler) finishErasure(ctx context.Context, t *platformv1.Tena
 	setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionErasing, false, "Complete", "erasure complete")
 	setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionErased, true, "Verified",
 		fmt.Sprintf("all tenant data erased at %s; see status.erasure", t.Status.ErasedAt.UTC().Format(time.RFC3339)))
-	reason, msg := "Erased", "tenant data is erased"
+	// Erased is the end its spec (Deactivated, or deleted) asks for: Ready.
+	ready, reason, msg := true, "Erased", "tenant data is erased"
 	if t.Spec.State == platformv1.TenantActive && t.DeletionTimestamp.IsZero() {
-		reason, msg = "ReactivationRefused", "an erased tenant cannot be reactivated: create a new Tenant to onboard the business again"
+		ready, reason, msg = false, platformv1.ReasonReactivationRefused, "an erased tenant cannot be reactivated: create a new Tenant to onboard the business again"
 	}
-	setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionReady, false, reason, msg)
+	setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionReady, ready, reason, msg)
 	forgetTenantMetrics(t.Name)
 
 	if !t.DeletionTimestamp.IsZero() && controllerutil.ContainsFinalizer(t, platformv1.TenantFinalizer) {

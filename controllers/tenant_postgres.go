@@ -236,12 +236,17 @@ func (r *TenantReconciler) reconcilePostgres(ctx context.Context, t *platformv1.
 	if err != nil {
 		return r.databaseUnavailable(ctx, t, err)
 	}
-	password, err := r.ensurePostgresSecret(ctx, t, admin, name)
+	secret, password, err := r.ensurePostgresSecret(ctx, t, admin, name)
 	if err != nil {
 		setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionStorageReady, false, platformv1.ReasonApplyFailed, err.Error())
 		return nil, err
 	}
-	host, err := provisionDatabase(ctx, admin, name, password, mark)
+	verifier, err := scramVerifier(password, name)
+	if err != nil {
+		return nil, err
+	}
+	applied := secret.Annotations[appliedVerifierAnnotation] == verifierDigest(verifier)
+	host, err := provisionDatabase(ctx, admin, name, verifier, applied, mark)
 	if errors.Is(err, errDatabaseConflict) {
 		// Not an outage and not the tenant's: nothing of it is touched or
 		// shown. Looked at again later, in case an SRE resolves it.
@@ -251,6 +256,10 @@ func (r *TenantReconciler) reconcilePostgres(ctx context.Context, t *platformv1.
 	}
 	if err != nil {
 		return r.databaseUnavailable(ctx, t, err)
+	}
+	if err := r.recordAppliedVerifier(ctx, secret, verifier); err != nil {
+		setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionStorageReady, false, platformv1.ReasonApplyFailed, err.Error())
+		return nil, err
 	}
 	setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionStorageReady, true, platformv1.ReasonDatabaseReady,
 		fmt.Sprintf("database %s on %s is ready; its credentials are in Secret %s", name, host, platformv1.PostgresSecretName))
@@ -285,13 +294,13 @@ func (r *TenantReconciler) postgresAdminDSN(ctx context.Context) (string, error)
 
 // ensurePostgresSecret creates the tenant's credentials Secret once and
 // keeps its DSN in line with the admin DSN's host, never changing the
-// password it holds. It returns that password.
-func (r *TenantReconciler) ensurePostgresSecret(ctx context.Context, t *platformv1.Tenant, admin, name string) (string, error) {
+// password it holds. It returns the Secret and that password.
+func (r *TenantReconciler) ensurePostgresSecret(ctx context.Context, t *platformv1.Tenant, admin, name string) (*corev1.Secret, string, error) {
 	key := types.NamespacedName{Namespace: t.NamespaceName(), Name: platformv1.PostgresSecretName}
 	var s corev1.Secret
 	err := r.APIReader.Get(ctx, key, &s)
 	if err != nil && !apierrors.IsNotFound(err) {
-		return "", fmt.Errorf("get Secret %s: %w", key, err)
+		return nil, "", fmt.Errorf("get Secret %s: %w", key, err)
 	}
 	var password string
 	// A predecessor's Secret (a Tenant re-created under the same name and
@@ -308,12 +317,12 @@ func (r *TenantReconciler) ensurePostgresSecret(ctx context.Context, t *platform
 	}
 	if password == "" {
 		if password, err = newPostgresPassword(); err != nil {
-			return "", err
+			return nil, "", err
 		}
 	}
 	dsn, err := tenantDSN(admin, name, password, name)
 	if err != nil {
-		return "", fmt.Errorf("build the tenant DSN: %w", err)
+		return nil, "", fmt.Errorf("build the tenant DSN: %w", err)
 	}
 	if s.UID == "" {
 		s = corev1.Secret{
@@ -326,10 +335,10 @@ func (r *TenantReconciler) ensurePostgresSecret(ctx context.Context, t *platform
 		}
 		// AlreadyExists: another pass created it meanwhile; the retry reads it.
 		if err := r.Create(ctx, &s, client.FieldOwner(fieldOwner)); err != nil {
-			return "", fmt.Errorf("create Secret %s: %w", key, err)
+			return nil, "", fmt.Errorf("create Secret %s: %w", key, err)
 		}
 		r.Recorder.Eventf(t, &s, corev1.EventTypeNormal, "Created", "Provision", "created Secret %s (PostgreSQL credentials)", key)
-		return password, nil
+		return &s, password, nil
 	}
 	if !owned || string(s.Data[platformv1.PostgresSecretKey]) != dsn {
 		patch := client.MergeFrom(s.DeepCopy())
@@ -342,10 +351,10 @@ func (r *TenantReconciler) ensurePostgresSecret(ctx context.Context, t *platform
 			s.OwnerReferences = []metav1.OwnerReference{postgresSecretOwner(t)}
 		}
 		if err := r.Patch(ctx, &s, patch, client.FieldOwner(fieldOwner)); err != nil {
-			return "", fmt.Errorf("update Secret %s: %w", key, err)
+			return nil, "", fmt.Errorf("update Secret %s: %w", key, err)
 		}
 	}
-	return password, nil
+	return &s, password, nil
 }
 
 // postgresSecretOwner binds the credentials Secret to its Tenant.
@@ -375,12 +384,46 @@ func connectAdmin(ctx context.Context, dsn string) (conn *pgx.Conn, host string,
 	return conn, host, nil
 }
 
-// provisionDatabase ensures the tenant's role (with the Secret's password)
-// and its database, closed to every other role, both bound to the Tenant's
-// UID by their comment (mark). A role or database of that name bound to
-// another Tenant is left exactly as it is: errDatabaseConflict. It returns
-// the server's host for messages.
-func provisionDatabase(ctx context.Context, admin, name, password string, mark dbMark) (string, error) {
+// appliedVerifierAnnotation on the tenant's credentials Secret holds the digest
+// of the SCRAM verifier last set on the tenant's role, written once the server
+// took it. An unchanged password then costs the server no write on the next
+// pass; a new password (the Secret recreated, or its DSN edited) gives a new
+// verifier, which is set. A role whose password was changed on the server by
+// hand is set again once this annotation is removed.
+const appliedVerifierAnnotation = "platform.omniflowcrm.com/applied-role-verifier"
+
+// verifierDigest names a verifier without revealing it (it is as good as the
+// password against the server).
+func verifierDigest(verifier string) string {
+	sum := sha256.Sum256([]byte(verifier))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// recordAppliedVerifier notes on the Secret that the role carries verifier.
+func (r *TenantReconciler) recordAppliedVerifier(ctx context.Context, s *corev1.Secret, verifier string) error {
+	digest := verifierDigest(verifier)
+	if s.Annotations[appliedVerifierAnnotation] == digest {
+		return nil
+	}
+	patch := client.MergeFrom(s.DeepCopy())
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Annotations[appliedVerifierAnnotation] = digest
+	if err := r.Patch(ctx, s, patch, client.FieldOwner(fieldOwner)); err != nil {
+		return fmt.Errorf("record the applied role password on Secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	return nil
+}
+
+// provisionDatabase ensures the tenant's role (with the Secret's password, as
+// its SCRAM verifier) and its database, closed to every other role, both
+// bound to the Tenant's UID by their comment (mark). applied says the role
+// already carries verifier. A role or database of that name bound to another
+// Tenant is left exactly as it is: errDatabaseConflict. At steady state it
+// only reads the catalogs: every statement that writes runs only when
+// something differs. It returns the server's host for messages.
+func provisionDatabase(ctx context.Context, admin, name, verifier string, applied bool, mark dbMark) (string, error) {
 	conn, host, err := connectAdmin(ctx, admin)
 	if err != nil {
 		return host, err
@@ -403,30 +446,24 @@ func provisionDatabase(ctx context.Context, admin, name, password string, mark d
 				errDatabaseConflict, kind, name, host, o.boundTo())
 		}
 	}
-	verb := "CREATE"
-	if role.Exists {
-		verb = "ALTER"
-	}
-	// The server gets a SCRAM-SHA-256 verifier, never the password itself, so
-	// that a server logging statements (log_statement) cannot log it; the
-	// statement's error never quotes the statement either.
-	verifier, err := scramVerifier(password, name)
-	if err != nil {
-		return host, err
-	}
-	if _, err := conn.Exec(ctx, verb+" ROLE "+ident+" WITH LOGIN PASSWORD "+quoteLiteral(verifier)); err != nil {
-		return host, fmt.Errorf("%s role %s on %s: %w", strings.ToLower(verb), name, host, err)
+	if verb := roleStatement(role.Exists, applied); verb != "" {
+		// The server gets a SCRAM-SHA-256 verifier, never the password itself, so
+		// that a server logging statements (log_statement) cannot log it; the
+		// statement's error never quotes the statement either.
+		if _, err := conn.Exec(ctx, verb+" ROLE "+ident+" WITH LOGIN PASSWORD "+quoteLiteral(verifier)); err != nil {
+			return host, fmt.Errorf("%s role %s on %s: %w", strings.ToLower(verb), name, host, err)
+		}
 	}
 	if err := setComment(ctx, conn, "role", name, role, mark.String()); err != nil {
 		return host, err
 	}
-	// Since PostgreSQL 16 a CREATEROLE admin may give a database to a role,
-	// or comment on the role's database, only as a member of the role; a
-	// superuser or an older server accepts the grant as a no-op.
-	if _, err := conn.Exec(ctx, "GRANT "+ident+" TO CURRENT_USER"); err != nil {
-		return host, fmt.Errorf("grant role %s to the admin on %s: %w", name, host, err)
-	}
 	if !db.Exists {
+		// Since PostgreSQL 16 a CREATEROLE admin may give a database to a
+		// role, or later comment on it, only as a member of the role; a
+		// superuser or an older server accepts the grant as a no-op.
+		if _, err := conn.Exec(ctx, "GRANT "+ident+" TO CURRENT_USER"); err != nil {
+			return host, fmt.Errorf("grant role %s to the admin on %s: %w", name, host, err)
+		}
 		if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident+" OWNER "+ident); err != nil {
 			return host, fmt.Errorf("create database %s on %s: %w", name, host, err)
 		}
@@ -437,11 +474,31 @@ func provisionDatabase(ctx context.Context, admin, name, password string, mark d
 		return host, err
 	}
 	// Every database is open to PUBLIC by default: only the owner may
-	// connect to a tenant's.
-	if _, err := conn.Exec(ctx, "REVOKE CONNECT ON DATABASE "+ident+" FROM PUBLIC"); err != nil {
-		return host, fmt.Errorf("revoke connect on database %s on %s: %w", name, host, err)
+	// connect to a tenant's. Looked at first: a REVOKE rewrites the catalog
+	// row even when it changes nothing.
+	var open bool
+	if err := conn.QueryRow(ctx, "SELECT has_database_privilege('public', $1, 'CONNECT')", name).Scan(&open); err != nil {
+		return host, fmt.Errorf("look up who may connect to database %s on %s: %w", name, host, err)
+	}
+	if open {
+		if _, err := conn.Exec(ctx, "REVOKE CONNECT ON DATABASE "+ident+" FROM PUBLIC"); err != nil {
+			return host, fmt.Errorf("revoke connect on database %s on %s: %w", name, host, err)
+		}
 	}
 	return host, nil
+}
+
+// roleStatement is the statement that gives the tenant's role its password:
+// CREATE for a missing role, ALTER for one whose verifier is not known to be
+// the Secret's, none when it is.
+func roleStatement(roleExists, applied bool) string {
+	switch {
+	case !roleExists:
+		return "CREATE"
+	case !applied:
+		return "ALTER"
+	}
+	return ""
 }
 
 // scramIterations is PostgreSQL's default (scram_iterations) for SCRAM-SHA-256.

@@ -327,3 +327,20 @@ func TestScramVerifierMatchesPostgres(t *testing.T) {
 		t.Fatalf("verifiers %q %q %q", v1, v2, v3)
 	}
 }
+
+func TestRoleStatementWritesOnlyWhenTheVerifierIsNotKnownToBeSet(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		exists, applied bool
+		want            string
+	}{
+		{false, false, "CREATE"},
+		{false, true, "CREATE"}, // dropped by hand: the annotation does not make it exist
+		{true, false, "ALTER"},
+		{true, true, ""},
+	} {
+		if got := roleStatement(tc.exists, tc.applied); got != tc.want {
+			t.Errorf("roleStatement(exists=%v, applied=%v) = %q, want %q", tc.exists, tc.applied, got, tc.want)
+		}
+	}
+}

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Benchmark of the ingest worker's durable path against a verify-only baseline, measured
-# side by side in one run on loopback (make bench). Not a test: it prints figures.
+# Benchmark of the ingest worker's durable path against a verify-only baseline, and of the
+# same durable worker reached through the webhook front door against reaching it
+# directly, measured side by side in one run on loopback (make bench). Not a test: it
+# prints figures. FRONTDOOR=0 skips the front door phase.
 #
 #   CLIENTS=64 DURATION=10s BATCHES=1,10 USERS=5000 hack/bench.sh
 set -euo pipefail
@@ -12,6 +14,7 @@ WARMUP=${WARMUP:-1s}
 USERS=${USERS:-5000}
 BATCHES=${BATCHES:-1,10}
 MAX_DELIVERIES=${MAX_DELIVERIES:-300000}
+FRONTDOOR=${FRONTDOOR:-1}
 # The store must be on a real disk for fsync to cost what it costs in production: default
 # to /var/tmp (tmpfs /tmp would flatter the durable figures).
 WORK=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/omniflow-bench.XXXXXX")
@@ -27,8 +30,9 @@ cleanup() {
 trap cleanup EXIT
 
 cd "$ROOT"
-echo "building ingest-worker and loadgen (CGO_ENABLED=0)..."
+echo "building ingest-worker, frontdoor and loadgen (CGO_ENABLED=0)..."
 CGO_ENABLED=0 go build -o "$WORK/ingest-worker" ./cmd/ingest-worker
+CGO_ENABLED=0 go build -o "$WORK/frontdoor" ./cmd/frontdoor
 CGO_ENABLED=0 go build -o "$WORK/loadgen" ./hack/loadgen
 
 cat >"$WORK/channels.yaml" <<YAML
@@ -41,12 +45,26 @@ channels:
     verifyToken: bench-verify
 YAML
 
+# The front door's secrets: the same app secret as the channel (loadgen signs with it),
+# and a forwarding key from which the bench tenant's credential is derived.
+printf 'bench_app_secret' >"$WORK/app-secret"
+printf 'bench-verify' >"$WORK/verify-token"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/forwarding.key"
+"$WORK/frontdoor" tenant-key --forwarding-key-file "$WORK/forwarding.key" --tenant bench >"$WORK/bench.key"
+
 # start NAME ARGS...: runs a worker on an ephemeral loopback port and sets ADDR once it
 # is ready. (Not called in $(...): the worker would hold the substitution's pipe open.)
 start() {
 	local name=$1
 	shift
-	"$WORK/ingest-worker" serve --listen 127.0.0.1:0 --channels "$WORK/channels.yaml" "$@" >"$WORK/$name.log" 2>&1 &
+	run "$name" "$WORK/ingest-worker" serve --listen 127.0.0.1:0 --channels "$WORK/channels.yaml" "$@"
+}
+
+# run NAME CMD...: runs a server that logs "Ready" and its address, and sets ADDR.
+run() {
+	local name=$1
+	shift
+	"$@" >"$WORK/$name.log" 2>&1 &
 	PIDS+=("$!")
 	ADDR=""
 	for _ in $(seq 1 300); do
@@ -56,16 +74,30 @@ start() {
 		fi
 		sleep 0.1
 	done
-	echo "worker $name did not become ready:" >&2
+	echo "$name did not become ready:" >&2
 	cat "$WORK/$name.log" >&2
 	return 1
 }
 
-start durable --data-dir "$WORK/data"
+start durable --data-dir "$WORK/data" --forward-key-file "$WORK/bench.key"
 DURABLE=$ADDR
 start baseline --verify-only
 BASELINE=$ADDR
 echo "durable worker on $DURABLE (store in $WORK/data), baseline on $BASELINE"
+FRONTDOOR_ARGS=()
+if [ "$FRONTDOOR" = 1 ]; then
+	cat >"$WORK/routes.yaml" <<YAML
+tenants:
+  - name: bench
+    worker: http://$DURABLE
+    channels:
+      - {platform: WhatsApp, whatsApp: {phoneNumberID: "123456789012345", businessAccountID: "109876543210987"}}
+YAML
+	run frontdoor "$WORK/frontdoor" serve --listen 127.0.0.1:0 --routes "$WORK/routes.yaml" \
+		--app-secret-file "$WORK/app-secret" --verify-token-file "$WORK/verify-token" --forwarding-key-file "$WORK/forwarding.key"
+	FRONTDOOR_ARGS=(--frontdoor "http://$ADDR" --frontdoor-pid "${PIDS[2]}")
+	echo "front door on $ADDR, routing to the durable worker"
+fi
 echo "machine: $(nproc) cores, $(uname -sr), $(go version | cut -d' ' -f3)"
 # The ratio is only meaningful on a quiet machine: record how busy it was.
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -74,7 +106,7 @@ echo
 "$WORK/loadgen" --target "http://$DURABLE" --baseline "http://$BASELINE" --clients "$CLIENTS" \
 	--batches "$BATCHES" --duration "$DURATION" --warmup "$WARMUP" --max-deliveries "$MAX_DELIVERIES" \
 	--users "$USERS" --secret bench_app_secret --channel wa --phone-number-id 123456789012345 \
-	--target-pid "${PIDS[0]}" --baseline-pid "${PIDS[1]}"
+	--target-pid "${PIDS[0]}" --baseline-pid "${PIDS[1]}" "${FRONTDOOR_ARGS[@]}"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 if command -v curl >/dev/null; then

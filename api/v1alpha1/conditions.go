@@ -2,7 +2,10 @@ package v1alpha1
 
 // Condition types. Positive polarity: True is the healthy state.
 const (
-	// ConditionReady summarises the others; kstatus (Flux, Argo CD) reads it.
+	// ConditionReady: the object is in the state its spec asks for (an
+	// Active tenant provisioned, a Deactivated one with ingest stopped and
+	// its erasure scheduled, an Erased one erased). kstatus reads it as
+	// Current; Reconciling and Stalled below say why it is not.
 	ConditionReady = "Ready"
 	// ConditionNamespaceReady: the tenant's namespace exists and is ours.
 	ConditionNamespaceReady = "NamespaceReady"
@@ -38,6 +41,9 @@ const (
 	ReasonSecretMissing         = "SecretMissing"
 	ReasonConflict              = "Conflict"
 	ReasonRefused               = "Refused"
+	// ReasonReactivationRefused: spec.state is Active again but the erasure
+	// has started or is done; a new Tenant must be created instead.
+	ReasonReactivationRefused = "ReactivationRefused"
 	// ReasonDatabaseReady: the tenant's PostgreSQL role and database exist
 	// and its credentials are in the Secret PostgresSecretName.
 	ReasonDatabaseReady = "DatabaseReady"
@@ -83,4 +89,18 @@ const (
 const (
 	PostgresSecretName = "omniflow-postgres"
 	PostgresSecretKey  = "dsn"
+)
+
+// The kstatus conditions (sigs.k8s.io/cli-utils/pkg/kstatus), abnormal-true:
+// Flux, Argo CD (with the health check in docs/gitops.md) and `kubectl wait`
+// read them beside Ready. Exactly one of Ready, Reconciling and Stalled is
+// True once the operator has looked at an object (health.go says which).
+const (
+	// ConditionReconciling: the operator is still working towards the
+	// state the spec asks for; it gets there without help.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled: the object cannot reach the state its spec asks for
+	// without a human (a conflict, a missing Secret, a refused request, a
+	// legal deadline at risk).
+	ConditionStalled = "Stalled"
 )

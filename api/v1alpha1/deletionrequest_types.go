@@ -12,7 +12,9 @@ const (
 	// ScopeMessages: the subject's messages in both directions and their
 	// delivery statuses.
 	ScopeMessages DeletionScope = "Messages"
-	// ScopeContacts: the subject's contact (lead) records.
+	// ScopeContacts: the subject's contact (lead) records, the identity changes that
+	// link their identifiers, and where they came from (referrals, opt-ins and the
+	// notification tokens those carry).
 	ScopeContacts DeletionScope = "Contacts"
 	// ScopeFiles: files the subject sent or received.
 	ScopeFiles DeletionScope = "Files"
@@ -69,7 +71,8 @@ type DeletionRequestSpec struct {
 	Channel string `json:"channel,omitempty"`
 
 	// scope lists what is erased: Messages (with their delivery statuses),
-	// Contacts, Files. Defaults to all three.
+	// Contacts (with their identity changes and lead records: referrals, opt-ins
+	// and notification tokens), Files. Defaults to all three.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1
@@ -107,7 +110,8 @@ type ErasedCounts struct {
 	// statuses is the number of delivery statuses erased.
 	// +optional
 	Statuses int64 `json:"statuses,omitempty"`
-	// contacts is the number of contact records erased.
+	// contacts is the number of contact records, identity changes and lead
+	// records erased.
 	// +optional
 	Contacts int64 `json:"contacts,omitempty"`
 	// files is the number of files erased.
@@ -129,7 +133,9 @@ type DeletionRequestStatus struct {
 
 	// conditions: Ready (the request is done; written by the operator, its
 	// reason says why a request was refused), AtRisk (unfinished 3 days before
-	// its deadline), SubjectErased (the worker's report of the erasure).
+	// its deadline), SubjectErased (the worker's report of the erasure),
+	// Reconciling (True while Pending or Running) and Stalled (True when
+	// Refused, Failed or at risk: a human must act).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -171,11 +177,11 @@ type DeletionRequestStatus struct {
 // Its spec cannot change once created.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:shortName=dr,categories=omniflow
+// +kubebuilder:resource:shortName=odr,categories=omniflow
 // +kubebuilder:printcolumn:name="Platform",type=string,JSONPath=`.spec.platform`
 // +kubebuilder:printcolumn:name="Source",type=string,JSONPath=`.spec.source`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
-// +kubebuilder:printcolumn:name="Deadline",type=date,JSONPath=`.status.deadline`
+// +kubebuilder:printcolumn:name="Deadline",type=string,JSONPath=`.status.deadline`
 // +kubebuilder:printcolumn:name="Completed",type=date,JSONPath=`.status.completedAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type DeletionRequest struct {

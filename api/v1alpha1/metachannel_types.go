@@ -137,7 +137,9 @@ type MetaChannelStatus struct {
 	// conditions: Ready is True when the channel's Secrets exist and are
 	// well-formed, it holds its platform id (no other channel serves it),
 	// and its tenant is Active. Reason Conflict says that another channel
-	// serves the id, and never which.
+	// serves the id, and never which. Stalled is True whenever Ready is
+	// False (every reason needs a human), Reconciling only before the first
+	// verdict.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

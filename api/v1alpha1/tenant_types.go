@@ -203,7 +203,11 @@ type TenantStatus struct {
 	Phase TenantPhase `json:"phase,omitempty"`
 
 	// conditions are the detailed state: Ready, NamespaceReady, StorageReady,
-	// WorkerReady, RouteReady, Erasing, Erased, ErasureAtRisk.
+	// WorkerReady, RouteReady, Erasing, Erased, ErasureAtRisk, and the kstatus
+	// pair Reconciling (True while the operator works towards the spec) and
+	// Stalled (True when only a human can help). Ready is True for an Active
+	// tenant provisioned, a Deactivated one waiting out its grace period and
+	// an Erased one.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -313,7 +317,7 @@ type ErasureStep struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.status.namespace`
-// +kubebuilder:printcolumn:name="Erasure-Deadline",type=date,JSONPath=`.status.erasureDeadline`
+// +kubebuilder:printcolumn:name="Erasure-Deadline",type=string,JSONPath=`.status.erasureDeadline`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Tenant struct {
 	metav1.TypeMeta   `json:",inline"`

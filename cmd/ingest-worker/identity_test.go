@@ -116,12 +116,17 @@ func numberChangeThenErasure(t *testing.T, env, storeArgs []string, dataDir, dsn
 	postSigned(t, w, "wa", delivery(anaNew, "wamid.AFTER-CHANGE-1"))
 	postSigned(t, w, "wa", delivery("447700900123", "wamid.BYSTANDER-1"))
 	postSigned(t, w, "fb", fixture(t, "fixtures/messenger-delivery-and-read-batch.json")) // receipts
+	postSigned(t, w, "fb", fixture(t, "extra/messenger-optin-recurring.json"))            // a lead, with a token
 
 	_, full := runExport(t, env, storeArgs...)
 	for _, k := range storetest.Kinds() {
 		if len(full[k]) == 0 && k != store.KindErasure {
 			t.Errorf("the full export has no %s record: the strict decoding did not cover it", k)
 		}
+	}
+	// The lead says a notification token exists; no export carries the token.
+	if out, _ := runExport(t, env, storeArgs...); bytes.Contains(out, []byte("NMT-SECRET")) || !bytes.Contains(out, []byte(`"hasToken":true`)) {
+		t.Errorf("the full export shows the notification token, or not that one exists:\n%s", out)
 	}
 	var anaMessages []string
 	for _, id := range []string{anaOld, anaNew, "+1 (555) 555-0143"} {

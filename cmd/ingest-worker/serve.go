@@ -20,6 +20,7 @@ import (
 
 	"github.com/omniflowcrm/omniflow-operator/internal/channels"
 	"github.com/omniflowcrm/omniflow-operator/internal/clusterchannels"
+	"github.com/omniflowcrm/omniflow-operator/internal/forward"
 	"github.com/omniflowcrm/omniflow-operator/internal/ingest"
 	"github.com/omniflowcrm/omniflow-operator/internal/retention"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
@@ -45,11 +46,9 @@ type serveOptions struct {
 	reloadInterval time.Duration
 	namespace      string
 	tenant         string
-	secretRefresh  time.Duration
-	// deletionInterval is how often pending DeletionRequests are looked for.
-	deletionInterval time.Duration
-	verbosity        int
-	storeKind        string
+	verbosity      int
+	storeKind      string
+	forwardKeyFile string
 }
 
 const (
@@ -88,8 +87,6 @@ func parseServe(args []string, getenv func(string) string) (*serveOptions, error
 	fs.StringVar(&o.channelsFile, "channels", "", "standalone mode: YAML file naming the tenant and its channels")
 	fs.StringVar(&o.namespace, "namespace", getenv(envNamespace), "in-cluster mode: the namespace whose MetaChannels are served (default $"+envNamespace+")")
 	fs.StringVar(&o.tenant, "tenant", getenv(envTenant), "the worker's tenant; webhooks are also served under /t/<tenant>/ (default $"+envTenant+")")
-	fs.DurationVar(&o.secretRefresh, "secret-refresh-interval", clusterchannels.DefaultSecretRefresh, "in-cluster mode: how often channels' Secrets are read again (the longest a rotated secret waits)")
-	fs.DurationVar(&o.deletionInterval, "deletion-request-interval", subjecterasure.DefaultInterval, "in-cluster mode: how often pending DeletionRequests are looked for")
 	fs.StringVar(&o.cfg.PublicBaseURL, "public-base-url", "", "in-cluster mode: base of the status URL Meta's data-deletion callback answers, as the public sees it (e.g. https://hooks.example.com/t/acme); default: the callback request's X-Forwarded-Proto, Host and path prefix")
 	fs.Int64Var(&o.cfg.MaxBodyBytes, "max-body-bytes", ingest.DefaultMaxBodyBytes, "largest delivery accepted; larger ones get 413")
 	fs.DurationVar(&o.reloadInterval, "channels-reload-interval", 5*time.Second, "standalone mode: how often the channels file is checked for changes (SIGHUP reloads at once)")
@@ -98,6 +95,7 @@ func parseServe(args []string, getenv func(string) string) (*serveOptions, error
 	fs.DurationVar(&o.cfg.Retention.MaxAge, "retention-max-age", 0, "delete stored messages (with their reactions, statuses, files and contacts left without any) older than this, by their own timestamps; 0 keeps everything")
 	fs.DurationVar(&o.cfg.Retention.Interval, "retention-interval", retention.DefaultInterval, "how often retention runs (it also runs at start); a message is deleted at most --retention-max-age plus this after its timestamp")
 	fs.IntVar(&o.cfg.Retention.BatchSize, "retention-batch-size", retention.DefaultBatchSize, "records of each kind deleted per transaction: ingest waits for at most one batch")
+	fs.StringVar(&o.forwardKeyFile, "forward-key-file", "", "file holding this tenant's forwarding credential in hex (`frontdoor tenant-key`): the worker then accepts the parts a webhook front door forwards to "+forward.Path)
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity (1: one line per delivery, without personal data)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -141,6 +139,9 @@ func serve(args []string) error {
 	} else {
 		err = fileSource(o, log)
 	}
+	if err == nil && o.forwardKeyFile != "" {
+		o.cfg.ForwardKey, err = forward.ReadKeyFile(o.forwardKeyFile)
+	}
 	if err == nil {
 		err = ingest.Serve(ctx, o.cfg)
 	}
@@ -180,7 +181,6 @@ func clusterSource(o *serveOptions, log logr.Logger) error {
 	}
 	w, err := clusterchannels.New(clusterchannels.Config{
 		RestConfig: rc, Namespace: o.namespace, Registry: o.cfg.Registry, Log: log.WithValues("tenant", o.tenant),
-		SecretRefresh: o.secretRefresh,
 	})
 	if err != nil {
 		return err
@@ -200,10 +200,12 @@ func clusterSource(o *serveOptions, log logr.Logger) error {
 	o.cfg.Retention.Reporter = &workerreport.Retention{Client: c, Namespace: o.namespace}
 	o.cfg.Tasks = append(o.cfg.Tasks, func(ctx context.Context, st store.Store) {
 		p := &subjecterasure.Processor{
-			Client: c, Namespace: o.namespace, Store: st, Clock: clock.RealClock{},
-			Log: log.WithName("deletion-requests"), Interval: o.deletionInterval,
+			Client: c, RestConfig: rc, Namespace: o.namespace, Store: st, Clock: clock.RealClock{},
+			Log: log.WithName("deletion-requests"),
 		}
-		_ = p.Run(ctx)
+		if err := p.Run(ctx); err != nil {
+			log.Error(err, "Deletion requests are no longer watched")
+		}
 	})
 	return nil
 }

@@ -26,11 +26,15 @@ const otherID = "15550100888"
 // workerClient acts as the tenant's worker ServiceAccount: it can do exactly
 // what the Role the operator applied grants.
 func workerClient(g Gomega, ns string) client.WithWatch {
-	cfg := rest.CopyConfig(restCfg)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + controllers.WorkerName}
-	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	c, err := client.NewWithWatch(workerConfig(ns), client.Options{Scheme: scheme})
 	g.ExpectWithOffset(1, err).NotTo(HaveOccurred())
 	return c
+}
+
+func workerConfig(ns string) *rest.Config {
+	cfg := rest.CopyConfig(restCfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + controllers.WorkerName}
+	return cfg
 }
 
 // seededStore is the tenant's SQLite store with three messages and a contact
@@ -70,7 +74,7 @@ func stored(g Gomega, st store.Store, who string) int {
 func runWorker(t *testing.T, ns string, c client.Client, st store.Store) {
 	t.Helper()
 	p := &subjecterasure.Processor{
-		Client: c, Namespace: ns, Store: st, Clock: clock, Log: logr.Discard(), Interval: 100 * time.Millisecond,
+		Client: c, RestConfig: workerConfig(ns), Namespace: ns, Store: st, Clock: clock, Log: logr.Discard(),
 	}
 	testenv.Background(t, p.Run)
 }

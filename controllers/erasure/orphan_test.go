@@ -23,11 +23,16 @@ import (
 // finalizer is stripped, so no erasure runs and garbage collection takes
 // the owned objects, leaving the namespace and a Retain volume behind.
 func forceRemove(g Gomega, name string) {
+	// Delete first, then strip the finalizer: stripped first, the operator
+	// may put it back (it guards every live Tenant) before the delete lands.
 	tn := tenant(g, name)
-	patch := client.MergeFrom(tn.DeepCopy())
-	tn.Finalizers = nil
-	g.Expect(k8s.Patch(ctx, tn, patch)).To(Succeed())
 	g.Expect(k8s.Delete(ctx, tn)).To(Succeed())
+	g.Eventually(func() error {
+		tn := tenant(g, name)
+		patch := client.MergeFromWithOptions(tn.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		tn.Finalizers = nil
+		return k8s.Patch(ctx, tn, patch)
+	}, timeout, interval).Should(Succeed())
 	g.Eventually(gone(&platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: name}}), timeout, interval).Should(BeTrue())
 }
 

@@ -1,6 +1,9 @@
-// Command chart writes the Helm chart in charts/omniflow-operator from the
-// kustomize configuration, so that the two never disagree: `make chart`
-// runs it, and a test fails when the committed chart is out of date.
+// Command chart writes the parts of the Helm chart in charts/omniflow-operator
+// that come from the kustomize configuration (CRDs, RBAC, admission policies,
+// Service, Namespace, Prometheus objects), so that the two never disagree:
+// `make chart` runs it, and a test fails when the committed chart is out of
+// date. The Deployment template and values.yaml are written by hand; the tests
+// render them with the real helm and compare with config/.
 package main
 
 import (

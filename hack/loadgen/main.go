@@ -1,6 +1,8 @@
 // Command loadgen measures the ingest worker's durable path against a verify-only
 // baseline, side by side in one run: signed WhatsApp deliveries (batches of 1 and 10
-// messages) from N concurrent clients, loopback only, bounded in time and count.
+// messages) from N concurrent clients, loopback only, bounded in time and count. With
+// --frontdoor it also measures the same durable worker reached through the webhook front
+// door, against the direct phase.
 package main
 
 import (
@@ -19,15 +21,19 @@ import (
 
 type config struct {
 	durable, baseline string
-	channel, secret   string
-	phoneNumberID     string
-	clients           int
-	batches           []int
-	duration, warmup  time.Duration
-	maxDeliveries     int64
-	users             int64
+	// frontdoor is the base URL of a front door routing the channel's number to the
+	// durable worker; empty skips that phase.
+	frontdoor        string
+	channel, secret  string
+	phoneNumberID    string
+	clients          int
+	batches          []int
+	duration, warmup time.Duration
+	maxDeliveries    int64
+	users            int64
 	// Process ids of the workers, to report their CPU per delivery (0: not reported).
 	durablePID, baselinePID int
+	frontdoorPID            int
 }
 
 func main() {
@@ -35,6 +41,8 @@ func main() {
 	var batches string
 	flag.StringVar(&c.durable, "target", "", "base URL of the durable worker (loopback only)")
 	flag.StringVar(&c.baseline, "baseline", "", "base URL of the verify-only baseline worker (loopback only)")
+	flag.StringVar(&c.frontdoor, "frontdoor", "", "base URL of a front door routing the channel's number to the durable worker (loopback only; optional)")
+	flag.IntVar(&c.frontdoorPID, "frontdoor-pid", 0, "pid of the front door, to report its CPU per delivery (optional)")
 	flag.StringVar(&c.channel, "channel", "wa", "channel name in the webhook path")
 	flag.StringVar(&c.secret, "secret", "bench_app_secret", "app secret to sign with")
 	flag.StringVar(&c.phoneNumberID, "phone-number-id", "123456789012345", "metadata.phone_number_id of the channel")
@@ -54,7 +62,11 @@ func main() {
 		}
 		c.batches = append(c.batches, n)
 	}
-	for _, u := range []string{c.durable, c.baseline} {
+	targets := []string{c.durable, c.baseline}
+	if c.frontdoor != "" {
+		targets = append(targets, c.frontdoor)
+	}
+	for _, u := range targets {
 		if err := loopbackOnly(u); err != nil {
 			fail(err)
 		}
@@ -62,6 +74,17 @@ func main() {
 	if err := run(c, os.Stdout); err != nil {
 		fail(err)
 	}
+}
+
+// frontdoorVerdict compares the front door phase with the direct durable phase: the
+// front door must keep at least 0.8 of the direct throughput, with a p99 at most twice
+// the direct one, and no errors.
+func frontdoorVerdict(direct, fd result) (bool, string) {
+	ratio := fd.rate() / direct.rate()
+	p99, limit := fd.pct(0.99), 2*direct.pct(0.99)
+	ok := ratio >= 0.8 && p99 <= limit && fd.errors == 0
+	return ok, fmt.Sprintf("ratio frontdoor/direct %.2f (target >= 0.80: %s), frontdoor p99 %s (target <= 2 x direct = %s: %s)",
+		ratio, yesNo(ratio >= 0.8), p99.Round(10*time.Microsecond), limit.Round(10*time.Microsecond), yesNo(p99 <= limit))
 }
 
 func perDelivery(d time.Duration, known bool) string {
@@ -139,12 +162,20 @@ func run(c config, out io.Writer) error {
 	var seq atomic.Int64
 	seq.Store(time.Now().UnixNano()) // unique message ids across runs against one store
 	verdict := true
+	direct := func(base string) string { return strings.TrimSuffix(base, "/") + "/webhooks/meta/" + c.channel }
 	for _, batch := range c.batches {
-		var pair [2]result
-		for i, t := range []struct {
+		targets := []struct {
 			name, url string
 			pid       int
-		}{{"baseline", c.baseline, c.baselinePID}, {"durable", c.durable, c.durablePID}} {
+		}{{"baseline", direct(c.baseline), c.baselinePID}, {"durable", direct(c.durable), c.durablePID}}
+		if c.frontdoor != "" {
+			targets = append(targets, struct {
+				name, url string
+				pid       int
+			}{"frontdoor", strings.TrimSuffix(c.frontdoor, "/") + "/webhooks/meta", c.frontdoorPID})
+		}
+		pair := make([]result, len(targets))
+		for i, t := range targets {
 			r, err := phase(c, client, t.url, t.pid, batch, &seq)
 			if err != nil {
 				return fmt.Errorf("%s batch %d: %w", t.name, batch, err)
@@ -163,6 +194,11 @@ func run(c config, out io.Writer) error {
 			batch, ratio, yesNo(ratio >= 0.5), p99.Round(10*time.Microsecond), yesNo(p99 < 100*time.Millisecond))
 		if b, d := pair[0].cost, pair[1].cost; b.serverKnown && d.serverKnown {
 			fmt.Fprintf(out, "batch %d: %s\n\n", batch, budget(b, d))
+		}
+		if len(pair) == 3 {
+			ok, line := frontdoorVerdict(pair[1], pair[2])
+			verdict = verdict && ok
+			fmt.Fprintf(out, "batch %d: %s\n\n", batch, line)
 		}
 	}
 	fmt.Fprintf(out, "overall: %s\n", map[bool]string{true: "targets met", false: "targets NOT met"}[verdict])

@@ -3,6 +3,7 @@ package main
 import (
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 )
@@ -42,6 +43,34 @@ func TestBody(t *testing.T) {
 				}
 				seen[m.ID] = true
 			}
+		}
+	}
+}
+
+// The front door phase is judged against the direct phase: >= 0.8 of its throughput, a
+// p99 at most twice its p99, no errors.
+func TestFrontdoorVerdict(t *testing.T) {
+	t.Parallel()
+	ms := func(n int) []time.Duration {
+		lat := make([]time.Duration, 100)
+		for i := range lat {
+			lat[i] = time.Duration(n) * time.Millisecond
+		}
+		return lat
+	}
+	direct := result{deliveries: 1000, elapsed: time.Second, lat: ms(10)}
+	for name, tc := range map[string]struct {
+		fd   result
+		want bool
+	}{
+		"at the line":    {result{deliveries: 800, elapsed: time.Second, lat: ms(20)}, true},
+		"too slow":       {result{deliveries: 790, elapsed: time.Second, lat: ms(10)}, false},
+		"p99 over 2x":    {result{deliveries: 1000, elapsed: time.Second, lat: ms(21)}, false},
+		"errors":         {result{deliveries: 1000, elapsed: time.Second, lat: ms(10), errors: 1}, false},
+		"faster is fine": {result{deliveries: 1200, elapsed: time.Second, lat: ms(5)}, true},
+	} {
+		if ok, line := frontdoorVerdict(direct, tc.fd); ok != tc.want {
+			t.Errorf("%s: %v (%s), want %v", name, ok, line, tc.want)
 		}
 	}
 }

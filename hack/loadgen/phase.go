@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,10 +14,9 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 )
 
-// phase runs clients against one target: warm-up, then measurement until the duration or
-// the delivery cap is reached.
-func phase(c config, client *http.Client, base string, pid, batch int, seq *atomic.Int64) (result, error) {
-	endpoint := strings.TrimSuffix(base, "/") + "/webhooks/meta/" + c.channel
+// phase runs clients against one endpoint: warm-up, then measurement until the duration
+// or the delivery cap is reached.
+func phase(c config, client *http.Client, endpoint string, pid, batch int, seq *atomic.Int64) (result, error) {
 	// Check the target answers a signed delivery before loading it.
 	if code, err := send(client, endpoint, []byte(c.secret), body(c.phoneNumberID, batch, c.users, seq)); err != nil || code != 200 {
 		return result{}, fmt.Errorf("probe: status %d, %v", code, err)

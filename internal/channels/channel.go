@@ -4,6 +4,7 @@
 package channels
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -162,3 +163,10 @@ func (c Channel) clone() Channel {
 // ErrConflict means two channels claim the same platform account: Meta's traffic for it
 // could not be attributed unambiguously.
 var ErrConflict = errors.New("platform account already served by another channel")
+
+// SameApp reports whether o is signed for by the same Meta app as c: both carry the same
+// app secret. A delivery signed with one app's secret can legitimately carry only that
+// app's accounts, so only such channels may take each other's parts.
+func (c *Channel) SameApp(o *Channel) bool {
+	return c.AppSecret != "" && subtle.ConstantTimeCompare([]byte(c.AppSecret), []byte(o.AppSecret)) == 1
+}

@@ -2,6 +2,7 @@ package channels
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 
@@ -114,5 +115,40 @@ func (r *Registry) Names() []string {
 		out = append(out, n)
 	}
 	sort.Strings(out)
+	return out
+}
+
+// Owner returns the channel a part of a delivery belongs to, judged by the part's own ids
+// (see Channel.Owns): WhatsApp changes by their phone number id, Messenger and Instagram
+// parts by entry.id. A WhatsApp account-level change names only its business account,
+// which several phone numbers may share: it has no single owner, and Owner reports none
+// (BusinessAccount lists the channels it concerns).
+func (r *Registry) Owner(p *meta.Part) (Channel, bool) {
+	id := p.AccountID
+	if p.Platform == meta.WhatsApp && p.AccountID == p.EntryID {
+		return Channel{}, false
+	}
+	if id == "" {
+		return Channel{}, false
+	}
+	ch, ok := r.LookupByAccount(p.Platform, id)
+	if !ok || !ch.Owns(p) {
+		return Channel{}, false
+	}
+	return ch, true
+}
+
+// BusinessAccount returns the WhatsApp channels whose business account id is one of ids,
+// sorted by name: the channels a WhatsApp account-level notice concerns.
+func (r *Registry) BusinessAccount(ids ...string) []Channel {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []Channel
+	for _, ch := range r.byName {
+		if ch.WhatsApp != nil && slices.Contains(ids, string(ch.WhatsApp.BusinessAccountID)) {
+			out = append(out, ch.clone())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }

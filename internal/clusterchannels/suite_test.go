@@ -50,11 +50,10 @@ var (
 )
 
 const (
-	// Generous: envtest shares a 2-core machine with other suites. The worker's Secret
-	// refresh in these tests is 1s, so rotations land well within this.
+	// Generous: envtest shares a 2-core machine with other suites. The worker watches
+	// what it reads, so changes land well within this.
 	timeout  = 30 * time.Second
 	interval = 100 * time.Millisecond
-	refresh  = time.Second
 )
 
 func TestMain(m *testing.M) {
@@ -139,8 +138,12 @@ func setReady(g Gomega, ns, name string, ready bool, reason string) {
 }
 
 func channelSecret(g Gomega, ns, name string, data map[string]string) {
-	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, StringData: data}
-	g.ExpectWithOffset(1, k8s.Create(context.Background(), s)).To(Succeed())
+	channelSecretOfType(g, ns, name, corev1.SecretTypeOpaque, data)
+}
+
+func channelSecretOfType(g Gomega, ns, name string, typ corev1.SecretType, data map[string]string) {
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Type: typ, StringData: data}
+	g.ExpectWithOffset(2, k8s.Create(context.Background(), s)).To(Succeed())
 }
 
 func whatsAppChannel(ns, name, phoneID, secretName string) *platformv1.MetaChannel {
@@ -182,17 +185,20 @@ type worker struct {
 	tenant  string
 	dataDir string
 	logs    *logBuffer
+	// requests counts what the worker sends the API server.
+	requests *requestCounter
 }
 
 func startWorker(t *testing.T, g Gomega, tn *platformv1.Tenant) *worker {
 	t.Helper()
 	cfg := rest.CopyConfig(restCfg)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + tn.NamespaceName() + ":" + controllers.WorkerName}
-	w := &worker{tenant: tn.Name, dataDir: t.TempDir(), logs: &logBuffer{}}
+	w := &worker{tenant: tn.Name, dataDir: t.TempDir(), logs: &logBuffer{}, requests: &requestCounter{}}
+	cfg.WrapTransport = w.requests.wrap
 	log := funcr.New(w.logs.add, funcr.Options{Verbosity: 10})
 	reg := channels.NewRegistry()
 	src, err := clusterchannels.New(clusterchannels.Config{
-		RestConfig: cfg, Namespace: tn.NamespaceName(), Registry: reg, Log: log, SecretRefresh: refresh,
+		RestConfig: cfg, Namespace: tn.NamespaceName(), Registry: reg, Log: log,
 	})
 	g.Expect(err).NotTo(HaveOccurred())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -212,8 +218,8 @@ func startWorker(t *testing.T, g Gomega, tn *platformv1.Tenant) *worker {
 			Offboard:        src.Offboard,
 			Tasks: []func(context.Context, store.Store){func(ctx context.Context, st store.Store) {
 				p := &subjecterasure.Processor{
-					Client: c, Namespace: tn.NamespaceName(), Store: st, Clock: clock.RealClock{},
-					Log: log.WithName("deletion-requests"), Interval: 200 * time.Millisecond,
+					Client: c, RestConfig: cfg, Namespace: tn.NamespaceName(), Store: st, Clock: clock.RealClock{},
+					Log: log.WithName("deletion-requests"),
 				}
 				_ = p.Run(ctx)
 			}},

@@ -4,11 +4,12 @@
 // while the operator says it may be (Ready=True for its current generation) and its
 // Secrets could be read.
 //
-// Secrets are never listed or watched: the worker's Role names the Secrets it may read
-// (resourceNames), and such a rule grants no list of the whole namespace. Each referenced
-// Secret is read by name, uncached, when its channel changes and again every
-// SecretRefresh, which bounds how long a rotated app secret or verify token takes to be in
-// force.
+// Secrets are never listed as a namespace: the worker's Role names the Secrets it may
+// read (resourceNames), and such a rule grants a list or watch only of exactly the object
+// it names, by a field selector metadata.name=<name>. Each Secret a served channel
+// references is watched that way, one watch per Secret, so a rotated app secret or verify
+// token is in force as soon as the change arrives, and nothing is read while nothing
+// changes.
 package clusterchannels
 
 import (
@@ -29,6 +30,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
@@ -40,9 +42,9 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 )
 
-// DefaultSecretRefresh is how often the Secrets of every channel are read again: the
-// longest a rotated app secret or verify token waits before it is in force.
-const DefaultSecretRefresh = 10 * time.Second
+// maxRetry bounds the backoff of a channel whose sync failed (its Secret's watch not
+// synced yet, an account still held by another channel). Retries read the caches only.
+const maxRetry = 10 * time.Second
 
 // Reasons a channel is not served, as logged. They are the operator's Ready reasons where
 // the operator decided, and these where the worker did.
@@ -68,20 +70,21 @@ type Config struct {
 	Namespace string
 	Registry  *channels.Registry
 	Log       logr.Logger
-	// SecretRefresh is the period of the Secret re-read; 0 means DefaultSecretRefresh.
-	SecretRefresh time.Duration
 }
 
 // Watcher feeds a channels.Registry from the cluster (see the package comment).
 type Watcher struct {
-	cfg     Config
-	cache   cache.Cache
-	secrets client.Reader // uncached: Secrets are read by name, never listed
-	queue   workqueue.TypedRateLimitingInterface[string]
+	cfg       Config
+	cache     cache.Cache
+	clientset kubernetes.Interface // watches Secrets one by one
+	queue     workqueue.TypedRateLimitingInterface[string]
 
-	// served and notServed are touched only by the goroutine running Run's loop.
-	served    map[string]string // channel name -> servedKey of the object it was resolved from
-	notServed map[string]string // channel name -> the last reason logged
+	// served, notServed, secretWatches and watchCtx are touched only by the goroutine
+	// running Run's loop.
+	served        map[string]string // channel name -> servedKey of the object it was resolved from
+	notServed     map[string]string // channel name -> the last reason logged
+	secretWatches map[string]*secretWatch
+	watchCtx      context.Context // the Secret watches run until it ends
 
 	// Channels whose business left (Meta's account_update, see Offboard).
 	writer     client.Client     // writes the Events that say so
@@ -104,9 +107,6 @@ func New(cfg Config) (*Watcher, error) {
 	if cfg.RestConfig == nil || cfg.Namespace == "" || cfg.Registry == nil {
 		return nil, errors.New("clusterchannels: rest config, namespace and registry are required")
 	}
-	if cfg.SecretRefresh <= 0 {
-		cfg.SecretRefresh = DefaultSecretRefresh
-	}
 	scheme := Scheme()
 	// The cache holds this namespace's MetaChannels only: it is asked for no other kind,
 	// and a cluster-wide watch would be refused by the worker's Role anyway.
@@ -119,23 +119,26 @@ func New(cfg Config) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create cache for namespace %s: %w", cfg.Namespace, err)
 	}
-	secrets, err := client.New(cfg.RestConfig, client.Options{Scheme: scheme})
+	writer, err := client.New(cfg.RestConfig, client.Options{Scheme: scheme})
 	if err != nil {
 		return nil, fmt.Errorf("create client: %w", err)
 	}
-	// Failed reads (a Secret not yet granted by the Role, an API server blip) are retried
-	// soon, backing off to the refresh period.
-	limiter := workqueue.NewTypedItemExponentialFailureRateLimiter[string](250*time.Millisecond, cfg.SecretRefresh)
+	cs, err := kubernetes.NewForConfig(cfg.RestConfig)
+	if err != nil {
+		return nil, fmt.Errorf("create clientset: %w", err)
+	}
+	limiter := workqueue.NewTypedItemExponentialFailureRateLimiter[string](250*time.Millisecond, maxRetry)
 	return &Watcher{
-		cfg:        cfg,
-		cache:      c,
-		secrets:    secrets,
-		queue:      workqueue.NewTypedRateLimitingQueueWithConfig(limiter, workqueue.TypedRateLimitingQueueConfig[string]{}),
-		served:     map[string]string{},
-		notServed:  map[string]string{},
-		writer:     secrets,
-		offPending: map[string]string{},
-		offKeys:    map[string]string{},
+		cfg:           cfg,
+		cache:         c,
+		clientset:     cs,
+		queue:         workqueue.NewTypedRateLimitingQueueWithConfig(limiter, workqueue.TypedRateLimitingQueueConfig[string]{}),
+		served:        map[string]string{},
+		notServed:     map[string]string{},
+		secretWatches: map[string]*secretWatch{},
+		writer:        writer,
+		offPending:    map[string]string{},
+		offKeys:       map[string]string{},
 	}, nil
 }
 
@@ -173,11 +176,16 @@ func (w *Watcher) Run(ctx context.Context, synced func()) error {
 		}
 		return ctx.Err()
 	}
-	w.cfg.Log.Info("Watching channels", "namespace", w.cfg.Namespace, "secretRefresh", w.cfg.SecretRefresh.String())
+	w.cfg.Log.Info("Watching channels", "namespace", w.cfg.Namespace)
 
-	// The first pass runs here, not in the loop, so that synced means "loaded".
+	// The first pass runs here, not in the loop, so that synced means "loaded": the
+	// Secrets of every channel to serve are watched, and each watch has answered, first.
+	w.watchCtx = loopCtx
 	names, err := w.allNames(ctx)
 	if err != nil {
+		return err
+	}
+	if err := w.watchWantedSecrets(loopCtx); err != nil {
 		return err
 	}
 	for _, name := range names {
@@ -189,15 +197,13 @@ func (w *Watcher) Run(ctx context.Context, synced func()) error {
 		synced()
 	}
 
-	var wg sync.WaitGroup
-	wg.Add(1)
 	go func() {
-		defer wg.Done()
-		w.refreshLoop(loopCtx)
+		<-loopCtx.Done()
+		w.queue.ShutDown()
 	}()
 	for w.processNext(loopCtx) {
 	}
-	wg.Wait()
+	stopLoop() // ends the Secret watches too
 	stopCache()
 	err = <-cacheErr
 	switch {
@@ -219,41 +225,18 @@ func (w *Watcher) enqueue(obj any) {
 	}
 }
 
-// refreshLoop queues every channel each SecretRefresh, which re-reads its Secrets, and
-// stops the queue when ctx ends.
-func (w *Watcher) refreshLoop(ctx context.Context) {
-	defer w.queue.ShutDown()
-	tick := time.NewTicker(w.cfg.SecretRefresh)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			names, err := w.allNames(ctx)
-			if err != nil {
-				w.cfg.Log.Error(err, "Cannot list channels for the Secret refresh")
-				continue
-			}
-			for _, n := range names {
-				w.queue.Add(n)
-			}
-		}
-	}
-}
-
 // allNames lists the cached channels plus the registered ones (a served channel missing
 // from the cache was deleted, and must be dropped even if its event was missed).
 func (w *Watcher) allNames(ctx context.Context) ([]string, error) {
-	var list platformv1.MetaChannelList
-	if err := w.cache.List(ctx, &list, client.InNamespace(w.cfg.Namespace)); err != nil {
-		return nil, fmt.Errorf("list cached metachannels: %w", err)
+	list, err := w.cachedChannels(ctx)
+	if err != nil {
+		return nil, err
 	}
 	seen := map[string]bool{}
-	names := make([]string, 0, len(list.Items))
-	for i := range list.Items {
-		seen[list.Items[i].Name] = true
-		names = append(names, list.Items[i].Name)
+	names := make([]string, 0, len(list))
+	for i := range list {
+		seen[list[i].Name] = true
+		names = append(names, list[i].Name)
 	}
 	for _, n := range w.cfg.Registry.Names() {
 		if !seen[n] {
@@ -269,7 +252,9 @@ func (w *Watcher) processNext(ctx context.Context) bool {
 		return false
 	}
 	defer w.queue.Done(name)
-	if err := w.sync(ctx, name); err != nil {
+	err := w.sync(ctx, name)
+	w.releaseSecretWatches(ctx)
+	if err != nil {
 		w.cfg.Log.V(1).Info("Channel sync failed; retrying", "channel", name, "error", err.Error())
 		w.queue.AddRateLimited(name)
 		return true
@@ -379,10 +364,11 @@ func (w *Watcher) unserve(name, reason string) {
 	w.notServed[name] = reason
 }
 
-// resolve reads the channel's Secrets and builds its registry entry. It returns a reason
-// when the channel cannot be served as it stands (a Secret or key is missing or empty:
-// retried at the next refresh), or an error when the read failed and should be retried
-// soon (Forbidden while the operator adds the Secret to the Role, a network error).
+// resolve reads the channel's Secrets from their watches and builds its registry entry.
+// It returns a reason when the channel cannot be served as it stands (a Secret or key is
+// missing or empty: its watch brings the fix), or an error when a Secret's watch has not
+// synced yet and the channel should be tried again soon (Forbidden while the operator
+// adds the Secret to the Role, a network error).
 func (w *Watcher) resolve(ctx context.Context, mc *platformv1.MetaChannel) (channels.Channel, string, error) {
 	ch := channels.Channel{
 		Name:            mc.Name,
@@ -398,7 +384,6 @@ func (w *Watcher) resolve(ctx context.Context, mc *platformv1.MetaChannel) (chan
 	if s := mc.Spec.Instagram; s != nil {
 		ch.Instagram = &channels.InstagramIDs{AccountID: channels.ID(s.AccountID)}
 	}
-	read := map[string]*corev1.Secret{} // one GET per Secret even if several keys are used
 	refs := []struct {
 		ref *platformv1.SecretKeyRef
 		dst *string
@@ -407,19 +392,14 @@ func (w *Watcher) resolve(ctx context.Context, mc *platformv1.MetaChannel) (chan
 		if r.ref == nil {
 			continue
 		}
-		s, ok := read[r.ref.Name]
-		if !ok {
-			s = &corev1.Secret{}
-			err := w.secrets.Get(ctx, types.NamespacedName{Namespace: mc.Namespace, Name: r.ref.Name}, s)
-			switch {
-			case apierrors.IsNotFound(err):
-				return ch, reasonSecretMissing, nil
-			case apierrors.IsForbidden(err):
-				return ch, reasonSecretForbidden, fmt.Errorf("get secret %s: %w", r.ref.Name, err)
-			case err != nil:
-				return ch, reasonSecretError, fmt.Errorf("get secret %s: %w", r.ref.Name, err)
-			}
-			read[r.ref.Name] = s
+		s, err := w.watchSecret(r.ref.Name).get()
+		switch {
+		case apierrors.IsForbidden(err):
+			return ch, reasonSecretForbidden, fmt.Errorf("watch secret %s: %w", r.ref.Name, err)
+		case err != nil:
+			return ch, reasonSecretError, fmt.Errorf("watch secret %s: %w", r.ref.Name, err)
+		case s == nil:
+			return ch, reasonSecretMissing, nil
 		}
 		v, ok := s.Data[r.ref.Key]
 		if !ok {

@@ -58,7 +58,7 @@ func TestChannelLifecycle(t *testing.T) {
 	rotated := time.Now()
 	g.Eventually(func() int { return w.handshake("wa", verifyV2) }, timeout, interval).Should(Equal(http.StatusOK),
 		"the rotated verify token is in force")
-	t.Logf("rotation in force after %s (refresh %s)", time.Since(rotated).Round(time.Millisecond), refresh)
+	t.Logf("rotation in force after %s", time.Since(rotated).Round(time.Millisecond))
 	g.Expect(w.handshake("wa", verifyV1)).To(Equal(http.StatusForbidden), "the old verify token is refused")
 	g.Expect(w.deliver("wa", appSecretV1, waDelivery(phoneA, "wamid.old-secret"))).To(Equal(http.StatusUnauthorized),
 		"the old app secret's signature is refused")
@@ -133,7 +133,7 @@ func TestLeastPrivilegeAndIsolation(t *testing.T) {
 	g.Expect(other.deliver("in", appSecretV1, waDelivery("333333333333333", "wamid.misrouted"))).To(Equal(http.StatusNotFound))
 	g.Expect(w.storedMessageIDs(g)).To(Equal([]string{"wamid.initech"}))
 
-	// The Secret itself deleted: the channel stops being served at the next refresh, even
+	// The Secret itself deleted: the channel stops being served as soon as its watch says so, even
 	// before the operator notices.
 	g.Expect(k8s.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: acme.NamespaceName(), Name: "in-secrets"}})).To(Succeed())
 	g.Eventually(func() int { return w.handshake("in", verifyV1) }, timeout, interval).Should(Equal(http.StatusNotFound))

@@ -30,9 +30,11 @@ const (
 type Metrics struct {
 	Registry        *prometheus.Registry
 	deliveries      *prometheus.CounterVec
+	forwarded       *prometheus.CounterVec
 	deliverySeconds prometheus.Histogram
 	messages        *prometheus.CounterVec
 	duplicates      *prometheus.CounterVec
+	leads           *prometheus.CounterVec
 	statuses        *prometheus.CounterVec
 	ignored         *prometheus.CounterVec
 	sigFallback     prometheus.Counter
@@ -49,6 +51,9 @@ func NewMetrics() *Metrics {
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "omniflow_ingest_deliveries_total", Help: "Webhook deliveries (POSTs) by result.",
 		}, []string{"result"}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "omniflow_ingest_forwarded_total", Help: "Requests of the webhook front door (forwarded parts) by result.",
+		}, []string{"result"}),
 		deliverySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "omniflow_ingest_delivery_duration_seconds", Help: "Time from request to response for webhook deliveries.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
@@ -58,6 +63,9 @@ func NewMetrics() *Metrics {
 		}, []string{"platform"}),
 		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "omniflow_ingest_messages_duplicate_total", Help: "Redelivered (or already deleted) messages absorbed.",
+		}, []string{"platform"}),
+		leads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "omniflow_ingest_leads_stored_total", Help: "Lead attribution records (referrals, opt-ins) stored for the first time.",
 		}, []string{"platform"}),
 		statuses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "omniflow_ingest_statuses_total", Help: "Message statuses by outcome (applied, or stale: behind the stored state).",
@@ -80,7 +88,7 @@ func NewMetrics() *Metrics {
 			Name: "omniflow_store_commit_errors_total", Help: "Group commits that failed.",
 		}),
 	}
-	m.Registry.MustRegister(m.deliveries, m.deliverySeconds, m.messages, m.duplicates, m.statuses, m.ignored,
+	m.Registry.MustRegister(m.deliveries, m.forwarded, m.deliverySeconds, m.messages, m.duplicates, m.leads, m.statuses, m.ignored,
 		m.sigFallback, m.commitSeconds, m.groupSize, m.commitErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the result series so dashboards see zeros rather than gaps.

@@ -46,6 +46,9 @@ type ServeConfig struct {
 	// Registry is what Source feeds and the HTTP handlers read.
 	Registry *channels.Registry
 	Source   ChannelSource
+	// ForwardKey is the tenant's forwarding credential (forward.TenantKey): the worker
+	// then accepts the parts a webhook front door forwards. Empty: it accepts none.
+	ForwardKey []byte
 	// VerifyOnly runs the benchmark baseline: no store, signature check only.
 	VerifyOnly bool
 	// Deletions serves Meta's data-deletion callback and status page (in a cluster);
@@ -111,7 +114,8 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		cfg.Tasks = append(cfg.Tasks[:len(cfg.Tasks):len(cfg.Tasks)], retentionTask(cfg.Retention, metrics, log))
 	}
 	srv := NewServer(Options{Registry: cfg.Registry, Metrics: metrics, Log: log, MaxBodyBytes: cfg.MaxBodyBytes,
-		Tenant: cfg.Tenant, VerifyOnly: cfg.VerifyOnly, Deletions: cfg.Deletions, PublicBaseURL: cfg.PublicBaseURL, Offboard: cfg.Offboard})
+		Tenant: cfg.Tenant, VerifyOnly: cfg.VerifyOnly, Deletions: cfg.Deletions, PublicBaseURL: cfg.PublicBaseURL, Offboard: cfg.Offboard,
+		ForwardKey: cfg.ForwardKey})
 
 	ln := cfg.Listener
 	if ln == nil {

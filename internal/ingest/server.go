@@ -8,20 +8,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/channels"
+	"github.com/omniflowcrm/omniflow-operator/internal/forward"
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
+	"github.com/omniflowcrm/omniflow-operator/internal/webhookhttp"
 )
 
 // DefaultMaxBodyBytes caps a delivery: WhatsApp bodies reach 3 MB (meta-webhooks.md §2.3).
@@ -49,6 +50,10 @@ type Options struct {
 	// ACCOUNT_DELETED). In a cluster, the MetaChannel watcher's Offboard; nil standalone,
 	// where such deliveries are only acknowledged.
 	Offboard func(channel, event string)
+	// ForwardKey is this tenant's forwarding credential (forward.TenantKey): with it,
+	// the worker accepts the parts a webhook front door forwards at forward.Path, signed
+	// for Tenant. Empty: that endpoint answers 404.
+	ForwardKey []byte
 	// VerifyOnly answers 200 right after the signature check, storing nothing. It exists
 	// only as the benchmark's baseline: the cost of HTTP and HMAC without durability.
 	VerifyOnly bool
@@ -98,6 +103,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /webhooks/meta/{channel}", s.handleDelivery)
 	mux.HandleFunc("GET /t/{tenant}/webhooks/meta/{channel}", s.ownTenant(s.handleVerify, false))
 	mux.HandleFunc("POST /t/{tenant}/webhooks/meta/{channel}", s.ownTenant(s.handleDelivery, true))
+	mux.HandleFunc("POST "+forward.Path, s.handleForwarded)
 	mux.HandleFunc("POST /meta/data-deletion/{channel}", s.handleDataDeletion)
 	mux.HandleFunc("GET /meta/deletion-status/{code}", s.handleDeletionStatus)
 	mux.HandleFunc("POST /t/{tenant}/meta/data-deletion/{channel}", s.ownTenant(s.handleDataDeletion, false))
@@ -130,12 +136,7 @@ func (s *Server) ownTenant(next http.HandlerFunc, delivery bool) http.HandlerFun
 	}
 }
 
-func writeText(w http.ResponseWriter, code int, body string) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	_, _ = io.WriteString(w, body)
-}
+func writeText(w http.ResponseWriter, code int, body string) { webhookhttp.WriteText(w, code, body) }
 
 // handleVerify answers Meta's subscription handshake. The challenge is echoed only to a
 // caller that knows the channel's verify token.
@@ -145,9 +146,8 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 		writeText(w, http.StatusNotFound, "unknown channel\n")
 		return
 	}
-	q := r.URL.Query()
-	challenge := q.Get("hub.challenge")
-	if q.Get("hub.mode") != "subscribe" || challenge == "" || !meta.VerifyToken(ch.VerifyToken, q.Get("hub.verify_token")) {
+	challenge, ok := meta.Challenge(r.URL.Query(), ch.VerifyToken)
+	if !ok {
 		s.opts.Log.Info("Subscription handshake refused", "channel", ch.Name)
 		writeText(w, http.StatusForbidden, "forbidden\n")
 		return
@@ -157,15 +157,15 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDelivery(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	code, result := s.delivery(w, r)
-	s.opts.Metrics.deliveries.WithLabelValues(result).Inc()
-	s.opts.Metrics.deliverySeconds.Observe(time.Since(start).Seconds())
-	if code == http.StatusOK {
-		w.WriteHeader(code)
-		return
-	}
-	writeText(w, code, http.StatusText(code)+"\n")
+	s.answer(w, r, s.opts.Metrics.deliveries, s.delivery)
+}
+
+// answer runs a POST path, counts its result in results and times it.
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, results *prometheus.CounterVec, run func(http.ResponseWriter, *http.Request) (int, string)) {
+	webhookhttp.Answer(w, r, run, func(result string, took time.Duration) {
+		results.WithLabelValues(result).Inc()
+		s.opts.Metrics.deliverySeconds.Observe(took.Seconds())
+	})
 }
 
 // delivery runs the POST path and returns the status code and the metric result. It
@@ -179,27 +179,11 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 		return http.StatusNotFound, ResultUnknownChannel
 	}
 	log = log.WithValues("channel", ch.Name)
-	if !s.Ready() {
-		return http.StatusServiceUnavailable, ResultNotReady
+	buf, code, result := s.readDelivery(w, r, log)
+	if code != 0 {
+		return code, result
 	}
-	buf := s.bufs.Get().(*bytes.Buffer)
-	defer func() {
-		if buf.Cap() <= 1<<20 { // do not pin rare huge buffers in the pool
-			buf.Reset()
-			s.bufs.Put(buf)
-		}
-	}()
-	buf.Reset()
-	if r.ContentLength > s.opts.MaxBodyBytes {
-		return http.StatusRequestEntityTooLarge, ResultTooLarge
-	}
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)); err != nil {
-		if errors.As(err, new(*http.MaxBytesError)) {
-			return http.StatusRequestEntityTooLarge, ResultTooLarge
-		}
-		log.V(1).Info("Delivery body unreadable", "error", err.Error())
-		return http.StatusBadRequest, ResultBadRequest
-	}
+	defer s.putBuf(buf)
 	body := buf.Bytes()
 	fallback, err := meta.VerifySignature([]byte(ch.AppSecret), body, r.Header.Get(meta.SignatureHeader))
 	if err != nil {
@@ -224,39 +208,139 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 		log.Error(err, "Delivery not stored")
 		return http.StatusServiceUnavailable, ResultStoreError
 	}
-	if res.MessagesNew+res.StatusesApplied+res.ContactsUpserted+res.MessagesDeleted+res.FilesNew+res.IdentityChanges == 0 {
-		return http.StatusOK, ResultAcknowledged
-	}
-	return http.StatusOK, ResultStored
+	return http.StatusOK, committedResult(res)
 }
 
-// Ingest attributes, normalizes and commits the parts of one authenticated delivery for
-// channel ch. Each part is judged alone by its own ids, so a caller may pass a whole
-// delivery or single parts (what a cluster-wide front door would forward). It returns
-// after the records are durably committed. Parts and items that cannot be stored are
-// counted and left out, never returned as errors: an error means the store failed, and
-// Meta retries until it does not.
+// committedResult is the metric result of a delivery that was committed.
+func committedResult(res store.CommitResult) string {
+	if res.MessagesNew+res.StatusesApplied+res.ContactsUpserted+res.MessagesDeleted+res.FilesNew+res.IdentityChanges+res.LeadsNew == 0 {
+		return ResultAcknowledged
+	}
+	return ResultStored
+}
+
+// readDelivery reads the body of a delivery into a pooled buffer (give it back with
+// putBuf), capped at MaxBodyBytes, once the server is ready. A non-zero code is the
+// answer when it could not.
+func (s *Server) readDelivery(w http.ResponseWriter, r *http.Request, log logr.Logger) (*bytes.Buffer, int, string) {
+	if !s.Ready() {
+		return nil, http.StatusServiceUnavailable, ResultNotReady
+	}
+	buf := s.bufs.Get().(*bytes.Buffer)
+	if err := meta.ReadBody(w, r, buf, s.opts.MaxBodyBytes); err != nil {
+		s.putBuf(buf)
+		if errors.Is(err, meta.ErrTooLarge) {
+			return nil, http.StatusRequestEntityTooLarge, ResultTooLarge
+		}
+		log.V(1).Info("Delivery body unreadable", "error", err.Error())
+		return nil, http.StatusBadRequest, ResultBadRequest
+	}
+	return buf, 0, ""
+}
+
+func (s *Server) putBuf(buf *bytes.Buffer) {
+	if buf.Cap() <= 1<<20 { // do not pin rare huge buffers in the pool
+		buf.Reset()
+		s.bufs.Put(buf)
+	}
+}
+
+// handleForwarded takes the parts a webhook front door forwards for this tenant: the
+// front door checked Meta's signature with the app secret, and proves with the tenant's
+// forwarding credential that it did. Each part is handled by the channel its ids name;
+// the answer is 200 only once they are committed, so that the front door can tell Meta.
+func (s *Server) handleForwarded(w http.ResponseWriter, r *http.Request) {
+	s.answer(w, r, s.opts.Metrics.forwarded, s.forwarded)
+}
+
+func (s *Server) forwarded(w http.ResponseWriter, r *http.Request) (int, string) {
+	log := s.opts.Log.WithValues("forwarded", true)
+	if len(s.opts.ForwardKey) == 0 || s.opts.Tenant == "" {
+		return http.StatusNotFound, ResultUnknownChannel
+	}
+	buf, code, result := s.readDelivery(w, r, log)
+	if code != 0 {
+		return code, result
+	}
+	defer s.putBuf(buf)
+	body := buf.Bytes()
+	if err := forward.Verify(s.opts.ForwardKey, s.opts.Tenant, body, r.Header.Get(forward.SignatureHeader)); err != nil {
+		log.Info("Forwarded delivery refused", "reason", err.Error())
+		return http.StatusUnauthorized, ResultUnauthorized
+	}
+	parts, err := meta.Split(body)
+	if err != nil {
+		log.Info("Forwarded delivery is not a Meta envelope", "bytes", len(body))
+		return http.StatusBadRequest, ResultBadRequest
+	}
+	reg := s.opts.Registry
+	res, err := s.ingest(r.Context(), parts, func(p *meta.Part) (channels.Channel, bool) {
+		if owner, ok := reg.Owner(p); ok {
+			return owner, true
+		}
+		// A WhatsApp account-level change names its business account only.
+		if p.Platform == meta.WhatsApp && p.AccountID == p.EntryID {
+			if chs := reg.BusinessAccount(p.EntryID); len(chs) > 0 {
+				return chs[0], true
+			}
+		}
+		return channels.Channel{}, false
+	}, func(*channels.Channel) bool { return true })
+	if err != nil {
+		log.Error(err, "Forwarded delivery not stored")
+		return http.StatusServiceUnavailable, ResultStoreError
+	}
+	return http.StatusOK, committedResult(res)
+}
+
+// Ingest attributes, normalizes and commits the parts of one delivery authenticated for
+// channel ch (its signature checked with ch's app secret). Each part is judged alone by
+// its own ids and handled by the channel they name: ch itself, or another channel of this
+// worker signed for by the same Meta app (same app secret), whichever URL the delivery
+// came in on. A part of an account this worker does not serve under that app is counted
+// as foreign and acknowledged. A caller may pass a whole delivery or single parts.
+// It returns after the records of every channel concerned are durably committed, in one
+// commit. Parts and items that cannot be stored are counted and left out, never returned
+// as errors: an error means the store failed, and Meta retries until it does not.
 func (s *Server) Ingest(ctx context.Context, ch channels.Channel, parts []meta.Part) (store.CommitResult, error) {
+	return s.ingest(ctx, parts, func(p *meta.Part) (channels.Channel, bool) {
+		if ch.Owns(p) {
+			return ch, true
+		}
+		if owner, ok := s.opts.Registry.Owner(p); ok && ch.SameApp(&owner) {
+			return owner, true
+		}
+		return channels.Channel{}, false
+	}, func(o *channels.Channel) bool { return o.Name == ch.Name || ch.SameApp(o) })
+}
+
+// ingest commits the parts that route finds a channel for, and acts on account removal
+// notices for the channels mayOffboard admits (those the delivery's sender speaks for).
+func (s *Server) ingest(ctx context.Context, parts []meta.Part, route func(*meta.Part) (channels.Channel, bool), mayOffboard func(*channels.Channel) bool) (store.CommitResult, error) {
 	m := s.opts.Metrics
 	var batch meta.Batch
-	offboard := ""
+	var offboards []offboardNotice
+	platform := ""
 	for i := range parts {
 		p := &parts[i]
 		// Judged before ownership: PARTNER_APP_UNINSTALLED names the WABA only inside
-		// its value, so the part is not attributed to the channel by its entry.id.
-		if ch.WhatsApp != nil {
-			if ev, ids, ok := meta.AccountRemoval(p); ok && slices.Contains(ids, string(ch.WhatsApp.BusinessAccountID)) {
-				offboard = ev
+		// its value, so the part is not attributed to a channel by its entry.id.
+		if ev, ids, ok := meta.AccountRemoval(p); ok {
+			for _, o := range s.opts.Registry.BusinessAccount(ids...) {
+				if mayOffboard(&o) {
+					offboards = append(offboards, offboardNotice{o.Name, ev})
+				}
 			}
 		}
-		if !ch.Owns(p) {
+		owner, ok := route(p)
+		if !ok {
 			m.ignored.WithLabelValues(p.Kind(), ReasonForeignAccount).Inc()
 			continue
 		}
 		parsed, err := s.parse(p)
 		if err != nil {
 			m.ignored.WithLabelValues(p.Kind(), ReasonInvalid).Inc()
-			s.opts.Log.Info("Invalid change acknowledged", "channel", ch.Name, "kind", p.Kind(), "error", err.Error())
+			s.opts.Log.Info("Invalid change acknowledged", "channel", owner.Name, "kind", p.Kind(), "error", err.Error())
 			continue
 		}
 		for _, k := range parsed.Ignored {
@@ -264,37 +348,41 @@ func (s *Server) Ingest(ctx context.Context, ch channels.Channel, parts []meta.P
 		}
 		for _, inv := range parsed.Invalid {
 			m.ignored.WithLabelValues(inv.Kind, ReasonInvalid).Inc()
-			s.opts.Log.Info("Invalid event acknowledged", "channel", ch.Name, "kind", inv.Kind, "error", inv.Err.Error())
+			s.opts.Log.Info("Invalid event acknowledged", "channel", owner.Name, "kind", inv.Kind, "error", inv.Err.Error())
 		}
 		// The parser should never yield a record the store refuses, but if it did, the
 		// whole delivery would fail on every retry: Meta would redeliver it for days and
 		// its valid parts would never be stored. Only this part is left out.
 		if err := store.Validate(&parsed.Batch); err != nil {
 			m.ignored.WithLabelValues(p.Kind(), ReasonInvalid).Inc()
-			s.opts.Log.Info("Unstorable change acknowledged", "channel", ch.Name, "kind", p.Kind(), "error", err.Error())
+			s.opts.Log.Info("Unstorable change acknowledged", "channel", owner.Name, "kind", p.Kind(), "error", err.Error())
 			continue
 		}
+		// Stamped per part: one delivery may carry several of this worker's channels.
+		parsed.Batch.SetChannel(owner.Name)
 		batch.Append(&parsed.Batch)
+		platform = string(owner.Platform)
 	}
 	if batch.Len() == 0 {
-		s.offboard(ch, offboard)
+		s.offboard(offboards)
 		return store.CommitResult{}, nil
 	}
 	ref := s.store.Load()
 	if ref == nil {
 		return store.CommitResult{}, errors.New("store not open")
 	}
-	batch.SetChannel(ch.Name)
 	res, err := ref.Commit(ctx, &batch)
 	if err != nil {
 		return res, fmt.Errorf("commit %d records: %w", batch.Len(), err)
 	}
-	platform := string(ch.Platform)
 	if res.MessagesNew > 0 {
 		m.messages.WithLabelValues(platform).Add(float64(res.MessagesNew))
 	}
 	if res.MessagesDuplicate > 0 {
 		m.duplicates.WithLabelValues(platform).Add(float64(res.MessagesDuplicate))
+	}
+	if res.LeadsNew > 0 {
+		m.leads.WithLabelValues(platform).Add(float64(res.LeadsNew))
 	}
 	if res.StatusesApplied > 0 {
 		m.statuses.WithLabelValues("applied").Add(float64(res.StatusesApplied))
@@ -302,22 +390,24 @@ func (s *Server) Ingest(ctx context.Context, ch channels.Channel, parts []meta.P
 	if res.StatusesStale > 0 {
 		m.statuses.WithLabelValues("stale").Add(float64(res.StatusesStale))
 	}
-	s.opts.Log.V(1).Info("Delivery committed", "channel", ch.Name, "new", res.MessagesNew,
+	s.opts.Log.V(1).Info("Delivery committed", "new", res.MessagesNew,
 		"duplicates", res.MessagesDuplicate, "statuses", res.StatusesApplied+res.StatusesStale, "records", batch.Len())
 	// After the commit: what came in the same delivery before the notice is kept.
-	s.offboard(ch, offboard)
+	s.offboard(offboards)
 	return res, nil
 }
 
-// offboard acts on an account removal notice for ch (event empty: none came).
-func (s *Server) offboard(ch channels.Channel, event string) {
-	if event == "" {
-		return
+// offboardNotice is an account removal notice for one channel.
+type offboardNotice struct{ channel, event string }
+
+// offboard acts on the account removal notices of one delivery.
+func (s *Server) offboard(notices []offboardNotice) {
+	for _, n := range notices {
+		if s.opts.Offboard == nil {
+			s.opts.Log.Info("Meta reports the business left; acknowledged (standalone: remove the channel from the file)", "channel", n.channel, "event", n.event)
+			continue
+		}
+		s.opts.Log.Info("Meta reports the business left; channel taken out of service", "channel", n.channel, "event", n.event)
+		s.opts.Offboard(n.channel, n.event)
 	}
-	if s.opts.Offboard == nil {
-		s.opts.Log.Info("Meta reports the business left; acknowledged (standalone: remove the channel from the file)", "channel", ch.Name, "event", event)
-		return
-	}
-	s.opts.Log.Info("Meta reports the business left; channel taken out of service", "channel", ch.Name, "event", event)
-	s.opts.Offboard(ch.Name, event)
 }

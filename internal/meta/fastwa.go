@@ -415,7 +415,8 @@ func fastWAMessage(l *lexer, entryTime time.Time, msgs []Message, files []File) 
 			return fastWAMedia(l, &media[3])
 		case "sticker":
 			return fastWAMedia(l, &media[4])
-		case "location", "contacts", "interactive", "button", "reaction", "revoke", "errors":
+		case "location", "contacts", "interactive", "button", "reaction", "revoke", "errors",
+			"referral", "group_id", "order", "voice":
 			return false
 		}
 		return plainKey(key) && l.skip(0)

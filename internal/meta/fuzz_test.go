@@ -30,6 +30,12 @@ func addFixtureSeeds(f *testing.F) {
 	// Identity changes: a username user (no phone number on either side), one without
 	// any new identifier, and a system message of another type.
 	f.Add([]byte(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messages":[{"from_user_id":"US.1","id":"s1","timestamp":"1781100000","type":"system","system":{"user_id":"US.2","type":"user_changed_user_id"}},{"from":"3","id":"s2","type":"system","system":{"body":"x","type":"user_changed_number"}},{"from":"3","id":"s3","type":"system","system":{"type":"user_identity_changed"}}]}}]}]}`))
+	// Leads and the events stored since: a reaction without mid, an opt-in known only by
+	// its user_ref, a referral with a numeric ad id and no sender, an order with odd
+	// numbers, a voice without its object, a comment without author, an unknown type.
+	f.Add([]byte(`{"object":"page","entry":[{"id":"1","messaging":[{"sender":{"id":"2"},"timestamp":1,"reaction":{"action":"unreact"}},{"sender":{},"optin":{"user_ref":"u","one_time_notif_token":"t"}},{"sender":{},"referral":{"ad_id":123,"source":"ADS"}},{"sender":{"user_ref":"g"},"referral":{"source":"CUSTOMER_CHAT_PLUGIN","ads_context_data":{"post_id":5}}}]}]}`))
+	f.Add([]byte(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messages":[{"from":"3","id":"o1","type":"order","order":{"product_items":[{"quantity":"x"}]}},{"from":"3","id":"o2","type":"order","order":{"product_items":[{"quantity":1e300,"item_price":"1.5"}]}},{"from":"3","id":"v1","type":"voice"},{"from":"3","id":"u1","type":"brand_new","group_id":"g","referral":{"source_id":7,"welcome_message":{"text":"hi"}}}]}}]}]}`))
+	f.Add([]byte(`{"object":"instagram","entry":[{"id":"1","time":1,"changes":[{"field":"comments","value":{"id":"c1","text":"x"}},{"field":"live_comments","value":{"from":{"id":"1"},"id":"c2"}},{"field":"comments","value":{"from":{"id":"9","username":"u"},"comment_id":"c3","parent_id":"c1"}}]}]}`))
 	f.Add([]byte(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"2"},"contacts":[{"wa_id":"3"},{}],"messages":[{"from":"3","id":"w1","timestamp":"soon","type":"text","text":{"body":"x"}},{"from":"3","id":"w2","timestamp":"1781100000","type":"text","text":{"body":"y"}}],"statuses":[{"id":"s","status":"read","timestamp":"later"},{"status":"sent"}]}}]}]}`))
 }
 
@@ -64,6 +70,14 @@ func storable(b *Batch) error {
 	for _, r := range b.Receipts {
 		if r.Subject == "" {
 			return fmt.Errorf("receipt without subject: %+v", r)
+		}
+	}
+	for _, l := range b.Leads {
+		if l.Platform == "" || l.ID == "" || l.Subject == "" {
+			return fmt.Errorf("lead without platform, id or subject: %+v", l)
+		}
+		if l.HasToken != (l.Token != "") {
+			return fmt.Errorf("lead says hasToken %v with a token of %d bytes", l.HasToken, len(l.Token))
 		}
 	}
 	for _, c := range b.Identities {

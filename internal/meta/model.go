@@ -62,11 +62,14 @@ type Batch struct {
 	// Identities are identity changes (WhatsApp system messages): they link an end
 	// user's old identifiers to the new ones.
 	Identities []IdentityChange `json:"identities,omitempty"`
+	// Leads are the touches that tell where a customer came from: referrals (an ad, a
+	// link, a plugin, a Click-to-WhatsApp ad) and opt-ins.
+	Leads []Lead `json:"leads,omitempty"`
 }
 
 // Len is the number of records in the batch.
 func (b *Batch) Len() int {
-	return len(b.Contacts) + len(b.Messages) + len(b.Statuses) + len(b.Receipts) + len(b.Files) + len(b.Deletions) + len(b.Identities)
+	return len(b.Contacts) + len(b.Messages) + len(b.Statuses) + len(b.Receipts) + len(b.Files) + len(b.Deletions) + len(b.Identities) + len(b.Leads)
 }
 
 // Append adds o's records to b.
@@ -78,6 +81,7 @@ func (b *Batch) Append(o *Batch) {
 	b.Files = append(b.Files, o.Files...)
 	b.Deletions = append(b.Deletions, o.Deletions...)
 	b.Identities = append(b.Identities, o.Identities...)
+	b.Leads = append(b.Leads, o.Leads...)
 }
 
 // SetChannel stamps every record with the name of the channel it was attributed to. The
@@ -104,6 +108,9 @@ func (b *Batch) SetChannel(name string) {
 	for i := range b.Identities {
 		b.Identities[i].Channel = name
 	}
+	for i := range b.Leads {
+		b.Leads[i].Channel = name
+	}
 }
 
 // Subject fields: every record that belongs to an end user carries Subject, the platform's
@@ -125,28 +132,51 @@ type Contact struct {
 
 // Message is one inbound message or outbound echo.
 type Message struct {
-	Platform   Platform        `json:"platform"`
-	Channel    string          `json:"channel"`
-	ID         string          `json:"id"`
-	Subject    string          `json:"subject"`
-	SubjectAlt string          `json:"subjectAlt,omitempty"`
-	Direction  Direction       `json:"direction"`
-	Type       string          `json:"type"`
-	Text       string          `json:"text,omitempty"`
-	Timestamp  time.Time       `json:"timestamp,omitzero"`
-	ReplyTo    string          `json:"replyTo,omitempty"`
-	Forwarded  bool            `json:"forwarded,omitempty"`
-	Reaction   *Reaction       `json:"reaction,omitempty"`
-	Location   *Location       `json:"location,omitempty"`
-	Reply      *Reply          `json:"reply,omitempty"`
-	Errors     []Error         `json:"errors,omitempty"`
-	Raw        json.RawMessage `json:"raw,omitempty"` // the message's own JSON fragment, compacted
+	Platform   Platform  `json:"platform"`
+	Channel    string    `json:"channel"`
+	ID         string    `json:"id"`
+	Subject    string    `json:"subject"`
+	SubjectAlt string    `json:"subjectAlt,omitempty"`
+	Direction  Direction `json:"direction"`
+	Type       string    `json:"type"`
+	Text       string    `json:"text,omitempty"`
+	Timestamp  time.Time `json:"timestamp,omitzero"`
+	ReplyTo    string    `json:"replyTo,omitempty"`
+	Forwarded  bool      `json:"forwarded,omitempty"`
+	// GroupID is the WhatsApp group the message was posted in: the sender is one member
+	// of a group conversation, not in a one-to-one chat with the business.
+	GroupID  string          `json:"groupID,omitempty"`
+	Reaction *Reaction       `json:"reaction,omitempty"`
+	Location *Location       `json:"location,omitempty"`
+	Reply    *Reply          `json:"reply,omitempty"`
+	Order    *Order          `json:"order,omitempty"`
+	Errors   []Error         `json:"errors,omitempty"`
+	Raw      json.RawMessage `json:"raw,omitempty"` // the message's own JSON fragment, compacted
 }
 
-// Reaction to another message; an empty Emoji means the reaction was removed.
+// Reaction to another message; an empty Emoji means the reaction was removed
+// (a WhatsApp reaction without emoji, a Messenger/Instagram "unreact").
 type Reaction struct {
 	MessageID string `json:"messageID"`
 	Emoji     string `json:"emoji,omitempty"`
+	// Name is Messenger/Instagram's name of the reaction (love, like, smile, ...), also
+	// on an unreact, which names the reaction taken back.
+	Name string `json:"name,omitempty"`
+}
+
+// Order is a WhatsApp order message: the products a customer put in a cart from the
+// business's catalog and sent.
+type Order struct {
+	CatalogID string      `json:"catalogID,omitempty"`
+	Items     []OrderItem `json:"items,omitempty"`
+}
+
+// OrderItem is one product line of an order.
+type OrderItem struct {
+	ProductRetailerID string  `json:"productRetailerID,omitempty"`
+	Quantity          int     `json:"quantity,omitempty"`
+	ItemPrice         float64 `json:"itemPrice,omitempty"`
+	Currency          string  `json:"currency,omitempty"`
 }
 
 // Location shared by the user.
@@ -218,6 +248,9 @@ type File struct {
 	Voice    bool   `json:"voice,omitempty"`
 	Animated bool   `json:"animated,omitempty"`
 	NoFetch  bool   `json:"noFetch,omitempty"`
+	// StickerID is Messenger's id of a sticker (the thumbs-up is one), which Meta sends
+	// as an image attachment carrying payload.sticker_id.
+	StickerID string `json:"stickerID,omitempty"`
 }
 
 // Deletion removes a stored message (Instagram unsend, WhatsApp revoke) and keeps a

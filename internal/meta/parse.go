@@ -159,6 +159,8 @@ func (p *Part) Parse() (Parsed, error) {
 			return out, nil
 		}
 		parseWhatsApp(p.wa, p.EntryTime, &out)
+	case p.Platform == Instagram && (p.Field == "comments" || p.Field == "live_comments"):
+		err = parseIGComment(p.EntryID, p.Raw, p.EntryTime, &out)
 	case p.Field == "messages":
 		// The App Dashboard's test events (and some older Instagram payloads) wrap a
 		// messaging item in changes[].value with a string timestamp.
@@ -194,9 +196,13 @@ func (p *Part) Kind() string {
 	return ignoredKind(p.Platform, p.Field)
 }
 
-// Envelope re-wraps the part as a complete one-entry delivery, which is what a front door
-// forwards to a tenant's worker (after signing it again).
-func (p *Part) Envelope() ([]byte, error) {
+// Envelope re-wraps the part as a complete one-entry delivery.
+func (p *Part) Envelope() ([]byte, error) { return Envelope([]Part{*p}) }
+
+// Envelope wraps parts of one delivery (they share its object) as a complete delivery,
+// one entry per part, each with its entry's id and time: what the front door forwards to
+// a tenant's worker, and what Split takes apart again into the same parts.
+func Envelope(parts []Part) ([]byte, error) {
 	type outEntry struct {
 		ID        string            `json:"id"`
 		Time      json.RawMessage   `json:"time,omitempty"`
@@ -204,30 +210,55 @@ func (p *Part) Envelope() ([]byte, error) {
 		Messaging []json.RawMessage `json:"messaging,omitempty"`
 		Standby   []json.RawMessage `json:"standby,omitempty"`
 	}
-	e := outEntry{ID: p.EntryID, Time: p.entryT}
-	switch p.Field {
-	case "messaging":
-		e.Messaging = []json.RawMessage{p.Raw}
-	case "standby":
-		e.Standby = []json.RawMessage{p.Raw}
-	default:
-		c, err := json.Marshal(struct {
-			Field string          `json:"field"`
-			Value json.RawMessage `json:"value,omitempty"`
-		}{p.Field, p.Raw})
-		if err != nil {
-			return nil, fmt.Errorf("marshal change: %w", err)
+	if len(parts) == 0 {
+		return nil, errors.New("envelope of no parts")
+	}
+	entries := make([]outEntry, 0, len(parts))
+	for i := range parts {
+		p := &parts[i]
+		if p.Object != parts[0].Object {
+			return nil, fmt.Errorf("envelope: parts of objects %q and %q", parts[0].Object, p.Object)
 		}
-		e.Changes = []json.RawMessage{c}
+		e := outEntry{ID: p.EntryID, Time: p.entryT}
+		switch p.Field {
+		case "messaging":
+			e.Messaging = []json.RawMessage{p.Raw}
+		case "standby":
+			e.Standby = []json.RawMessage{p.Raw}
+		default:
+			c, err := json.Marshal(struct {
+				Field string          `json:"field"`
+				Value json.RawMessage `json:"value,omitempty"`
+			}{p.Field, p.Raw})
+			if err != nil {
+				return nil, fmt.Errorf("marshal change: %w", err)
+			}
+			e.Changes = []json.RawMessage{c}
+		}
+		entries = append(entries, e)
 	}
 	b, err := json.Marshal(struct {
 		Object string     `json:"object"`
 		Entry  []outEntry `json:"entry"`
-	}{p.Object, []outEntry{e}})
+	}{parts[0].Object, entries})
 	if err != nil {
 		return nil, fmt.Errorf("marshal part envelope: %w", err)
 	}
 	return b, nil
+}
+
+// Combine joins the parts of several deliveries of one object into one delivery (as Meta
+// batches the changes of several accounts into one POST).
+func Combine(bodies ...[]byte) ([]byte, error) {
+	var all []Part
+	for i, b := range bodies {
+		parts, err := Split(b)
+		if err != nil {
+			return nil, fmt.Errorf("delivery %d: %w", i, err)
+		}
+		all = append(all, parts...)
+	}
+	return Envelope(all)
 }
 
 // ParseDelivery splits and parses a whole delivery, ignoring attribution. Handy for tests
@@ -306,6 +337,31 @@ func (t *flexTime) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	t.Time = v
+	return nil
+}
+
+// flexNumber accepts a JSON number or a string holding one (Meta's reference shows
+// order quantities and prices both ways). Anything else is an error.
+type flexNumber float64
+
+func (n *flexNumber) UnmarshalJSON(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	if s == "null" || s == `""` {
+		*n = 0
+		return nil
+	}
+	if len(s) > 0 && s[0] == '"' {
+		var str string
+		if err := json.Unmarshal(b, &str); err != nil {
+			return fmt.Errorf("number string: %w", err)
+		}
+		s = strings.TrimSpace(str)
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > 1e15 {
+		return errors.New("not a number") // no value: errors get logged
+	}
+	*n = flexNumber(f)
 	return nil
 }
 

@@ -52,7 +52,11 @@ func fixtureCases() []fixtureCase {
 	fbContact := func(id string) Contact { return Contact{Platform: Messenger, Subject: id} }
 	withReply := func(m Message, replyTo string, r *Reply) Message { m.ReplyTo, m.Reply = replyTo, r; return m }
 	return []fixtureCase{
-		{"instagram-comment.json", []string{igAcct}, Parsed{Ignored: []string{"instagram.comments"}}},
+		{"instagram-comment.json", []string{igAcct}, Parsed{Batch: Batch{
+			Contacts: []Contact{{Platform: Instagram, Subject: "1123456789012345", Username: "ana.souza"}},
+			Messages: []Message{{Platform: Instagram, ID: "17865432109876543", Subject: "1123456789012345", Direction: Inbound, Type: "comment",
+				Text: "How much is shipping?", Timestamp: sec(1781101200)}},
+		}}},
 		{"instagram-mention-in-comment.json", []string{igAcct}, Parsed{Ignored: []string{"instagram.mentions"}}},
 		{"instagram-dashboard-test-event-changes-format.json", []string{"0"}, Parsed{Batch: Batch{
 			Contacts: []Contact{{Platform: Instagram, Subject: "12334"}},
@@ -93,6 +97,8 @@ func fixtureCases() []fixtureCase {
 			Contacts: []Contact{fbContact("6098765432109876")},
 			Messages: []Message{{Platform: Messenger, ID: "m_ZmFrZS1taWQtUEIx", Subject: "6098765432109876", Direction: Inbound, Type: "postback", Text: "Get Started", Timestamp: ms(1781100400100),
 				Reply: &Reply{Kind: "postback", ID: "GET_STARTED", Title: "Get Started"}}},
+			Leads: []Lead{{Platform: Messenger, ID: "m_ZmFrZS1taWQtUEIx", Subject: "6098765432109876", Event: LeadReferral, Source: SourceLink,
+				MetaSource: "SHORTLINK", Type: "OPEN_THREAD", MessageID: "m_ZmFrZS1taWQtUEIx", Timestamp: ms(1781100400100), Ref: "summer_campaign"}},
 		}}},
 		{"messenger-text.json", []string{fbPage}, Parsed{Batch: Batch{
 			Contacts: []Contact{fbContact("6012345678901234")},
@@ -233,6 +239,102 @@ func fixtureCases() []fixtureCase {
 				waMsg("wamid.EXTRA-OWN-2", ana, "text", "second", 1781100602),
 			},
 		}}},
+		// Leads and conversation events (docs/meta-events.md).
+		{"../extra/whatsapp-referral-ctwa.json", []string{waPhone}, Parsed{Batch: Batch{
+			Contacts: []Contact{wantWAContact("Ana Souza", ana)},
+			Messages: []Message{waMsg("wamid.EXTRA-CTWA-1", ana, "text", "Hi, I saw your ad for the blue dress", 1781100800)},
+			Leads: []Lead{{Platform: WhatsApp, ID: "wamid.EXTRA-CTWA-1", Subject: ana, Event: LeadReferral, Source: SourceClickToWhatsApp, MetaSource: "ad",
+				MessageID: "wamid.EXTRA-CTWA-1", Timestamp: sec(1781100800), SourceURL: "https://fb.me/3cr4Wqqkv", SourceID: "120212345678900123",
+				SourceType: "ad", Headline: "Blue dress", Body: "Summer collection: 20% off this week", MediaType: "image",
+				ImageURL: "https://scontent.xx.fbcdn.net/v/t45.1600-4/ad-image.jpg",
+				CtwaClid: "ARAkLkA8rmlFeiCktEJQ-QTwRiyYHAFDLMNDBH0CD3qpjd0HR4irJ6LEkR7JwFF4XvnO2E4Nx0-eM-GABDLOPaOdRMv-_zfUQ2a", WelcomeMessage: "Hi! How can we help?"}},
+		}}},
+		{"../extra/whatsapp-order.json", []string{waPhone}, Parsed{Batch: Batch{
+			Contacts: []Contact{wantWAContact("Ana Souza", ana)},
+			Messages: []Message{func() Message {
+				m := waMsg("wamid.EXTRA-ORDER-1", ana, "order", "Please deliver on Friday", 1781100810)
+				m.Order = &Order{CatalogID: "2240000000000001", Items: []OrderItem{
+					{ProductRetailerID: "SKU-BLUE-DRESS-M", Quantity: 2, ItemPrice: 49.9, Currency: "EUR"},
+					{ProductRetailerID: "SKU-BELT", Quantity: 1, ItemPrice: 12.5, Currency: "EUR"},
+				}}
+				return m
+			}()},
+		}}},
+		{"../extra/whatsapp-voice-legacy.json", []string{waPhone}, Parsed{Batch: Batch{
+			Contacts: []Contact{wantWAContact("Ana Souza", ana)},
+			Messages: []Message{waMsg("wamid.EXTRA-VOICE-1", ana, "audio", "", 1781100820)},
+			Files: []File{{Platform: WhatsApp, MessageID: "wamid.EXTRA-VOICE-1", Subject: ana, Kind: "audio", MediaID: "5550001112229999",
+				MIMEType: "audio/ogg; codecs=opus", SHA256: "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c=", Voice: true}},
+		}}},
+		{"../extra/whatsapp-group-text.json", []string{waPhone}, Parsed{Batch: Batch{
+			Contacts: []Contact{wantWAContact("Ana Souza", ana)},
+			Messages: []Message{func() Message {
+				m := waMsg("wamid.EXTRA-GROUP-1", ana, "text", "Can everyone in the team see this order?", 1781100830)
+				m.GroupID = "120363040000000001@g.us"
+				return m
+			}()},
+		}}},
+		{"../extra/whatsapp-unknown-type.json", []string{waPhone}, Parsed{Batch: Batch{
+			Contacts: []Contact{wantWAContact("Ana Souza", ana)},
+			Messages: []Message{waMsg("wamid.EXTRA-UNKNOWN-1", ana, "unknown", "", 1781100840)},
+		}}},
+		{"../extra/messenger-reactions.json", []string{fbPage, fbPage}, Parsed{Batch: Batch{
+			Contacts: []Contact{fbContact("6012345678901234"), fbContact("6012345678901234")},
+			Messages: []Message{
+				{Platform: Messenger, ID: "reaction:78a9bdf902e4369cd42975daeabecf86", Subject: "6012345678901234", Direction: Inbound, Type: "reaction",
+					Timestamp: ms(1781101000100), Reaction: &Reaction{MessageID: "m_ZmFrZS1taWQtRUNITzE", Emoji: "\u2764\ufe0f", Name: "love"}},
+				{Platform: Messenger, ID: "reaction:8e85469332762bef343c571a99db2560", Subject: "6012345678901234", Direction: Inbound, Type: "reaction",
+					Timestamp: ms(1781101000200), Reaction: &Reaction{MessageID: "m_ZmFrZS1taWQtRUNITzE", Name: "love"}},
+			},
+		}}},
+		{"../extra/messenger-referral-ad.json", []string{fbPage}, Parsed{Batch: Batch{
+			Contacts: []Contact{fbContact("6012345678901234")},
+			Leads: []Lead{{Platform: Messenger, ID: "referral:d8c9732c038f819cb724d1684859d34a", Subject: "6012345678901234", Event: LeadReferral,
+				Source: SourceAd, MetaSource: "ADS", Type: "OPEN_THREAD", Timestamp: ms(1781101000300), Ref: "summer-campaign", AdID: "23851234567890123",
+				AdTitle: "Summer collection", PhotoURL: "https://scontent.xx.fbcdn.net/v/ad-photo.jpg", PostID: "104857600123456_987654321"}},
+		}}},
+		{"../extra/messenger-referral-link-and-plugin.json", []string{fbPage, fbPage}, Parsed{Batch: Batch{
+			Contacts: []Contact{fbContact("6012345678901234"), fbContact("ur-7f3a9c2e")},
+			Leads: []Lead{
+				{Platform: Messenger, ID: "referral:4e4b75296a30a0fb65bd8fd4e4a5db7f", Subject: "6012345678901234", Event: LeadReferral, Source: SourceLink,
+					MetaSource: "SHORTLINK", Type: "OPEN_THREAD", Timestamp: ms(1781101000400), Ref: "flyer-lisbon"},
+				{Platform: Messenger, ID: "referral:3e7bd0f87279e1707863c79ffa47337f", Subject: "ur-7f3a9c2e", Event: LeadReferral, Source: SourcePlugin,
+					MetaSource: "CUSTOMER_CHAT_PLUGIN", Type: "OPEN_THREAD", Timestamp: ms(1781101000500), Ref: "pricing-page", RefererURI: "https://shop.example.com/pricing"},
+			},
+		}}},
+		{"../extra/messenger-postback-referral.json", []string{fbPage}, Parsed{Batch: Batch{
+			Contacts: []Contact{fbContact("6098765432109876")},
+			Messages: []Message{{Platform: Messenger, ID: "postback:bac9cd69822d7d679e5816373daccc09", Subject: "6098765432109876", Direction: Inbound, Type: "postback",
+				Text: "Get Started", Timestamp: ms(1781101000600), Reply: &Reply{Kind: "postback", ID: "GET_STARTED", Title: "Get Started"}}},
+			Leads: []Lead{{Platform: Messenger, ID: "postback:bac9cd69822d7d679e5816373daccc09", Subject: "6098765432109876", Event: LeadReferral, Source: SourceLink,
+				MetaSource: "SHORTLINK", Type: "OPEN_THREAD", MessageID: "postback:bac9cd69822d7d679e5816373daccc09", Timestamp: ms(1781101000600), Ref: "flyer-porto"}},
+		}}},
+		{"../extra/messenger-optin-plugin.json", []string{fbPage}, Parsed{Batch: Batch{
+			Contacts: []Contact{fbContact("ur-checkbox-51c0")},
+			Leads: []Lead{{Platform: Messenger, ID: "optin:4b6964b735e0dea8b0eb374a86b08a93", Subject: "ur-checkbox-51c0", Event: LeadOptin, Source: SourcePlugin,
+				Timestamp: ms(1781101000700), Ref: "checkout-newsletter", UserRef: "ur-checkbox-51c0"}},
+		}}},
+		{"../extra/messenger-optin-recurring.json", []string{fbPage}, Parsed{Batch: Batch{
+			Contacts: []Contact{fbContact("6012345678901234")},
+			Leads: []Lead{{Platform: Messenger, ID: "optin:64c2d80356f90ea1b2daad08bfa96a14", Subject: "6012345678901234", Event: LeadOptin, Source: SourceNotifications,
+				Type: "notification_messages", Timestamp: ms(1781101000800), Payload: "WEEKLY_DEALS", Title: "Weekly deals", NotificationFrequency: "WEEKLY",
+				NotificationTimezone: "Europe/Lisbon", TokenStatus: "NOT_REFRESHED", TokenExpiresAt: ms(1796653000000), HasToken: true,
+				Token: "NMT-SECRET-9d1e7a40c2b84f16"}},
+		}}},
+		{"../extra/messenger-sticker.json", []string{fbPage}, Parsed{Batch: Batch{
+			Contacts: []Contact{fbContact("6012345678901234")},
+			Messages: []Message{{Platform: Messenger, ID: "m_EXTRA-STICKER-1", Subject: "6012345678901234", Direction: Inbound, Type: "sticker", Timestamp: ms(1781101000900)}},
+			Files: []File{{Platform: Messenger, MessageID: "m_EXTRA-STICKER-1", Subject: "6012345678901234", Kind: "image",
+				URL: "https://scontent.xx.fbcdn.net/v/t39.1997-6/thumbs-up.png", StickerID: "369239263222822"}},
+		}}},
+		{"../extra/messenger-echo-without-text.json", []string{fbPage, fbPage}, Parsed{Batch: Batch{
+			Contacts: []Contact{fbContact("6012345678901234"), fbContact("6012345678901234")},
+			Messages: []Message{
+				{Platform: Messenger, ID: "m_EXTRA-ECHO-TEMPLATE-1", Subject: "6012345678901234", Direction: Outbound, Type: "template", Timestamp: ms(1781101001000)},
+				{Platform: Messenger, ID: "m_EXTRA-ECHO-BARE-1", Subject: "6012345678901234", Direction: Outbound, Type: "unknown", Timestamp: ms(1781101001100)},
+			},
+			Files: []File{{Platform: Messenger, MessageID: "m_EXTRA-ECHO-TEMPLATE-1", Subject: "6012345678901234", Kind: "template"}},
+		}}},
 		{"../extra/instagram-deleted.json", []string{igAcct}, Parsed{Batch: Batch{
 			Deletions: []Deletion{{Platform: Instagram, MessageID: "aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjE3ODQxNDAwMDAwMDAwMDE6ZmFrZS1pZy1UWFQx", Timestamp: ms(1781100999321)}},
 		}}},
@@ -296,7 +398,10 @@ func TestFixturesNormalize(t *testing.T) {
 			}
 			for i := range got.Batch.Messages {
 				m := &got.Batch.Messages[i]
-				if !json.Valid(m.Raw) || !bytes.Contains(m.Raw, []byte(`"`+strings.ReplaceAll(m.ID, "/", `\/`)+`"`)) && !bytes.Contains(m.Raw, []byte(m.ID)) {
+				// A generated id (an event without a Meta id) is derived from its raw item.
+				prefix, _, _ := strings.Cut(m.ID, ":")
+				generated := m.ID == GeneratedID(prefix, m.Platform, m.Raw)
+				if !json.Valid(m.Raw) || !generated && !bytes.Contains(m.Raw, []byte(`"`+strings.ReplaceAll(m.ID, "/", `\/`)+`"`)) && !bytes.Contains(m.Raw, []byte(m.ID)) {
 					t.Errorf("message %s: raw fragment %q is not its JSON", m.ID, m.Raw)
 				}
 				if m.Timestamp.Location() != time.UTC {
@@ -496,5 +601,30 @@ func TestWhatsAppSystemMessages(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Combine joins deliveries into one whose parts are theirs, in order.
+func TestCombine(t *testing.T) {
+	a := []byte(`{"object":"page","entry":[{"id":"1","time":5,"messaging":[{"message":{"mid":"a"}}]}]}`)
+	b := []byte(`{"object":"page","entry":[{"id":"2","messaging":[{"message":{"mid":"b"}}],"standby":[{"x":1}]}]}`)
+	out, err := Combine(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := Split(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range parts {
+		got = append(got, p.EntryID+"/"+p.Field+"/"+string(p.Raw))
+	}
+	want := []string{`1/messaging/{"message":{"mid":"a"}}`, `2/messaging/{"message":{"mid":"b"}}`, `2/standby/{"x":1}`}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("parts %v, want %v", got, want)
+	}
+	if _, err := Combine(a, []byte(`{"object":"instagram","entry":[{"id":"3","messaging":[{}]}]}`)); err == nil {
+		t.Fatal("deliveries of two objects combined")
 	}
 }

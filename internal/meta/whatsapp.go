@@ -51,11 +51,14 @@ type waMedia struct {
 }
 
 type waMessage struct {
-	From       flexString `json:"from"`
-	FromUserID string     `json:"from_user_id"`
-	ID         string     `json:"id"`
-	Timestamp  flexTime   `json:"timestamp"`
-	Type       string     `json:"type"`
+	From       flexString  `json:"from"`
+	FromUserID string      `json:"from_user_id"`
+	ID         string      `json:"id"`
+	Timestamp  flexTime    `json:"timestamp"`
+	Type       string      `json:"type"`
+	GroupID    string      `json:"group_id"`
+	Referral   *waReferral `json:"referral"`
+	Order      *waOrder    `json:"order"`
 	Context    *struct {
 		ID                  string `json:"id"`
 		Forwarded           bool   `json:"forwarded"`
@@ -69,6 +72,7 @@ type waMessage struct {
 	Audio    *waMedia `json:"audio"`
 	Document *waMedia `json:"document"`
 	Sticker  *waMedia `json:"sticker"`
+	Voice    *waMedia `json:"voice"` // the older voice note type
 	Location *struct {
 		Latitude  float64 `json:"latitude"`
 		Longitude float64 `json:"longitude"`
@@ -102,6 +106,36 @@ type waMessage struct {
 	} `json:"revoke"`
 	System *waSystem `json:"system"`
 	Errors []waError `json:"errors"`
+}
+
+// waReferral is the referral object of a message that came from a Click-to-WhatsApp
+// ad or post (meta-webhooks.md §3.2).
+type waReferral struct {
+	SourceURL      string     `json:"source_url"`
+	SourceID       flexString `json:"source_id"`
+	SourceType     string     `json:"source_type"`
+	Body           string     `json:"body"`
+	Headline       string     `json:"headline"`
+	MediaType      string     `json:"media_type"`
+	ImageURL       string     `json:"image_url"`
+	VideoURL       string     `json:"video_url"`
+	ThumbnailURL   string     `json:"thumbnail_url"`
+	CtwaClid       string     `json:"ctwa_clid"`
+	WelcomeMessage *struct {
+		Text string `json:"text"`
+	} `json:"welcome_message"`
+}
+
+// waOrder is an order message: products from the business's catalog.
+type waOrder struct {
+	CatalogID    flexString `json:"catalog_id"`
+	Text         string     `json:"text"`
+	ProductItems []struct {
+		ProductRetailerID flexString `json:"product_retailer_id"`
+		Quantity          flexNumber `json:"quantity"`
+		ItemPrice         flexNumber `json:"item_price"`
+		Currency          string     `json:"currency"`
+	} `json:"product_items"`
 }
 
 // waSystem is a system message's object (docs/identity.md): the
@@ -227,6 +261,7 @@ func parseWAMessage(raw json.RawMessage, entryTime time.Time, out *Parsed) error
 	msg := Message{
 		Platform: WhatsApp, ID: m.ID, Subject: subj, SubjectAlt: alt, Direction: Inbound,
 		Type: m.Type, Timestamp: firstTime(m.Timestamp.Time, entryTime), Errors: convErrors(m.Errors),
+		GroupID: m.GroupID,
 	}
 	if m.Context != nil {
 		msg.ReplyTo = m.Context.ID
@@ -262,6 +297,24 @@ func parseWAMessage(raw json.RawMessage, entryTime time.Time, out *Parsed) error
 		err = media(m.Document)
 	case "sticker":
 		err = media(m.Sticker)
+	case "voice":
+		// The older voice note type: stored as the audio message with voice set that
+		// Meta sends today, so that a CRM reads one kind of voice note.
+		if err = media(m.Voice); err == nil {
+			msg.Type, file.Kind, file.Voice = "audio", "audio", true
+		}
+	case "order":
+		if m.Order == nil {
+			return errors.New("type order without order")
+		}
+		msg.Text = m.Order.Text
+		msg.Order = &Order{CatalogID: string(m.Order.CatalogID)}
+		for _, it := range m.Order.ProductItems {
+			msg.Order.Items = append(msg.Order.Items, OrderItem{
+				ProductRetailerID: string(it.ProductRetailerID), Quantity: int(it.Quantity),
+				ItemPrice: float64(it.ItemPrice), Currency: it.Currency,
+			})
+		}
 	case "location":
 		if m.Location == nil {
 			return errors.New("type location without location")
@@ -317,8 +370,9 @@ func parseWAMessage(raw json.RawMessage, entryTime time.Time, out *Parsed) error
 		})
 		return nil
 	default:
-		out.Ignored = append(out.Ignored, "whatsapp.message."+boundedWord(m.Type))
-		return nil
+		// A type this worker does not know (an edit, a type Meta adds later): a message
+		// from a customer all the same, kept whole in Raw rather than dropped.
+		msg.Type = "unknown"
 	}
 	if err != nil {
 		return err
@@ -328,7 +382,26 @@ func parseWAMessage(raw json.RawMessage, entryTime time.Time, out *Parsed) error
 	}
 	msg.Raw = compact(raw)
 	out.Batch.Messages = append(out.Batch.Messages, msg)
+	if m.Referral != nil {
+		out.Batch.Leads = append(out.Batch.Leads, waReferralLead(&msg, m.Referral))
+	}
 	return nil
+}
+
+// waReferralLead is the lead a Click-to-WhatsApp message carries: keyed by the message's
+// own id, so that a redelivery stores it once.
+func waReferralLead(msg *Message, r *waReferral) Lead {
+	l := Lead{
+		Platform: WhatsApp, ID: msg.ID, Subject: msg.Subject, SubjectAlt: msg.SubjectAlt,
+		Event: LeadReferral, Source: SourceClickToWhatsApp, MetaSource: r.SourceType, MessageID: msg.ID,
+		Timestamp: msg.Timestamp, SourceURL: r.SourceURL, SourceID: string(r.SourceID), SourceType: r.SourceType,
+		Headline: r.Headline, Body: r.Body, MediaType: r.MediaType, ImageURL: r.ImageURL, VideoURL: r.VideoURL,
+		ThumbnailURL: r.ThumbnailURL, CtwaClid: r.CtwaClid,
+	}
+	if r.WelcomeMessage != nil {
+		l.WelcomeMessage = r.WelcomeMessage.Text
+	}
+	return l
 }
 
 // waIdentityChange returns the identity change a system message announces, or nil for a

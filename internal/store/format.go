@@ -8,8 +8,9 @@ import (
 // ExportSchemaVersion is the version of the export's JSON Lines format that every record
 // carries as "schemaVersion" (docs/export-format.md). Version 1 had no version field and
 // named a file's media kind "kind", the key that names the record kind: a decoder kept
-// one of the two. Version 2 calls it "mediaKind".
-const ExportSchemaVersion = 2
+// one of the two. Version 2 calls it "mediaKind". Version 3 adds the "lead" kind and
+// new optional keys (message groupID and order, reaction name, file stickerID).
+const ExportSchemaVersion = 3
 
 // upgraded returns the record's document in the current schema. File documents stored
 // before version 2 carry the media kind under "kind"; it is renamed to "mediaKind" here

@@ -60,6 +60,7 @@ var Tables = []Table{
 	{KindReceipt, "receipts", []string{"subject"}},
 	{KindFile, "files", []string{"subject", "subject_alt"}},
 	{KindIdentityChange, "identity_changes", IdentityChangeCols},
+	{KindLead, "leads", []string{"subject", "subject_alt"}},
 }
 
 // IdentityChangeCols are the identifier columns of the identity_changes table.

@@ -24,8 +24,10 @@ import (
 //     before Before;
 //   - the identity changes (a WhatsApp number change) those messages announced: the
 //     link between a person's old and new identifiers is as old as its system message;
+//   - up to Limit lead attribution records (referrals, opt-ins and their notification
+//     tokens) whose own timestamp is before Before;
 //   - every contact (lead) those records belonged to that has no message, status,
-//     receipt or file left in its channel. A contact is the person behind the
+//     receipt, file or lead attribution record left in its channel. A contact is the person behind the
 //     conversation, not a record of its own: keeping it after its conversation is gone
 //     would keep a name and a phone number with no age at all. Contacts the pruned
 //     records did not belong to are never touched, so a contact that has just arrived
@@ -147,6 +149,13 @@ type PruneOps interface {
 	HasRecords(ctx context.Context, platform meta.Platform, channel string, ids []string) (bool, error)
 	// DeleteContact deletes one contact row.
 	DeleteContact(ctx context.Context, c PrunedContact) error
+	// DeleteAgedLeads deletes up to limit lead attribution records with a timestamp
+	// before before, oldest first, tokens and all, and returns them (MessageID holds the
+	// lead's id).
+	DeleteAgedLeads(ctx context.Context, before time.Time, limit int) ([]PrunedRecord, error)
+	// HasLeads reports whether a lead attribution record of the platform and channel is
+	// filed under one of ids: a contact with a touch younger than the cutoff stays.
+	HasLeads(ctx context.Context, platform meta.Platform, channel string, ids []string) (bool, error)
 }
 
 // ErrPruneLimit is returned for a PruneRequest without a positive Limit.
@@ -195,10 +204,16 @@ func PruneBatch(ctx context.Context, ops PruneOps, req PruneRequest) (Pruned, er
 	if err != nil {
 		return Pruned{}, fmt.Errorf("prune receipts: %w", err)
 	}
-	p.More = p.More || len(statuses) >= req.Limit || len(receipts) >= req.Limit
+	leads, err := ops.DeleteAgedLeads(ctx, req.Before, req.Limit)
+	if err != nil {
+		return Pruned{}, fmt.Errorf("prune leads: %w", err)
+	}
+	p.More = p.More || len(statuses) >= req.Limit || len(receipts) >= req.Limit || len(leads) >= req.Limit
 	p.Counts.Statuses += len(statuses) + len(receipts)
+	// Counted with contacts, as subject erasure counts them.
+	p.Counts.Contacts += len(leads)
 
-	all := append(append(msgs, statuses...), receipts...)
+	all := append(append(append(msgs, statuses...), receipts...), leads...)
 	contacts, err := pruneContacts(ctx, ops, append(identitiesOf(all), changed...))
 	if err != nil {
 		return Pruned{}, fmt.Errorf("prune contacts: %w", err)
@@ -254,6 +269,11 @@ func pruneContacts(ctx context.Context, ops PruneOps, ids []Identity) (int, erro
 			left, err := ops.HasRecords(ctx, c.Key.Platform, c.Key.Channel, c.IDs)
 			if err != nil {
 				return n, err
+			}
+			if !left {
+				if left, err = ops.HasLeads(ctx, c.Key.Platform, c.Key.Channel, c.IDs); err != nil {
+					return n, err
+				}
 			}
 			if left {
 				continue

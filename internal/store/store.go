@@ -37,6 +37,10 @@ type Store interface {
 	// timestamps, as one short transaction (retention; see retention.go). Callers repeat
 	// while the result says More.
 	Prune(ctx context.Context, req PruneRequest) (Pruned, error)
+	// LeadToken returns the notification token stored with lead attribution record id of
+	// platform, or "" when it has none (or is gone: erased, pruned). This is the only
+	// way out for a token: export never carries it (store/leads.go).
+	LeadToken(ctx context.Context, platform meta.Platform, id string) (meta.Secret, error)
 	// Close waits for queued commits and closes the database.
 	Close() error
 }
@@ -51,6 +55,7 @@ type CommitResult struct {
 	ContactsUpserted  int
 	MessagesDeleted   int
 	IdentityChanges   int // identity changes stored for the first time
+	LeadsNew          int // leads (referrals, opt-ins) stored for the first time
 }
 
 // Add accumulates o into r.
@@ -63,6 +68,7 @@ func (r *CommitResult) Add(o CommitResult) {
 	r.ContactsUpserted += o.ContactsUpserted
 	r.MessagesDeleted += o.MessagesDeleted
 	r.IdentityChanges += o.IdentityChanges
+	r.LeadsNew += o.LeadsNew
 }
 
 // Subject names one end user: a WhatsApp wa_id or business-scoped user id, a Messenger
@@ -108,8 +114,10 @@ const (
 	// ScopeMessages: messages in both directions, their delivery statuses and the
 	// subject's read and delivery receipts.
 	ScopeMessages Scope = 1 << iota
-	// ScopeContacts: contact (lead) records, and the identity changes that link the
-	// person's identifiers.
+	// ScopeContacts: contact (lead) records, the identity changes that link the
+	// person's identifiers, and the lead attribution records (referrals, opt-ins and the
+	// notification tokens they carry): where the person came from is part of who they
+	// are to the business, as their contact record is.
 	ScopeContacts
 	// ScopeFiles: file references.
 	ScopeFiles
@@ -154,7 +162,7 @@ func ParseScope(names []string) (Scope, error) {
 
 // Counts of records per kind, as erased.
 type Counts struct {
-	Contacts int `json:"contacts"` // contact records and identity changes
+	Contacts int `json:"contacts"` // contact records, identity changes and leads
 	Messages int `json:"messages"`
 	Statuses int `json:"statuses"` // statuses and read/delivery receipts
 	Files    int `json:"files"`
@@ -184,10 +192,13 @@ const (
 	KindErasure = "erasure"
 	// KindIdentityChange records link an end user's old identifiers to new ones.
 	KindIdentityChange = "identityChange"
+	// KindLead records are referrals and opt-ins: where a customer came from.
+	KindLead = "lead"
 )
 
 // Record is one exported record: its kind and its JSON document (a meta.Contact,
-// meta.Message, meta.Status, meta.Receipt, meta.File, meta.IdentityChange or Erasure).
+// meta.Message, meta.Status, meta.Receipt, meta.File, meta.IdentityChange, meta.Lead or
+// Erasure).
 type Record struct {
 	Kind string
 	Doc  json.RawMessage
@@ -256,6 +267,11 @@ func Validate(b *meta.Batch) error {
 	for i := range b.Receipts {
 		if b.Receipts[i].Subject == "" {
 			return errors.New("receipt without subject")
+		}
+	}
+	for i := range b.Leads {
+		if l := &b.Leads[i]; l.Platform == "" || l.ID == "" || l.Subject == "" {
+			return errors.New("lead without platform, id or subject")
 		}
 	}
 	for i := range b.Identities {

@@ -21,8 +21,12 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
@@ -30,42 +34,139 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 )
 
-// DefaultInterval is how often pending requests are looked for.
-const DefaultInterval = 5 * time.Second
+// Retries of a request whose subject the worker may not read yet (the operator accepts a
+// request a moment before its Tenant controller names the Secret in the worker's Role,
+// and nothing the worker can watch says when that happened) back off from retryBase to
+// retryMax: one read per retryMax at most while a grant never comes.
+const (
+	retryBase = 500 * time.Millisecond
+	retryMax  = 30 * time.Second
+)
 
 // Processor carries out the DeletionRequests of one namespace.
 type Processor struct {
-	// Client reads DeletionRequests and the Secrets they name, and writes
-	// their status, as the worker's ServiceAccount.
-	Client    client.Client
-	Namespace string
-	Store     store.Store
-	Clock     clock.PassiveClock
-	Log       logr.Logger
-	// Interval between looks for pending requests; 0 means DefaultInterval.
-	Interval time.Duration
+	// Client reads the Secrets a request names, and writes the requests' status, as the
+	// worker's ServiceAccount.
+	Client client.Client
+	// RestConfig reaches the API server as the same ServiceAccount; Run watches the
+	// namespace's DeletionRequests with it.
+	RestConfig *rest.Config
+	Namespace  string
+	Store      store.Store
+	Clock      clock.PassiveClock
+	Log        logr.Logger
+
+	// finished holds the requests this worker completed or saw closed (name -> UID):
+	// the watch may still deliver the Pending or Running state it wrote before, and
+	// such a stale copy must not start the erasure again. Touched only by Run's loop.
+	finished map[string]types.UID
 }
 
-// Run processes pending requests until ctx ends.
+// Run watches the namespace's DeletionRequests and carries out each open one as it
+// arrives or changes, until ctx ends. Nothing is polled: an idle namespace costs the
+// API server one watch.
 func (p *Processor) Run(ctx context.Context) error {
-	interval := p.Interval
-	if interval == 0 {
-		interval = DefaultInterval
+	if p.RestConfig == nil || p.Client == nil || p.Namespace == "" {
+		return errors.New("subjecterasure: client, rest config and namespace are required")
 	}
-	for {
-		if err := p.ProcessPending(ctx); err != nil && ctx.Err() == nil {
-			p.Log.Error(err, "Processing deletion requests failed; retrying")
+	c, err := cache.New(p.RestConfig, cache.Options{
+		Scheme:                      p.Client.Scheme(),
+		DefaultNamespaces:           map[string]cache.Config{p.Namespace: {}},
+		DefaultTransform:            cache.TransformStripManagedFields(),
+		ReaderFailOnMissingInformer: true,
+	})
+	if err != nil {
+		return fmt.Errorf("create deletion request cache for namespace %s: %w", p.Namespace, err)
+	}
+	inf, err := c.GetInformer(ctx, &platformv1.DeletionRequest{})
+	if err != nil {
+		return fmt.Errorf("deletion request informer: %w", err)
+	}
+	limiter := workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryBase, retryMax)
+	queue := workqueue.NewTypedRateLimitingQueueWithConfig(limiter, workqueue.TypedRateLimitingQueueConfig[string]{})
+	defer queue.ShutDown()
+	enqueue := func(obj any) {
+		if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(interval):
+		if o, ok := obj.(metav1.Object); ok {
+			queue.Add(o.GetName())
 		}
 	}
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: enqueue, UpdateFunc: func(_, obj any) { enqueue(obj) }, DeleteFunc: enqueue,
+	}); err != nil {
+		return fmt.Errorf("deletion request event handler: %w", err)
+	}
+	cacheCtx, stopCache := context.WithCancel(ctx)
+	defer stopCache()
+	cacheErr := make(chan error, 1)
+	go func() {
+		cacheErr <- c.Start(cacheCtx)
+		queue.ShutDown() // the watch is gone: nothing more will arrive
+	}()
+	p.finished = map[string]types.UID{}
+	for p.processNext(ctx, c, queue) {
+	}
+	stopCache()
+	if err := <-cacheErr; err != nil && ctx.Err() == nil {
+		return fmt.Errorf("deletion request cache: %w", err)
+	}
+	return nil
 }
 
-// ProcessPending carries out every request the operator has accepted
-// (Pending) or that a previous run started (Running).
+func (p *Processor) processNext(ctx context.Context, c client.Reader, queue workqueue.TypedRateLimitingInterface[string]) bool {
+	name, shutdown := queue.Get()
+	if shutdown {
+		return false
+	}
+	defer queue.Done(name)
+	var dr platformv1.DeletionRequest
+	err := c.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: name}, &dr)
+	switch {
+	case apierrors.IsNotFound(err):
+		delete(p.finished, name)
+		queue.Forget(name)
+		return true
+	case err != nil:
+		p.Log.V(1).Info("Deletion request not readable from the cache; retrying", "deletionRequest", name, "error", err.Error())
+		queue.AddRateLimited(name)
+		return true
+	}
+	if !open(&dr) || p.finished[name] == dr.UID {
+		queue.Forget(name)
+		return true
+	}
+	err = p.process(ctx, &dr)
+	switch {
+	case errors.Is(err, errNotGranted):
+		queue.AddRateLimited(name)
+	case errors.Is(err, errNotOpen):
+		p.Log.V(1).Info("Deletion request no longer open; left alone", "deletionRequest", dr.Name, "phase", dr.Status.Phase)
+		p.finished[name] = dr.UID
+		queue.Forget(name)
+	case err != nil:
+		if ctx.Err() == nil {
+			p.Log.Error(err, "Deletion request not carried out; retrying", "deletionRequest", dr.Name)
+		}
+		queue.AddRateLimited(name)
+	default:
+		if !open(&dr) {
+			p.finished[name] = dr.UID
+		}
+		queue.Forget(name)
+	}
+	return true
+}
+
+// open: the operator has accepted the request (Pending) or a worker started it (Running).
+func open(dr *platformv1.DeletionRequest) bool {
+	return dr.Status.Phase == platformv1.DeletionPending || dr.Status.Phase == platformv1.DeletionRunning
+}
+
+// ProcessPending carries out, once, every request the operator has accepted (Pending) or
+// that a previous run started (Running). A request whose subject is not readable yet is
+// left for a later call.
 func (p *Processor) ProcessPending(ctx context.Context) error {
 	var list platformv1.DeletionRequestList
 	if err := p.Client.List(ctx, &list, client.InNamespace(p.Namespace)); err != nil {
@@ -74,7 +175,7 @@ func (p *Processor) ProcessPending(ctx context.Context) error {
 	var errs []error
 	for i := range list.Items {
 		dr := &list.Items[i]
-		if dr.Status.Phase != platformv1.DeletionPending && dr.Status.Phase != platformv1.DeletionRunning {
+		if !open(dr) {
 			continue
 		}
 		if err := p.Process(ctx, dr); err != nil {
@@ -92,6 +193,9 @@ func (p *Processor) Process(ctx context.Context, dr *platformv1.DeletionRequest)
 	err := p.process(ctx, dr)
 	if errors.Is(err, errNotOpen) {
 		p.Log.V(1).Info("Deletion request no longer open; left alone", "deletionRequest", dr.Name, "phase", dr.Status.Phase)
+		return nil
+	}
+	if errors.Is(err, errNotGranted) {
 		return nil
 	}
 	return err
@@ -112,9 +216,9 @@ func (p *Processor) process(ctx context.Context, dr *platformv1.DeletionRequest)
 	if err != nil {
 		if apierrors.IsForbidden(err) {
 			// The operator accepted the request and is adding its Secret to the
-			// Role: the next look finds it readable.
+			// Role: a later try finds it readable.
 			log.V(1).Info("Subject Secret not readable yet; waiting for the Role")
-			return nil
+			return errNotGranted
 		}
 		if apierrors.IsNotFound(err) || errors.Is(err, errMissingKey) {
 			return p.report(ctx, dr, func(s *platformv1.DeletionRequestStatus) {
@@ -195,6 +299,9 @@ func (p *Processor) secretValue(ctx context.Context, name, key string) ([]byte, 
 	return v, nil
 }
 
+// errNotGranted: the worker's Role does not name the request's subject Secret yet.
+var errNotGranted = errors.New("the subject Secret is not granted to the worker yet")
+
 // errNotOpen: the request was finished (or refused) by someone else meanwhile.
 var errNotOpen = errors.New("the deletion request is no longer open")
 
@@ -215,7 +322,7 @@ func (p *Processor) report(ctx context.Context, dr *platformv1.DeletionRequest, 
 		if err := p.Client.Get(ctx, client.ObjectKeyFromObject(dr), dr); err != nil {
 			return err
 		}
-		if ph := dr.Status.Phase; ph != platformv1.DeletionPending && ph != platformv1.DeletionRunning {
+		if !open(dr) {
 			return errNotOpen
 		}
 		return err

@@ -88,6 +88,17 @@ func exported(t *testing.T, st store.Store, who string) []store.Record {
 // operator grants it.
 func workerClient(t *testing.T, ns string, requests []platformv1.DeletionRequest) client.Client {
 	t.Helper()
+	c, err := client.New(workerConfig(t, ns, requests), client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// workerConfig applies the Role the operator grants the worker for requests and
+// returns a config that acts as the worker's ServiceAccount.
+func workerConfig(t *testing.T, ns string, requests []platformv1.DeletionRequest) *rest.Config {
+	t.Helper()
 	tn := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: strings.TrimPrefix(ns, "tenant-"), UID: "u1"}}
 	role := controllers.DesiredWorkerRole(tn, controllers.WorkerSecretNames(nil, requests))
 	if err := admin.Apply(ctx, role, client.FieldOwner("test"), client.ForceOwnership); err != nil {
@@ -98,11 +109,7 @@ func workerClient(t *testing.T, ns string, requests []platformv1.DeletionRequest
 	}
 	cfg := rest.CopyConfig(restCfg)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + controllers.WorkerName}
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return cfg
 }
 
 func setup(t *testing.T, ns string) {

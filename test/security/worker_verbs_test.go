@@ -219,8 +219,10 @@ func TestWorkerCreatesOnlyCallbackRequestsAndTheirSubjectSecrets(t *testing.T) {
 	denied(g, w.Delete(ctx, &subject), "delete its subject Secret")
 }
 
-// Secrets are read by name only, and only those the Role names: never listed,
-// never watched, never the platform's other Secrets.
+// Secrets are read by name only, and only those the Role names: never listed as a
+// namespace, never the platform's other Secrets. A list or watch that selects exactly one
+// named Secret (fieldSelector metadata.name, how the worker watches its channels'
+// Secrets) is allowed; naming any other Secret so is not.
 func TestWorkerReadsOnlyTheSecretsItsRoleNames(t *testing.T) {
 	g := NewWithT(t)
 	ns := tenant(t, g, "sec-secret-read")
@@ -235,6 +237,14 @@ func TestWorkerReadsOnlyTheSecretsItsRoleNames(t *testing.T) {
 		return w.Get(ctx, types.NamespacedName{Namespace: ns, Name: platformv1.SubjectKeySecretName}, &corev1.Secret{})
 	}, timeout, interval).Should(Succeed(), "the subject key is the worker's to read")
 	denied(g, w.List(ctx, &corev1.SecretList{}, client.InNamespace(ns)), "list Secrets")
+	var one corev1.SecretList
+	g.Expect(w.List(ctx, &one, client.InNamespace(ns), client.MatchingFields{"metadata.name": platformv1.SubjectKeySecretName})).To(Succeed())
+	g.Expect(one.Items).To(HaveLen(1))
+	for _, name := range []string{tlsSecret, platformv1.PostgresSecretName} {
+		denied(g, w.List(ctx, &corev1.SecretList{}, client.InNamespace(ns), client.MatchingFields{"metadata.name": name}), "list Secret "+name+" by name")
+	}
+	denied(g, w.List(ctx, &corev1.SecretList{}, client.InNamespace(ns), client.MatchingFields{"type": string(corev1.SecretTypeOpaque)}),
+		"list Secrets by another field")
 	neverReadable(g, w, tls)
 	neverReadable(g, w, pg)
 }
@@ -278,7 +288,7 @@ func TestWorkerCarriesOutAnAcceptedRequestUnderThePolicies(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	t.Cleanup(func() { _ = st.Close() })
 	p := &subjecterasure.Processor{
-		Client: worker(g, ns), Namespace: ns, Store: st, Clock: clock, Log: logr.Discard(), Interval: 100 * time.Millisecond,
+		Client: worker(g, ns), RestConfig: workerConfig(ns), Namespace: ns, Store: st, Clock: clock, Log: logr.Discard(),
 	}
 	testenv.Background(t, p.Run)
 

@@ -141,7 +141,7 @@ func (w *docWriter) done() []byte { return append(w.buf, '}') }
 
 // encodeMessage is Marshal(m) for messages without nested objects.
 func encodeMessage(m *meta.Message) ([]byte, bool) {
-	if m.Reaction != nil || m.Location != nil || m.Reply != nil || len(m.Errors) > 0 {
+	if m.Reaction != nil || m.Location != nil || m.Reply != nil || m.Order != nil || len(m.Errors) > 0 {
 		return nil, false
 	}
 	w := newDoc(160 + len(m.Text) + len(m.Raw) + len(m.ID) + len(m.Subject))
@@ -158,6 +158,7 @@ func encodeMessage(m *meta.Message) ([]byte, bool) {
 	}
 	w.strOmit("replyTo", m.ReplyTo)
 	w.boolOmit("forwarded", m.Forwarded)
+	w.strOmit("groupID", m.GroupID)
 	if len(m.Raw) > 0 {
 		w.key("raw")
 		// encoding/json validates and compacts a RawMessage; the parser's fragments are
@@ -195,6 +196,7 @@ func encodeFile(f *meta.File) ([]byte, bool) {
 	w.boolOmit("voice", f.Voice)
 	w.boolOmit("animated", f.Animated)
 	w.boolOmit("noFetch", f.NoFetch)
+	w.strOmit("stickerID", f.StickerID)
 	return w.done(), true
 }
 

@@ -35,7 +35,7 @@ func docSamples(t testing.TB) (msgs []meta.Message, files []meta.File, contacts 
 	odd := "caf\u00e9 <&> \"q\" \\ \n\r\t\b\f\x01\x7f \u2028\u2029 \xff\xfe \U0001F600"
 	ts := time.Date(2026, 6, 10, 14, 0, 0, 123456789, time.UTC)
 	msgs = append(msgs,
-		meta.Message{Platform: meta.WhatsApp, Channel: odd, ID: odd, Subject: odd, SubjectAlt: odd, Direction: meta.Inbound, Type: odd, Text: odd, Timestamp: ts, ReplyTo: odd, Forwarded: true, Raw: []byte(`{"a" : [1, 2,
+		meta.Message{Platform: meta.WhatsApp, Channel: odd, ID: odd, Subject: odd, SubjectAlt: odd, Direction: meta.Inbound, Type: odd, Text: odd, Timestamp: ts, ReplyTo: odd, Forwarded: true, GroupID: odd, Raw: []byte(`{"a" : [1, 2,
  "x y"] }`)},
 		meta.Message{Platform: meta.Messenger, ID: "m", Subject: "s", Timestamp: ts.In(time.FixedZone("X", 3600))},
 		meta.Message{Platform: meta.Messenger, ID: "m", Subject: "s", Timestamp: time.Date(12000, 1, 1, 0, 0, 0, 0, time.UTC)},
@@ -43,7 +43,7 @@ func docSamples(t testing.TB) (msgs []meta.Message, files []meta.File, contacts 
 		meta.Message{},
 	)
 	files = append(files, meta.File{Platform: meta.Instagram, MessageID: odd, Index: -3, Subject: odd, SubjectAlt: odd, Kind: odd,
-		MediaID: odd, URL: "https://x/y?a=1&b=<2>", MIMEType: odd, SHA256: odd, Caption: odd, Filename: odd, Voice: true, Animated: true, NoFetch: true}, meta.File{})
+		MediaID: odd, URL: "https://x/y?a=1&b=<2>", MIMEType: odd, SHA256: odd, Caption: odd, Filename: odd, Voice: true, Animated: true, NoFetch: true, StickerID: odd}, meta.File{})
 	contacts = append(contacts, meta.Contact{Platform: meta.WhatsApp, Channel: odd, Subject: odd, WaID: odd, UserID: odd, ParentUserID: odd, Username: odd, Name: odd}, meta.Contact{})
 	return msgs, files, contacts
 }
@@ -87,8 +87,8 @@ func FuzzDocEncodersMatch(f *testing.F) {
 			tm = time.Unix(ts, ts%1000*1e6).UTC()
 		}
 		checkDoc(t, &meta.Message{Platform: meta.WhatsApp, Channel: s, ID: s, Subject: s, SubjectAlt: text, Direction: meta.Inbound,
-			Type: s, Text: text, Timestamp: tm, ReplyTo: text, Forwarded: b, Raw: raw})
-		checkDoc(t, &meta.File{Platform: meta.WhatsApp, MessageID: s, Index: int(ts), Subject: text, Kind: s, Caption: text, Voice: b})
+			Type: s, Text: text, Timestamp: tm, ReplyTo: text, Forwarded: b, GroupID: s, Raw: raw})
+		checkDoc(t, &meta.File{Platform: meta.WhatsApp, MessageID: s, Index: int(ts), Subject: text, Kind: s, Caption: text, Voice: b, StickerID: s})
 		checkDoc(t, &meta.Contact{Platform: meta.WhatsApp, Channel: s, Subject: text, Name: text, Username: s})
 	})
 }

@@ -119,6 +119,11 @@ func apply(ctx context.Context, tx pgx.Tx, p *prepared, l *locker, res *store.Co
 	if err := insertIdentityChanges(ctx, tx, l, p.b.Identities, res); err != nil {
 		return err
 	}
+	// After every contact lock and before any message lock: what this transaction
+	// waits for here, no transaction waiting for it holds (see above).
+	if err := insertLeads(ctx, tx, p.b.Leads, res); err != nil {
+		return err
+	}
 	if len(p.messages) == 0 && len(p.statuses) == 0 && len(p.receipts) == 0 && len(p.b.Deletions) == 0 {
 		return nil
 	}
@@ -538,6 +543,10 @@ func erase(ctx context.Context, tx pgx.Tx, l *locker, req store.EraseRequest) (s
 			return c, err
 		}
 		if n, err = del("identity_changes", store.IdentityChangeCols...); err != nil {
+			return c, err
+		}
+		c.Contacts += n
+		if n, err = del("leads", "subject", "subject_alt"); err != nil {
 			return c, err
 		}
 		c.Contacts += n

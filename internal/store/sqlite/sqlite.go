@@ -164,7 +164,7 @@ func Open(dir string, opts Options) (*Store, error) {
 }
 
 func (s *Store) init() error {
-	if _, err := s.w.Exec(schema); err != nil {
+	if _, err := s.w.Exec(schema + leadsSchema); err != nil {
 		return fmt.Errorf("create schema: %w", err)
 	}
 	if err := migrate(s.w); err != nil {

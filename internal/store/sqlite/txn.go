@@ -216,6 +216,9 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 	if err := t.insertIdentityChanges(ctx, p.b.Identities, res); err != nil {
 		return err
 	}
+	if err := t.insertLeads(ctx, p.b.Leads, res); err != nil {
+		return err
+	}
 	for _, del := range p.b.Deletions {
 		// Set before the insert and never reset (even on rollback): erring towards
 		// checking costs a little time, erring the other way would resurrect messages.
@@ -401,6 +404,10 @@ func (t *txn) erase(ctx context.Context, req store.EraseRequest) (store.Counts, 
 			return c, err
 		}
 		if n, err = del("identity_changes", store.IdentityChangeCols...); err != nil {
+			return c, err
+		}
+		c.Contacts += n
+		if n, err = del("leads", "subject", "subject_alt"); err != nil {
 			return c, err
 		}
 		c.Contacts += n

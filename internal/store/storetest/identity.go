@@ -192,6 +192,7 @@ func testExportStrict(t *testing.T, s store.Store) {
 		Messages: []meta.Message{fb},
 		Receipts: []meta.Receipt{{Platform: meta.Messenger, Channel: "fb", Subject: "psid-1", State: meta.StateRead, Watermark: t0}},
 		Files:    []meta.File{{Platform: meta.Messenger, Channel: "fb", MessageID: "f1", Subject: "psid-1", Kind: "audio", URL: "https://x/a.mp4"}},
+		Leads:    []meta.Lead{tokenLead("optin-strict", "psid-1", 6)},
 	})
 	if _, err := s.Erase(context.Background(), store.EraseRequest{Subject: store.Subject{ID: "nobody"}, SubjectRef: "hmac:x", Scope: store.ScopeMessages}); err != nil {
 		t.Fatal(err)

@@ -42,6 +42,7 @@ func Run(t *testing.T, open Opener) {
 		{"ExportIsStrict", testExportStrict},
 	}
 	tests = append(tests, retentionTests...)
+	tests = append(tests, leadTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -97,6 +98,8 @@ type Dump struct {
 	Erasures []store.Erasure
 	// IdentityChanges link a person's old identifiers to new ones.
 	IdentityChanges []meta.IdentityChange
+	// Leads are referrals and opt-ins (never with their token: export leaves it out).
+	Leads []meta.Lead
 }
 
 // Export decodes a store's export (all, or one subject's).
@@ -124,6 +127,9 @@ func Export(t testing.TB, s store.Store, subject *store.Subject) Dump {
 		case store.KindIdentityChange:
 			d.IdentityChanges = append(d.IdentityChanges, meta.IdentityChange{})
 			target = &d.IdentityChanges[len(d.IdentityChanges)-1]
+		case store.KindLead:
+			d.Leads = append(d.Leads, meta.Lead{})
+			target = &d.Leads[len(d.Leads)-1]
 		case store.KindErasure:
 			d.Erasures = append(d.Erasures, store.Erasure{})
 			target = &d.Erasures[len(d.Erasures)-1]

@@ -45,6 +45,10 @@ type (
 		LineHeader
 		meta.IdentityChange
 	}
+	LeadLine struct {
+		LineHeader
+		meta.Lead
+	}
 	ErasureLine struct {
 		LineHeader
 		store.Erasure
@@ -59,6 +63,7 @@ var lineTypes = map[string]reflect.Type{
 	store.KindReceipt:        reflect.TypeFor[ReceiptLine](),
 	store.KindFile:           reflect.TypeFor[FileLine](),
 	store.KindIdentityChange: reflect.TypeFor[IdentityChangeLine](),
+	store.KindLead:           reflect.TypeFor[LeadLine](),
 	store.KindErasure:        reflect.TypeFor[ErasureLine](),
 }
 

@@ -1,0 +1,272 @@
+package frontdoor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/forward"
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
+	"github.com/omniflowcrm/omniflow-operator/internal/webhookhttp"
+)
+
+// DefaultForwardTimeout bounds one forward to a worker. Messenger waits 5 s for the
+// answer to a delivery (and disables a webhook that keeps failing); the forwards of one
+// delivery run in parallel, so 4 s leaves a second for the rest.
+const DefaultForwardTimeout = 4 * time.Second
+
+// DefaultMaxBodyBytes caps a delivery: WhatsApp bodies reach 3 MB.
+const DefaultMaxBodyBytes = 4 << 20
+
+// Config configures a Server.
+type Config struct {
+	// AppSecret verifies Meta's X-Hub-Signature-256.
+	AppSecret []byte
+	// VerifyToken answers Meta's subscription handshake.
+	VerifyToken string
+	// ForwardingKey is the key each tenant's forwarding credential is derived from
+	// (forward.TenantKey).
+	ForwardingKey []byte
+	Table         *Table
+	// Client sends the forwards; nil means a client of its own.
+	Client         *http.Client
+	ForwardTimeout time.Duration
+	MaxBodyBytes   int64
+	Log            logr.Logger
+}
+
+// Server is the front door's HTTP side.
+type Server struct {
+	cfg Config
+	m   *Metrics
+}
+
+// Delivery results (the "result" label of omniflow_frontdoor_deliveries_total).
+const (
+	ResultForwarded    = "forwarded"     // 200: every worker concerned committed its parts
+	ResultAcknowledged = "acknowledged"  // 200: authentic, no part for any tenant
+	ResultUnauthorized = "unauthorized"  // 401: Meta's signature missing or wrong
+	ResultBadRequest   = "bad_request"   // 400: not a Meta envelope, or unreadable
+	ResultTooLarge     = "too_large"     // 413
+	ResultNotSynced    = "not_synced"    // 503: the routing table is not filled yet
+	ResultWorkerFailed = "worker_failed" // 503: a worker did not commit; Meta retries
+)
+
+// Forward results (the "result" label of omniflow_frontdoor_forwards_total).
+const (
+	ForwardCommitted = "committed"
+	ForwardRefused   = "refused" // the worker answered 4xx: a credential or configuration fault
+	ForwardFailed    = "failed"  // 5xx, timeout or unreachable
+)
+
+// Metrics of the front door. Labels are closed sets: never an id or a tenant's data.
+type Metrics struct {
+	Registry   *prometheus.Registry
+	deliveries *prometheus.CounterVec
+	unrouted   *prometheus.CounterVec
+	forwards   *prometheus.CounterVec
+	seconds    prometheus.Histogram
+}
+
+func newMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "omniflow_frontdoor_deliveries_total", Help: "Meta deliveries (POSTs) by result.",
+		}, []string{"result"}),
+		unrouted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "omniflow_frontdoor_parts_unrouted_total", Help: "Authentic parts of deliveries that no tenant serves: acknowledged, stored nowhere.",
+		}, []string{"kind", "reason"}),
+		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "omniflow_frontdoor_forwards_total", Help: "Forwards of a tenant's parts to its worker, by result.",
+		}, []string{"result"}),
+		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "omniflow_frontdoor_delivery_duration_seconds", Help: "Time from Meta's request to the answer.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+	}
+	m.Registry.MustRegister(m.deliveries, m.unrouted, m.forwards, m.seconds,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// NewServer returns a front door; it answers deliveries 503 until cfg.Table is synced.
+func NewServer(cfg Config) (*Server, error) {
+	if len(cfg.AppSecret) == 0 || cfg.VerifyToken == "" {
+		return nil, errors.New("frontdoor: the app secret and the verify token are required")
+	}
+	if len(cfg.ForwardingKey) < forward.MinKeyBytes {
+		return nil, fmt.Errorf("frontdoor: the forwarding key must have at least %d bytes", forward.MinKeyBytes)
+	}
+	if cfg.Table == nil {
+		return nil, errors.New("frontdoor: a routing table is required")
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}}
+	}
+	if cfg.ForwardTimeout <= 0 {
+		cfg.ForwardTimeout = DefaultForwardTimeout
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	return &Server{cfg: cfg, m: newMetrics()}, nil
+}
+
+// Metrics returns the server's metrics.
+func (s *Server) Metrics() *Metrics { return s.m }
+
+// Handler routes the front door's endpoints.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /webhooks/meta", s.handleVerify)
+	mux.HandleFunc("POST /webhooks/meta", s.handleDelivery)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { webhookhttp.WriteText(w, http.StatusOK, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.cfg.Table.Synced() {
+			webhookhttp.WriteText(w, http.StatusServiceUnavailable, "routing table not synced")
+			return
+		}
+		webhookhttp.WriteText(w, http.StatusOK, "ok")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.Registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) {
+	challenge, ok := meta.Challenge(r.URL.Query(), s.cfg.VerifyToken)
+	if !ok {
+		s.cfg.Log.Info("Subscription handshake refused")
+		webhookhttp.WriteText(w, http.StatusForbidden, "forbidden\n")
+		return
+	}
+	s.cfg.Log.Info("Subscription handshake answered")
+	webhookhttp.WriteText(w, http.StatusOK, challenge)
+}
+
+func (s *Server) handleDelivery(w http.ResponseWriter, r *http.Request) {
+	webhookhttp.Answer(w, r, s.delivery, func(result string, took time.Duration) {
+		s.m.deliveries.WithLabelValues(result).Inc()
+		s.m.seconds.Observe(took.Seconds())
+	})
+}
+
+func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) {
+	log := s.cfg.Log
+	if !s.cfg.Table.Synced() {
+		return http.StatusServiceUnavailable, ResultNotSynced
+	}
+	var buf bytes.Buffer
+	if err := meta.ReadBody(w, r, &buf, s.cfg.MaxBodyBytes); err != nil {
+		if errors.Is(err, meta.ErrTooLarge) {
+			return http.StatusRequestEntityTooLarge, ResultTooLarge
+		}
+		return http.StatusBadRequest, ResultBadRequest
+	}
+	body := buf.Bytes()
+	// Checked before anything is parsed or forwarded: nothing unsigned reaches a worker.
+	if _, err := meta.VerifySignature(s.cfg.AppSecret, body, r.Header.Get(meta.SignatureHeader)); err != nil {
+		log.Info("Delivery signature rejected", "reason", err.Error())
+		return http.StatusUnauthorized, ResultUnauthorized
+	}
+	parts, err := meta.Split(body)
+	if err != nil {
+		log.Info("Signed delivery is not a Meta envelope", "bytes", len(body))
+		return http.StatusBadRequest, ResultBadRequest
+	}
+	byTenant := map[Target][]meta.Part{}
+	var order []Target
+	for i := range parts {
+		targets, reason := s.cfg.Table.Route(&parts[i])
+		if len(targets) == 0 {
+			s.m.unrouted.WithLabelValues(parts[i].Kind(), reason).Inc()
+			continue
+		}
+		for _, tg := range targets {
+			if _, ok := byTenant[tg]; !ok {
+				order = append(order, tg)
+			}
+			byTenant[tg] = append(byTenant[tg], parts[i])
+		}
+	}
+	if len(order) == 0 {
+		return http.StatusOK, ResultAcknowledged
+	}
+	// The common case, a delivery wholly for one tenant, is forwarded as received: no
+	// re-encoding.
+	whole := len(order) == 1 && len(byTenant[order[0]]) == len(parts)
+	errs := make([]error, len(order))
+	var wg sync.WaitGroup
+	for i, tg := range order {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var fwd []byte
+			if whole {
+				fwd = body
+			}
+			errs[i] = s.forward(r.Context(), tg, byTenant[tg], fwd)
+		}()
+	}
+	wg.Wait()
+	failed := 0
+	for i, err := range errs {
+		if err != nil {
+			failed++
+			log.Info("Forward failed; Meta will retry the delivery", "tenant", order[i].Tenant, "error", err.Error())
+		}
+	}
+	if failed > 0 {
+		// The workers that committed absorb the retry as duplicates.
+		return http.StatusServiceUnavailable, ResultWorkerFailed
+	}
+	return http.StatusOK, ResultForwarded
+}
+
+// forward sends one tenant's parts to its worker (body, when not nil, is the delivery
+// that holds exactly these parts) and returns nil once the worker committed them.
+func (s *Server) forward(ctx context.Context, tg Target, parts []meta.Part, body []byte) error {
+	if body == nil {
+		var err error
+		if body, err = meta.Envelope(parts); err != nil {
+			s.m.forwards.WithLabelValues(ForwardFailed).Inc()
+			return fmt.Errorf("build forward: %w", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ForwardTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tg.Worker+forward.Path, bytes.NewReader(body))
+	if err != nil {
+		s.m.forwards.WithLabelValues(ForwardFailed).Inc()
+		return fmt.Errorf("forward request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(forward.SignatureHeader, forward.Sign(forward.TenantKey(s.cfg.ForwardingKey, tg.Tenant), tg.Tenant, body))
+	resp, err := s.cfg.Client.Do(req)
+	if err != nil {
+		s.m.forwards.WithLabelValues(ForwardFailed).Inc()
+		return fmt.Errorf("forward to worker: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	_ = resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		s.m.forwards.WithLabelValues(ForwardCommitted).Inc()
+		return nil
+	case resp.StatusCode >= 400 && resp.StatusCode < 500:
+		s.m.forwards.WithLabelValues(ForwardRefused).Inc()
+	default:
+		s.m.forwards.WithLabelValues(ForwardFailed).Inc()
+	}
+	return fmt.Errorf("worker answered %d", resp.StatusCode)
+}

@@ -1,0 +1,31 @@
+// Package webhookhttp holds the HTTP plumbing the worker and the front door share: plain
+// text answers, and the run-count-answer shape of a webhook POST.
+package webhookhttp
+
+import (
+	"io"
+	"net/http"
+	"time"
+)
+
+// WriteText answers code with a plain-text body.
+func WriteText(w http.ResponseWriter, code int, body string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, body)
+}
+
+// Answer runs a POST path, which returns its status code and metric result without
+// writing anything, hands the result and the time taken to observe, and writes the code:
+// an empty 200, or the status text.
+func Answer(w http.ResponseWriter, r *http.Request, run func(http.ResponseWriter, *http.Request) (int, string), observe func(result string, took time.Duration)) {
+	start := time.Now()
+	code, result := run(w, r)
+	observe(result, time.Since(start))
+	if code == http.StatusOK {
+		w.WriteHeader(code)
+		return
+	}
+	WriteText(w, code, http.StatusText(code)+"\n")
+}
