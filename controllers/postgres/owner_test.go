@@ -20,6 +20,9 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/store/postgres/pgtest"
 )
 
+// forceGrace is the grace period of tenants a test force-removes.
+const forceGrace = 72 * time.Hour
+
 // inDatabase runs statements as the server's admin inside one database.
 func inDatabase(t *testing.T, g Gomega, db string, fn func(*pgx.Conn)) {
 	t.Helper()
@@ -92,10 +95,12 @@ func eraseNow(g Gomega, name string) {
 	}, 2*timeout, interval).Should(Succeed())
 }
 
-// provisioned creates a PostgreSQL Tenant (grace period 0) and waits for
-// its database; it returns the Tenant and the database's name.
-func provisioned(g Gomega, name string) (*platformv1.Tenant, string) {
-	tn := newTenant(name, 0)
+// provisioned creates a PostgreSQL Tenant and waits for its database; it
+// returns the Tenant and the database's name. A tenant the test force-removes
+// needs a grace period (forceGrace): forceRemove deletes before it strips the
+// finalizer, and with none the Tenant's own erasure could win that race.
+func provisioned(g Gomega, name string, grace time.Duration) (*platformv1.Tenant, string) {
+	tn := newTenant(name, grace)
 	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
 	g.Eventually(func(g Gomega) { storageReady(g, name) }, timeout, interval).Should(Succeed())
 	return tn, controllers.PostgresDatabaseName(name, tn.UID)
@@ -109,7 +114,7 @@ func TestRecreatedPostgresTenantGetsItsOwnDatabaseAndTheOldOneIsSwept(t *testing
 	g := NewWithT(t)
 	startOperator(t, adminSecret)
 	name := "pg-re-" + runID
-	first, oldDB := provisioned(g, name)
+	first, oldDB := provisioned(g, name, forceGrace)
 	oldNS := first.NamespaceName()
 	writeNote(t, g, oldDB, "first business")
 	for _, catalog := range []string{"pg_database", "pg_authid"} {
@@ -118,7 +123,7 @@ func TestRecreatedPostgresTenantGetsItsOwnDatabaseAndTheOldOneIsSwept(t *testing
 	}
 
 	forceRemove(g, name)
-	second := newTenant(name, 0)
+	second := newTenant(name, forceGrace)
 	second.Spec.Namespace = "pg-re-new-" + runID
 	g.Expect(k8s.Create(ctx, second)).To(Succeed())
 	newDB := controllers.PostgresDatabaseName(name, second.UID)
@@ -158,7 +163,7 @@ func TestRecreatedPostgresTenantGetsItsOwnDatabaseAndTheOldOneIsSwept(t *testing
 func TestDatabaseWithoutNamespaceOrTenantIsDroppedByTheServerScan(t *testing.T) {
 	g := NewWithT(t)
 	startOperator(t, adminSecret)
-	tn, db := provisioned(g, "pg-gone-"+runID)
+	tn, db := provisioned(g, "pg-gone-"+runID, forceGrace)
 	writeNote(t, g, db, "gone business")
 	erasedBefore := counterValue(g, "omniflow_orphans_erased_total", "kind", "database")
 
@@ -263,13 +268,13 @@ func TestRecreatedInTheSameNamespaceTheOldDatabaseIsNotTakenOver(t *testing.T) {
 	g := NewWithT(t)
 	startOperator(t, adminSecret)
 	name := "pg-same-" + runID
-	first, oldDB := provisioned(g, name)
+	first, oldDB := provisioned(g, name, forceGrace)
 	ns := first.NamespaceName()
 	writeNote(t, g, oldDB, "first business")
 	oldDSN := string(postgresSecret(g, ns).Data[platformv1.PostgresSecretKey])
 
 	forceRemove(g, name)
-	second := newTenant(name, 0)
+	second := newTenant(name, forceGrace)
 	g.Expect(k8s.Create(ctx, second)).To(Succeed())
 	newDB := controllers.PostgresDatabaseName(name, second.UID)
 	g.Eventually(func(g Gomega) {
@@ -305,7 +310,7 @@ func TestRecreatedInTheSameNamespaceTheOldDatabaseIsNotTakenOver(t *testing.T) {
 func TestTenantCannotEscapeErasureByRewritingItsDatabaseComment(t *testing.T) {
 	g := NewWithT(t)
 	startOperator(t, adminSecret)
-	tn, db := provisioned(g, "pg-forge-"+runID)
+	tn, db := provisioned(g, "pg-forge-"+runID, 0)
 	conn, err := pgx.Connect(ctx, string(postgresSecret(g, tn.NamespaceName()).Data[platformv1.PostgresSecretKey]))
 	g.Expect(err).NotTo(HaveOccurred())
 	_, err = conn.Exec(ctx, "COMMENT ON DATABASE "+pgx.Identifier{db}.Sanitize()+" IS 'omniflow: cluster=elsewhere tenant=x tenant-uid=someone-else'")
