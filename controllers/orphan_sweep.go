@@ -37,7 +37,7 @@ const AnnotationErasedSteps = MarkPrefix + "erased-steps"
 var (
 	orphansFound = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "omniflow_orphans",
-		Help: "Tenant namespaces and volumes whose Tenant no longer exists, found by the last sweep.",
+		Help: "Tenant namespaces, volumes and PostgreSQL databases whose Tenant no longer exists, found by the last sweep.",
 	}, []string{"kind"})
 	sweepStoodDown = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "omniflow_orphan_sweep_stood_down",
@@ -45,7 +45,7 @@ var (
 	})
 	orphansErased = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "omniflow_orphans_erased_total",
-		Help: "Orphaned tenant namespaces and volumes the sweep erased and verified.",
+		Help: "Orphaned tenant namespaces, volumes and PostgreSQL databases the sweep erased and verified.",
 	}, []string{"kind"})
 	orphanStepFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "omniflow_orphan_erasure_failures_total",
@@ -64,8 +64,9 @@ func init() {
 // what carries the operator's ownership mark is ever touched: an orphan's
 // namespace is bound to its Tenant's UID (AnnotationTenantUID), and the
 // erasure runs the Tenant's own steps on a target read from the namespace's
-// marks. It never turns into a mass
-// deletion: when the Tenant CRD is missing, or when more than a share of
+// marks. With the PostgreSQL backend enabled it also scans the shared
+// server for databases bound to a Tenant that left no mark in the cluster
+// (orphan_databases.go). It never turns into a mass deletion: when the Tenant CRD is missing, or when more than a share of
 // tenant namespaces look orphaned at once (a CRD reinstall, a restore of
 // etcd), it stands down and alerts instead.
 type OrphanSweeper struct {
@@ -134,8 +135,11 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (busy bool, err error) {
 	if err := s.APIReader.List(ctx, &pvs, client.MatchingLabelsSelector{Selector: sel}); err != nil {
 		return false, fmt.Errorf("list tenant volumes: %w", err)
 	}
-	// Tenants are listed after what they own: a namespace made for a Tenant
-	// created meanwhile is listed with its Tenant, never as an orphan.
+	// The server's databases too, when the PostgreSQL backend is enabled.
+	scan := s.scanDatabases(ctx)
+	// Tenants are listed after what they own: a namespace or database made
+	// for a Tenant created meanwhile is listed with its Tenant, never as an
+	// orphan.
 	var tenants platformv1.TenantList
 	if err := s.APIReader.List(ctx, &tenants); err != nil {
 		if meta.IsNoMatchError(err) || apierrors.IsNotFound(err) {
@@ -180,6 +184,9 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (busy bool, err error) {
 	}
 	for _, pv := range orphanPV {
 		note(s.sweepVolume(ctx, pv))
+	}
+	if scan != nil {
+		note(s.sweepDatabases(ctx, scan, tenants.Items, nss.Items))
 	}
 	return busy, errors.Join(errs...)
 }

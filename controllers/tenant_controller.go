@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -49,6 +50,10 @@ type TenantReconciler struct {
 	Worker    WorkerConfig
 	Route     RouteConfig
 	Postgres  PostgresConfig
+
+	// clusterMu guards cluster, the UID of kube-system once read (clusterID).
+	clusterMu sync.Mutex
+	cluster   string
 }
 
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=tenants,verbs=get;list;watch;patch
@@ -176,6 +181,7 @@ func (r *TenantReconciler) reconcileNamespace(ctx context.Context, t *platformv1
 			r.Recorder.Eventf(t, &ns, corev1.EventTypeNormal, "NamespaceTakenOver", "Provision",
 				"namespace %s of an earlier Tenant %s is taken over with its data", name, t.Name)
 		}
+		keepRecordedDatabase(t, &ns)
 		if _, err := applyIfChanged(ctx, r.Client, types.NamespacedName{Name: name}, &corev1.Namespace{}, desiredNamespace(t, origin), corev1ac.ExtractNamespace); err != nil {
 			setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionNamespaceReady, false, platformv1.ReasonApplyFailed, err.Error())
 			return nil, fmt.Errorf("ensure namespace %s: %w", name, err)
@@ -183,6 +189,19 @@ func (r *TenantReconciler) reconcileNamespace(ctx context.Context, t *platformv1
 	}
 	setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionNamespaceReady, true, platformv1.ReasonReconciled, "")
 	return nil, nil
+}
+
+// keepRecordedDatabase: a tenant whose status names no database yet (its
+// status was lost, or never written) keeps the database its own namespace's
+// mark names, so nothing is renamed: the name derived from its UID is only
+// for databases not yet made.
+func keepRecordedDatabase(t *platformv1.Tenant, ns *corev1.Namespace) {
+	recorded := ns.Annotations[AnnotationPostgresDatabase]
+	if storageBackend(t) != platformv1.StoragePostgreSQL || recorded == "" || !tenantOwns(ns, refOf(t)) ||
+		(t.Status.Storage != nil && t.Status.Storage.DatabaseName != "") {
+		return
+	}
+	t.Status.Storage = &platformv1.StorageStatus{Backend: platformv1.StoragePostgreSQL, DatabaseName: recorded}
 }
 
 // setConflict records a namespace conflict and reports whether it is new.

@@ -82,20 +82,27 @@ func storageBackend(t *platformv1.Tenant) platformv1.StorageBackend {
 	return t.Spec.Storage.Backend
 }
 
-// postgresName is the name of both the tenant's role and its database. The
-// prefix reserves the names for the operator: erasure drops exactly this
-// name. Tenant names are DNS labels, so mapping '-' to '_' is the only change
-// needed for a readable identifier (it is quoted anyway); a name too long for
-// PostgreSQL keeps a hash of the whole, so that no two tenants share one.
-func postgresName(tenant string) string {
-	name := "omniflow_" + strings.ReplaceAll(tenant, "-", "_")
-	if len(name) <= postgresMaxIdentifier {
-		return name
-	}
-	sum := sha256.Sum256([]byte(tenant))
+// postgresName is the name of both the role and the database of a new
+// tenant. The prefix reserves the names for the operator; tenant names are
+// DNS labels, so mapping '-' to '_' is the only change needed for a readable
+// identifier (it is quoted anyway). The suffix is a short hash of the
+// Tenant's UID: a Tenant deleted and created again under the same name gets
+// a database of its own, never its predecessor's. The tenant part is cut so
+// that the whole fits PostgreSQL's identifier limit (which would otherwise
+// truncate it silently); the UID hash is always kept whole.
+func postgresName(tenant string, uid types.UID) string {
+	sum := sha256.Sum256([]byte(uid))
 	suffix := "_" + hex.EncodeToString(sum[:4])
-	return name[:postgresMaxIdentifier-len(suffix)] + suffix
+	name := "omniflow_" + strings.ReplaceAll(tenant, "-", "_")
+	if len(name)+len(suffix) > postgresMaxIdentifier {
+		name = name[:postgresMaxIdentifier-len(suffix)]
+	}
+	return name + suffix
 }
+
+// PostgresDatabaseName is the database (and role) name a new PostgreSQL
+// Tenant of this name and UID is given: what an SRE looks for on the server.
+func PostgresDatabaseName(tenant string, uid types.UID) string { return postgresName(tenant, uid) }
 
 // quoteIdent quotes a PostgreSQL identifier.
 func quoteIdent(name string) string { return pgx.Identifier{name}.Sanitize() }
@@ -217,11 +224,15 @@ func (r *TenantReconciler) reconcilePostgres(ctx context.Context, t *platformv1.
 		t.Status.Phase = platformv1.TenantPhaseFailed
 		return stop, reconcile.TerminalError(fmt.Errorf("storage backend PostgreSQL: %s is not set", PostgresAdminSecretFlag))
 	}
-	name := postgresName(t.Name)
+	name := postgresDatabase(t)
 	// Recorded before anything exists on the server: erasure drops what
 	// status names, and a half-done provisioning must be erased too.
 	t.Status.Storage = &platformv1.StorageStatus{Backend: platformv1.StoragePostgreSQL, DatabaseName: name}
 	admin, err := r.postgresAdminDSN(ctx)
+	if err != nil {
+		return r.databaseUnavailable(ctx, t, err)
+	}
+	mark, err := r.tenantDBMark(ctx, t)
 	if err != nil {
 		return r.databaseUnavailable(ctx, t, err)
 	}
@@ -235,7 +246,14 @@ func (r *TenantReconciler) reconcilePostgres(ctx context.Context, t *platformv1.
 		return nil, err
 	}
 	applied := secret.Annotations[appliedVerifierAnnotation] == verifierDigest(verifier)
-	host, err := provisionDatabase(ctx, admin, name, verifier, applied)
+	host, err := provisionDatabase(ctx, admin, name, verifier, applied, mark)
+	if errors.Is(err, errDatabaseConflict) {
+		// Not an outage and not the tenant's: nothing of it is touched or
+		// shown. Looked at again later, in case an SRE resolves it.
+		setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionStorageReady, false, platformv1.ReasonDatabaseConflict, err.Error())
+		t.Status.Phase = platformv1.TenantPhaseFailed
+		return &ctrl.Result{RequeueAfter: postgresRetry}, nil
+	}
 	if err != nil {
 		return r.databaseUnavailable(ctx, t, err)
 	}
@@ -285,7 +303,12 @@ func (r *TenantReconciler) ensurePostgresSecret(ctx context.Context, t *platform
 		return nil, "", fmt.Errorf("get Secret %s: %w", key, err)
 	}
 	var password string
-	if err == nil {
+	// A predecessor's Secret (a Tenant re-created under the same name and
+	// namespace) holds the password of the predecessor's role, which can
+	// still log into its database until the sweep drops it: it is never
+	// reused. The Secret is taken over with a new password.
+	owned := err == nil && tenantOwns(&s, refOf(t))
+	if owned {
 		// A Secret emptied or broken by hand gets a new password; the role
 		// follows the Secret below.
 		if cfg, perr := pgconn.ParseConfig(string(s.Data[platformv1.PostgresSecretKey])); perr == nil {
@@ -305,10 +328,7 @@ func (r *TenantReconciler) ensurePostgresSecret(ctx context.Context, t *platform
 		s = corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{
 				Name: key.Name, Namespace: key.Namespace, Labels: tenantLabels(t),
-				OwnerReferences: []metav1.OwnerReference{{
-					APIVersion: platformv1.GroupVersion.String(), Kind: "Tenant", Name: t.Name, UID: t.UID,
-					Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
-				}},
+				OwnerReferences: []metav1.OwnerReference{postgresSecretOwner(t)},
 			},
 			Type: corev1.SecretTypeOpaque,
 			Data: map[string][]byte{platformv1.PostgresSecretKey: []byte(dsn)},
@@ -320,17 +340,29 @@ func (r *TenantReconciler) ensurePostgresSecret(ctx context.Context, t *platform
 		r.Recorder.Eventf(t, &s, corev1.EventTypeNormal, "Created", "Provision", "created Secret %s (PostgreSQL credentials)", key)
 		return &s, password, nil
 	}
-	if string(s.Data[platformv1.PostgresSecretKey]) != dsn {
+	if !owned || string(s.Data[platformv1.PostgresSecretKey]) != dsn {
 		patch := client.MergeFrom(s.DeepCopy())
 		if s.Data == nil {
 			s.Data = map[string][]byte{}
 		}
 		s.Data[platformv1.PostgresSecretKey] = []byte(dsn)
+		if !owned {
+			s.Labels = tenantLabels(t)
+			s.OwnerReferences = []metav1.OwnerReference{postgresSecretOwner(t)}
+		}
 		if err := r.Patch(ctx, &s, patch, client.FieldOwner(fieldOwner)); err != nil {
 			return nil, "", fmt.Errorf("update Secret %s: %w", key, err)
 		}
 	}
 	return &s, password, nil
+}
+
+// postgresSecretOwner binds the credentials Secret to its Tenant.
+func postgresSecretOwner(t *platformv1.Tenant) metav1.OwnerReference {
+	return metav1.OwnerReference{
+		APIVersion: platformv1.GroupVersion.String(), Kind: "Tenant", Name: t.Name, UID: t.UID,
+		Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
+	}
 }
 
 // connectAdmin connects to the shared server as the admin role. host names
@@ -385,22 +417,36 @@ func (r *TenantReconciler) recordAppliedVerifier(ctx context.Context, s *corev1.
 }
 
 // provisionDatabase ensures the tenant's role (with the Secret's password, as
-// its SCRAM verifier) and its database, closed to every other role. applied
-// says the role already carries verifier. At steady state it only reads the
-// catalogs: every statement that writes runs only when something differs. It
-// returns the server's host for messages.
-func provisionDatabase(ctx context.Context, admin, name, verifier string, applied bool) (string, error) {
+// its SCRAM verifier) and its database, closed to every other role, both
+// bound to the Tenant's UID by their comment (mark). applied says the role
+// already carries verifier. A role or database of that name bound to another
+// Tenant is left exactly as it is: errDatabaseConflict. At steady state it
+// only reads the catalogs: every statement that writes runs only when
+// something differs. It returns the server's host for messages.
+func provisionDatabase(ctx context.Context, admin, name, verifier string, applied bool, mark dbMark) (string, error) {
 	conn, host, err := connectAdmin(ctx, admin)
 	if err != nil {
 		return host, err
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	ident := quoteIdent(name)
-	roleExists, err := exists(ctx, conn, "pg_roles", "rolname", name)
+	role, err := lookupServerObject(ctx, conn, "role", name)
 	if err != nil {
 		return host, err
 	}
-	if verb := roleStatement(roleExists, applied); verb != "" {
+	db, err := lookupServerObject(ctx, conn, "database", name)
+	if err != nil {
+		return host, err
+	}
+	// Checked before anything is written: taking over another Tenant's role
+	// (its password) or database would hand its data to this tenant.
+	for kind, o := range map[string]serverObject{"role": role, "database": db} {
+		if o.foreignTo(mark.TenantUID) {
+			return host, fmt.Errorf("%w: %s %s on %s exists and is bound to another Tenant (uid %s); it is not adopted",
+				errDatabaseConflict, kind, name, host, o.boundTo())
+		}
+	}
+	if verb := roleStatement(role.Exists, applied); verb != "" {
 		// The server gets a SCRAM-SHA-256 verifier, never the password itself, so
 		// that a server logging statements (log_statement) cannot log it; the
 		// statement's error never quotes the statement either.
@@ -408,20 +454,24 @@ func provisionDatabase(ctx context.Context, admin, name, verifier string, applie
 			return host, fmt.Errorf("%s role %s on %s: %w", strings.ToLower(verb), name, host, err)
 		}
 	}
-	dbExists, err := exists(ctx, conn, "pg_database", "datname", name)
-	if err != nil {
+	if err := setComment(ctx, conn, "role", name, role, mark.String()); err != nil {
 		return host, err
 	}
-	if !dbExists {
+	if !db.Exists {
 		// Since PostgreSQL 16 a CREATEROLE admin may give a database to a
-		// role only as a member of it; a superuser or an older server
-		// accepts the grant as a no-op.
+		// role, or later comment on it, only as a member of the role; a
+		// superuser or an older server accepts the grant as a no-op.
 		if _, err := conn.Exec(ctx, "GRANT "+ident+" TO CURRENT_USER"); err != nil {
 			return host, fmt.Errorf("grant role %s to the admin on %s: %w", name, host, err)
 		}
 		if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident+" OWNER "+ident); err != nil {
 			return host, fmt.Errorf("create database %s on %s: %w", name, host, err)
 		}
+	}
+	// Also clears an orphan stamp the sweep may have left (a Tenant restored
+	// with its UID, from a backup of etcd).
+	if err := setComment(ctx, conn, "database", name, db, mark.String()); err != nil {
+		return host, err
 	}
 	// Every database is open to PUBLIC by default: only the owner may
 	// connect to a tenant's. Looked at first: a REVOKE rewrites the catalog
@@ -480,30 +530,25 @@ func scramVerifierSalted(password string, salt []byte, iterations int) (string, 
 	return fmt.Sprintf("SCRAM-SHA-256$%d:%s$%s:%s", iterations, b64(salt), b64(stored[:]), b64(mac(salted, "Server Key"))), nil
 }
 
-// exists reports whether a catalog (pg_roles, pg_database) has a row named name.
-func exists(ctx context.Context, conn *pgx.Conn, catalog, column, name string) (bool, error) {
-	var found bool
-	q := "SELECT EXISTS (SELECT 1 FROM " + catalog + " WHERE " + column + " = $1)"
-	if err := conn.QueryRow(ctx, q, name).Scan(&found); err != nil {
-		return false, fmt.Errorf("look up %s in %s: %w", name, catalog, err)
-	}
-	return found, nil
-}
-
 // postgresDatabase is the tenant's database and role: as recorded in
-// status, else the name provisioning gives it.
+// status (a tenant provisioned before databases were bound to UIDs keeps its
+// name, omniflow_<tenant>), else the name bound to its UID.
 func postgresDatabase(t *platformv1.Tenant) string {
 	if t.Status.Storage != nil && t.Status.Storage.DatabaseName != "" {
 		return t.Status.Storage.DatabaseName
 	}
-	return postgresName(t.Name)
+	return postgresName(t.Name, t.UID)
 }
 
 // dropPostgres is PostgreSQL's DeleteStorage: it drops the tenant's
 // database (closing its connections) and role, and verifies on the server
-// that neither is left. An unusable server is an error, so the step is
-// retried and never skipped; ErasureAtRisk (or the sweep's failure Event and
-// metric) raises the alarm if it lasts.
+// that neither is left. Only what is the tenant's is dropped: a database or
+// role whose comment names the target's Tenant UID, or, for one made before
+// databases were bound to UIDs (no Omniflow comment), the name recorded in
+// the target (status or the namespace's mark). One whose comment names
+// another Tenant is left alone and recorded as such. An unusable server is
+// an error, so the step is retried and never skipped; ErasureAtRisk (or the
+// sweep's failure Event and metric) raises the alarm if it lasts.
 func (r *TenantReconciler) dropPostgres(ctx context.Context, tgt *erasureTarget) (string, bool, error) {
 	name := tgt.Database
 	if name == "" {
@@ -521,26 +566,52 @@ func (r *TenantReconciler) dropPostgres(ctx context.Context, tgt *erasureTarget)
 		return "", false, err
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
-	ident := quoteIdent(name)
-	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
-		return "", false, fmt.Errorf("drop database %s on %s: %w", name, host, err)
-	}
-	if _, err := conn.Exec(ctx, "DROP ROLE IF EXISTS "+ident); err != nil {
-		return "", false, fmt.Errorf("drop role %s on %s: %w", name, host, err)
-	}
-	var left []string
-	for _, c := range []struct{ catalog, column string }{{"pg_database", "datname"}, {"pg_roles", "rolname"}} {
-		found, err := exists(ctx, conn, c.catalog, c.column, name)
+	// The database first: the role owns it and cannot go before it.
+	found := map[string]serverObject{}
+	for _, kind := range []string{"database", "role"} {
+		o, err := lookupServerObject(ctx, conn, kind, name)
 		if err != nil {
 			return "", false, err
 		}
-		if found {
-			left = append(left, c.catalog)
+		found[kind] = o
+		if !o.Exists || o.foreignTo(tgt.UID) {
+			continue
+		}
+		stmt := "DROP ROLE IF EXISTS " + quoteIdent(name)
+		if kind == "database" {
+			stmt = "DROP DATABASE IF EXISTS " + quoteIdent(name) + " WITH (FORCE)"
+		}
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			return "", false, fmt.Errorf("drop %s %s on %s: %w", kind, name, host, err)
 		}
 	}
-	if len(left) > 0 {
-		return "waiting for " + name + " to be gone from " + strings.Join(left, " and ") + " on " + host, false, nil
+	// Verified on the server: what was the tenant's is gone.
+	var left, parts []string
+	dropped := 0
+	for _, kind := range []string{"database", "role"} {
+		now, err := lookupServerObject(ctx, conn, kind, name)
+		if err != nil {
+			return "", false, err
+		}
+		view := serverCatalogs[kind]
+		switch before := found[kind]; {
+		case before.foreignTo(tgt.UID):
+			parts = append(parts, fmt.Sprintf("%s on %s (the server binds it to Tenant uid %s)", notTheTenants(kind, name), host, before.boundTo()))
+		case now.Exists && !now.foreignTo(tgt.UID):
+			left = append(left, view)
+		case before.Exists:
+			dropped++
+			parts = append(parts, fmt.Sprintf("%s %s dropped on %s; %s has no row named %s", kind, name, host, view, name))
+		default:
+			parts = append(parts, fmt.Sprintf("%s %s not found on %s; %s has no row named %s", kind, name, host, view, name))
+		}
 	}
-	return fmt.Sprintf("database and role %s dropped on %s (DROP DATABASE WITH (FORCE), DROP ROLE); pg_database and pg_roles have no row named %s",
-		name, host, name), true, nil
+	switch {
+	case len(left) > 0:
+		return "waiting for " + name + " to be gone from " + strings.Join(left, " and ") + " on " + host, false, nil
+	case dropped == 2:
+		return fmt.Sprintf("database and role %s dropped on %s (DROP DATABASE WITH (FORCE), DROP ROLE); pg_database and pg_roles have no row named %s",
+			name, host, name), true, nil
+	}
+	return strings.Join(parts, "; "), true, nil
 }

@@ -3,13 +3,16 @@ package controllers
 import (
 	"context"
 	"encoding/base64"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -18,29 +21,134 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/store/postgres/pgtest"
 )
 
-func TestPostgresName(t *testing.T) {
+func TestPostgresNameIsBoundToTheTenantUID(t *testing.T) {
 	t.Parallel()
+	const uid = types.UID("0b9c6f3e-1111-4a2b-8c3d-123456789abc")
 	long := strings.Repeat("a", 54) + "-x"   // 56: the longest name without spec.namespace
 	longer := strings.Repeat("a", 54) + "-y" // differs only past PostgreSQL's 63 bytes
-	tests := []struct{ tenant, want string }{
-		{"acme", "omniflow_acme"},
-		{"acme-shop-2", "omniflow_acme_shop_2"},
-		{strings.Repeat("b", 54), "omniflow_" + strings.Repeat("b", 54)}, // exactly 63
+	tests := []struct {
+		tenant     string
+		wantPrefix string
+	}{
+		{"acme", "omniflow_acme_"},
+		{"acme-shop-2", "omniflow_acme_shop_2_"},
+		{long, "omniflow_" + strings.Repeat("a", 45)},
 	}
 	for _, tc := range tests {
-		if got := postgresName(tc.tenant); got != tc.want {
-			t.Errorf("postgresName(%q) = %q, want %q", tc.tenant, got, tc.want)
+		got := postgresName(tc.tenant, uid)
+		if !strings.HasPrefix(got, tc.wantPrefix) || len(got) > postgresMaxIdentifier {
+			t.Errorf("postgresName(%q) = %q (%d bytes), want prefix %q and at most %d bytes", tc.tenant, got, len(got), tc.wantPrefix, postgresMaxIdentifier)
+		}
+		if suffix := got[len(got)-9:]; !regexp.MustCompile(`^_[0-9a-f]{8}$`).MatchString(suffix) {
+			t.Errorf("postgresName(%q) = %q does not end in a UID hash", tc.tenant, got)
+		}
+		if postgresName(tc.tenant, uid) != got {
+			t.Errorf("postgresName(%q) is not stable", tc.tenant)
 		}
 	}
-	a, b := postgresName(long), postgresName(longer)
-	if len(a) != postgresMaxIdentifier || len(b) != postgresMaxIdentifier {
-		t.Fatalf("long names must be cut to %d bytes: %q (%d), %q (%d)", postgresMaxIdentifier, a, len(a), b, len(b))
+	// The same name under another UID (a re-created Tenant) is another database.
+	if postgresName("acme", uid) == postgresName("acme", "another-uid") {
+		t.Error("a re-created Tenant gets its predecessor's database name")
 	}
-	if a == b {
-		t.Fatalf("two tenants whose names differ past 63 bytes share %q", a)
+	if a, b := postgresName(long, uid), postgresName(longer, "another-uid"); len(a) != postgresMaxIdentifier || a == b {
+		t.Errorf("long names: %q and %q", a, b)
 	}
-	if postgresName(long) != a {
-		t.Fatal("postgresName is not deterministic")
+	// A tenant provisioned before the binding keeps the name in its status.
+	old := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "acme", UID: uid},
+		Status: platformv1.TenantStatus{Storage: &platformv1.StorageStatus{DatabaseName: "omniflow_acme"}}}
+	if got := postgresDatabase(old); got != "omniflow_acme" {
+		t.Errorf("postgresDatabase of a recorded tenant = %q, want omniflow_acme", got)
+	}
+}
+
+func TestDBMarkRoundTripsAndOnlyOursParse(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	m := dbMark{Cluster: "c-1", Tenant: "acme", TenantUID: "u-1", OrphanedAt: &at}
+	got, ok := parseDBMark(m.String())
+	if !ok || got.Cluster != "c-1" || got.Tenant != "acme" || got.TenantUID != "u-1" || got.OrphanedAt == nil || !got.OrphanedAt.Equal(at) {
+		t.Fatalf("parseDBMark(%q) = %+v, %v", m.String(), got, ok)
+	}
+	for _, c := range []string{"", "production database", "omniflow: cluster=c-1 tenant=acme", "omniflow cluster=c-1 tenant-uid=u-1"} {
+		if _, ok := parseDBMark(c); ok {
+			t.Errorf("parseDBMark(%q) is taken for an Omniflow mark", c)
+		}
+	}
+	if got, _ := parseDBMark("omniflow: cluster=c tenant=a tenant-uid=u orphaned-at=yesterday"); got.OrphanedAt != nil {
+		t.Error("a mangled stamp must count as none")
+	}
+}
+
+func TestServerObjectIsForeignOnlyWhenBoundToAnotherTenant(t *testing.T) {
+	t.Parallel()
+	mark := func(uid types.UID) string { return dbMark{Cluster: "c", Tenant: "a", TenantUID: uid}.String() }
+	tests := []struct {
+		name string
+		obj  serverObject
+		want bool
+	}{
+		{"absent", serverObject{}, false},
+		{"ours", serverObject{Exists: true, Comment: mark("u-1")}, false},
+		{"from before the binding (no comment)", serverObject{Exists: true}, false},
+		{"someone else's text", serverObject{Exists: true, Comment: "prod"}, false},
+		{"another Tenant's", serverObject{Exists: true, Comment: mark("u-2")}, true},
+		{"owned by the tenant's role, comment rewritten by that role", serverObject{Exists: true, Comment: mark("u-2"), OwnerComment: mark("u-1")}, false},
+		{"owned by another Tenant's role", serverObject{Exists: true, Comment: mark("u-1"), OwnerComment: mark("u-2")}, true},
+	}
+	for _, tc := range tests {
+		if got := tc.obj.foreignTo("u-1"); got != tc.want {
+			t.Errorf("%s: foreignTo = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestDatabaseMarkPrefersTheOwnerRoleAndKeepsOnlyItsOwnStamp(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	role := dbMark{Cluster: "c", Tenant: "a", TenantUID: "u-1"}.String()
+	stamped := dbMark{Cluster: "c", Tenant: "a", TenantUID: "u-1", OrphanedAt: &at}.String()
+	forged := dbMark{Cluster: "elsewhere", Tenant: "b", TenantUID: "u-2", OrphanedAt: &at}.String()
+	tests := []struct {
+		name, comment, owner string
+		wantOK               bool
+		wantUID              types.UID
+		wantStamp            bool
+	}{
+		{"no mark anywhere", "", "", false, "", false},
+		{"database mark only (owner role unmarked)", stamped, "", true, "u-1", true},
+		{"role mark, database stamped", stamped, role, true, "u-1", true},
+		{"role mark, database comment forged by the tenant", forged, role, true, "u-1", false},
+	}
+	for _, tc := range tests {
+		m, ok := databaseMark(tc.comment, tc.owner)
+		if ok != tc.wantOK || m.TenantUID != tc.wantUID || (m.OrphanedAt != nil) != tc.wantStamp {
+			t.Errorf("%s: databaseMark = %+v, %v", tc.name, m, ok)
+		}
+		if ok && tc.owner != "" && m.Cluster != "c" {
+			t.Errorf("%s: cluster %q, want the role's", tc.name, m.Cluster)
+		}
+	}
+}
+
+func TestOrphanDatabasesAreThoseOfThisClusterWithNoOwnerLeft(t *testing.T) {
+	t.Parallel()
+	db := func(name, cluster string, uid types.UID) serverDatabase {
+		return serverDatabase{Name: name, Mark: dbMark{Cluster: cluster, Tenant: "t", TenantUID: uid}}
+	}
+	dbs := []serverDatabase{
+		db("live", "c", "u-live"),
+		db("marked-ns", "c", "u-ns"),
+		db("orphan", "c", "u-gone"),
+		db("other-cluster", "c2", "u-gone2"),
+	}
+	tenants := []platformv1.Tenant{{ObjectMeta: metav1.ObjectMeta{Name: "live", UID: "u-live"}}}
+	nss := []corev1.Namespace{
+		{ObjectMeta: metav1.ObjectMeta{Name: "tenant-x", Annotations: map[string]string{AnnotationTenantUID: "u-ns"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "unmarked"}},
+	}
+	orphans, ours := orphanDatabases(dbs, "c", tenants, nss)
+	if ours != 3 || len(orphans) != 1 || orphans[0].Name != "orphan" {
+		t.Fatalf("orphanDatabases = %+v (ours %d), want only \"orphan\" of 3", orphans, ours)
 	}
 }
 

@@ -50,6 +50,10 @@ const (
 	// ReasonDatabaseUnavailable: the shared PostgreSQL server, or the admin
 	// Secret that names it, cannot be used right now; the operator retries.
 	ReasonDatabaseUnavailable = "DatabaseUnavailable"
+	// ReasonDatabaseConflict: a database or role of the tenant's name exists
+	// on the shared server and is bound to another Tenant (its comment names
+	// another UID); it is neither adopted nor changed.
+	ReasonDatabaseConflict = "DatabaseConflict"
 )
 
 // Finalizers.

@@ -106,20 +106,26 @@ func onServer(t *testing.T, g Gomega, query string, args ...any) bool {
 	return v
 }
 
-// dropLeftovers removes what a failed earlier run left on the shared test
-// server, so that each run starts from an empty server for its tenants.
-func dropLeftovers(t *testing.T, g Gomega, names ...string) {
+// dropOnServer drops databases and roles a test made by hand, when it ends.
+func dropOnServer(t *testing.T, names ...string) {
 	t.Helper()
-	conn, err := pgx.Connect(ctx, pgtest.ServerDSN(t))
-	g.Expect(err).NotTo(HaveOccurred())
-	defer conn.Close(ctx)
-	for _, n := range names {
-		ident := pgx.Identifier{n}.Sanitize()
-		_, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)")
-		g.Expect(err).NotTo(HaveOccurred())
-		_, err = conn.Exec(ctx, "DROP ROLE IF EXISTS "+ident)
-		g.Expect(err).NotTo(HaveOccurred())
-	}
+	dsn := pgtest.ServerDSN(t)
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Errorf("clean up: %v", err)
+			return
+		}
+		defer conn.Close(ctx)
+		for _, n := range names {
+			ident := pgx.Identifier{n}.Sanitize()
+			for _, stmt := range []string{"DROP DATABASE IF EXISTS " + ident + " WITH (FORCE)", "DROP ROLE IF EXISTS " + ident} {
+				if _, err := conn.Exec(ctx, stmt); err != nil {
+					t.Errorf("clean up: %v", err)
+				}
+			}
+		}
+	})
 }
 
 func roleExists(t *testing.T, g Gomega, name string) bool {
@@ -154,11 +160,11 @@ func postgresSecret(g Gomega, ns string) *corev1.Secret {
 
 func TestPostgresTenantIsProvisionedServedAndErased(t *testing.T) {
 	g := NewWithT(t)
-	dropLeftovers(t, g, "omniflow_pg_acme_"+runID)
 	startOperator(t, adminSecret)
 	tn := newTenant("pg-acme-"+runID, 72*time.Hour)
 	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
-	ns, db := tn.NamespaceName(), "omniflow_pg_acme_"+runID
+	ns, db := tn.NamespaceName(), controllers.PostgresDatabaseName(tn.Name, tn.UID)
+	g.Expect(db).To(MatchRegexp("^omniflow_pg_acme_" + runID + "_[0-9a-f]{8}$"))
 
 	// The Secret, the role and the database.
 	g.Eventually(func(g Gomega) {
@@ -305,7 +311,6 @@ func TestPostgresTenantIsProvisionedServedAndErased(t *testing.T) {
 // erasure waits too, never skipping the database, until the server is back.
 func TestUnreachableServerIsWaitedForNeverSkipped(t *testing.T) {
 	g := NewWithT(t)
-	dropLeftovers(t, g, "omniflow_pg_down_"+runID)
 	stop := startOperator(t, downSecret)
 	tn := newTenant("pg-down-"+runID, 0)
 	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
@@ -345,8 +350,9 @@ func TestUnreachableServerIsWaitedForNeverSkipped(t *testing.T) {
 		g.Expect(got.Status.Phase).To(Equal(platformv1.TenantPhaseErased))
 		g.Expect(stepNames(got)).To(Equal([]string{"StopIngest", "DeleteWorker", "DeleteStorage", "DeleteNamespace"}))
 	}, 2*timeout, interval).Should(Succeed())
-	g.Expect(databaseExists(t, g, "omniflow_pg_down_"+runID)).To(BeFalse())
-	g.Expect(roleExists(t, g, "omniflow_pg_down_"+runID)).To(BeFalse())
+	db := controllers.PostgresDatabaseName(tn.Name, tn.UID)
+	g.Expect(databaseExists(t, g, db)).To(BeFalse())
+	g.Expect(roleExists(t, g, db)).To(BeFalse())
 }
 
 func TestWithoutTheFlagPostgreSQLIsUnsupported(t *testing.T) {
@@ -406,6 +412,19 @@ func orphanFound(g Gomega, ns string) time.Time {
 	return at
 }
 
+// graceHolds moves the clock to a second before the orphan grace period,
+// counted from found, ends, and checks that db stays meanwhile.
+func graceHolds(t *testing.T, g Gomega, found time.Time, db string) {
+	t.Helper()
+	clock.SetTime(found.Add(orphanGrace - time.Second))
+	g.Consistently(func(g Gomega) {
+		g.Expect(databaseExists(t, g, db)).To(BeTrue(), "nothing is dropped during the grace period")
+	}, 2*time.Second, interval).Should(Succeed())
+}
+
+// gracePasses moves the clock a second past the grace period.
+func gracePasses(found time.Time) { clock.SetTime(found.Add(orphanGrace + time.Second)) }
+
 // sweepEvents lists "Type Reason: note" of the Events about a namespace.
 func sweepEvents(g Gomega, ns string) []string {
 	var evs corev1.EventList // the core view of events.k8s.io Events
@@ -424,11 +443,10 @@ func sweepEvents(g Gomega, ns string) []string {
 // checked on the server, and recorded.
 func TestOrphanedPostgresTenantIsDroppedByTheSweep(t *testing.T) {
 	g := NewWithT(t)
-	db := "omniflow_pg_orphan_" + runID
-	dropLeftovers(t, g, db)
 	startOperator(t, adminSecret)
 	tn := newTenant("pg-orphan-"+runID, 24*time.Hour)
 	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
+	db := controllers.PostgresDatabaseName(tn.Name, tn.UID)
 	ns := tn.NamespaceName()
 	g.Eventually(func(g Gomega) {
 		c := cond(tenant(g, tn.Name), platformv1.ConditionStorageReady)
@@ -443,12 +461,9 @@ func TestOrphanedPostgresTenantIsDroppedByTheSweep(t *testing.T) {
 
 	forceRemove(g, tn.Name)
 	found := orphanFound(g, ns)
-	clock.SetTime(found.Add(orphanGrace - time.Second))
-	g.Consistently(func(g Gomega) {
-		g.Expect(databaseExists(t, g, db)).To(BeTrue(), "nothing is dropped during the grace period")
-	}, 2*time.Second, interval).Should(Succeed())
+	graceHolds(t, g, found, db)
 
-	clock.SetTime(found.Add(orphanGrace + time.Second))
+	gracePasses(found)
 	g.Eventually(func(g Gomega) {
 		g.Expect(databaseExists(t, g, db)).To(BeFalse())
 		g.Expect(roleExists(t, g, db)).To(BeFalse())
@@ -467,11 +482,10 @@ func TestOrphanedPostgresTenantIsDroppedByTheSweep(t *testing.T) {
 // can be reached.
 func TestSweepThatCannotReachTheServerReportsAndRetries(t *testing.T) {
 	g := NewWithT(t)
-	db := "omniflow_pg_orphan_down_" + runID
-	dropLeftovers(t, g, db)
 	stop := startOperator(t, downSecret)
 	tn := newTenant("pg-orphan-down-"+runID, 0)
 	g.Expect(k8s.Create(ctx, tn)).To(Succeed())
+	db := controllers.PostgresDatabaseName(tn.Name, tn.UID)
 	ns := tn.NamespaceName()
 	g.Eventually(func(g Gomega) {
 		var got corev1.Namespace
@@ -482,7 +496,7 @@ func TestSweepThatCannotReachTheServerReportsAndRetries(t *testing.T) {
 
 	forceRemove(g, tn.Name)
 	found := orphanFound(g, ns)
-	clock.SetTime(found.Add(orphanGrace + time.Second))
+	gracePasses(found)
 	g.Eventually(func(g Gomega) {
 		g.Expect(sweepEvents(g, ns)).To(ContainElement(And(HavePrefix("Warning ErasureStepFailed: erasure step DeleteStorage failed and will be retried"),
 			ContainSubstring("127.0.0.1:1"))))
@@ -503,7 +517,8 @@ func TestSweepThatCannotReachTheServerReportsAndRetries(t *testing.T) {
 	g.Expect(roleExists(t, g, db)).To(BeFalse())
 }
 
-// counterValue reads a counter from the operator's registry; 0 when absent.
+// counterValue reads a counter or gauge from the operator's registry; 0
+// when absent.
 func counterValue(g Gomega, name, label, value string) float64 {
 	mfs, err := metrics.Registry.Gather()
 	g.Expect(err).NotTo(HaveOccurred())
@@ -514,6 +529,9 @@ func counterValue(g Gomega, name, label, value string) float64 {
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
 				if l.GetName() == label && l.GetValue() == value {
+					if m.GetGauge() != nil {
+						return m.GetGauge().GetValue()
+					}
 					return m.GetCounter().GetValue()
 				}
 			}

@@ -93,9 +93,12 @@ func createAdminSecrets(dsn string) error {
 func startOperator(t *testing.T, admin types.NamespacedName) (stop func()) {
 	t.Helper()
 	stopFn, err := testenv.StartOperator(restCfg, scheme, controllers.Options{
-		Worker:   controllers.WorkerConfig{Image: "example.test/worker:test"},
-		Clock:    clock,
-		Sweep:    controllers.SweepConfig{Interval: 500 * time.Millisecond, GracePeriod: orphanGrace},
+		Worker: controllers.WorkerConfig{Image: "example.test/worker:test"},
+		Clock:  clock,
+		// The suite's tests leave force-removed tenants behind, which would
+		// make the sweep stand down (more than half orphaned); that guard is
+		// tested in controllers/erasure.
+		Sweep:    controllers.SweepConfig{Interval: 500 * time.Millisecond, GracePeriod: orphanGrace, MaxOrphanShare: 1},
 		Postgres: controllers.PostgresConfig{AdminSecret: admin},
 	})
 	if err != nil {
