@@ -355,6 +355,7 @@ func TestKstatusOfEveryStateTheOperatorWrites(t *testing.T) {
 	// check theirs in health_test.go); a new row of the table must be reached
 	// here or named here.
 	g.Expect(missed).To(Equal([]string{
+		tenantKey("Failed", F, platformv1.ReasonDatabaseConflict, false),           // controllers/postgres
 		tenantKey("Failed", F, platformv1.ReasonStorageUnsupported, false),         // controllers/postgres
 		tenantKey("Provisioning", F, platformv1.ReasonApplyFailed, false),          // an API server that refuses writes: not reached
 		tenantKey("Provisioning", F, platformv1.ReasonDatabaseUnavailable, false),  // controllers/postgres

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+	"github.com/omniflowcrm/omniflow-operator/internal/healthtable"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/postgres/pgtest"
 )
@@ -215,6 +216,9 @@ func TestDatabaseOfAnotherTenantIsNeitherAdoptedNorDropped(t *testing.T) {
 		g.Expect(c.Reason).To(Equal(platformv1.ReasonDatabaseConflict))
 		g.Expect(c.Message).To(And(ContainSubstring(db), ContainSubstring("bound to another Tenant")))
 		g.Expect(got.Status.Phase).To(Equal(platformv1.TenantPhaseFailed))
+		// A human must act: GitOps tools read it as Failed, not as in progress.
+		g.Expect(healthtable.KeyOf(got)).To(ContainSubstring("/" + platformv1.ReasonDatabaseConflict + "/"))
+		g.Expect(healthtable.Check(got)).To(Succeed())
 	}, timeout, interval).Should(Succeed())
 	g.Consistently(func(g Gomega) {
 		g.Expect(roleExists(t, g, db)).To(BeFalse(), "no role is made that could log into it")

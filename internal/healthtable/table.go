@@ -57,6 +57,7 @@ var Rows = []Row{
 	{Tenant, "Provisioning", f, platformv1.ReasonHTTPRouteNotAccepted, false, platformv1.HealthFailed, "the Gateway refused the HTTPRoute"},
 	{Tenant, "Failed", f, platformv1.ReasonNamespaceConflict, false, platformv1.HealthFailed, "the namespace exists and is not this tenant's"},
 	{Tenant, "Failed", f, platformv1.ReasonStorageUnsupported, false, platformv1.HealthFailed, "a storage backend this version cannot provide"},
+	{Tenant, "Failed", f, platformv1.ReasonDatabaseConflict, false, platformv1.HealthFailed, "the tenant's database name is bound on the server to another Tenant"},
 	{Tenant, "Active", t, platformv1.ReasonReconciled, false, platformv1.HealthCurrent, "provisioned, worker available"},
 	{Tenant, "Deactivated", t, platformv1.ReasonDeactivated, false, platformv1.HealthCurrent, "ingest stopped, erasure scheduled (grace period running)"},
 	{Tenant, "Erasing", f, "Erasing", false, platformv1.HealthInProgress, "erasure running"},
