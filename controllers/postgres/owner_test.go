@@ -16,8 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
-	"github.com/omniflowcrm/omniflow-operator/internal/healthtable"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
+	"github.com/omniflowcrm/omniflow-operator/internal/healthtable"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/postgres/pgtest"
 )
 
