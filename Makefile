@@ -68,6 +68,11 @@ chart: manifests ## Regenerate the Helm chart (charts/omniflow-operator) from co
 bench: ## Load-benchmark the ingest worker against a verify-only baseline, side by side (not part of make test).
 	hack/bench.sh
 
+.PHONY: bench-operator
+bench-operator: ## Measure the operator at scale: N Tenants (TENANTS, default 1000) on a real API server with an audit log, the manager as a process (not part of make test).
+	@assets="$${KUBEBUILDER_ASSETS:-$$(hack/setup-envtest.sh)}"; \
+	KUBEBUILDER_ASSETS="$$assets" go run ./hack/benchoperator --tenants=$${TENANTS:-1000} --window=$${WINDOW:-120s} --manager-args="$${MANAGER_ARGS:-}"
+
 ##@ Build
 
 .PHONY: build
