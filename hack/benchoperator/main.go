@@ -254,4 +254,3 @@ func printResult(r result) {
 		mib(float64(r.rssRestarted)), r.rawProvisioning.Round(100*time.Millisecond), r.rawObjectsPerTen)
 	fmt.Printf("\nloadavg: %s", r.loadavg)
 }
-
