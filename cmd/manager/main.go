@@ -37,6 +37,7 @@ func main() {
 		ingressAnnotations     keyValues
 		sweep                  controllers.SweepConfig
 		postgresAdminSecret    string
+		maxConcurrent          int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address of the metrics endpoint (\":8080\" for HTTP with --metrics-secure=false; \"0\" disables it).")
@@ -75,6 +76,8 @@ func main() {
 		"Share of tenant namespaces above which orphans are not erased but alerted on (a CRD reinstall or restore).")
 	flag.StringVar(&postgresAdminSecret, "postgres-admin-secret", "",
 		"Secret (namespace/name) whose key dsn is the DSN of a role with CREATEDB and CREATEROLE on the shared PostgreSQL server; enables storage.backend PostgreSQL (default: PostgreSQL tenants are refused).")
+	flag.IntVar(&maxConcurrent, "max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles,
+		"How many Tenants (and how many DeletionRequests) are reconciled at once; MetaChannels are always reconciled one at a time.")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -82,7 +85,7 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
 	route.Kind, route.IngressAnnotations = controllers.RouteKind(routeKind), ingressAnnotations
-	opts := controllers.Options{Worker: worker, Route: route, Sweep: sweep}
+	opts := controllers.Options{Worker: worker, Route: route, Sweep: sweep, MaxConcurrentReconciles: maxConcurrent}
 	adminSecret, err := controllers.ParsePostgresAdminSecret(postgresAdminSecret)
 	if err != nil {
 		log.Error(err, "Invalid flag")

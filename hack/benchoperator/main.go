@@ -71,6 +71,7 @@ type result struct {
 	rawProvisioning  time.Duration
 	rawObjectsPerTen int
 	loadavg          string
+	kinds            []kindCost
 }
 
 func run(ctx context.Context, cfg config) error {
@@ -115,6 +116,9 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	if res.heapInuse, err = mgr.metric(ctx, "go_memstats_heap_inuse_bytes"); err != nil {
+		return err
+	}
+	if res.kinds, err = measureKinds(ctx, cp.env.Client); err != nil {
 		return err
 	}
 
@@ -252,5 +256,6 @@ func printResult(r result) {
 		r.tenants, r.settle.Round(100*time.Millisecond), mib(float64(r.rssSettled)), mib(r.heapInuse),
 		r.steadyWrites, r.window, r.restartWrites, r.restartConverge.Round(100*time.Millisecond),
 		mib(float64(r.rssRestarted)), r.rawProvisioning.Round(100*time.Millisecond), r.rawObjectsPerTen)
+	printKinds(r.kinds)
 	fmt.Printf("\nloadavg: %s", r.loadavg)
 }
