@@ -53,6 +53,9 @@ func startControlPlane(work string) (*controlPlane, error) {
 	// Default batching would delay lines; the log is read while it grows.
 	args.Append("audit-log-mode", "blocking")
 	args.Append("audit-log-maxsize", "0")
+	// envtest's default range (a /24) runs out after about 250 tenants:
+	// every tenant has a Service, and the raw client makes as many again.
+	args.Set("service-cluster-ip-range", "10.0.0.0/16")
 	e, err := testenv.Adopt(env)
 	if err != nil {
 		return nil, err

@@ -12,7 +12,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -47,7 +49,12 @@ func main() {
 	}
 	cfg.work = work
 	defer func() { _ = os.RemoveAll(work) }()
-	if err := run(context.Background(), cfg); err != nil {
+	// Ctrl-C still stops the control plane and the manager.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err = run(ctx, cfg)
+	stop()
+	if err != nil {
+		_ = os.RemoveAll(work)
 		fail(err)
 	}
 }
@@ -243,7 +250,11 @@ func waitSettled(ctx context.Context, c client.Client, n int, limit time.Duratio
 		if time.Now().After(deadline) {
 			return fmt.Errorf("only %d of %d tenants settled within %s", done, n, limit)
 		}
-		time.Sleep(time.Second)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
 }
 
