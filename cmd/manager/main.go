@@ -38,6 +38,7 @@ func main() {
 		sweep                  controllers.SweepConfig
 		postgresAdminSecret    string
 		maxConcurrent          int
+		pprofAddr              string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address of the metrics endpoint (\":8080\" for HTTP with --metrics-secure=false; \"0\" disables it).")
@@ -78,6 +79,8 @@ func main() {
 		"Secret (namespace/name) whose key dsn is the DSN of a role with CREATEDB and CREATEROLE on the shared PostgreSQL server; enables storage.backend PostgreSQL (default: PostgreSQL tenants are refused).")
 	flag.IntVar(&maxConcurrent, "max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles,
 		"How many Tenants (and how many DeletionRequests) are reconciled at once; MetaChannels are always reconciled one at a time.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0",
+		"Address of the Go profiler's /debug/pprof endpoints, e.g. 127.0.0.1:6060 (default \"0\": off). Plain HTTP, unauthenticated: bind it to loopback.")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -92,13 +95,20 @@ func main() {
 		os.Exit(1)
 	}
 	opts.Postgres.AdminSecret = adminSecret
-	if err := run(metricsAddr, secureMetrics, enableHTTP2, probeAddr, leaderElect, leaderElectionNS, opts); err != nil {
+	ep := endpoints{metrics: metricsAddr, secureMetrics: secureMetrics, http2: enableHTTP2, probe: probeAddr, pprof: pprofAddr}
+	if err := run(ep, leaderElect, leaderElectionNS, opts); err != nil {
 		log.Error(err, "Operator stopped")
 		os.Exit(1)
 	}
 }
 
-func run(metricsAddr string, secureMetrics, enableHTTP2 bool, probeAddr string, leaderElect bool, leaderElectionNS string, opts controllers.Options) error {
+// endpoints are the manager's HTTP listeners.
+type endpoints struct {
+	metrics, probe, pprof string
+	secureMetrics, http2  bool
+}
+
+func run(ep endpoints, leaderElect bool, leaderElectionNS string, opts controllers.Options) error {
 	if err := opts.Route.Validate(); err != nil {
 		return err
 	}
@@ -106,18 +116,19 @@ func run(metricsAddr string, secureMetrics, enableHTTP2 bool, probeAddr string, 
 	utilruntime.Must(controllers.AddToScheme(scheme))
 
 	var tlsOpts []func(*tls.Config)
-	if !enableHTTP2 {
+	if !ep.http2 {
 		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
 	}
-	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics, TLSOpts: tlsOpts}
-	if secureMetrics {
+	metricsOpts := metricsserver.Options{BindAddress: ep.metrics, SecureServing: ep.secureMetrics, TLSOpts: tlsOpts}
+	if ep.secureMetrics {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsOpts,
-		HealthProbeBindAddress:  probeAddr,
+		HealthProbeBindAddress:  ep.probe,
+		PprofBindAddress:        ep.pprof,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "omniflow-operator.platform.omniflowcrm.com",
 		LeaderElectionNamespace: leaderElectionNS,

@@ -30,6 +30,7 @@ type config struct {
 	settleLimit time.Duration
 	managerArgs []string
 	managerBin  string
+	profile     string
 	work        string
 }
 
@@ -40,6 +41,7 @@ func main() {
 	flag.DurationVar(&cfg.window, "window", 120*time.Second, "Steady-state window in which the operator's writes are counted.")
 	flag.DurationVar(&cfg.settleLimit, "settle-limit", 30*time.Minute, "Give up when the Tenants have not settled after this long.")
 	flag.StringVar(&cfg.managerBin, "manager", "", "A manager binary to measure instead of building ./cmd/manager (to compare two versions).")
+	flag.StringVar(&cfg.profile, "heap-profile", "", "Save the manager's heap profile at the end of the steady window to this file.")
 	flag.StringVar(&extra, "manager-args", "", "Extra flags for the manager, space-separated (e.g. \"--max-concurrent-reconciles=1\").")
 	flag.Parse()
 	cfg.managerArgs = splitArgs(extra)
@@ -69,6 +71,7 @@ type result struct {
 	tenants          int
 	settle           time.Duration
 	rssSettled       uint64
+	rssSteady        uint64
 	heapInuse        float64
 	steadyWrites     writeCount
 	window           time.Duration
@@ -97,7 +100,7 @@ func run(ctx context.Context, cfg config) error {
 	}
 	res := result{tenants: cfg.tenants, window: cfg.window}
 
-	mgr, err := startManager(bin, cp.kubeconfig, cfg.work, "run1", cfg.managerArgs)
+	mgr, err := startManager(bin, cp.kubeconfig, cfg.work, "run1", cfg.profile != "", cfg.managerArgs)
 	if err != nil {
 		return err
 	}
@@ -139,11 +142,20 @@ func run(ctx context.Context, cfg config) error {
 	if res.steadyWrites, err = cp.audit.writesBetween(from, time.Now()); err != nil {
 		return err
 	}
+	if res.rssSteady, err = mgr.rss(); err != nil {
+		return err
+	}
+	if cfg.profile != "" {
+		if err := mgr.heapProfile(ctx, cfg.profile); err != nil {
+			return err
+		}
+		fmt.Printf("heap profile: %s (go tool pprof -top -inuse_space %s)\n", cfg.profile, cfg.profile)
+	}
 
 	fmt.Println("restarting the manager...")
 	mgr.stop()
 	restartAt := time.Now()
-	mgr, err = startManager(bin, cp.kubeconfig, cfg.work, "run2", cfg.managerArgs)
+	mgr, err = startManager(bin, cp.kubeconfig, cfg.work, "run2", false, cfg.managerArgs)
 	if err != nil {
 		return err
 	}
@@ -261,10 +273,10 @@ func waitSettled(ctx context.Context, c client.Client, n int, limit time.Duratio
 func printResult(r result) {
 	mib := func(b float64) string { return fmt.Sprintf("%.0f MiB", b/(1<<20)) }
 	fmt.Println()
-	fmt.Println("| tenants | time to settle | manager RSS settled | heap in use | writes at steady state | writes on restart | restart converges | RSS after restart | raw sequential client |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|")
-	fmt.Printf("| %d | %s | %s | %s | %s (%s) | %s | %s | %s | %s (%d objects/tenant) |\n",
-		r.tenants, r.settle.Round(100*time.Millisecond), mib(float64(r.rssSettled)), mib(r.heapInuse),
+	fmt.Println("| tenants | time to settle | manager RSS settled | RSS after the window | heap in use | writes at steady state | writes on restart | restart converges | RSS after restart | raw sequential client |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Printf("| %d | %s | %s | %s | %s | %s (%s) | %s | %s | %s | %s (%d objects/tenant) |\n",
+		r.tenants, r.settle.Round(100*time.Millisecond), mib(float64(r.rssSettled)), mib(float64(r.rssSteady)), mib(r.heapInuse),
 		r.steadyWrites, r.window, r.restartWrites, r.restartConverge.Round(100*time.Millisecond),
 		mib(float64(r.rssRestarted)), r.rawProvisioning.Round(100*time.Millisecond), r.rawObjectsPerTen)
 	printKinds(r.kinds)

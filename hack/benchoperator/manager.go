@@ -22,10 +22,13 @@ type manager struct {
 	log     *os.File
 	metrics string // base URL of the plain-HTTP metrics endpoint
 	health  string
+	pprof   string
 	done    chan struct{}
 }
 
-func startManager(bin, kubeconfig, work, name string, extra []string) (*manager, error) {
+// startManager runs the manager binary; withPprof turns on its profiler
+// endpoint (a flag older managers do not know).
+func startManager(bin, kubeconfig, work, name string, withPprof bool, extra []string) (*manager, error) {
 	mport, err := freePort()
 	if err != nil {
 		return nil, err
@@ -33,6 +36,13 @@ func startManager(bin, kubeconfig, work, name string, extra []string) (*manager,
 	hport, err := freePort()
 	if err != nil {
 		return nil, err
+	}
+	pport, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	if withPprof {
+		extra = append([]string{fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pport)}, extra...)
 	}
 	args := append([]string{
 		"--kubeconfig=" + kubeconfig,
@@ -52,7 +62,8 @@ func startManager(bin, kubeconfig, work, name string, extra []string) (*manager,
 		return nil, fmt.Errorf("start manager: %w", err)
 	}
 	m := &manager{cmd: cmd, log: logFile, done: make(chan struct{}),
-		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", mport), health: fmt.Sprintf("http://127.0.0.1:%d/readyz", hport)}
+		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", mport), health: fmt.Sprintf("http://127.0.0.1:%d/readyz", hport),
+		pprof: fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap", pport)}
 	go func() { _ = cmd.Wait(); close(m.done) }()
 	return m, nil
 }
@@ -187,6 +198,28 @@ func sumMetric(text, name, labelFilter string) float64 {
 		}
 	}
 	return sum
+}
+
+// heapProfile saves the manager's heap profile to path.
+func (m *manager) heapProfile(ctx context.Context, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.pprof, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // rss is the resident set size of the manager process (VmRSS).
