@@ -70,6 +70,7 @@ func fail(err error) {
 type result struct {
 	tenants          int
 	settle           time.Duration
+	settleWrites     writeCount
 	rssSettled       uint64
 	rssSteady        uint64
 	heapInuse        float64
@@ -116,7 +117,11 @@ func run(ctx context.Context, cfg config) error {
 	if err := waitSettled(ctx, cp.env.Client, cfg.tenants, cfg.settleLimit); err != nil {
 		return err
 	}
-	res.settle = time.Since(start)
+	settledAt := time.Now()
+	res.settle = settledAt.Sub(start)
+	if res.settleWrites, err = cp.audit.writesBetween(start, settledAt); err != nil {
+		return err
+	}
 	fmt.Printf("settled after %s\n", res.settle.Round(100*time.Millisecond))
 	// Let the last status writes and their watch events pass before the window.
 	if err := mgr.waitIdle(ctx, cfg.tenants, 5*time.Minute); err != nil {
@@ -273,10 +278,10 @@ func waitSettled(ctx context.Context, c client.Client, n int, limit time.Duratio
 func printResult(r result) {
 	mib := func(b float64) string { return fmt.Sprintf("%.0f MiB", b/(1<<20)) }
 	fmt.Println()
-	fmt.Println("| tenants | time to settle | manager RSS settled | RSS after the window | heap in use | writes at steady state | writes on restart | restart converges | RSS after restart | raw sequential client |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
-	fmt.Printf("| %d | %s | %s | %s | %s | %s (%s) | %s | %s | %s | %s (%d objects/tenant) |\n",
-		r.tenants, r.settle.Round(100*time.Millisecond), mib(float64(r.rssSettled)), mib(float64(r.rssSteady)), mib(r.heapInuse),
+	fmt.Println("| tenants | time to settle | writes to settle | manager RSS settled | RSS after the window | heap in use | writes at steady state | writes on restart | restart converges | RSS after restart | raw sequential client |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Printf("| %d | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s | %s (%d objects/tenant) |\n",
+		r.tenants, r.settle.Round(100*time.Millisecond), r.settleWrites, mib(float64(r.rssSettled)), mib(float64(r.rssSteady)), mib(r.heapInuse),
 		r.steadyWrites, r.window, r.restartWrites, r.restartConverge.Round(100*time.Millisecond),
 		mib(float64(r.rssRestarted)), r.rawProvisioning.Round(100*time.Millisecond), r.rawObjectsPerTen)
 	printKinds(r.kinds)
