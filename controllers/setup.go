@@ -83,7 +83,8 @@ func AddToScheme(s *runtime.Scheme) error {
 // labels, so that it never holds every Deployment, claim or namespace of a
 // large cluster in memory. HTTPRoutes are named only with --route=httproute:
 // the cache resolves every type it is configured for, and the Gateway API need
-// not be installed otherwise.
+// not be installed otherwise. Every object is trimmed by CacheTransform on
+// its way in; docs/operator-scale.md says what each kind costs.
 func CacheOptions(route RouteConfig) cache.Options {
 	managed := labels.SelectorFromSet(labels.Set{platformv1.LabelManagedBy: platformv1.ManagedByValue})
 	tenantReq, err := labels.NewRequirement(platformv1.LabelTenant, selection.Exists, nil)
