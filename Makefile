@@ -82,6 +82,11 @@ bench-erasure: ## Erasure at scale on both backends: one person vs one delete, i
 	export OMNIFLOW_TEST_POSTGRES_DSN; \
 	go run ./hack/bench-erasure $(BENCH_ERASURE_FLAGS)
 
+.PHONY: bench-operator
+bench-operator: ## Measure the operator at scale: N Tenants (TENANTS, default 1000) on a real API server with an audit log, the manager as a process (not part of make test).
+	@assets="$${KUBEBUILDER_ASSETS:-$$(hack/setup-envtest.sh)}"; \
+	KUBEBUILDER_ASSETS="$$assets" go run ./hack/benchoperator --tenants=$${TENANTS:-1000} --window=$${WINDOW:-120s} --manager-args="$${MANAGER_ARGS:-}"
+
 ##@ Build
 
 .PHONY: build

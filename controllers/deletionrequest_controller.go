@@ -351,7 +351,10 @@ func (r *DeletionRequestReconciler) deleteSubject(ctx context.Context, dr *platf
 	for i := range others.Items {
 		o := &others.Items[i]
 		if o.UID != dr.UID && !o.Finished() && o.Spec.SubjectSecretRef.Name == dr.Spec.SubjectSecretRef.Name {
-			return nil // the last request to finish deletes it
+			// The last request to finish deletes it. Safe with concurrent
+			// passes: the cache is only ever behind, and the pass that the
+			// last finishing request's own update starts sees all finished.
+			return nil
 		}
 	}
 	s := &corev1.Secret{}
@@ -402,14 +405,14 @@ func (r *DeletionRequestReconciler) patchStatus(ctx context.Context, orig, dr *p
 // SetupWithManager watches DeletionRequests (their status too: the worker
 // reports completion there) and the Tenants and MetaChannels whose state they
 // depend on.
-func (r *DeletionRequestReconciler) SetupWithManager(mgr ctrl.Manager) error {
+func (r *DeletionRequestReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&platformv1.DeletionRequest{}).
 		Watches(&platformv1.Tenant{}, handler.EnqueueRequestsFromMapFunc(r.tenantRequests)).
 		// A channel decides whether a request's channel exists and whether its
 		// subject Secret is in use: look at the namespace's requests again.
 		Watches(&platformv1.MetaChannel{}, handler.EnqueueRequestsFromMapFunc(r.namespaceRequests)).
-		WithOptions(controllerOptions()).
+		WithOptions(controllerOptions(workers)).
 		Named("deletionrequest").
 		Complete(quietConflicts(r))
 }

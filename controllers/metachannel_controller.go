@@ -238,10 +238,11 @@ func (r *MetaChannelReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		// Metadata only, and the cache holds only Secrets with the tenant
 		// label (CacheOptions): never every Secret of the cluster.
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.secretChannels)).
-		// One reconcile at a time (controller-runtime's default, kept on
-		// purpose): together with the uncached read of the other claimants,
-		// it means that two channels never both record the same id.
-		WithOptions(controllerOptions()).
+		// One reconcile at a time, whatever --max-concurrent-reconciles says:
+		// a channel records its id after an uncached read of the other
+		// claimants, and two passes at once could each see no holder and both
+		// record the same id. Serial passes make read-then-record atomic.
+		WithOptions(controllerOptions(1)).
 		Named("metachannel").
 		Complete(quietConflicts(r))
 }

@@ -44,7 +44,17 @@ type Options struct {
 	Sweep SweepConfig
 	// Postgres enables the PostgreSQL storage backend.
 	Postgres PostgresConfig
+	// MaxConcurrentReconciles is how many Tenants, and how many
+	// DeletionRequests, are reconciled at once; 0 means
+	// DefaultMaxConcurrentReconciles. MetaChannels are always reconciled one
+	// at a time (see MetaChannelReconciler.SetupWithManager).
+	MaxConcurrentReconciles int
 }
+
+// DefaultMaxConcurrentReconciles keeps a burst of new tenants from queueing
+// behind one another (one at a time, 1,000 new Tenants took three minutes to
+// settle) without letting one operator flood the API server.
+const DefaultMaxConcurrentReconciles = 4
 
 // SweepConfig configures the search for tenant data whose Tenant is gone.
 type SweepConfig struct {
@@ -73,7 +83,8 @@ func AddToScheme(s *runtime.Scheme) error {
 // labels, so that it never holds every Deployment, claim or namespace of a
 // large cluster in memory. HTTPRoutes are named only with --route=httproute:
 // the cache resolves every type it is configured for, and the Gateway API need
-// not be installed otherwise.
+// not be installed otherwise. Every object is trimmed by CacheTransform on
+// its way in; docs/operator-scale.md says what each kind costs.
 func CacheOptions(route RouteConfig) cache.Options {
 	managed := labels.SelectorFromSet(labels.Set{platformv1.LabelManagedBy: platformv1.ManagedByValue})
 	tenantReq, err := labels.NewRequirement(platformv1.LabelTenant, selection.Exists, nil)
@@ -98,7 +109,7 @@ func CacheOptions(route RouteConfig) cache.Options {
 	if route.kind() == RouteHTTPRoute {
 		byObject[&gatewayv1.HTTPRoute{}] = cache.ByObject{Label: managed}
 	}
-	return cache.Options{ByObject: byObject}
+	return cache.Options{ByObject: byObject, DefaultTransform: CacheTransform}
 }
 
 // SetupAll registers every controller of the operator with the manager.
@@ -107,22 +118,27 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 	if clk == nil {
 		clk = clock.RealClock{}
 	}
+	if opts.MaxConcurrentReconciles < 0 {
+		return fmt.Errorf("max concurrent reconciles %d: want at least 1 (0 means %d)", opts.MaxConcurrentReconciles, DefaultMaxConcurrentReconciles)
+	}
+	workers := cmp.Or(opts.MaxConcurrentReconciles, DefaultMaxConcurrentReconciles)
+	recorder := distinctWarnings{mgr.GetEventRecorder("omniflow-operator")}
 	tenants := &TenantReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
-		Recorder:  mgr.GetEventRecorder("omniflow-operator"),
+		Recorder:  recorder,
 		Clock:     clk,
 		Worker:    opts.Worker,
 		Route:     opts.Route,
 		Postgres:  opts.Postgres,
 	}
-	if err := tenants.SetupWithManager(mgr); err != nil {
+	if err := tenants.SetupWithManager(mgr, workers); err != nil {
 		return fmt.Errorf("set up tenant controller: %w", err)
 	}
 	channels := &MetaChannelReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
-		Recorder:  mgr.GetEventRecorder("omniflow-operator"),
+		Recorder:  recorder,
 		Route:     opts.Route,
 		Recheck:   opts.ChannelRecheck,
 	}
@@ -136,7 +152,7 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 		Clock:     clk,
 		Route:     opts.Route,
 	}
-	if err := requests.SetupWithManager(mgr); err != nil {
+	if err := requests.SetupWithManager(mgr, workers); err != nil {
 		return fmt.Errorf("set up deletionrequest controller: %w", err)
 	}
 	if opts.Sweep.Interval >= 0 {
@@ -159,11 +175,20 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 	return nil
 }
 
-// controllerOptions caps the error backoff at 5 minutes: the default grows
-// to about 16 minutes, a silent stall for an SRE watching a tenant.
-func controllerOptions() controller.Options {
+// controllerOptions runs up to workers reconciles at once (never two of
+// the same object: the work queue hands out each key to one worker at a
+// time) and caps the error backoff at 5 minutes: the default grows to about
+// 16 minutes, a silent stall for an SRE watching a tenant.
+//
+// Concurrency is safe for the Tenant and DeletionRequest reconcilers: they
+// keep no state between passes, every status write carries an optimistic
+// lock (a conflict is a quiet requeue, quietConflicts), and what two objects
+// may both want (a namespace named by two Tenants) is decided by the API
+// server's create, not by the order of passes.
+func controllerOptions(workers int) controller.Options {
 	return controller.Options{
-		RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](time.Second, 5*time.Minute),
+		MaxConcurrentReconciles: workers,
+		RateLimiter:             workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](time.Second, 5*time.Minute),
 	}
 }
 

@@ -154,7 +154,7 @@ func (r *TenantReconciler) reconcileNamespace(ctx context.Context, t *platformv1
 			setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionNamespaceReady, false, platformv1.ReasonApplyFailed, "cannot create namespace: "+err.Error())
 			return nil, fmt.Errorf("create namespace %s: %w", name, err)
 		}
-		r.Recorder.Eventf(t, &ns, corev1.EventTypeNormal, "Created", "Provision", "created Namespace %s", name)
+		logCreated(ctx, "Namespace", &ns)
 	case err != nil:
 		return nil, fmt.Errorf("get namespace %s: %w", name, err)
 	case ns.Labels[platformv1.LabelTenant] != t.Name:
@@ -236,7 +236,7 @@ func (r *TenantReconciler) reconcileStorage(ctx context.Context, t *platformv1.T
 		return nil, fmt.Errorf("ensure data claim: %w", err)
 	}
 	if created {
-		r.Recorder.Eventf(t, pvc, corev1.EventTypeNormal, "Created", "Provision", "created PersistentVolumeClaim %s/%s", key.Namespace, key.Name)
+		logCreated(ctx, "PersistentVolumeClaim", pvc)
 	}
 	t.Status.Storage = &platformv1.StorageStatus{Backend: backend, ClaimName: DataClaimName, VolumeName: pvc.Spec.VolumeName}
 	if pvc.Status.Phase == corev1.ClaimBound {
@@ -340,7 +340,7 @@ func (r *TenantReconciler) reconcileWorker(ctx context.Context, t *platformv1.Te
 			return nil, fmt.Errorf("ensure worker %s: %w", s.kind, err)
 		}
 		if created {
-			r.Recorder.Eventf(t, s.live, corev1.EventTypeNormal, "Created", "Provision", "created %s %s/%s", s.kind, ns, WorkerName)
+			logCreated(ctx, s.kind, s.live)
 		}
 	}
 	ok, reason, msg := deploymentAvailable(dep, workerReplicas(t))
@@ -391,11 +391,16 @@ func (r *TenantReconciler) patchStatus(ctx context.Context, orig, t *platformv1.
 	if err := r.Status().Patch(ctx, t, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return client.IgnoreNotFound(fmt.Errorf("patch tenant status: %w", err))
 	}
+	// After the write, not before: the optimistic lock lets exactly one pass
+	// record the transition, so the Event is never doubled by a retry.
+	if becameReady(orig, t) {
+		r.Recorder.Eventf(t, nil, corev1.EventTypeNormal, ReasonProvisioned, "Provision", "tenant is provisioned and its worker is available")
+	}
 	return nil
 }
 
 // SetupWithManager registers the controller and its watches.
-func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
+func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	b := ctrl.NewControllerManagedBy(mgr)
 	if r.Route.kind() == RouteHTTPRoute {
 		// The Gateway's verdict arrives in the route's status: watch it. Only
@@ -429,7 +434,7 @@ func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(namespaceToTenant)).
 		Watches(&platformv1.MetaChannel{}, handler.EnqueueRequestsFromMapFunc(r.objectToTenant)).
 		Watches(&platformv1.DeletionRequest{}, handler.EnqueueRequestsFromMapFunc(r.objectToTenant)).
-		WithOptions(controllerOptions()).
+		WithOptions(controllerOptions(workers)).
 		Named("tenant").
 		Complete(quietConflicts(r))
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -80,7 +79,7 @@ func (r *TenantReconciler) reconcileHTTPRoute(ctx context.Context, t *platformv1
 		return nil, fmt.Errorf("ensure httproute: %w", err)
 	}
 	if created {
-		r.Recorder.Eventf(t, route, corev1.EventTypeNormal, "Created", "Provision", "created HTTPRoute %s/%s", key.Namespace, RouteName)
+		logCreated(ctx, "HTTPRoute", route)
 	}
 	ok, reason, msg := httpRouteAccepted(route, t.Name, r.Route)
 	setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionRouteReady, ok, reason, msg)

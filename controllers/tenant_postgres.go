@@ -337,7 +337,7 @@ func (r *TenantReconciler) ensurePostgresSecret(ctx context.Context, t *platform
 		if err := r.Create(ctx, &s, client.FieldOwner(fieldOwner)); err != nil {
 			return nil, "", fmt.Errorf("create Secret %s: %w", key, err)
 		}
-		r.Recorder.Eventf(t, &s, corev1.EventTypeNormal, "Created", "Provision", "created Secret %s (PostgreSQL credentials)", key)
+		logCreated(ctx, "Secret", &s)
 		return &s, password, nil
 	}
 	if !owned || string(s.Data[platformv1.PostgresSecretKey]) != dsn {

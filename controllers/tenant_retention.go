@@ -49,7 +49,7 @@ func (r *TenantReconciler) reconcileRetention(ctx context.Context, t *platformv1
 		return nil, fmt.Errorf("ensure worker report configmap: %w", err)
 	}
 	if created {
-		r.Recorder.Eventf(t, cm, corev1.EventTypeNormal, "Created", "Provision", "created ConfigMap %s/%s", key.Namespace, key.Name)
+		logCreated(ctx, "ConfigMap", cm)
 	}
 	t.Status.Retention = retentionStatus(t, cm.Data[platformv1.WorkerReportRetentionKey])
 	return nil, nil

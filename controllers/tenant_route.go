@@ -207,7 +207,7 @@ func (r *TenantReconciler) reconcileRoute(ctx context.Context, t *platformv1.Ten
 		return nil, fmt.Errorf("ensure ingress: %w", err)
 	}
 	if created {
-		r.Recorder.Eventf(t, ing, corev1.EventTypeNormal, "Created", "Provision", "created Ingress %s/%s", key.Namespace, RouteName)
+		logCreated(ctx, "Ingress", ing)
 	}
 	msg := fmt.Sprintf("Ingress %s routes %s to Service %s", RouteName, TenantRoutePrefix(t.Name), WorkerName)
 	if base := r.Route.baseURL(); base != "" {

@@ -55,7 +55,7 @@ func (r *TenantReconciler) reconcileSubjectKey(ctx context.Context, t *platformv
 	if err := r.Create(ctx, secret, client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("create subject key: %w", err)
 	} else if err == nil {
-		r.Recorder.Eventf(t, secret, corev1.EventTypeNormal, "Created", "Provision", "created Secret %s/%s (subject key)", key.Namespace, key.Name)
+		logCreated(ctx, "Secret", secret)
 	}
 	return nil, nil
 }

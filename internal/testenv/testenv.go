@@ -73,22 +73,12 @@ func Start(scheme *kruntime.Scheme, extraCRDDirs ...string) (*Env, error) {
 		return nil, errors.New("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, " +
 			"or export KUBEBUILDER_ASSETS=$(hack/setup-envtest.sh)")
 	}
-	SetLogger()
 	env := &envtest.Environment{
 		CRDDirectoryPaths:     append([]string{CRDDir()}, extraCRDDirs...),
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
 	}
-	cfg, err := env.Start()
-	if err != nil {
-		return nil, fmt.Errorf("start envtest: %w", err)
-	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		_ = env.Stop()
-		return nil, fmt.Errorf("create client: %w", err)
-	}
-	return &Env{Environment: env, Config: cfg, Client: c}, nil
+	return Adopt(env)
 }
 
 // SetLogger keeps test output readable (errors only) unless TEST_VERBOSE=1.
@@ -201,4 +191,20 @@ func StartOperator(cfg *rest.Config, scheme *kruntime.Scheme, opts controllers.O
 		return nil, errors.New("the manager's cache did not sync")
 	}
 	return stop, nil
+}
+
+// Adopt starts env, configured by the caller (extra API server flags, for
+// instance), with the Omniflow CRDs and the Env's admin client.
+func Adopt(env *envtest.Environment) (*Env, error) {
+	SetLogger()
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("start envtest: %w", err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		_ = env.Stop()
+		return nil, fmt.Errorf("create client: %w", err)
+	}
+	return &Env{Environment: env, Config: cfg, Client: c}, nil
 }

@@ -1,0 +1,46 @@
+package controllers
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// lastAppliedAnnotation is kubectl's copy of a whole object in an
+// annotation: often the largest field of an object applied by hand, and
+// never read by the operator.
+const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
+
+// CacheTransform trims every object before it enters the manager's cache,
+// keeping only what the operator reads. managedFields go, except the
+// operator's own server-side-apply entries: applyIfChanged extracts the
+// fields it owns from them to skip an apply that would change nothing (the
+// zero-writes rule); other managers' entries (kube-controller-manager's
+// status updates, kubectl's, GitOps tools') and kubectl's last-applied
+// annotation are never read. An object of another type is left alone.
+func CacheTransform(obj any) (any, error) {
+	o, ok := obj.(metav1.Object)
+	if !ok {
+		return obj, nil // a DeletedFinalStateUnknown tombstone, for instance
+	}
+	if a := o.GetAnnotations(); a != nil {
+		if _, has := a[lastAppliedAnnotation]; has {
+			delete(a, lastAppliedAnnotation)
+			o.SetAnnotations(a)
+		}
+	}
+	o.SetManagedFields(ownApplyEntries(o.GetManagedFields()))
+	return obj, nil
+}
+
+// ownApplyEntries are the operator's apply entries of mf, nil if none.
+func ownApplyEntries(mf []metav1.ManagedFieldsEntry) []metav1.ManagedFieldsEntry {
+	var keep []metav1.ManagedFieldsEntry
+	for _, e := range mf {
+		if e.Manager == fieldOwner && e.Operation == metav1.ManagedFieldsOperationApply && e.Subresource == "" {
+			keep = append(keep, e)
+		}
+	}
+	return keep
+}
+
+var _ cache.TransformFunc = CacheTransform

@@ -1,0 +1,289 @@
+// Command benchoperator measures the operator at scale from outside (make
+// bench-operator): a real kube-apiserver and etcd (envtest binaries) with an
+// audit log attributing every request to the operator's user, the manager
+// binary run as its own process, N Tenants created at once and no kubelet.
+// It prints the time to settle, the manager's memory, its writes at steady
+// state and on restart, and, side by side, how long a raw client takes to
+// create the same objects one after another. Not a test: it prints figures.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+)
+
+type config struct {
+	tenants     int
+	window      time.Duration
+	settleLimit time.Duration
+	managerArgs []string
+	managerBin  string
+	profile     string
+	work        string
+}
+
+func main() {
+	var cfg config
+	var extra string
+	flag.IntVar(&cfg.tenants, "tenants", 1000, "Tenants created at once.")
+	flag.DurationVar(&cfg.window, "window", 120*time.Second, "Steady-state window in which the operator's writes are counted.")
+	flag.DurationVar(&cfg.settleLimit, "settle-limit", 30*time.Minute, "Give up when the Tenants have not settled after this long.")
+	flag.StringVar(&cfg.managerBin, "manager", "", "A manager binary to measure instead of building ./cmd/manager (to compare two versions).")
+	flag.StringVar(&cfg.profile, "heap-profile", "", "Save the manager's heap profile at the end of the steady window to this file.")
+	flag.StringVar(&extra, "manager-args", "", "Extra flags for the manager, space-separated (e.g. \"--max-concurrent-reconciles=1\").")
+	flag.Parse()
+	cfg.managerArgs = splitArgs(extra)
+	work, err := os.MkdirTemp(os.Getenv("BENCH_TMPDIR"), "omniflow-bench-operator-")
+	if err != nil {
+		fail(err)
+	}
+	cfg.work = work
+	defer func() { _ = os.RemoveAll(work) }()
+	// Ctrl-C still stops the control plane and the manager.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err = run(ctx, cfg)
+	stop()
+	if err != nil {
+		_ = os.RemoveAll(work)
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench-operator:", err)
+	os.Exit(1)
+}
+
+// result is one run's figures.
+type result struct {
+	tenants          int
+	settle           time.Duration
+	settleWrites     writeCount
+	rssSettled       uint64
+	rssSteady        uint64
+	heapInuse        float64
+	steadyWrites     writeCount
+	window           time.Duration
+	restartWrites    writeCount
+	restartConverge  time.Duration
+	rssRestarted     uint64
+	rawProvisioning  time.Duration
+	rawObjectsPerTen int
+	loadavg          string
+	kinds            []kindCost
+}
+
+func run(ctx context.Context, cfg config) error {
+	cp, err := startControlPlane(cfg.work)
+	if err != nil {
+		return err
+	}
+	defer cp.stop()
+	bin := cfg.managerBin
+	if bin == "" {
+		bin = filepath.Join(cfg.work, "manager")
+		fmt.Println("building the manager...")
+		if err := goBuild(bin, "./cmd/manager"); err != nil {
+			return err
+		}
+	}
+	res := result{tenants: cfg.tenants, window: cfg.window}
+
+	mgr, err := startManager(bin, cp.kubeconfig, cfg.work, "run1", cfg.profile != "", cfg.managerArgs)
+	if err != nil {
+		return err
+	}
+	defer func() { mgr.stop() }()
+	if err := mgr.waitReady(ctx, 2*time.Minute); err != nil {
+		return err
+	}
+	fmt.Printf("creating %d Tenants at once...\n", cfg.tenants)
+	start := time.Now()
+	if err := createTenants(ctx, cp.env.Client, cfg.tenants); err != nil {
+		return err
+	}
+	if err := waitSettled(ctx, cp.env.Client, cfg.tenants, cfg.settleLimit); err != nil {
+		return err
+	}
+	settledAt := time.Now()
+	res.settle = settledAt.Sub(start)
+	if res.settleWrites, err = cp.audit.writesBetween(start, settledAt); err != nil {
+		return err
+	}
+	fmt.Printf("settled after %s\n", res.settle.Round(100*time.Millisecond))
+	// Let the last status writes and their watch events pass before the window.
+	if err := mgr.waitIdle(ctx, cfg.tenants, 5*time.Minute); err != nil {
+		return err
+	}
+	if res.rssSettled, err = mgr.rss(); err != nil {
+		return err
+	}
+	if res.heapInuse, err = mgr.metric(ctx, "go_memstats_heap_inuse_bytes"); err != nil {
+		return err
+	}
+	if res.kinds, err = measureKinds(ctx, cp.env.Client); err != nil {
+		return err
+	}
+
+	fmt.Printf("counting the operator's writes over %s of steady state...\n", cfg.window)
+	from := time.Now()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(cfg.window):
+	}
+	if res.steadyWrites, err = cp.audit.writesBetween(from, time.Now()); err != nil {
+		return err
+	}
+	if res.rssSteady, err = mgr.rss(); err != nil {
+		return err
+	}
+	if cfg.profile != "" {
+		if err := mgr.heapProfile(ctx, cfg.profile); err != nil {
+			return err
+		}
+		fmt.Printf("heap profile: %s (go tool pprof -top -inuse_space %s)\n", cfg.profile, cfg.profile)
+	}
+
+	fmt.Println("restarting the manager...")
+	mgr.stop()
+	restartAt := time.Now()
+	mgr, err = startManager(bin, cp.kubeconfig, cfg.work, "run2", false, cfg.managerArgs)
+	if err != nil {
+		return err
+	}
+	if err := mgr.waitIdle(ctx, cfg.tenants, 10*time.Minute); err != nil {
+		return err
+	}
+	res.restartConverge = time.Since(restartAt)
+	if res.rssRestarted, err = mgr.rss(); err != nil {
+		return err
+	}
+	// Writes up to convergence plus a short tail: a write would follow the
+	// pass that decided it within milliseconds.
+	time.Sleep(2 * time.Second)
+	if res.restartWrites, err = cp.audit.writesBetween(restartAt, time.Now()); err != nil {
+		return err
+	}
+	mgr.stop()
+
+	fmt.Println("provisioning the same objects with a raw sequential client...")
+	res.rawProvisioning, res.rawObjectsPerTen, err = rawProvision(ctx, cp.env.Client, cfg.tenants)
+	if err != nil {
+		return err
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		res.loadavg = string(b)
+	}
+	printResult(res)
+	return nil
+}
+
+func createTenants(ctx context.Context, c client.Client, n int) error {
+	const parallel = 16
+	errs := make(chan error, parallel)
+	next := make(chan int)
+	for range parallel {
+		go func() {
+			var first error
+			for i := range next {
+				t := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: tenantName(i)}}
+				if err := c.Create(ctx, t); err != nil && first == nil {
+					first = fmt.Errorf("create tenant %s: %w", t.Name, err)
+				}
+			}
+			errs <- first
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	var first error
+	for range parallel {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func tenantName(i int) string { return fmt.Sprintf("bench-%05d", i) }
+
+// settledConditions are the conditions a Tenant reports once the operator
+// has done all it can without a kubelet: the claim stays Pending and the
+// Deployment unobserved, but every phase has run for the current generation.
+var settledConditions = []string{
+	platformv1.ConditionNamespaceReady, platformv1.ConditionStorageReady,
+	platformv1.ConditionWorkerReady, platformv1.ConditionRouteReady, platformv1.ConditionReady,
+}
+
+func settled(t *platformv1.Tenant) bool {
+	if t.Status.ObservedGeneration != t.Generation {
+		return false
+	}
+	for _, typ := range settledConditions {
+		c := meta.FindStatusCondition(t.Status.Conditions, typ)
+		if c == nil || c.ObservedGeneration != t.Generation {
+			return false
+		}
+	}
+	return true
+}
+
+func waitSettled(ctx context.Context, c client.Client, n int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	last := -1
+	for {
+		var list platformv1.TenantList
+		if err := c.List(ctx, &list); err != nil {
+			return fmt.Errorf("list tenants: %w", err)
+		}
+		done := 0
+		for i := range list.Items {
+			if settled(&list.Items[i]) {
+				done++
+			}
+		}
+		if done >= n {
+			return nil
+		}
+		if done != last && done/100 != last/100 {
+			fmt.Printf("  %d/%d settled\n", done, n)
+		}
+		last = done
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d tenants settled within %s", done, n, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func printResult(r result) {
+	mib := func(b float64) string { return fmt.Sprintf("%.0f MiB", b/(1<<20)) }
+	fmt.Println()
+	fmt.Println("| tenants | time to settle | writes to settle | manager RSS settled | RSS after the window | heap in use | writes at steady state | writes on restart | restart converges | RSS after restart | raw sequential client |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Printf("| %d | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s | %s (%d objects/tenant) |\n",
+		r.tenants, r.settle.Round(100*time.Millisecond), r.settleWrites, mib(float64(r.rssSettled)), mib(float64(r.rssSteady)), mib(r.heapInuse),
+		r.steadyWrites, r.window, r.restartWrites, r.restartConverge.Round(100*time.Millisecond),
+		mib(float64(r.rssRestarted)), r.rawProvisioning.Round(100*time.Millisecond), r.rawObjectsPerTen)
+	printKinds(r.kinds)
+	fmt.Printf("\nloadavg: %s", r.loadavg)
+}
