@@ -40,6 +40,11 @@ fmt: ## Run go fmt.
 vet: ## Run go vet.
 	go vet ./...
 
+.PHONY: lint
+lint: ## Run golangci-lint with .golangci.yml (builds the pinned release the first time).
+	@bin="$${GOLANGCI_LINT:-$$(hack/setup-golangci-lint.sh)}"; \
+	"$$bin" run ./...
+
 .PHONY: envtest
 envtest: ## Build (first time only) kube-apiserver, etcd and kube-controller-manager for the tests; prints their directory.
 	@hack/setup-envtest.sh

@@ -58,7 +58,7 @@ func TestQuietConflicts(t *testing.T) {
 			switch {
 			case tc.wantQuiet && err != nil:
 				t.Errorf("error = %v, want none", err)
-			case !tc.wantQuiet && tc.err != nil && err != tc.err:
+			case !tc.wantQuiet && tc.err != nil && !errors.Is(err, tc.err):
 				t.Errorf("error = %v, want the reconciler's own %v", err, tc.err)
 			case tc.wantErr != nil && !errors.Is(err, tc.wantErr):
 				t.Errorf("error = %v, want %v", err, tc.wantErr)

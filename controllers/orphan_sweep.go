@@ -101,7 +101,7 @@ func (s *OrphanSweeper) Start(ctx context.Context) error {
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
-			return nil // shutting down: the pass was cut short, nothing failed
+			return nil //nolint:nilerr // shutting down: the pass was cut short, nothing failed
 		case apierrors.IsConflict(err):
 			// Someone wrote the object meanwhile: look again soon, quietly.
 			log.V(1).Info("Orphan sweep met a write conflict; sweeping again", "error", err.Error())

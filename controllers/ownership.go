@@ -3,7 +3,6 @@ package controllers
 import (
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -97,17 +96,6 @@ func namespaceMarks(t *platformv1.Tenant, origin string) map[string]string {
 		m[AnnotationPostgresDatabase] = postgresDatabase(t)
 	}
 	return m
-}
-
-// marksMissing returns the marks of want that ns does not carry as wanted.
-func marksMissing(ns *corev1.Namespace, want map[string]string) map[string]string {
-	out := map[string]string{}
-	for k, v := range want {
-		if ns.Annotations[k] != v {
-			out[k] = v
-		}
-	}
-	return out
 }
 
 // operatorMarks lists the operator's annotations on an object.

@@ -87,7 +87,7 @@ func export(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer st.Close() //nolint:errcheck // opened read-only for the export: nothing to flush, and the export's own errors are returned
 	var f store.Filter
 	if *subject != "" {
 		f.Subject = &store.Subject{Platform: meta.Platform(*platform), ID: *subject}

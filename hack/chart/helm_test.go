@@ -100,10 +100,10 @@ func equalObjects(t *testing.T, got, want []map[string]any) {
 	t.Helper()
 	g, w := byKey(t, got), byKey(t, want)
 	for k, wo := range w {
-		if go_, ok := g[k]; !ok {
+		if gv, ok := g[k]; !ok {
 			t.Errorf("the chart lacks %s", k)
-		} else if !reflect.DeepEqual(go_, wo) {
-			gy, _ := yaml.Marshal(go_)
+		} else if !reflect.DeepEqual(gv, wo) {
+			gy, _ := yaml.Marshal(gv)
 			wy, _ := yaml.Marshal(wo)
 			t.Errorf("the chart's %s differs from config/'s:\n--- chart\n%s\n--- config\n%s", k, gy, wy)
 		}

@@ -59,7 +59,7 @@ func run(ctx context.Context, out io.Writer, assets string) (err error) {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
+	defer func() { _ = os.RemoveAll(work) }()
 
 	// 1. The control plane.
 	env, err := testenv.Start(s)
@@ -294,7 +294,7 @@ func startWorker(ctx context.Context, env *testenv.Env, work string, dep *appsv1
 	build.Dir = repoRoot()
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build the worker: %v: %s", err, out)
+		return nil, fmt.Errorf("build the worker: %w: %s", err, out)
 	}
 	if err := os.Mkdir(w.dataDir, 0o700); err != nil {
 		return nil, err
@@ -356,7 +356,7 @@ func startWorker(ctx context.Context, env *testenv.Env, work string, dep *appsv1
 		w.base = "http://" + addr
 		return w, nil
 	case err := <-w.exited:
-		return nil, fmt.Errorf("the worker exited before it was ready: %v", err)
+		return nil, fmt.Errorf("the worker exited before it was ready: %v", err) //nolint:errorlint // err is nil when it exited cleanly
 	case <-time.After(waitFor):
 		w.kill()
 		return nil, errors.New("the worker did not become ready")
@@ -413,7 +413,7 @@ func (w *worker) stop() {
 	}
 	_ = w.cmd.Process.Signal(os.Interrupt)
 	select {
-	case <-w.exited:
+	case <-w.exited: //nolint:errcheck // stopping it: how it exits does not matter
 	case <-time.After(30 * time.Second):
 		_ = w.cmd.Process.Kill()
 	}

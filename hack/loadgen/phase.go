@@ -19,7 +19,7 @@ import (
 func phase(c config, client *http.Client, endpoint string, pid, batch int, seq *atomic.Int64) (result, error) {
 	// Check the target answers a signed delivery before loading it.
 	if code, err := send(client, endpoint, []byte(c.secret), body(c.phoneNumberID, batch, c.users, seq)); err != nil || code != 200 {
-		return result{}, fmt.Errorf("probe: status %d, %v", code, err)
+		return result{}, fmt.Errorf("probe: status %d, %v", code, err) //nolint:errorlint // err is nil when the status is the failure
 	}
 	var measuring atomic.Bool
 	var count, errs atomic.Int64

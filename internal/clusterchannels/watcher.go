@@ -413,7 +413,7 @@ func (w *Watcher) resolve(ctx context.Context, mc *platformv1.MetaChannel) (chan
 		}
 	}
 	if err := ch.Validate(); err != nil {
-		return ch, reasonInvalid, nil
+		return ch, reasonInvalid, nil //nolint:nilerr // an invalid channel is a result (the reason), not a failure to read it
 	}
 	return ch, "", nil
 }

@@ -191,7 +191,7 @@ func TestServeMetricsCountStoredDeliveries(t *testing.T) {
 			defer wg.Done()
 			body := waBody(fmt.Sprintf("wamid.metrics-%d", i))
 			if code, err := postTo(w.addr, body, meta.Sign([]byte(runSecret), body)); err != nil || code != http.StatusOK {
-				errs <- fmt.Errorf("delivery %d: %d %v", i, code, err)
+				errs <- fmt.Errorf("delivery %d: %d %v", i, code, err) //nolint:errorlint // err is nil when the status is the failure
 			}
 		}()
 	}
@@ -253,7 +253,7 @@ func holdRequest(t *testing.T, addr string, body []byte) func() (int, error) {
 	fmt.Fprintf(conn, "POST /webhooks/meta/wa HTTP/1.1\r\nHost: %s\r\n%s: %s\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n",
 		addr, meta.SignatureHeader, meta.Sign([]byte(runSecret), body), len(body))
 	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
+	resp, err := http.ReadResponse(br, nil) //nolint:bodyclose // a 100 Continue interim response has no body
 	if err != nil || resp.StatusCode != http.StatusContinue {
 		t.Fatalf("held delivery: %v %v, want 100 Continue", resp, err)
 	}

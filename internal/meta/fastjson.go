@@ -146,19 +146,19 @@ func (l *lexer) skip(depth int) bool {
 	if depth > maxFastDepth {
 		return false
 	}
-	switch c := l.next(); {
-	case c == '"':
+	switch l.next() {
+	case '"':
 		_, _, _, ok := l.str()
 		return ok
-	case c == '{':
+	case '{':
 		return l.object(func([]byte) bool { return l.skip(depth + 1) })
-	case c == '[':
+	case '[':
 		return l.array(func() bool { return l.skip(depth + 1) })
-	case c == 't':
+	case 't':
 		return l.literal("true")
-	case c == 'f':
+	case 'f':
 		return l.literal("false")
-	case c == 'n':
+	case 'n':
 		return l.literal("null")
 	default:
 		_, ok := l.number()

@@ -97,7 +97,7 @@ func waitForPolicy() error {
 		if err != nil && strings.Contains(err.Error(), "meta-deletion-*") {
 			return nil
 		}
-		return fmt.Errorf("probe-%d: %v", probe, err)
+		return fmt.Errorf("probe-%d: %v", probe, err) //nolint:errorlint // err is nil when the probe Secret was created
 	}, time.Minute, interval).Should(gomega.Succeed())
 	if !ok {
 		return fmt.Errorf("a tenant worker can still create any Secret: %s", failure)

@@ -25,13 +25,13 @@ func waContact(subject, waID, userID, name string) meta.Contact {
 }
 
 // numberChange is what the parser makes of a user_changed_number system message from old.
-func numberChange(msgID, old, new string, sec int) meta.Batch {
+func numberChange(msgID, old, newNum string, sec int) meta.Batch {
 	m := msg(msgID, old, sec)
-	m.Type, m.Text = "system", "User Ana changed from "+old+" to "+new
+	m.Type, m.Text = "system", "User Ana changed from "+old+" to "+newNum
 	return meta.Batch{
 		Messages: []meta.Message{m},
 		Identities: []meta.IdentityChange{{Platform: meta.WhatsApp, Channel: ch, MessageID: msgID, Type: meta.IdentityChangedNumber,
-			OldWaID: old, NewWaID: new, Timestamp: m.Timestamp}},
+			OldWaID: old, NewWaID: newNum, Timestamp: m.Timestamp}},
 	}
 }
 

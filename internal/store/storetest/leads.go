@@ -77,7 +77,7 @@ func testLeadTouches(t *testing.T, s store.Store) {
 	if tc.First.ID != "ref-ad" || tc.Last.ID != "optin-1" || len(tc.All) != 3 || tc.All[1].ID != "ref-link" {
 		t.Errorf("first %s, last %s, all %d: want ref-ad, optin-1 and 3", tc.First.ID, tc.Last.ID, len(tc.All))
 	}
-	if tc.Last.HasToken != true || tc.Last.Token != "" {
+	if !tc.Last.HasToken || tc.Last.Token != "" {
 		t.Errorf("last touch: hasToken %v, token exported %q", tc.Last.HasToken, string(tc.Last.Token))
 	}
 	all, err := store.LeadTouches(ctx, s, store.Filter{})
