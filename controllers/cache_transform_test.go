@@ -10,7 +10,7 @@ import (
 
 func TestCacheTransformKeepsOnlyWhatTheOperatorReads(t *testing.T) {
 	t.Parallel()
-	own := metav1.ManagedFieldsEntry{Manager: fieldOwner, Operation: metav1.ManagedFieldsOperationApply, FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{}}`)}}
+	own := metav1.ManagedFieldsEntry{Manager: fieldOwner, Operation: metav1.ManagedFieldsOperationApply, FieldsV1: metav1.NewFieldsV1(`{"f:spec":{}}`)}
 	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{
 		Name: "worker",
 		Annotations: map[string]string{
@@ -31,7 +31,7 @@ func TestCacheTransformKeepsOnlyWhatTheOperatorReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := out.(*appsv1.Deployment)
-	if len(got.ManagedFields) != 1 || got.ManagedFields[0].Manager != fieldOwner || string(got.ManagedFields[0].FieldsV1.Raw) != `{"f:spec":{}}` {
+	if len(got.ManagedFields) != 1 || got.ManagedFields[0].Manager != fieldOwner || got.ManagedFields[0].FieldsV1.GetRawString() != `{"f:spec":{}}` {
 		t.Errorf("managedFields = %+v, want only the operator's apply entry", got.ManagedFields)
 	}
 	if _, has := got.Annotations[lastAppliedAnnotation]; has {

@@ -88,7 +88,7 @@ func open(ctx context.Context, c config, backend string) (*tenant, error) {
 				if err != nil {
 					return 0, 0, err
 				}
-				defer conn.Close(ctx)
+				defer func() { _ = conn.Close(ctx) }()
 				var size int64
 				if err := conn.QueryRow(ctx, "SELECT pg_database_size($1)", name).Scan(&size); err != nil {
 					return 0, 0, err
@@ -107,7 +107,7 @@ func exec(ctx context.Context, dsn, sql string) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	_, err = conn.Exec(ctx, sql)
 	return err
 }
