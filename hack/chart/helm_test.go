@@ -222,6 +222,8 @@ func TestHelmRendersEveryOption(t *testing.T) {
 		"--orphan-sweep-interval=5m",
 		"--orphan-grace-period=72h",
 		"--orphan-max-share=0.25",
+		"--max-concurrent-reconciles=8",
+		"--pprof-bind-address=127.0.0.1:6060",
 		"--zap-log-level=debug",
 		"--zap-encoder=console",
 		"--zap-stacktrace-level=panic",
