@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
@@ -44,6 +45,9 @@ type Options struct {
 	Sweep SweepConfig
 	// Postgres enables the PostgreSQL storage backend.
 	Postgres PostgresConfig
+	// Namespace is the operator's own namespace: MetaApps' Secrets are
+	// read there and their front doors run there.
+	Namespace string
 }
 
 // SweepConfig configures the search for tenant data whose Tenant is gone.
@@ -92,6 +96,7 @@ func CacheOptions(route RouteConfig) cache.Options {
 	for _, o := range []client.Object{
 		&appsv1.Deployment{}, &corev1.Service{}, &corev1.ServiceAccount{}, &corev1.PersistentVolumeClaim{}, &corev1.ConfigMap{},
 		&rbacv1.Role{}, &rbacv1.RoleBinding{}, &networkingv1.NetworkPolicy{}, &networkingv1.Ingress{},
+		&policyv1.PodDisruptionBudget{}, &rbacv1.ClusterRole{}, &rbacv1.ClusterRoleBinding{},
 	} {
 		byObject[o] = cache.ByObject{Label: managed}
 	}
@@ -115,6 +120,7 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 		Worker:    opts.Worker,
 		Route:     opts.Route,
 		Postgres:  opts.Postgres,
+		Namespace: opts.Namespace,
 	}
 	if err := tenants.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up tenant controller: %w", err)
@@ -128,6 +134,16 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 	}
 	if err := channels.SetupWithManager(context.Background(), mgr); err != nil {
 		return fmt.Errorf("set up metachannel controller: %w", err)
+	}
+	apps := &MetaAppReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Namespace: opts.Namespace,
+		Image:     opts.Worker.Image,
+		Route:     opts.Route,
+	}
+	if err := apps.SetupWithManager(context.Background(), mgr); err != nil {
+		return fmt.Errorf("set up metaapp controller: %w", err)
 	}
 	requests := &DeletionRequestReconciler{
 		Client:    mgr.GetClient(),

@@ -49,7 +49,7 @@ func TestFrontDoorBinaryInCluster(t *testing.T) {
 	mc := &platformv1.MetaChannel{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant-acme", Name: "wa"},
 		Spec: platformv1.MetaChannelSpec{Platform: platformv1.PlatformWhatsApp,
 			WhatsApp:     &platformv1.WhatsAppChannel{PhoneNumberID: "123456789012345", BusinessAccountID: "109876543210987"},
-			AppSecretRef: platformv1.SecretKeyRef{Name: "s", Key: "a"}, VerifyTokenRef: platformv1.SecretKeyRef{Name: "s", Key: "v"}}}
+			AppSecretRef: &platformv1.SecretKeyRef{Name: "s", Key: "a"}, VerifyTokenRef: &platformv1.SecretKeyRef{Name: "s", Key: "v"}}}
 	g.Expect(k8s.Create(ctx, mc)).To(Succeed())
 	mc.Status.Tenant, mc.Status.HeldID = "acme", controllers.ChannelClaim(mc)
 	apimeta.SetStatusCondition(&mc.Status.Conditions, metav1.Condition{Type: platformv1.ConditionReady, Status: metav1.ConditionTrue,

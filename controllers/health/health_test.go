@@ -110,8 +110,8 @@ func channel(ns, name, phoneID, secretName string) *platformv1.MetaChannel {
 		Spec: platformv1.MetaChannelSpec{
 			Platform:       platformv1.PlatformWhatsApp,
 			WhatsApp:       &platformv1.WhatsAppChannel{PhoneNumberID: phoneID, BusinessAccountID: "777000"},
-			AppSecretRef:   platformv1.SecretKeyRef{Name: secretName, Key: "appSecret"},
-			VerifyTokenRef: platformv1.SecretKeyRef{Name: secretName, Key: "verifyToken"},
+			AppSecretRef:   &platformv1.SecretKeyRef{Name: secretName, Key: "appSecret"},
+			VerifyTokenRef: &platformv1.SecretKeyRef{Name: secretName, Key: "verifyToken"},
 		},
 	}
 }

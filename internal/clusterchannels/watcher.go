@@ -387,7 +387,7 @@ func (w *Watcher) resolve(ctx context.Context, mc *platformv1.MetaChannel) (chan
 	refs := []struct {
 		ref *platformv1.SecretKeyRef
 		dst *string
-	}{{&mc.Spec.AppSecretRef, &ch.AppSecret}, {&mc.Spec.VerifyTokenRef, &ch.VerifyToken}, {mc.Spec.AccessTokenRef, &ch.AccessToken}}
+	}{{mc.Spec.AppSecretRef, &ch.AppSecret}, {mc.Spec.VerifyTokenRef, &ch.VerifyToken}, {mc.Spec.AccessTokenRef, &ch.AccessToken}}
 	for _, r := range refs {
 		if r.ref == nil {
 			continue

@@ -21,7 +21,7 @@ func page(ns, name, id string) *platformv1.MetaChannel {
 	return &platformv1.MetaChannel{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 1},
 		Spec: platformv1.MetaChannelSpec{Platform: platformv1.PlatformMessenger, Messenger: &platformv1.MessengerChannel{PageID: id},
-			AppSecretRef: platformv1.SecretKeyRef{Name: "s", Key: "k"}, VerifyTokenRef: platformv1.SecretKeyRef{Name: "s", Key: "v"}},
+			AppSecretRef: &platformv1.SecretKeyRef{Name: "s", Key: "k"}, VerifyTokenRef: &platformv1.SecretKeyRef{Name: "s", Key: "v"}},
 	}
 }
 
