@@ -388,10 +388,8 @@ func desiredService(t *platformv1.Tenant) *corev1ac.ServiceApplyConfiguration {
 func channelSecretNames(channels []platformv1.MetaChannel) []string {
 	var names []string
 	for i := range channels {
-		s := channels[i].Spec
-		names = append(names, s.AppSecretRef.Name, s.VerifyTokenRef.Name)
-		if s.AccessTokenRef != nil {
-			names = append(names, s.AccessTokenRef.Name)
+		for _, ref := range channelSecretRefs(&channels[i]) {
+			names = append(names, ref.Ref.Name)
 		}
 	}
 	return uniqueSorted(names)
