@@ -150,3 +150,18 @@ func TestClusterSourceFollowsTheClaimRule(t *testing.T) {
 	g.Expect(k8s.Delete(ctx, conflict)).To(Succeed())
 	g.Eventually(func() string { return route("104857600123456") }).WithTimeout(30 * time.Second).Should(BeEmpty())
 }
+
+// The operator's front door for a MetaApp routes only the channels behind that app.
+func TestOfAppKeepsTheAppsChannels(t *testing.T) {
+	a, b, own := page("ns-a", "a", "1"), page("ns-b", "b", "2"), page("ns-c", "c", "3")
+	a.Spec.AppRef = &platformv1.MetaAppRef{Name: "shared"}
+	b.Spec.AppRef = &platformv1.MetaAppRef{Name: "other"}
+	items := []platformv1.MetaChannel{*a, *b, *own}
+	got := OfApp(items, "shared")
+	if len(got) != 1 || got[0].Name != "a" {
+		t.Fatalf("OfApp(shared) = %v", got)
+	}
+	if len(OfApp(items, "")) != 3 {
+		t.Fatal("no app: every channel")
+	}
+}
