@@ -244,7 +244,9 @@ func (r *MetaAppReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manag
 		return fmt.Errorf("index metachannels by app: %w", err)
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&platformv1.MetaApp{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// An annotation change (ReconcileAnnotation) asks for a pass now, for
+		// instance after a Secret of the app was fixed (Secrets are not watched).
+		For(&platformv1.MetaApp{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ServiceAccount{}).
