@@ -37,18 +37,14 @@ func platformSecretUses(channels []platformv1.MetaChannel, route RouteConfig) ma
 	uses := map[string]string{
 		platformv1.SubjectKeySecretName: "the tenant's subject key",
 		platformv1.PostgresSecretName:   "the tenant's PostgreSQL credentials",
+		ForwardKeySecret:                "the tenant's forwarding key",
 	}
 	if route.kind() == RouteIngress && route.IngressTLSSecret != "" {
 		uses[route.IngressTLSSecret] = "the tenant Ingress's TLS certificate"
 	}
 	for i := range channels {
-		s := channels[i].Spec
-		refs := []string{s.AppSecretRef.Name, s.VerifyTokenRef.Name}
-		if s.AccessTokenRef != nil {
-			refs = append(refs, s.AccessTokenRef.Name)
-		}
-		for _, name := range refs {
-			if _, ok := uses[name]; !ok && name != "" {
+		for _, ref := range channelSecretRefs(&channels[i]) {
+			if name := ref.Ref.Name; uses[name] == "" && name != "" {
 				uses[name] = "the credentials of MetaChannel " + channels[i].Name
 			}
 		}

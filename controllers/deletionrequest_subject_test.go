@@ -17,8 +17,8 @@ func TestSubjectRefusal(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "wa"},
 		Spec: platformv1.MetaChannelSpec{
 			Platform:       platformv1.PlatformWhatsApp,
-			AppSecretRef:   platformv1.SecretKeyRef{Name: "meta-app", Key: "appSecret"},
-			VerifyTokenRef: platformv1.SecretKeyRef{Name: "meta-app", Key: "verifyToken"},
+			AppSecretRef:   &platformv1.SecretKeyRef{Name: "meta-app", Key: "appSecret"},
+			VerifyTokenRef: &platformv1.SecretKeyRef{Name: "meta-app", Key: "verifyToken"},
 			AccessTokenRef: &platformv1.SecretKeyRef{Name: "graph-token", Key: "token"},
 		},
 	}}

@@ -46,6 +46,7 @@ type MetaChannelReconciler struct {
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=metachannels,verbs=get;list;watch
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=metachannels/status,verbs=get;patch;update
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=tenants,verbs=get;list;watch
+// +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=metaapps,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -109,7 +110,18 @@ func (r *MetaChannelReconciler) evaluate(ctx context.Context, ch *platformv1.Met
 			return channelVerdict{}, err
 		}
 	}
-	return acceptChannel(ch, v, r.Route, holder, secrets), nil
+	v = acceptChannel(ch, v, r.Route, holder, secrets)
+	if ch.Spec.AppRef == nil {
+		return v, nil
+	}
+	var app platformv1.MetaApp
+	switch err := r.Get(ctx, types.NamespacedName{Name: ch.Spec.AppRef.Name}, &app); {
+	case apierrors.IsNotFound(err):
+		return appVerdict(v, nil), nil
+	case err != nil:
+		return channelVerdict{}, fmt.Errorf("get metaapp %s: %w", ch.Spec.AppRef.Name, err)
+	}
+	return appVerdict(v, &app), nil
 }
 
 // claimants returns the other channels that claim ch's id, each with
@@ -235,6 +247,8 @@ func (r *MetaChannelReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceChannels),
 			builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		// A channel with appRef is served only while its MetaApp is Ready.
+		Watches(&platformv1.MetaApp{}, handler.EnqueueRequestsFromMapFunc(r.appChannels)).
 		// Metadata only, and the cache holds only Secrets with the tenant
 		// label (CacheOptions): never every Secret of the cluster.
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.secretChannels)).
@@ -245,6 +259,20 @@ func (r *MetaChannelReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		WithOptions(controllerOptions(1)).
 		Named("metachannel").
 		Complete(quietConflicts(r))
+}
+
+// appChannels maps a MetaApp to the channels that name it.
+func (r *MetaChannelReconciler) appChannels(ctx context.Context, o client.Object) []reconcile.Request {
+	var list platformv1.MetaChannelList
+	if err := r.List(ctx, &list, client.MatchingFields{MetaChannelAppIndex: o.GetName()}); err != nil {
+		logf.FromContext(ctx).Error(err, "Cannot list channels of an app", "metaApp", o.GetName())
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
 }
 
 // sameClaim maps a channel to the other channels with the same claim.

@@ -63,8 +63,8 @@ func mchWhatsApp(ns, name, phoneID, secret string) *platformv1.MetaChannel {
 		Spec: platformv1.MetaChannelSpec{
 			Platform:       platformv1.PlatformWhatsApp,
 			WhatsApp:       &platformv1.WhatsAppChannel{PhoneNumberID: phoneID, BusinessAccountID: "777000"},
-			AppSecretRef:   platformv1.SecretKeyRef{Name: secret, Key: "appSecret"},
-			VerifyTokenRef: platformv1.SecretKeyRef{Name: secret, Key: "verifyToken"},
+			AppSecretRef:   &platformv1.SecretKeyRef{Name: secret, Key: "appSecret"},
+			VerifyTokenRef: &platformv1.SecretKeyRef{Name: secret, Key: "verifyToken"},
 		},
 	}
 }
@@ -75,8 +75,8 @@ func mchInstagram(ns, name, accountID, secret string) *platformv1.MetaChannel {
 		Spec: platformv1.MetaChannelSpec{
 			Platform:       platformv1.PlatformInstagram,
 			Instagram:      &platformv1.InstagramChannel{AccountID: accountID},
-			AppSecretRef:   platformv1.SecretKeyRef{Name: secret, Key: "appSecret"},
-			VerifyTokenRef: platformv1.SecretKeyRef{Name: secret, Key: "verifyToken"},
+			AppSecretRef:   &platformv1.SecretKeyRef{Name: secret, Key: "appSecret"},
+			VerifyTokenRef: &platformv1.SecretKeyRef{Name: secret, Key: "verifyToken"},
 		},
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 )
@@ -119,15 +120,18 @@ type channelSecretRef struct {
 	Ref   platformv1.SecretKeyRef
 }
 
-// channelSecretRefs lists the Secret keys a channel needs: the app secret,
-// the verify token and, when set, the access token.
+// channelSecretRefs lists the Secret keys a channel needs: the app secret
+// and the verify token (unless the channel names a MetaApp, whose Secrets
+// they are) and, when set, the access token.
 func channelSecretRefs(ch *platformv1.MetaChannel) []channelSecretRef {
-	refs := []channelSecretRef{
-		{"appSecretRef", ch.Spec.AppSecretRef},
-		{"verifyTokenRef", ch.Spec.VerifyTokenRef},
-	}
-	if ch.Spec.AccessTokenRef != nil {
-		refs = append(refs, channelSecretRef{"accessTokenRef", *ch.Spec.AccessTokenRef})
+	var refs []channelSecretRef
+	for _, r := range []struct {
+		field string
+		ref   *platformv1.SecretKeyRef
+	}{{"appSecretRef", ch.Spec.AppSecretRef}, {"verifyTokenRef", ch.Spec.VerifyTokenRef}, {"accessTokenRef", ch.Spec.AccessTokenRef}} {
+		if r.ref != nil {
+			refs = append(refs, channelSecretRef{r.field, *r.ref})
+		}
 	}
 	return refs
 }
@@ -260,6 +264,29 @@ func acceptChannel(ch *platformv1.MetaChannel, v channelVerdict, route RouteConf
 	v.Message = fmt.Sprintf("accepted for the worker of Tenant %s", v.Tenant)
 	if v.WebhookURL == "" {
 		v.Message += "; no webhook URL: the manager has neither --webhook-base-url nor --ingress-host"
+	}
+	return v
+}
+
+// appVerdict adjusts the verdict of a channel that names a MetaApp (app nil:
+// not found): its webhook URL is the app's, and it is served only while the
+// app is Ready, whose Secrets are the channel's app secret and verify
+// token. Like a missing Secret, a missing or unready app keeps the claim.
+func appVerdict(v channelVerdict, app *platformv1.MetaApp) channelVerdict {
+	v.WebhookURL = ""
+	if app != nil {
+		v.WebhookURL = app.Status.WebhookURL
+	}
+	if !v.Ready {
+		return v
+	}
+	switch {
+	case app == nil:
+		v.Ready, v.Reason, v.Message = false, platformv1.ReasonMetaAppNotFound, "the MetaApp named in appRef does not exist"
+	case !meta.IsStatusConditionTrue(app.Status.Conditions, platformv1.ConditionReady):
+		v.Ready, v.Reason, v.Message = false, platformv1.ReasonMetaAppNotReady, fmt.Sprintf("MetaApp %s is not Ready", app.Name)
+	default:
+		v.Message = fmt.Sprintf("accepted for the worker of Tenant %s through MetaApp %s", v.Tenant, app.Name)
 	}
 	return v
 }

@@ -30,8 +30,8 @@ func mchWAChannel(ns, name, phone string, created time.Time) platformv1.MetaChan
 		Spec: platformv1.MetaChannelSpec{
 			Platform:       platformv1.PlatformWhatsApp,
 			WhatsApp:       &platformv1.WhatsAppChannel{PhoneNumberID: phone, BusinessAccountID: "1"},
-			AppSecretRef:   platformv1.SecretKeyRef{Name: "meta", Key: "appSecret"},
-			VerifyTokenRef: platformv1.SecretKeyRef{Name: "meta", Key: "verifyToken"},
+			AppSecretRef:   &platformv1.SecretKeyRef{Name: "meta", Key: "appSecret"},
+			VerifyTokenRef: &platformv1.SecretKeyRef{Name: "meta", Key: "verifyToken"},
 		},
 	}
 }

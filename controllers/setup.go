@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
@@ -49,6 +50,9 @@ type Options struct {
 	// DefaultMaxConcurrentReconciles. MetaChannels are always reconciled one
 	// at a time (see MetaChannelReconciler.SetupWithManager).
 	MaxConcurrentReconciles int
+	// Namespace is the operator's own namespace: MetaApps' Secrets are
+	// read there and their front doors run there.
+	Namespace string
 }
 
 // DefaultMaxConcurrentReconciles keeps a burst of new tenants from queueing
@@ -103,6 +107,7 @@ func CacheOptions(route RouteConfig) cache.Options {
 	for _, o := range []client.Object{
 		&appsv1.Deployment{}, &corev1.Service{}, &corev1.ServiceAccount{}, &corev1.PersistentVolumeClaim{}, &corev1.ConfigMap{},
 		&rbacv1.Role{}, &rbacv1.RoleBinding{}, &networkingv1.NetworkPolicy{}, &networkingv1.Ingress{},
+		&policyv1.PodDisruptionBudget{}, &rbacv1.ClusterRole{}, &rbacv1.ClusterRoleBinding{},
 	} {
 		byObject[o] = cache.ByObject{Label: managed}
 	}
@@ -131,6 +136,7 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 		Worker:    opts.Worker,
 		Route:     opts.Route,
 		Postgres:  opts.Postgres,
+		Namespace: opts.Namespace,
 	}
 	if err := tenants.SetupWithManager(mgr, workers); err != nil {
 		return fmt.Errorf("set up tenant controller: %w", err)
@@ -144,6 +150,16 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 	}
 	if err := channels.SetupWithManager(context.Background(), mgr); err != nil {
 		return fmt.Errorf("set up metachannel controller: %w", err)
+	}
+	apps := &MetaAppReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Namespace: opts.Namespace,
+		Image:     opts.Worker.Image,
+		Route:     opts.Route,
+	}
+	if err := apps.SetupWithManager(context.Background(), mgr); err != nil {
+		return fmt.Errorf("set up metaapp controller: %w", err)
 	}
 	requests := &DeletionRequestReconciler{
 		Client:    mgr.GetClient(),

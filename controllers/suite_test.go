@@ -1,6 +1,7 @@
 package controllers_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -81,10 +84,16 @@ func runSuite(m *testing.M) int {
 		}
 	}()
 
+	// The operator's own namespace: MetaApps' Secrets and front doors.
+	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}); err != nil {
+		fmt.Fprintf(os.Stderr, "create the operator namespace: %v\n", err)
+		return 1
+	}
 	mgrCfg := rest.CopyConfig(cfg)
 	mgrCfg.Wrap(mgrWrites.wrap)
 	stop, err := testenv.StartOperator(mgrCfg, scheme, controllers.Options{
-		Worker: controllers.WorkerConfig{Image: testWorkerImage, DefaultStorageClass: "standard"},
+		Worker:    controllers.WorkerConfig{Image: testWorkerImage, DefaultStorageClass: "standard"},
+		Namespace: operatorNamespace,
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "start the operator: %v\n", err)
@@ -93,6 +102,9 @@ func runSuite(m *testing.M) int {
 	defer stop()
 	return m.Run()
 }
+
+// operatorNamespace is the operator's own namespace in the suite.
+const operatorNamespace = "omniflow-system"
 
 const (
 	timeout  = 20 * time.Second

@@ -50,6 +50,9 @@ type TenantReconciler struct {
 	Worker    WorkerConfig
 	Route     RouteConfig
 	Postgres  PostgresConfig
+	// Namespace is the operator's namespace, which holds the forwarding key
+	// that tenants' forwarding keys are derived from.
+	Namespace string
 
 	// clusterMu guards cluster, the UID of kube-system once read (clusterID).
 	clusterMu sync.Mutex
@@ -305,6 +308,12 @@ func (r *TenantReconciler) reconcileWorker(ctx context.Context, t *platformv1.Te
 	if err != nil {
 		return nil, err
 	}
+	forwardKey := usesMetaApp(channels.Items)
+	if err := r.reconcileForwardKey(ctx, t, forwardKey); err != nil {
+		setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionWorkerReady, false, platformv1.ReasonApplyFailed,
+			fmt.Sprintf("Secret %s: %v", ForwardKeySecret, err))
+		return nil, err
+	}
 	key := types.NamespacedName{Namespace: ns, Name: WorkerName}
 	dep := &appsv1.Deployment{}
 	sa, role, rb, np, svc := &corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}, &networkingv1.NetworkPolicy{}, &corev1.Service{}
@@ -326,7 +335,7 @@ func (r *TenantReconciler) reconcileWorker(ctx context.Context, t *platformv1.Te
 			return applyIfChanged(ctx, r.Client, key, np, desiredNetworkPolicy(t), networkingv1ac.ExtractNetworkPolicy)
 		}},
 		{"Deployment", dep, func() (bool, error) {
-			return applyIfChanged(ctx, r.Client, key, dep, desiredDeployment(t, r.Worker), appsv1ac.ExtractDeployment)
+			return applyIfChanged(ctx, r.Client, key, dep, desiredDeployment(t, r.Worker, forwardKey), appsv1ac.ExtractDeployment)
 		}},
 		{"Service", svc, func() (bool, error) {
 			return applyIfChanged(ctx, r.Client, key, svc, desiredService(t), corev1ac.ExtractService)

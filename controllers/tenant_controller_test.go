@@ -388,8 +388,8 @@ func TestRoleGrantsOnlyReferencedSecrets(t *testing.T) {
 		Spec: platformv1.MetaChannelSpec{
 			Platform:       platformv1.PlatformWhatsApp,
 			WhatsApp:       &platformv1.WhatsAppChannel{PhoneNumberID: "1065", BusinessAccountID: "1022"},
-			AppSecretRef:   platformv1.SecretKeyRef{Name: "meta-app", Key: "appSecret"},
-			VerifyTokenRef: platformv1.SecretKeyRef{Name: "meta-verify", Key: "token"},
+			AppSecretRef:   &platformv1.SecretKeyRef{Name: "meta-app", Key: "appSecret"},
+			VerifyTokenRef: &platformv1.SecretKeyRef{Name: "meta-verify", Key: "token"},
 		},
 	}
 	g.Expect(k8s.Create(ctx, ch)).To(Succeed())

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"encoding/hex"
 	"sort"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -296,21 +297,30 @@ func workerVolumeMounts(t *platformv1.Tenant) []*corev1ac.VolumeMountApplyConfig
 	return []*corev1ac.VolumeMountApplyConfiguration{corev1ac.VolumeMount().WithName("data").WithMountPath(DataMountPath)}
 }
 
-func desiredDeployment(t *platformv1.Tenant, cfg WorkerConfig) *appsv1ac.DeploymentApplyConfiguration {
+// desiredDeployment is the worker's Deployment. With forwardKey (the
+// tenant has a channel with appRef), the tenant's forwarding key is mounted
+// from ForwardKeySecret and the worker accepts forwarded parts with it.
+func desiredDeployment(t *platformv1.Tenant, cfg WorkerConfig, forwardKey bool) *appsv1ac.DeploymentApplyConfiguration {
 	image := cfg.Image
 	if t.Spec.Worker.Image != "" {
 		image = t.Spec.Worker.Image
 	}
+	args := WorkerArgs(t)
+	mounts := workerVolumeMounts(t)
+	if forwardKey {
+		args = append(args, "--forward-key-file="+forwardKeyMountPath+"/"+ForwardingKeyKey)
+		mounts = append(mounts, corev1ac.VolumeMount().WithName("forward-key").WithMountPath(forwardKeyMountPath).WithReadOnly(true))
+	}
 	container := corev1ac.Container().
 		WithName(WorkerName).
 		WithImage(image).
-		WithArgs(WorkerArgs(t)...).
+		WithArgs(args...).
 		WithEnv(workerEnv(t)...).
 		WithPorts(corev1ac.ContainerPort().WithName(WebhookPortName).WithContainerPort(WebhookPort).WithProtocol(corev1.ProtocolTCP)).
 		WithResources(workerResources(t)).
 		WithReadinessProbe(httpProbe("/readyz")).
 		WithLivenessProbe(httpProbe("/healthz")).
-		WithVolumeMounts(workerVolumeMounts(t)...).
+		WithVolumeMounts(mounts...).
 		WithSecurityContext(corev1ac.SecurityContext().
 			WithAllowPrivilegeEscalation(false).
 			WithReadOnlyRootFilesystem(true).
@@ -329,6 +339,10 @@ func desiredDeployment(t *platformv1.Tenant, cfg WorkerConfig) *appsv1ac.Deploym
 	if storageBackend(t) == platformv1.StorageSQLite {
 		pod.WithVolumes(corev1ac.Volume().WithName("data").WithPersistentVolumeClaim(
 			corev1ac.PersistentVolumeClaimVolumeSource().WithClaimName(DataClaimName)))
+	}
+	if forwardKey {
+		pod.WithVolumes(corev1ac.Volume().WithName("forward-key").WithSecret(
+			corev1ac.SecretVolumeSource().WithSecretName(ForwardKeySecret)))
 	}
 
 	// SQLite has one writer on a ReadWriteOnce volume: never run two pods at
@@ -374,10 +388,8 @@ func desiredService(t *platformv1.Tenant) *corev1ac.ServiceApplyConfiguration {
 func channelSecretNames(channels []platformv1.MetaChannel) []string {
 	var names []string
 	for i := range channels {
-		s := channels[i].Spec
-		names = append(names, s.AppSecretRef.Name, s.VerifyTokenRef.Name)
-		if s.AccessTokenRef != nil {
-			names = append(names, s.AccessTokenRef.Name)
+		for _, ref := range channelSecretRefs(&channels[i]) {
+			names = append(names, ref.Ref.Name)
 		}
 	}
 	return uniqueSorted(names)
@@ -395,4 +407,26 @@ func uniqueSorted(in []string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// usesMetaApp reports whether any of the channels names a MetaApp: only
+// then does the worker get a forwarding key.
+func usesMetaApp(channels []platformv1.MetaChannel) bool {
+	for i := range channels {
+		if channels[i].Spec.AppRef != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// desiredForwardKeySecret holds the tenant's derived forwarding key in hex,
+// owned by the Tenant and labelled as the operator's (so erasure of an
+// adopted namespace removes it, see tenantOwns).
+func desiredForwardKeySecret(t *platformv1.Tenant, tenantKey []byte) *corev1ac.SecretApplyConfiguration {
+	return corev1ac.Secret(ForwardKeySecret, t.NamespaceName()).
+		WithLabels(tenantLabels(t)).
+		WithOwnerReferences(ownerRef(t)).
+		WithType(corev1.SecretTypeOpaque).
+		WithData(map[string][]byte{ForwardingKeyKey: []byte(hex.EncodeToString(tenantKey))})
 }

@@ -238,7 +238,7 @@ func TestWorkerDeploymentPerBackend(t *testing.T) {
 		t.Errorf("SQLite worker args = %q", args)
 	}
 
-	dep := desiredDeployment(pg, WorkerConfig{Image: "img"})
+	dep := desiredDeployment(pg, WorkerConfig{Image: "img"}, false)
 	pod := dep.Spec.Template.Spec
 	c := pod.Containers[0]
 	if len(pod.Volumes) != 0 || len(c.VolumeMounts) != 0 {
@@ -258,7 +258,7 @@ func TestWorkerDeploymentPerBackend(t *testing.T) {
 		t.Errorf("env %s must come from Secret %s key %s: %v", envPostgresDSN, platformv1.PostgresSecretName, platformv1.PostgresSecretKey, c.Env)
 	}
 
-	dep = desiredDeployment(sqlite, WorkerConfig{Image: "img"})
+	dep = desiredDeployment(sqlite, WorkerConfig{Image: "img"}, false)
 	pod = dep.Spec.Template.Spec
 	if len(pod.Volumes) != 1 || *pod.Volumes[0].PersistentVolumeClaim.ClaimName != DataClaimName ||
 		len(pod.Containers[0].VolumeMounts) != 1 || *dep.Spec.Strategy.Type != "Recreate" {

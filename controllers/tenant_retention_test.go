@@ -50,7 +50,7 @@ func TestWorkerDeploymentCarriesRetentionOnlyWhenSet(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			dep := desiredDeployment(retentionTenant(tc.maxAge), WorkerConfig{Image: "img"})
+			dep := desiredDeployment(retentionTenant(tc.maxAge), WorkerConfig{Image: "img"}, false)
 			if got := retentionFlags(dep.Spec.Template.Spec.Containers[0].Args); !slices.Equal(got, tc.want) {
 				t.Errorf("retention args %q, want %q", got, tc.want)
 			}

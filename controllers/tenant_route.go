@@ -141,13 +141,21 @@ func (c RouteConfig) WebhookURL(tenant, channel string) string {
 
 // desiredIngress routes /t/<tenant>/ to the tenant's worker Service.
 func desiredIngress(t *platformv1.Tenant, cfg RouteConfig) *networkingv1ac.IngressApplyConfiguration {
+	return prefixIngress(RouteName, t.NamespaceName(), TenantRoutePrefix(t.Name), WorkerName, cfg).
+		WithLabels(workerLabels(t)).
+		WithOwnerReferences(ownerRef(t))
+}
+
+// prefixIngress is an Ingress that sends a path prefix to a Service's
+// webhook port, with the manager's class, host, TLS and annotations.
+func prefixIngress(name, ns, prefix, service string, cfg RouteConfig) *networkingv1ac.IngressApplyConfiguration {
 	rule := networkingv1ac.IngressRule().WithHTTP(networkingv1ac.HTTPIngressRuleValue().WithPaths(
 		networkingv1ac.HTTPIngressPath().
-			WithPath(TenantRoutePrefix(t.Name)).
+			WithPath(prefix).
 			WithPathType(networkingv1.PathTypePrefix).
 			WithBackend(networkingv1ac.IngressBackend().WithService(
 				networkingv1ac.IngressServiceBackend().
-					WithName(WorkerName).
+					WithName(service).
 					WithPort(networkingv1ac.ServiceBackendPort().WithNumber(ServicePort))))))
 	if cfg.IngressHost != "" {
 		rule = rule.WithHost(cfg.IngressHost)
@@ -166,10 +174,7 @@ func desiredIngress(t *platformv1.Tenant, cfg RouteConfig) *networkingv1ac.Ingre
 		}
 		spec = spec.WithTLS(tls)
 	}
-	ing := networkingv1ac.Ingress(RouteName, t.NamespaceName()).
-		WithLabels(workerLabels(t)).
-		WithOwnerReferences(ownerRef(t)).
-		WithSpec(spec)
+	ing := networkingv1ac.Ingress(name, ns).WithSpec(spec)
 	if len(cfg.IngressAnnotations) > 0 {
 		ing = ing.WithAnnotations(maps.Clone(cfg.IngressAnnotations))
 	}

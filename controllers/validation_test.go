@@ -149,6 +149,55 @@ kind: DeletionRequest
 metadata: {name: no-subject, namespace: validation}
 spec:
   platform: WhatsApp`, []string{"spec.subjectSecretRef", "Required value"}},
+		{"channel with appRef and its own secrets", `
+apiVersion: platform.omniflowcrm.com/v1alpha1
+kind: MetaChannel
+metadata: {name: both-app, namespace: validation}
+spec:
+  platform: Messenger
+  messenger: {pageID: "1"}
+  appRef: {name: shared}` + secretRefs, []string{"spec", "set either appRef or appSecretRef and verifyTokenRef, not both"}},
+		{"channel with neither appRef nor secrets", `
+apiVersion: platform.omniflowcrm.com/v1alpha1
+kind: MetaChannel
+metadata: {name: no-app, namespace: validation}
+spec:
+  platform: Messenger
+  messenger: {pageID: "1"}`, []string{"spec", "set either appRef or appSecretRef and verifyTokenRef"}},
+		{"channel with an app secret but no verify token", `
+apiVersion: platform.omniflowcrm.com/v1alpha1
+kind: MetaChannel
+metadata: {name: half-secrets, namespace: validation}
+spec:
+  platform: Messenger
+  messenger: {pageID: "1"}
+  appSecretRef: {name: app, key: appSecret}`, []string{"spec.verifyTokenRef", "Required value", "verifyTokenRef is required with appSecretRef"}},
+		{"metaapp with one replica", `
+apiVersion: platform.omniflowcrm.com/v1alpha1
+kind: MetaApp
+metadata: {name: one-replica}
+spec:
+  appID: "123"
+  replicas: 1` + secretRefs, []string{"spec.replicas", "greater than or equal to 2"}},
+		{"metaapp app id not numeric", `
+apiVersion: platform.omniflowcrm.com/v1alpha1
+kind: MetaApp
+metadata: {name: bad-appid}
+spec:
+  appID: "my-app"` + secretRefs, []string{"spec.appID", "should match"}},
+		{"metaapp without a verify token", `
+apiVersion: platform.omniflowcrm.com/v1alpha1
+kind: MetaApp
+metadata: {name: no-token}
+spec:
+  appID: "123"
+  appSecretRef: {name: app, key: appSecret}`, []string{"spec.verifyTokenRef", "Required value"}},
+		{"metaapp name too long", `
+apiVersion: platform.omniflowcrm.com/v1alpha1
+kind: MetaApp
+metadata: {name: ` + strings.Repeat("a", 41) + `}
+spec:
+  appID: "123"` + secretRefs, []string{"metadata.name must be at most 40 characters"}},
 		{"deletion request unknown scope", `
 apiVersion: platform.omniflowcrm.com/v1alpha1
 kind: DeletionRequest

@@ -119,3 +119,14 @@ func SetHealthConditions(conds *[]metav1.Condition, generation int64, v HealthVe
 	set(ConditionReconciling, v.Health == HealthInProgress)
 	set(ConditionStalled, v.Health == HealthFailed)
 }
+
+// MetaAppHealth decides a MetaApp's health. Ready=True is settled. A Secret
+// missing or empty needs a human (Failed); anything else (pods starting) is
+// in progress.
+func MetaAppHealth(a *MetaApp) HealthVerdict {
+	v, ready := fromReady(a.Status.Conditions)
+	if ready != nil && ready.Status != metav1.ConditionTrue && metaAppStalledReasons[ready.Reason] {
+		v.Health = HealthFailed
+	}
+	return v
+}

@@ -22,6 +22,9 @@ const (
 // +kubebuilder:validation:XValidation:rule="self.platform == 'WhatsApp' || !has(self.whatsApp)",message="whatsApp may only be set for platform WhatsApp"
 // +kubebuilder:validation:XValidation:rule="self.platform == 'Messenger' || !has(self.messenger)",message="messenger may only be set for platform Messenger"
 // +kubebuilder:validation:XValidation:rule="self.platform == 'Instagram' || !has(self.instagram)",message="instagram may only be set for platform Instagram"
+// +kubebuilder:validation:XValidation:rule="has(self.appRef) != (has(self.appSecretRef) || has(self.verifyTokenRef))",message="set either appRef or appSecretRef and verifyTokenRef, not both"
+// +kubebuilder:validation:XValidation:rule="!has(self.verifyTokenRef) || has(self.appSecretRef)",message="appSecretRef is required with verifyTokenRef",fieldPath=".appSecretRef",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="!has(self.appSecretRef) || has(self.verifyTokenRef)",message="verifyTokenRef is required with appSecretRef",fieldPath=".verifyTokenRef",reason=FieldValueRequired
 type MetaChannelSpec struct {
 	// platform is the Meta platform of this channel: WhatsApp, Messenger or
 	// Instagram. Immutable.
@@ -44,17 +47,27 @@ type MetaChannelSpec struct {
 	// +optional
 	Instagram *InstagramChannel `json:"instagram,omitempty"`
 
+	// appRef names the cluster-scoped MetaApp whose front door receives this
+	// channel's deliveries (the app's one callback URL) and forwards them to
+	// the tenant's worker. Set either appRef, or appSecretRef and
+	// verifyTokenRef (the channel's own app, reached at its own URL), not
+	// both. A channel with appRef is served once the MetaApp exists and is
+	// Ready.
+	// +optional
+	AppRef *MetaAppRef `json:"appRef,omitempty"`
+
 	// appSecretRef names the key of a Secret in this namespace that holds the
 	// Meta app secret. Deliveries are accepted only with a valid
-	// X-Hub-Signature-256 made with it.
-	// +required
-	AppSecretRef SecretKeyRef `json:"appSecretRef"`
+	// X-Hub-Signature-256 made with it. Required unless appRef is set, and
+	// forbidden with it.
+	// +optional
+	AppSecretRef *SecretKeyRef `json:"appSecretRef,omitempty"`
 
 	// verifyTokenRef names the key of a Secret in this namespace that holds
 	// the verify token entered in Meta's dashboard for the subscription
-	// handshake.
-	// +required
-	VerifyTokenRef SecretKeyRef `json:"verifyTokenRef"`
+	// handshake. Required unless appRef is set, and forbidden with it.
+	// +optional
+	VerifyTokenRef *SecretKeyRef `json:"verifyTokenRef,omitempty"`
 
 	// accessTokenRef names the key of a Secret in this namespace that holds a
 	// Graph API access token, used to fetch media. Optional: without it, media
@@ -125,6 +138,16 @@ type SecretKeyRef struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
 	Key string `json:"key"`
+}
+
+// MetaAppRef names a MetaApp.
+type MetaAppRef struct {
+	// name is the MetaApp's name.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=40
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
 }
 
 // MetaChannelStatus is what the operator observed about a channel.

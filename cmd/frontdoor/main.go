@@ -101,6 +101,7 @@ func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	listen := fs.String("listen", ":8080", "address to serve Meta's webhooks, health and metrics on")
 	routes := fs.String("routes", "", "routes file: the tenants, their workers and their channels' ids (reloaded on change)")
+	app := fs.String("app", "", "with --cluster: route only the MetaChannels whose appRef names this MetaApp, and serve under /apps/<app>/ too (the operator's Ingress path)")
 	cluster := fs.Bool("cluster", false, "route by the cluster's MetaChannels (watched; only the Ready holder of an id) to each tenant's worker Service, as the pod's ServiceAccount or $KUBECONFIG's user")
 	reload := fs.Duration("routes-reload-interval", 5*time.Second, "how often the routes file is checked for changes")
 	secretFile := fs.String("app-secret-file", "", "file holding the Meta app's App Secret")
@@ -138,7 +139,7 @@ func serve(args []string) error {
 			return fmt.Errorf("kubernetes client config: %w", err)
 		}
 		// Deliveries get 503 until the first list is in (readyz says so too).
-		runSource = (&frontdoor.ClusterSource{RestConfig: rc, Table: table, Log: log}).Run
+		runSource = (&frontdoor.ClusterSource{RestConfig: rc, Table: table, Log: log, App: *app}).Run
 	} else {
 		src := &frontdoor.FileSource{Path: *routes, Table: table, Log: log, Interval: *reload}
 		if err := src.Load(); err != nil {
@@ -157,7 +158,16 @@ func serve(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	handler := srv.Handler()
+	if *app != "" {
+		// The Ingress sends /apps/<app>/ here unchanged; health probes come unprefixed.
+		prefix := "/apps/" + *app
+		mux := http.NewServeMux()
+		mux.Handle(prefix+"/", http.StripPrefix(prefix, handler))
+		mux.Handle("/", handler)
+		handler = mux
+	}
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() {
 		if err := runSource(ctx); err != nil {

@@ -32,6 +32,7 @@ func main() {
 		enableHTTP2            bool
 		leaderElect            bool
 		leaderElectionNS       string
+		operatorNS             string
 		worker                 controllers.WorkerConfig
 		route                  controllers.RouteConfig
 		routeKind              string
@@ -54,6 +55,8 @@ func main() {
 		"Namespace of the leader election Lease (default: the operator's own namespace).")
 	flag.StringVar(&worker.Image, "worker-image", envOr("WORKER_IMAGE", defaultWorkerImage),
 		"Image of the per-tenant ingest worker (default: $WORKER_IMAGE, which config/default sets to the manager's own image).")
+	flag.StringVar(&operatorNS, "namespace", os.Getenv("POD_NAMESPACE"),
+		"The operator's own namespace, where MetaApps' Secrets are read and their front doors run (default: $POD_NAMESPACE).")
 	flag.StringVar(&worker.DefaultStorageClass, "default-storage-class", "",
 		"StorageClass of tenant volumes when a Tenant names none (default: the cluster's default StorageClass).")
 	flag.StringVar(&routeKind, "route", string(controllers.RouteIngress),
@@ -96,7 +99,7 @@ func main() {
 	}
 	log := ctrl.Log.WithName("setup")
 	route.Kind, route.IngressAnnotations = controllers.RouteKind(routeKind), ingressAnnotations
-	opts := controllers.Options{Worker: worker, Route: route, Sweep: sweep, MaxConcurrentReconciles: maxConcurrent}
+	opts := controllers.Options{Worker: worker, Route: route, Sweep: sweep, MaxConcurrentReconciles: maxConcurrent, Namespace: operatorNS}
 	adminSecret, err := controllers.ParsePostgresAdminSecret(postgresAdminSecret)
 	if err != nil {
 		log.Error(err, "Invalid flag")

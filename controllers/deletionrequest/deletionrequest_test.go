@@ -309,8 +309,8 @@ func TestRequestForAnUnknownChannelIsRefused(t *testing.T) {
 		Spec: platformv1.MetaChannelSpec{
 			Platform:       platformv1.PlatformMessenger,
 			Messenger:      &platformv1.MessengerChannel{PageID: "7201"},
-			AppSecretRef:   platformv1.SecretKeyRef{Name: "meta-app", Key: "appSecret"},
-			VerifyTokenRef: platformv1.SecretKeyRef{Name: "meta-app", Key: "verifyToken"},
+			AppSecretRef:   &platformv1.SecretKeyRef{Name: "meta-app", Key: "appSecret"},
+			VerifyTokenRef: &platformv1.SecretKeyRef{Name: "meta-app", Key: "verifyToken"},
 		},
 	})).To(Succeed())
 	before := outcomes(g, "refused")

@@ -100,8 +100,8 @@ func provisionedIn(t *testing.T, g Gomega, name, namespace string, grace time.Du
 		Spec: platformv1.MetaChannelSpec{
 			Platform:       platformv1.PlatformWhatsApp,
 			WhatsApp:       &platformv1.WhatsAppChannel{PhoneNumberID: "1" + strings.Repeat("0", len(name)), BusinessAccountID: "2"},
-			AppSecretRef:   platformv1.SecretKeyRef{Name: "meta-app", Key: "appSecret"},
-			VerifyTokenRef: platformv1.SecretKeyRef{Name: "meta-app", Key: "verifyToken"},
+			AppSecretRef:   &platformv1.SecretKeyRef{Name: "meta-app", Key: "appSecret"},
+			VerifyTokenRef: &platformv1.SecretKeyRef{Name: "meta-app", Key: "verifyToken"},
 		},
 	}
 	g.Expect(k8s.Create(ctx, ch)).To(Succeed())

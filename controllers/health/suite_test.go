@@ -5,11 +5,14 @@
 package health_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -28,6 +31,9 @@ var (
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
+// operatorNamespace is the operator's own namespace: MetaApps' Secrets and front doors.
+const operatorNamespace = "omniflow-system"
+
 func run(m *testing.M) int {
 	env, err := testenv.Start(scheme)
 	if err != nil {
@@ -42,10 +48,15 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer stopKCM()
+	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}); err != nil {
+		fmt.Fprintf(os.Stderr, "create the operator namespace: %v\n", err)
+		return 1
+	}
 	stop, err := testenv.StartOperator(restCfg, scheme, controllers.Options{
-		Worker: controllers.WorkerConfig{Image: "example.test/worker:test"},
-		Clock:  clock,
-		Sweep:  controllers.SweepConfig{Interval: -1},
+		Namespace: operatorNamespace,
+		Worker:    controllers.WorkerConfig{Image: "example.test/worker:test"},
+		Clock:     clock,
+		Sweep:     controllers.SweepConfig{Interval: -1},
 		// Channels re-read their Secrets often: some rows need a Secret that
 		// appears after the channel.
 		ChannelRecheck: 2 * time.Second,

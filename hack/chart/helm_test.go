@@ -249,8 +249,8 @@ func TestHelmRendersEveryOption(t *testing.T) {
 		t.Fatalf("found only the flags %v in cmd/manager/main.go", flags)
 	}
 	for _, f := range flags {
-		if f == "worker-image" {
-			continue // set as $WORKER_IMAGE, checked below
+		if f == "worker-image" || f == "namespace" {
+			continue // set as $WORKER_IMAGE and $POD_NAMESPACE, checked below
 		}
 		if !slices.ContainsFunc(args, func(a string) bool { return a == "--"+f || strings.HasPrefix(a, "--"+f+"=") }) {
 			t.Errorf("the manager flag --%s is not reachable from the chart's values", f)
@@ -258,10 +258,13 @@ func TestHelmRendersEveryOption(t *testing.T) {
 	}
 
 	env := c["env"].([]any)
-	if e := env[0].(map[string]any); e["name"] != "WORKER_IMAGE" || e["value"] != "registry.example.com/omniflow-worker:v9.9.9" {
+	if e := env[0].(map[string]any); e["name"] != "POD_NAMESPACE" || get(e, "valueFrom", "fieldRef", "fieldPath") != "metadata.namespace" {
+		t.Errorf("operator namespace env: %v", e)
+	}
+	if e := env[1].(map[string]any); e["name"] != "WORKER_IMAGE" || e["value"] != "registry.example.com/omniflow-worker:v9.9.9" {
 		t.Errorf("worker image env: %v", e)
 	}
-	if e := env[1].(map[string]any); e["name"] != "GOMEMLIMIT" {
+	if e := env[2].(map[string]any); e["name"] != "GOMEMLIMIT" {
 		t.Errorf("extraEnv: %v", env)
 	}
 	for _, check := range []struct {

@@ -22,6 +22,7 @@ import (
 
 var crdNames = []string{
 	"deletionrequests.platform.omniflowcrm.com",
+	"metaapps.platform.omniflowcrm.com",
 	"metachannels.platform.omniflowcrm.com",
 	"tenants.platform.omniflowcrm.com",
 }

@@ -111,8 +111,8 @@ func run(ctx context.Context, out io.Writer, assets string) (err error) {
 		Spec: platformv1.MetaChannelSpec{
 			Platform:       platformv1.PlatformWhatsApp,
 			WhatsApp:       &platformv1.WhatsAppChannel{PhoneNumberID: phoneID, BusinessAccountID: "102290129340398"},
-			AppSecretRef:   platformv1.SecretKeyRef{Name: "acme-meta-app", Key: "appSecret"},
-			VerifyTokenRef: platformv1.SecretKeyRef{Name: "acme-meta-app", Key: "verifyToken"},
+			AppSecretRef:   &platformv1.SecretKeyRef{Name: "acme-meta-app", Key: "appSecret"},
+			VerifyTokenRef: &platformv1.SecretKeyRef{Name: "acme-meta-app", Key: "verifyToken"},
 		},
 	}
 	if err := c.Create(ctx, ch); err != nil {

@@ -56,15 +56,20 @@ type InstagramIDs struct {
 // Channel mirrors a MetaChannel spec with its secrets resolved to their values. Field names
 // match the CRD so that the standalone file reads like the cluster objects.
 type Channel struct {
-	Name            string        `json:"name"`
-	Platform        meta.Platform `json:"platform"`
-	WhatsApp        *WhatsAppIDs  `json:"whatsApp,omitempty"`
-	Messenger       *MessengerIDs `json:"messenger,omitempty"`
-	Instagram       *InstagramIDs `json:"instagram,omitempty"`
-	AppSecret       string        `json:"appSecret"`
-	VerifyToken     string        `json:"verifyToken"`
-	AccessToken     string        `json:"accessToken,omitempty"`
-	GraphAPIBaseURL string        `json:"graphAPIBaseURL,omitempty"`
+	Name      string        `json:"name"`
+	Platform  meta.Platform `json:"platform"`
+	WhatsApp  *WhatsAppIDs  `json:"whatsApp,omitempty"`
+	Messenger *MessengerIDs `json:"messenger,omitempty"`
+	Instagram *InstagramIDs `json:"instagram,omitempty"`
+	// AppRef names the MetaApp whose front door receives this channel's
+	// deliveries and forwards them (authenticated with the worker's forwarding
+	// key); such a channel has no app secret or verify token of its own, and
+	// its direct URL refuses every delivery and handshake (fail closed).
+	AppRef          string `json:"appRef,omitempty"`
+	AppSecret       string `json:"appSecret,omitempty"`
+	VerifyToken     string `json:"verifyToken,omitempty"`
+	AccessToken     string `json:"accessToken,omitempty"`
+	GraphAPIBaseURL string `json:"graphAPIBaseURL,omitempty"`
 }
 
 // String never prints secrets, so a channel that ends up in a log or error is harmless.
@@ -100,11 +105,17 @@ func (c *Channel) Validate() error {
 	if missing || blocks != 1 {
 		return fmt.Errorf("channel %q: platform %s needs exactly its own id block (whatsApp{phoneNumberID,businessAccountID}, messenger{pageID} or instagram{accountID})", c.Name, c.Platform)
 	}
+	if c.AppRef != "" {
+		if c.AppSecret != "" || c.VerifyToken != "" {
+			return fmt.Errorf("channel %q: appRef or appSecret and verifyToken, not both", c.Name)
+		}
+		return nil
+	}
 	if c.AppSecret == "" {
-		return fmt.Errorf("channel %q: appSecret is required", c.Name)
+		return fmt.Errorf("channel %q: appSecret is required (or appRef)", c.Name)
 	}
 	if c.VerifyToken == "" {
-		return fmt.Errorf("channel %q: verifyToken is required", c.Name)
+		return fmt.Errorf("channel %q: verifyToken is required (or appRef)", c.Name)
 	}
 	return nil
 }

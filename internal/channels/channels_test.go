@@ -47,21 +47,27 @@ func TestParseFileRejects(t *testing.T) {
 	t.Parallel()
 	base := "tenant: acme\nchannels:\n- name: c\n  platform: Messenger\n  messenger: {pageID: \"1\"}\n  appSecret: s\n  verifyToken: v\n"
 	cases := map[string]string{
-		"misspelt key":          strings.Replace(base, "appSecret", "appSecrte", 1),
-		"no app secret":         strings.Replace(base, "  appSecret: s\n", "", 1),
-		"no verify token":       strings.Replace(base, "  verifyToken: v\n", "", 1),
-		"unknown platform":      strings.Replace(base, "Messenger", "Telegram", 1),
-		"block of other kind":   strings.Replace(base, "messenger: {pageID: \"1\"}", "instagram: {accountID: \"1\"}", 1),
-		"two blocks":            strings.Replace(base, "  appSecret", "  instagram: {accountID: \"2\"}\n  appSecret", 1),
-		"bad name":              strings.Replace(base, "name: c", "name: Bad_Name", 1),
-		"float id":              strings.Replace(base, `pageID: "1"`, "pageID: 1.5", 1),
-		"no tenant":             strings.Replace(base, "tenant: acme", "tenant: \"\"", 1),
-		"duplicate name":        base + "- name: c\n  platform: Messenger\n  messenger: {pageID: \"2\"}\n  appSecret: s\n  verifyToken: v\n",
-		"same page twice":       base + "- name: d\n  platform: Messenger\n  messenger: {pageID: \"1\"}\n  appSecret: s\n  verifyToken: v\n",
-		"whatsapp without waba": "tenant: acme\nchannels:\n- name: w\n  platform: WhatsApp\n  whatsApp: {phoneNumberID: \"1\"}\n  appSecret: s\n  verifyToken: v\n",
+		"misspelt key":               strings.Replace(base, "appSecret", "appSecrte", 1),
+		"no app secret":              strings.Replace(base, "  appSecret: s\n", "", 1),
+		"no verify token":            strings.Replace(base, "  verifyToken: v\n", "", 1),
+		"unknown platform":           strings.Replace(base, "Messenger", "Telegram", 1),
+		"block of other kind":        strings.Replace(base, "messenger: {pageID: \"1\"}", "instagram: {accountID: \"1\"}", 1),
+		"two blocks":                 strings.Replace(base, "  appSecret", "  instagram: {accountID: \"2\"}\n  appSecret", 1),
+		"bad name":                   strings.Replace(base, "name: c", "name: Bad_Name", 1),
+		"float id":                   strings.Replace(base, `pageID: "1"`, "pageID: 1.5", 1),
+		"no tenant":                  strings.Replace(base, "tenant: acme", "tenant: \"\"", 1),
+		"duplicate name":             base + "- name: c\n  platform: Messenger\n  messenger: {pageID: \"2\"}\n  appSecret: s\n  verifyToken: v\n",
+		"same page twice":            base + "- name: d\n  platform: Messenger\n  messenger: {pageID: \"1\"}\n  appSecret: s\n  verifyToken: v\n",
+		"appRef with its own secret": strings.Replace(base, "  appSecret: s\n", "  appRef: shared\n  appSecret: s\n", 1),
+		"whatsapp without waba":      "tenant: acme\nchannels:\n- name: w\n  platform: WhatsApp\n  whatsApp: {phoneNumberID: \"1\"}\n  appSecret: s\n  verifyToken: v\n",
 	}
 	if _, err := ParseFile([]byte(base)); err != nil {
 		t.Fatalf("base file rejected: %v", err)
+	}
+	// A channel behind a MetaApp has no secrets of its own.
+	viaApp := "tenant: acme\nchannels:\n- name: c\n  platform: Messenger\n  messenger: {pageID: \"1\"}\n  appRef: shared\n"
+	if _, err := ParseFile([]byte(viaApp)); err != nil {
+		t.Fatalf("channel with appRef rejected: %v", err)
 	}
 	for name, data := range cases {
 		if _, err := ParseFile([]byte(data)); err == nil {

@@ -177,9 +177,13 @@ func (w *Watcher) cachedChannels(ctx context.Context) ([]platformv1.MetaChannel,
 
 // secretRefs names the Secrets a channel references.
 func secretRefs(mc *platformv1.MetaChannel) []string {
-	refs := []string{mc.Spec.AppSecretRef.Name, mc.Spec.VerifyTokenRef.Name}
-	if mc.Spec.AccessTokenRef != nil {
-		refs = append(refs, mc.Spec.AccessTokenRef.Name)
+	// A channel with appRef names no app secret or verify token of its own:
+	// the MetaApp's front door checks Meta's signature.
+	var refs []string
+	for _, r := range []*platformv1.SecretKeyRef{mc.Spec.AppSecretRef, mc.Spec.VerifyTokenRef, mc.Spec.AccessTokenRef} {
+		if r != nil {
+			refs = append(refs, r.Name)
+		}
 	}
 	return refs
 }

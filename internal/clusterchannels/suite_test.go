@@ -152,8 +152,8 @@ func whatsAppChannel(ns, name, phoneID, secretName string) *platformv1.MetaChann
 		Spec: platformv1.MetaChannelSpec{
 			Platform:       platformv1.PlatformWhatsApp,
 			WhatsApp:       &platformv1.WhatsAppChannel{PhoneNumberID: phoneID, BusinessAccountID: "109876543210987"},
-			AppSecretRef:   platformv1.SecretKeyRef{Name: secretName, Key: "appSecret"},
-			VerifyTokenRef: platformv1.SecretKeyRef{Name: secretName, Key: "verifyToken"},
+			AppSecretRef:   &platformv1.SecretKeyRef{Name: secretName, Key: "appSecret"},
+			VerifyTokenRef: &platformv1.SecretKeyRef{Name: secretName, Key: "verifyToken"},
 		},
 	}
 }

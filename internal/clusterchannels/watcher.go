@@ -375,6 +375,9 @@ func (w *Watcher) resolve(ctx context.Context, mc *platformv1.MetaChannel) (chan
 		Platform:        meta.Platform(mc.Spec.Platform),
 		GraphAPIBaseURL: mc.Spec.GraphAPIBaseURL,
 	}
+	if mc.Spec.AppRef != nil {
+		ch.AppRef = mc.Spec.AppRef.Name
+	}
 	if s := mc.Spec.WhatsApp; s != nil {
 		ch.WhatsApp = &channels.WhatsAppIDs{PhoneNumberID: channels.ID(s.PhoneNumberID), BusinessAccountID: channels.ID(s.BusinessAccountID)}
 	}
@@ -387,7 +390,7 @@ func (w *Watcher) resolve(ctx context.Context, mc *platformv1.MetaChannel) (chan
 	refs := []struct {
 		ref *platformv1.SecretKeyRef
 		dst *string
-	}{{&mc.Spec.AppSecretRef, &ch.AppSecret}, {&mc.Spec.VerifyTokenRef, &ch.VerifyToken}, {mc.Spec.AccessTokenRef, &ch.AccessToken}}
+	}{{mc.Spec.AppSecretRef, &ch.AppSecret}, {mc.Spec.VerifyTokenRef, &ch.VerifyToken}, {mc.Spec.AccessTokenRef, &ch.AccessToken}}
 	for _, r := range refs {
 		if r.ref == nil {
 			continue

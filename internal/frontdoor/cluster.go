@@ -80,6 +80,20 @@ func TenantsFrom(items []platformv1.MetaChannel) []Tenant {
 	return out
 }
 
+// OfApp keeps the channels whose appRef names app; app "" keeps every channel.
+func OfApp(items []platformv1.MetaChannel, app string) []platformv1.MetaChannel {
+	if app == "" {
+		return items
+	}
+	var out []platformv1.MetaChannel
+	for _, mc := range items {
+		if mc.Spec.AppRef != nil && mc.Spec.AppRef.Name == app {
+			out = append(out, mc)
+		}
+	}
+	return out
+}
+
 func routeChannel(mc *platformv1.MetaChannel) RouteChannel {
 	rc := RouteChannel{Platform: meta.Platform(mc.Spec.Platform)}
 	switch {
@@ -101,6 +115,9 @@ type ClusterSource struct {
 	RestConfig *rest.Config
 	Table      *Table
 	Log        logr.Logger
+	// App, when set, routes only the channels whose spec.appRef names this
+	// MetaApp: the front door the operator runs for that app.
+	App string
 }
 
 // Run watches until ctx ends. The table is first filled once the initial list is in.
@@ -151,7 +168,7 @@ func (c *ClusterSource) Run(ctx context.Context) error {
 			if err := ca.List(ctx, &list); err != nil {
 				return fmt.Errorf("list MetaChannels: %w", err)
 			}
-			tenants := TenantsFrom(list.Items)
+			tenants := TenantsFrom(OfApp(list.Items, c.App))
 			if err := c.Table.Replace(tenants); err != nil {
 				// TenantsFrom never routes an id twice; anything else is a bug to see.
 				c.Log.Error(err, "Routes from the cluster refused; the previous routes stay")

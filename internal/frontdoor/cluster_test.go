@@ -21,7 +21,7 @@ func page(ns, name, id string) *platformv1.MetaChannel {
 	return &platformv1.MetaChannel{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 1},
 		Spec: platformv1.MetaChannelSpec{Platform: platformv1.PlatformMessenger, Messenger: &platformv1.MessengerChannel{PageID: id},
-			AppSecretRef: platformv1.SecretKeyRef{Name: "s", Key: "k"}, VerifyTokenRef: platformv1.SecretKeyRef{Name: "s", Key: "v"}},
+			AppSecretRef: &platformv1.SecretKeyRef{Name: "s", Key: "k"}, VerifyTokenRef: &platformv1.SecretKeyRef{Name: "s", Key: "v"}},
 	}
 }
 
@@ -149,4 +149,19 @@ func TestClusterSourceFollowsTheClaimRule(t *testing.T) {
 	// A deleted channel is routed no more.
 	g.Expect(k8s.Delete(ctx, conflict)).To(Succeed())
 	g.Eventually(func() string { return route("104857600123456") }).WithTimeout(30 * time.Second).Should(BeEmpty())
+}
+
+// The operator's front door for a MetaApp routes only the channels behind that app.
+func TestOfAppKeepsTheAppsChannels(t *testing.T) {
+	a, b, own := page("ns-a", "a", "1"), page("ns-b", "b", "2"), page("ns-c", "c", "3")
+	a.Spec.AppRef = &platformv1.MetaAppRef{Name: "shared"}
+	b.Spec.AppRef = &platformv1.MetaAppRef{Name: "other"}
+	items := []platformv1.MetaChannel{*a, *b, *own}
+	got := OfApp(items, "shared")
+	if len(got) != 1 || got[0].Name != "a" {
+		t.Fatalf("OfApp(shared) = %v", got)
+	}
+	if len(OfApp(items, "")) != 3 {
+		t.Fatal("no app: every channel")
+	}
 }

@@ -24,6 +24,7 @@ const (
 	Tenant          = "Tenant"
 	MetaChannel     = "MetaChannel"
 	DeletionRequest = "DeletionRequest"
+	MetaApp         = "MetaApp"
 )
 
 // Row is one state an object of Kind can be in: its phase (none for a
@@ -74,6 +75,14 @@ var Rows = []Row{
 	{MetaChannel, "", f, platformv1.ReasonNotInTenantNamespace, false, platformv1.HealthFailed, "not in a tenant's namespace"},
 	{MetaChannel, "", f, platformv1.ReasonTenantNotFound, false, platformv1.HealthFailed, "the namespace's Tenant does not exist"},
 	{MetaChannel, "", f, platformv1.ReasonTenantDeactivated, false, platformv1.HealthFailed, "the tenant is deactivated or erased"},
+	{MetaChannel, "", f, platformv1.ReasonMetaAppNotFound, false, platformv1.HealthFailed, "spec.appRef names no MetaApp"},
+	{MetaChannel, "", f, platformv1.ReasonMetaAppNotReady, false, platformv1.HealthFailed, "its MetaApp is not Ready"},
+
+	{MetaApp, "", f, platformv1.ReasonFrontDoorUnavailable, false, platformv1.HealthInProgress, "the front door's pods are not all available yet"},
+	{MetaApp, "", f, platformv1.ReasonSecretMissing, false, platformv1.HealthFailed, "the app secret's or verify token's Secret does not exist"},
+	{MetaApp, "", f, platformv1.ReasonSecretKeyMissing, false, platformv1.HealthFailed, "a referenced Secret lacks the key"},
+	{MetaApp, "", f, platformv1.ReasonSecretValueEmpty, false, platformv1.HealthFailed, "a referenced Secret key is empty"},
+	{MetaApp, "", t, platformv1.ReasonFrontDoorAvailable, false, platformv1.HealthCurrent, "the front door serves the app's callback URL"},
 
 	{DeletionRequest, "", f, platformv1.ReasonSubjectSecretMissing, false, platformv1.HealthInProgress, "waiting (a minute at most) for its subject Secret"},
 	{DeletionRequest, "Pending", f, platformv1.ReasonPending, false, platformv1.HealthInProgress, "waiting for the tenant's worker"},
@@ -104,6 +113,8 @@ func KeyOf(obj client.Object) string {
 		kind, phase, conds, atRisk = Tenant, string(o.Status.Phase), o.Status.Conditions, platformv1.ConditionErasureAtRisk
 	case *platformv1.MetaChannel:
 		kind, conds = MetaChannel, o.Status.Conditions
+	case *platformv1.MetaApp:
+		kind, conds = MetaApp, o.Status.Conditions
 	case *platformv1.DeletionRequest:
 		kind, phase, conds, atRisk = DeletionRequest, string(o.Status.Phase), o.Status.Conditions, platformv1.ConditionAtRisk
 	}
@@ -140,6 +151,11 @@ func (r Row) Object() client.Object {
 		o.Status.ObservedGeneration, o.Status.Conditions = 1, conds
 		platformv1.SetHealthConditions(&o.Status.Conditions, 1, platformv1.MetaChannelHealth(o))
 		return o
+	case MetaApp:
+		o := &platformv1.MetaApp{ObjectMeta: om}
+		o.Status.ObservedGeneration, o.Status.Conditions = 1, conds
+		platformv1.SetHealthConditions(&o.Status.Conditions, 1, platformv1.MetaAppHealth(o))
+		return o
 	default:
 		risk(platformv1.ConditionAtRisk)
 		o := &platformv1.DeletionRequest{ObjectMeta: om}
@@ -163,6 +179,8 @@ func Unstructured(obj client.Object) (*unstructured.Unstructured, error) {
 		u.SetKind(Tenant)
 	case *platformv1.MetaChannel:
 		u.SetKind(MetaChannel)
+	case *platformv1.MetaApp:
+		u.SetKind(MetaApp)
 	case *platformv1.DeletionRequest:
 		u.SetKind(DeletionRequest)
 	}

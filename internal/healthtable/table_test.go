@@ -152,7 +152,7 @@ func TestArgoCDSnippetsCarryTheTestedScript(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(repoFile(t, "docs/gitops/argocd-cm.yaml")), &cm); err != nil {
 		t.Fatal(err)
 	}
-	for _, kind := range []string{healthtable.Tenant, healthtable.MetaChannel, healthtable.DeletionRequest} {
+	for _, kind := range []string{healthtable.Tenant, healthtable.MetaChannel, healthtable.DeletionRequest, healthtable.MetaApp} {
 		key := "resource.customizations.health." + platformv1.GroupVersion.Group + "_" + kind
 		if cm.Data[key] != script {
 			t.Errorf("argocd-cm.yaml %s is not docs/gitops/health.lua", key)

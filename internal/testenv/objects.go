@@ -17,8 +17,8 @@ func WhatsAppChannel(ns, name, phoneNumberID, secret string) *platformv1.MetaCha
 		Spec: platformv1.MetaChannelSpec{
 			Platform:       platformv1.PlatformWhatsApp,
 			WhatsApp:       &platformv1.WhatsAppChannel{PhoneNumberID: phoneNumberID, BusinessAccountID: "109876543210987"},
-			AppSecretRef:   platformv1.SecretKeyRef{Name: secret, Key: "appSecret"},
-			VerifyTokenRef: platformv1.SecretKeyRef{Name: secret, Key: "verifyToken"},
+			AppSecretRef:   &platformv1.SecretKeyRef{Name: secret, Key: "appSecret"},
+			VerifyTokenRef: &platformv1.SecretKeyRef{Name: secret, Key: "verifyToken"},
 		},
 	}
 }
