@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -93,7 +94,7 @@ func (r *MetaAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	ready, reason, msg := metaAppReadiness(&app, secretReason, secretMsg, &dep)
 	app.Status.ObservedGeneration = app.Generation
 	app.Status.WebhookURL = r.Route.MetaAppWebhookURL(app.Name)
-	app.Status.Channels = int32(len(chs.Items))
+	app.Status.Channels = int32(min(len(chs.Items), math.MaxInt32)) //nolint:gosec // G115: bounded just above
 	setCondition(&app.Status.Conditions, app.Generation, platformv1.ConditionReady, ready, reason, msg)
 	platformv1.SetHealthConditions(&app.Status.Conditions, app.Generation, platformv1.MetaAppHealth(&app))
 	if !equality.Semantic.DeepEqual(orig.Status, app.Status) {

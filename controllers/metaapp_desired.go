@@ -31,7 +31,7 @@ const (
 	ForwardKeySecret = "omniflow-forward-key"
 	// forwardKeyMountPath is where the worker finds its forwarding key.
 	forwardKeyMountPath  = "/var/run/omniflow/forward"
-	frontDoorSecretsPath = "/var/run/omniflow/app"
+	frontDoorSecretsPath = "/var/run/omniflow/app" //nolint:gosec // G101: a mount path, not a credential
 	frontDoorKeyPath     = "/var/run/omniflow/forwarding"
 )
 
