@@ -61,11 +61,23 @@ func frontDoorSelector(a *platformv1.MetaApp) map[string]string {
 }
 
 func frontDoorLabels(a *platformv1.MetaApp) map[string]string {
+	l := frontDoorPodLabels(a)
+	// Which Meta app this front door answers for, to find it by the id that
+	// Meta's dashboard shows (an id of digits: a valid label value).
+	l[LabelMetaAppID] = a.Spec.AppID
+	return l
+}
+
+// frontDoorPodLabels are the labels of a front door's pods.
+func frontDoorPodLabels(a *platformv1.MetaApp) map[string]string {
 	l := frontDoorSelector(a)
 	l[platformv1.LabelManagedBy] = platformv1.ManagedByValue
 	l[labelName] = "omniflow-frontdoor"
 	return l
 }
+
+// LabelMetaAppID on a front door's objects is its MetaApp's spec.appID.
+const LabelMetaAppID = "platform.omniflowcrm.com/meta-app-id"
 
 func metaAppOwnerRef(a *platformv1.MetaApp) *metav1ac.OwnerReferenceApplyConfiguration {
 	return metav1ac.OwnerReference().
@@ -136,8 +148,9 @@ func desiredFrontDoorDeployment(a *platformv1.MetaApp, ns, image string) *appsv1
 		WithSpec(appsv1ac.DeploymentSpec().
 			WithReplicas(a.FrontDoorReplicas()).
 			WithSelector(metav1ac.LabelSelector().WithMatchLabels(frontDoorSelector(a))).
+			// The pods leave the app id out: correcting it must not roll them.
 			WithTemplate(corev1ac.PodTemplateSpec().
-				WithLabels(frontDoorLabels(a)).
+				WithLabels(frontDoorPodLabels(a)).
 				WithSpec(pod)))
 }
 

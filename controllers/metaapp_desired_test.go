@@ -33,6 +33,9 @@ func TestFrontDoorDeployment(t *testing.T) {
 	if got := *desiredFrontDoorDeployment(a, "omniflow-system", "img:1").Spec.Replicas; got != 3 {
 		t.Errorf("replicas = %d, want spec.replicas 3", got)
 	}
+	if got := dep.Labels[LabelMetaAppID]; got != a.Spec.AppID || got == "" {
+		t.Errorf("label %s = %q, want the app id %q", LabelMetaAppID, got, a.Spec.AppID)
+	}
 	pod := dep.Spec.Template.Spec
 	c := pod.Containers[0]
 	if *c.Image != "img:1" || !slices.Equal(c.Command, []string{"/frontdoor"}) {

@@ -14,8 +14,9 @@ const DefaultMetaAppReplicas int32 = 2
 // tenants.
 type MetaAppSpec struct {
 	// appID is the Meta app id, as shown in Meta's app dashboard. It is
-	// informational (printed, and in the front door's labels); deliveries
-	// are authenticated with the app secret.
+	// informational: printed by kubectl get, and the label
+	// platform.omniflowcrm.com/meta-app-id of the front door's objects;
+	// deliveries are authenticated with the app secret.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=32
