@@ -10,7 +10,6 @@ import (
 	. "github.com/onsi/gomega"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
@@ -82,19 +81,7 @@ func runWorker(t *testing.T, ns string, c client.Client, st store.Store) {
 // outcomes reads omniflow_deletion_requests_total{result} from the operator's
 // metrics registry.
 func outcomes(g Gomega, result string) float64 {
-	mfs, err := metrics.Registry.Gather()
+	v, _, err := testenv.MetricValue("omniflow_deletion_requests_total", "result", result)
 	g.ExpectWithOffset(1, err).NotTo(HaveOccurred())
-	for _, mf := range mfs {
-		if mf.GetName() != "omniflow_deletion_requests_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "result" && l.GetValue() == result {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	return v
 }

@@ -20,10 +20,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
+	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
 )
 
 const (
@@ -286,17 +286,9 @@ func TestDeletingAnActiveTenantErasesBeforeItGoes(t *testing.T) {
 // blockNamespaceDeletion puts an object with a finalizer in the namespace:
 // the namespace then stays Terminating until it is released.
 func blockNamespaceDeletion(g Gomega, ns string) (release func()) {
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
-		Name: "blocker", Namespace: ns, Finalizers: []string{"example.test/hold"},
-	}}
-	g.Expect(k8s.Create(ctx, cm)).To(Succeed())
-	return func() {
-		var cur corev1.ConfigMap
-		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(cm), &cur)).To(Succeed())
-		patch := client.MergeFrom(cur.DeepCopy())
-		cur.Finalizers = nil
-		g.Expect(k8s.Patch(ctx, &cur, patch)).To(Succeed())
-	}
+	free, err := testenv.BlockNamespaceDeletion(ctx, k8s, ns)
+	g.Expect(err).NotTo(HaveOccurred())
+	return func() { g.Expect(free()).To(Succeed()) }
 }
 
 func TestScheduleAndErasureSurviveOperatorRestarts(t *testing.T) {
@@ -389,21 +381,7 @@ func TestUnfinishedErasureRaisesTheAlarmADayBeforeTheDeadline(t *testing.T) {
 
 // overdue reads omniflow_tenant_erasure_overdue for a tenant; -1 if absent.
 func overdue(g Gomega, name string) float64 {
-	mfs, err := metrics.Registry.Gather()
-	g.Expect(err).NotTo(HaveOccurred())
-	for _, mf := range mfs {
-		if mf.GetName() != "omniflow_tenant_erasure_overdue" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "tenant" && l.GetValue() == name {
-					return m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	return -1
+	return metricValue(g, "omniflow_tenant_erasure_overdue", "tenant", name)
 }
 
 // eventsAbout lists "Type Reason: note" of the Events regarding a Tenant.

@@ -13,10 +13,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
+	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
 )
 
 // forceRemove deletes a Tenant the way an impatient admin would: the
@@ -309,22 +309,10 @@ func TestSweepStandsDownWithoutTheTenantCRD(t *testing.T) {
 
 // metricValue reads a gauge from the operator's registry; -1 when absent.
 func metricValue(g Gomega, name, label, value string) float64 {
-	mfs, err := metrics.Registry.Gather()
+	v, found, err := testenv.MetricValue(name, label, value)
 	g.Expect(err).NotTo(HaveOccurred())
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if label == "" {
-				return m.GetGauge().GetValue()
-			}
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					return m.GetGauge().GetValue()
-				}
-			}
-		}
+	if !found {
+		return -1
 	}
-	return -1
+	return v
 }

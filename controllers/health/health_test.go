@@ -24,7 +24,6 @@ import (
 	"k8s.io/client-go/rest"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
@@ -179,14 +178,9 @@ func bindClaim(g Gomega, ns, name string) {
 // blockNamespaceDeletion keeps the namespace Terminating (and so the
 // erasure in progress) until release.
 func blockNamespaceDeletion(g Gomega, ns string) (release func()) {
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "blocker", Namespace: ns, Finalizers: []string{"example.test/hold"}}}
-	create(g, cm)
-	return func() {
-		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(cm), cm)).To(Succeed())
-		patch := client.MergeFrom(cm.DeepCopy())
-		cm.Finalizers = nil
-		g.Expect(k8s.Patch(ctx, cm, patch)).To(Succeed())
-	}
+	free, err := testenv.BlockNamespaceDeletion(ctx, k8s, ns)
+	g.Expect(err).NotTo(HaveOccurred())
+	return func() { g.Expect(free()).To(Succeed()) }
 }
 
 // printed returns the cells `kubectl get` shows for an object: the API
@@ -442,19 +436,10 @@ func TestKstatusOfEveryMetaAppState(t *testing.T) {
 // atRiskNow reads omniflow_deletion_requests_at_risk{namespace} from the
 // operator's registry; -1 when there is no such series.
 func atRiskNow(g Gomega, ns string) float64 {
-	families, err := metrics.Registry.Gather()
+	v, found, err := testenv.MetricValue("omniflow_deletion_requests_at_risk", "namespace", ns)
 	g.Expect(err).NotTo(HaveOccurred())
-	for _, f := range families {
-		if f.GetName() != "omniflow_deletion_requests_at_risk" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "namespace" && l.GetValue() == ns {
-					return m.GetGauge().GetValue()
-				}
-			}
-		}
+	if !found {
+		return -1
 	}
-	return -1
+	return v
 }

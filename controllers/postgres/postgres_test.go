@@ -21,13 +21,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 	imeta "github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/postgres"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/postgres/pgtest"
+	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
 )
 
 const (
@@ -520,22 +520,7 @@ func TestSweepThatCannotReachTheServerReportsAndRetries(t *testing.T) {
 // counterValue reads a counter or gauge from the operator's registry; 0
 // when absent.
 func counterValue(g Gomega, name, label, value string) float64 {
-	mfs, err := metrics.Registry.Gather()
+	v, _, err := testenv.MetricValue(name, label, value)
 	g.Expect(err).NotTo(HaveOccurred())
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					if m.GetGauge() != nil {
-						return m.GetGauge().GetValue()
-					}
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	return v
 }
