@@ -75,8 +75,9 @@ func (t *Tenant) NamespaceName() string {
 // +kubebuilder:validation:XValidation:rule="(has(oldSelf.storage) && has(oldSelf.storage.backend) ? oldSelf.storage.backend : 'SQLite') == (has(self.storage) && has(self.storage.backend) ? self.storage.backend : 'SQLite')",message="storage.backend is immutable: switching would abandon the stored data"
 // +kubebuilder:validation:XValidation:rule="has(self.__namespace__) == has(oldSelf.__namespace__) && (!has(self.__namespace__) || self.__namespace__ == oldSelf.__namespace__)",message="namespace is immutable"
 type TenantSpec struct {
-	// displayName is a human-readable name of the business, shown in tooling.
-	// It must not hold personal data.
+	// displayName is a human-readable name of the business, for people only:
+	// shown by `kubectl get tn -o wide` (column Display-Name); no behaviour
+	// depends on it. It must not hold personal data.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	DisplayName string `json:"displayName,omitempty"`
@@ -319,6 +320,7 @@ type ErasureStep struct {
 // +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.status.namespace`
 // +kubebuilder:printcolumn:name="Erasure-Deadline",type=string,JSONPath=`.status.erasureDeadline`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Display-Name",type=string,JSONPath=`.spec.displayName`,priority=1
 type Tenant struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
