@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"regexp"
 	"slices"
 )
@@ -29,6 +30,20 @@ type Statement struct {
 	SQL  string
 	Args []any
 }
+
+// PlanIdentifiers are the example identifiers the statements are planned with: two, as a
+// person with a wa_id and a business-scoped id resolves to.
+var PlanIdentifiers = []string{"15555550100", "US.13491208655302741918"}
+
+// PlanShape is one shape a statement takes: with or without a platform and a channel.
+type PlanShape struct {
+	Suffix   string // appended to the statement's name
+	Platform meta.Platform
+	Channel  string
+}
+
+// PlanShapes are the shapes every statement is planned in.
+var PlanShapes = []PlanShape{{"", "", ""}, {"/platform", meta.WhatsApp, ""}, {"/platform+channel", meta.WhatsApp, "wa"}}
 
 // GrowingTables are the tables whose size grows with the tenant's traffic: a statement
 // of erasure, export by subject or retention must never scan one of them.

@@ -17,19 +17,15 @@ import (
 // channel), with example arguments (two identifiers, as a person with a wa_id and a
 // business-scoped id resolves to).
 func Statements() []store.Statement {
-	ids := []string{"15555550100", "US.13491208655302741918"}
+	ids := store.PlanIdentifiers
 	var out []store.Statement
 	add := func(name, q string, args ...any) {
 		out = append(out, store.Statement{Name: name, SQL: q, Args: args})
 	}
-	for _, f := range []struct {
-		name     string
-		platform meta.Platform
-		channel  string
-	}{{"", "", ""}, {"/platform", meta.WhatsApp, ""}, {"/platform+channel", meta.WhatsApp, "wa"}} {
+	for _, f := range store.PlanShapes {
 		for _, tb := range store.LinkTables {
-			where, args := scopeWhere(f.platform, f.channel, ids, tb.SubjectCols...)
-			add("resolve "+tb.Name+f.name, store.IdentifiersQuery(tb.Name, tb.SubjectCols, where), args...)
+			where, args := scopeWhere(f.Platform, f.Channel, ids, tb.SubjectCols...)
+			add("resolve "+tb.Name+f.Suffix, store.IdentifiersQuery(tb.Name, tb.SubjectCols, where), args...)
 		}
 		for _, tb := range []struct {
 			name string
@@ -40,15 +36,15 @@ func Statements() []store.Statement {
 			{"receipts", []string{"subject"}}, {"files", []string{"subject", "subject_alt"}},
 			{"leads", []string{"subject", "subject_alt"}},
 		} {
-			where, args := scopeWhere(f.platform, f.channel, ids, tb.cols...)
-			add("erase "+tb.name+f.name, eraseDelete(tb.name, where), args...)
+			where, args := scopeWhere(f.Platform, f.Channel, ids, tb.cols...)
+			add("erase "+tb.name+f.Suffix, eraseDelete(tb.name, where), args...)
 		}
-		if f.channel != "" {
+		if f.Channel != "" {
 			continue // export names no channel
 		}
 		for _, tb := range store.Tables {
-			q, args := exportQuery(tb, &store.Subject{Platform: f.platform, ID: ids[0]}, ids)
-			add("export "+tb.Name+f.name, q, args...)
+			q, args := exportQuery(tb, &store.Subject{Platform: f.Platform, ID: ids[0]}, ids)
+			add("export "+tb.Name+f.Suffix, q, args...)
 		}
 	}
 	wa := string(meta.WhatsApp)

@@ -15,34 +15,30 @@ import (
 // channel), with example arguments (two identifiers, as a person with a wa_id and a
 // business-scoped id resolves to).
 func Statements() []store.Statement {
-	ids := []string{"15555550100", "US.13491208655302741918"}
+	ids := store.PlanIdentifiers
 	var out []store.Statement
 	add := func(name, q string, args ...any) {
 		out = append(out, store.Statement{Name: name, SQL: q, Args: args})
 	}
-	for _, f := range []struct {
-		name     string
-		platform meta.Platform
-		channel  string
-	}{{"", "", ""}, {"/platform", meta.WhatsApp, ""}, {"/platform+channel", meta.WhatsApp, "wa"}} {
+	for _, f := range store.PlanShapes {
 		for _, tb := range store.LinkTables {
-			where, args := subjectWhere(f.platform, f.channel, ids, tb.SubjectCols...)
-			add("resolve "+tb.Name+f.name, store.IdentifiersQuery(tb.Name, tb.SubjectCols, where), args...)
+			where, args := subjectWhere(f.Platform, f.Channel, ids, tb.SubjectCols...)
+			add("resolve "+tb.Name+f.Suffix, store.IdentifiersQuery(tb.Name, tb.SubjectCols, where), args...)
 		}
 		for _, tb := range batchedTables {
-			where, args := subjectWhere(f.platform, f.channel, ids, tb.cols...)
-			add("erase "+tb.table+f.name, batchDelete(tb, where), append(args, DefaultEraseBatch)...)
+			where, args := subjectWhere(f.Platform, f.Channel, ids, tb.cols...)
+			add("erase "+tb.table+f.Suffix, batchDelete(tb, where), append(args, DefaultEraseBatch)...)
 		}
 		for _, tb := range contactTables {
-			where, args := subjectWhere(f.platform, f.channel, ids, tb.cols...)
-			add("erase "+tb.table+f.name, lastDelete(tb, where), args...)
+			where, args := subjectWhere(f.Platform, f.Channel, ids, tb.cols...)
+			add("erase "+tb.table+f.Suffix, lastDelete(tb, where), args...)
 		}
-		if f.channel != "" {
+		if f.Channel != "" {
 			continue // export names no channel
 		}
 		for _, tb := range store.Tables {
-			q, args := exportQuery(tb, &store.Subject{Platform: f.platform, ID: ids[0]}, ids)
-			add("export "+tb.Name+f.name, q, args...)
+			q, args := exportQuery(tb, &store.Subject{Platform: f.Platform, ID: ids[0]}, ids)
+			add("export "+tb.Name+f.Suffix, q, args...)
 		}
 	}
 	ref := "hmac-sha256:00"
