@@ -12,6 +12,9 @@ const (
 	WorkerReportName = "ingest-worker-report"
 	// WorkerReportRetentionKey holds the last retention run, a RetentionStatus in JSON.
 	WorkerReportRetentionKey = "retention"
+	// WorkerReportMediaKey holds the worker's shared-files state (fetch queue, stored
+	// bytes, channels whose token was refused), a workerreport.Media in JSON.
+	WorkerReportMediaKey = "media"
 )
 
 // RetentionRunResult is the outcome of one retention run.

@@ -63,3 +63,31 @@ func RetentionStatus(rep retention.Report) platformv1.RetentionStatus {
 		},
 	}
 }
+
+// Media is the worker's shared-files state as it reports it under
+// platformv1.WorkerReportMediaKey: counts and times, and channel names (never ids,
+// tokens or file names). The fetcher (internal/mediafetch) writes it; the operator turns
+// Channels into MetaChannel conditions and the counts into the Tenant's status.
+type Media struct {
+	ReportedAt      metav1.Time  `json:"reportedAt"`
+	Pending         int64        `json:"pending"`
+	OldestPendingAt *metav1.Time `json:"oldestPendingAt,omitempty"`
+	Fetched         int64        `json:"fetched"`
+	Failed          int64        `json:"failed"`
+	MetadataOnly    int64        `json:"metadataOnly"`
+	// Blobs and Bytes are the distinct contents stored (after deduplication).
+	Blobs int64 `json:"blobs"`
+	Bytes int64 `json:"bytes"`
+	// Channels holds the channels whose fetching needs a human, by MetaChannel name.
+	Channels map[string]MediaChannel `json:"channels,omitempty"`
+}
+
+// MediaChannel is one channel's fetching state.
+type MediaChannel struct {
+	// TokenRefusedAt is when Meta last refused the channel's access token (401/403);
+	// fetching for the channel is paused until the token Secret changes.
+	TokenRefusedAt *metav1.Time `json:"tokenRefusedAt,omitempty"`
+	// NoToken is true when the channel has no accessTokenRef: its WhatsApp media stays
+	// metadata only.
+	NoToken bool `json:"noToken,omitempty"`
+}
