@@ -1,12 +1,19 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
+	"github.com/omniflowcrm/omniflow-operator/internal/store/docenc"
 )
 
 // Shared files (media) have a life of their own after the delivery that announced them:
@@ -63,8 +70,9 @@ type FetchJob struct {
 	// SHA256 and MIMEType are what Meta declared, when it did.
 	SHA256   string
 	MIMEType string
-	// Attempts already made, and when the record was stored (a media id's lifetime
-	// counts from there).
+	// Attempts already made: claims before this one (a claim counts as an attempt, so
+	// that a file whose fetch kills the worker does not loop forever), and when the
+	// record was stored (a media id's lifetime counts from there).
 	Attempts   int
 	ReceivedAt time.Time
 }
@@ -89,6 +97,20 @@ type FileStats struct {
 	Bytes int64
 }
 
+// Count adds n files in state to the counts of st.
+func (st *FileStats) Count(state string, n int) {
+	switch state {
+	case FilePending:
+		st.Pending += n
+	case FileFetched:
+		st.Fetched += n
+	case FileFailed:
+		st.Failed += n
+	case FileMetadataOnly:
+		st.MetadataOnly += n
+	}
+}
+
 // FileStore is the part of a Store that keeps file bytes and the fetch queue. Both
 // backends implement it; the conformance suite (storetest) runs it.
 type FileStore interface {
@@ -99,12 +121,15 @@ type FileStore interface {
 	ClaimFetches(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]FetchJob, error)
 	// StoreFileBytes reads r to its end (at most maxBytes: more is an error wrapping
 	// ErrTooLarge, and nothing is kept), stores the bytes durably and marks the file
-	// fetched with mimeType. A crash at any point leaves either no trace or the whole
-	// bytes under their final name; never a partial file visible as fetched. Calling it
-	// again for a fetched file is a no-op that returns the stored description.
+	// fetched with mimeType (kept as declared when empty). When Meta declared a sha256
+	// for the file and the bytes do not match it, the error wraps ErrChecksum and
+	// nothing is kept. A crash at any point leaves either no trace or the whole bytes
+	// under their final name; never a partial file visible as fetched. Calling it again
+	// for a fetched file is a no-op that returns the stored description (New false).
 	StoreFileBytes(ctx context.Context, key FileKey, r io.Reader, maxBytes int64, mimeType string) (StoredBytes, error)
-	// RetryFile records a failed attempt (reason is one of the Fail constants or a short
-	// transient reason such as "Timeout" or "Status500") and makes the file due at next.
+	// RetryFile records why an attempt failed (reason is one of the Fail constants or a
+	// short transient reason such as "Timeout" or "Status500"; the attempt itself was
+	// counted by its claim) and makes the file due at next.
 	RetryFile(ctx context.Context, key FileKey, next time.Time, reason string) error
 	// FailFile ends fetching of a file for good with reason: state FileFailed, or
 	// FileMetadataOnly for FailNoToken (the channel cannot fetch; nothing went wrong).
@@ -117,3 +142,139 @@ type FileStore interface {
 
 // ErrTooLarge is wrapped by StoreFileBytes when the bytes exceed the limit.
 var ErrTooLarge = errors.New("file larger than the limit")
+
+// ErrChecksum is wrapped by StoreFileBytes when the bytes do not match the sha256 Meta
+// declared for the file: the fetcher fails the file with FailChecksum.
+var ErrChecksum = errors.New("file bytes do not match the declared sha256")
+
+// InitialFileState is the state a file record is stored in by Commit: pending when there
+// is something to fetch (a media id or a URL) and Meta's policy allows storing it,
+// metadata-only otherwise.
+func InitialFileState(f *meta.File) string {
+	if f.NoFetch || f.MediaID == "" && f.URL == "" {
+		return FileMetadataOnly
+	}
+	return FilePending
+}
+
+// ChecksumMatches reports whether sum (the SHA-256 of the stored bytes) matches what Meta
+// declared: WhatsApp sends the digest in standard base64; hex is accepted too. An empty
+// or unreadable declaration matches anything (there is nothing to check against).
+func ChecksumMatches(declared string, sum []byte) bool {
+	declared = strings.TrimSpace(declared)
+	if declared == "" {
+		return true
+	}
+	if want, err := hex.DecodeString(declared); err == nil && len(want) == len(sum) {
+		return bytes.Equal(want, sum)
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if want, err := enc.DecodeString(declared); err == nil && len(want) == len(sum) {
+			return bytes.Equal(want, sum)
+		}
+	}
+	return true
+}
+
+// BlobChunk is the size of the chunks the PostgreSQL backend stores bytes in, and the
+// buffer both backends stream with.
+const BlobChunk = 1 << 20
+
+// FileState is what a file record's export carries beyond Meta's metadata
+// (docs/export-format.md): what the store did with the file.
+type FileState struct {
+	// State is one of FilePending, FileFetched, FileFailed, FileMetadataOnly.
+	State string `json:"state"`
+	// FailReason is why a failed file failed, or why a pending one's last attempt did.
+	FailReason string `json:"failReason,omitempty"`
+	// StoredSHA256 (hex) and Size describe the stored bytes of a fetched file; the
+	// export's --files directory holds them under StoredSHA256.
+	StoredSHA256 string `json:"storedSHA256,omitempty"`
+	Size         int64  `json:"size,omitempty"`
+}
+
+// FileDoc is a file record's export document: the stored document (Meta's metadata),
+// with mimeType set to the MIME type recorded when the bytes were stored (when one
+// was), followed by the FileState keys.
+func FileDoc(doc []byte, mimeType string, st FileState) ([]byte, error) {
+	if mimeType != "" {
+		var f meta.File
+		if err := json.Unmarshal(doc, &f); err != nil {
+			return nil, fmt.Errorf("decode file document: %w", err)
+		}
+		if f.MIMEType != mimeType {
+			f.MIMEType = mimeType
+			var err error
+			if doc, err = docenc.Encode(&f); err != nil {
+				return nil, err
+			}
+		}
+	}
+	extra, err := docenc.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	doc = bytes.TrimSpace(doc)
+	if len(doc) < 2 || doc[len(doc)-1] != '}' || extra[0] != '{' {
+		return nil, errors.New("file document is not an object")
+	}
+	out := make([]byte, 0, len(doc)+len(extra))
+	out = append(out, doc[:len(doc)-1]...)
+	if len(doc) > 2 {
+		out = append(out, ',')
+	}
+	return append(out, extra[1:]...), nil
+}
+
+// FileExportColumns are what an export reads of a file row, in both backends' SQL:
+// the document, then the FileState columns and the recorded MIME type (ScanFileDoc).
+const FileExportColumns = `doc, state, COALESCE(fail_reason, '') AS fail_reason, COALESCE(sha256, '') AS sha256,
+	COALESCE(size, 0) AS size, COALESCE(mime_type, '') AS mime_type`
+
+// FileExportNames are FileExportColumns' names, for a query selecting from a
+// subquery that already computed them.
+const FileExportNames = `doc, state, fail_reason, sha256, size, mime_type`
+
+// ScanFileDoc reads one row of FileExportColumns into a file record's export document.
+func ScanFileDoc(scan func(dest ...any) error) ([]byte, error) {
+	var doc []byte
+	var st FileState
+	var mimeType string
+	if err := scan(&doc, &st.State, &st.FailReason, &st.StoredSHA256, &st.Size, &mimeType); err != nil {
+		return nil, err
+	}
+	return FileDoc(doc, mimeType, st)
+}
+
+// FileStats' statements, in the SQL both backends speak. They read the whole files
+// table (counts by state; distinct contents through the sha256 index): metrics, not
+// erasure or retention, so they are not among the plan-checked statements.
+const (
+	SQLFileStatsStates  = `SELECT state, count(*) FROM files GROUP BY state`
+	SQLFileStatsPending = `SELECT COALESCE(min(received_at), 0) FROM files WHERE state = 'pending'`
+	SQLFileStatsBlobs   = `SELECT count(*), CAST(COALESCE(sum(size), 0) AS BIGINT) FROM
+		(SELECT sha256, max(size) AS size FROM files WHERE sha256 IS NOT NULL GROUP BY sha256) AS blobs`
+)
+
+// OldestPending is FileStats.OldestPending from the earliest received_at (ms) of the
+// pending files: zero when none is pending.
+func OldestPending(pending int, receivedMilli int64) time.Time {
+	if pending == 0 || receivedMilli <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(receivedMilli).UTC()
+}
+
+// ReturningFileBytes ends a deletion of file rows in both backends' SQL: it returns the
+// content address and size of each deleted record's bytes (empty and 0 when it had
+// none), for removing the bytes no other record names and counting Counts.FileBytes.
+const ReturningFileBytes = ` RETURNING COALESCE(sha256, ''), COALESCE(size, 0)`
+
+// FileRow is what the backends read of a file record before storing its bytes.
+type FileRow struct {
+	ID       int64
+	State    string
+	SHA256   string // hex, of the stored bytes (fetched files)
+	Size     int64
+	Declared string // the sha256 Meta declared, as sent
+}

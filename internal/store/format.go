@@ -9,8 +9,9 @@ import (
 // carries as "schemaVersion" (docs/export-format.md). Version 1 had no version field and
 // named a file's media kind "kind", the key that names the record kind: a decoder kept
 // one of the two. Version 2 calls it "mediaKind". Version 3 adds the "lead" kind and
-// new optional keys (message groupID and order, reaction name, file stickerID).
-const ExportSchemaVersion = 3
+// new optional keys (message groupID and order, reaction name, file stickerID). Version 4
+// adds what the store did with a file: state, failReason, storedSHA256, size (FileState).
+const ExportSchemaVersion = 4
 
 // upgraded returns the record's document in the current schema. File documents stored
 // before version 2 carry the media kind under "kind"; it is renamed to "mediaKind" here

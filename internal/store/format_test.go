@@ -16,13 +16,13 @@ func TestLegacyFileDocumentsExportOneKindKey(t *testing.T) {
 	t.Parallel()
 	for name, tc := range map[string]struct{ kind, doc, want string }{
 		"legacy file": {KindFile, `{"platform":"WhatsApp","index":0,"kind":"audio","caption":"a \"kind\": b"}`,
-			`{"kind":"file","schemaVersion":3,"platform":"WhatsApp","index":0,"mediaKind":"audio","caption":"a \"kind\": b"}`},
+			`{"kind":"file","schemaVersion":4,"platform":"WhatsApp","index":0,"mediaKind":"audio","caption":"a \"kind\": b"}`},
 		"current file": {KindFile, `{"platform":"WhatsApp","mediaKind":"audio"}`,
-			`{"kind":"file","schemaVersion":3,"platform":"WhatsApp","mediaKind":"audio"}`},
+			`{"kind":"file","schemaVersion":4,"platform":"WhatsApp","mediaKind":"audio"}`},
 		"nested kind stays": {KindMessage, `{"id":"m","reply":{"kind":"button"}}`,
-			`{"kind":"message","schemaVersion":3,"id":"m","reply":{"kind":"button"}}`},
-		"kind only in a string": {KindFile, `{"caption":"\"kind\""}`, `{"kind":"file","schemaVersion":3,"caption":"\"kind\""}`},
-		"empty document":        {KindErasure, `{}`, `{"kind":"erasure","schemaVersion":3}`},
+			`{"kind":"message","schemaVersion":4,"id":"m","reply":{"kind":"button"}}`},
+		"kind only in a string": {KindFile, `{"caption":"\"kind\""}`, `{"kind":"file","schemaVersion":4,"caption":"\"kind\""}`},
+		"empty document":        {KindErasure, `{}`, `{"kind":"erasure","schemaVersion":4}`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -47,7 +47,7 @@ var PlanShapes = []PlanShape{{"", "", ""}, {"/platform", meta.WhatsApp, ""}, {"/
 
 // GrowingTables are the tables whose size grows with the tenant's traffic: a statement
 // of erasure, export by subject or retention must never scan one of them.
-var GrowingTables = []string{"contacts", "messages", "statuses", "receipts", "files", "identity_changes", "leads", "tombstones", "erasures", "erasure_progress"}
+var GrowingTables = []string{"contacts", "messages", "statuses", "receipts", "files", "identity_changes", "leads", "tombstones", "erasures", "erasure_progress", "blobs"}
 
 // PlanCheck is one statement's query plan and what is wrong with it (nothing, when
 // every growing table is reached through a narrow index condition).
@@ -57,10 +57,12 @@ type PlanCheck struct {
 	Problems []string
 }
 
-// narrowColumn names the columns whose index conditions bound a lookup to a few rows.
+// narrowColumn names the columns whose index conditions bound a lookup to a few rows
+// (next_at: a due-time range of the fetch queue, taken with a LIMIT, like ts; sha256: a
+// content address, shared by the few records carrying the same bytes).
 // platform, channel and state are deliberately absent: a condition on them alone reads
 // (nearly) every row of a tenant.
-var narrowColumn = regexp.MustCompile(`\b(id|rowid|subject|subject_alt|wa_id|user_id|message_id|lead_id|ts|watermark|reacts_to|old_wa_id|old_user_id|new_wa_id|new_user_id|subject_ref)\b`)
+var narrowColumn = regexp.MustCompile(`\b(id|rowid|subject|subject_alt|wa_id|user_id|message_id|lead_id|ts|watermark|reacts_to|old_wa_id|old_user_id|new_wa_id|new_user_id|subject_ref|next_at|sha256)\b`)
 
 var quoted = regexp.MustCompile(`'[^']*'`)
 

@@ -15,7 +15,7 @@ import (
 //   - up to Limit messages whose own timestamp (the platform's, not the time of receipt)
 //     is before Before, oldest first, together with every reaction to them (a reaction is
 //     a message of its own, newer than the one it reacts to), their delivery statuses and
-//     their file records (and, once media bytes are stored, the bytes: see
+//     their file records and the stored bytes no other record shares (see
 //     PruneOps.DeleteFilesOf);
 //   - up to Limit delivery statuses whose own timestamp is before Before: statuses of
 //     messages the business sent through the API, which are not stored as messages
@@ -88,6 +88,7 @@ func (c *Counts) Add(o Counts) {
 	c.Messages += o.Messages
 	c.Statuses += o.Statuses
 	c.Files += o.Files
+	c.FileBytes += o.FileBytes
 }
 
 // Identity is who a pruned record belonged to: one identifier in one channel.
@@ -124,11 +125,11 @@ type PruneOps interface {
 	DeleteReactionsTo(ctx context.Context, msgs []PrunedRecord) ([]PrunedRecord, error)
 	// DeleteStatusesOf deletes the statuses of msgs.
 	DeleteStatusesOf(ctx context.Context, msgs []PrunedRecord) (int, error)
-	// DeleteFilesOf deletes the file records of msgs. This is the hook for file bytes:
-	// once media bytes are stored (on the tenant's volume or in its database), the
-	// backend deletes them here, in the same transaction or, for bytes on a volume,
-	// after it commits, from the content addresses the deleted rows name.
-	DeleteFilesOf(ctx context.Context, msgs []PrunedRecord) (int, error)
+	// DeleteFilesOf deletes the file records of msgs and the bytes no other record
+	// refers to (in the same transaction, or for bytes on a volume after it commits,
+	// from the content addresses the deleted rows name), and returns how many records
+	// went and the size of their stored contents.
+	DeleteFilesOf(ctx context.Context, msgs []PrunedRecord) (int, int64, error)
 	// DeleteIdentityChangesOf deletes the identity changes (a number change) that msgs
 	// announced, the link between two identifiers having the age of its system message,
 	// and returns how many went and every identifier they named.
@@ -186,7 +187,7 @@ func PruneBatch(ctx context.Context, ops PruneOps, req PruneRequest) (Pruned, er
 		if p.Counts.Statuses, err = ops.DeleteStatusesOf(ctx, msgs); err != nil {
 			return Pruned{}, fmt.Errorf("prune statuses of messages: %w", err)
 		}
-		if p.Counts.Files, err = ops.DeleteFilesOf(ctx, msgs); err != nil {
+		if p.Counts.Files, p.Counts.FileBytes, err = ops.DeleteFilesOf(ctx, msgs); err != nil {
 			return Pruned{}, fmt.Errorf("prune files: %w", err)
 		}
 		// Counted with contacts, as subject erasure counts them: a change is part of

@@ -43,6 +43,8 @@ type Store interface {
 	LeadToken(ctx context.Context, platform meta.Platform, id string) (meta.Secret, error)
 	// Close waits for queued commits and closes the database.
 	Close() error
+	// FileStore keeps shared files' bytes and their fetch queue (files.go).
+	FileStore
 }
 
 // CommitResult tells what a commit changed, for metrics.
@@ -119,7 +121,8 @@ const (
 	// notification tokens they carry): where the person came from is part of who they
 	// are to the business, as their contact record is.
 	ScopeContacts
-	// ScopeFiles: file references.
+	// ScopeFiles: file records and their stored bytes (a content another record that
+	// stays still refers to is kept for that record).
 	ScopeFiles
 	// ScopeAll is every kind; the zero Scope means the same.
 	ScopeAll = ScopeMessages | ScopeContacts | ScopeFiles
@@ -166,6 +169,9 @@ type Counts struct {
 	Messages int `json:"messages"`
 	Statuses int `json:"statuses"` // statuses and read/delivery receipts
 	Files    int `json:"files"`
+	// FileBytes is the size of the stored contents of the file records counted in Files
+	// (a content another record still shares is counted but kept: see files.go).
+	FileBytes int64 `json:"fileBytes,omitempty"`
 }
 
 // Erasure is a ledger entry: proof of an erasure without the personal data it erased.

@@ -53,7 +53,12 @@ func emitRows(ctx context.Context, tx pgx.Tx, kind, q string, args []any, emit f
 	defer rows.Close()
 	for rows.Next() {
 		var d []byte // a fresh slice per row: emit may keep it
-		if err := rows.Scan(&d); err != nil {
+		if kind == store.KindFile {
+			d, err = store.ScanFileDoc(rows.Scan)
+		} else {
+			err = rows.Scan(&d)
+		}
+		if err != nil {
 			return fmt.Errorf("export %s: %w", kind, err)
 		}
 		if err := emit(store.Record{Kind: kind, Doc: d}); err != nil {
@@ -70,7 +75,7 @@ func emitRows(ctx context.Context, tx pgx.Tx, kind, q string, args []any, emit f
 // does, so both print the same bytes.
 func exportErasures(ctx context.Context, tx pgx.Tx, emit func(store.Record) error) error {
 	rows, err := tx.Query(ctx, `SELECT subject_ref, platform, COALESCE(channel, ''), COALESCE(scope, ''), requested_at, completed_at,
-		contacts, messages, statuses, files FROM erasures ORDER BY id`)
+		contacts, messages, statuses, files, file_bytes FROM erasures ORDER BY id`)
 	if err != nil {
 		return fmt.Errorf("export erasures: %w", err)
 	}
@@ -81,7 +86,7 @@ func exportErasures(ctx context.Context, tx pgx.Tx, emit func(store.Record) erro
 		var req *int64
 		var done int64
 		if err := rows.Scan(&e.SubjectRef, &platform, &e.Channel, &scope, &req, &done,
-			&e.Counts.Contacts, &e.Counts.Messages, &e.Counts.Statuses, &e.Counts.Files); err != nil {
+			&e.Counts.Contacts, &e.Counts.Messages, &e.Counts.Statuses, &e.Counts.Files, &e.Counts.FileBytes); err != nil {
 			return fmt.Errorf("export erasures: %w", err)
 		}
 		e.Platform = meta.Platform(platform)
@@ -108,11 +113,15 @@ func exportErasures(ctx context.Context, tx pgx.Tx, emit func(store.Record) erro
 
 // exportQuery reads a table's documents: all of them, or those of a subject's ids.
 func exportQuery(tb store.Table, subject *store.Subject, ids []string) (string, []any) {
+	cols, names := "doc", "doc"
+	if tb.Kind == store.KindFile {
+		cols, names = store.FileExportColumns, store.FileExportNames
+	}
 	if subject == nil {
-		return "SELECT doc FROM " + tb.Name + " ORDER BY id", nil
+		return "SELECT " + cols + " FROM " + tb.Name + " ORDER BY id", nil
 	}
 	// Found first, then sorted: "ORDER BY id" alone lets the planner walk the primary
 	// key over the whole table, filtering, to save sorting a person's few rows.
 	where, args := scopeWhere(subject.Platform, "", ids, tb.SubjectCols...)
-	return "WITH found AS MATERIALIZED (SELECT id, doc FROM " + tb.Name + " WHERE " + where + ") SELECT doc FROM found ORDER BY id", args
+	return "WITH found AS MATERIALIZED (SELECT id, " + cols + " FROM " + tb.Name + " WHERE " + where + ") SELECT " + names + " FROM found ORDER BY id", args
 }

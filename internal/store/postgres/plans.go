@@ -49,7 +49,7 @@ func Statements() []store.Statement {
 	}
 	wa := string(meta.WhatsApp)
 	add("erase find contacts", sqlFindContacts, wa, "wa", ids[0], ids[0], ids[1])
-	add("erase ledger", sqlInsertErasure, "hmac-sha256:00", wa, nil, "Messages", nil, int64(1), 0, 0, 0, 0)
+	add("erase ledger", sqlInsertErasure, "hmac-sha256:00", wa, nil, "Messages", nil, int64(1), 0, 0, 0, 0, int64(0))
 	const before, limit = int64(1700000000000), 1000
 	platforms, msgIDs := []string{wa}, []string{"wamid.1"}
 	add("prune aged messages", sqlPruneAgedMessages, before, limit)
@@ -64,6 +64,15 @@ func Statements() []store.Statement {
 	add("prune aged leads", sqlPruneAgedLeads, before, limit)
 	add("prune contact has leads", sqlPruneHasLeads, wa, "wa", ids)
 	add("prune contact", sqlDeleteContact, int64(1))
+	// The fetch queue and what removes bytes.
+	add("claim fetches", sqlClaimFetches, before, before+60000, 16)
+	add("retry file", sqlRetryFile, before, "Timeout", wa, "wamid.1", 0)
+	add("fail file", sqlFailFile, store.FileFailed, store.FailNotFound, wa, "wamid.1", 0)
+	add("file record", sqlFileRow, wa, "wamid.1", 0)
+	add("file fetched", sqlFetchedFile, "00", int64(1), nil, int64(1))
+	add("blob exists", sqlBlobExists, "00")
+	add("drop blobs", sqlDropBlobs, []string{"00"})
+	add("unsend files", sqlDeleteFiles, wa, "wamid.1")
 	return out
 }
 

@@ -161,10 +161,11 @@ func (o *pruneOps) DeleteStatusesOf(ctx context.Context, msgs []store.PrunedReco
 	return o.deleteOf(ctx, "statuses", msgs)
 }
 
-// DeleteFilesOf deletes file records. Media bytes are not stored yet; when they are (in
-// the tenant's database), they are deleted here, in the same transaction.
-func (o *pruneOps) DeleteFilesOf(ctx context.Context, msgs []store.PrunedRecord) (int, error) {
-	return o.deleteOf(ctx, "files", msgs)
+// DeleteFilesOf deletes file records and, in the same transaction, the bytes no other
+// record names.
+func (o *pruneOps) DeleteFilesOf(ctx context.Context, msgs []store.PrunedRecord) (int, int64, error) {
+	platforms, ids := keys(msgs)
+	return deleteFiles(ctx, o.tx, pruneOfSQL("files")+returningBlob, platforms, ids)
 }
 
 func (o *pruneOps) DeleteIdentityChangesOf(ctx context.Context, msgs []store.PrunedRecord) (int, []store.Identity, error) {

@@ -11,9 +11,10 @@ package postgres
 //   - documents are TEXT, never JSONB: JSONB reorders keys and rewrites numbers and
 //     escapes, and an export must print the bytes SQLite prints (see text.go for the
 //     only bytes PostgreSQL cannot store as they are);
-//   - there are no migrations yet: channel and scope were in the erasure ledger when this
-//     backend was written. A later column goes in as ALTER TABLE ... ADD COLUMN IF NOT
-//     EXISTS below the CREATE TABLE statements.
+//   - later columns go in below the CREATE TABLE statements (retentionSchema,
+//     filesSchema), filled from the stored documents for the rows already there;
+//   - stored file bytes are rows of their own table (blobs, files.go), not files on a
+//     volume: every replica sees them, and DROP DATABASE erases them with the rest.
 //
 // Every statement is idempotent, and Open runs them in one transaction holding an
 // advisory lock (lockSchema): two worker replicas starting at once would otherwise race
@@ -83,7 +84,16 @@ CREATE TABLE IF NOT EXISTS files (
 	subject     TEXT NOT NULL,
 	subject_alt TEXT,
 	media_id    TEXT,
-	doc         TEXT NOT NULL
+	doc         TEXT NOT NULL,
+	-- The fetch queue and the stored bytes (store/files.go, docs/shared-files.md).
+	state       TEXT NOT NULL DEFAULT 'metadataOnly',
+	attempts    INTEGER NOT NULL DEFAULT 0,
+	next_at     BIGINT, -- pending: due at (ms); a claim's lease moves it forward
+	received_at BIGINT, -- when the record was stored (ms)
+	fail_reason TEXT,
+	sha256      TEXT,   -- hex, of the stored bytes (in blobs): set once fetched
+	size        BIGINT,
+	mime_type   TEXT    -- as recorded when the bytes were stored
 );
 CREATE UNIQUE INDEX IF NOT EXISTS files_key ON files(platform, message_id, idx);
 CREATE INDEX IF NOT EXISTS files_subject ON files(subject);
@@ -131,7 +141,7 @@ CREATE TABLE IF NOT EXISTS erasures (
 	channel      TEXT, -- NULL: every channel
 	scope        TEXT  -- comma-separated kinds
 );
-` + retentionSchema + leadsSchema
+` + retentionSchema + leadsSchema + filesSchema
 
 const (
 	// A message is inserted only if it was never deleted. The tombstone check and the
@@ -144,8 +154,8 @@ const (
 		SELECT $8::bigint, $1::text, $2::text, $3::text, $4::text, $5::text, $6::bigint, $7::text, $9::text
 		WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE platform = $1 AND message_id = $2)
 		ON CONFLICT (platform, message_id) DO NOTHING`
-	sqlInsertFile = `INSERT INTO files(platform, message_id, idx, channel, subject, subject_alt, media_id, doc)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (platform, message_id, idx) DO NOTHING`
+	sqlInsertFile = `INSERT INTO files(platform, message_id, idx, channel, subject, subject_alt, media_id, doc, state, next_at, received_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (platform, message_id, idx) DO NOTHING`
 	// ON CONFLICT ... DO UPDATE ... WHERE is atomic in PostgreSQL: two replicas applying
 	// statuses of one message concurrently end with the furthest one, and a stale one
 	// affects no row.
@@ -175,9 +185,9 @@ const (
 	sqlDeleteContact        = `DELETE FROM contacts WHERE id = $1`
 	sqlTombstone            = `INSERT INTO tombstones(platform, message_id, deleted_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`
 	sqlDeleteMessage        = `DELETE FROM messages WHERE platform = $1 AND message_id = $2`
-	sqlDeleteFiles          = `DELETE FROM files WHERE platform = $1 AND message_id = $2`
+	sqlDeleteFiles          = `DELETE FROM files WHERE platform = $1 AND message_id = $2` + returningBlob
 	sqlInsertIdentityChange = `INSERT INTO identity_changes(platform, message_id, channel, old_wa_id, old_user_id, new_wa_id, new_user_id, doc)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (platform, message_id) DO NOTHING`
-	sqlInsertErasure = `INSERT INTO erasures(subject_ref, platform, channel, scope, requested_at, completed_at, contacts, messages, statuses, files)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`
+	sqlInsertErasure = `INSERT INTO erasures(subject_ref, platform, channel, scope, requested_at, completed_at, contacts, messages, statuses, files, file_bytes)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`
 )

@@ -152,6 +152,8 @@ func apply(ctx context.Context, tx pgx.Tx, p *prepared, l *locker, res *store.Co
 
 	// A second round trip for the rest.
 	b := &pgx.Batch{}
+	received := time.Now().UnixMilli()
+	var unsent []string // content addresses of the unsent messages' files
 	for i, d := range p.messages {
 		if !isNew[i] {
 			res.MessagesDuplicate++
@@ -162,8 +164,12 @@ func apply(ctx context.Context, tx pgx.Tx, p *prepared, l *locker, res *store.Co
 		// just inserted, so nothing here waits.
 		for _, f := range p.files[fileKey(d.rec.Platform, d.rec.ID)] {
 			fr := f.rec
+			state, due := store.InitialFileState(fr), any(nil)
+			if state == store.FilePending {
+				due = int64(0) // due at once, whatever the clock: claims order by due time, then by id
+			}
 			b.Queue(sqlInsertFile, keyText(string(fr.Platform)), keyText(fr.MessageID), fr.Index, keyText(fr.Channel), keyText(fr.Subject),
-				nullableKey(fr.SubjectAlt), nullableKey(fr.MediaID), f.json).Exec(func(ct pgconn.CommandTag) error {
+				nullableKey(fr.SubjectAlt), nullableKey(fr.MediaID), f.json, state, due, received).Exec(func(ct pgconn.CommandTag) error {
 				res.FilesNew += int(ct.RowsAffected())
 				return nil
 			})
@@ -199,14 +205,19 @@ func apply(ctx context.Context, tx pgx.Tx, p *prepared, l *locker, res *store.Co
 			res.MessagesDeleted += int(ct.RowsAffected())
 			return nil
 		})
-		b.Queue(sqlDeleteFiles, platform, id)
+		b.Queue(sqlDeleteFiles, platform, id).Query(func(rows pgx.Rows) error {
+			_, _, sums, err := deletedFiles(rows)
+			unsent = append(unsent, sums...)
+			return err
+		})
 	}
 	if b.Len() > 0 {
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return fmt.Errorf("store files, statuses, receipts and deletions: %w", err)
 		}
 	}
-	return nil
+	// Last: the bytes' locks come after every row lock, as in StoreFileBytes.
+	return dropBlobs(ctx, tx, unsent)
 }
 
 // messageKey is a message's unique key as stored, as one string that sorts.
@@ -571,8 +582,9 @@ func erase(ctx context.Context, tx pgx.Tx, l *locker, req store.EraseRequest) (s
 		c.Statuses += n
 	}
 	if req.Scope.Has(store.ScopeFiles) {
-		if c.Files, err = del("files", "subject", "subject_alt"); err != nil {
-			return c, err
+		where, args := scopeWhere(req.Subject.Platform, req.Channel, ids, "subject", "subject_alt")
+		if c.Files, c.FileBytes, err = deleteFiles(ctx, tx, eraseDelete("files", where)+returningBlob, args...); err != nil {
+			return c, fmt.Errorf("erase files: %w", err)
 		}
 	}
 	if req.SubjectRef != "" {
@@ -583,7 +595,7 @@ func erase(ctx context.Context, tx pgx.Tx, l *locker, req store.EraseRequest) (s
 		// The ledger keeps what it is given (it is exported as written): a keyed hash, a
 		// platform and a channel name, never the identifier.
 		_, err = tx.Exec(ctx, sqlInsertErasure, req.SubjectRef, string(req.Subject.Platform), channel,
-			strings.Join(req.Scope.Names(), ","), unixMilli(req.RequestedAt), time.Now().UnixMilli(), c.Contacts, c.Messages, c.Statuses, c.Files)
+			strings.Join(req.Scope.Names(), ","), unixMilli(req.RequestedAt), time.Now().UnixMilli(), c.Contacts, c.Messages, c.Statuses, c.Files, c.FileBytes)
 		if err != nil {
 			return c, fmt.Errorf("write erasure ledger: %w", err)
 		}

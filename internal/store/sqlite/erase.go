@@ -90,28 +90,35 @@ type eraseTable struct {
 	cols  []string
 	scope store.Scope
 	count func(*store.Counts) *int
+	// files: the deletion returns the rows' content addresses (returningBlob), whose
+	// bytes go after the commit.
+	files bool
 }
 
 // batchedTables are deleted in bounded batches; the contact tables (contact rows,
 // identity changes, lead attribution records) in the last one.
 var (
 	batchedTables = []eraseTable{
-		{"messages", []string{"subject", "subject_alt"}, store.ScopeMessages, func(c *store.Counts) *int { return &c.Messages }},
-		{"statuses", []string{"subject", "subject_alt"}, store.ScopeMessages, func(c *store.Counts) *int { return &c.Statuses }},
-		{"receipts", []string{"subject"}, store.ScopeMessages, func(c *store.Counts) *int { return &c.Statuses }},
-		{"files", []string{"subject", "subject_alt"}, store.ScopeFiles, func(c *store.Counts) *int { return &c.Files }},
+		{"messages", []string{"subject", "subject_alt"}, store.ScopeMessages, func(c *store.Counts) *int { return &c.Messages }, false},
+		{"statuses", []string{"subject", "subject_alt"}, store.ScopeMessages, func(c *store.Counts) *int { return &c.Statuses }, false},
+		{"receipts", []string{"subject"}, store.ScopeMessages, func(c *store.Counts) *int { return &c.Statuses }, false},
+		{"files", []string{"subject", "subject_alt"}, store.ScopeFiles, func(c *store.Counts) *int { return &c.Files }, true},
 	}
 	contactTables = []eraseTable{
-		{"contacts", []string{"subject", "wa_id", "user_id"}, store.ScopeContacts, func(c *store.Counts) *int { return &c.Contacts }},
-		{"identity_changes", store.IdentityChangeCols, store.ScopeContacts, func(c *store.Counts) *int { return &c.Contacts }},
+		{"contacts", []string{"subject", "wa_id", "user_id"}, store.ScopeContacts, func(c *store.Counts) *int { return &c.Contacts }, false},
+		{"identity_changes", store.IdentityChangeCols, store.ScopeContacts, func(c *store.Counts) *int { return &c.Contacts }, false},
 		// Lead attribution records are part of the person's contact record (as counted).
-		{"leads", []string{"subject", "subject_alt"}, store.ScopeContacts, func(c *store.Counts) *int { return &c.Contacts }},
+		{"leads", []string{"subject", "subject_alt"}, store.ScopeContacts, func(c *store.Counts) *int { return &c.Contacts }, false},
 	}
 )
 
 // batchDelete is the statement deleting at most limit rows of t matching where.
 func batchDelete(t eraseTable, where string) string {
-	return "DELETE FROM " + t.table + " WHERE id IN (SELECT id FROM " + t.table + " WHERE " + where + " LIMIT ?)"
+	q := "DELETE FROM " + t.table + " WHERE id IN (SELECT id FROM " + t.table + " WHERE " + where + " LIMIT ?)"
+	if t.files {
+		q += returningBlob
+	}
+	return q
 }
 
 // lastDelete is the statement deleting every row of t matching where.
@@ -120,15 +127,16 @@ func lastDelete(t eraseTable, where string) string {
 }
 
 const (
-	sqlProgressRead = `SELECT contacts, messages, statuses, files FROM erasure_progress
+	sqlProgressRead = `SELECT contacts, messages, statuses, files, file_bytes FROM erasure_progress
 		WHERE subject_ref = ? AND channel = ? AND scope = ?`
-	sqlProgressAdd = `INSERT INTO erasure_progress(subject_ref, channel, scope, contacts, messages, statuses, files)
-		VALUES (?, ?, ?, ?, ?, ?, ?)
+	sqlProgressAdd = `INSERT INTO erasure_progress(subject_ref, channel, scope, contacts, messages, statuses, files, file_bytes)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT(subject_ref, channel, scope) DO UPDATE SET contacts = contacts + excluded.contacts,
-			messages = messages + excluded.messages, statuses = statuses + excluded.statuses, files = files + excluded.files`
+			messages = messages + excluded.messages, statuses = statuses + excluded.statuses, files = files + excluded.files,
+			file_bytes = file_bytes + excluded.file_bytes`
 	sqlProgressDone  = `DELETE FROM erasure_progress WHERE subject_ref = ? AND channel = ? AND scope = ?`
-	sqlInsertErasure = `INSERT INTO erasures(subject_ref, platform, channel, scope, requested_at, completed_at, contacts, messages, statuses, files)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	sqlInsertErasure = `INSERT INTO erasures(subject_ref, platform, channel, scope, requested_at, completed_at, contacts, messages, statuses, files, file_bytes)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 )
 
 // eraseBatch runs one transaction of Erase: it deletes up to limit rows of each batched
@@ -143,13 +151,25 @@ func (t *txn) eraseBatch(ctx context.Context, req store.EraseRequest, limit int)
 	// del runs q and counts what it deleted; a batched delete that reached limit leaves
 	// the erasure not done.
 	del := func(tb eraseTable, q string, args []any, batched bool) error {
-		res, err := t.tx.ExecContext(ctx, q, args...)
-		if err != nil {
-			return fmt.Errorf("erase %s: %w", tb.table, err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return fmt.Errorf("erase %s: %w", tb.table, err)
+		var n int64
+		if tb.files {
+			rows, err := t.tx.QueryContext(ctx, q, args...)
+			if err != nil {
+				return fmt.Errorf("erase %s: %w", tb.table, err)
+			}
+			k, bytes, err := t.scanDeletedFiles(rows)
+			if err != nil {
+				return fmt.Errorf("erase %s: %w", tb.table, err)
+			}
+			n, batch.FileBytes = int64(k), batch.FileBytes+bytes
+		} else {
+			res, err := t.tx.ExecContext(ctx, q, args...)
+			if err != nil {
+				return fmt.Errorf("erase %s: %w", tb.table, err)
+			}
+			if n, err = res.RowsAffected(); err != nil {
+				return fmt.Errorf("erase %s: %w", tb.table, err)
+			}
 		}
 		*tb.count(&batch) += int(n)
 		if batched && n >= int64(limit) {
@@ -174,7 +194,7 @@ func (t *txn) eraseBatch(ctx context.Context, req store.EraseRequest, limit int)
 	ref, channel, scope := req.SubjectRef, req.Channel, strings.Join(req.Scope.Names(), ",")
 	if !done {
 		if ref != "" {
-			if _, err := t.tx.ExecContext(ctx, sqlProgressAdd, ref, channel, scope, batch.Contacts, batch.Messages, batch.Statuses, batch.Files); err != nil {
+			if _, err := t.tx.ExecContext(ctx, sqlProgressAdd, ref, channel, scope, batch.Contacts, batch.Messages, batch.Statuses, batch.Files, batch.FileBytes); err != nil {
 				return batch, whole, false, fmt.Errorf("record erasure progress: %w", err)
 			}
 		}
@@ -194,7 +214,7 @@ func (t *txn) eraseBatch(ctx context.Context, req store.EraseRequest, limit int)
 	}
 	// The batches committed before this one, in this run or a run that crashed.
 	if err := t.tx.QueryRowContext(ctx, sqlProgressRead, ref, channel, scope).Scan(
-		&whole.Contacts, &whole.Messages, &whole.Statuses, &whole.Files); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		&whole.Contacts, &whole.Messages, &whole.Statuses, &whole.Files, &whole.FileBytes); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return batch, whole, false, fmt.Errorf("read erasure progress: %w", err)
 	}
 	whole.Add(batch)
@@ -202,7 +222,7 @@ func (t *txn) eraseBatch(ctx context.Context, req store.EraseRequest, limit int)
 		return batch, whole, false, fmt.Errorf("clear erasure progress: %w", err)
 	}
 	_, err = t.tx.ExecContext(ctx, sqlInsertErasure, ref, string(req.Subject.Platform), nullable(channel),
-		scope, unixMilli(req.RequestedAt), time.Now().UnixMilli(), whole.Contacts, whole.Messages, whole.Statuses, whole.Files)
+		scope, unixMilli(req.RequestedAt), time.Now().UnixMilli(), whole.Contacts, whole.Messages, whole.Statuses, whole.Files, whole.FileBytes)
 	if err != nil {
 		return batch, whole, false, fmt.Errorf("write erasure ledger: %w", err)
 	}

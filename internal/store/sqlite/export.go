@@ -46,7 +46,12 @@ func emitRows(ctx context.Context, tx *sql.Tx, kind, q string, args []any, emit 
 	defer rows.Close()
 	for rows.Next() {
 		var d []byte
-		if err := rows.Scan(&d); err != nil {
+		if kind == store.KindFile {
+			d, err = store.ScanFileDoc(rows.Scan)
+		} else {
+			err = rows.Scan(&d)
+		}
+		if err != nil {
 			return fmt.Errorf("export %s: %w", kind, err)
 		}
 		if err := emit(store.Record{Kind: kind, Doc: d}); err != nil {
@@ -61,7 +66,7 @@ func emitRows(ctx context.Context, tx *sql.Tx, kind, q string, args []any, emit 
 
 func exportErasures(ctx context.Context, tx *sql.Tx, emit func(store.Record) error) error {
 	rows, err := tx.QueryContext(ctx, `SELECT subject_ref, platform, COALESCE(channel, ''), COALESCE(scope, ''), requested_at, completed_at,
-		contacts, messages, statuses, files FROM erasures ORDER BY id`)
+		contacts, messages, statuses, files, file_bytes FROM erasures ORDER BY id`)
 	if err != nil {
 		return fmt.Errorf("export erasures: %w", err)
 	}
@@ -72,7 +77,7 @@ func exportErasures(ctx context.Context, tx *sql.Tx, emit func(store.Record) err
 		var req sql.NullInt64
 		var done int64
 		if err := rows.Scan(&e.SubjectRef, &platform, &e.Channel, &scope, &req, &done,
-			&e.Counts.Contacts, &e.Counts.Messages, &e.Counts.Statuses, &e.Counts.Files); err != nil {
+			&e.Counts.Contacts, &e.Counts.Messages, &e.Counts.Statuses, &e.Counts.Files, &e.Counts.FileBytes); err != nil {
 			return fmt.Errorf("export erasures: %w", err)
 		}
 		e.Platform = meta.Platform(platform)
@@ -99,9 +104,13 @@ func exportErasures(ctx context.Context, tx *sql.Tx, emit func(store.Record) err
 
 // exportQuery reads a table's documents: all of them, or those of a subject's ids.
 func exportQuery(tb store.Table, subject *store.Subject, ids []string) (string, []any) {
+	cols := "doc"
+	if tb.Kind == store.KindFile {
+		cols = store.FileExportColumns
+	}
 	if subject == nil {
-		return "SELECT doc FROM " + tb.Name + " ORDER BY id", nil
+		return "SELECT " + cols + " FROM " + tb.Name + " ORDER BY id", nil
 	}
 	where, args := subjectWhere(subject.Platform, "", ids, tb.SubjectCols...)
-	return "SELECT doc FROM " + tb.Name + " WHERE " + where + " ORDER BY id", args
+	return "SELECT " + cols + " FROM " + tb.Name + " WHERE " + where + " ORDER BY id", args
 }

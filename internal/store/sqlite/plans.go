@@ -43,9 +43,9 @@ func Statements() []store.Statement {
 	}
 	ref := "hmac-sha256:00"
 	add("erase progress read", sqlProgressRead, ref, "", "Messages")
-	add("erase progress add", sqlProgressAdd, ref, "", "Messages", 0, 1, 1, 0)
+	add("erase progress add", sqlProgressAdd, ref, "", "Messages", 0, 1, 1, 0, 0)
 	add("erase progress done", sqlProgressDone, ref, "", "Messages")
-	add("erase ledger", sqlInsertErasure, ref, string(meta.WhatsApp), nil, "Messages", 0, 0, 0, 0, 0, 0)
+	add("erase ledger", sqlInsertErasure, ref, string(meta.WhatsApp), nil, "Messages", 0, 0, 0, 0, 0, 0, 0)
 	const before, limit = 1700000000000, 1000
 	add("prune aged messages", sqlPruneAgedMessages, before, limit)
 	add("prune reactions", sqlPruneReactions, string(meta.WhatsApp), "wamid.1")
@@ -61,6 +61,14 @@ func Statements() []store.Statement {
 	q, args = hasLeadsQuery(meta.WhatsApp, "wa", ids)
 	add("prune contact has leads", q, args...)
 	add("prune contact", statements["deleteContact"], 1)
+	// The fetch queue and the deletions that remove bytes.
+	add("claim fetches", sqlClaimFetches, before, before+60000, 16)
+	add("retry file", sqlRetryFile, before, "Timeout", string(meta.WhatsApp), "wamid.1", 0)
+	add("fail file", sqlFailFile, store.FileFailed, store.FailNotFound, string(meta.WhatsApp), "wamid.1", 0)
+	add("file record", sqlFileRow, string(meta.WhatsApp), "wamid.1", 0)
+	add("file fetched", sqlFetchedFile, "00", 1, nil, 1)
+	add("blob used", sqlBlobUsed, "00")
+	add("unsend files", statements["deleteFiles"], string(meta.WhatsApp), "wamid.1")
 	return out
 }
 

@@ -50,7 +50,7 @@ const (
 		(SELECT id FROM messages WHERE ts < ? ORDER BY ts LIMIT ?)` + returningRecord
 	sqlPruneReactions         = `DELETE FROM messages WHERE platform = ? AND reacts_to = ?` + returningRecord
 	sqlPruneStatusesOf        = `DELETE FROM statuses WHERE platform = ? AND message_id = ?`
-	sqlPruneFilesOf           = `DELETE FROM files WHERE platform = ? AND message_id = ?`
+	sqlPruneFilesOf           = `DELETE FROM files WHERE platform = ? AND message_id = ?` + returningBlob
 	sqlPruneIdentityChangesOf = `DELETE FROM identity_changes WHERE platform = ? AND message_id = ?` + returningChange
 	sqlPruneAgedStatuses      = `DELETE FROM statuses WHERE id IN
 		(SELECT id FROM statuses WHERE ts < ? ORDER BY ts LIMIT ?)` + returningRecord
@@ -130,11 +130,16 @@ func (o pruneOps) DeleteStatusesOf(ctx context.Context, msgs []store.PrunedRecor
 	return o.deleteEach(ctx, "pruneStatusesOf", msgs)
 }
 
-// DeleteFilesOf deletes file records. Media bytes are not stored yet; when they are
-// (content-addressed on the data volume), the rows' sha256 are collected here and the
-// files unlinked after the commit, unless another file row still names them.
-func (o pruneOps) DeleteFilesOf(ctx context.Context, msgs []store.PrunedRecord) (int, error) {
-	return o.deleteEach(ctx, "pruneFilesOf", msgs)
+// DeleteFilesOf deletes file records; their content addresses are collected and the
+// bytes unlinked after the commit, unless another file row still names them.
+func (o pruneOps) DeleteFilesOf(ctx context.Context, msgs []store.PrunedRecord) (int, int64, error) {
+	n, bytes := 0, int64(0)
+	err := o.eachMessage(ctx, "pruneFilesOf", msgs, func(st *sql.Stmt, m store.PrunedRecord) error {
+		k, b, err := o.t.deleteFiles(ctx, st, string(m.Platform), m.MessageID)
+		n, bytes = n+k, bytes+b
+		return err
+	})
+	return n, bytes, err
 }
 
 func (o pruneOps) DeleteIdentityChangesOf(ctx context.Context, msgs []store.PrunedRecord) (int, []store.Identity, error) {

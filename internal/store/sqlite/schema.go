@@ -68,7 +68,16 @@ CREATE TABLE IF NOT EXISTS files (
 	subject     TEXT NOT NULL,
 	subject_alt TEXT,
 	media_id    TEXT,
-	doc         TEXT NOT NULL
+	doc         TEXT NOT NULL,
+	-- The fetch queue and the stored bytes (store/files.go, docs/shared-files.md).
+	state       TEXT NOT NULL DEFAULT 'metadataOnly',
+	attempts    INTEGER NOT NULL DEFAULT 0,
+	next_at     INTEGER, -- pending: due at (ms); a claim's lease moves it forward
+	received_at INTEGER, -- when the record was stored (ms)
+	fail_reason TEXT,
+	sha256      TEXT,    -- hex, of the stored bytes: set once fetched
+	size        INTEGER,
+	mime_type   TEXT     -- as recorded when the bytes were stored
 );
 CREATE UNIQUE INDEX IF NOT EXISTS files_key ON files(platform, message_id, idx);
 CREATE INDEX IF NOT EXISTS files_subject ON files(subject);
@@ -114,7 +123,8 @@ CREATE TABLE IF NOT EXISTS erasures (
 	statuses     INTEGER NOT NULL,
 	files        INTEGER NOT NULL,
 	channel      TEXT, -- NULL: every channel
-	scope        TEXT  -- comma-separated kinds; NULL in entries from before scopes (every kind)
+	scope        TEXT, -- comma-separated kinds; NULL in entries from before scopes (every kind)
+	file_bytes   INTEGER NOT NULL DEFAULT 0
 );
 
 -- What the committed batches of an unfinished subject erasure deleted (see Erase): the
@@ -128,6 +138,7 @@ CREATE TABLE IF NOT EXISTS erasure_progress (
 	messages    INTEGER NOT NULL,
 	statuses    INTEGER NOT NULL,
 	files       INTEGER NOT NULL,
+	file_bytes  INTEGER NOT NULL DEFAULT 0,
 	PRIMARY KEY (subject_ref, channel, scope)
 ) WITHOUT ROWID;
 `
@@ -145,7 +156,32 @@ var migrations = []struct{ table, column, add string }{
 	{"statuses", "ts", `ALTER TABLE statuses ADD COLUMN ts INTEGER;
 		UPDATE statuses SET ts = CAST(round((julianday(json_extract(doc, '$.timestamp')) - 2440587.5) * 86400000) AS INTEGER)
 		WHERE json_extract(doc, '$.timestamp') IS NOT NULL`},
+	{"erasures", "file_bytes", "ALTER TABLE erasures ADD COLUMN file_bytes INTEGER NOT NULL DEFAULT 0"},
+	{"erasure_progress", "file_bytes", "ALTER TABLE erasure_progress ADD COLUMN file_bytes INTEGER NOT NULL DEFAULT 0"},
+	// Shared files: records stored before bytes were fetched join the queue when there is
+	// something to fetch and Meta allows storing it (store.InitialFileState).
+	{"files", "attempts", "ALTER TABLE files ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"},
+	{"files", "next_at", "ALTER TABLE files ADD COLUMN next_at INTEGER"},
+	{"files", "received_at", "ALTER TABLE files ADD COLUMN received_at INTEGER"},
+	{"files", "fail_reason", "ALTER TABLE files ADD COLUMN fail_reason TEXT"},
+	{"files", "sha256", "ALTER TABLE files ADD COLUMN sha256 TEXT"},
+	{"files", "size", "ALTER TABLE files ADD COLUMN size INTEGER"},
+	{"files", "mime_type", "ALTER TABLE files ADD COLUMN mime_type TEXT"},
+	{"files", "state", `ALTER TABLE files ADD COLUMN state TEXT NOT NULL DEFAULT 'metadataOnly';
+		UPDATE files SET state = 'pending', next_at = 0,
+			received_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
+		WHERE NOT COALESCE(json_extract(doc, '$.noFetch'), 0)
+			AND (media_id IS NOT NULL OR json_extract(doc, '$.url') IS NOT NULL)`},
 }
+
+// fileIndexes make the fetch queue an index scan (due pending files, in due order; a
+// partial index, so that fetched and failed files cost it nothing) and find the records
+// sharing stored bytes (deduplication and the reference check before bytes are removed).
+// Created after the migrations, which add their columns to earlier stores.
+const fileIndexes = `
+CREATE INDEX IF NOT EXISTS files_due ON files(next_at, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256) WHERE sha256 IS NOT NULL;
+`
 
 var statements = map[string]string{
 	"insertMessage": `INSERT INTO messages(platform, message_id, channel, subject, subject_alt, ts, doc, reacts_to)
@@ -155,8 +191,8 @@ var statements = map[string]string{
 	// Without tombstones there is nothing to check against: a quarter less work per message.
 	"insertMessageNoTombstones": `INSERT INTO messages(platform, message_id, channel, subject, subject_alt, ts, doc, reacts_to)
 		VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(platform, message_id) DO NOTHING`,
-	"insertFile": `INSERT INTO files(platform, message_id, idx, channel, subject, subject_alt, media_id, doc)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(platform, message_id, idx) DO NOTHING`,
+	"insertFile": `INSERT INTO files(platform, message_id, idx, channel, subject, subject_alt, media_id, doc, state, next_at, received_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(platform, message_id, idx) DO NOTHING`,
 	"upsertStatus": `INSERT INTO statuses(platform, message_id, channel, subject, subject_alt, rank, doc, ts)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT(platform, message_id) DO UPDATE SET
@@ -181,7 +217,7 @@ var statements = map[string]string{
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(platform, message_id) DO NOTHING`,
 	"tombstone":     `INSERT INTO tombstones(platform, message_id, deleted_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
 	"deleteMessage": `DELETE FROM messages WHERE platform = ? AND message_id = ?`,
-	"deleteFiles":   `DELETE FROM files WHERE platform = ? AND message_id = ?`,
+	"deleteFiles":   `DELETE FROM files WHERE platform = ? AND message_id = ?` + returningBlob,
 	// Retention's (retention.go), prepared once here rather than in every batch.
 	"pruneAgedMessages":      sqlPruneAgedMessages,
 	"pruneReactions":         sqlPruneReactions,
@@ -190,4 +226,10 @@ var statements = map[string]string{
 	"pruneIdentityChangesOf": sqlPruneIdentityChangesOf,
 	"pruneAgedStatuses":      sqlPruneAgedStatuses,
 	"pruneAgedReceipts":      sqlPruneAgedReceipts,
+	// The fetch queue's (files.go).
+	"claimFetches": sqlClaimFetches,
+	"retryFile":    sqlRetryFile,
+	"failFile":     sqlFailFile,
+	"fetchedFile":  sqlFetchedFile,
+	"blobUsed":     sqlBlobUsed,
 }

@@ -51,6 +51,7 @@ type Options struct {
 
 // Store is the SQLite backend of store.Store.
 type Store struct {
+	dir      string // the data directory: the database and FilesDir
 	w, r     *sql.DB
 	stmts    map[string]*sql.Stmt
 	opts     Options
@@ -75,7 +76,10 @@ type Store struct {
 	optimized time.Time // when the planner statistics were last refreshed (writer only)
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store     = (*Store)(nil)
+	_ store.FileStore = (*Store)(nil)
+)
 
 type op func(ctx context.Context, tx *txn) error
 
@@ -131,7 +135,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	} else if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	s := &Store{opts: opts, readOnly: opts.ReadOnly, stmts: map[string]*sql.Stmt{}, contacts: map[contactKey]meta.Contact{}}
+	s := &Store{dir: dir, opts: opts, readOnly: opts.ReadOnly, stmts: map[string]*sql.Stmt{}, contacts: map[contactKey]meta.Contact{}}
 	var err error
 	if s.r, err = sql.Open("sqlite", dsn(path, true)); err != nil {
 		return nil, fmt.Errorf("open sqlite reader: %w", err)
@@ -179,8 +183,11 @@ func (s *Store) init() error {
 	if err := migrate(s.w); err != nil {
 		return err
 	}
-	if _, err := s.w.Exec(store.RetentionIndexes + store.SubjectIndexes); err != nil {
-		return fmt.Errorf("create retention and subject indexes: %w", err)
+	if _, err := s.w.Exec(store.RetentionIndexes + store.SubjectIndexes + fileIndexes); err != nil {
+		return fmt.Errorf("create retention, subject and file indexes: %w", err)
+	}
+	if err := s.sweepFiles(); err != nil {
+		return err
 	}
 	var mode string
 	var sync int
@@ -457,6 +464,10 @@ func (s *Store) inTx(ctx context.Context, fn func(*txn) error) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	t.commitCache()
+	// Bytes whose records this transaction deleted go once the deletion is committed.
+	if len(t.unref) > 0 {
+		s.removeUnreferenced(t.unref)
+	}
 	return nil
 }
 

@@ -21,6 +21,39 @@ type txn struct {
 	// contact cache changes, applied to Store.contacts only if the transaction commits
 	pending    map[contactKey]*meta.Contact
 	eraseCache bool
+	// unref are the content addresses of the bytes of file records this transaction
+	// deleted: removed after it commits unless another record still names them.
+	unref []string
+}
+
+// deleteFiles runs the prepared statement name, a deletion of file rows returning their
+// content addresses and sizes (returningBlob), and returns how many rows went and the
+// size of their bytes; the addresses join t.unref.
+func (t *txn) deleteFiles(ctx context.Context, st *sql.Stmt, args ...any) (int, int64, error) {
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return 0, 0, err
+	}
+	return t.scanDeletedFiles(rows)
+}
+
+// scanDeletedFiles reads rows of returningBlob and closes them.
+func (t *txn) scanDeletedFiles(rows *sql.Rows) (int, int64, error) {
+	defer rows.Close()
+	n, bytes := 0, int64(0)
+	for rows.Next() {
+		var sum string
+		var size int64
+		if err := rows.Scan(&sum, &size); err != nil {
+			return n, bytes, err
+		}
+		n++
+		if sum != "" {
+			bytes += size
+			t.unref = append(t.unref, sum)
+		}
+	}
+	return n, bytes, rows.Err()
 }
 
 // contactKey is a contact row's unique key.
@@ -184,6 +217,7 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 		}
 		res.ContactsUpserted++
 	}
+	received := time.Now().UnixMilli()
 	insert := "insertMessage"
 	if !t.s.hasTombstones {
 		insert = "insertMessageNoTombstones"
@@ -201,7 +235,12 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 		res.MessagesNew++
 		for _, f := range p.files[string(m.Platform)+"\x00"+m.ID] {
 			fr := f.rec
-			n, err := t.exec(ctx, "insertFile", string(fr.Platform), fr.MessageID, fr.Index, fr.Channel, fr.Subject, nullable(fr.SubjectAlt), nullable(fr.MediaID), f.json)
+			state, due := store.InitialFileState(fr), any(nil)
+			if state == store.FilePending {
+				due = 0 // due at once, whatever the clock: claims order by due time, then by id
+			}
+			n, err := t.exec(ctx, "insertFile", string(fr.Platform), fr.MessageID, fr.Index, fr.Channel, fr.Subject, nullable(fr.SubjectAlt), nullable(fr.MediaID), f.json,
+				state, due, received)
 			if err != nil {
 				return err
 			}
@@ -244,8 +283,8 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 			return err
 		}
 		res.MessagesDeleted += int(n)
-		if _, err := t.exec(ctx, "deleteFiles", string(del.Platform), del.MessageID); err != nil {
-			return err
+		if _, _, err := t.deleteFiles(ctx, t.stmt(ctx, "deleteFiles"), string(del.Platform), del.MessageID); err != nil {
+			return fmt.Errorf("delete files: %w", err)
 		}
 	}
 	return nil

@@ -40,6 +40,7 @@ type (
 	FileLine struct {
 		LineHeader
 		meta.File
+		store.FileState
 	}
 	IdentityChangeLine struct {
 		LineHeader

@@ -1,0 +1,464 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
+	"github.com/omniflowcrm/omniflow-operator/internal/store"
+)
+
+// Shared files' bytes live in the tenant's database, in chunks of store.BlobChunk bytes
+// keyed by their content address (blobs): every replica sees them, DROP DATABASE erases
+// them, and one transaction writes a file's chunks and marks its record fetched, so a
+// crash leaves either both or neither. One copy per content: a content goes, in the
+// transaction that deletes its last record (erasure, retention, unsend), when no record
+// names it any more (docs/shared-files.md).
+//
+// Deduplication and removal meet on an advisory lock per content address (lockBlob),
+// taken after the file rows' locks in both: a store of bytes another record is being
+// deleted with either commits first (and the deletion sees the new reference and keeps
+// the bytes) or waits, and then finds the bytes gone and keeps its own copy.
+
+// filesSchema adds the fetch queue's columns to a database created before them: records
+// stored then join the queue when there is something to fetch and Meta allows storing
+// it (store.InitialFileState). Then the queue's indexes and the blobs table.
+const filesSchema = `
+ALTER TABLE erasures ADD COLUMN IF NOT EXISTS file_bytes BIGINT NOT NULL DEFAULT 0;
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+			WHERE table_schema = current_schema() AND table_name = 'files' AND column_name = 'state') THEN
+		ALTER TABLE files ADD COLUMN state TEXT NOT NULL DEFAULT 'metadataOnly',
+			ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0, ADD COLUMN next_at BIGINT,
+			ADD COLUMN received_at BIGINT, ADD COLUMN fail_reason TEXT, ADD COLUMN sha256 TEXT,
+			ADD COLUMN size BIGINT, ADD COLUMN mime_type TEXT;
+		UPDATE files SET state = 'pending', next_at = 0, received_at = (extract(epoch FROM now()) * 1000)::bigint
+			WHERE NOT COALESCE((doc::jsonb ->> 'noFetch')::boolean, false)
+				AND (media_id IS NOT NULL OR doc::jsonb ? 'url');
+	END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS files_due ON files(next_at, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256) WHERE sha256 IS NOT NULL;
+CREATE TABLE IF NOT EXISTS blobs (
+	sha256 TEXT NOT NULL, -- hex content address; a temporary key while being written
+	seq    INTEGER NOT NULL,
+	data   BYTEA NOT NULL,
+	PRIMARY KEY (sha256, seq)
+);
+`
+
+// lockBlob is the advisory lock class of content addresses (see the Advisory locks).
+const lockBlob int32 = 0x4f4d0004
+
+// returningBlob is what a deletion of file rows returns (store.ReturningFileBytes).
+const returningBlob = store.ReturningFileBytes
+
+// The fetch queue's statements. A claim moves next_at to the lease's end: the file is
+// not due again until then, and becomes due by itself if the fetcher dies. SKIP LOCKED:
+// replicas claiming at once take different files instead of waiting for each other.
+const (
+	// An array of ids rather than a join: the rows are then found by their primary key,
+	// never by a join that reads the table.
+	sqlClaimFetches = `UPDATE files SET next_at = $2, attempts = attempts + 1 WHERE id = ANY(ARRAY(
+		SELECT id FROM files WHERE state = 'pending' AND next_at <= $1 ORDER BY next_at, id LIMIT $3 FOR UPDATE SKIP LOCKED))
+		RETURNING id, COALESCE(media_id, ''), attempts - 1, COALESCE(received_at, 0), doc`
+	sqlRetryFile = `UPDATE files SET next_at = $1, fail_reason = $2
+		WHERE platform = $3 AND message_id = $4 AND idx = $5 AND state = 'pending'`
+	sqlFailFile = `UPDATE files SET state = $1, fail_reason = $2, next_at = NULL
+		WHERE platform = $3 AND message_id = $4 AND idx = $5 AND state = 'pending'`
+	sqlFileRow = `SELECT id, state, COALESCE(sha256, ''), COALESCE(size, 0), COALESCE(doc::jsonb ->> 'sha256', '')
+		FROM files WHERE platform = $1 AND message_id = $2 AND idx = $3`
+	sqlFetchedFile = `UPDATE files SET state = 'fetched', sha256 = $1, size = $2, mime_type = COALESCE($3, mime_type),
+		next_at = NULL, fail_reason = NULL WHERE id = $4`
+	sqlInsertChunk = `INSERT INTO blobs(sha256, seq, data) VALUES ($1, $2, $3)`
+	sqlBlobExists  = `SELECT EXISTS (SELECT 1 FROM blobs WHERE sha256 = $1)`
+	sqlNameBlob    = `UPDATE blobs SET sha256 = $1 WHERE sha256 = $2`
+	sqlDropChunks  = `DELETE FROM blobs WHERE sha256 = $1`
+	sqlReadChunk   = `SELECT data FROM blobs WHERE sha256 = $1 AND seq = $2`
+	// Bytes no fetched record names any more, among those whose records were deleted.
+	// The addresses are checked one by one, each an index lookup (a scalar subquery with
+	// a LIMIT, which the planner cannot turn into a join reading the whole index), then
+	// their chunks go.
+	sqlDropBlobs = `DELETE FROM blobs WHERE sha256 = ANY(ARRAY(
+		SELECT s FROM unnest($1::text[]) AS s WHERE (SELECT true FROM files WHERE sha256 = s LIMIT 1) IS NULL))`
+)
+
+// lockBlobs takes the content addresses' advisory locks, in ascending key order.
+func lockBlobs(ctx context.Context, tx pgx.Tx, sums []string) error {
+	var keys []int32
+	for _, s := range sums {
+		keys = append(keys, hashKey(s))
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) AS k`, lockBlob, keys); err != nil {
+		return fmt.Errorf("lock blobs: %w", err)
+	}
+	return nil
+}
+
+// dropBlobs deletes the chunks of sums that no file record names any more, in tx (which
+// deleted the records that named them).
+func dropBlobs(ctx context.Context, tx pgx.Tx, sums []string) error {
+	sums = slices.DeleteFunc(slices.Clone(sums), func(s string) bool { return s == "" })
+	if len(sums) == 0 {
+		return nil
+	}
+	if err := lockBlobs(ctx, tx, sums); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, sqlDropBlobs, sums); err != nil {
+		return fmt.Errorf("delete file bytes: %w", err)
+	}
+	return nil
+}
+
+// deletedFiles reads rows of returningBlob: how many, their bytes' size, their addresses.
+func deletedFiles(rows pgx.Rows) (n int, size int64, sums []string, err error) {
+	defer rows.Close()
+	for rows.Next() {
+		var sum string
+		var sz int64
+		if err := rows.Scan(&sum, &sz); err != nil {
+			return n, size, sums, err
+		}
+		n++
+		if sum != "" {
+			size += sz
+			sums = append(sums, sum)
+		}
+	}
+	return n, size, sums, rows.Err()
+}
+
+// deleteFiles runs a deletion of file rows returning returningBlob and removes the bytes
+// no other record names, in tx.
+func deleteFiles(ctx context.Context, tx pgx.Tx, q string, args ...any) (int, int64, error) {
+	rows, err := tx.Query(ctx, q, args...)
+	if err != nil {
+		return 0, 0, err
+	}
+	n, size, sums, err := deletedFiles(rows)
+	if err != nil {
+		return n, size, err
+	}
+	return n, size, dropBlobs(ctx, tx, sums)
+}
+
+// ClaimFetches implements store.FileStore.
+func (s *Store) ClaimFetches(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]store.FetchJob, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	if s.opts.ReadOnly {
+		return nil, store.ErrReadOnly
+	}
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.inflight.Done()
+	type claimed struct {
+		id  int64
+		job store.FetchJob
+	}
+	var got []claimed
+	err := s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		got = got[:0]
+		rows, err := tx.Query(ctx, sqlClaimFetches, now.UnixMilli(), now.Add(lease).UnixMilli(), limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var c claimed
+			var received int64
+			var d []byte
+			if err := rows.Scan(&c.id, &c.job.MediaID, &c.job.Attempts, &received, &d); err != nil {
+				return err
+			}
+			// The key as Meta sent it (the document), not as stored (keyText).
+			var f meta.File
+			if err := json.Unmarshal(d, &f); err != nil {
+				return fmt.Errorf("decode file document: %w", err)
+			}
+			c.job.Key = store.FileKey{Platform: f.Platform, MessageID: f.MessageID, Index: f.Index}
+			c.job.Channel, c.job.MediaID, c.job.URL, c.job.SHA256, c.job.MIMEType = f.Channel, f.MediaID, f.URL, f.SHA256, f.MIMEType
+			c.job.ReceivedAt = time.UnixMilli(received).UTC()
+			got = append(got, c)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim fetches: %w", err)
+	}
+	// RETURNING follows no ORDER BY: oldest (first stored) first.
+	slices.SortFunc(got, func(a, b claimed) int { return int(a.id - b.id) })
+	jobs := make([]store.FetchJob, 0, len(got))
+	for _, c := range got {
+		jobs = append(jobs, c.job)
+	}
+	return jobs, nil
+}
+
+// RetryFile implements store.FileStore.
+func (s *Store) RetryFile(ctx context.Context, key store.FileKey, next time.Time, reason string) error {
+	return s.pendingUpdate(ctx, "retry file", sqlRetryFile, next.UnixMilli(), nullableKey(reason), keyText(string(key.Platform)), keyText(key.MessageID), key.Index)
+}
+
+// FailFile implements store.FileStore.
+func (s *Store) FailFile(ctx context.Context, key store.FileKey, reason string) error {
+	state := store.FileFailed
+	if reason == store.FailNoToken {
+		state = store.FileMetadataOnly
+	}
+	return s.pendingUpdate(ctx, "fail file", sqlFailFile, state, nullableKey(reason), keyText(string(key.Platform)), keyText(key.MessageID), key.Index)
+}
+
+// pendingUpdate runs a statement that changes a pending file; none changed means the
+// record is gone or no longer pending (fetched by another claim).
+func (s *Store) pendingUpdate(ctx context.Context, name, q string, args ...any) error {
+	if s.opts.ReadOnly {
+		return store.ErrReadOnly
+	}
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.inflight.Done()
+	ct, err := s.pool.Exec(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if ct.RowsAffected() == 0 {
+		return fmt.Errorf("%s: %w (or no longer pending)", name, store.ErrFileGone)
+	}
+	return nil
+}
+
+type fileRow = store.FileRow
+
+func readFileRow(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, key store.FileKey, forUpdate bool) (fileRow, error) {
+	sql := sqlFileRow
+	if forUpdate {
+		sql += " FOR UPDATE"
+	}
+	var f fileRow
+	err := q.QueryRow(ctx, sql, keyText(string(key.Platform)), keyText(key.MessageID), key.Index).Scan(&f.ID, &f.State, &f.SHA256, &f.Size, &f.Declared)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return f, store.ErrFileGone
+	}
+	if err != nil {
+		return f, fmt.Errorf("read file record: %w", err)
+	}
+	return f, nil
+}
+
+// StoreFileBytes implements store.FileStore. The chunks go in under a temporary key in
+// the same transaction that, once the content is known, gives them their address (or
+// drops them, when the content is stored already) and marks the record fetched: nothing
+// is visible before the commit, and a crash rolls everything back. The record's row is
+// locked only at the end, so an erasure does not wait for a download.
+func (s *Store) StoreFileBytes(ctx context.Context, key store.FileKey, r io.Reader, maxBytes int64, mimeType string) (store.StoredBytes, error) {
+	if s.opts.ReadOnly {
+		return store.StoredBytes{}, store.ErrReadOnly
+	}
+	if err := s.enter(); err != nil {
+		return store.StoredBytes{}, err
+	}
+	defer s.inflight.Done()
+	row, err := readFileRow(ctx, s.pool, key, false)
+	if err != nil {
+		return store.StoredBytes{}, err
+	}
+	if row.State == store.FileFetched {
+		return store.StoredBytes{SHA256: row.SHA256, Size: row.Size}, nil
+	}
+	// Not inTx: the reader cannot be read twice, so a failed attempt is the caller's to
+	// retry (the fetcher's backoff).
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return store.StoredBytes{}, fmt.Errorf("store file: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	sum, size, tmp, err := writeChunks(ctx, tx, r, maxBytes)
+	if err != nil {
+		return store.StoredBytes{}, err
+	}
+	if !store.ChecksumMatches(row.Declared, sum) {
+		return store.StoredBytes{}, fmt.Errorf("store file: %w", store.ErrChecksum)
+	}
+	out, keep, err := nameBlob(ctx, tx, key, hex.EncodeToString(sum), size, tmp, mimeType)
+	if err != nil || !keep {
+		return out, err // gone, or fetched meanwhile: rolled back
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return store.StoredBytes{}, fmt.Errorf("store file: commit: %w", err)
+	}
+	return out, nil
+}
+
+// writeChunks streams r into chunks under a temporary key, hashing it; it reads at most
+// maxBytes+1 bytes (one more than allowed tells a file that is too large).
+func writeChunks(ctx context.Context, tx pgx.Tx, r io.Reader, maxBytes int64) (sum []byte, size int64, tmp string, err error) {
+	var suffix [8]byte
+	_, _ = rand.Read(suffix[:])
+	tmp = "tmp-" + hex.EncodeToString(suffix[:])
+	h := sha256.New()
+	lr := io.LimitReader(r, maxBytes+1)
+	buf := make([]byte, store.BlobChunk)
+	for seq := 0; ; seq++ {
+		n, rerr := io.ReadFull(lr, buf)
+		if n > 0 {
+			size += int64(n)
+			if size > maxBytes {
+				return nil, 0, "", fmt.Errorf("store file: more than %d bytes: %w", maxBytes, store.ErrTooLarge)
+			}
+			h.Write(buf[:n])
+			if _, err := tx.Exec(ctx, sqlInsertChunk, tmp, seq, buf[:n]); err != nil {
+				return nil, 0, "", fmt.Errorf("store file: write chunk: %w", err)
+			}
+		}
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			return h.Sum(nil), size, tmp, nil
+		}
+		if rerr != nil {
+			return nil, 0, "", fmt.Errorf("store file: read: %w", rerr)
+		}
+	}
+}
+
+// nameBlob locks the record, then the content address; keeps the chunks under tmp as
+// the content's (or drops them, when the content is stored already) and marks the
+// record fetched (keep: commit). A record gone meanwhile is ErrFileGone; one fetched
+// meanwhile returns its stored description, and the caller rolls back.
+func nameBlob(ctx context.Context, tx pgx.Tx, key store.FileKey, sum string, size int64, tmp, mimeType string) (out store.StoredBytes, keep bool, err error) {
+	row, err := readFileRow(ctx, tx, key, true)
+	if err != nil {
+		return out, false, err
+	}
+	if row.State == store.FileFetched {
+		return store.StoredBytes{SHA256: row.SHA256, Size: row.Size}, false, nil
+	}
+	if err := lockBlobs(ctx, tx, []string{sum}); err != nil {
+		return out, false, err
+	}
+	var exists bool
+	if err := tx.QueryRow(ctx, sqlBlobExists, sum).Scan(&exists); err != nil {
+		return out, false, fmt.Errorf("store file: %w", err)
+	}
+	q := sqlNameBlob
+	args := []any{sum, tmp}
+	if exists {
+		q, args = sqlDropChunks, []any{tmp}
+	}
+	if _, err := tx.Exec(ctx, q, args...); err != nil {
+		return out, false, fmt.Errorf("store file: %w", err)
+	}
+	if _, err := tx.Exec(ctx, sqlFetchedFile, sum, size, nullableKey(mimeType), row.ID); err != nil {
+		return out, false, fmt.Errorf("store file: %w", err)
+	}
+	return store.StoredBytes{SHA256: sum, Size: size, New: !exists}, true, nil
+}
+
+// OpenFile implements store.FileStore: the chunks are read one at a time.
+func (s *Store) OpenFile(ctx context.Context, key store.FileKey) (io.ReadCloser, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.inflight.Done()
+	row, err := readFileRow(ctx, s.pool, key, false)
+	if err != nil {
+		return nil, err
+	}
+	if row.State != store.FileFetched {
+		return nil, fmt.Errorf("open file: the file is %s, not fetched", row.State)
+	}
+	return &chunkReader{ctx: ctx, s: s, sum: row.SHA256, left: row.Size}, nil
+}
+
+// chunkReader reads a blob's chunks in order until size bytes were read.
+type chunkReader struct {
+	ctx  context.Context
+	s    *Store
+	sum  string
+	seq  int
+	left int64
+	buf  []byte
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.buf) == 0 {
+		if c.left <= 0 {
+			return 0, io.EOF
+		}
+		if err := c.s.enter(); err != nil {
+			return 0, err
+		}
+		err := c.s.pool.QueryRow(c.ctx, sqlReadChunk, c.sum, c.seq).Scan(&c.buf)
+		c.s.inflight.Done()
+		if err != nil {
+			return 0, fmt.Errorf("read file chunk %d: %w", c.seq, err)
+		}
+		c.seq++
+	}
+	n := copy(p, c.buf)
+	c.buf = c.buf[n:]
+	c.left -= int64(n)
+	return n, nil
+}
+
+func (c *chunkReader) Close() error { return nil }
+
+// FileStats implements store.FileStore, from one snapshot.
+func (s *Store) FileStats(ctx context.Context, _ time.Time) (store.FileStats, error) {
+	var st store.FileStats
+	if err := s.enter(); err != nil {
+		return st, err
+	}
+	defer s.inflight.Done()
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return st, fmt.Errorf("file stats: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	rows, err := tx.Query(ctx, store.SQLFileStatsStates)
+	if err != nil {
+		return st, fmt.Errorf("file stats: %w", err)
+	}
+	for rows.Next() {
+		var state string
+		var n int64
+		if err := rows.Scan(&state, &n); err != nil {
+			rows.Close()
+			return st, fmt.Errorf("file stats: %w", err)
+		}
+		st.Count(state, int(n))
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return st, fmt.Errorf("file stats: %w", err)
+	}
+	var oldest int64
+	if err := tx.QueryRow(ctx, store.SQLFileStatsPending).Scan(&oldest); err != nil {
+		return st, fmt.Errorf("file stats: %w", err)
+	}
+	st.OldestPending = store.OldestPending(st.Pending, oldest)
+	var blobs int64
+	if err := tx.QueryRow(ctx, store.SQLFileStatsBlobs).Scan(&blobs, &st.Bytes); err != nil {
+		return st, fmt.Errorf("file stats: %w", err)
+	}
+	st.Blobs = int(blobs)
+	return st, nil
+}

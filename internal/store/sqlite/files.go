@@ -1,0 +1,415 @@
+package sqlite
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
+	"github.com/omniflowcrm/omniflow-operator/internal/store"
+)
+
+// Shared files' bytes live on the tenant's volume beside the database, content-addressed:
+// FilesDir/<first two hex digits>/<sha256 in hex>. One copy per content, whatever the
+// number of records carrying it; a content goes when no fetched record names it any
+// more (docs/shared-files.md).
+//
+// Crash safety: bytes are streamed to a temporary file in FilesDir (same file system),
+// hashed on the way, fsynced, then, in the writer's transaction that marks the record
+// fetched, renamed to their final name and the directory fsynced: a final name never
+// holds partial bytes, and a record is never fetched without its bytes. Bytes are
+// removed after the transaction that deleted their last record commits. A crash between
+// the rename and the commit, or between a deletion's commit and the unlink, leaves an
+// unreferenced file, which the next Open sweeps away (with temporary files).
+
+// FilesDir is the directory of stored file bytes inside the data directory.
+const FilesDir = "files"
+
+// tmpPrefix names temporary files in FilesDir; blob directories are two hex digits.
+const tmpPrefix = ".tmp-"
+
+// returningBlob is what a deletion of file rows returns (store.ReturningFileBytes).
+const returningBlob = store.ReturningFileBytes
+
+// The fetch queue's statements. A claim moves next_at to the lease's end: the file is
+// not due again until then, and becomes due by itself if the fetcher dies.
+const (
+	sqlClaimFetches = `UPDATE files SET next_at = ?2, attempts = attempts + 1 WHERE id IN
+		(SELECT id FROM files WHERE state = 'pending' AND next_at <= ?1 ORDER BY next_at, id LIMIT ?3)
+		RETURNING id, platform, message_id, idx, channel, COALESCE(media_id, ''), attempts - 1, COALESCE(received_at, 0), doc`
+	sqlRetryFile = `UPDATE files SET next_at = ?, fail_reason = ?
+		WHERE platform = ? AND message_id = ? AND idx = ? AND state = 'pending'`
+	sqlFailFile = `UPDATE files SET state = ?, fail_reason = ?, next_at = NULL
+		WHERE platform = ? AND message_id = ? AND idx = ? AND state = 'pending'`
+	sqlFetchedFile = `UPDATE files SET state = 'fetched', sha256 = ?, size = ?, mime_type = COALESCE(?, mime_type),
+		next_at = NULL, fail_reason = NULL WHERE id = ?`
+	sqlFileRow = `SELECT id, state, COALESCE(sha256, ''), COALESCE(size, 0), COALESCE(json_extract(doc, '$.sha256'), '')
+		FROM files WHERE platform = ? AND message_id = ? AND idx = ?`
+	sqlBlobUsed = `SELECT EXISTS (SELECT 1 FROM files WHERE sha256 = ?)`
+)
+
+// blobPath is where the bytes with content address sum live.
+func blobPath(dir, sum string) string {
+	return filepath.Join(dir, FilesDir, sum[:2], sum)
+}
+
+// validSum reports whether name is a content address (64 lowercase hex digits).
+func validSum(name string) bool {
+	if len(name) != 2*sha256.Size {
+		return false
+	}
+	_, err := hex.DecodeString(name)
+	return err == nil && strings.ToLower(name) == name
+}
+
+// ClaimFetches implements store.FileStore, as one operation of the single writer.
+func (s *Store) ClaimFetches(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]store.FetchJob, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var jobs []store.FetchJob
+	err := s.submit(ctx, func(ctx context.Context, t *txn) error {
+		jobs = jobs[:0]
+		rows, err := t.stmt(ctx, "claimFetches").QueryContext(ctx, now.UnixMilli(), now.Add(lease).UnixMilli(), limit)
+		if err != nil {
+			return fmt.Errorf("claim fetches: %w", err)
+		}
+		defer rows.Close()
+		type claimed struct {
+			id  int64
+			job store.FetchJob
+		}
+		var got []claimed
+		for rows.Next() {
+			var c claimed
+			var platform string
+			var received int64
+			var d []byte
+			if err := rows.Scan(&c.id, &platform, &c.job.Key.MessageID, &c.job.Key.Index, &c.job.Channel, &c.job.MediaID, &c.job.Attempts, &received, &d); err != nil {
+				return fmt.Errorf("claim fetches: %w", err)
+			}
+			if err := fetchJobDoc(&c.job, d); err != nil {
+				return err
+			}
+			c.job.Key.Platform = meta.Platform(platform)
+			c.job.ReceivedAt = time.UnixMilli(received).UTC()
+			got = append(got, c)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("claim fetches: %w", err)
+		}
+		// RETURNING follows no ORDER BY: oldest (first stored) first.
+		slices.SortFunc(got, func(a, b claimed) int { return int(a.id - b.id) })
+		for _, c := range got {
+			jobs = append(jobs, c.job)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return jobs, nil
+}
+
+// fetchJobDoc fills what a job takes from the stored document (Meta's metadata).
+func fetchJobDoc(j *store.FetchJob, doc []byte) error {
+	var f meta.File
+	if err := json.Unmarshal(doc, &f); err != nil {
+		return fmt.Errorf("decode file document: %w", err)
+	}
+	j.URL, j.SHA256, j.MIMEType = f.URL, f.SHA256, f.MIMEType
+	return nil
+}
+
+// RetryFile implements store.FileStore.
+func (s *Store) RetryFile(ctx context.Context, key store.FileKey, next time.Time, reason string) error {
+	return s.pendingUpdate(ctx, "retryFile", next.UnixMilli(), nullable(reason), string(key.Platform), key.MessageID, key.Index)
+}
+
+// FailFile implements store.FileStore.
+func (s *Store) FailFile(ctx context.Context, key store.FileKey, reason string) error {
+	state := store.FileFailed
+	if reason == store.FailNoToken {
+		state = store.FileMetadataOnly
+	}
+	return s.pendingUpdate(ctx, "failFile", state, nullable(reason), string(key.Platform), key.MessageID, key.Index)
+}
+
+// pendingUpdate runs a statement that changes a pending file; none changed means the
+// record is gone or no longer pending (fetched by another claim).
+func (s *Store) pendingUpdate(ctx context.Context, name string, args ...any) error {
+	return s.submit(ctx, func(ctx context.Context, t *txn) error {
+		n, err := t.exec(ctx, name, args...)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("%s: %w (or no longer pending)", name, store.ErrFileGone)
+		}
+		return nil
+	})
+}
+
+// StoreFileBytes implements store.FileStore: the bytes are streamed to a temporary file
+// off the writer's path; only the rename and the row update are the writer's.
+func (s *Store) StoreFileBytes(ctx context.Context, key store.FileKey, r io.Reader, maxBytes int64, mimeType string) (store.StoredBytes, error) {
+	if s.readOnly {
+		return store.StoredBytes{}, store.ErrReadOnly
+	}
+	row, err := s.fileRow(ctx, s.r, key)
+	if err != nil {
+		return store.StoredBytes{}, err
+	}
+	if row.State == store.FileFetched {
+		return store.StoredBytes{SHA256: row.SHA256, Size: row.Size}, nil
+	}
+	tmp, sum, size, err := s.writeTemp(r, maxBytes, row.Declared)
+	if err != nil {
+		return store.StoredBytes{}, err
+	}
+	// Whatever happens below, the temporary name is gone at the end: renamed, or removed.
+	defer os.Remove(tmp) //nolint:errcheck // usually renamed already; a leftover is swept at the next Open
+	var out store.StoredBytes
+	renamed := false
+	err = s.submit(ctx, func(ctx context.Context, t *txn) error {
+		row, err := s.fileRow(ctx, t.tx, key)
+		if err != nil {
+			return err
+		}
+		if row.State == store.FileFetched {
+			out = store.StoredBytes{SHA256: row.SHA256, Size: row.Size}
+			return nil
+		}
+		final := blobPath(s.dir, sum)
+		if _, err := os.Stat(final); err != nil {
+			if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
+				return fmt.Errorf("store file: %w", err)
+			}
+			if err := os.Rename(tmp, final); err != nil {
+				return fmt.Errorf("store file: %w", err)
+			}
+			if err := syncDir(filepath.Dir(final)); err != nil {
+				return fmt.Errorf("store file: %w", err)
+			}
+			// A group that fails after this is run again request by request: the bytes
+			// are then under their final name already, and this request put them there.
+			renamed = true
+		}
+		out = store.StoredBytes{SHA256: sum, Size: size, New: renamed}
+		_, err = t.exec(ctx, "fetchedFile", sum, size, nullable(mimeType), row.ID)
+		return err
+	})
+	if err != nil {
+		return store.StoredBytes{}, err
+	}
+	return out, nil
+}
+
+type fileRow = store.FileRow
+
+// rowQuerier is a reader connection or the writer's transaction.
+type rowQuerier interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}
+
+func (s *Store) fileRow(ctx context.Context, q rowQuerier, key store.FileKey) (fileRow, error) {
+	var f fileRow
+	err := q.QueryRowContext(ctx, sqlFileRow, string(key.Platform), key.MessageID, key.Index).Scan(&f.ID, &f.State, &f.SHA256, &f.Size, &f.Declared)
+	if errors.Is(err, sql.ErrNoRows) {
+		return f, store.ErrFileGone
+	}
+	if err != nil {
+		return f, fmt.Errorf("read file record: %w", err)
+	}
+	return f, nil
+}
+
+// writeTemp streams r into a new temporary file, hashing it, and fsyncs it. It reads
+// at most maxBytes+1 bytes: one more than allowed tells a file that is too large.
+func (s *Store) writeTemp(r io.Reader, maxBytes int64, declared string) (path, sum string, size int64, err error) {
+	var suffix [8]byte
+	_, _ = rand.Read(suffix[:])
+	path = filepath.Join(s.dir, FilesDir, tmpPrefix+hex.EncodeToString(suffix[:]))
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", "", 0, fmt.Errorf("store file: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(path)
+		}
+	}()
+	h := sha256.New()
+	size, err = io.CopyBuffer(io.MultiWriter(f, h), io.LimitReader(r, maxBytes+1), make([]byte, 64<<10))
+	if err != nil {
+		return "", "", 0, fmt.Errorf("store file: read: %w", err)
+	}
+	if size > maxBytes {
+		return "", "", 0, fmt.Errorf("store file: more than %d bytes: %w", maxBytes, store.ErrTooLarge)
+	}
+	digest := h.Sum(nil)
+	if !store.ChecksumMatches(declared, digest) {
+		return "", "", 0, fmt.Errorf("store file: %w", store.ErrChecksum)
+	}
+	if err = f.Sync(); err != nil {
+		return "", "", 0, fmt.Errorf("store file: sync: %w", err)
+	}
+	if err = f.Close(); err != nil {
+		return "", "", 0, fmt.Errorf("store file: %w", err)
+	}
+	return path, hex.EncodeToString(digest), size, nil
+}
+
+// syncDir makes a rename or an unlink in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close() //nolint:errcheck // read-only handle; Sync's error is the one that matters
+	return d.Sync()
+}
+
+// OpenFile implements store.FileStore (works on a read-only store: the export).
+func (s *Store) OpenFile(ctx context.Context, key store.FileKey) (io.ReadCloser, error) {
+	row, err := s.fileRow(ctx, s.r, key)
+	if err != nil {
+		return nil, err
+	}
+	if row.State != store.FileFetched {
+		return nil, fmt.Errorf("open file: the file is %s, not fetched", row.State)
+	}
+	f, err := os.Open(blobPath(s.dir, row.SHA256))
+	if err != nil {
+		return nil, fmt.Errorf("open file: %w", err)
+	}
+	return f, nil
+}
+
+// FileStats implements store.FileStore.
+func (s *Store) FileStats(ctx context.Context, _ time.Time) (store.FileStats, error) {
+	var st store.FileStats
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return st, fmt.Errorf("file stats: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // read-only
+	if err := scanFileStats(ctx, tx, &st); err != nil {
+		return st, err
+	}
+	return st, nil
+}
+
+func scanFileStats(ctx context.Context, tx *sql.Tx, st *store.FileStats) error {
+	rows, err := tx.QueryContext(ctx, store.SQLFileStatsStates)
+	if err != nil {
+		return fmt.Errorf("file stats: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var state string
+		var n int
+		if err := rows.Scan(&state, &n); err != nil {
+			return fmt.Errorf("file stats: %w", err)
+		}
+		st.Count(state, n)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("file stats: %w", err)
+	}
+	var oldest int64
+	if err := tx.QueryRowContext(ctx, store.SQLFileStatsPending).Scan(&oldest); err != nil {
+		return fmt.Errorf("file stats: %w", err)
+	}
+	st.OldestPending = store.OldestPending(st.Pending, oldest)
+	if err := tx.QueryRowContext(ctx, store.SQLFileStatsBlobs).Scan(&st.Blobs, &st.Bytes); err != nil {
+		return fmt.Errorf("file stats: %w", err)
+	}
+	return nil
+}
+
+// removeUnreferenced unlinks the stored bytes among sums that no file record names any
+// more. It runs on the writer's connection after the transaction that deleted records
+// committed (writer goroutine only, so no store of the same bytes runs in between);
+// a crash before it is covered by the sweep at the next Open.
+func (s *Store) removeUnreferenced(sums []string) {
+	slices.Sort(sums)
+	dirs := map[string]bool{}
+	for i, sum := range sums {
+		if sum == "" || i > 0 && sums[i-1] == sum || !validSum(sum) {
+			continue
+		}
+		var used bool
+		if err := s.stmts["blobUsed"].QueryRow(sum).Scan(&used); err != nil || used {
+			continue // on error, keep: the next Open's sweep decides again
+		}
+		p := blobPath(s.dir, sum)
+		if err := os.Remove(p); err == nil {
+			dirs[filepath.Dir(p)] = true
+		}
+	}
+	for d := range dirs {
+		_ = syncDir(d) // the unlink is done; durability of its directory entry is best effort
+	}
+}
+
+// sweepFiles removes temporary files and bytes no record names: what a crash between a
+// rename and its commit, or between a deletion's commit and its unlink, left behind.
+// At Open, before the writer starts.
+func (s *Store) sweepFiles() error {
+	root := filepath.Join(s.dir, FilesDir)
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return fmt.Errorf("create files dir: %w", err)
+	}
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return fmt.Errorf("sweep files: %w", err)
+	}
+	used, err := s.w.Prepare(sqlBlobUsed)
+	if err != nil {
+		return fmt.Errorf("sweep files: %w", err)
+	}
+	defer used.Close() //nolint:errcheck // a prepared statement
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), tmpPrefix) {
+			if err := os.Remove(filepath.Join(root, e.Name())); err != nil {
+				return fmt.Errorf("sweep files: %w", err)
+			}
+			continue
+		}
+		if !e.IsDir() || len(e.Name()) != 2 {
+			continue
+		}
+		blobs, err := os.ReadDir(filepath.Join(root, e.Name()))
+		if err != nil {
+			return fmt.Errorf("sweep files: %w", err)
+		}
+		for _, b := range blobs {
+			if !validSum(b.Name()) {
+				continue
+			}
+			var inUse bool
+			if err := used.QueryRow(b.Name()).Scan(&inUse); err != nil {
+				return fmt.Errorf("sweep files: %w", err)
+			}
+			if !inUse {
+				if err := os.Remove(filepath.Join(root, e.Name(), b.Name())); err != nil {
+					return fmt.Errorf("sweep files: %w", err)
+				}
+			}
+		}
+	}
+	return syncDir(root)
+}
