@@ -240,15 +240,15 @@ func (s *Store) fileRow(ctx context.Context, q rowQuerier, key store.FileKey) (f
 func (s *Store) writeTemp(r io.Reader, maxBytes int64, declared string) (path, sum string, size int64, err error) {
 	var suffix [8]byte
 	_, _ = rand.Read(suffix[:])
-	path = filepath.Join(s.dir, FilesDir, tmpPrefix+hex.EncodeToString(suffix[:]))
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	tmp := filepath.Join(s.dir, FilesDir, tmpPrefix+hex.EncodeToString(suffix[:]))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return "", "", 0, fmt.Errorf("store file: %w", err)
 	}
 	defer func() {
-		if err != nil {
+		if err != nil { // nothing of a refused or failed file is kept
 			_ = f.Close()
-			_ = os.Remove(path)
+			_ = os.Remove(tmp)
 		}
 	}()
 	h := sha256.New()
@@ -269,7 +269,7 @@ func (s *Store) writeTemp(r io.Reader, maxBytes int64, declared string) (path, s
 	if err = f.Close(); err != nil {
 		return "", "", 0, fmt.Errorf("store file: %w", err)
 	}
-	return path, hex.EncodeToString(digest), size, nil
+	return tmp, hex.EncodeToString(digest), size, nil
 }
 
 // syncDir makes a rename or an unlink in dir durable.

@@ -1,0 +1,176 @@
+package sqlite
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/store"
+	"github.com/omniflowcrm/omniflow-operator/internal/store/storetest"
+)
+
+// The file suite reads the files directory beneath the store: every file in it,
+// temporary ones included.
+func TestFilesConformance(t *testing.T) {
+	storetest.RunFiles(t, func(t *testing.T) (store.Store, storetest.Stored) {
+		dir := t.TempDir()
+		s, err := Open(dir, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, func(t *testing.T) [][]byte { return filesIn(t, dir) }
+	})
+}
+
+// filesIn returns the content of every regular file under dir's FilesDir.
+func filesIn(t *testing.T, dir string) [][]byte {
+	t.Helper()
+	var out [][]byte
+	err := filepath.WalkDir(filepath.Join(dir, FilesDir), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		out = append(out, b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func openFiles(t *testing.T, dir string, opts Options) *Store {
+	t.Helper()
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func commitFile(t *testing.T, s *Store, id string) store.FileKey {
+	t.Helper()
+	m := meta.Message{Platform: meta.WhatsApp, Channel: "c", ID: id, Subject: "u1", Type: "image"}
+	f := meta.File{Platform: meta.WhatsApp, Channel: "c", MessageID: id, Subject: "u1", Kind: "image", MediaID: "media-" + id}
+	if _, err := s.Commit(context.Background(), &meta.Batch{Messages: []meta.Message{m}, Files: []meta.File{f}}); err != nil {
+		t.Fatal(err)
+	}
+	return store.FileKey{Platform: meta.WhatsApp, MessageID: id}
+}
+
+// What a crash leaves (a temporary file; bytes renamed but their record's commit lost,
+// or an erasure committed but its unlink not done) is swept at the next Open, and only
+// then: an export opens the store read-only and touches nothing.
+func TestFilesSweptOnOpen(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := openFiles(t, dir, Options{})
+	kept := []byte("bytes a record names")
+	stored, err := s.StoreFileBytes(context.Background(), commitFile(t, s, "m1"), bytes.NewReader(kept), 1<<20, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	orphan := bytes.Repeat([]byte("no record names these"), 10)
+	sum := sha256.Sum256(orphan)
+	orphanPath := blobPath(dir, hex.EncodeToString(sum[:]))
+	tmpPath := filepath.Join(dir, FilesDir, tmpPrefix+"crashed")
+	for p, b := range map[string][]byte{orphanPath: orphan, tmpPath: orphan[:7]} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ro := openFiles(t, dir, Options{ReadOnly: true})
+	if err := ro.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(filesIn(t, dir)); n != 3 {
+		t.Fatalf("a read-only open changed the files directory: %d files, want 3", n)
+	}
+	s = openFiles(t, dir, Options{})
+	defer s.Close()
+	got := filesIn(t, dir)
+	if len(got) != 1 || !bytes.Equal(got[0], kept) {
+		t.Fatalf("after the sweep: %d files, want only the named bytes", len(got))
+	}
+	if _, err := os.Stat(blobPath(dir, stored.SHA256)); err != nil {
+		t.Fatalf("the named bytes moved: %v", err)
+	}
+}
+
+// failingReader yields some bytes, then fails: a download cut off midway.
+type failingReader struct{ n int }
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.n <= 0 {
+		return 0, errors.New("connection reset")
+	}
+	k := min(len(p), f.n)
+	for i := range p[:k] {
+		p[i] = 'z'
+	}
+	f.n -= k
+	return k, nil
+}
+
+// A download that fails midway leaves nothing: no final name, no temporary file, and
+// the file still pending.
+func TestFailedDownloadLeavesNothing(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := openFiles(t, dir, Options{})
+	defer s.Close()
+	key := commitFile(t, s, "m1")
+	if _, err := s.StoreFileBytes(context.Background(), key, &failingReader{n: 300 << 10}, 1<<20, ""); err == nil {
+		t.Fatal("StoreFileBytes of a failing reader succeeded")
+	}
+	if got := filesIn(t, dir); len(got) != 0 {
+		t.Fatalf("%d files left by a failed download", len(got))
+	}
+	jobs, err := s.ClaimFetches(context.Background(), time.Now(), 10, time.Minute)
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("claim after a failed download: %+v, %v; want the file still pending", jobs, err)
+	}
+}
+
+// A store from before shared files were fetched gains the queue's columns; its file
+// records join the queue.
+func TestFilesOfEarlierVersionJoinTheQueue(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	old, err := sql.Open("sqlite", dsn(filepath.Join(dir, FileName), false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Exec(fmt.Sprintf(storetest.MigratedFilesTable, "INTEGER PRIMARY KEY")); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range storetest.MigratedFiles {
+		if _, err := old.Exec(`INSERT INTO files(platform, message_id, idx, channel, subject, media_id, doc)
+			VALUES (json_extract(?1, '$.platform'), ?2, 0, 'c', 'u', ?3, ?1)`, f.Doc, f.ID, nullable(f.MediaID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s := openFiles(t, dir, Options{})
+	defer s.Close()
+	storetest.CheckFilesMigrated(t, s)
+}
