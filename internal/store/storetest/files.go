@@ -358,7 +358,9 @@ func readBack(t *testing.T, s store.Store, id string, want []byte) {
 // iotestErrReader fails any read: a call that must not read.
 type iotestErrReader struct{}
 
-func (iotestErrReader) Read([]byte) (int, error) { return 0, errors.New("read where nothing should be read") }
+func (iotestErrReader) Read([]byte) (int, error) {
+	return 0, errors.New("read where nothing should be read")
+}
 
 // countingReader yields endless bytes and counts how many were read.
 type countingReader struct{ n int64 }
