@@ -2,7 +2,7 @@
 //
 //	ingest-worker serve  --listen ADDR --data-dir DIR --namespace NS --tenant NAME   (in a cluster)
 //	ingest-worker serve  --listen ADDR --data-dir DIR --channels FILE                (standalone)
-//	ingest-worker export --data-dir DIR [--subject ID] [--platform P]
+//	ingest-worker export --data-dir DIR [--subject ID] [--platform P] [--files DIR]
 package main
 
 import (
@@ -26,7 +26,7 @@ import (
 const usage = `usage:
   ingest-worker serve  --listen ADDR --data-dir DIR --namespace NS --tenant NAME [flags]
   ingest-worker serve  --listen ADDR --data-dir DIR --channels FILE [flags]
-  ingest-worker export --data-dir DIR [--subject ID] [--platform WhatsApp|Messenger|Instagram]
+  ingest-worker export --data-dir DIR [--subject ID] [--platform WhatsApp|Messenger|Instagram] [--files DIR]
 Run "ingest-worker CMD -h" for the flags of a command.
 `
 
@@ -70,6 +70,7 @@ func export(args []string, stdout io.Writer) error {
 	dataDir := fs.String("data-dir", "", "directory of the tenant's SQLite store (required with --store=sqlite)")
 	subject := fs.String("subject", "", "only this end user's records: WhatsApp wa_id or business-scoped id, PSID or IGSID")
 	platform := fs.String("platform", "", "restrict --subject to one platform (WhatsApp, Messenger, Instagram)")
+	filesDir := fs.String("files", "", "also write the bytes of every exported fetched file into this directory, named by their storedSHA256")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -92,14 +93,30 @@ func export(args []string, stdout io.Writer) error {
 	if *subject != "" {
 		f.Subject = &store.Subject{Platform: meta.Platform(*platform), ID: *subject}
 	}
+	var files *fileWriter
+	if *filesDir != "" {
+		if files, err = newFileWriter(*filesDir); err != nil {
+			return err
+		}
+	}
 	w := bufio.NewWriter(stdout)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
-	if err := st.Export(context.Background(), f, func(r store.Record) error { return enc.Encode(r) }); err != nil {
+	if err := st.Export(context.Background(), f, func(r store.Record) error {
+		if files != nil {
+			if err := files.note(r); err != nil {
+				return err
+			}
+		}
+		return enc.Encode(r)
+	}); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("write export: %w", err)
+	}
+	if files != nil {
+		return files.write(context.Background(), st)
 	}
 	return nil
 }
