@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 )
 
@@ -36,10 +35,7 @@ func (w *fileWriter) note(r store.Record) error {
 	if r.Kind != store.KindFile {
 		return nil
 	}
-	var f struct {
-		meta.File
-		store.FileState
-	}
+	var f store.FileRecord
 	if err := r.Decode(&f); err != nil {
 		return err
 	}

@@ -193,6 +193,13 @@ type FileState struct {
 	Size         int64  `json:"size,omitempty"`
 }
 
+// FileRecord is a file record's export document, decoded: Meta's metadata and what the
+// store did with the file.
+type FileRecord struct {
+	meta.File
+	FileState
+}
+
 // FileDoc is a file record's export document: the stored document (Meta's metadata),
 // with mimeType set to the MIME type recorded when the bytes were stored (when one
 // was), followed by the FileState keys.

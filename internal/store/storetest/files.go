@@ -100,10 +100,7 @@ func fileStates(t *testing.T, s store.Store) map[string]store.FileState {
 		if r.Kind != store.KindFile {
 			return nil
 		}
-		var f struct {
-			meta.File
-			store.FileState
-		}
+		var f store.FileRecord
 		if err := r.Decode(&f); err != nil {
 			return err
 		}
