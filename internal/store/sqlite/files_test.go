@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -9,7 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -173,4 +177,94 @@ func TestFilesOfEarlierVersionJoinTheQueue(t *testing.T) {
 	s := openFiles(t, dir, Options{})
 	defer s.Close()
 	storetest.CheckFilesMigrated(t, s)
+}
+
+// childDirEnv names the data directory of TestFilesChildProcess, run as a child by
+// TestFilesKilledMidDownload.
+const childDirEnv = "OMNIFLOW_TEST_FILES_CHILD_DIR"
+
+// stallingReader yields n bytes, says so on ready, then blocks for ever: a download in
+// progress when the process is killed.
+type stallingReader struct {
+	n     int
+	ready func()
+}
+
+func (r *stallingReader) Read(p []byte) (int, error) {
+	if r.n <= 0 {
+		r.ready()
+		select {}
+	}
+	k := min(len(p), r.n)
+	for i := range p[:k] {
+		p[i] = 'k'
+	}
+	r.n -= k
+	return k, nil
+}
+
+// TestFilesChildProcess is TestFilesKilledMidDownload's child: it stores a file record,
+// starts storing its bytes and stalls halfway. It does nothing when run by itself.
+func TestFilesChildProcess(t *testing.T) {
+	dir := os.Getenv(childDirEnv)
+	if dir == "" {
+		t.Skip("run by TestFilesKilledMidDownload")
+	}
+	s := openFiles(t, dir, Options{})
+	key := commitFile(t, s, "m1")
+	_, _ = s.StoreFileBytes(context.Background(), key, &stallingReader{n: 512 << 10, ready: func() {
+		fmt.Println("stalled")
+	}}, 1<<20, "")
+}
+
+// A worker killed (SIGKILL) halfway through storing a file's bytes leaves no partial
+// bytes under a final name; the next Open sweeps the temporary file, and the file is
+// still pending, to be fetched again.
+func TestFilesKilledMidDownload(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestFilesChildProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), childDirEnv+"="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "stalled\n" {
+		_ = cmd.Process.Kill()
+		t.Fatalf("child said %q, %v", line, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait() // killed: its error is the signal
+	var finals, temps int
+	err = filepath.WalkDir(filepath.Join(dir, FilesDir), func(p string, d os.DirEntry, err error) error {
+		switch {
+		case err != nil || d.IsDir():
+		case strings.HasPrefix(d.Name(), tmpPrefix):
+			temps++
+		default:
+			finals++
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if finals != 0 || temps != 1 {
+		t.Fatalf("after the kill: %d files under final names and %d temporary ones, want 0 and 1", finals, temps)
+	}
+	s := openFiles(t, dir, Options{})
+	defer s.Close()
+	if got := filesIn(t, dir); len(got) != 0 {
+		t.Fatalf("%d files left after the open's sweep", len(got))
+	}
+	jobs, err := s.ClaimFetches(context.Background(), time.Now(), 10, time.Minute)
+	if err != nil || len(jobs) != 1 || jobs[0].Key.MessageID != "m1" {
+		t.Fatalf("claim after the crash: %+v, %v; want m1 pending", jobs, err)
+	}
 }
