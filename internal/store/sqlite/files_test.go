@@ -118,18 +118,22 @@ func TestFilesSweptOnOpen(t *testing.T) {
 	}
 }
 
-// failingReader yields some bytes, then fails: a download cut off midway.
-type failingReader struct{ n int }
+// cutReader yields n bytes, then ends as end says: a download cut off midway (an
+// error), or in progress when the process is killed (end blocks).
+type cutReader struct {
+	n   int
+	end func() error
+}
 
-func (f *failingReader) Read(p []byte) (int, error) {
-	if f.n <= 0 {
-		return 0, errors.New("connection reset")
+func (c *cutReader) Read(p []byte) (int, error) {
+	if c.n <= 0 {
+		return 0, c.end()
 	}
-	k := min(len(p), f.n)
+	k := min(len(p), c.n)
 	for i := range p[:k] {
 		p[i] = 'z'
 	}
-	f.n -= k
+	c.n -= k
 	return k, nil
 }
 
@@ -141,7 +145,7 @@ func TestFailedDownloadLeavesNothing(t *testing.T) {
 	s := openFiles(t, dir, Options{})
 	defer s.Close()
 	key := commitFile(t, s, "m1")
-	if _, err := s.StoreFileBytes(context.Background(), key, &failingReader{n: 300 << 10}, 1<<20, ""); err == nil {
+	if _, err := s.StoreFileBytes(context.Background(), key, &cutReader{n: 300 << 10, end: func() error { return errors.New("connection reset") }}, 1<<20, ""); err == nil {
 		t.Fatal("StoreFileBytes of a failing reader succeeded")
 	}
 	if got := filesIn(t, dir); len(got) != 0 {
@@ -183,26 +187,6 @@ func TestFilesOfEarlierVersionJoinTheQueue(t *testing.T) {
 // TestFilesKilledMidDownload.
 const childDirEnv = "OMNIFLOW_TEST_FILES_CHILD_DIR"
 
-// stallingReader yields n bytes, says so on ready, then blocks for ever: a download in
-// progress when the process is killed.
-type stallingReader struct {
-	n     int
-	ready func()
-}
-
-func (r *stallingReader) Read(p []byte) (int, error) {
-	if r.n <= 0 {
-		r.ready()
-		select {}
-	}
-	k := min(len(p), r.n)
-	for i := range p[:k] {
-		p[i] = 'k'
-	}
-	r.n -= k
-	return k, nil
-}
-
 // TestFilesChildProcess is TestFilesKilledMidDownload's child: it stores a file record,
 // starts storing its bytes and stalls halfway. It does nothing when run by itself.
 func TestFilesChildProcess(t *testing.T) {
@@ -212,8 +196,10 @@ func TestFilesChildProcess(t *testing.T) {
 	}
 	s := openFiles(t, dir, Options{})
 	key := commitFile(t, s, "m1")
-	_, _ = s.StoreFileBytes(context.Background(), key, &stallingReader{n: 512 << 10, ready: func() {
+	// Halfway, it says so and blocks until killed.
+	_, _ = s.StoreFileBytes(context.Background(), key, &cutReader{n: 512 << 10, end: func() error {
 		fmt.Println("stalled")
+		select {}
 	}}, 1<<20, "")
 }
 
