@@ -183,18 +183,17 @@ func TestFilesOfEarlierVersionJoinTheQueue(t *testing.T) {
 	storetest.CheckFilesMigrated(t, s)
 }
 
-// childDirEnv names the data directory of TestFilesChildProcess, run as a child by
-// TestFilesKilledMidDownload.
-const childDirEnv = "OMNIFLOW_TEST_FILES_CHILD_DIR"
+// childEnv marks TestFilesChildProcess's run as TestFilesKilledMidDownload's child, in
+// the data directory as its working directory.
+const childEnv = "OMNIFLOW_TEST_FILES_CHILD"
 
 // TestFilesChildProcess is TestFilesKilledMidDownload's child: it stores a file record,
 // starts storing its bytes and stalls halfway. It does nothing when run by itself.
 func TestFilesChildProcess(t *testing.T) {
-	dir := os.Getenv(childDirEnv)
-	if dir == "" {
+	if os.Getenv(childEnv) != "1" {
 		t.Skip("run by TestFilesKilledMidDownload")
 	}
-	s := openFiles(t, dir, Options{})
+	s := openFiles(t, ".", Options{})
 	key := commitFile(t, s, "m1")
 	// Halfway, it says so and blocks until killed.
 	_, _ = s.StoreFileBytes(context.Background(), key, &cutReader{n: 512 << 10, end: func() error {
@@ -210,7 +209,8 @@ func TestFilesKilledMidDownload(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestFilesChildProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), childDirEnv+"="+dir)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	cmd.Dir = dir
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
