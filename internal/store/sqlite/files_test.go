@@ -24,16 +24,17 @@ import (
 )
 
 // The file suite reads the files directory beneath the store: every file in it,
-// temporary ones included.
+// temporary ones included. With erasure batches of one row, bytes are removed batch by
+// batch, as each commits.
 func TestFilesConformance(t *testing.T) {
-	storetest.RunFiles(t, func(t *testing.T) (store.Store, storetest.Stored) {
-		dir := t.TempDir()
-		s, err := Open(dir, Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s, func(t *testing.T) [][]byte { return filesIn(t, dir) }
-	})
+	for _, o := range []Options{{}, {EraseBatch: 1}} {
+		t.Run(fmt.Sprintf("EraseBatch=%d", o.EraseBatch), func(t *testing.T) {
+			storetest.RunFiles(t, func(t *testing.T) (store.Store, storetest.Stored) {
+				dir := t.TempDir()
+				return openFiles(t, dir, o), func(t *testing.T) [][]byte { return filesIn(t, dir) }
+			})
+		})
+	}
 }
 
 // filesIn returns the content of every regular file under dir's FilesDir.
