@@ -38,14 +38,19 @@ func (s *Store) Erase(ctx context.Context, req store.EraseRequest) (store.Counts
 	for {
 		var batch, whole store.Counts
 		var done bool
+		var unref []string
 		err := s.submit(ctx, func(ctx context.Context, t *txn) error {
 			var err error
-			batch, whole, done, err = t.eraseBatch(ctx, req, s.opts.EraseBatch)
+			unref, err = t.deletingFiles(func() error {
+				batch, whole, done, err = t.eraseBatch(ctx, req, s.opts.EraseBatch)
+				return err
+			})
 			return err
 		})
 		if err != nil {
 			return total, err
 		}
+		s.removeUnreferenced(ctx, unref)
 		total.Add(batch)
 		if done {
 			if req.SubjectRef != "" {

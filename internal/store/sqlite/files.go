@@ -29,7 +29,8 @@ import (
 // hashed on the way, fsynced, then, in the writer's transaction that marks the record
 // fetched, renamed to their final name and the directory fsynced: a final name never
 // holds partial bytes, and a record is never fetched without its bytes. Bytes are
-// removed after the transaction that deleted their last record commits. A crash between
+// removed once the transaction that deleted their last record is on disk, by an
+// operation of the writer of its own (removeUnreferenced). A crash between
 // the rename and the commit, or between a deletion's commit and the unlink, leaves an
 // unreferenced file, which the next Open sweeps away (with temporary files).
 
@@ -341,28 +342,34 @@ func scanFileStats(ctx context.Context, tx *sql.Tx, st *store.FileStats) error {
 }
 
 // removeUnreferenced unlinks the stored bytes among sums that no file record names any
-// more. It runs on the writer's connection after the transaction that deleted records
-// committed (writer goroutine only, so no store of the same bytes runs in between);
-// a crash before it is covered by the sweep at the next Open.
-func (s *Store) removeUnreferenced(sums []string) {
-	slices.Sort(sums)
-	dirs := map[string]bool{}
-	for i, sum := range sums {
-		if sum == "" || i > 0 && sums[i-1] == sum || !validSum(sum) {
-			continue
-		}
-		var used bool
-		if err := s.stmts["blobUsed"].QueryRow(sum).Scan(&used); err != nil || used {
-			continue // on error, keep: the next Open's sweep decides again
-		}
-		p := blobPath(s.dir, sum)
-		if err := os.Remove(p); err == nil {
-			dirs[filepath.Dir(p)] = true
-		}
+// more. sums are the bytes of records whose deletion is committed and on disk (the
+// caller's submit returned): only then may the bytes go, or a crash could bring back a
+// record without its bytes. The check and the unlink are one operation of the writer,
+// so that no store of the same bytes runs in between; the check runs in the group's
+// transaction, so a record of that same group naming the bytes keeps them. Failures
+// are left to the sweep at the next Open: the deletion itself is done.
+func (s *Store) removeUnreferenced(ctx context.Context, sums []string) {
+	sums = slices.Compact(slices.Sorted(slices.Values(slices.DeleteFunc(sums, func(sum string) bool { return !validSum(sum) }))))
+	if len(sums) == 0 {
+		return
 	}
-	for d := range dirs {
-		_ = syncDir(d) // the unlink is done; durability of its directory entry is best effort
-	}
+	_ = s.submit(context.WithoutCancel(ctx), func(ctx context.Context, t *txn) error {
+		dirs := map[string]bool{}
+		for _, sum := range sums {
+			var used bool
+			if err := t.stmt(ctx, "blobUsed").QueryRowContext(ctx, sum).Scan(&used); err != nil || used {
+				continue // on error, keep: the next Open's sweep decides again
+			}
+			p := blobPath(s.dir, sum)
+			if err := os.Remove(p); err == nil {
+				dirs[filepath.Dir(p)] = true
+			}
+		}
+		for d := range dirs {
+			_ = syncDir(d) // best effort: an unlink that does not last is swept at the next Open
+		}
+		return nil
+	})
 }
 
 // sweepFiles removes temporary files and bytes no record names: what a crash between a

@@ -23,14 +23,19 @@ func (s *Store) Prune(ctx context.Context, req store.PruneRequest) (store.Pruned
 		return store.Pruned{}, store.ErrPruneLimit
 	}
 	var res store.Pruned
+	var unref []string
 	err := s.submit(ctx, func(ctx context.Context, t *txn) error {
 		var err error
-		res, err = store.PruneBatch(ctx, pruneOps{t}, req)
+		unref, err = t.deletingFiles(func() error {
+			res, err = store.PruneBatch(ctx, pruneOps{t}, req)
+			return err
+		})
 		return err
 	})
 	if err != nil {
 		return store.Pruned{}, fmt.Errorf("prune: %w", err)
 	}
+	s.removeUnreferenced(ctx, unref)
 	return res, nil
 }
 

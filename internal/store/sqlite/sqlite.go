@@ -464,10 +464,6 @@ func (s *Store) inTx(ctx context.Context, fn func(*txn) error) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	t.commitCache()
-	// Bytes whose records this transaction deleted go once the deletion is committed.
-	if len(t.unref) > 0 {
-		s.removeUnreferenced(t.unref)
-	}
 	return nil
 }
 
@@ -483,13 +479,17 @@ func (s *Store) Commit(ctx context.Context, b *meta.Batch) (store.CommitResult, 
 		return store.CommitResult{}, err
 	}
 	var res store.CommitResult
+	var unref []string // bytes of the files of unsent messages
 	err = s.submit(ctx, func(ctx context.Context, t *txn) error {
 		res = store.CommitResult{}
-		return t.apply(ctx, p, &res)
+		var err error
+		unref, err = t.deletingFiles(func() error { return t.apply(ctx, p, &res) })
+		return err
 	})
 	if err != nil {
 		return store.CommitResult{}, err
 	}
+	s.removeUnreferenced(ctx, unref)
 	return res, nil
 }
 

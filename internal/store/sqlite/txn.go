@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
@@ -22,8 +23,17 @@ type txn struct {
 	pending    map[contactKey]*meta.Contact
 	eraseCache bool
 	// unref are the content addresses of the bytes of file records this transaction
-	// deleted: removed after it commits unless another record still names them.
+	// deleted (deletingFiles): removed once it is on disk, unless another record still
+	// names them (removeUnreferenced).
 	unref []string
+}
+
+// deletingFiles runs fn, one request's op, and returns the content addresses of the file
+// records it deleted.
+func (t *txn) deletingFiles(fn func() error) ([]string, error) {
+	before := len(t.unref)
+	err := fn()
+	return slices.Clone(t.unref[before:]), err
 }
 
 // deleteFiles runs the prepared statement name, a deletion of file rows returning their
