@@ -176,8 +176,8 @@ func ChecksumMatches(declared string, sum []byte) bool {
 	return true
 }
 
-// BlobChunk is the size of the chunks the PostgreSQL backend stores bytes in, and the
-// buffer both backends stream with.
+// BlobChunk is the size of the chunks the PostgreSQL backend stores bytes in (and reads
+// from a download at a time).
 const BlobChunk = 1 << 20
 
 // FileState is what a file record's export carries beyond Meta's metadata
