@@ -167,12 +167,8 @@ func report(g Gomega, dr *platformv1.DeletionRequest, phase platformv1.DeletionP
 // refuseToken plays the worker reporting that Meta refused a channel's token.
 func refuseToken(g Gomega, ns, channel string) {
 	at := metav1.NewTime(clock.Now())
-	doc, err := json.Marshal(workerreport.Media{ReportedAt: at, Channels: map[string]workerreport.MediaChannel{channel: {TokenRefusedAt: &at}}})
-	g.Expect(err).NotTo(HaveOccurred())
-	patch, err := json.Marshal(map[string]any{"data": map[string]string{platformv1.WorkerReportMediaKey: string(doc)}})
-	g.Expect(err).NotTo(HaveOccurred())
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: platformv1.WorkerReportName}}
-	g.Expect(k8s.Patch(ctx, cm, client.RawPatch(types.MergePatchType, patch))).To(Succeed())
+	rep := workerreport.Media{ReportedAt: at, Channels: map[string]workerreport.MediaChannel{channel: {TokenRefusedAt: &at}}}
+	g.Expect(testenv.ReportMedia(ctx, k8s, ns, rep)).To(Succeed())
 }
 
 // bindClaim gives the tenant's data claim a volume (Retain: erasure must
