@@ -263,6 +263,8 @@ func TestKstatusOfEveryStateTheOperatorWrites(t *testing.T) {
 	seen.expect(t, g, page, servedKey(platformv1.ReasonMediaFetchedByURL))
 	refuseToken(g, ns, fetching.Name)
 	seen.expect(t, g, fetching, servedKey(platformv1.ReasonMediaTokenRefused))
+	g.Expect(printed(g, "/apis/platform.omniflowcrm.com/v1alpha1/namespaces/"+ns+"/metachannels/"+fetching.Name)["Media"]).
+		To(Equal(platformv1.ReasonMediaTokenRefused), "kubectl get mch -o wide prints the MediaFetching reason")
 	dup := channel(ns, "wa-dup", "1001", "meta-app")
 	noSecret := channel(ns, "wa-nosecret", "1002", "meta-absent")
 	noKey := channel(ns, "wa-nokey", "1003", "meta-nokey")
