@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
@@ -93,9 +94,9 @@ func mediaEvent(prev, cur *metav1.Condition) (eventType, reason string) {
 	case cur == nil:
 		return "", ""
 	case cur.Reason == platformv1.ReasonMediaTokenRefused && (!wasRefused || prev.Message != cur.Message):
-		return "Warning", EventMediaTokenRefused
+		return corev1.EventTypeWarning, EventMediaTokenRefused
 	case wasRefused && cur.Status == metav1.ConditionTrue:
-		return "Normal", EventMediaFetchResumed
+		return corev1.EventTypeNormal, EventMediaFetchResumed
 	}
 	return "", ""
 }
