@@ -16,12 +16,14 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+	"github.com/omniflowcrm/omniflow-operator/internal/workerreport"
 )
 
 // DefaultChannelRecheck is how often a channel's Secrets are read again.
@@ -49,15 +51,20 @@ type MetaChannelReconciler struct {
 // +kubebuilder:rbac:groups=platform.omniflowcrm.com,resources=metaapps,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile checks one channel: its tenant, its claim, its Secrets.
 func (r *MetaChannelReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var ch platformv1.MetaChannel
 	if err := r.Get(ctx, req.NamespacedName, &ch); err != nil {
+		if apierrors.IsNotFound(err) {
+			observeTokenRefused(req.Namespace, req.Name, nil)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if ch.DeletionTimestamp != nil {
+		observeTokenRefused(ch.Namespace, ch.Name, nil)
 		return ctrl.Result{}, nil // nothing of ours to clean up
 	}
 	log := logf.FromContext(ctx).WithValues("metaChannel", klog.KObj(&ch))
@@ -73,11 +80,17 @@ func (r *MetaChannelReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	ch.Status.HeldID = v.HeldID
 	ch.Status.ObservedGeneration = ch.Generation
 	setCondition(&ch.Status.Conditions, ch.Generation, platformv1.ConditionReady, v.Ready, v.Reason, v.Message)
+	media, err := r.mediaReport(ctx, ch.Namespace)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	setMediaCondition(&ch, mediaCondition(&ch, v.Ready, media))
 	platformv1.SetHealthConditions(&ch.Status.Conditions, ch.Generation, platformv1.MetaChannelHealth(&ch))
 	if err := r.patchStatus(ctx, orig, &ch); err != nil {
 		return ctrl.Result{}, err // a conflict is requeued quietly (quietConflicts)
 	}
 	r.recordTransition(ctx, orig, &ch, v)
+	r.recordMedia(orig, &ch)
 	return ctrl.Result{RequeueAfter: r.recheck()}, nil
 }
 
@@ -225,6 +238,54 @@ func (r *MetaChannelReconciler) recordTransition(ctx context.Context, orig, ch *
 	log.Info("Channel readiness changed", "ready", cur.Status, "reason", cur.Reason)
 }
 
+// mediaReport reads the media part of the worker's report in ns (cached: the
+// operator made and labelled the ConfigMap); nil when there is none yet.
+func (r *MetaChannelReconciler) mediaReport(ctx context.Context, ns string) (*workerreport.Media, error) {
+	var cm corev1.ConfigMap
+	switch err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: platformv1.WorkerReportName}, &cm); {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("get worker report %s/%s: %w", ns, platformv1.WorkerReportName, err)
+	}
+	return parseMediaReport(cm.Data[platformv1.WorkerReportMediaKey]), nil
+}
+
+// setMediaCondition writes MediaFetching, or removes it (c nil: not served).
+func setMediaCondition(ch *platformv1.MetaChannel, c *metav1.Condition) {
+	if c == nil {
+		meta.RemoveStatusCondition(&ch.Status.Conditions, platformv1.ConditionMediaFetching)
+		return
+	}
+	meta.SetStatusCondition(&ch.Status.Conditions, *c)
+}
+
+// recordMedia emits the Event a MediaFetching change calls for (after the status
+// write, so that a pass retried on a conflict does not repeat it) and keeps the
+// channel's token-refused series.
+func (r *MetaChannelReconciler) recordMedia(orig, ch *platformv1.MetaChannel) {
+	prev := meta.FindStatusCondition(orig.Status.Conditions, platformv1.ConditionMediaFetching)
+	cur := meta.FindStatusCondition(ch.Status.Conditions, platformv1.ConditionMediaFetching)
+	observeTokenRefused(ch.Namespace, ch.Name, cur)
+	if typ, reason := mediaEvent(prev, cur); reason != "" {
+		r.Recorder.Eventf(ch, nil, typ, reason, "FetchMedia", "%s", cur.Message)
+	}
+}
+
+// reportChannelsChanged passes the worker report ConfigMaps whose per-channel media
+// state changed: the counts change with every fetched file and concern no channel.
+var reportChannelsChanged = predicate.Funcs{
+	CreateFunc: func(e event.CreateEvent) bool { return e.Object.GetName() == platformv1.WorkerReportName },
+	DeleteFunc: func(e event.DeleteEvent) bool { return e.Object.GetName() == platformv1.WorkerReportName },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, ok1 := e.ObjectOld.(*corev1.ConfigMap)
+		n, ok2 := e.ObjectNew.(*corev1.ConfigMap)
+		return ok1 && ok2 && n.Name == platformv1.WorkerReportName &&
+			mediaChannelsChanged(o.Data[platformv1.WorkerReportMediaKey], n.Data[platformv1.WorkerReportMediaKey])
+	},
+	GenericFunc: func(event.GenericEvent) bool { return false },
+}
+
 // SetupWithManager registers the claim index, the controller and its watches.
 func (r *MetaChannelReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &platformv1.MetaChannel{}, ChannelClaimIndex, func(o client.Object) []string {
@@ -251,7 +312,10 @@ func (r *MetaChannelReconciler) SetupWithManager(ctx context.Context, mgr ctrl.M
 		Watches(&platformv1.MetaApp{}, handler.EnqueueRequestsFromMapFunc(r.appChannels)).
 		// Metadata only, and the cache holds only Secrets with the tenant
 		// label (CacheOptions): never every Secret of the cluster.
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.secretChannels)).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.channelsBeside)).
+		// The worker reports a refused token (or its end) in its report ConfigMap.
+		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.channelsBeside),
+			builder.WithPredicates(reportChannelsChanged)).
 		// One reconcile at a time, whatever --max-concurrent-reconciles says:
 		// a channel records its id after an uncached read of the other
 		// claimants, and two passes at once could each see no holder and both
@@ -319,8 +383,9 @@ func (r *MetaChannelReconciler) namespaceChannels(ctx context.Context, o client.
 	return r.channelsIn(ctx, o.GetName(), true)
 }
 
-// secretChannels maps a Secret to the channels of its namespace.
-func (r *MetaChannelReconciler) secretChannels(ctx context.Context, o client.Object) []reconcile.Request {
+// channelsBeside maps an object (a Secret, the worker report) to the channels of its
+// namespace.
+func (r *MetaChannelReconciler) channelsBeside(ctx context.Context, o client.Object) []reconcile.Request {
 	return r.channelsIn(ctx, o.GetNamespace(), false)
 }
 

@@ -25,7 +25,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(erasureAtRiskGauge, erasureDeadlineGauge, erasureDuration)
+	metrics.Registry.MustRegister(erasureAtRiskGauge, erasureDeadlineGauge, erasureDuration, mediaTokenRefused)
 }
 
 // forgetTenantMetrics drops a tenant's series once it has nothing left to

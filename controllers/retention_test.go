@@ -146,7 +146,7 @@ func TestWorkerWritesOnlyItsRetentionReport(t *testing.T) {
 			g.Expect(k8s.Patch(ctx, cm.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"data":{"probe":null}}`)))).To(Succeed())
 			return errors.New("probe key written: policy not enforced yet")
 		}
-		if !strings.Contains(err.Error(), "may only write the key retention") {
+		if !strings.Contains(err.Error(), "may only write the keys retention") {
 			return err
 		}
 		return nil
@@ -160,7 +160,7 @@ func TestWorkerWritesOnlyItsRetentionReport(t *testing.T) {
 	denied(patch(`{"metadata":{"ownerReferences":null}}`), "owners")
 	denied(patch(`{"metadata":{"annotations":{"x":"y"}}}`), "annotations")
 	denied(patch(`{"data":{"retention":"`+strings.Repeat("x", 5000)+`"}}`), "at most 4096 bytes")
-	denied(patch(`{"binaryData":{"blob":"eA=="}}`), "may only write the key retention")
+	denied(patch(`{"binaryData":{"blob":"eA=="}}`), "may only write the keys retention")
 
 	// The operator (and people) are not the worker.
 	g.Expect(k8s.Patch(ctx, cm.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"x":"y"}}}`)))).To(Succeed())

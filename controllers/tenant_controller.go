@@ -425,7 +425,7 @@ func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ServiceAccount{}).
-		// The worker's retention reports, copied into status.
+		// The worker's retention and shared-files reports, copied into status.
 		Owns(&corev1.ConfigMap{}).
 		Owns(&corev1.PersistentVolumeClaim{}).
 		Owns(&rbacv1.Role{}).

@@ -6,8 +6,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -29,6 +31,11 @@ func (r *TenantReconciler) reconcileDeactivated(ctx context.Context, t *platform
 		r.recordDeactivation(t, now)
 	}
 	r.reportRisk(t, now)
+	if !stepDone(t, stepDeleteWorker) {
+		// The worker's last word on its files, kept for the erasure record: the
+		// report goes with the worker, before the storage step that erases them.
+		r.refreshFiles(ctx, t)
+	}
 
 	step, wait := erasurePlan(t, now)
 	var tgt *erasureTarget
@@ -57,6 +64,9 @@ func (r *TenantReconciler) reconcileDeactivated(ctx context.Context, t *platform
 		}
 		logf.FromContext(ctx).Info("Erasure step done", "step", step, "verification", verification)
 		recordStep(t, step, r.Clock.Now(), verification)
+		if step == stepDeleteStorage {
+			recordErasedFiles(t)
+		}
 		step, wait = erasurePlan(t, now)
 	}
 	if step == stepNone {
@@ -155,6 +165,38 @@ func recordStep(t *platformv1.Tenant, s erasureStep, at time.Time, verification 
 	t.Status.Erasure = append(t.Status.Erasure, platformv1.ErasureStep{Name: string(s), CompletedAt: &done, Verification: verification})
 }
 
+// refreshFiles copies the worker's last shared-files report into status.files,
+// best effort: a report that cannot be read leaves the last copy, and never holds
+// up an erasure.
+func (r *TenantReconciler) refreshFiles(ctx context.Context, t *platformv1.Tenant) {
+	var cm corev1.ConfigMap
+	key := types.NamespacedName{Namespace: t.NamespaceName(), Name: platformv1.WorkerReportName}
+	if err := r.Get(ctx, key, &cm); err != nil {
+		if !apierrors.IsNotFound(err) {
+			logf.FromContext(ctx).V(1).Info("Cannot read the worker report; status.files keeps its last copy", "error", err.Error())
+		}
+		return
+	}
+	t.Status.Files = filesStatus(cm.Data[platformv1.WorkerReportMediaKey], t.Status.Files)
+}
+
+// recordErasedFiles writes into the DeleteStorage record how many shared files and
+// bytes went with the store, as the worker last reported them (status.files), and
+// clears status.files: nothing is stored any more. Run again, it leaves the record.
+func recordErasedFiles(t *platformv1.Tenant) {
+	f := t.Status.Files
+	if f == nil {
+		return
+	}
+	for i := range t.Status.Erasure {
+		if rec := &t.Status.Erasure[i]; rec.Name == string(stepDeleteStorage) {
+			files, bytes := f.Fetched, f.StoredBytes
+			rec.Files, rec.FileBytes = &files, &bytes
+		}
+	}
+	t.Status.Files = nil
+}
+
 // finishErasure records the verified erasure and lets a deleted Tenant go.
 func (r *TenantReconciler) finishErasure(ctx context.Context, t *platformv1.Tenant) (ctrl.Result, error) {
 	now := r.Clock.Now()
@@ -169,7 +211,7 @@ func (r *TenantReconciler) finishErasure(ctx context.Context, t *platformv1.Tena
 			"all tenant data erased and verified (%d steps)", len(t.Status.Erasure))
 	}
 	t.Status.Phase = platformv1.TenantPhaseErased
-	t.Status.Storage = nil
+	t.Status.Storage, t.Status.Files = nil, nil
 	meta.RemoveStatusCondition(&t.Status.Conditions, platformv1.ConditionErasureAtRisk)
 	for _, c := range []string{platformv1.ConditionNamespaceReady, platformv1.ConditionStorageReady, platformv1.ConditionWorkerReady, platformv1.ConditionRouteReady} {
 		meta.RemoveStatusCondition(&t.Status.Conditions, c)

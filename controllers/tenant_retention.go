@@ -40,7 +40,7 @@ func desiredWorkerReport(t *platformv1.Tenant) *corev1ac.ConfigMapApplyConfigura
 }
 
 // reconcileRetention ensures the report ConfigMap and shows the policy in force and
-// its last run in status.
+// its last run in status, and the worker's shared-files counts (status.files).
 func (r *TenantReconciler) reconcileRetention(ctx context.Context, t *platformv1.Tenant) (*ctrl.Result, error) {
 	cm := &corev1.ConfigMap{}
 	key := types.NamespacedName{Namespace: t.NamespaceName(), Name: platformv1.WorkerReportName}
@@ -52,6 +52,7 @@ func (r *TenantReconciler) reconcileRetention(ctx context.Context, t *platformv1
 		logCreated(ctx, "ConfigMap", cm)
 	}
 	t.Status.Retention = retentionStatus(t, cm.Data[platformv1.WorkerReportRetentionKey])
+	t.Status.Files = filesStatus(cm.Data[platformv1.WorkerReportMediaKey], t.Status.Files)
 	return nil, nil
 }
 

@@ -23,6 +23,32 @@ const (
 	ReasonSecretValueEmpty = "SecretValueEmpty"
 )
 
+// ConditionMediaFetching says whether the tenant's worker stores the bytes of
+// a served channel's shared files. It is informational for kstatus: neither
+// value makes the channel Reconciling or Stalled, because messages are
+// ingested either way; a refused token is raised by a Warning Event, the
+// metric omniflow_metachannel_media_token_refused and its alert.
+const ConditionMediaFetching = "MediaFetching"
+
+// Reasons of a MetaChannel's MediaFetching condition.
+const (
+	// ReasonMediaFetching (True): a WhatsApp channel with accessTokenRef; the
+	// worker looks media up and downloads it with the token.
+	ReasonMediaFetching = "Fetching"
+	// ReasonMediaFetchedByURL (True): a Messenger or Instagram channel; the
+	// worker downloads attachments from the URLs in the deliveries, no token
+	// needed (Instagram story mentions are never fetched).
+	ReasonMediaFetchedByURL = "FetchedByURL"
+	// ReasonMediaMetadataOnly (False): a WhatsApp channel without
+	// accessTokenRef; its media is recorded (id, type, size) but never
+	// downloaded.
+	ReasonMediaMetadataOnly = "MetadataOnly"
+	// ReasonMediaTokenRefused (False): Meta refused the channel's access
+	// token (401/403) as the worker last reported; its fetching is paused,
+	// files stay pending, until the token Secret changes and a fetch succeeds.
+	ReasonMediaTokenRefused = "TokenRefused"
+)
+
 // Route reasons of a Tenant's RouteReady condition.
 const (
 	// ReasonRouteConfigured: the tenant's Ingress is applied.

@@ -70,13 +70,25 @@ type MetaChannelSpec struct {
 	VerifyTokenRef *SecretKeyRef `json:"verifyTokenRef,omitempty"`
 
 	// accessTokenRef names the key of a Secret in this namespace that holds a
-	// Graph API access token, used to fetch media. Optional: without it, media
-	// is recorded by reference only.
+	// Graph API access token (a system user token with whatsapp_business_messaging).
+	// The tenant's worker uses it for WhatsApp media only: it looks a media id up
+	// (GET <graphAPIBaseURL>/<version>/<media id>) and downloads the file from the
+	// URL Meta answers, both with the token as bearer, and stores the bytes in the
+	// tenant's store. Without it, a WhatsApp channel's media stays metadata only
+	// (the file record, never the bytes; condition MediaFetching says
+	// MetadataOnly). Messenger and Instagram attachments are downloaded from the
+	// URL in the delivery and need no token. The worker watches the Secret: a
+	// changed token is used within seconds, and a token Meta refused (401/403)
+	// pauses the channel's fetching until the Secret changes (condition
+	// MediaFetching, reason TokenRefused).
 	// +optional
 	AccessTokenRef *SecretKeyRef `json:"accessTokenRef,omitempty"`
 
-	// graphAPIBaseURL overrides the Graph API base URL (tests point it at a
-	// local server). Defaults to Meta's.
+	// graphAPIBaseURL is the Graph API base URL the worker sends WhatsApp media
+	// lookups and downloads' lookups to (the download itself goes to the URL
+	// Meta answers). Defaults to Meta's, https://graph.facebook.com; tests point
+	// it at a local server. Messenger and Instagram attachments are fetched
+	// from the URLs in the deliveries, so it does not apply to them.
 	// +optional
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && (self.startsWith('https://') || self.startsWith('http://'))",message="graphAPIBaseURL must be an http(s) URL"
@@ -162,7 +174,13 @@ type MetaChannelStatus struct {
 	// and its tenant is Active. Reason Conflict says that another channel
 	// serves the id, and never which. Stalled is True whenever Ready is
 	// False (every reason needs a human), Reconciling only before the first
-	// verdict.
+	// verdict. MediaFetching says whether the worker stores the bytes of the
+	// channel's shared files: True with reason Fetching (WhatsApp, with
+	// accessTokenRef) or FetchedByURL (Messenger, Instagram: no token needed);
+	// False with reason MetadataOnly (WhatsApp without accessTokenRef: file
+	// records without bytes) or TokenRefused (Meta refused the token; fetching
+	// is paused until its Secret changes). It is present only while Ready is
+	// True and never makes the channel Stalled: ingest works either way.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -204,6 +222,7 @@ type MetaChannelStatus struct {
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Webhook-URL",type=string,JSONPath=`.status.webhookURL`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Media",type=string,JSONPath=`.status.conditions[?(@.type=="MediaFetching")].reason`,priority=1
 type MetaChannel struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

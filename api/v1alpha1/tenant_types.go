@@ -261,6 +261,55 @@ type TenantStatus struct {
 	// worker last applied it. Absent when spec.retention is unset.
 	// +optional
 	Retention *RetentionStatus `json:"retention,omitempty"`
+
+	// files are the tenant's shared files (media) as the worker last reported
+	// them: the fetch queue and what is stored. Absent until the worker has
+	// reported. Kept, as last reported, while the tenant is deactivated (the
+	// worker is stopped), and cleared once its storage is erased.
+	// +optional
+	Files *FilesStatus `json:"files,omitempty"`
+}
+
+// FilesStatus counts a tenant's shared files as its worker reported them. It
+// holds counts and times only, never file names, ids or bytes.
+type FilesStatus struct {
+	// reportedAt is when the worker wrote the report these counts come from.
+	// +optional
+	ReportedAt *metav1.Time `json:"reportedAt,omitempty"`
+
+	// pending is the number of files waiting to be fetched (queued, or being
+	// retried after a transient failure, or paused by a refused token).
+	// +optional
+	Pending int64 `json:"pending"`
+
+	// oldestPendingAt is when the oldest pending file was received; absent
+	// when none is pending. An alert fires when it is over an hour old.
+	// +optional
+	OldestPendingAt *metav1.Time `json:"oldestPendingAt,omitempty"`
+
+	// fetched is the number of file records whose bytes are stored.
+	// +optional
+	Fetched int64 `json:"fetched"`
+
+	// failed is the number of files whose fetch failed for good (not found,
+	// expired at Meta, too large, wrong checksum, out of attempts).
+	// +optional
+	Failed int64 `json:"failed"`
+
+	// metadataOnly is the number of file records kept without bytes by design:
+	// WhatsApp media of a channel without accessTokenRef, Instagram story
+	// mentions.
+	// +optional
+	MetadataOnly int64 `json:"metadataOnly"`
+
+	// storedContents is the number of distinct contents stored: two files with
+	// the same bytes are stored once.
+	// +optional
+	StoredContents int64 `json:"storedContents"`
+
+	// storedBytes is the size of the distinct contents stored, in bytes.
+	// +optional
+	StoredBytes int64 `json:"storedBytes"`
 }
 
 // StorageStatus records the storage created for a tenant.
@@ -302,6 +351,19 @@ type ErasureStep struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=512
 	Verification string `json:"verification,omitempty"`
+
+	// files is the number of shared files whose bytes this step erased, as the
+	// worker last reported them before it was stopped (status.files.fetched).
+	// Set on the step that destroys the tenant's store (DeleteStorage); absent
+	// on the other steps, and when the worker never reported.
+	// +optional
+	Files *int64 `json:"files,omitempty"`
+
+	// fileBytes is the size in bytes of the shared-file contents this step
+	// erased, as the worker last reported them (status.files.storedBytes).
+	// Set with files.
+	// +optional
+	FileBytes *int64 `json:"fileBytes,omitempty"`
 }
 
 // Tenant is one business using Omniflow. It owns a namespace with the

@@ -29,6 +29,7 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 	"github.com/omniflowcrm/omniflow-operator/internal/healthtable"
 	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
+	"github.com/omniflowcrm/omniflow-operator/internal/workerreport"
 )
 
 const (
@@ -59,6 +60,11 @@ func (r reached) expect(t *testing.T, g Gomega, obj client.Object, key string) {
 
 func key(kind, phase string, ready metav1.ConditionStatus, reason string, atRisk bool) string {
 	return healthtable.Row{Kind: kind, Phase: phase, Ready: ready, Reason: reason, AtRisk: atRisk}.Key()
+}
+
+// servedKey is the row of a served channel whose MediaFetching has the reason.
+func servedKey(media string) string {
+	return healthtable.Row{Kind: healthtable.MetaChannel, Ready: T, Reason: platformv1.ReasonChannelAccepted, Media: media}.Key()
 }
 
 func tenantKey(phase string, ready metav1.ConditionStatus, reason string, atRisk bool) string {
@@ -158,6 +164,13 @@ func report(g Gomega, dr *platformv1.DeletionRequest, phase platformv1.DeletionP
 	}, timeout, interval).Should(Succeed())
 }
 
+// refuseToken plays the worker reporting that Meta refused a channel's token.
+func refuseToken(g Gomega, ns, channel string) {
+	at := metav1.NewTime(clock.Now())
+	rep := workerreport.Media{ReportedAt: at, Channels: map[string]workerreport.MediaChannel{channel: {TokenRefusedAt: &at}}}
+	g.Expect(testenv.ReportMedia(ctx, k8s, ns, rep)).To(Succeed())
+}
+
 // bindClaim gives the tenant's data claim a volume (Retain: erasure must
 // delete it itself); kube-controller-manager binds them.
 func bindClaim(g Gomega, ns, name string) {
@@ -232,13 +245,26 @@ func TestKstatusOfEveryStateTheOperatorWrites(t *testing.T) {
 
 	// Channels: served, and every way of not being served.
 	create(g,
-		secret(ns, "meta-app", map[string]string{"appSecret": "s3cret", "verifyToken": "tok"}),
+		secret(ns, "meta-app", map[string]string{"appSecret": "s3cret", "verifyToken": "tok", "accessToken": "EAAG-test"}),
 		secret(ns, "meta-nokey", map[string]string{"appSecret": "s3cret"}),
 		secret(ns, "meta-empty", map[string]string{"appSecret": "s3cret", "verifyToken": ""}),
 	)
 	served := channel(ns, "wa", "1001", "meta-app")
 	create(g, served)
-	seen.expect(t, g, served, channelKey(T, platformv1.ReasonChannelAccepted))
+	seen.expect(t, g, served, servedKey(platformv1.ReasonMediaMetadataOnly))
+	// Its media, in every state: fetched with a token, refused, by URL.
+	fetching := channel(ns, "wa-media", "1007", "meta-app")
+	fetching.Spec.AccessTokenRef = &platformv1.SecretKeyRef{Name: "meta-app", Key: "accessToken"}
+	page := &platformv1.MetaChannel{ObjectMeta: metav1.ObjectMeta{Name: "ig", Namespace: ns},
+		Spec: platformv1.MetaChannelSpec{Platform: platformv1.PlatformInstagram, Instagram: &platformv1.InstagramChannel{AccountID: "1008"},
+			AppSecretRef: fetching.Spec.AppSecretRef, VerifyTokenRef: fetching.Spec.VerifyTokenRef}}
+	create(g, fetching, page)
+	seen.expect(t, g, fetching, servedKey(platformv1.ReasonMediaFetching))
+	seen.expect(t, g, page, servedKey(platformv1.ReasonMediaFetchedByURL))
+	refuseToken(g, ns, fetching.Name)
+	seen.expect(t, g, fetching, servedKey(platformv1.ReasonMediaTokenRefused))
+	g.Expect(printed(g, "/apis/platform.omniflowcrm.com/v1alpha1/namespaces/"+ns+"/metachannels/"+fetching.Name)["Media"]).
+		To(Equal(platformv1.ReasonMediaTokenRefused), "kubectl get mch -o wide prints the MediaFetching reason")
 	dup := channel(ns, "wa-dup", "1001", "meta-app")
 	noSecret := channel(ns, "wa-nosecret", "1002", "meta-absent")
 	noKey := channel(ns, "wa-nokey", "1003", "meta-nokey")
@@ -413,7 +439,7 @@ func TestKstatusOfEveryMetaAppState(t *testing.T) {
 	dep.Status = appsv1.DeploymentStatus{ObservedGeneration: dep.Generation, Replicas: 2, UpdatedReplicas: 2, ReadyReplicas: 2, AvailableReplicas: 2}
 	g.Expect(k8s.Status().Update(ctx, dep)).To(Succeed())
 	seen.expect(t, g, app, appKey(T, platformv1.ReasonFrontDoorAvailable))
-	seen.expect(t, g, ch, channelKey(T, platformv1.ReasonChannelAccepted))
+	seen.expect(t, g, ch, servedKey(platformv1.ReasonMediaFetchedByURL))
 
 	var missed []string
 	for _, r := range healthtable.Rows {

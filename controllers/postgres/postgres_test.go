@@ -28,6 +28,7 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/store/postgres"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/postgres/pgtest"
 	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
+	"github.com/omniflowcrm/omniflow-operator/internal/workerreport"
 )
 
 const (
@@ -281,6 +282,13 @@ func TestPostgresTenantIsProvisionedServedAndErased(t *testing.T) {
 		g.Expect(verifier(g)).NotTo(Equal(before))
 	}, timeout, interval).Should(Succeed())
 
+	// The worker's shared-files report: its files are in the database.
+	reportedAt := metav1.NewTime(clock.Now().UTC().Truncate(time.Second))
+	g.Expect(testenv.ReportMedia(ctx, k8s, ns, workerreport.Media{ReportedAt: reportedAt, Fetched: 2, Blobs: 2, Bytes: 2048})).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(tenant(g, tn.Name).Status.Files).To(HaveField("StoredBytes", int64(2048)))
+	}, timeout, interval).Should(Succeed())
+
 	// Deactivation, then the scheduled time: the database and the role go.
 	deactivatedAt := clock.Now().UTC().Truncate(time.Second)
 	setState(g, tn.Name, platformv1.TenantDeactivated)
@@ -303,6 +311,8 @@ func TestPostgresTenantIsProvisionedServedAndErased(t *testing.T) {
 	got := tenant(g, tn.Name)
 	i := slices.IndexFunc(got.Status.Erasure, func(s platformv1.ErasureStep) bool { return s.Name == "DeleteStorage" })
 	g.Expect(got.Status.Erasure[i].Verification).To(And(ContainSubstring(db), ContainSubstring("pg_database"), ContainSubstring("pg_roles")))
+	g.Expect(got.Status.Erasure[i].Files).To(HaveValue(Equal(int64(2))), "the files that went with the database, as last reported")
+	g.Expect(got.Status.Erasure[i].FileBytes).To(HaveValue(Equal(int64(2048))))
 	g.Expect(texts(g, got)).NotTo(ContainSubstring(cfg.Password))
 	g.Expect(k8s.Get(ctx, types.NamespacedName{Name: ns}, &corev1.Namespace{})).NotTo(Succeed(), "the Secret went with the namespace")
 }
