@@ -117,6 +117,11 @@ type ErasedCounts struct {
 	// files is the number of files erased.
 	// +optional
 	Files int64 `json:"files,omitempty"`
+	// fileBytes is the size of the erased files' stored contents, file by file.
+	// Two messages carrying the same file share one stored copy: each counts it,
+	// and the copy goes with the last record that refers to it.
+	// +optional
+	FileBytes int64 `json:"fileBytes,omitempty"`
 }
 
 // DeletionRequestStatus is the outcome of a DeletionRequest. It holds no

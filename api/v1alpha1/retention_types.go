@@ -69,6 +69,10 @@ type RetentionCounts struct {
 	// files are the file records deleted with their messages.
 	// +optional
 	Files int64 `json:"files"`
+	// fileBytes is the size of those files' stored contents, file by file (a
+	// copy another record still shares is counted and kept).
+	// +optional
+	FileBytes int64 `json:"fileBytes,omitempty"`
 	// contacts deleted because no message, status or file of theirs was left.
 	// +optional
 	Contacts int64 `json:"contacts"`

@@ -140,7 +140,7 @@ func (r *Runner) RunOnce(ctx context.Context) Report {
 		r.Metrics.run(rep)
 	}
 	log := r.Log.WithValues("cutoff", rep.Cutoff(), "messages", rep.Pruned.Messages, "statuses", rep.Pruned.Statuses,
-		"files", rep.Pruned.Files, "contacts", rep.Pruned.Contacts, "duration", rep.Duration)
+		"files", rep.Pruned.Files, "fileBytes", rep.Pruned.FileBytes, "contacts", rep.Pruned.Contacts, "duration", rep.Duration)
 	if rep.Err != nil {
 		log.Error(rep.Err, "Retention run failed; retrying at the next interval")
 	} else {

@@ -261,7 +261,7 @@ func (p *Processor) process(ctx context.Context, dr *platformv1.DeletionRequest)
 			return err
 		}
 	}
-	log.Info("Subject erased", "messages", counts.Messages, "contacts", counts.Contacts, "statuses", counts.Statuses, "files", counts.Files)
+	log.Info("Subject erased", "messages", counts.Messages, "contacts", counts.Contacts, "statuses", counts.Statuses, "files", counts.Files, "fileBytes", counts.FileBytes)
 	return p.report(ctx, dr, func(s *platformv1.DeletionRequestStatus) {
 		now := metav1.NewTime(p.Clock.Now().UTC().Truncate(time.Second))
 		s.Phase = platformv1.DeletionCompleted
@@ -271,6 +271,7 @@ func (p *Processor) process(ctx context.Context, dr *platformv1.DeletionRequest)
 		s.Erased = &platformv1.ErasedCounts{
 			Messages: int64(counts.Messages), Statuses: int64(counts.Statuses),
 			Contacts: int64(counts.Contacts), Files: int64(counts.Files),
+			FileBytes: counts.FileBytes,
 		}
 		what := "the subject's " + strings.ToLower(strings.Join(scope.Names(), ", "))
 		if dr.Spec.Channel != "" {

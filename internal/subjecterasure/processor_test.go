@@ -397,3 +397,50 @@ func TestAcceptedRequestWaitsUntilTheRoleGrantsItsSubject(t *testing.T) {
 		t.Fatalf("phase %q once granted, want Completed", got.Status.Phase)
 	}
 }
+
+// A Files erasure tells the privacy officer how many files and how many stored bytes
+// went: two of Alice's messages carry the same image (stored once); each file counts its
+// bytes, and the one shared copy is gone from the store afterwards.
+func TestFilesErasureReportsFilesAndBytes(t *testing.T) {
+	ns := "tenant-erase-files"
+	setup(t, ns)
+	st := openStore(t)
+	seed(t, st)
+	at := time.Date(2026, 5, 1, 11, 0, 0, 0, time.UTC)
+	var b meta.Batch
+	for _, id := range []string{"wamid.img.1", "wamid.img.2"} {
+		b.Messages = append(b.Messages, meta.Message{Platform: meta.WhatsApp, Channel: "wa", ID: id, Subject: alice,
+			Direction: meta.Inbound, Type: "image", Timestamp: at, Raw: []byte(`{"id":"` + id + `"}`)})
+		b.Files = append(b.Files, meta.File{Platform: meta.WhatsApp, Channel: "wa", MessageID: id, Subject: alice, Kind: "image", MediaID: "m-" + id})
+	}
+	if _, err := st.Commit(ctx, &b); err != nil {
+		t.Fatal(err)
+	}
+	image := []byte(strings.Repeat("alice's shared image ", 100))
+	for _, id := range []string{"wamid.img.1", "wamid.img.2"} {
+		key := store.FileKey{Platform: meta.WhatsApp, MessageID: id}
+		if _, err := st.StoreFileBytes(ctx, key, strings.NewReader(string(image)), 1<<20, "image/jpeg"); err != nil {
+			t.Fatalf("store bytes of %s: %v", id, err)
+		}
+	}
+	dr := fileOn(t, ns, "files-only", alice, "", platformv1.ScopeFiles)
+	p := &subjecterasure.Processor{
+		Client: workerClient(t, ns, []platformv1.DeletionRequest{*dr}), Namespace: ns, Store: st,
+		Clock: clocktesting.NewFakeClock(time.Now()),
+	}
+	if err := p.ProcessPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := get(t, dr)
+	want := platformv1.ErasedCounts{Files: 2, FileBytes: 2 * int64(len(image))}
+	if got.Status.Phase != platformv1.DeletionCompleted || got.Status.Erased == nil || *got.Status.Erased != want {
+		t.Fatalf("phase %q erased %+v, want Completed with %+v", got.Status.Phase, got.Status.Erased, want)
+	}
+	stats, err := st.FileStats(ctx, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Blobs != 0 || stats.Bytes != 0 {
+		t.Fatalf("after the erasure the store still holds %d contents (%d bytes)", stats.Blobs, stats.Bytes)
+	}
+}

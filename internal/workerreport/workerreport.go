@@ -59,7 +59,7 @@ func RetentionStatus(rep retention.Report) platformv1.RetentionStatus {
 		LastRunResult:  result,
 		LastRunPruned: &platformv1.RetentionCounts{
 			Messages: int64(rep.Pruned.Messages), Statuses: int64(rep.Pruned.Statuses),
-			Files: int64(rep.Pruned.Files), Contacts: int64(rep.Pruned.Contacts),
+			Files: int64(rep.Pruned.Files), FileBytes: rep.Pruned.FileBytes, Contacts: int64(rep.Pruned.Contacts),
 		},
 	}
 }
