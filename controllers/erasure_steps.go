@@ -98,6 +98,8 @@ func (r *TenantReconciler) runStep(ctx context.Context, tgt *erasureTarget, s er
 	switch s {
 	case stepStopIngest:
 		return r.stopIngest(ctx, tgt)
+	case stepDestroyKey:
+		return r.destroyKey(ctx, tgt)
 	case stepDeleteWorker:
 		return r.deleteWorker(ctx, tgt)
 	case stepDeleteStorage:
