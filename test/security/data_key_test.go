@@ -96,6 +96,12 @@ func TestTheWorkerFollowsItsKeyThroughRotationAndDestruction(t *testing.T) {
 	defer cancel()
 	go func() { _ = w.Run(runCtx) }()
 	g.Expect(w.WaitLoaded(ctx, timeout)).To(Succeed())
+	// A key it is not granted (or that does not exist) is never loaded: the worker
+	// would not start, and says why.
+	other, err := clusterkey.New(clusterkey.Config{RestConfig: workerConfig(ns), Namespace: key.Namespace, Name: key.Name + "x", Log: logr.Discard()})
+	g.Expect(err).NotTo(HaveOccurred())
+	go func() { _ = other.Run(runCtx) }()
+	g.Expect(other.WaitLoaded(ctx, 3*time.Second)).To(MatchError(ContainSubstring("not loaded within 3s")))
 	ring, err := w.Ring()
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(ring.ActiveVersion()).To(Equal(datakey.Version(1)))
