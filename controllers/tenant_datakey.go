@@ -45,7 +45,7 @@ const (
 	// as the key version it produced.
 	AnnotationRotationToken = MarkPrefix + "rotation-token"
 	// EnvDataKeySecret tells the worker where its key is: namespace/name.
-	EnvDataKeySecret = "OMNIFLOW_DATA_KEY_SECRET"
+	EnvDataKeySecret = "OMNIFLOW_DATA_KEY_SECRET" //nolint:gosec // G101: the name of a variable that names a Secret, not a credential
 	dataKeyPrefix    = "tenant-key-"
 )
 
@@ -56,8 +56,8 @@ func DataKeySecretName(tenant string, uid types.UID) string {
 	sum := sha256.Sum256([]byte(uid))
 	suffix := "-" + hex.EncodeToString(sum[:5])
 	// A Secret's name is at most 253 characters.
-	if max := 253 - len(dataKeyPrefix) - len(suffix); len(tenant) > max {
-		tenant = tenant[:max]
+	if limit := 253 - len(dataKeyPrefix) - len(suffix); len(tenant) > limit {
+		tenant = tenant[:limit]
 	}
 	return dataKeyPrefix + tenant + suffix
 }

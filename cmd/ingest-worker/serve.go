@@ -41,7 +41,7 @@ const (
 	envPostgresDSN = "OMNIFLOW_POSTGRES_DSN"
 	// envDataKeySecret names the tenant's data key Secret, namespace/name (the default
 	// of --data-key-secret; controllers.EnvDataKeySecret).
-	envDataKeySecret = "OMNIFLOW_DATA_KEY_SECRET"
+	envDataKeySecret = "OMNIFLOW_DATA_KEY_SECRET" //nolint:gosec // G101: the name of a variable that names a Secret, not a credential
 )
 
 // serveOptions are `serve`'s flags, with defaults from the environment applied.
