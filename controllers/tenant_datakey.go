@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -278,17 +279,34 @@ func dataKeyEnv(t *platformv1.Tenant, cfg WorkerConfig) []*corev1ac.EnvVarApplyC
 		WithValue(cfg.DataKeyNamespace + "/" + DataKeySecretName(t.Name, t.UID))}
 }
 
+// recordedDataKey is where status says the tenant's key was made: the
+// erasure looks there, not only where this operator keeps keys now (it may
+// have been moved to another namespace since), so that it never records
+// "NotFound" of a key that exists elsewhere.
+func recordedDataKey(t *platformv1.Tenant) types.NamespacedName {
+	if t.Status.Encryption == nil {
+		return types.NamespacedName{}
+	}
+	ns, name, ok := strings.Cut(t.Status.Encryption.KeySecret, "/")
+	if !ok || ns == "" || name == "" {
+		return types.NamespacedName{}
+	}
+	return types.NamespacedName{Namespace: ns, Name: name}
+}
+
 // destroyKey is the erasure's DestroyKey step: it deletes the tenant's key
 // Secret, and the Role and RoleBinding that let the worker read it, and
 // verifies with an uncached GET that the key is gone. From then on no copy
 // of the tenant's store (a snapshot, a backup, a volume that outlives its
 // deletion) can be read by the worker's code.
 func (r *TenantReconciler) destroyKey(ctx context.Context, tgt *erasureTarget) (string, bool, error) {
-	if r.Namespace == "" {
-		return "no data key: the operator runs without a namespace of its own", true, nil
+	key := tgt.DataKey
+	if key.Name == "" {
+		if r.Namespace == "" {
+			return "no data key was recorded, and the operator runs without a namespace of its own to keep one in", true, nil
+		}
+		key = types.NamespacedName{Namespace: r.Namespace, Name: DataKeySecretName(tgt.Name, tgt.UID)}
 	}
-	name := DataKeySecretName(tgt.Name, tgt.UID)
-	key := types.NamespacedName{Namespace: r.Namespace, Name: name}
 	var pending []string
 	for _, obj := range []client.Object{&rbacv1.RoleBinding{}, &rbacv1.Role{}} {
 		state, err := r.deleteOwned(ctx, tgt.tenantRef, key, obj)

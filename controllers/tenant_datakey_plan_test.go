@@ -73,3 +73,19 @@ func TestDataKeySecretNameIsBoundToTheUIDAndFitsAName(t *testing.T) {
 		t.Fatalf("a long tenant name gives %d characters, or loses the UID", len(long))
 	}
 }
+
+func TestErasureLooksForTheKeyWhereItWasRecorded(t *testing.T) {
+	t.Parallel()
+	tn := &platformv1.Tenant{}
+	if got := recordedDataKey(tn); got.Name != "" {
+		t.Fatalf("nothing recorded: %v", got)
+	}
+	tn.Status.Encryption = &platformv1.EncryptionStatus{KeySecret: "old-ns/tenant-key-acme-0123456789"}
+	if got := recordedDataKey(tn); got != (ktypes.NamespacedName{Namespace: "old-ns", Name: "tenant-key-acme-0123456789"}) {
+		t.Fatalf("recorded: %v", got)
+	}
+	tn.Status.Encryption.KeySecret = "no-slash"
+	if got := recordedDataKey(tn); got.Name != "" {
+		t.Fatalf("malformed record used: %v", got)
+	}
+}
