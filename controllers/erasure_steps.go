@@ -33,6 +33,9 @@ type erasureTarget struct {
 	Database string
 	// Volume is the PersistentVolume recorded for the data claim (SQLite).
 	Volume string
+	// DataKey is where the tenant's data key was recorded at provisioning
+	// (status.encryption.keySecret); empty: where this operator keeps keys.
+	DataKey types.NamespacedName
 	// Regarding is what the erasure's Events are about: the Tenant, or the
 	// orphaned namespace or volume.
 	Regarding runtime.Object
@@ -57,6 +60,7 @@ func (r *TenantReconciler) targetForTenant(ctx context.Context, t *platformv1.Te
 	if t.Status.Storage != nil {
 		tgt.Volume = t.Status.Storage.VolumeName
 	}
+	tgt.DataKey = recordedDataKey(t)
 	var ns corev1.Namespace
 	err := r.APIReader.Get(ctx, types.NamespacedName{Name: tgt.Namespace}, &ns)
 	switch {
@@ -98,6 +102,8 @@ func (r *TenantReconciler) runStep(ctx context.Context, tgt *erasureTarget, s er
 	switch s {
 	case stepStopIngest:
 		return r.stopIngest(ctx, tgt)
+	case stepDestroyKey:
+		return r.destroyKey(ctx, tgt)
 	case stepDeleteWorker:
 		return r.deleteWorker(ctx, tgt)
 	case stepDeleteStorage:

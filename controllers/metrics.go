@@ -22,10 +22,14 @@ var (
 		// From an hour to the 14-day promise.
 		Buckets: []float64{3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 10 * 86400, 13 * 86400, 14 * 86400},
 	})
+	erasureStepFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "omniflow_tenant_erasure_step_failures_total",
+		Help: "Tenant erasure steps that failed and will be retried (a data key Secret that cannot be deleted, a database server down), by step.",
+	}, []string{"step"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(erasureAtRiskGauge, erasureDeadlineGauge, erasureDuration, mediaTokenRefused)
+	metrics.Registry.MustRegister(erasureAtRiskGauge, erasureDeadlineGauge, erasureDuration, mediaTokenRefused, erasureStepFailures)
 }
 
 // forgetTenantMetrics drops a tenant's series once it has nothing left to

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -135,6 +136,10 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (busy bool, err error) {
 	if err := s.APIReader.List(ctx, &pvs, client.MatchingLabelsSelector{Selector: sel}); err != nil {
 		return false, fmt.Errorf("list tenant volumes: %w", err)
 	}
+	keys, err := s.listDataKeys(ctx)
+	if err != nil {
+		return false, err
+	}
 	// The server's databases too, when the PostgreSQL backend is enabled.
 	scan := s.scanDatabases(ctx)
 	// Tenants are listed after what they own: a namespace or database made
@@ -155,14 +160,16 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (busy bool, err error) {
 		return false, err
 	}
 	orphanNS, orphanPV, owned, listed := f.namespaces, f.volumes, f.owned, f.listed
+	orphanKeys := orphanedKeys(keys, tenants.Items, listed)
 	orphansFound.WithLabelValues("namespace").Set(float64(len(orphanNS)))
 	orphansFound.WithLabelValues("volume").Set(float64(len(orphanPV)))
+	orphansFound.WithLabelValues("data-key").Set(float64(len(orphanKeys)))
 	orphansFound.WithLabelValues("unowned-namespace").Set(float64(f.unowned))
 
-	if tooMany(len(orphanNS), owned, s.MaxOrphanShare) {
+	if tooMany(len(orphanNS), owned, s.MaxOrphanShare) || tooMany(len(orphanKeys), len(keys), s.MaxOrphanShare) {
 		sweepStoodDown.Set(1)
-		log.Error(nil, "Too many tenant namespaces look orphaned at once: the orphan sweep stands down; check the Tenant objects (a CRD reinstall or a restore?)",
-			"orphaned", len(orphanNS), "tenantNamespaces", owned, "maxShare", s.MaxOrphanShare)
+		log.Error(nil, "Too many tenant namespaces or data keys look orphaned at once: the orphan sweep stands down; check the Tenant objects (a CRD reinstall or a restore?)",
+			"orphaned", len(orphanNS), "tenantNamespaces", owned, "orphanedKeys", len(orphanKeys), "dataKeys", len(keys), "maxShare", s.MaxOrphanShare)
 		return false, nil
 	}
 	sweepStoodDown.Set(0)
@@ -184,6 +191,9 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (busy bool, err error) {
 	}
 	for _, pv := range orphanPV {
 		note(s.sweepVolume(ctx, pv))
+	}
+	for _, key := range orphanKeys {
+		note(s.sweepKey(ctx, key))
 	}
 	if scan != nil {
 		note(s.sweepDatabases(ctx, scan, tenants.Items, nss.Items))
@@ -390,10 +400,8 @@ func (s *OrphanSweeper) sweepVolume(ctx context.Context, pv *corev1.PersistentVo
 // retried on the next pass, never skipped.
 func (s *OrphanSweeper) erase(ctx context.Context, key string, tgt *erasureTarget, ns *corev1.Namespace) (bool, error) {
 	log := logf.FromContext(ctx).WithValues("orphan", key, "tenant", tgt.Name, "tenantUID", tgt.UID)
-	steps := []erasureStep{stepDeleteStorage}
-	if strings.HasPrefix(key, "Namespace/") {
-		steps = erasureSteps
-	}
+	kind, _, _ := strings.Cut(key, "/")
+	steps := orphanSteps[kind]
 	done := map[erasureStep]bool{}
 	if ns != nil {
 		for _, d := range strings.Split(ns.Annotations[AnnotationErasedSteps], ",") {
@@ -437,11 +445,72 @@ func (s *OrphanSweeper) erase(ctx context.Context, key string, tgt *erasureTarge
 		}
 	}
 	delete(s.deleting, key)
-	kind, _, _ := strings.Cut(key, "/")
 	orphansErased.WithLabelValues(strings.ToLower(kind)).Inc()
 	s.Recorder.Eventf(tgt.Regarding, nil, corev1.EventTypeNormal, "Erased", "Sweep",
 		"orphaned %s of Tenant %s (uid %s) erased and verified", key, tgt.Name, tgt.UID)
 	return false, nil
+}
+
+// orphanSteps are the erasure steps of each kind of orphan: a namespace has
+// every step (read from its marks), a volume only the store's, a data key
+// only its destruction.
+var orphanSteps = map[string][]erasureStep{
+	"Namespace":        erasureSteps,
+	"PersistentVolume": {stepDeleteStorage},
+	"Secret":           {stepDestroyKey},
+}
+
+// listDataKeys lists the tenants' data key Secrets in the operator's
+// namespace, metadata only (their values are never read by the sweep).
+func (s *OrphanSweeper) listDataKeys(ctx context.Context) ([]*metav1.PartialObjectMetadata, error) {
+	if s.Eraser.Namespace == "" {
+		return nil, nil
+	}
+	var list metav1.PartialObjectMetadataList
+	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
+	if err := s.APIReader.List(ctx, &list, client.InNamespace(s.Eraser.Namespace),
+		client.MatchingLabels{labelComponent: componentDataKey, platformv1.LabelManagedBy: platformv1.ManagedByValue}); err != nil {
+		return nil, fmt.Errorf("list data keys: %w", err)
+	}
+	out := make([]*metav1.PartialObjectMetadata, 0, len(list.Items))
+	for i := range list.Items {
+		list.Items[i].SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+		out = append(out, &list.Items[i])
+	}
+	return out, nil
+}
+
+// orphanedKeys are the data keys bound (by the UID mark) to a Tenant that no
+// longer exists. Keys are listed before Tenants, so a Tenant created
+// meanwhile is listed with its key. Unlike a namespace, a key is never
+// taken over by a Tenant re-created under the same name: its name and mark
+// hold the UID it was made for.
+func orphanedKeys(keys []*metav1.PartialObjectMetadata, tenants []platformv1.Tenant, listed map[string]bool) []*metav1.PartialObjectMetadata {
+	live := make(map[string]bool, len(tenants))
+	for i := range tenants {
+		live[string(tenants[i].UID)] = true
+	}
+	var out []*metav1.PartialObjectMetadata
+	for _, k := range keys {
+		listed["Secret/"+k.Name] = true
+		if uid := k.Annotations[AnnotationTenantUID]; uid != "" && k.Labels[platformv1.LabelTenant] != "" && !live[uid] {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// sweepKey destroys the data key of a Tenant that is gone, once the grace
+// period since it was found has passed.
+func (s *OrphanSweeper) sweepKey(ctx context.Context, key *metav1.PartialObjectMetadata) (bool, error) {
+	if due, err := s.due(ctx, key, "Secret"); err != nil || !due {
+		return false, err
+	}
+	tgt := &erasureTarget{
+		tenantRef: tenantRef{Name: key.Labels[platformv1.LabelTenant], UID: types.UID(key.Annotations[AnnotationTenantUID])},
+		Regarding: key,
+	}
+	return s.erase(ctx, "Secret/"+key.Name, tgt, nil)
 }
 
 func (s *OrphanSweeper) remember(key string, tgt *erasureTarget) {

@@ -26,7 +26,7 @@ func knownMetrics(t *testing.T) map[string]bool {
 	ch := make(chan *prometheus.Desc, 16)
 	go func() {
 		for _, c := range []prometheus.Collector{erasureAtRiskGauge, erasureDeadlineGauge, erasureDuration,
-			orphansFound, sweepStoodDown, orphansErased, orphanStepFailures, deletionRequestsTotal, deletionRequestsAtRisk, deletionRequestsAtRiskNow,
+			orphansFound, sweepStoodDown, orphansErased, orphanStepFailures, erasureStepFailures, deletionRequestsTotal, deletionRequestsAtRisk, deletionRequestsAtRiskNow,
 			mediaTokenRefused} {
 			c.Describe(ch)
 		}

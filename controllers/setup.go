@@ -51,7 +51,9 @@ type Options struct {
 	// at a time (see MetaChannelReconciler.SetupWithManager).
 	MaxConcurrentReconciles int
 	// Namespace is the operator's own namespace: MetaApps' Secrets are
-	// read there and their front doors run there.
+	// read there and their front doors run there, and tenants' data keys
+	// are kept there. Empty: no data keys (tests of other areas only;
+	// cmd/manager sets it from $POD_NAMESPACE).
 	Namespace string
 }
 
@@ -128,6 +130,8 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 	}
 	workers := cmp.Or(opts.MaxConcurrentReconciles, DefaultMaxConcurrentReconciles)
 	recorder := distinctWarnings{mgr.GetEventRecorder("omniflow-operator")}
+	// Tenants' data keys live in the operator's namespace (tenant_datakey.go).
+	opts.Worker.DataKeyNamespace = opts.Namespace
 	tenants := &TenantReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),

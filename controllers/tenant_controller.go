@@ -114,7 +114,7 @@ func (r *TenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ c
 	// sets Failed itself.
 	t.Status.Phase = ""
 	for _, phase := range []func(context.Context, *platformv1.Tenant) (*ctrl.Result, error){
-		r.reconcileNamespace, r.reconcileSubjectKey, r.reconcileStorage, r.reconcileWorker, r.reconcileRetention, r.reconcileRoute,
+		r.reconcileNamespace, r.reconcileSubjectKey, r.reconcileStorage, r.reconcileDataKey, r.reconcileWorker, r.reconcileRetention, r.reconcileRoute,
 	} {
 		if res, err := phase(ctx, &t); res != nil || err != nil {
 			summarize(&t)
@@ -439,6 +439,12 @@ func (r *TenantReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error
 			handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &platformv1.Tenant{}, handler.OnlyControllerOwner()),
 			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 				return o.GetName() == platformv1.PostgresSecretName
+			}))).
+		// A data key Secret that goes (deleted by hand) is reported at once.
+		// It has no owner reference (tenant_datakey.go): mapped by its label.
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(namespaceToTenant),
+			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+				return o.GetNamespace() == r.Namespace && o.GetLabels()[labelComponent] == componentDataKey
 			}))).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(namespaceToTenant)).
 		Watches(&platformv1.MetaChannel{}, handler.EnqueueRequestsFromMapFunc(r.objectToTenant)).

@@ -48,6 +48,9 @@ type WorkerConfig struct {
 	// DefaultStorageClass is used when a Tenant names none; empty means the
 	// cluster's default StorageClass.
 	DefaultStorageClass string
+	// DataKeyNamespace is where tenants' data keys live (the operator's own
+	// namespace, set by SetupAll from Options.Namespace); empty: no data keys.
+	DataKeyNamespace string
 }
 
 // tenantLabels are carried by every object of a tenant.
@@ -315,7 +318,7 @@ func desiredDeployment(t *platformv1.Tenant, cfg WorkerConfig, forwardKey bool) 
 		WithName(WorkerName).
 		WithImage(image).
 		WithArgs(args...).
-		WithEnv(workerEnv(t)...).
+		WithEnv(append(workerEnv(t), dataKeyEnv(t, cfg)...)...).
 		WithPorts(corev1ac.ContainerPort().WithName(WebhookPortName).WithContainerPort(WebhookPort).WithProtocol(corev1.ProtocolTCP)).
 		WithResources(workerResources(t)).
 		WithReadinessProbe(httpProbe("/readyz")).

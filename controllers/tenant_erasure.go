@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -49,6 +50,7 @@ func (r *TenantReconciler) reconcileDeactivated(ctx context.Context, t *platform
 		verification, done, err := r.runStep(ctx, tgt, step)
 		keepVolume(t, tgt)
 		if err != nil {
+			r.stepFailed(t, step, err)
 			setCondition(&t.Status.Conditions, t.Generation, platformv1.ConditionErasing, true, "StepFailed",
 				fmt.Sprintf("step %s failed, retrying: %v", step, err))
 			// A step that keeps failing (a database server down) must still
@@ -67,6 +69,9 @@ func (r *TenantReconciler) reconcileDeactivated(ctx context.Context, t *platform
 		if step == stepDeleteStorage {
 			recordErasedFiles(t)
 		}
+		if step == stepDestroyKey {
+			t.Status.Encryption = nil // the key it described is gone
+		}
 		step, wait = erasurePlan(t, now)
 	}
 	if step == stepNone {
@@ -76,6 +81,19 @@ func (r *TenantReconciler) reconcileDeactivated(ctx context.Context, t *platform
 		fmt.Sprintf("ingest stopped; data will be erased at %s", t.Status.ErasureScheduledAt.UTC().Format(time.RFC3339)))
 	r.setErasurePhase(t, now)
 	return ctrl.Result{RequeueAfter: nextWake(t, now, wait)}, nil
+}
+
+// stepFailed reports a failing erasure step (a key Secret that cannot be
+// deleted, a database server down) once per step in a Warning Event, and on
+// every failure in a metric; the step is retried and never recorded done.
+func (r *TenantReconciler) stepFailed(t *platformv1.Tenant, step erasureStep, err error) {
+	erasureStepFailures.WithLabelValues(string(step)).Inc()
+	c := meta.FindStatusCondition(t.Status.Conditions, platformv1.ConditionErasing)
+	if c != nil && c.Reason == "StepFailed" && strings.HasPrefix(c.Message, "step "+string(step)+" ") {
+		return
+	}
+	r.Recorder.Eventf(t, nil, corev1.EventTypeWarning, "ErasureStepFailed", "Erase",
+		"erasure step %s failed and will be retried: %v", step, err)
 }
 
 // recordDeactivation stamps the schedule once. The times live in status, in

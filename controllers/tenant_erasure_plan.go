@@ -16,6 +16,12 @@ const (
 	// worker is scaled to zero, so nothing more is stored.
 	stepStopIngest erasureStep = "StopIngest"
 	// The destructive steps run at erasureScheduledAt, in this order.
+	// stepDestroyKey comes first: once the tenant's data key is gone, no
+	// copy of its store (a snapshot, a backup, a volume or database whose
+	// deletion fails) can be read any more, whatever the later steps meet.
+	// It cannot come before the grace period, as StopIngest does: until
+	// erasure starts, the tenant may be reactivated with its data.
+	stepDestroyKey      erasureStep = "DestroyKey"
 	stepDeleteWorker    erasureStep = "DeleteWorker"
 	stepDeleteStorage   erasureStep = "DeleteStorage"
 	stepDeleteNamespace erasureStep = "DeleteNamespace"
@@ -24,7 +30,7 @@ const (
 )
 
 // erasureSteps is the order of the erasure.
-var erasureSteps = []erasureStep{stepStopIngest, stepDeleteWorker, stepDeleteStorage, stepDeleteNamespace}
+var erasureSteps = []erasureStep{stepStopIngest, stepDestroyKey, stepDeleteWorker, stepDeleteStorage, stepDeleteNamespace}
 
 // atRiskBefore is how long before the deadline an unfinished erasure raises
 // the alarm: a day leaves an SRE time to act.

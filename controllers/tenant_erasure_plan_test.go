@@ -32,14 +32,16 @@ func TestErasurePlan(t *testing.T) {
 		wantWait time.Duration
 	}{
 		{"ingest stops at once", deactivated(t0, 7*day), t0, stepStopIngest, 0},
-		{"then waits for the schedule", deactivated(t0, 7*day, stepStopIngest), t0.Add(day), stepDeleteWorker, 6 * day},
-		{"a second before, still waits", deactivated(t0, 7*day, stepStopIngest), t0.Add(7*day - time.Second), stepDeleteWorker, time.Second},
-		{"at the schedule, the worker goes", deactivated(t0, 7*day, stepStopIngest), t0.Add(7 * day), stepDeleteWorker, 0},
-		{"then storage", deactivated(t0, 7*day, stepStopIngest, stepDeleteWorker), t0.Add(8 * day), stepDeleteStorage, 0},
-		{"then the namespace", deactivated(t0, 7*day, stepStopIngest, stepDeleteWorker, stepDeleteStorage), t0.Add(8 * day), stepDeleteNamespace, 0},
-		{"done only when every step is", deactivated(t0, 0, stepStopIngest, stepDeleteWorker, stepDeleteStorage, stepDeleteNamespace), t0, stepNone, 0},
+		{"then waits for the schedule", deactivated(t0, 7*day, stepStopIngest), t0.Add(day), stepDestroyKey, 6 * day},
+		{"a second before, still waits", deactivated(t0, 7*day, stepStopIngest), t0.Add(7*day - time.Second), stepDestroyKey, time.Second},
+		{"at the schedule, the key goes first", deactivated(t0, 7*day, stepStopIngest), t0.Add(7 * day), stepDestroyKey, 0},
+		{"then the worker", deactivated(t0, 7*day, stepStopIngest, stepDestroyKey), t0.Add(7 * day), stepDeleteWorker, 0},
+		{"then storage", deactivated(t0, 7*day, stepStopIngest, stepDestroyKey, stepDeleteWorker), t0.Add(8 * day), stepDeleteStorage, 0},
+		{"then the namespace", deactivated(t0, 7*day, stepStopIngest, stepDestroyKey, stepDeleteWorker, stepDeleteStorage), t0.Add(8 * day), stepDeleteNamespace, 0},
+		{"done only when every step is", deactivated(t0, 0, stepStopIngest, stepDestroyKey, stepDeleteWorker, stepDeleteStorage, stepDeleteNamespace), t0, stepNone, 0},
+		{"no storage step before the key is destroyed", deactivated(t0, 0, stepStopIngest, stepDeleteWorker, stepDeleteStorage, stepDeleteNamespace), t0, stepDestroyKey, 0},
 		{"a step recorded out of order does not skip an earlier one", deactivated(t0, 0, stepDeleteNamespace), t0, stepStopIngest, 0},
-		{"zero grace erases at once", deactivated(t0, 0, stepStopIngest), t0, stepDeleteWorker, 0},
+		{"zero grace erases at once", deactivated(t0, 0, stepStopIngest), t0, stepDestroyKey, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -97,6 +99,11 @@ func TestReactivationAllowedOnlyBeforeErasureStarts(t *testing.T) {
 	tn = deactivated(t0, 3*day, stepStopIngest, stepDeleteWorker)
 	if !erasureStarted(tn, t0) {
 		t.Fatal("a recorded destructive step must block reactivation")
+	}
+	// A destroyed key above all: nothing stored could be read again.
+	tn = deactivated(t0, 3*day, stepStopIngest, stepDestroyKey)
+	if !erasureStarted(tn, t0) {
+		t.Fatal("a destroyed key must block reactivation")
 	}
 }
 

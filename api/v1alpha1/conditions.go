@@ -54,6 +54,11 @@ const (
 	// on the shared server and is bound to another Tenant (its comment names
 	// another UID); it is neither adopted nor changed.
 	ReasonDatabaseConflict = "DatabaseConflict"
+	// ReasonDataKeyMissing: the tenant's data key Secret was provisioned
+	// (status.encryption names it) and is gone. It is not made again: a new
+	// key could not read what the lost one sealed. Restore the Secret from a
+	// backup of the operator's namespace.
+	ReasonDataKeyMissing = "DataKeyMissing"
 )
 
 // Finalizers.

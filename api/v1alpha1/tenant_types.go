@@ -116,6 +116,26 @@ type TenantSpec struct {
 	// the tenant is active.
 	// +optional
 	Retention *RetentionPolicy `json:"retention,omitempty"`
+
+	// encryption configures the tenant's data key: the key, held outside the
+	// tenant's store and destroyed first on erasure, that puts every copy of
+	// the store (snapshots, backups) beyond use.
+	// +optional
+	Encryption EncryptionPolicy `json:"encryption,omitempty"`
+}
+
+// EncryptionPolicy configures a tenant's data key.
+type EncryptionPolicy struct {
+	// rotationToken asks for a key rotation: each new value (a date, a ticket
+	// number) makes the operator add one new version to the tenant's data key
+	// and make it the version new records are sealed with. Older versions
+	// stay in the key, so records sealed under them remain readable. The
+	// value last honoured is status.encryption.rotationToken; a value set
+	// before the key exists is honoured by creating it. Empty: no rotation.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9]([-._A-Za-z0-9]*[A-Za-z0-9])?$`
+	RotationToken string `json:"rotationToken,omitempty"`
 }
 
 // TenantStorage configures a tenant's store.
@@ -268,6 +288,12 @@ type TenantStatus struct {
 	// worker is stopped), and cleared once its storage is erased.
 	// +optional
 	Files *FilesStatus `json:"files,omitempty"`
+
+	// encryption describes the tenant's data key (never its value). Absent
+	// when the operator runs without a namespace of its own (no data keys)
+	// and once erasure has destroyed the key.
+	// +optional
+	Encryption *EncryptionStatus `json:"encryption,omitempty"`
 }
 
 // FilesStatus counts a tenant's shared files as its worker reported them. It
@@ -312,6 +338,25 @@ type FilesStatus struct {
 	StoredBytes int64 `json:"storedBytes"`
 }
 
+// EncryptionStatus describes a tenant's data key.
+type EncryptionStatus struct {
+	// keySecret is the Secret, as namespace/name, that holds the tenant's
+	// data key: in the operator's namespace, readable by the tenant's worker
+	// and by nobody in the tenant's namespace.
+	// +optional
+	// +kubebuilder:validation:MaxLength=317
+	KeySecret string `json:"keySecret,omitempty"`
+
+	// keyVersion is the version of the data key new records are sealed with.
+	// +optional
+	KeyVersion int32 `json:"keyVersion,omitempty"`
+
+	// rotationToken is the spec.encryption.rotationToken last honoured.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	RotationToken string `json:"rotationToken,omitempty"`
+}
+
 // StorageStatus records the storage created for a tenant.
 type StorageStatus struct {
 	// backend is the storage backend in use.
@@ -336,8 +381,8 @@ type StorageStatus struct {
 
 // ErasureStep is one verified step of a tenant's erasure.
 type ErasureStep struct {
-	// name identifies the step, for example StopIngest, DeleteWorker,
-	// DeleteStorage, DeleteNamespace.
+	// name identifies the step, for example StopIngest, DestroyKey,
+	// DeleteWorker, DeleteStorage, DeleteNamespace.
 	// +required
 	// +kubebuilder:validation:MaxLength=64
 	Name string `json:"name"`

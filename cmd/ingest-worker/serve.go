@@ -20,6 +20,8 @@ import (
 
 	"github.com/omniflowcrm/omniflow-operator/internal/channels"
 	"github.com/omniflowcrm/omniflow-operator/internal/clusterchannels"
+	"github.com/omniflowcrm/omniflow-operator/internal/clusterkey"
+	"github.com/omniflowcrm/omniflow-operator/internal/datakey"
 	"github.com/omniflowcrm/omniflow-operator/internal/forward"
 	"github.com/omniflowcrm/omniflow-operator/internal/ingest"
 	"github.com/omniflowcrm/omniflow-operator/internal/retention"
@@ -37,6 +39,9 @@ const (
 	// environment variable, not a flag: it carries a password, and a process's flags are
 	// readable by anyone on the node (/proc/<pid>/cmdline).
 	envPostgresDSN = "OMNIFLOW_POSTGRES_DSN"
+	// envDataKeySecret names the tenant's data key Secret, namespace/name (the default
+	// of --data-key-secret; controllers.EnvDataKeySecret).
+	envDataKeySecret = "OMNIFLOW_DATA_KEY_SECRET" //nolint:gosec // G101: the name of a variable that names a Secret, not a credential
 )
 
 // serveOptions are `serve`'s flags, with defaults from the environment applied.
@@ -49,6 +54,11 @@ type serveOptions struct {
 	verbosity      int
 	storeKind      string
 	forwardKeyFile string
+	dataKeySecret  string
+	dataKeyWait    time.Duration
+	// dataKeys is the tenant's key ring, loaded and kept current, for the stores to
+	// seal and open records with (docs/encryption.md: they do not yet).
+	dataKeys datakey.Source
 }
 
 const (
@@ -96,6 +106,8 @@ func parseServe(args []string, getenv func(string) string) (*serveOptions, error
 	fs.DurationVar(&o.cfg.Retention.Interval, "retention-interval", retention.DefaultInterval, "how often retention runs (it also runs at start); a message is deleted at most --retention-max-age plus this after its timestamp")
 	fs.IntVar(&o.cfg.Retention.BatchSize, "retention-batch-size", retention.DefaultBatchSize, "records of each kind deleted per transaction: ingest waits for at most one batch")
 	fs.StringVar(&o.forwardKeyFile, "forward-key-file", "", "file holding this tenant's forwarding credential in hex (`frontdoor tenant-key`): the worker then accepts the parts a webhook front door forwards to "+forward.Path)
+	fs.StringVar(&o.dataKeySecret, "data-key-secret", getenv(envDataKeySecret), "in-cluster mode: the tenant's data key Secret as namespace/name; the worker does not start without it (default $"+envDataKeySecret+", which the operator sets)")
+	fs.DurationVar(&o.dataKeyWait, "data-key-wait", 2*time.Minute, "how long the worker waits at start for its data key before it fails")
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity (1: one line per delivery, without personal data)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -111,6 +123,13 @@ func parseServe(args []string, getenv func(string) string) (*serveOptions, error
 		return nil, errors.New("--channels (standalone) or --namespace/$" + envNamespace + " (in a cluster) is required")
 	case o.inCluster() && o.tenant == "":
 		return nil, errors.New("--tenant/$" + envTenant + " is required in a cluster")
+	case !o.inCluster() && o.dataKeySecret != "":
+		return nil, errors.New("--data-key-secret is read from the cluster: it needs the in-cluster mode (no --channels)")
+	}
+	if o.dataKeySecret != "" {
+		if _, _, err := clusterkey.ParseRef(o.dataKeySecret); err != nil {
+			return nil, fmt.Errorf("--data-key-secret: %w", err)
+		}
 	}
 	if err := o.cfg.Retention.Validate(); err != nil {
 		return nil, err
@@ -136,6 +155,9 @@ func serve(args []string) error {
 	defer stop()
 	if o.inCluster() {
 		err = clusterSource(o, log)
+		if err == nil && o.dataKeySecret != "" {
+			err = loadDataKey(ctx, o, log)
+		}
 	} else {
 		err = fileSource(o, log)
 	}
@@ -207,6 +229,31 @@ func clusterSource(o *serveOptions, log logr.Logger) error {
 			log.Error(err, "Deletion requests are no longer watched")
 		}
 	})
+	return nil
+}
+
+// loadDataKey starts the watch of the tenant's data key and waits until it is loaded.
+// Without its key the worker does not start: once the stores encrypt, a worker without
+// its key could only refuse deliveries or store them in clear, and the second must never
+// happen. Failing at start makes the cause plain (the pod's log and restarts) instead.
+func loadDataKey(ctx context.Context, o *serveOptions, log logr.Logger) error {
+	ns, name, err := clusterkey.ParseRef(o.dataKeySecret)
+	if err != nil {
+		return err
+	}
+	rc, err := config.GetConfig()
+	if err != nil {
+		return fmt.Errorf("kubernetes client config: %w", err)
+	}
+	w, err := clusterkey.New(clusterkey.Config{RestConfig: rc, Namespace: ns, Name: name, Log: log.WithValues("tenant", o.tenant)})
+	if err != nil {
+		return err
+	}
+	go func() { _ = w.Run(ctx) }()
+	if err := w.WaitLoaded(ctx, o.dataKeyWait); err != nil {
+		return fmt.Errorf("the worker does not start without its data key: %w", err)
+	}
+	o.dataKeys = w
 	return nil
 }
 

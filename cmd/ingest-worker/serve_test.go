@@ -147,3 +147,25 @@ func TestParseServeRetentionFromDeploymentArgs(t *testing.T) {
 		}
 	}
 }
+
+// The operator tells the worker where its data key is through $OMNIFLOW_DATA_KEY_SECRET;
+// it is read from the cluster, so only in-cluster mode takes it, and only as
+// namespace/name.
+func TestParseServeDataKeySecret(t *testing.T) {
+	t.Parallel()
+	ref := "omniflow-system/" + controllers.DataKeySecretName("acme", "uid-1")
+	env := map[string]string{envNamespace: "tenant-acme", envTenant: "acme", envDataKeySecret: ref}
+	o, err := parseServe([]string{"--data-dir=/d"}, func(k string) string { return env[k] })
+	if err != nil || o.dataKeySecret != ref || o.dataKeyWait != 2*time.Minute {
+		t.Fatalf("parseServe = %+v, %v; want the key from the environment", o, err)
+	}
+	for name, args := range map[string][]string{
+		"standalone":     {"--data-dir=/d", "--channels=c.yaml", "--data-key-secret=" + ref},
+		"no namespace":   {"--data-dir=/d", "--namespace=tenant-x", "--tenant=x", "--data-key-secret=just-a-name"},
+		"too many parts": {"--data-dir=/d", "--namespace=tenant-x", "--tenant=x", "--data-key-secret=a/b/c"},
+	} {
+		if _, err := parseServe(args, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "data-key-secret") {
+			t.Errorf("%s: err = %v, want one naming --data-key-secret", name, err)
+		}
+	}
+}

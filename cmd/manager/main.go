@@ -56,7 +56,7 @@ func main() {
 	flag.StringVar(&worker.Image, "worker-image", envOr("WORKER_IMAGE", defaultWorkerImage),
 		"Image of the per-tenant ingest worker (default: $WORKER_IMAGE, which config/default sets to the manager's own image).")
 	flag.StringVar(&operatorNS, "namespace", os.Getenv("POD_NAMESPACE"),
-		"The operator's own namespace, where MetaApps' Secrets are read and their front doors run (default: $POD_NAMESPACE).")
+		"The operator's own namespace, where MetaApps' Secrets are read and their front doors run, and tenants' data keys are kept (default: $POD_NAMESPACE).")
 	flag.StringVar(&worker.DefaultStorageClass, "default-storage-class", "",
 		"StorageClass of tenant volumes when a Tenant names none (default: the cluster's default StorageClass).")
 	flag.StringVar(&routeKind, "route", string(controllers.RouteIngress),
@@ -158,6 +158,10 @@ func run(ep endpoints, leaderElect bool, leaderElectionNS string, opts controlle
 	}
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return fmt.Errorf("add ready check: %w", err)
+	}
+	if opts.Namespace == "" {
+		// Tenants' data keys live in the operator's namespace (docs/encryption.md).
+		ctrl.Log.WithName("setup").Error(nil, "The operator has no namespace of its own (--namespace, $POD_NAMESPACE): tenants get no data key, and erasure cannot destroy one")
 	}
 	ctrl.Log.WithName("setup").Info("Starting manager", "workerImage", opts.Worker.Image, "route", opts.Route.Kind, "webhookBaseURL", opts.Route.WebhookBaseURL,
 		"postgresAdminSecret", opts.Postgres.AdminSecret.String())

@@ -201,7 +201,7 @@ func TestDeactivatedTenantIsErasedAtTheScheduledTimeAndNotBefore(t *testing.T) {
 		g.Expect(got.Status.Phase).To(Equal(platformv1.TenantPhaseErased))
 		g.Expect(got.Status.ErasedAt).NotTo(BeNil())
 		g.Expect(got.Status.ErasedAt.Before(got.Status.ErasureDeadline)).To(BeTrue())
-		g.Expect(stepNames(got)).To(Equal([]string{"StopIngest", "DeleteWorker", "DeleteStorage", "DeleteNamespace"}))
+		g.Expect(stepNames(got)).To(Equal([]string{"StopIngest", "DestroyKey", "DeleteWorker", "DeleteStorage", "DeleteNamespace"}))
 		for _, s := range got.Status.Erasure {
 			g.Expect(s.Verification).NotTo(BeEmpty(), s.Name)
 		}
@@ -211,7 +211,7 @@ func TestDeactivatedTenantIsErasedAtTheScheduledTimeAndNotBefore(t *testing.T) {
 	g.Expect(gone(&corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-erase-on-time"}})()).To(BeTrue(),
 		"a Retain volume must not outlive the erasure")
 	got := tenant(g, tn.Name)
-	g.Expect(got.Status.Erasure[2].Verification).To(ContainSubstring("pv-erase-on-time"))
+	g.Expect(got.Status.Erasure[3].Verification).To(ContainSubstring("pv-erase-on-time"))
 
 	// The record holds no secret or channel data.
 	raw, err := json.Marshal(got.Status)
@@ -319,7 +319,7 @@ func TestScheduleAndErasureSurviveOperatorRestarts(t *testing.T) {
 	poke(g, tn.Name)
 	g.Eventually(func(g Gomega) {
 		got := tenant(g, tn.Name)
-		g.Expect(stepNames(got)).To(Equal([]string{"StopIngest", "DeleteWorker", "DeleteStorage"}))
+		g.Expect(stepNames(got)).To(Equal([]string{"StopIngest", "DestroyKey", "DeleteWorker", "DeleteStorage"}))
 		g.Expect(got.Status.Phase).To(Equal(platformv1.TenantPhaseErasing))
 		erasing := cond(got, platformv1.ConditionErasing)
 		g.Expect(erasing).NotTo(BeNil())
@@ -334,7 +334,7 @@ func TestScheduleAndErasureSurviveOperatorRestarts(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		got := tenant(g, tn.Name)
 		g.Expect(got.Status.Phase).To(Equal(platformv1.TenantPhaseErased))
-		g.Expect(stepNames(got)).To(Equal([]string{"StopIngest", "DeleteWorker", "DeleteStorage", "DeleteNamespace"}))
+		g.Expect(stepNames(got)).To(Equal([]string{"StopIngest", "DestroyKey", "DeleteWorker", "DeleteStorage", "DeleteNamespace"}))
 	}, timeout, interval).Should(Succeed())
 	g.Expect(gone(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tn.NamespaceName()}})()).To(BeTrue())
 }

@@ -52,6 +52,8 @@ func TestOrphanedDataIsErasedAfterTheGracePeriodCountedFromDiscovery(t *testing.
 		g.Expect(pv.Labels).To(HaveKeyWithValue(platformv1.LabelTenant, "orphan"), "the bound volume is labelled for its tenant")
 	}, timeout, interval).Should(Succeed())
 
+	key := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: operatorNamespace, Name: controllers.DataKeySecretName(tn.Name, tn.UID)}}
+	g.Eventually(func() error { return k8s.Get(ctx, client.ObjectKeyFromObject(key), key) }, timeout, interval).Should(Succeed())
 	found := clock.Now().UTC().Truncate(time.Second)
 	forceRemove(g, tn.Name)
 
@@ -79,10 +81,12 @@ func TestOrphanedDataIsErasedAfterTheGracePeriodCountedFromDiscovery(t *testing.
 	g.Eventually(gone(ns), timeout, interval).Should(BeTrue())
 	g.Eventually(gone(pv), timeout, interval).Should(BeTrue())
 	g.Expect(gone(&corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: controllers.DataClaimName}})()).To(BeTrue())
+	g.Expect(gone(key)()).To(BeTrue(), "the force-removed tenant's data key is destroyed too")
 
 	// The record: each step in an Event on the namespace, then the verified end.
 	g.Eventually(func(g Gomega) {
 		notes := sweepEvents(g, ns.Name)
+		g.Expect(notes).To(ContainElement(And(HavePrefix("Normal ErasureStep: DestroyKey of orphaned Tenant orphan"), ContainSubstring(key.Name))))
 		g.Expect(notes).To(ContainElement(And(HavePrefix("Normal ErasureStep: DeleteStorage of orphaned Tenant orphan"), ContainSubstring(pv.Name))))
 		g.Expect(notes).To(ContainElement(HavePrefix("Normal Erased: orphaned Namespace/" + ns.Name)))
 		g.Expect(notes).NotTo(ContainElement(ContainSubstring("Warning ErasureStepFailed")))

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -17,6 +19,9 @@ import (
 
 // orphanGrace is the operator's grace period for orphans in these tests.
 const orphanGrace = 48 * time.Hour
+
+// operatorNamespace is the operator's own namespace in these tests.
+const operatorNamespace = "omniflow-system"
 
 var (
 	scheme = testenv.Scheme()
@@ -51,6 +56,12 @@ func run(m *testing.M) int {
 		return 1
 	}
 
+	// The operator's own namespace, where tenants' data keys live.
+	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+
 	stopKCM, err := testenv.StartControllerManager(env, assets)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "start kube-controller-manager: %v\n", err)
@@ -69,9 +80,10 @@ type operator struct {
 func startOperator(t *testing.T) *operator {
 	t.Helper()
 	stop, err := testenv.StartOperator(restCfg, scheme, controllers.Options{
-		Worker: controllers.WorkerConfig{Image: "example.test/worker:test"},
-		Clock:  clock,
-		Sweep:  controllers.SweepConfig{Interval: 500 * time.Millisecond, GracePeriod: orphanGrace},
+		Worker:    controllers.WorkerConfig{Image: "example.test/worker:test"},
+		Clock:     clock,
+		Sweep:     controllers.SweepConfig{Interval: 500 * time.Millisecond, GracePeriod: orphanGrace},
+		Namespace: operatorNamespace,
 	})
 	if err != nil {
 		t.Fatalf("start the operator: %v", err)

@@ -304,7 +304,7 @@ func TestPostgresTenantIsProvisionedServedAndErased(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		got := tenant(g, tn.Name)
 		g.Expect(got.Status.Phase).To(Equal(platformv1.TenantPhaseErased))
-		g.Expect(stepNames(got)).To(Equal([]string{"StopIngest", "DeleteWorker", "DeleteStorage", "DeleteNamespace"}))
+		g.Expect(stepNames(got)).To(Equal([]string{"StopIngest", "DestroyKey", "DeleteWorker", "DeleteStorage", "DeleteNamespace"}))
 	}, 2*timeout, interval).Should(Succeed())
 	g.Expect(databaseExists(t, g, db)).To(BeFalse())
 	g.Expect(roleExists(t, g, db)).To(BeFalse())
@@ -341,7 +341,7 @@ func TestUnreachableServerIsWaitedForNeverSkipped(t *testing.T) {
 	poke(g, tn.Name)
 	g.Eventually(func(g Gomega) {
 		got := tenant(g, tn.Name)
-		g.Expect(stepNames(got)).To(Equal([]string{"StopIngest", "DeleteWorker"}))
+		g.Expect(stepNames(got)).To(Equal([]string{"StopIngest", "DestroyKey", "DeleteWorker"}))
 		c := cond(got, platformv1.ConditionErasing)
 		g.Expect(c).NotTo(BeNil())
 		g.Expect(c.Message).To(And(ContainSubstring("DeleteStorage"), ContainSubstring("127.0.0.1:1")))
@@ -358,7 +358,7 @@ func TestUnreachableServerIsWaitedForNeverSkipped(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		got := tenant(g, tn.Name)
 		g.Expect(got.Status.Phase).To(Equal(platformv1.TenantPhaseErased))
-		g.Expect(stepNames(got)).To(Equal([]string{"StopIngest", "DeleteWorker", "DeleteStorage", "DeleteNamespace"}))
+		g.Expect(stepNames(got)).To(Equal([]string{"StopIngest", "DestroyKey", "DeleteWorker", "DeleteStorage", "DeleteNamespace"}))
 	}, 2*timeout, interval).Should(Succeed())
 	db := controllers.PostgresDatabaseName(tn.Name, tn.UID)
 	g.Expect(databaseExists(t, g, db)).To(BeFalse())

@@ -27,6 +27,8 @@ const (
 	// tlsSecret is the Ingress TLS Secret the operator is configured with: the
 	// Secret in every tenant namespace that the tenant's Ingress serves.
 	tlsSecret = "hooks-tls"
+	// operatorNamespace is the operator's own namespace, where tenants' data keys live.
+	operatorNamespace = "omniflow-system"
 )
 
 var (
@@ -57,11 +59,17 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "install the shipped editor role: %v\n", err)
 		return 1
 	}
+	// The operator's own namespace, where tenants' data keys live.
+	if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}); err != nil {
+		fmt.Fprintf(os.Stderr, "create the operator's namespace: %v\n", err)
+		return 1
+	}
 	stop, err := testenv.StartOperator(restCfg, scheme, controllers.Options{
-		Worker: controllers.WorkerConfig{Image: "example.test/worker:test"},
-		Route:  controllers.RouteConfig{IngressHost: "hooks.example.test", IngressTLSSecret: tlsSecret},
-		Clock:  clock,
-		Sweep:  controllers.SweepConfig{Interval: -1},
+		Worker:    controllers.WorkerConfig{Image: "example.test/worker:test"},
+		Route:     controllers.RouteConfig{IngressHost: "hooks.example.test", IngressTLSSecret: tlsSecret},
+		Clock:     clock,
+		Sweep:     controllers.SweepConfig{Interval: -1},
+		Namespace: operatorNamespace,
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "start the operator: %v\n", err)
