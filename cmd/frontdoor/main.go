@@ -101,7 +101,17 @@ func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	listen := fs.String("listen", ":8080", "address to serve Meta's webhooks, health and metrics on")
 	routes := fs.String("routes", "", "routes file: the tenants, their workers and their channels' ids (reloaded on change)")
-	app := fs.String("app", "", "with --cluster: route only the MetaChannels whose appRef names this MetaApp, and serve under /apps/<app>/ too (the operator's Ingress path)")
+	app := fs.String("app", "", "the MetaApp served: with --cluster only the MetaChannels whose appRef names it are routed; the webhook is served under /apps/<app>/ too (the operator's Ingress path); Meta's data-deletion callback is answered (needs it)")
+	publicBase := fs.String("public-base-url", "", "base of the data-deletion status page's URL answered to Meta (default: from the callback's request)")
+	dialAt := map[string]string{}
+	fs.Func("worker-address", "HOST:PORT=ADDR: dial ADDR for a worker named HOST:PORT (repeatable; for tests and local runs, where worker Service names do not resolve)", func(v string) error {
+		from, to, ok := strings.Cut(v, "=")
+		if !ok || from == "" || to == "" {
+			return errors.New("want HOST:PORT=ADDR")
+		}
+		dialAt[from] = to
+		return nil
+	})
 	cluster := fs.Bool("cluster", false, "route by the cluster's MetaChannels (watched; only the Ready holder of an id) to each tenant's worker Service, as the pod's ServiceAccount or $KUBECONFIG's user")
 	reload := fs.Duration("routes-reload-interval", 5*time.Second, "how often the routes file is checked for changes")
 	secretFile := fs.String("app-secret-file", "", "file holding the Meta app's App Secret")
@@ -148,7 +158,7 @@ func serve(args []string) error {
 		runSource = func(ctx context.Context) error { src.Run(ctx); return nil }
 	}
 	srv, err := frontdoor.NewServer(frontdoor.Config{AppSecret: []byte(secret), VerifyToken: token, ForwardingKey: key,
-		Table: table, ForwardTimeout: *timeout, MaxBodyBytes: *maxBody, Log: log})
+		Table: table, ForwardTimeout: *timeout, MaxBodyBytes: *maxBody, Log: log, App: *app, PublicBaseURL: *publicBase, Client: frontdoor.NewClient(dialAt)})
 	if err != nil {
 		return err
 	}
