@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,8 +16,6 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
@@ -77,17 +74,12 @@ func TestFrontDoorEndToEnd(t *testing.T) {
 		g.Expect(k8s.Create(ctx, mc)).To(Succeed())
 	}
 
-	// The front door's Deployment, available (envtest runs no kubelet); the app is
-	// judged again on a change of its spec, and its channels become Ready.
+	// The front door's Deployment, available (envtest runs no kubelet): the app and its
+	// channels become Ready.
 	doorKey := types.NamespacedName{Namespace: opNS, Name: controllers.FrontDoorName("shared")}
 	var dep appsv1.Deployment
 	g.Eventually(func() error { return k8s.Get(ctx, doorKey, &dep) }, e2eTimeout).Should(Succeed())
-	n := ptr.Deref(dep.Spec.Replicas, 1)
-	dep.Status = appsv1.DeploymentStatus{ObservedGeneration: dep.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
-	g.Expect(k8s.Status().Update(ctx, &dep)).To(Succeed())
-	g.Expect(k8s.Get(ctx, types.NamespacedName{Name: "shared"}, app)).To(Succeed())
-	app.Spec.AppID = "4243"
-	g.Expect(k8s.Update(ctx, app)).To(Succeed())
+	g.Expect(testenv.MarkAvailable(ctx, k8s, doorKey)).To(Succeed())
 	ready := func(ns, name string) func(Gomega) {
 		return func(g Gomega) {
 			var mc platformv1.MetaChannel
@@ -142,14 +134,15 @@ channels:
 	// The front door as the operator runs it: its Deployment's arguments, the files its
 	// volumes would mount, its ServiceAccount's identity.
 	g.Expect(k8s.Get(ctx, doorKey, &dep)).To(Succeed())
-	args := kubelet(t, g, k8s, &dep, filepath.Join(dir, "pod"))
+	args, err := testenv.MountedArgs(ctx, k8s, dep.Namespace, &dep.Spec.Template.Spec, &dep.Spec.Template.Spec.Containers[0], filepath.Join(dir, "pod"))
+	g.Expect(err).NotTo(HaveOccurred())
 	user, err := env.AddUser(envtest.User{Name: "system:serviceaccount:" + opNS + ":" + dep.Spec.Template.Spec.ServiceAccountName,
 		Groups: []string{"system:serviceaccounts", "system:authenticated"}}, nil)
 	g.Expect(err).NotTo(HaveOccurred())
 	kubeconfig, err := user.KubeConfig()
 	g.Expect(err).NotTo(HaveOccurred())
 	t.Setenv("KUBECONFIG", write(t, filepath.Join(dir, "kubeconfig"), string(kubeconfig)))
-	door := start(t, fdBin, append(args, dialAt...)...)
+	door := start(t, fdBin, append(append(args, "--listen=127.0.0.1:0"), dialAt...)...)
 	base := "http://" + door.addr + "/apps/shared"
 	waitReady(g, door)
 	deliver := func(body []byte) int {
@@ -203,55 +196,4 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
-}
-
-// kubelet plays the kubelet for a Deployment's first container: the Secrets its volumes
-// project are written under root at their mount paths, and the container's arguments
-// returned with those paths rewritten under root and --listen on a free loopback port.
-func kubelet(t *testing.T, g *WithT, k8s client.Client, dep *appsv1.Deployment, root string) []string {
-	t.Helper()
-	pod := dep.Spec.Template.Spec
-	c := pod.Containers[0]
-	volumes := map[string]corev1.Volume{}
-	for _, v := range pod.Volumes {
-		volumes[v.Name] = v
-	}
-	secretFiles := func(mount, name string, items []corev1.KeyToPath) {
-		var s corev1.Secret
-		g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: dep.Namespace, Name: name}, &s)).To(Succeed())
-		if items == nil {
-			for k := range s.Data {
-				items = append(items, corev1.KeyToPath{Key: k, Path: k})
-			}
-		}
-		for _, it := range items {
-			p := filepath.Join(root, mount, it.Path)
-			g.Expect(os.MkdirAll(filepath.Dir(p), 0o700)).To(Succeed())
-			g.Expect(os.WriteFile(p, s.Data[it.Key], 0o600)).To(Succeed())
-		}
-	}
-	for _, m := range c.VolumeMounts {
-		v := volumes[m.Name]
-		switch {
-		case v.Secret != nil:
-			secretFiles(m.MountPath, v.Secret.SecretName, v.Secret.Items)
-		case v.Projected != nil:
-			for _, src := range v.Projected.Sources {
-				if src.Secret != nil {
-					secretFiles(m.MountPath, src.Secret.Name, src.Secret.Items)
-				}
-			}
-		}
-	}
-	args := append([]string{}, c.Args...)
-	for i, a := range args {
-		flag, val, ok := strings.Cut(a, "=")
-		switch {
-		case flag == "--listen":
-			args[i] = "--listen=127.0.0.1:0"
-		case ok && strings.HasSuffix(flag, "-file"):
-			args[i] = flag + "=" + filepath.Join(root, val)
-		}
-	}
-	return args
 }
