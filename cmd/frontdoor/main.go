@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -85,18 +86,6 @@ func tenantKey(args []string, out io.Writer) error {
 	return err
 }
 
-func readSecretFile(path, what string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("read %s: %w", what, err)
-	}
-	v := strings.TrimSpace(string(b))
-	if v == "" {
-		return "", fmt.Errorf("%s file %s is empty", what, path)
-	}
-	return v, nil
-}
-
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	listen := fs.String("listen", ":8080", "address to serve Meta's webhooks, health and metrics on")
@@ -126,12 +115,15 @@ func serve(args []string) error {
 	if (*routes == "") == !*cluster || *secretFile == "" || *tokenFile == "" || *keyFile == "" {
 		return errors.New("--routes or --cluster (one of them), --app-secret-file, --verify-token-file and --forwarding-key-file are required")
 	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(frontdoor.GCPercent)
+	}
 	log := logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.Level(-*verbosity)}))
-	secret, err := readSecretFile(*secretFile, "app secret")
+	secret, err := frontdoor.ReadSecretFile(*secretFile, "app secret")
 	if err != nil {
 		return err
 	}
-	token, err := readSecretFile(*tokenFile, "verify token")
+	token, err := frontdoor.ReadSecretFile(*tokenFile, "verify token")
 	if err != nil {
 		return err
 	}

@@ -82,3 +82,15 @@ func TestDeletionCode(t *testing.T) {
 		t.Errorf("code %q", c)
 	}
 }
+
+func TestSignerSignsAsSign(t *testing.T) {
+	k := TenantKey(bytes.Repeat([]byte{7}, MinKeyBytes), "acme")
+	s := NewSigner(k, "acme")
+	for _, body := range [][]byte{nil, []byte(`{"object":"page"}`), bytes.Repeat([]byte("x"), 5000)} {
+		for range 2 { // a pooled state signs again as a fresh one
+			if got, want := s.Sign(body), Sign(k, "acme", body); got != want {
+				t.Fatalf("%q: %s, want %s", body, got, want)
+			}
+		}
+	}
+}

@@ -123,7 +123,7 @@ func (s *Server) fileDeletion(ctx context.Context, b Bound, f forward.DeletionFi
 		return fmt.Errorf("deletion request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(forward.SignatureHeader, forward.SignFor(s.tenantKey(b.Tenant), b.Tenant, forward.PurposeDeletion, body))
+	req.Header.Set(forward.SignatureHeader, forward.SignFor(s.cred(b.Tenant).key, b.Tenant, forward.PurposeDeletion, body))
 	resp, err := s.cfg.Client.Do(req)
 	if err != nil {
 		return fmt.Errorf("deletion request to worker: %w", err)
@@ -148,7 +148,7 @@ func (s *Server) deletionStatus(ctx context.Context, b Bound, code string) (forw
 	if err != nil {
 		return st, fmt.Errorf("status request: %w", err)
 	}
-	req.Header.Set(forward.SignatureHeader, forward.SignFor(s.tenantKey(b.Tenant), b.Tenant, forward.PurposeDeletionStatus, []byte(code)))
+	req.Header.Set(forward.SignatureHeader, forward.SignFor(s.cred(b.Tenant).key, b.Tenant, forward.PurposeDeletionStatus, []byte(code)))
 	resp, err := s.cfg.Client.Do(req)
 	if err != nil {
 		return st, fmt.Errorf("status request to worker: %w", err)
