@@ -73,7 +73,11 @@ func run(ctx context.Context, out io.Writer, assets string) (err error) {
 	}
 	defer stopKCM()
 	c := env.Client
-	step("control plane up: kube-apiserver, etcd and kube-controller-manager, with the Omniflow CRDs installed")
+	// The admission policies the operator ships: what a tenant's worker may write.
+	if _, err := testenv.InstallPolicies(ctx, c); err != nil {
+		return fmt.Errorf("install the admission policies: %w", err)
+	}
+	step("control plane up: kube-apiserver, etcd and kube-controller-manager, with the Omniflow CRDs and admission policies installed")
 
 	// 2. The operator, in its own namespace (where MetaApps' front doors run).
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}); err != nil {

@@ -26,6 +26,8 @@ func TestDemoWalkThrough(t *testing.T) {
 		"export: A 0 records, B 3 records",
 		"callback URL for Meta's dashboard: https://hooks.example.com/apps/shared/webhooks/meta",
 		"export: globex A 2, B 0 records; initech A 0, B 2 records",
+		"a MetaCallback DeletionRequest filed by each tenant's worker",
+		"Status: Completed; Part 1 of 2: Completed; Part 2 of 2: Completed",
 		"Tenant Erased at",
 		"DeleteNamespace",
 	} {

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -165,6 +168,57 @@ func sharedAppWalkThrough(ctx context.Context, env *testenv.Env, work string, st
 		got = append(got, fmt.Sprintf("%s A %d, B %d records", sharedTenants[i].name, a, b))
 	}
 	step("one signed delivery with entries of both tenants: 200, each tenant's parts forwarded to its own worker; export: %s", strings.Join(got, "; "))
+	return deletionCallback(ctx, c, fd, step)
+}
+
+// deletionCallback: a Facebook user removes the shared app and Meta calls its
+// data-deletion URL; each tenant's worker files its own request under one code, and
+// the status page at the app's URL reports both.
+func deletionCallback(ctx context.Context, c client.Client, fd *proc, step func(string, ...any)) error {
+	signed := meta.SignSignedRequest([]byte(sharedAppSecret), []byte(`{"algorithm":"HMAC-SHA256","issued_at":1781100000,"user_id":"10160012345678901"}`))
+	resp, err := http.PostForm(fd.base+"/apps/"+sharedApp+"/meta/data-deletion", url.Values{meta.SignedRequestField: {signed}})
+	if err != nil {
+		return err
+	}
+	var answer struct {
+		URL  string `json:"url"`
+		Code string `json:"confirmation_code"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&answer)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || err != nil {
+		return fmt.Errorf("the data-deletion callback answered %d (%v), want 200 with a code", resp.StatusCode, err)
+	}
+	for _, st := range sharedTenants {
+		var drs platformv1.DeletionRequestList
+		if err := c.List(ctx, &drs, client.InNamespace("tenant-"+st.name)); err != nil {
+			return err
+		}
+		if len(drs.Items) != 1 || drs.Items[0].Status.ConfirmationCode != answer.Code || drs.Items[0].Spec.Source != platformv1.SourceMetaCallback {
+			return fmt.Errorf("tenant %s holds %d deletion requests, want one MetaCallback request with code %s", st.name, len(drs.Items), answer.Code)
+		}
+	}
+	var page string
+	if err := wait(ctx, "both parts of the request to complete", func() (bool, error) {
+		r, err := http.Get(answer.URL)
+		if err != nil {
+			return false, err
+		}
+		b, err := io.ReadAll(r.Body)
+		_ = r.Body.Close()
+		page = string(b)
+		return err == nil && strings.Contains(page, "Status: Completed"), err
+	}); err != nil {
+		return fmt.Errorf("%w; last status page:\n%s", err, page)
+	}
+	var summary []string
+	for _, line := range strings.Split(page, "\n") {
+		if strings.HasPrefix(line, "Status: ") || strings.HasPrefix(line, "Part ") {
+			summary = append(summary, line)
+		}
+	}
+	step("Meta's data-deletion callback at the app's URL: one code %s, a MetaCallback DeletionRequest filed by each tenant's worker; its status page %s: %s",
+		answer.Code, strings.TrimPrefix(answer.URL, fd.base), strings.Join(summary, "; "))
 	return nil
 }
 
