@@ -186,8 +186,11 @@ func deletionCallback(ctx context.Context, c client.Client, fd *proc, step func(
 	}
 	err = json.NewDecoder(resp.Body).Decode(&answer)
 	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || err != nil {
-		return fmt.Errorf("the data-deletion callback answered %d (%v), want 200 with a code", resp.StatusCode, err)
+	if err != nil {
+		return fmt.Errorf("the data-deletion callback's answer (%d): %w", resp.StatusCode, err)
+	}
+	if resp.StatusCode != http.StatusOK || answer.Code == "" {
+		return fmt.Errorf("the data-deletion callback answered %d, want 200 with a code", resp.StatusCode)
 	}
 	for _, st := range sharedTenants {
 		var drs platformv1.DeletionRequestList
