@@ -1,9 +1,10 @@
 // Command frontdoor is the webhook front door of a shared Meta app: Meta's one callback
 // URL for the app, forwarding each tenant's parts of every delivery to that tenant's
-// worker (see internal/frontdoor).
+// worker, and (with --app) its data-deletion callback URL, which has every bound
+// tenant's worker file the request (see internal/frontdoor).
 //
-//	frontdoor serve --routes FILE --app-secret-file F --verify-token-file F --forwarding-key-file F
-//	frontdoor serve --cluster --app-secret-file F --verify-token-file F --forwarding-key-file F
+//	frontdoor serve --routes FILE [--app NAME] --app-secret-file F --verify-token-file F --forwarding-key-file F
+//	frontdoor serve --cluster [--app NAME] --app-secret-file F --verify-token-file F --forwarding-key-file F
 //	frontdoor tenant-key --forwarding-key-file F --tenant NAME
 package main
 
@@ -34,8 +35,8 @@ import (
 )
 
 const usage = `usage:
-  frontdoor serve --routes FILE --app-secret-file F --verify-token-file F --forwarding-key-file F [flags]
-  frontdoor serve --cluster --app-secret-file F --verify-token-file F --forwarding-key-file F [flags]
+  frontdoor serve --routes FILE [--app NAME] --app-secret-file F --verify-token-file F --forwarding-key-file F [flags]
+  frontdoor serve --cluster [--app NAME] --app-secret-file F --verify-token-file F --forwarding-key-file F [flags]
   frontdoor tenant-key --forwarding-key-file F --tenant NAME
 Run "frontdoor CMD -h" for the flags of a command.
 `
