@@ -30,6 +30,8 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1ac "sigs.k8s.io/gateway-api/applyconfiguration/apis/v1"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/internal/forward"
@@ -175,12 +177,21 @@ func (r *MetaAppReconciler) applyFrontDoor(ctx context.Context, app *platformv1.
 			return err
 		}},
 	}
-	if r.Route.kind() == RouteIngress {
+	switch r.Route.kind() {
+	case RouteIngress:
 		steps = append(steps, struct {
 			what  string
 			apply func() error
 		}{"ingress", func() error {
 			_, err := applyIfChanged(ctx, r.Client, key, &networkingv1.Ingress{}, desiredFrontDoorIngress(app, ns, r.Route), networkingv1ac.ExtractIngress)
+			return err
+		}})
+	case RouteHTTPRoute:
+		steps = append(steps, struct {
+			what  string
+			apply func() error
+		}{"httproute", func() error {
+			_, err := applyIfChanged(ctx, r.Client, key, &gatewayv1.HTTPRoute{}, desiredFrontDoorHTTPRoute(app, ns, r.Route), gatewayv1ac.ExtractHTTPRoute)
 			return err
 		}})
 	}

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -55,6 +56,19 @@ func markAvailable(g Gomega, key types.NamespacedName) {
 	n := ptr.Deref(dep.Spec.Replicas, 1)
 	dep.Status = appsv1.DeploymentStatus{ObservedGeneration: dep.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
 	g.Expect(k8s.Status().Update(context.Background(), &dep)).To(Succeed())
+}
+
+// updateApp changes a MetaApp's spec, again on a conflict with the operator's status
+// writes.
+func updateApp(g Gomega, name string, change func(*platformv1.MetaApp)) {
+	g.Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var app platformv1.MetaApp
+		if err := k8s.Get(context.Background(), types.NamespacedName{Name: name}, &app); err != nil {
+			return err
+		}
+		change(&app)
+		return k8s.Update(context.Background(), &app)
+	})).To(Succeed())
 }
 
 func TestMetaAppProvisionsItsFrontDoor(t *testing.T) {
@@ -113,11 +127,9 @@ func TestMetaAppProvisionsItsFrontDoor(t *testing.T) {
 		g.Expect(c.Reason).To(Equal(platformv1.ReasonFrontDoorUnavailable))
 	}, timeout, interval).Should(Succeed())
 	markAvailable(g, key)
-	g.Expect(k8s.Get(ctx, types.NamespacedName{Name: "prov"}, app)).To(Succeed())
-	// The Deployment status is not watched for changes of status alone; a
-	// spec change (or any event on the app) re-evaluates it.
-	app.Spec.AppID = "4243"
-	g.Expect(k8s.Update(ctx, app)).To(Succeed())
+	// A spec change re-evaluates the app too (the operator may be writing its
+	// status meanwhile: the update is retried on a conflict).
+	updateApp(g, "prov", func(a *platformv1.MetaApp) { a.Spec.AppID = "4243" })
 	g.Eventually(func(g Gomega) {
 		c := appReady(g, "prov")
 		g.Expect(c).NotTo(BeNil())
@@ -223,11 +235,11 @@ func TestChannelBehindAMetaAppFollowsTheApp(t *testing.T) {
 	key := types.NamespacedName{Namespace: operatorNamespace, Name: controllers.FrontDoorName("follow")}
 	g.Eventually(func() error { return k8s.Get(ctx, key, &appsv1.Deployment{}) }, timeout, interval).Should(Succeed())
 	markAvailable(g, key)
+	updateApp(g, "follow", func(a *platformv1.MetaApp) { // an update: the app is judged again
+		a.Spec.Replicas = ptr.To[int32](2)
+		a.Spec.AppID = "4244"
+	})
 	var app platformv1.MetaApp
-	g.Expect(k8s.Get(ctx, types.NamespacedName{Name: "follow"}, &app)).To(Succeed())
-	app.Spec.Replicas = ptr.To[int32](2) // an update: the app is judged again
-	app.Spec.AppID = "4244"
-	g.Expect(k8s.Update(ctx, &app)).To(Succeed())
 	got := mchExpectReady(g, ns, "page", metav1.ConditionTrue, platformv1.ReasonChannelAccepted, "through MetaApp follow")
 	g.Expect(got.Status.HeldID).To(Equal("messenger-page/880022"))
 	g.Eventually(func(g Gomega) {

@@ -11,6 +11,7 @@ import (
 	networkingv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
 	policyv1ac "k8s.io/client-go/applyconfigurations/policy/v1"
 	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
+	gatewayv1ac "sigs.k8s.io/gateway-api/applyconfiguration/apis/v1"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 )
@@ -208,6 +209,14 @@ func desiredFrontDoorClusterRoleBinding(a *platformv1.MetaApp, ns string) *rbacv
 
 // desiredFrontDoorIngress routes /apps/<app>/ to the app's front door,
 // with the same class, host, TLS and annotations as the tenant routes.
+// desiredFrontDoorHTTPRoute attaches /apps/<app>/ to the manager's Gateway
+// (--route=httproute), to the front door's Service.
+func desiredFrontDoorHTTPRoute(a *platformv1.MetaApp, ns string, cfg RouteConfig) *gatewayv1ac.HTTPRouteApplyConfiguration {
+	return prefixHTTPRoute(FrontDoorName(a.Name), ns, MetaAppRoutePrefix(a.Name), FrontDoorName(a.Name), cfg).
+		WithLabels(frontDoorLabels(a)).
+		WithOwnerReferences(metaAppOwnerRef(a))
+}
+
 func desiredFrontDoorIngress(a *platformv1.MetaApp, ns string, cfg RouteConfig) *networkingv1ac.IngressApplyConfiguration {
 	return prefixIngress(FrontDoorName(a.Name), ns, MetaAppRoutePrefix(a.Name), FrontDoorName(a.Name), cfg).
 		WithLabels(frontDoorLabels(a)).

@@ -37,6 +37,14 @@ func (c RouteConfig) gatewayRef() (namespace, name string, err error) {
 // desiredHTTPRoute attaches /t/<tenant>/ to the Gateway and sends it to the
 // tenant's worker Service. cfg has been validated.
 func desiredHTTPRoute(t *platformv1.Tenant, cfg RouteConfig) *gatewayv1ac.HTTPRouteApplyConfiguration {
+	return prefixHTTPRoute(RouteName, t.NamespaceName(), TenantRoutePrefix(t.Name), WorkerName, cfg).
+		WithLabels(workerLabels(t)).
+		WithOwnerReferences(ownerRef(t))
+}
+
+// prefixHTTPRoute is an HTTPRoute on the manager's Gateway (listener and hostname
+// too) that sends a path prefix to a Service's webhook port. cfg has been validated.
+func prefixHTTPRoute(name, ns, prefix, service string, cfg RouteConfig) *gatewayv1ac.HTTPRouteApplyConfiguration {
 	gwNamespace, gwName, _ := cfg.gatewayRef()
 	parent := gatewayv1ac.ParentReference().
 		WithGroup(gatewayv1.GroupName).
@@ -51,19 +59,16 @@ func desiredHTTPRoute(t *platformv1.Tenant, cfg RouteConfig) *gatewayv1ac.HTTPRo
 		WithRules(gatewayv1ac.HTTPRouteRule().
 			WithMatches(gatewayv1ac.HTTPRouteMatch().WithPath(gatewayv1ac.HTTPPathMatch().
 				WithType(gatewayv1.PathMatchPathPrefix).
-				WithValue(TenantRoutePrefix(t.Name)))).
+				WithValue(prefix))).
 			WithBackendRefs(gatewayv1ac.HTTPBackendRef().
 				WithGroup("").
 				WithKind("Service").
-				WithName(WorkerName).
+				WithName(gatewayv1.ObjectName(service)).
 				WithPort(ServicePort)))
 	if cfg.GatewayHostname != "" {
 		spec = spec.WithHostnames(gatewayv1.Hostname(cfg.GatewayHostname))
 	}
-	return gatewayv1ac.HTTPRoute(RouteName, t.NamespaceName()).
-		WithLabels(workerLabels(t)).
-		WithOwnerReferences(ownerRef(t)).
-		WithSpec(spec)
+	return gatewayv1ac.HTTPRoute(name, ns).WithSpec(spec)
 }
 
 // reconcileHTTPRoute ensures the tenant's HTTPRoute and reads RouteReady from

@@ -107,6 +107,12 @@ func clusterDoor(t *testing.T, g *WithT, chs []*platformv1.MetaChannel, args ...
 		"--app-secret-file", write(t, filepath.Join(dir, "app-secret"), appSecret),
 		"--verify-token-file", write(t, filepath.Join(dir, "verify-token"), verifyToken),
 		"--forwarding-key-file", write(t, filepath.Join(dir, "fwd.key"), "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a")}, args...)...)
+	waitReady(g, door)
+	return door
+}
+
+// waitReady waits until the door's routing table is loaded (/readyz answers 200).
+func waitReady(g *WithT, door *proc) {
 	g.Eventually(func() int {
 		resp, err := http.Get("http://" + door.addr + "/readyz")
 		if err != nil {
@@ -115,5 +121,4 @@ func clusterDoor(t *testing.T, g *WithT, chs []*platformv1.MetaChannel, args ...
 		_ = resp.Body.Close()
 		return resp.StatusCode
 	}).WithTimeout(30*time.Second).WithPolling(100*time.Millisecond).Should(Equal(http.StatusOK), "logs:\n%s", door.log())
-	return door
 }

@@ -1,9 +1,10 @@
 // Command frontdoor is the webhook front door of a shared Meta app: Meta's one callback
 // URL for the app, forwarding each tenant's parts of every delivery to that tenant's
-// worker (see internal/frontdoor).
+// worker, and (with --app) its data-deletion callback URL, which has every bound
+// tenant's worker file the request (see internal/frontdoor).
 //
-//	frontdoor serve --routes FILE --app-secret-file F --verify-token-file F --forwarding-key-file F
-//	frontdoor serve --cluster --app-secret-file F --verify-token-file F --forwarding-key-file F
+//	frontdoor serve --routes FILE [--app NAME] --app-secret-file F --verify-token-file F --forwarding-key-file F
+//	frontdoor serve --cluster [--app NAME] --app-secret-file F --verify-token-file F --forwarding-key-file F
 //	frontdoor tenant-key --forwarding-key-file F --tenant NAME
 package main
 
@@ -19,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -33,8 +35,8 @@ import (
 )
 
 const usage = `usage:
-  frontdoor serve --routes FILE --app-secret-file F --verify-token-file F --forwarding-key-file F [flags]
-  frontdoor serve --cluster --app-secret-file F --verify-token-file F --forwarding-key-file F [flags]
+  frontdoor serve --routes FILE [--app NAME] --app-secret-file F --verify-token-file F --forwarding-key-file F [flags]
+  frontdoor serve --cluster [--app NAME] --app-secret-file F --verify-token-file F --forwarding-key-file F [flags]
   frontdoor tenant-key --forwarding-key-file F --tenant NAME
 Run "frontdoor CMD -h" for the flags of a command.
 `
@@ -85,23 +87,21 @@ func tenantKey(args []string, out io.Writer) error {
 	return err
 }
 
-func readSecretFile(path, what string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("read %s: %w", what, err)
-	}
-	v := strings.TrimSpace(string(b))
-	if v == "" {
-		return "", fmt.Errorf("%s file %s is empty", what, path)
-	}
-	return v, nil
-}
-
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	listen := fs.String("listen", ":8080", "address to serve Meta's webhooks, health and metrics on")
 	routes := fs.String("routes", "", "routes file: the tenants, their workers and their channels' ids (reloaded on change)")
-	app := fs.String("app", "", "with --cluster: route only the MetaChannels whose appRef names this MetaApp, and serve under /apps/<app>/ too (the operator's Ingress path)")
+	app := fs.String("app", "", "the MetaApp served: with --cluster only the MetaChannels whose appRef names it are routed; the webhook is served under /apps/<app>/ too (the operator's Ingress path); Meta's data-deletion callback is answered (needs it)")
+	publicBase := fs.String("public-base-url", "", "base of the data-deletion status page's URL answered to Meta (default: from the callback's request)")
+	dialAt := map[string]string{}
+	fs.Func("worker-address", "HOST:PORT=ADDR: dial ADDR for a worker named HOST:PORT (repeatable; for tests and local runs, where worker Service names do not resolve)", func(v string) error {
+		from, to, ok := strings.Cut(v, "=")
+		if !ok || from == "" || to == "" {
+			return errors.New("want HOST:PORT=ADDR")
+		}
+		dialAt[from] = to
+		return nil
+	})
 	cluster := fs.Bool("cluster", false, "route by the cluster's MetaChannels (watched; only the Ready holder of an id) to each tenant's worker Service, as the pod's ServiceAccount or $KUBECONFIG's user")
 	reload := fs.Duration("routes-reload-interval", 5*time.Second, "how often the routes file is checked for changes")
 	secretFile := fs.String("app-secret-file", "", "file holding the Meta app's App Secret")
@@ -116,12 +116,15 @@ func serve(args []string) error {
 	if (*routes == "") == !*cluster || *secretFile == "" || *tokenFile == "" || *keyFile == "" {
 		return errors.New("--routes or --cluster (one of them), --app-secret-file, --verify-token-file and --forwarding-key-file are required")
 	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(frontdoor.GCPercent)
+	}
 	log := logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.Level(-*verbosity)}))
-	secret, err := readSecretFile(*secretFile, "app secret")
+	secret, err := frontdoor.ReadSecretFile(*secretFile, "app secret")
 	if err != nil {
 		return err
 	}
-	token, err := readSecretFile(*tokenFile, "verify token")
+	token, err := frontdoor.ReadSecretFile(*tokenFile, "verify token")
 	if err != nil {
 		return err
 	}
@@ -148,7 +151,7 @@ func serve(args []string) error {
 		runSource = func(ctx context.Context) error { src.Run(ctx); return nil }
 	}
 	srv, err := frontdoor.NewServer(frontdoor.Config{AppSecret: []byte(secret), VerifyToken: token, ForwardingKey: key,
-		Table: table, ForwardTimeout: *timeout, MaxBodyBytes: *maxBody, Log: log})
+		Table: table, ForwardTimeout: *timeout, MaxBodyBytes: *maxBody, Log: log, App: *app, PublicBaseURL: *publicBase, Client: frontdoor.NewClient(dialAt)})
 	if err != nil {
 		return err
 	}

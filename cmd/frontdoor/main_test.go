@@ -151,11 +151,39 @@ type tenant struct {
 	name, dataDir, channelsFile, keyFile string
 	worker                               *proc
 	workerBin                            string
+	// listen is the worker's address; empty: any free port, another at each start.
+	listen string
 }
 
 func (tn *tenant) start(t *testing.T) {
-	tn.worker = start(t, tn.workerBin, "serve", "--listen", "127.0.0.1:0", "--data-dir", tn.dataDir,
+	listen := tn.listen
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	tn.worker = start(t, tn.workerBin, "serve", "--listen", listen, "--data-dir", tn.dataDir,
 		"--channels", tn.channelsFile, "--forward-key-file", tn.keyFile)
+}
+
+// forwards is how many requests reached the worker's forward endpoint since it started
+// (its omniflow_ingest_forwarded_total, every result).
+func (tn *tenant) forwards(t *testing.T) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + tn.worker.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sum := 0.0
+	for sc := bufio.NewScanner(resp.Body); sc.Scan(); {
+		if line := sc.Text(); strings.HasPrefix(line, "omniflow_ingest_forwarded_total{") {
+			var v float64
+			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err != nil {
+				t.Fatalf("metric line %q: %v", line, err)
+			}
+			sum += v
+		}
+	}
+	return sum
 }
 
 // messages runs `ingest-worker export` and returns "channel/id" of every stored message.

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -135,5 +136,41 @@ func TestDeactivationRemovesTheHTTPRoute(t *testing.T) {
 		var got platformv1.Tenant
 		g.Expect(k8s.Get(ctx, types.NamespacedName{Name: tn.Name}, &got)).To(Succeed())
 		g.Expect(got.Status.Erasure).To(ContainElement(And(HaveField("Name", "StopIngest"), HaveField("CompletedAt", Not(BeNil())))))
+	}, timeout, interval).Should(Succeed())
+}
+
+// Under --route=httproute a MetaApp's front door gets an HTTPRoute for /apps/<app>/ on
+// the same Gateway listener and hostname as the tenants', to its Service, owned by the
+// app; no Ingress. Its webhook URL is under the Gateway's hostname.
+func TestMetaAppGetsAnHTTPRoute(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	g.Expect(k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "gw-app", Namespace: operatorNamespace},
+		StringData: map[string]string{"appSecret": "s", "verifyToken": "v"}})).To(Succeed())
+	app := &platformv1.MetaApp{ObjectMeta: metav1.ObjectMeta{Name: "gw"}, Spec: platformv1.MetaAppSpec{AppID: "4242",
+		AppSecretRef: platformv1.SecretKeyRef{Name: "gw-app", Key: "appSecret"}, VerifyTokenRef: platformv1.SecretKeyRef{Name: "gw-app", Key: "verifyToken"}}}
+	g.Expect(k8s.Create(ctx, app)).To(Succeed())
+	key := types.NamespacedName{Namespace: operatorNamespace, Name: controllers.FrontDoorName("gw")}
+
+	var r gatewayv1.HTTPRoute
+	g.Eventually(func() error { return k8s.Get(ctx, key, &r) }, timeout, interval).Should(Succeed())
+	owner := metav1.GetControllerOf(&r)
+	g.Expect(owner).NotTo(BeNil())
+	g.Expect(owner.Kind).To(Equal("MetaApp"))
+	g.Expect(owner.UID).To(Equal(app.UID))
+	g.Expect(r.Labels).To(HaveKeyWithValue(platformv1.LabelManagedBy, platformv1.ManagedByValue))
+	g.Expect(r.Spec.ParentRefs).To(HaveLen(1))
+	g.Expect(r.Spec.ParentRefs[0].Name).To(Equal(gatewayv1.ObjectName("public")))
+	g.Expect(r.Spec.ParentRefs[0].SectionName).To(HaveValue(Equal(gatewayv1.SectionName("https"))))
+	g.Expect(r.Spec.Hostnames).To(ConsistOf(gatewayv1.Hostname("hooks.example.com")))
+	g.Expect(r.Spec.Rules).To(HaveLen(1))
+	g.Expect(r.Spec.Rules[0].Matches[0].Path.Value).To(HaveValue(Equal("/apps/gw/")))
+	g.Expect(r.Spec.Rules[0].BackendRefs).To(HaveLen(1))
+	g.Expect(r.Spec.Rules[0].BackendRefs[0].Name).To(Equal(gatewayv1.ObjectName(controllers.FrontDoorName("gw"))))
+	g.Expect(r.Spec.Rules[0].BackendRefs[0].Port).To(HaveValue(Equal(gatewayv1.PortNumber(controllers.ServicePort))))
+	g.Expect(apierrors.IsNotFound(k8s.Get(ctx, key, &networkingv1.Ingress{}))).To(BeTrue(), "no Ingress beside the HTTPRoute")
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, types.NamespacedName{Name: "gw"}, app)).To(Succeed())
+		g.Expect(app.Status.WebhookURL).To(Equal("https://hooks.example.com/apps/gw/webhooks/meta"))
 	}, timeout, interval).Should(Succeed())
 }

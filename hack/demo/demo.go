@@ -73,18 +73,26 @@ func run(ctx context.Context, out io.Writer, assets string) (err error) {
 	}
 	defer stopKCM()
 	c := env.Client
-	step("control plane up: kube-apiserver, etcd and kube-controller-manager, with the Omniflow CRDs installed")
+	// The admission policies the operator ships: what a tenant's worker may write.
+	if _, err := testenv.InstallPolicies(ctx, c); err != nil {
+		return fmt.Errorf("install the admission policies: %w", err)
+	}
+	step("control plane up: kube-apiserver, etcd and kube-controller-manager, with the Omniflow CRDs and admission policies installed")
 
-	// 2. The operator.
+	// 2. The operator, in its own namespace (where MetaApps' front doors run).
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}); err != nil {
+		return fmt.Errorf("create the operator's namespace: %w", err)
+	}
 	stopOperator, err := testenv.StartOperator(env.Config, s, controllers.Options{
-		Worker: controllers.WorkerConfig{Image: "omniflow/ingest-worker:demo"},
-		Route:  controllers.RouteConfig{WebhookBaseURL: "https://hooks.example.com"},
+		Worker:    controllers.WorkerConfig{Image: "omniflow/ingest-worker:demo"},
+		Route:     controllers.RouteConfig{WebhookBaseURL: "https://hooks.example.com"},
+		Namespace: operatorNamespace,
 	})
 	if err != nil {
 		return err
 	}
 	defer stopOperator()
-	step("operator running (Tenant, MetaChannel and DeletionRequest controllers)")
+	step("operator running (Tenant, MetaChannel, MetaApp and DeletionRequest controllers)")
 
 	// 3. A tenant and its channel.
 	tn := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: tenantName}, Spec: platformv1.TenantSpec{DisplayName: "ACME Corp"}}
@@ -195,7 +203,12 @@ func run(ctx context.Context, out io.Writer, assets string) (err error) {
 	step("DeletionRequest forget-a Completed: erased %d messages, %d contact; subjectRef %s…; export: A %d records, B %d records",
 		dr.Status.Erased.Messages, dr.Status.Erased.Contacts, dr.Status.SubjectRef[:24], a, b)
 
-	// 7. The business leaves.
+	// 7. Two more businesses, onboarded through the platform's one Meta app.
+	if err := sharedAppWalkThrough(ctx, env, work, step); err != nil {
+		return err
+	}
+
+	// 8. The business leaves.
 	if err := c.Get(ctx, ctxKey, tn); err != nil {
 		return err
 	}
@@ -279,29 +292,62 @@ func delivery(user, id string) []byte {
 		phoneID, user, user, id))
 }
 
-// worker is the tenant's ingest worker run as a local process.
+// proc is a binary run locally as the kubelet would run a Deployment's container: the
+// Deployment's arguments and environment, the files of its Secret volumes, as its
+// ServiceAccount.
+type proc struct {
+	cmd    *exec.Cmd
+	exited chan error
+	base   string
+}
+
+// worker is a tenant's ingest worker run as a local process.
 type worker struct {
-	bin, dataDir, base string
-	cmd                *exec.Cmd
-	exited             chan error
+	proc
+	bin, dataDir string
 }
 
 var servingRE = regexp.MustCompile(`"msg":"Serving".*"addr":"([^"]+)"`)
 
-func startWorker(ctx context.Context, env *testenv.Env, work string, dep *appsv1.Deployment) (*worker, error) {
-	w := &worker{bin: filepath.Join(work, "ingest-worker"), dataDir: filepath.Join(work, "data"), exited: make(chan error, 1)}
-	build := exec.CommandContext(ctx, "go", "build", "-o", w.bin, "./cmd/ingest-worker")
-	build.Dir = repoRoot()
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build the worker: %w: %s", err, out)
+// build builds the command pkg (./cmd/NAME) into work once and returns the binary.
+func build(ctx context.Context, work, pkg string) (string, error) {
+	bin := filepath.Join(work, filepath.Base(pkg))
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
 	}
-	if err := os.Mkdir(w.dataDir, 0o700); err != nil {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
+	cmd.Dir = repoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build %s: %w: %s", pkg, err, out)
+	}
+	return bin, nil
+}
+
+// startWorker runs the tenant's worker of dep, with its data in a local directory.
+func startWorker(ctx context.Context, env *testenv.Env, work string, dep *appsv1.Deployment) (*worker, error) {
+	bin, err := build(ctx, work, "./cmd/ingest-worker")
+	if err != nil {
 		return nil, err
 	}
-	ns := dep.Namespace
+	w := &worker{bin: bin, dataDir: filepath.Join(work, dep.Namespace+"-data")}
+	if err := os.Mkdir(w.dataDir, 0o700); err != nil && !os.IsExist(err) {
+		return nil, err
+	}
+	p, err := runAs(ctx, env, work, bin, dep, "--data-dir="+w.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	w.proc = *p
+	return w, nil
+}
+
+// runAs runs bin as dep's container would run, listening on a local port instead
+// (later flags win), with extra arguments, and returns once it is ready.
+func runAs(ctx context.Context, env *testenv.Env, work, bin string, dep *appsv1.Deployment, extra ...string) (*proc, error) {
+	ns, pod := dep.Namespace, &dep.Spec.Template.Spec
 	user, err := env.AddUser(envtest.User{
-		Name:   "system:serviceaccount:" + ns + ":" + controllers.WorkerName,
+		Name:   "system:serviceaccount:" + ns + ":" + pod.ServiceAccountName,
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
 	}, nil)
 	if err != nil {
@@ -311,29 +357,31 @@ func startWorker(ctx context.Context, env *testenv.Env, work string, dep *appsv1
 	if err != nil {
 		return nil, err
 	}
-	kc := filepath.Join(work, "worker.kubeconfig")
+	kc := filepath.Join(work, ns+"-"+dep.Name+".kubeconfig")
 	if err := os.WriteFile(kc, kubeconfig, 0o600); err != nil {
 		return nil, err
 	}
-	container := dep.Spec.Template.Spec.Containers[0]
-	// The Deployment's arguments; then a local port and directory instead of
-	// :8080 and the volume at /data (later flags win).
-	args := append(append([]string{}, container.Args...), "--listen=127.0.0.1:0", "--data-dir="+w.dataDir)
-	w.cmd = exec.Command(w.bin, args...)
-	w.cmd.Env = append(os.Environ(), "KUBECONFIG="+kc)
+	container := &pod.Containers[0]
+	args, err := testenv.MountedArgs(ctx, env.Client, ns, pod, container, filepath.Join(work, ns+"-"+dep.Name))
+	if err != nil {
+		return nil, err
+	}
+	p := &proc{exited: make(chan error, 1)}
+	p.cmd = exec.Command(bin, append(append(args, "--listen=127.0.0.1:0"), extra...)...)
+	p.cmd.Env = append(os.Environ(), "KUBECONFIG="+kc)
 	for _, e := range container.Env {
 		v := e.Value
 		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace" {
 			v = ns
 		}
-		w.cmd.Env = append(w.cmd.Env, e.Name+"="+v)
+		p.cmd.Env = append(p.cmd.Env, e.Name+"="+v)
 	}
-	stderr, err := w.cmd.StderrPipe()
+	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		return nil, err
 	}
-	if err := w.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start the worker: %w", err)
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", filepath.Base(bin), err)
 	}
 	ready := make(chan string, 1)
 	var logs bytes.Buffer
@@ -349,21 +397,21 @@ func startWorker(ctx context.Context, env *testenv.Env, work string, dep *appsv1
 				ready <- addr
 			}
 		}
-		w.exited <- w.cmd.Wait()
+		p.exited <- p.cmd.Wait()
 	}()
 	select {
 	case addr := <-ready:
-		w.base = "http://" + addr
-		return w, nil
-	case err := <-w.exited:
-		return nil, fmt.Errorf("the worker exited before it was ready: %v", err) //nolint:errorlint // err is nil when it exited cleanly
+		p.base = "http://" + addr
+		return p, nil
+	case err := <-p.exited:
+		return nil, fmt.Errorf("%s exited before it was ready: %v", filepath.Base(bin), err) //nolint:errorlint // err is nil when it exited cleanly
 	case <-time.After(waitFor):
-		w.kill()
-		return nil, errors.New("the worker did not become ready")
+		p.kill()
+		return nil, fmt.Errorf("%s did not become ready", filepath.Base(bin))
 	}
 }
 
-func (w *worker) get(path string) int {
+func (w *proc) get(path string) int {
 	resp, err := http.Get(w.base + path)
 	if err != nil {
 		return 0
@@ -372,7 +420,7 @@ func (w *worker) get(path string) int {
 	return resp.StatusCode
 }
 
-func (w *worker) post(path string, body []byte, signature string) int {
+func (w *proc) post(path string, body []byte, signature string) int {
 	req, err := http.NewRequest(http.MethodPost, w.base+path, bytes.NewReader(body))
 	if err != nil {
 		return 0
@@ -407,7 +455,7 @@ func (w *worker) records(users ...string) (int, int, error) {
 	return n[0], n[1], nil
 }
 
-func (w *worker) stop() {
+func (w *proc) stop() {
 	if w.cmd == nil || w.cmd.Process == nil {
 		return
 	}
@@ -420,7 +468,7 @@ func (w *worker) stop() {
 	w.cmd = nil
 }
 
-func (w *worker) kill() {
+func (w *proc) kill() {
 	if w.cmd != nil && w.cmd.Process != nil {
 		_ = w.cmd.Process.Kill()
 	}

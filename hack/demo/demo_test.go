@@ -24,6 +24,10 @@ func TestDemoWalkThrough(t *testing.T) {
 		"end-user A 3 records, end-user B 3 records",
 		"DeletionRequest forget-a Completed: erased 2 messages, 1 contact",
 		"export: A 0 records, B 3 records",
+		"callback URL for Meta's dashboard: https://hooks.example.com/apps/shared/webhooks/meta",
+		"export: globex A 2, B 0 records; initech A 0, B 2 records",
+		"a MetaCallback DeletionRequest filed by each tenant's worker",
+		"Status: Completed; Part 1 of 2: Completed; Part 2 of 2: Completed",
 		"Tenant Erased at",
 		"DeleteNamespace",
 	} {

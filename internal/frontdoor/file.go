@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -77,4 +78,18 @@ func (f *FileSource) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// ReadSecretFile reads a secret mounted as a file (what: its name in errors), without
+// surrounding whitespace; an empty one is an error.
+func ReadSecretFile(path, what string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", what, err)
+	}
+	v := strings.TrimSpace(string(b))
+	if v == "" {
+		return "", fmt.Errorf("%s file %s is empty", what, path)
+	}
+	return v, nil
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/sqlite"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/storetest"
+	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
 )
 
 const (
@@ -68,6 +69,13 @@ type worker struct {
 
 func startWorker(t *testing.T, tenant string, chs []channels.Channel) *worker {
 	t.Helper()
+	return startWorkerWith(t, tenant, chs, nil)
+}
+
+// startWorkerWith starts a worker that files data-deletion requests with desk (in a
+// cluster), or answers 501 for them when desk is nil (standalone).
+func startWorkerWith(t *testing.T, tenant string, chs []channels.Channel, desk *subjecterasure.Desk) *worker {
+	t.Helper()
 	reg := channels.NewRegistry()
 	if err := reg.Replace(chs); err != nil {
 		t.Fatal(err)
@@ -79,7 +87,7 @@ func startWorker(t *testing.T, tenant string, chs []channels.Channel) *worker {
 	}
 	w.store = st
 	w.srv = ingest.NewServer(ingest.Options{Registry: reg, Log: logr.Discard(), Tenant: tenant,
-		ForwardKey: forward.TenantKey(forwardingKey, tenant),
+		ForwardKey: forward.TenantKey(forwardingKey, tenant), Deletions: desk,
 		Offboard: func(ch, ev string) {
 			w.mu.Lock()
 			defer w.mu.Unlock()
@@ -144,8 +152,16 @@ type door struct {
 
 func newDoor(t *testing.T, tenants ...Tenant) *door {
 	t.Helper()
+	return newDoorWith(t, Config{Log: logr.Discard()}, tenants...)
+}
+
+// newDoorWith starts a front door configured by cfg, with the test's app secret, verify
+// token, forwarding key and a table of tenants.
+func newDoorWith(t *testing.T, cfg Config, tenants ...Tenant) *door {
+	t.Helper()
 	d := &door{t: t, table: &Table{}}
-	srv, err := NewServer(Config{AppSecret: []byte(appSecret), VerifyToken: verifyToken, ForwardingKey: forwardingKey, Table: d.table, Log: logr.Discard()})
+	cfg.AppSecret, cfg.VerifyToken, cfg.ForwardingKey, cfg.Table = []byte(appSecret), verifyToken, forwardingKey, d.table
+	srv, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -25,6 +26,12 @@ import (
 // delivery run in parallel, so 4 s leaves a second for the rest.
 const DefaultForwardTimeout = 4 * time.Second
 
+// GCPercent is the front door's GOGC unless $GOGC is set: it keeps nothing, so its live
+// heap is a few MiB while each delivery allocates ~15 KiB, and the default 100 would
+// collect every few hundred deliveries. 400 spends a few tens of MiB more on a quarter
+// of the collections (their CPU competes with the hop's own).
+const GCPercent = 400
+
 // DefaultMaxBodyBytes caps a delivery: WhatsApp bodies reach 3 MB.
 const DefaultMaxBodyBytes = 4 << 20
 
@@ -43,12 +50,30 @@ type Config struct {
 	ForwardTimeout time.Duration
 	MaxBodyBytes   int64
 	Log            logr.Logger
+	// App is the MetaApp this front door serves: the label of the data-deletion
+	// requests it files and part of their confirmation codes. Empty: Meta's
+	// data-deletion callback answers 501.
+	App string
+	// PublicBaseURL, when set, is the base of the status page's URL answered to Meta's
+	// data-deletion callback (e.g. https://hooks.example.com/apps/shared); otherwise it
+	// is derived from the callback's request.
+	PublicBaseURL string
 }
 
 // Server is the front door's HTTP side.
 type Server struct {
 	cfg Config
 	m   *Metrics
+	// creds caches each tenant's derived forwarding key and signer (tenant name ->
+	// *tenantCred): the derivation is two HMACs, per delivery otherwise.
+	creds sync.Map
+	// bufs holds delivery bodies' buffers for reuse.
+	bufs sync.Pool
+}
+
+type tenantCred struct {
+	key    []byte
+	signer *forward.Signer
 }
 
 // Delivery results (the "result" label of omniflow_frontdoor_deliveries_total).
@@ -75,6 +100,7 @@ type Metrics struct {
 	deliveries *prometheus.CounterVec
 	unrouted   *prometheus.CounterVec
 	forwards   *prometheus.CounterVec
+	deletions  *prometheus.CounterVec
 	seconds    prometheus.Histogram
 }
 
@@ -90,12 +116,15 @@ func newMetrics() *Metrics {
 		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "omniflow_frontdoor_forwards_total", Help: "Forwards of a tenant's parts to its worker, by result.",
 		}, []string{"result"}),
+		deletions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "omniflow_frontdoor_deletion_callbacks_total", Help: "Meta's data-deletion callbacks at the app's URL, by result.",
+		}, []string{"result"}),
 		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "omniflow_frontdoor_delivery_duration_seconds", Help: "Time from Meta's request to the answer.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
 	}
-	m.Registry.MustRegister(m.deliveries, m.unrouted, m.forwards, m.seconds,
+	m.Registry.MustRegister(m.deliveries, m.unrouted, m.forwards, m.deletions, m.seconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -112,7 +141,7 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, errors.New("frontdoor: a routing table is required")
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}}
+		cfg.Client = NewClient(nil)
 	}
 	if cfg.ForwardTimeout <= 0 {
 		cfg.ForwardTimeout = DefaultForwardTimeout
@@ -123,6 +152,25 @@ func NewServer(cfg Config) (*Server, error) {
 	return &Server{cfg: cfg, m: newMetrics()}, nil
 }
 
+// NewClient returns the client the forwards go through: kept-alive connections to each
+// worker, as many idle ones as concurrent deliveries need (Meta sends many at once),
+// no proxy. dialAt maps a worker's host:port to the address dialed instead (tests and
+// local runs, where a worker Service's DNS name resolves nowhere); nil dials as named.
+func NewClient(dialAt map[string]string) *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Client{Transport: &http.Transport{
+		MaxIdleConns: 1024, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
+		// Loopback or in-cluster hops: gzip would cost CPU to save nothing.
+		DisableCompression: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if to, ok := dialAt[addr]; ok {
+				addr = to
+			}
+			return d.DialContext(ctx, network, addr)
+		},
+	}}
+}
+
 // Metrics returns the server's metrics.
 func (s *Server) Metrics() *Metrics { return s.m }
 
@@ -131,6 +179,8 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /webhooks/meta", s.handleVerify)
 	mux.HandleFunc("POST /webhooks/meta", s.handleDelivery)
+	mux.HandleFunc("POST /meta/data-deletion", s.handleDataDeletion)
+	mux.HandleFunc("GET "+deletionStatusPath+"{code}", s.handleDeletionStatus)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { webhookhttp.WriteText(w, http.StatusOK, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !s.cfg.Table.Synced() {
@@ -166,8 +216,9 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 	if !s.cfg.Table.Synced() {
 		return http.StatusServiceUnavailable, ResultNotSynced
 	}
-	var buf bytes.Buffer
-	if err := meta.ReadBody(w, r, &buf, s.cfg.MaxBodyBytes); err != nil {
+	buf := s.getBuf(r.ContentLength)
+	defer s.putBuf(buf)
+	if err := meta.ReadBody(w, r, buf, s.cfg.MaxBodyBytes); err != nil {
 		if errors.Is(err, meta.ErrTooLarge) {
 			return http.StatusRequestEntityTooLarge, ResultTooLarge
 		}
@@ -205,27 +256,13 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 	// The common case, a delivery wholly for one tenant, is forwarded as received: no
 	// re-encoding.
 	whole := len(order) == 1 && len(byTenant[order[0]]) == len(parts)
-	errs := make([]error, len(order))
-	var wg sync.WaitGroup
-	for i, tg := range order {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var fwd []byte
-			if whole {
-				fwd = body
-			}
-			errs[i] = s.forward(r.Context(), tg, byTenant[tg], fwd)
-		}()
-	}
-	wg.Wait()
-	failed := 0
-	for i, err := range errs {
-		if err != nil {
-			failed++
-			log.Info("Forward failed; Meta will retry the delivery", "tenant", order[i].Tenant, "error", err.Error())
+	failed := s.eachTenant(len(order), func(i int) string { return order[i].Tenant }, "Forward failed; Meta will retry the delivery", func(i int) error {
+		var fwd []byte
+		if whole {
+			fwd = body
 		}
-	}
+		return s.forward(r.Context(), order[i], byTenant[order[i]], fwd)
+	})
 	if failed > 0 {
 		// The workers that committed absorb the retry as duplicates.
 		return http.StatusServiceUnavailable, ResultWorkerFailed
@@ -251,7 +288,7 @@ func (s *Server) forward(ctx context.Context, tg Target, parts []meta.Part, body
 		return fmt.Errorf("forward request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(forward.SignatureHeader, forward.Sign(forward.TenantKey(s.cfg.ForwardingKey, tg.Tenant), tg.Tenant, body))
+	req.Header.Set(forward.SignatureHeader, s.cred(tg.Tenant).signer.Sign(body))
 	resp, err := s.cfg.Client.Do(req)
 	if err != nil {
 		s.m.forwards.WithLabelValues(ForwardFailed).Inc()
@@ -269,4 +306,66 @@ func (s *Server) forward(ctx context.Context, tg Target, parts []meta.Part, body
 		s.m.forwards.WithLabelValues(ForwardFailed).Inc()
 	}
 	return fmt.Errorf("worker answered %d", resp.StatusCode)
+}
+
+// cred is tenant's derived forwarding key and its signer, made once.
+func (s *Server) cred(tenant string) *tenantCred {
+	if c, ok := s.creds.Load(tenant); ok {
+		return c.(*tenantCred)
+	}
+	key := forward.TenantKey(s.cfg.ForwardingKey, tenant)
+	c, _ := s.creds.LoadOrStore(tenant, &tenantCred{key: key, signer: forward.NewSigner(key, tenant)})
+	return c.(*tenantCred)
+}
+
+// getBuf returns a buffer for a body of size bytes (-1: unknown), from the pool.
+func (s *Server) getBuf(size int64) *bytes.Buffer {
+	buf, _ := s.bufs.Get().(*bytes.Buffer)
+	if buf == nil {
+		buf = new(bytes.Buffer)
+	}
+	buf.Reset()
+	if size > 0 && size <= s.cfg.MaxBodyBytes {
+		buf.Grow(int(size) + bytes.MinRead) // ReadFrom wants MinRead spare to stop at EOF
+	}
+	return buf
+}
+
+func (s *Server) putBuf(buf *bytes.Buffer) {
+	if buf.Cap() <= 1<<20 { // rare huge bodies are not pinned in the pool
+		s.bufs.Put(buf)
+	}
+}
+
+// each runs f(0..n-1) at once and returns their errors by index. One runs in the
+// caller's goroutine: most deliveries concern one tenant.
+func each(n int, f func(i int) error) []error {
+	errs := make([]error, n)
+	if n == 1 {
+		errs[0] = f(0)
+		return errs
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f(i)
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+// eachTenant runs f for n tenants at once, logs each failure with msg and the tenant's
+// name, and returns how many failed.
+func (s *Server) eachTenant(n int, tenant func(i int) string, msg string, f func(i int) error) int {
+	failed := 0
+	for i, err := range each(n, f) {
+		if err != nil {
+			failed++
+			s.cfg.Log.Info(msg, "tenant", tenant(i), "error", err.Error())
+		}
+	}
+	return failed
 }

@@ -71,6 +71,30 @@ type routes struct {
 	// wabas maps a WhatsApp business account id to the tenants with a number in it:
 	// account-level changes name only the business account.
 	wabas map[string][]Target
+	// bound lists every tenant behind the front door, in the order given.
+	bound []Bound
+}
+
+// Bound is a tenant bound to the front door's app, with the platform a data-deletion
+// request of the app is filed for in it.
+type Bound struct {
+	Target
+	DeletionPlatform meta.Platform
+}
+
+// deletionPlatform picks the platform a data-deletion request of the app's user is
+// filed for in a tenant. Meta's user id is that of a Facebook user of the app, which
+// matches none of the platforms' messaging ids; the platform only says where the
+// request looks. Messenger (Facebook's own) is preferred, then Instagram, then WhatsApp.
+func deletionPlatform(chs []RouteChannel) meta.Platform {
+	best := meta.Platform("")
+	rank := map[meta.Platform]int{meta.Messenger: 3, meta.Instagram: 2, meta.WhatsApp: 1}
+	for _, ch := range chs {
+		if rank[ch.Platform] > rank[best] {
+			best = ch.Platform
+		}
+	}
+	return best
 }
 
 // Table is the routing table: which tenant serves which platform id. It is replaced
@@ -120,11 +144,23 @@ func (t *Table) Replace(tenants []Tenant) error {
 			}
 		}
 	}
+	for _, tn := range tenants {
+		if len(tn.Channels) > 0 {
+			r.bound = append(r.bound, Bound{Target: Target{Tenant: tn.Name, Worker: tn.Worker}, DeletionPlatform: deletionPlatform(tn.Channels)})
+		}
+	}
 	t.mu.Lock()
 	t.r = r
 	t.mu.Unlock()
 	t.synced.Store(true)
 	return nil
+}
+
+// Bound returns the tenants behind the front door (those with a routed channel).
+func (t *Table) Bound() []Bound {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.r.bound
 }
 
 // Reasons a part is routed nowhere (the "reason" label of the unrouted metric).

@@ -11,6 +11,7 @@ import (
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
+	"github.com/omniflowcrm/omniflow-operator/internal/webhookhttp"
 )
 
 // maxDeletionForm caps the callback's form: a signed_request is a few hundred bytes.
@@ -74,21 +75,11 @@ func (s *Server) deletionStatusURL(r *http.Request, code string) string {
 	if s.opts.PublicBaseURL != "" {
 		return strings.TrimRight(s.opts.PublicBaseURL, "/") + path + code
 	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	// The first value: proxies append theirs after the client's.
-	if p, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ","); p != "" {
-		if p = strings.ToLower(strings.TrimSpace(p)); p == "http" || p == "https" {
-			scheme = p
-		}
-	}
 	prefix := ""
 	if t := r.PathValue("tenant"); t != "" {
 		prefix = "/t/" + t
 	}
-	return scheme + "://" + r.Host + prefix + path + code
+	return webhookhttp.RequestBase(r) + prefix + path + code
 }
 
 // handleDeletionStatus is the page the callback's URL points to: the request's phase
@@ -98,37 +89,12 @@ func (s *Server) handleDeletionStatus(w http.ResponseWriter, r *http.Request) {
 		writeText(w, http.StatusNotImplemented, "deletion requests are kept in the cluster: this worker runs standalone\n")
 		return
 	}
-	code := r.PathValue("code")
-	if !validCode(code) {
-		writeText(w, http.StatusNotFound, "unknown confirmation code\n")
-		return
-	}
-	dr, err := s.opts.Deletions.Lookup(r.Context(), code)
-	switch {
-	case errors.Is(err, subjecterasure.ErrUnknownCode):
-		writeText(w, http.StatusNotFound, "unknown confirmation code\n")
-		return
-	case err != nil:
-		s.opts.Log.Error(err, "Deletion status not available")
-		writeText(w, http.StatusServiceUnavailable, "the status is not available right now; try again later\n")
+	dr, ok := s.lookupDeletion(w, r, r.PathValue("code"))
+	if !ok {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeText(w, http.StatusOK, DeletionStatusPage(dr))
-}
-
-// validCode accepts what confirmation codes are made of (letters and digits, as Meta
-// requires) before anything is looked up.
-func validCode(code string) bool {
-	if code == "" || len(code) > 64 {
-		return false
-	}
-	for _, c := range code {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') {
-			return false
-		}
-	}
-	return true
 }
 
 // DeletionStatusPage renders a request's status for the person who asked: the phase,
@@ -152,24 +118,31 @@ func DeletionStatusPage(dr *platformv1.DeletionRequest) string {
 		fmt.Fprintf(&b, "Completed: %s\n", dr.Status.CompletedAt.UTC().Format(time.RFC3339))
 	}
 	b.WriteString("\n")
-	switch phase {
-	case platformv1.DeletionPending:
-		b.WriteString("The request was received and is waiting to be carried out.\n")
-	case platformv1.DeletionRunning:
-		b.WriteString("The data linked to this request is being erased.\n")
-	case platformv1.DeletionCompleted:
-		if e := dr.Status.Erased; e == nil || *e == (platformv1.ErasedCounts{}) {
-			b.WriteString("No data linked to this identifier was found: nothing was stored about it, or it had been erased before.\n")
-		} else {
-			b.WriteString("The data linked to this identifier was erased.\n")
-		}
-	case platformv1.DeletionRefused:
-		b.WriteString("The request was refused and not carried out.\n")
-	case platformv1.DeletionFailed:
-		b.WriteString("The request could not be carried out and has to be filed again.\n")
-	}
+	erased := dr.Status.Erased != nil && *dr.Status.Erased != (platformv1.ErasedCounts{})
+	b.WriteString(subjecterasure.PhaseSentence(phase, erased) + "\n")
 	if dr.Status.Deadline != nil && phase != platformv1.DeletionCompleted && dr.Status.CompletedAt == nil {
 		fmt.Fprintf(&b, "It will be answered by %s at the latest.\n", dr.Status.Deadline.UTC().Format(time.RFC3339))
 	}
 	return b.String()
+}
+
+// lookupDeletion finds the request of this tenant with code, or answers why not (404
+// for an unknown or malformed code, 503 when the cluster cannot be asked) and reports
+// false.
+func (s *Server) lookupDeletion(w http.ResponseWriter, r *http.Request, code string) (*platformv1.DeletionRequest, bool) {
+	if !subjecterasure.ValidCode(code) {
+		writeText(w, http.StatusNotFound, "unknown confirmation code\n")
+		return nil, false
+	}
+	dr, err := s.opts.Deletions.Lookup(r.Context(), code)
+	switch {
+	case errors.Is(err, subjecterasure.ErrUnknownCode):
+		writeText(w, http.StatusNotFound, "unknown confirmation code\n")
+		return nil, false
+	case err != nil:
+		s.opts.Log.Error(err, "Deletion status not available")
+		writeText(w, http.StatusServiceUnavailable, "the status is not available right now; try again later\n")
+		return nil, false
+	}
+	return dr, true
 }

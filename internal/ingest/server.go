@@ -104,6 +104,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /t/{tenant}/webhooks/meta/{channel}", s.ownTenant(s.handleVerify, false))
 	mux.HandleFunc("POST /t/{tenant}/webhooks/meta/{channel}", s.ownTenant(s.handleDelivery, true))
 	mux.HandleFunc("POST "+forward.Path, s.handleForwarded)
+	mux.HandleFunc("POST "+forward.DeletionPath, s.handleAppDeletion)
+	mux.HandleFunc("GET "+forward.DeletionStatusPath+"{code}", s.handleAppDeletionStatus)
 	mux.HandleFunc("POST /meta/data-deletion/{channel}", s.handleDataDeletion)
 	mux.HandleFunc("GET /meta/deletion-status/{code}", s.handleDeletionStatus)
 	mux.HandleFunc("POST /t/{tenant}/meta/data-deletion/{channel}", s.ownTenant(s.handleDataDeletion, false))

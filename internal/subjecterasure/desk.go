@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -26,6 +27,9 @@ const (
 	// LabelChannel on a callback's request names the MetaChannel whose callback filed it
 	// (a channel name, nothing personal): which Meta app the user id is scoped to.
 	LabelChannel = "platform.omniflowcrm.com/meta-channel"
+	// LabelApp on a request filed for Meta's data-deletion callback at a MetaApp's URL
+	// names that MetaApp (the app the user id is scoped to).
+	LabelApp = "platform.omniflowcrm.com/meta-app"
 )
 
 // ErrUnknownCode: no DeletionRequest of the namespace carries the confirmation code.
@@ -40,13 +44,6 @@ type Desk struct {
 
 // FileMetaCallback files a request to erase userID (Meta's app-scoped user id, already
 // verified) received on channel, and returns the request's confirmation code.
-//
-// The request is created first, then its confirmation code is written to its status,
-// then the Secret holding the identifier, owned by the request so that it can never
-// outlive it even if the operator's clean-up does not run. The identifier is never in
-// a field of the request. On failure after the request exists, the request stays and
-// ends Failed (SubjectMissing) or Completed: visible, never silently lost; the caller
-// answers an error so that Meta calls again and gets a complete request.
 func (d *Desk) FileMetaCallback(ctx context.Context, channel string, platform platformv1.Platform, userID string) (string, error) {
 	suffix, err := randomHex(8)
 	if err != nil {
@@ -56,8 +53,34 @@ func (d *Desk) FileMetaCallback(ctx context.Context, channel string, platform pl
 	if err != nil {
 		return "", err
 	}
-	name := MetaCallbackPrefix + suffix
-	labels := map[string]string{LabelChannel: channel}
+	return d.file(ctx, MetaCallbackPrefix+suffix, code, map[string]string{LabelChannel: channel}, platform,
+		"Meta data-deletion callback (app-scoped user id) on channel "+channel, userID)
+}
+
+// FileAppCallback files, under code, the request that Meta's data-deletion callback at
+// the MetaApp app's URL asks of this tenant (the front door chose code and verified
+// userID). Filing the same code again files nothing new and completes what a previous
+// attempt left undone, so that Meta's retry is safe. It returns the request's name.
+func (d *Desk) FileAppCallback(ctx context.Context, app string, platform platformv1.Platform, userID, code string) (string, error) {
+	if !ValidCode(code) {
+		return "", fmt.Errorf("confirmation code %q: want 1 to 64 letters or digits", code)
+	}
+	name := MetaCallbackPrefix + strings.ToLower(code)
+	if _, err := d.file(ctx, name, code, map[string]string{LabelApp: app}, platform,
+		"Meta data-deletion callback (app-scoped user id) at MetaApp "+app, userID); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+// file creates the request name (or finds it, made by an earlier attempt), then writes
+// code to its status, then the Secret holding the identifier, owned by the request so
+// that it can never outlive it even if the operator's clean-up does not run. The
+// identifier is never in a field of the request. On failure after the request exists,
+// the request stays and ends Failed (SubjectMissing) or Completed: visible, never
+// silently lost; the caller answers an error so that Meta calls again. A finished
+// request found again gets no Secret back: the operator removed it on purpose.
+func (d *Desk) file(ctx context.Context, name, code string, labels map[string]string, platform platformv1.Platform, reason, userID string) (string, error) {
 	dr := &platformv1.DeletionRequest{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: d.Namespace, Labels: labels},
 		Spec: platformv1.DeletionRequestSpec{
@@ -67,15 +90,19 @@ func (d *Desk) FileMetaCallback(ctx context.Context, channel string, platform pl
 			Platform:         platform,
 			SubjectSecretRef: platformv1.SecretKeyRef{Name: name, Key: SubjectIDKey},
 			Source:           platformv1.SourceMetaCallback,
-			Reason:           "Meta data-deletion callback (app-scoped user id) on channel " + channel,
+			Reason:           reason,
 		},
 	}
-	if err := d.Client.Create(ctx, dr); err != nil {
+	if err := d.Client.Create(ctx, dr); apierrors.IsAlreadyExists(err) {
+		if err := d.Client.Get(ctx, client.ObjectKeyFromObject(dr), dr); err != nil {
+			return "", fmt.Errorf("read deletion request %s: %w", name, err)
+		}
+	} else if err != nil {
 		return "", fmt.Errorf("create deletion request: %w", err)
 	}
 	// With an optimistic lock: the operator may be writing the request's status
 	// (receivedAt, conditions) at this very moment.
-	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if dr.Status.ConfirmationCode != "" {
 			return nil
 		}
@@ -93,6 +120,10 @@ func (d *Desk) FileMetaCallback(ctx context.Context, channel string, platform pl
 		return "", fmt.Errorf("record confirmation code of deletion request %s: %w", name, err)
 	}
 	code = dr.Status.ConfirmationCode
+	switch dr.Status.Phase {
+	case platformv1.DeletionCompleted, platformv1.DeletionRefused, platformv1.DeletionFailed:
+		return code, nil
+	}
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name, Namespace: d.Namespace, Labels: labels,
@@ -107,7 +138,7 @@ func (d *Desk) FileMetaCallback(ctx context.Context, channel string, platform pl
 		Immutable: ptr.To(true),
 		Data:      map[string][]byte{SubjectIDKey: []byte(userID)},
 	}
-	if err := d.Client.Create(ctx, secret); err != nil {
+	if err := d.Client.Create(ctx, secret); err != nil && !apierrors.IsAlreadyExists(err) {
 		return "", fmt.Errorf("create subject secret of deletion request %s: %w", name, err)
 	}
 	return code, nil
@@ -132,10 +163,44 @@ func (d *Desk) Lookup(ctx context.Context, code string) (*platformv1.DeletionReq
 	return nil, ErrUnknownCode
 }
 
+// ValidCode accepts what confirmation codes are made of (letters and digits, as Meta
+// requires, at most 64) before anything is looked up or filed.
+func ValidCode(code string) bool {
+	if code == "" || len(code) > 64 {
+		return false
+	}
+	for _, c := range code {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
 func randomHex(n int) (string, error) {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
 		return "", fmt.Errorf("random name: %w", err)
 	}
 	return hex.EncodeToString(b), nil
+}
+
+// PhaseSentence says in plain words, for the person who asked, where a request in phase
+// is; erased says whether a completed one found anything to erase.
+func PhaseSentence(phase platformv1.DeletionPhase, erased bool) string {
+	switch phase {
+	case platformv1.DeletionRunning:
+		return "The data linked to this request is being erased."
+	case platformv1.DeletionCompleted:
+		if !erased {
+			return "No data linked to this identifier was found: nothing was stored about it, or it had been erased before."
+		}
+		return "The data linked to this identifier was erased."
+	case platformv1.DeletionRefused:
+		return "The request was refused and not carried out."
+	case platformv1.DeletionFailed:
+		return "The request could not be carried out and has to be filed again."
+	default:
+		return "The request was received and is waiting to be carried out."
+	}
 }

@@ -27,16 +27,25 @@ func MarkWorkerUp(ctx context.Context, c client.Client, ns string) error {
 			return fmt.Errorf("bind data claim: %w", err)
 		}
 	}
+	if err := MarkAvailable(ctx, c, types.NamespacedName{Namespace: ns, Name: controllers.WorkerName}); err != nil {
+		return fmt.Errorf("make worker available: %w", err)
+	}
+	return nil
+}
+
+// MarkAvailable reports a Deployment's every replica updated, ready and available, as
+// the deployment controller would once the kubelet runs its pods (envtest runs neither).
+func MarkAvailable(ctx context.Context, c client.Client, key types.NamespacedName) error {
 	var dep appsv1.Deployment
-	if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: controllers.WorkerName}, &dep); err != nil {
-		return fmt.Errorf("get worker: %w", err)
+	if err := c.Get(ctx, key, &dep); err != nil {
+		return fmt.Errorf("get deployment %s: %w", key, err)
 	}
 	n := ptr.Deref(dep.Spec.Replicas, 1)
 	dep.Status = appsv1.DeploymentStatus{
 		ObservedGeneration: dep.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n,
 	}
 	if err := c.Status().Update(ctx, &dep); err != nil {
-		return fmt.Errorf("make worker available: %w", err)
+		return fmt.Errorf("update status of deployment %s: %w", key, err)
 	}
 	return nil
 }

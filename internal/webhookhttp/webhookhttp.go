@@ -5,6 +5,7 @@ package webhookhttp
 import (
 	"io"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -28,4 +29,20 @@ func Answer(w http.ResponseWriter, r *http.Request, run func(http.ResponseWriter
 		return
 	}
 	WriteText(w, code, http.StatusText(code)+"\n")
+}
+
+// RequestBase is scheme://host of the URL a request came in on, as its client saw it:
+// its Host, and the first X-Forwarded-Proto (proxies append theirs after the client's)
+// when it says http or https.
+func RequestBase(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if p, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ","); p != "" {
+		if p = strings.ToLower(strings.TrimSpace(p)); p == "http" || p == "https" {
+			scheme = p
+		}
+	}
+	return scheme + "://" + r.Host
 }
