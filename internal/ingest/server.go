@@ -64,7 +64,10 @@ type Server struct {
 	opts     Options
 	store    atomic.Pointer[storeRef]
 	stopping atomic.Bool
-	bufs     sync.Pool
+	// filesCommitted, when set, is told after a commit that stored new files (it wakes
+	// the media fetcher; it must not block).
+	filesCommitted atomic.Pointer[func()]
+	bufs           sync.Pool
 	// parse is (*meta.Part).Parse; tests replace it to reach the guard against records
 	// the store refuses, which the parser itself never yields.
 	parse func(*meta.Part) (meta.Parsed, error)
@@ -87,6 +90,10 @@ func NewServer(opts Options) *Server {
 
 // SetStore makes the server ready: deliveries are committed to st from now on.
 func (s *Server) SetStore(st store.Store) { s.store.Store(&storeRef{st}) }
+
+// SetFilesCommitted sets what is told, without waiting, after each commit that stored
+// new files: the media fetcher's wake-up. The fetch itself never runs on the webhook path.
+func (s *Server) SetFilesCommitted(notify func()) { s.filesCommitted.Store(&notify) }
 
 // SetStopping marks the server not ready (graceful shutdown has begun).
 func (s *Server) SetStopping() { s.stopping.Store(true) }
@@ -389,6 +396,9 @@ func (s *Server) ingest(ctx context.Context, parts []meta.Part, route func(*meta
 	}
 	if res.StatusesStale > 0 {
 		m.statuses.WithLabelValues("stale").Add(float64(res.StatusesStale))
+	}
+	if notify := s.filesCommitted.Load(); notify != nil && res.FilesNew > 0 {
+		(*notify)()
 	}
 	s.opts.Log.V(1).Info("Delivery committed", "new", res.MessagesNew,
 		"duplicates", res.MessagesDuplicate, "statuses", res.StatusesApplied+res.StatusesStale, "records", batch.Len())

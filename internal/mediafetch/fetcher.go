@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"slices"
 	"sync"
 	"time"
@@ -109,10 +110,13 @@ func setDefault[T comparable](v *T, def T) {
 }
 
 // lease is how long a claim keeps a file from other claims: longer than the longest
-// attempt (two lookups and a download), so that only a dead fetcher's files come back.
+// attempt (two lookups and a download), with a margin for the clocks of replicas that
+// share a PostgreSQL store, so that only a dead fetcher's files come back.
 func (c *Config) lease() time.Duration {
-	return c.DownloadTimeout + 2*c.RequestTimeout + time.Minute
+	return c.DownloadTimeout + 2*c.RequestTimeout + leaseMargin
 }
+
+const leaseMargin = 10 * time.Second
 
 // Fetcher fetches the pending files of one store.
 type Fetcher struct {
@@ -146,15 +150,39 @@ type pause struct {
 	parked []store.FetchJob
 }
 
+// versionRE is the shape of a Graph API version.
+var versionRE = regexp.MustCompile(`^v[0-9]{1,3}\.[0-9]{1,3}$`)
+
+// MaxConcurrency bounds --media-concurrency: downloads share the worker's two cores'
+// worth of CPU and its store's writer with ingest.
+const MaxConcurrency = 64
+
+// Validate refuses the limits the worker's flags set, naming the flag; zero values are
+// refused too (New would read them as defaults, a flag never means that).
+func (c *Config) Validate() error {
+	switch {
+	case c.MaxBytes <= 0:
+		return fmt.Errorf("--media-max-bytes %d: must be positive", c.MaxBytes)
+	case c.Concurrency <= 0 || c.Concurrency > MaxConcurrency:
+		return fmt.Errorf("--media-concurrency %d: want 1 to %d", c.Concurrency, MaxConcurrency)
+	case c.RequestTimeout <= 0:
+		return fmt.Errorf("--media-request-timeout %s: must be positive", c.RequestTimeout)
+	case c.DownloadTimeout <= 0:
+		return fmt.Errorf("--media-download-timeout %s: must be positive", c.DownloadTimeout)
+	case !versionRE.MatchString(c.GraphAPIVersion):
+		return fmt.Errorf("--graph-api-version %q: want a version such as %s", c.GraphAPIVersion, DefaultGraphAPIVersion)
+	}
+	return nil
+}
+
 // New returns a fetcher; Run starts it.
 func New(cfg Config) (*Fetcher, error) {
 	cfg.defaults()
 	if cfg.Store == nil || cfg.Channels == nil {
 		return nil, errors.New("media fetcher: a store and channels are required")
 	}
-	if cfg.MaxBytes < 0 || cfg.Concurrency < 0 || cfg.RequestTimeout < 0 || cfg.DownloadTimeout < 0 {
-		return nil, fmt.Errorf("media fetcher: limits must be positive (max bytes %d, concurrency %d, timeouts %s and %s)",
-			cfg.MaxBytes, cfg.Concurrency, cfg.RequestTimeout, cfg.DownloadTimeout)
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("media fetcher: %w", err)
 	}
 	return &Fetcher{
 		cfg:    cfg,

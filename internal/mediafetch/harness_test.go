@@ -432,7 +432,13 @@ func (e *env) fbFile(name string) store.FileKey {
 // metric reads one series of the fetcher's metrics (labels as name=value pairs).
 func (e *env) metric(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := e.metrics.Gather()
+	return metricValue(t, e.metrics, name, labels...)
+}
+
+// metricValue reads one series of a registry (labels as name=value pairs).
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
