@@ -32,6 +32,9 @@ import (
 // off mid-body never shows as a stored file (the store reads back every byte right).
 func TestMediaFetchResumesAfterSIGKILLOnSQLite(t *testing.T) {
 	requireFileStores(t)
+	// Parallel: most of the test waits for the leases of the files cut off by the kill
+	// to run out, and for the restarted worker's next look at the queue.
+	t.Parallel()
 	dataDir := t.TempDir()
 	mediaCrashRound(t, nil, []string{"--data-dir", dataDir}, func() store.Store {
 		st, err := sqlite.Open(dataDir, sqlite.Options{ReadOnly: true})
@@ -44,6 +47,7 @@ func TestMediaFetchResumesAfterSIGKILLOnSQLite(t *testing.T) {
 
 func TestMediaFetchResumesAfterSIGKILLOnPostgreSQL(t *testing.T) {
 	requireFileStores(t)
+	t.Parallel()
 	if err := pgtest.CheckServer(); err != nil {
 		t.Fatal(err)
 	}

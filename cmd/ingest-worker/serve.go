@@ -96,7 +96,7 @@ func parseServe(args []string, getenv func(string) string) (*serveOptions, error
 	fs.DurationVar(&o.cfg.Retention.MaxAge, "retention-max-age", 0, "delete stored messages (with their reactions, statuses, files and contacts left without any) older than this, by their own timestamps; 0 keeps everything")
 	fs.DurationVar(&o.cfg.Retention.Interval, "retention-interval", retention.DefaultInterval, "how often retention runs (it also runs at start); a message is deleted at most --retention-max-age plus this after its timestamp")
 	fs.IntVar(&o.cfg.Retention.BatchSize, "retention-batch-size", retention.DefaultBatchSize, "records of each kind deleted per transaction: ingest waits for at most one batch")
-	fs.BoolVar(&o.cfg.MediaFetch, "media-fetch", true, "fetch shared files (media) into the store after their delivery is committed; off: files are kept as metadata only")
+	fs.BoolVar(&o.cfg.MediaFetch, "media-fetch", true, "fetch shared files (media) into the store after their delivery is committed; off: nothing is downloaded and files stay pending")
 	fs.Int64Var(&o.cfg.Media.MaxBytes, "media-max-bytes", mediafetch.DefaultMaxBytes, "largest shared file fetched; larger ones fail as TooLarge (checked against Meta's declared size and while streaming)")
 	fs.IntVar(&o.cfg.Media.Concurrency, "media-concurrency", mediafetch.DefaultConcurrency, "shared files downloaded at once")
 	fs.StringVar(&o.cfg.Media.GraphAPIVersion, "graph-api-version", mediafetch.DefaultGraphAPIVersion, "Graph API version WhatsApp media ids are resolved with")

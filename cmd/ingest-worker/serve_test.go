@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -180,5 +181,31 @@ func TestParseServeMediaFlags(t *testing.T) {
 	// Off, the limits do not matter.
 	if _, err := parseServe(append(standalone, "--media-fetch=false", "--media-concurrency=0"), func(string) string { return "" }); err != nil {
 		t.Errorf("--media-fetch=false: %v", err)
+	}
+}
+
+// Every flag of serve is in the worker's manual, where operators look them up.
+func TestServeFlagsAreDocumented(t *testing.T) {
+	t.Parallel()
+	src, err := os.ReadFile("serve.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "ingest-worker.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flags := regexp.MustCompile(`fs\.[A-Za-z0-9]*Var\(&[A-Za-z0-9_.]+,\s*"([a-z0-9-]+)"`).FindAllStringSubmatch(string(src), -1)
+	if len(flags) < 20 {
+		t.Fatalf("found only %d flags in serve.go", len(flags))
+	}
+	for _, f := range flags {
+		name := "`--" + f[1] + "`"
+		if f[1] == "v" {
+			name = "`-v`"
+		}
+		if !strings.Contains(string(doc), "| "+name+" |") {
+			t.Errorf("docs/ingest-worker.md has no row for %s", name)
+		}
 	}
 }
