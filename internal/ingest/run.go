@@ -259,7 +259,6 @@ func mediaTask(cfg ServeConfig, srv *Server, metrics *Metrics, log logr.Logger) 
 		mc.Clock = clock.RealClock{}
 	}
 	mc.Channels, mc.Log = cfg.Registry, log.WithName("media")
-	mc.Metrics = mediafetch.NewMetrics(metrics.Registry, mc.Clock.Now)
 	return func(ctx context.Context, st store.Store) {
 		fs, ok := st.(store.FileStore)
 		if !ok {
@@ -267,6 +266,7 @@ func mediaTask(cfg ServeConfig, srv *Server, metrics *Metrics, log logr.Logger) 
 			return
 		}
 		mc.Store = fs
+		mc.Metrics = mediafetch.NewMetrics(metrics.Registry, mc.Clock.Now)
 		f, err := mediafetch.New(mc)
 		if err != nil {
 			log.Error(err, "Media fetching not started")
