@@ -258,7 +258,7 @@ func mediaTask(cfg ServeConfig, srv *Server, metrics *Metrics, log logr.Logger) 
 	if mc.Clock == nil {
 		mc.Clock = clock.RealClock{}
 	}
-	mc.Channels, mc.Log = cfg.Registry, log.WithName("media")
+	mc.Channels, mc.Log, mc.Busy = cfg.Registry, log.WithName("media"), srv.Busy
 	return func(ctx context.Context, st store.Store) {
 		fs, ok := st.(store.FileStore)
 		if !ok {

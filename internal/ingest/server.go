@@ -67,7 +67,10 @@ type Server struct {
 	// filesCommitted, when set, is told after a commit that stored new files (it wakes
 	// the media fetcher; it must not block).
 	filesCommitted atomic.Pointer[func()]
-	bufs           sync.Pool
+	// inflight counts webhook deliveries (direct and forwarded) being answered: the media
+	// fetcher yields to them (Busy).
+	inflight atomic.Int64
+	bufs     sync.Pool
 	// parse is (*meta.Part).Parse; tests replace it to reach the guard against records
 	// the store refuses, which the parser itself never yields.
 	parse func(*meta.Part) (meta.Parsed, error)
@@ -167,8 +170,14 @@ func (s *Server) handleDelivery(w http.ResponseWriter, r *http.Request) {
 	s.answer(w, r, s.opts.Metrics.deliveries, s.delivery)
 }
 
+// Busy reports whether a webhook delivery is being answered right now: background work
+// (the media fetcher) yields to deliveries, whose acknowledgement Meta waits for.
+func (s *Server) Busy() bool { return s.inflight.Load() > 0 }
+
 // answer runs a POST path, counts its result in results and times it.
 func (s *Server) answer(w http.ResponseWriter, r *http.Request, results *prometheus.CounterVec, run func(http.ResponseWriter, *http.Request) (int, string)) {
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
 	webhookhttp.Answer(w, r, run, func(result string, took time.Duration) {
 		results.WithLabelValues(result).Inc()
 		s.opts.Metrics.deliverySeconds.Observe(took.Seconds())

@@ -144,3 +144,24 @@ func TestStatusesNeverMeanSuccessByAccident(t *testing.T) {
 		}
 	}
 }
+
+func TestYieldTo(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name      string
+		since     time.Time
+		start     int
+		sinceWant time.Time
+	}{
+		{"busy from now: wait", time.Time{}, 0, now},
+		{"still within the yield", now.Add(-999 * time.Millisecond), 0, now.Add(-999 * time.Millisecond)},
+		{"yielded long enough: one download", now.Add(-time.Second), 1, now},
+	}
+	for _, tc := range tests {
+		start, yielding, since := yieldTo(now, tc.since, time.Second, 4)
+		if start != tc.start || !yielding || !since.Equal(tc.sinceWant) {
+			t.Errorf("%s: yieldTo = %d %v %v, want %d true %v", tc.name, start, yielding, since, tc.start, tc.sinceWant)
+		}
+	}
+}

@@ -38,6 +38,11 @@ const (
 	// DefaultPollInterval bounds how late the fetcher notices work it was not told
 	// about: a lease that ran out (a worker died mid-download), another replica's retry.
 	DefaultPollInterval = time.Minute
+	// DefaultMaxYield is the longest the fetcher waits for a moment without webhook
+	// deliveries before it starts a download anyway.
+	DefaultMaxYield = time.Second
+	// yieldCheck is how often a yielding fetcher looks whether ingest is still busy.
+	yieldCheck = 20 * time.Millisecond
 	// tokenCheckInterval is how often a paused channel's token is compared with the
 	// registry's (in memory, no request).
 	tokenCheckInterval = 5 * time.Second
@@ -76,8 +81,14 @@ type Config struct {
 	Reporter       Reporter
 	ReportInterval time.Duration
 	Metrics        *Metrics // nil: not observed
-	Clock          clock.WithTicker
-	Log            logr.Logger
+	// Busy, if set, reports that the worker is answering webhook deliveries: ingest goes
+	// first, and the fetcher starts no download while it is busy, for at most MaxYield at
+	// a time (then one download starts, so that sustained traffic slows fetching down to
+	// about one file per MaxYield but never stops it).
+	Busy     func() bool
+	MaxYield time.Duration
+	Clock    clock.WithTicker
+	Log      logr.Logger
 }
 
 func (c *Config) defaults() {
@@ -97,6 +108,7 @@ func (c *Config) defaults() {
 	setDefault(&c.MaxAttempts, DefaultMaxAttempts)
 	setDefault(&c.PollInterval, DefaultPollInterval)
 	setDefault(&c.ReportInterval, DefaultReportInterval)
+	setDefault(&c.MaxYield, DefaultMaxYield)
 	if c.Clock == nil {
 		c.Clock = clock.RealClock{}
 	}
@@ -213,13 +225,20 @@ func (f *Fetcher) Run(ctx context.Context) {
 	defer reports.Stop()
 	f.publish(ctx)
 	inflight := 0
+	var yieldingSince time.Time
 	for {
 		f.resumeChangedTokens()
 		if f.takeChanged() {
 			f.publish(ctx)
 		}
 		now := clk.Now()
-		for _, job := range f.nextJobs(ctx, now, f.cfg.Concurrency-inflight) {
+		free, yielding := f.cfg.Concurrency-inflight, false
+		if free > 0 && f.cfg.Busy != nil && f.cfg.Busy() {
+			free, yielding, yieldingSince = yieldTo(now, yieldingSince, f.cfg.MaxYield, free)
+		} else {
+			yieldingSince = time.Time{}
+		}
+		for _, job := range f.nextJobs(ctx, now, free) {
 			inflight++
 			wg.Add(1)
 			go func() {
@@ -228,7 +247,11 @@ func (f *Fetcher) Run(ctx context.Context) {
 				f.done <- job.Key
 			}()
 		}
-		timer := clk.NewTimer(f.wakeAfter(now))
+		wait := f.wakeAfter(now)
+		if yielding {
+			wait = min(wait, yieldCheck)
+		}
+		timer := clk.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			timer.Stop()
@@ -251,6 +274,19 @@ func (f *Fetcher) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// yieldTo decides what a fetcher with free download slots starts while ingest is busy:
+// nothing (yielding) until it has waited maxYield since since (zero: it starts waiting
+// now), then one download, and it waits afresh.
+func yieldTo(now, since time.Time, maxYield time.Duration, free int) (start int, yielding bool, newSince time.Time) {
+	switch {
+	case since.IsZero():
+		return 0, true, now
+	case now.Sub(since) < maxYield:
+		return 0, true, since
+	}
+	return min(free, 1), true, now
 }
 
 // nextJobs returns up to free jobs to start: ready ones first, then claimed ones. A

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -268,4 +270,33 @@ func TestAStoreFailureIsRetried(t *testing.T) {
 	k := e.fbFile("fbstore")
 	g.Eventually(func() string { return e.store.get(k).reason }).Should(Equal(RetryStore))
 	g.Expect(e.store.get(k).state).To(Equal(store.FilePending))
+}
+
+func TestFetchingYieldsToWebhookDeliveries(t *testing.T) {
+	g := NewWithT(t)
+	var busy atomic.Bool
+	busy.Store(true)
+	e := newEnv(t, func(c *Config) { c.Busy = busy.Load })
+	for i := range 3 {
+		e.meta.set(fmt.Sprintf("fbbusy%d", i), &medium{data: payload(100, byte(i))})
+	}
+	keys := []store.FileKey{e.fbFile("fbbusy0"), e.fbFile("fbbusy1"), e.fbFile("fbbusy2")}
+	fetched := func() int {
+		n := 0
+		for _, k := range keys {
+			if e.store.get(k).state == store.FileFetched {
+				n++
+			}
+		}
+		return n
+	}
+	g.Consistently(fetched, 200*time.Millisecond).Should(BeZero(), "no download starts while deliveries are answered")
+	// Sustained traffic: one file per MaxYield.
+	e.clock.Step(DefaultMaxYield)
+	g.Eventually(fetched).Should(Equal(1))
+	g.Consistently(fetched, 100*time.Millisecond).Should(Equal(1))
+	// Traffic stops: the rest goes at once.
+	busy.Store(false)
+	e.fetcher.Notify()
+	g.Eventually(fetched).Should(Equal(3))
 }
