@@ -19,8 +19,10 @@ BATCHES=${BATCHES:-1,10}
 MAX_DELIVERIES=${MAX_DELIVERIES:-300000}
 FRONTDOOR=${FRONTDOOR:-1}
 MEDIA=${MEDIA:-1}
+MEDIA_SIZE=${MEDIA_SIZE:-32768}
 MEDIA_MAX_DELIVERIES=${MEDIA_MAX_DELIVERIES:-5000}
 FETCH_FILES=${FETCH_FILES:-200}
+FETCH_SIZE=${FETCH_SIZE:-1048576}
 # The store must be on a real disk for fsync to cost what it costs in production: default
 # to /var/tmp (tmpfs /tmp would flatter the durable figures).
 WORK=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/omniflow-bench.XXXXXX")
@@ -55,7 +57,8 @@ if [ "$MEDIA" = 1 ]; then
 	MEDIA_URL=$(head -1 "$WORK/media.url")
 	MEDIA_YAML="    accessToken: bench-media-token
     graphAPIBaseURL: $MEDIA_URL"
-	MEDIA_ARGS=(--media "$MEDIA_URL" --media-token bench-media-token --media-max-deliveries "$MEDIA_MAX_DELIVERIES" --fetch-files "$FETCH_FILES")
+	MEDIA_ARGS=(--media "$MEDIA_URL" --media-token bench-media-token --media-size "$MEDIA_SIZE" --media-max-deliveries "$MEDIA_MAX_DELIVERIES"
+		--fetch-files "$FETCH_FILES" --fetch-size "$FETCH_SIZE")
 	echo "media server (Graph API and CDN) on $MEDIA_URL"
 fi
 
