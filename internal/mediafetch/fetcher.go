@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -152,6 +153,8 @@ type Fetcher struct {
 	// changed is set when the report's channel state changed.
 	changed bool
 	report  reportState
+	// stale is set when the store's figures changed (a commit with files, an outcome).
+	stale atomic.Bool
 }
 
 // pause is a channel whose token was refused: the token's hash (the token itself is not
@@ -209,6 +212,7 @@ func New(cfg Config) (*Fetcher, error) {
 // Notify wakes the fetcher: new files were committed. It never blocks (the webhook path
 // calls it after a commit).
 func (f *Fetcher) Notify() {
+	f.stale.Store(true)
 	select {
 	case f.wake <- struct{}{}:
 	default:
@@ -455,6 +459,7 @@ func (f *Fetcher) record(ctx context.Context, job store.FetchJob, ch channels.Ch
 		// The lease runs out and the file is claimed again: nothing is lost.
 		log.Error(err, "Recording a fetch attempt failed")
 	}
+	f.stale.Store(true)
 	f.release(job.Key)
 }
 

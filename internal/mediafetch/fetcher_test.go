@@ -300,3 +300,24 @@ func TestFetchingYieldsToWebhookDeliveries(t *testing.T) {
 	e.fetcher.Notify()
 	g.Eventually(fetched).Should(Equal(3))
 }
+
+func TestAnIdleFetcherDoesNotReadTheStoresFigures(t *testing.T) {
+	g := NewWithT(t)
+	e := newEnv(t, nil)
+	g.Eventually(func() int { return len(e.reports.all()) }).Should(Equal(1))
+	reads := e.store.statsReads.Load()
+	for range 5 {
+		e.clock.Step(DefaultReportInterval)
+	}
+	g.Consistently(e.store.statsReads.Load, 200*time.Millisecond).Should(Equal(reads), "nothing changed: no read")
+
+	e.meta.set("fbstats", &medium{data: payload(10, 15)})
+	k := e.fbFile("fbstats")
+	g.Eventually(state(e, k)).Should(Equal(store.FileFetched))
+	g.Eventually(func() int64 { e.clock.Step(DefaultReportInterval); return e.reports.last().Fetched }).Should(BeEquivalentTo(1),
+		"a fetch marks the figures stale: read at the next check")
+	reads = e.store.statsReads.Load()
+	// Erasure and retention do not tell the fetcher: the figures are read again after a while.
+	e.clock.Step(statsRefresh)
+	g.Eventually(e.store.statsReads.Load).Should(BeNumerically(">", reads))
+}

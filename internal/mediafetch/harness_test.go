@@ -36,6 +36,8 @@ type memStore struct {
 	files map[store.FileKey]*memFile
 	// storeErr, when set, is returned by StoreFileBytes after reading (a store failure).
 	storeErr error
+	// statsReads counts FileStats calls.
+	statsReads atomic.Int64
 }
 
 type memFile struct {
@@ -143,6 +145,7 @@ func (s *memStore) OpenFile(_ context.Context, k store.FileKey) (io.ReadCloser, 
 }
 
 func (s *memStore) FileStats(_ context.Context, _ time.Time) (store.FileStats, error) {
+	s.statsReads.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var st store.FileStats

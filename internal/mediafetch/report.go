@@ -21,7 +21,15 @@ type Reporter interface {
 type reportState struct {
 	// written is the last report the reporter accepted (nil: none yet).
 	written *workerreport.Media
+	// stats are the store's figures as last read, at readAt (only the Run goroutine
+	// touches them).
+	stats  *store.FileStats
+	readAt time.Time
 }
+
+// statsRefresh is how often the store's figures are read when the fetcher changed
+// nothing: erasure and retention remove files without telling it.
+const statsRefresh = 5 * time.Minute
 
 // mediaReport builds the report from the store's figures and the channels' state: the
 // paused channels with when their token was refused, and the WhatsApp channels without
@@ -72,17 +80,25 @@ func sameReport(a, b *workerreport.Media) bool {
 // heartbeat.
 func (f *Fetcher) publish(ctx context.Context) {
 	now := f.cfg.Clock.Now()
-	st, err := f.cfg.Store.FileStats(ctx, now)
-	if err != nil {
-		if ctx.Err() == nil {
-			f.cfg.Log.Error(err, "Reading the fetch queue's figures failed")
+	// The figures are read only when something changed them (a commit with files, a
+	// fetch's outcome) or when they are old: an idle worker does not scan its files
+	// table every interval.
+	if f.stale.Swap(false) || f.report.stats == nil || now.Sub(f.report.readAt) >= statsRefresh {
+		st, err := f.cfg.Store.FileStats(ctx, now)
+		if err != nil {
+			f.stale.Store(true)
+			if ctx.Err() == nil {
+				f.cfg.Log.Error(err, "Reading the fetch queue's figures failed")
+			}
+			return
 		}
-		return
+		f.report.stats, f.report.readAt = &st, now
+		f.cfg.Metrics.observeQueue(st)
 	}
-	f.cfg.Metrics.observeQueue(st)
 	if f.cfg.Reporter == nil {
 		return
 	}
+	st := *f.report.stats
 	f.mu.Lock()
 	paused := make(map[string]time.Time, len(f.paused))
 	for name, p := range f.paused {
