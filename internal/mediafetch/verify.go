@@ -29,8 +29,8 @@ type verifier struct {
 	netErr             error
 }
 
-func newVerifier(r io.Reader, want []byte, max int64) *verifier {
-	return &verifier{r: r, h: sha256.New(), want: want, max: max}
+func newVerifier(r io.Reader, want []byte, limit int64) *verifier {
+	return &verifier{r: r, h: sha256.New(), want: want, max: limit}
 }
 
 func (v *verifier) Read(p []byte) (int, error) {
