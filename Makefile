@@ -78,7 +78,7 @@ chart: manifests ## Regenerate the parts of the Helm chart (charts/omniflow-oper
 	go run ./hack/chart
 
 .PHONY: bench
-bench: ## Load-benchmark the ingest worker against a verify-only baseline, and through the front door against directly, side by side (not part of make test).
+bench: ## Load-benchmark the ingest worker against a verify-only baseline, through the front door against directly, with media deliveries against text, and its fetch throughput against a plain download, side by side (not part of make test).
 	hack/bench.sh
 
 .PHONY: bench-erasure

@@ -2,7 +2,10 @@
 # Benchmark of the ingest worker's durable path against a verify-only baseline, and of the
 # same durable worker reached through the webhook front door against reaching it
 # directly, measured side by side in one run on loopback (make bench). Not a test: it
-# prints figures. FRONTDOOR=0 skips the front door phase.
+# prints figures. FRONTDOOR=0 skips the front door phase. MEDIA=0 skips the media phases:
+# the webhook path with media deliveries against text (the worker fetching the files
+# from a local Graph API and CDN meanwhile), and the worker's fetch throughput against a
+# plain HTTP download of the same files.
 #
 #   CLIENTS=64 DURATION=10s BATCHES=1,10 USERS=5000 hack/bench.sh
 set -euo pipefail
@@ -15,6 +18,11 @@ USERS=${USERS:-5000}
 BATCHES=${BATCHES:-1,10}
 MAX_DELIVERIES=${MAX_DELIVERIES:-300000}
 FRONTDOOR=${FRONTDOOR:-1}
+MEDIA=${MEDIA:-1}
+MEDIA_SIZE=${MEDIA_SIZE:-32768}
+MEDIA_MAX_DELIVERIES=${MEDIA_MAX_DELIVERIES:-5000}
+FETCH_FILES=${FETCH_FILES:-200}
+FETCH_SIZE=${FETCH_SIZE:-1048576}
 # The store must be on a real disk for fsync to cost what it costs in production: default
 # to /var/tmp (tmpfs /tmp would flatter the durable figures).
 WORK=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/omniflow-bench.XXXXXX")
@@ -35,6 +43,25 @@ CGO_ENABLED=0 go build -o "$WORK/ingest-worker" ./cmd/ingest-worker
 CGO_ENABLED=0 go build -o "$WORK/frontdoor" ./cmd/frontdoor
 CGO_ENABLED=0 go build -o "$WORK/loadgen" ./hack/loadgen
 
+# The media phases' Graph API and CDN: a local server the channel's graphAPIBaseURL
+# points at, accepting the channel's access token.
+MEDIA_ARGS=()
+MEDIA_YAML=""
+if [ "$MEDIA" = 1 ]; then
+	"$WORK/loadgen" media-server --listen 127.0.0.1:0 --token bench-media-token >"$WORK/media.url" 2>"$WORK/media.log" &
+	PIDS+=("$!")
+	for _ in $(seq 1 100); do
+		[ -s "$WORK/media.url" ] && break
+		sleep 0.1
+	done
+	MEDIA_URL=$(head -1 "$WORK/media.url")
+	MEDIA_YAML="    accessToken: bench-media-token
+    graphAPIBaseURL: $MEDIA_URL"
+	MEDIA_ARGS=(--media "$MEDIA_URL" --media-token bench-media-token --media-size "$MEDIA_SIZE" --media-max-deliveries "$MEDIA_MAX_DELIVERIES"
+		--fetch-files "$FETCH_FILES" --fetch-size "$FETCH_SIZE")
+	echo "media server (Graph API and CDN) on $MEDIA_URL"
+fi
+
 cat >"$WORK/channels.yaml" <<YAML
 tenant: bench
 channels:
@@ -43,6 +70,7 @@ channels:
     whatsApp: {phoneNumberID: "123456789012345", businessAccountID: "109876543210987"}
     appSecret: bench_app_secret
     verifyToken: bench-verify
+$MEDIA_YAML
 YAML
 
 # The front door's secrets: the same app secret as the channel (loadgen signs with it),
@@ -81,8 +109,10 @@ run() {
 
 start durable --data-dir "$WORK/data" --forward-key-file "$WORK/bench.key"
 DURABLE=$ADDR
+DURABLE_PID=${PIDS[-1]}
 start baseline --verify-only
 BASELINE=$ADDR
+BASELINE_PID=${PIDS[-1]}
 echo "durable worker on $DURABLE (store in $WORK/data), baseline on $BASELINE"
 FRONTDOOR_ARGS=()
 if [ "$FRONTDOOR" = 1 ]; then
@@ -95,7 +125,7 @@ tenants:
 YAML
 	run frontdoor "$WORK/frontdoor" serve --listen 127.0.0.1:0 --routes "$WORK/routes.yaml" \
 		--app-secret-file "$WORK/app-secret" --verify-token-file "$WORK/verify-token" --forwarding-key-file "$WORK/forwarding.key"
-	FRONTDOOR_ARGS=(--frontdoor "http://$ADDR" --frontdoor-pid "${PIDS[2]}")
+	FRONTDOOR_ARGS=(--frontdoor "http://$ADDR" --frontdoor-pid "${PIDS[-1]}")
 	echo "front door on $ADDR, routing to the durable worker"
 fi
 echo "machine: $(nproc) cores, $(uname -sr), $(go version | cut -d' ' -f3)"
@@ -106,11 +136,11 @@ echo
 "$WORK/loadgen" --target "http://$DURABLE" --baseline "http://$BASELINE" --clients "$CLIENTS" \
 	--batches "$BATCHES" --duration "$DURATION" --warmup "$WARMUP" --max-deliveries "$MAX_DELIVERIES" \
 	--users "$USERS" --secret bench_app_secret --channel wa --phone-number-id 123456789012345 \
-	--target-pid "${PIDS[0]}" --baseline-pid "${PIDS[1]}" "${FRONTDOOR_ARGS[@]}"
+	--target-pid "$DURABLE_PID" --baseline-pid "$BASELINE_PID" "${FRONTDOOR_ARGS[@]}" "${MEDIA_ARGS[@]}"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 if command -v curl >/dev/null; then
 	echo
 	echo "durable worker's store metrics:"
-	curl -fsS "http://$DURABLE/metrics" | grep -E '^omniflow_store_commit_(group_size|duration_seconds)_(sum|count)|^omniflow_ingest_deliveries_total\{result="(stored|store_error)"' || true
+	curl -fsS "http://$DURABLE/metrics" | grep -E '^omniflow_store_commit_(group_size|duration_seconds)_(sum|count)|^omniflow_ingest_deliveries_total\{result="(stored|store_error)"|^omniflow_worker_files_(fetched_total|fetched_bytes_total|pending) ' || true
 fi

@@ -24,6 +24,7 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/datakey"
 	"github.com/omniflowcrm/omniflow-operator/internal/forward"
 	"github.com/omniflowcrm/omniflow-operator/internal/ingest"
+	"github.com/omniflowcrm/omniflow-operator/internal/mediafetch"
 	"github.com/omniflowcrm/omniflow-operator/internal/retention"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
@@ -105,6 +106,12 @@ func parseServe(args []string, getenv func(string) string) (*serveOptions, error
 	fs.DurationVar(&o.cfg.Retention.MaxAge, "retention-max-age", 0, "delete stored messages (with their reactions, statuses, files and contacts left without any) older than this, by their own timestamps; 0 keeps everything")
 	fs.DurationVar(&o.cfg.Retention.Interval, "retention-interval", retention.DefaultInterval, "how often retention runs (it also runs at start); a message is deleted at most --retention-max-age plus this after its timestamp")
 	fs.IntVar(&o.cfg.Retention.BatchSize, "retention-batch-size", retention.DefaultBatchSize, "records of each kind deleted per transaction: ingest waits for at most one batch")
+	fs.BoolVar(&o.cfg.MediaFetch, "media-fetch", true, "fetch shared files (media) into the store after their delivery is committed; off: nothing is downloaded and files stay pending")
+	fs.Int64Var(&o.cfg.Media.MaxBytes, "media-max-bytes", mediafetch.DefaultMaxBytes, "largest shared file fetched; larger ones fail as TooLarge (checked against Meta's declared size and while streaming)")
+	fs.IntVar(&o.cfg.Media.Concurrency, "media-concurrency", mediafetch.DefaultConcurrency, "shared files downloaded at once")
+	fs.StringVar(&o.cfg.Media.GraphAPIVersion, "graph-api-version", mediafetch.DefaultGraphAPIVersion, "Graph API version WhatsApp media ids are resolved with")
+	fs.DurationVar(&o.cfg.Media.RequestTimeout, "media-request-timeout", mediafetch.DefaultRequestTimeout, "time limit of one Graph API media lookup")
+	fs.DurationVar(&o.cfg.Media.DownloadTimeout, "media-download-timeout", mediafetch.DefaultDownloadTimeout, "time limit of one file's download")
 	fs.StringVar(&o.forwardKeyFile, "forward-key-file", "", "file holding this tenant's forwarding credential in hex (`frontdoor tenant-key`): the worker then accepts the parts a webhook front door forwards to "+forward.Path)
 	fs.StringVar(&o.dataKeySecret, "data-key-secret", getenv(envDataKeySecret), "in-cluster mode: the tenant's data key Secret as namespace/name; the worker does not start without it (default $"+envDataKeySecret+", which the operator sets)")
 	fs.DurationVar(&o.dataKeyWait, "data-key-wait", 2*time.Minute, "how long the worker waits at start for its data key before it fails")
@@ -132,6 +139,9 @@ func parseServe(args []string, getenv func(string) string) (*serveOptions, error
 		}
 	}
 	if err := o.cfg.Retention.Validate(); err != nil {
+		return nil, err
+	}
+	if err := o.cfg.Media.Validate(); err != nil && o.cfg.MediaFetch {
 		return nil, err
 	}
 	if o.cfg.PublicBaseURL != "" {
@@ -220,6 +230,8 @@ func clusterSource(o *serveOptions, log logr.Logger) error {
 	o.cfg.Deletions = &subjecterasure.Desk{Client: c, Namespace: o.namespace}
 	// Retention runs are reported in the ConfigMap the operator reads them from.
 	o.cfg.Retention.Reporter = &workerreport.Retention{Client: c, Namespace: o.namespace}
+	// So is the media fetcher's state: queue figures and channels whose token needs a human.
+	o.cfg.Media.Reporter = &workerreport.MediaReporter{Client: c, Namespace: o.namespace}
 	o.cfg.Tasks = append(o.cfg.Tasks, func(ctx context.Context, st store.Store) {
 		p := &subjecterasure.Processor{
 			Client: c, RestConfig: rc, Namespace: o.namespace, Store: st, Clock: clock.RealClock{},

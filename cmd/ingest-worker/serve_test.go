@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 	"github.com/omniflowcrm/omniflow-operator/internal/channels"
+	"github.com/omniflowcrm/omniflow-operator/internal/mediafetch"
 	"github.com/omniflowcrm/omniflow-operator/internal/retention"
 )
 
@@ -166,6 +168,66 @@ func TestParseServeDataKeySecret(t *testing.T) {
 	} {
 		if _, err := parseServe(args, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "data-key-secret") {
 			t.Errorf("%s: err = %v, want one naming --data-key-secret", name, err)
+		}
+	}
+}
+
+// The operator's Deployment passes no media flag: the worker fetches with the defaults.
+// A limit the fetcher could not run with is refused, naming the flag.
+func TestParseServeMediaFlags(t *testing.T) {
+	t.Parallel()
+	tenant := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "acme"}}
+	env := map[string]string{envNamespace: tenant.NamespaceName(), envTenant: tenant.Name}
+	o, err := parseServe(controllers.WorkerArgs(tenant)[1:], func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := o.cfg.Media
+	if !o.cfg.MediaFetch || m.MaxBytes != 100<<20 || m.Concurrency != mediafetch.DefaultConcurrency ||
+		m.GraphAPIVersion != mediafetch.DefaultGraphAPIVersion || m.RequestTimeout != 30*time.Second || m.DownloadTimeout != 10*time.Minute {
+		t.Errorf("media fetching %v with %+v, want on with the defaults", o.cfg.MediaFetch, m)
+	}
+	standalone := []string{"--data-dir=/d", "--channels=c.yaml"}
+	o, err = parseServe(append(standalone, "--media-max-bytes=1024", "--media-concurrency=2", "--graph-api-version=v25.0"), func(string) string { return "" })
+	if err != nil || o.cfg.Media.MaxBytes != 1024 || o.cfg.Media.Concurrency != 2 || o.cfg.Media.GraphAPIVersion != "v25.0" {
+		t.Errorf("parsed %+v, %v", o.cfg.Media, err)
+	}
+	for _, bad := range []string{"--media-max-bytes=0", "--media-concurrency=0", "--media-concurrency=1000", "--graph-api-version=25",
+		"--media-request-timeout=0s", "--media-download-timeout=-1s"} {
+		_, err := parseServe(append(standalone, bad), func(string) string { return "" })
+		flag := strings.SplitN(bad, "=", 2)[0]
+		if err == nil || !strings.Contains(err.Error(), flag) {
+			t.Errorf("parseServe(%q) = %v, want an error naming %s", bad, err, flag)
+		}
+	}
+	// Off, the limits do not matter.
+	if _, err := parseServe(append(standalone, "--media-fetch=false", "--media-concurrency=0"), func(string) string { return "" }); err != nil {
+		t.Errorf("--media-fetch=false: %v", err)
+	}
+}
+
+// Every flag of serve is in the worker's manual, where operators look them up.
+func TestServeFlagsAreDocumented(t *testing.T) {
+	t.Parallel()
+	src, err := os.ReadFile("serve.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "ingest-worker.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flags := regexp.MustCompile(`fs\.[A-Za-z0-9]*Var\(&[A-Za-z0-9_.]+,\s*"([a-z0-9-]+)"`).FindAllStringSubmatch(string(src), -1)
+	if len(flags) < 20 {
+		t.Fatalf("found only %d flags in serve.go", len(flags))
+	}
+	for _, f := range flags {
+		name := "`--" + f[1] + "`"
+		if f[1] == "v" {
+			name = "`-v`"
+		}
+		if !strings.Contains(string(doc), "| "+name+" |") {
+			t.Errorf("docs/ingest-worker.md has no row for %s", name)
 		}
 	}
 }

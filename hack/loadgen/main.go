@@ -34,9 +34,17 @@ type config struct {
 	// Process ids of the workers, to report their CPU per delivery (0: not reported).
 	durablePID, baselinePID int
 	frontdoorPID            int
+	media                   mediaConfig
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "media-server" {
+		fs := flag.NewFlagSet("media-server", flag.ExitOnError)
+		listen := fs.String("listen", "127.0.0.1:0", "loopback address to serve on")
+		token := fs.String("token", "bench-media-token", "the access token accepted")
+		_ = fs.Parse(os.Args[2:])
+		fail(serveMedia(*listen, *token, os.Stdout))
+	}
 	var c config
 	var batches string
 	flag.StringVar(&c.durable, "target", "", "base URL of the durable worker (loopback only)")
@@ -54,6 +62,13 @@ func main() {
 	flag.Int64Var(&c.users, "users", 5000, "distinct customers the deliveries come from (conversations repeat, as in real traffic)")
 	flag.IntVar(&c.durablePID, "target-pid", 0, "pid of the durable worker, to report its CPU per delivery (optional)")
 	flag.IntVar(&c.baselinePID, "baseline-pid", 0, "pid of the baseline worker, to report its CPU per delivery (optional)")
+	flag.StringVar(&c.media.server, "media", "", "base URL of `loadgen media-server` (the channel's graphAPIBaseURL): runs the media phases (loopback only; optional)")
+	flag.StringVar(&c.media.token, "media-token", "bench-media-token", "the channel's access token, as the media server accepts it")
+	flag.IntVar(&c.media.size, "media-size", 32<<10, "bytes per file in the media webhook phase")
+	flag.Int64Var(&c.media.maxDeliveries, "media-max-deliveries", 5000, "cap of the text and media webhook phases (each delivery's file is stored)")
+	flag.IntVar(&c.media.fetchFiles, "fetch-files", 200, "files of the fetch throughput phase")
+	flag.IntVar(&c.media.fetchSize, "fetch-size", 1<<20, "bytes per file of the fetch throughput phase")
+	flag.IntVar(&c.media.concurrency, "media-concurrency", 4, "the worker's --media-concurrency, used by the plain download too")
 	flag.Parse()
 	for _, b := range strings.Split(batches, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(b))
@@ -65,6 +80,9 @@ func main() {
 	targets := []string{c.durable, c.baseline}
 	if c.frontdoor != "" {
 		targets = append(targets, c.frontdoor)
+	}
+	if c.media.server != "" {
+		targets = append(targets, c.media.server)
 	}
 	for _, u := range targets {
 		if err := loopbackOnly(u); err != nil {
@@ -141,6 +159,9 @@ type result struct {
 	elapsed    time.Duration
 	lat        []time.Duration
 	cost       cost
+	// acked counts every delivery answered 200, warm-up and probe included (what the
+	// worker stored).
+	acked int64
 }
 
 func (r result) rate() float64 { return float64(r.deliveries) / r.elapsed.Seconds() }
@@ -200,6 +221,13 @@ func run(c config, out io.Writer) error {
 			verdict = verdict && ok
 			fmt.Fprintf(out, "batch %d: %s\n\n", batch, line)
 		}
+	}
+	if c.media.server != "" {
+		ok, err := mediaPhases(c, client, out, &seq)
+		if err != nil {
+			return fmt.Errorf("media: %w", err)
+		}
+		verdict = verdict && ok
 	}
 	fmt.Fprintf(out, "overall: %s\n", map[bool]string{true: "targets met", false: "targets NOT met"}[verdict])
 	return nil

@@ -74,3 +74,29 @@ func TestFrontdoorVerdict(t *testing.T) {
 		}
 	}
 }
+
+// The media deliveries carry one image whose media id the media server serves, with
+// bytes of the size the id names, distinct per id.
+func TestMediaBodyAndContent(t *testing.T) {
+	t.Parallel()
+	var seq atomic.Int64
+	parsed, err := meta.ParseDelivery(mediaBody("123456789012345", 5000, &seq, 4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parsed.Batch.Files) != 1 || parsed.Batch.Files[0].MediaID != mediaID(4096, seq.Load()) {
+		t.Fatalf("files %+v, want one with media id %s", parsed.Batch.Files, mediaID(4096, seq.Load()))
+	}
+	content := &mediaContent{blocks: map[int][]byte{}}
+	a, err := content.of(mediaID(4096, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := content.of(mediaID(4096, 2))
+	if len(a) != 4096 || len(b) != 4096 || string(a) == string(b) {
+		t.Fatalf("contents of %d and %d bytes, equal %v: want 4096 distinct bytes each", len(a), len(b), string(a) == string(b))
+	}
+	if _, err := content.of("bogus"); err == nil {
+		t.Fatal("an unknown id is served")
+	}
+}

@@ -17,12 +17,19 @@ import (
 // phase runs clients against one endpoint: warm-up, then measurement until the duration
 // or the delivery cap is reached.
 func phase(c config, client *http.Client, endpoint string, pid, batch int, seq *atomic.Int64) (result, error) {
+	return phaseOf(c, client, endpoint, pid, batch, func() []byte { return body(c.phoneNumberID, batch, c.users, seq) })
+}
+
+// phaseOf is phase with the deliveries gen makes (batch is only reported).
+func phaseOf(c config, client *http.Client, endpoint string, pid, batch int, gen func() []byte) (result, error) {
 	// Check the target answers a signed delivery before loading it.
-	if code, err := send(client, endpoint, []byte(c.secret), body(c.phoneNumberID, batch, c.users, seq)); err != nil || code != 200 {
+	if code, err := send(client, endpoint, []byte(c.secret), gen()); err != nil || code != 200 {
 		return result{}, fmt.Errorf("probe: status %d, %v", code, err) //nolint:errorlint // err is nil when the status is the failure
 	}
 	var measuring atomic.Bool
 	var count, errs atomic.Int64
+	acked := atomic.Int64{}
+	acked.Add(1) // the probe
 	lats := make([][]time.Duration, c.clients)
 	var wg sync.WaitGroup
 	warmEnd := time.Now().Add(c.warmup)
@@ -48,10 +55,13 @@ func phase(c config, client *http.Client, endpoint string, pid, batch int, seq *
 				if !measuring.Load() && now.After(warmEnd) {
 					measuring.Store(true)
 				}
-				b := body(c.phoneNumberID, batch, c.users, seq)
+				b := gen()
 				start := time.Now()
 				code, err := send(client, endpoint, []byte(c.secret), b)
 				d := time.Since(start)
+				if err == nil && code == http.StatusOK {
+					acked.Add(1)
+				}
 				if !start.After(warmEnd) {
 					continue
 				}
@@ -78,7 +88,8 @@ func phase(c config, client *http.Client, endpoint string, pid, batch int, seq *
 		return result{}, errors.New("no successful delivery measured")
 	}
 	n := count.Load()
-	return result{batch: batch, deliveries: n, errors: errs.Load(), elapsed: elapsed, lat: all, cost: costOf(before, after, n+errs.Load(), pid)}, nil
+	return result{batch: batch, deliveries: n, errors: errs.Load(), elapsed: elapsed, lat: all, cost: costOf(before, after, n+errs.Load(), pid),
+		acked: acked.Load()}, nil
 }
 
 func send(client *http.Client, endpoint string, secret, b []byte) (int, error) {

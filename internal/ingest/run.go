@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/utils/clock"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/channels"
+	"github.com/omniflowcrm/omniflow-operator/internal/mediafetch"
 	"github.com/omniflowcrm/omniflow-operator/internal/retention"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/postgres"
@@ -67,7 +69,12 @@ type ServeConfig struct {
 	// Retention, when its MaxAge is set, prunes the store by age: once the store is
 	// open and the channels are loaded, then at every interval (retention.Runner).
 	Retention retention.Config
-	Log       logr.Logger
+	// MediaFetch turns on fetching shared files with Media's limits (mediafetch): once
+	// the store is open and the channels are loaded, woken by every commit that stored
+	// new files. Serve fills in the store, the channels, the metrics and the log.
+	MediaFetch bool
+	Media      mediafetch.Config
+	Log        logr.Logger
 }
 
 // OpenStore opens the store a worker configuration names: PostgreSQL when postgresDSN
@@ -116,6 +123,9 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	srv := NewServer(Options{Registry: cfg.Registry, Metrics: metrics, Log: log, MaxBodyBytes: cfg.MaxBodyBytes,
 		Tenant: cfg.Tenant, VerifyOnly: cfg.VerifyOnly, Deletions: cfg.Deletions, PublicBaseURL: cfg.PublicBaseURL, Offboard: cfg.Offboard,
 		ForwardKey: cfg.ForwardKey})
+	if cfg.MediaFetch && !cfg.VerifyOnly {
+		cfg.Tasks = append(cfg.Tasks[:len(cfg.Tasks):len(cfg.Tasks)], mediaTask(cfg, srv, metrics, log))
+	}
 
 	ln := cfg.Listener
 	if ln == nil {
@@ -238,5 +248,31 @@ func retentionTask(cfg retention.Config, metrics *Metrics, log logr.Logger) func
 	m := retention.NewMetrics(metrics.Registry)
 	return func(ctx context.Context, st store.Store) {
 		(&retention.Runner{Config: cfg, Store: st, Metrics: m, Log: log.WithName("retention")}).Run(ctx)
+	}
+}
+
+// mediaTask runs the media fetcher on the worker's store, woken by the server after each
+// commit that stored new files, with its metrics on the worker's registry.
+func mediaTask(cfg ServeConfig, srv *Server, metrics *Metrics, log logr.Logger) func(context.Context, store.Store) {
+	mc := cfg.Media
+	if mc.Clock == nil {
+		mc.Clock = clock.RealClock{}
+	}
+	mc.Channels, mc.Log, mc.Busy = cfg.Registry, log.WithName("media"), srv.Busy
+	return func(ctx context.Context, st store.Store) {
+		fs, ok := st.(store.FileStore)
+		if !ok {
+			log.Info("Media fetching unavailable: this store keeps no file bytes; files stay metadata only")
+			return
+		}
+		mc.Store = fs
+		mc.Metrics = mediafetch.NewMetrics(metrics.Registry, mc.Clock.Now)
+		f, err := mediafetch.New(mc)
+		if err != nil {
+			log.Error(err, "Media fetching not started")
+			return
+		}
+		srv.SetFilesCommitted(f.Notify)
+		f.Run(ctx)
 	}
 }

@@ -64,6 +64,12 @@ type Server struct {
 	opts     Options
 	store    atomic.Pointer[storeRef]
 	stopping atomic.Bool
+	// filesCommitted, when set, is told after a commit that stored new files (it wakes
+	// the media fetcher; it must not block).
+	filesCommitted atomic.Pointer[func()]
+	// inflight counts webhook deliveries (direct and forwarded) being answered: the media
+	// fetcher yields to them (Busy).
+	inflight atomic.Int64
 	bufs     sync.Pool
 	// parse is (*meta.Part).Parse; tests replace it to reach the guard against records
 	// the store refuses, which the parser itself never yields.
@@ -87,6 +93,10 @@ func NewServer(opts Options) *Server {
 
 // SetStore makes the server ready: deliveries are committed to st from now on.
 func (s *Server) SetStore(st store.Store) { s.store.Store(&storeRef{st}) }
+
+// SetFilesCommitted sets what is told, without waiting, after each commit that stored
+// new files: the media fetcher's wake-up. The fetch itself never runs on the webhook path.
+func (s *Server) SetFilesCommitted(notify func()) { s.filesCommitted.Store(&notify) }
 
 // SetStopping marks the server not ready (graceful shutdown has begun).
 func (s *Server) SetStopping() { s.stopping.Store(true) }
@@ -162,8 +172,14 @@ func (s *Server) handleDelivery(w http.ResponseWriter, r *http.Request) {
 	s.answer(w, r, s.opts.Metrics.deliveries, s.delivery)
 }
 
+// Busy reports whether a webhook delivery is being answered right now: background work
+// (the media fetcher) yields to deliveries, whose acknowledgement Meta waits for.
+func (s *Server) Busy() bool { return s.inflight.Load() > 0 }
+
 // answer runs a POST path, counts its result in results and times it.
 func (s *Server) answer(w http.ResponseWriter, r *http.Request, results *prometheus.CounterVec, run func(http.ResponseWriter, *http.Request) (int, string)) {
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
 	webhookhttp.Answer(w, r, run, func(result string, took time.Duration) {
 		results.WithLabelValues(result).Inc()
 		s.opts.Metrics.deliverySeconds.Observe(took.Seconds())
@@ -391,6 +407,9 @@ func (s *Server) ingest(ctx context.Context, parts []meta.Part, route func(*meta
 	}
 	if res.StatusesStale > 0 {
 		m.statuses.WithLabelValues("stale").Add(float64(res.StatusesStale))
+	}
+	if notify := s.filesCommitted.Load(); notify != nil && res.FilesNew > 0 {
+		(*notify)()
 	}
 	s.opts.Log.V(1).Info("Delivery committed", "new", res.MessagesNew,
 		"duplicates", res.MessagesDuplicate, "statuses", res.StatusesApplied+res.StatusesStale, "records", batch.Len())

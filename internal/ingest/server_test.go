@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/go-logr/logr"
@@ -737,5 +738,36 @@ func TestTenantPrefix(t *testing.T) {
 	bare := newEnv(t, Options{})
 	if code, _ := do(bare, http.MethodGet, "/t/acme/webhooks/meta/wa"+hs, nil); code != http.StatusNotFound {
 		t.Fatalf("prefixed handshake without a tenant: %d, want 404", code)
+	}
+}
+
+// The media fetcher is woken after a commit that stored new files, never before it and
+// never for a delivery without them (the fetch itself is not on the webhook path).
+func TestACommitWithNewFilesWakesTheFetcher(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{})
+	var woken atomic.Int64
+	e.srv.SetFilesCommitted(func() {
+		if e.srv.Busy() {
+			woken.Add(1) // told within the delivery, after its commit
+		}
+	})
+	if code := e.postSigned("wa", readFile(t, filepath.Join(fixtureDir, "whatsapp-text.json"))); code != 200 {
+		t.Fatalf("text: %d", code)
+	}
+	if n := woken.Load(); n != 0 {
+		t.Fatalf("a text delivery woke the fetcher %d times", n)
+	}
+	image := readFile(t, filepath.Join(fixtureDir, "whatsapp-image.json"))
+	for range 2 { // the redelivery stores no new file
+		if code := e.postSigned("wa", image); code != 200 {
+			t.Fatalf("image: %d", code)
+		}
+	}
+	if n := woken.Load(); n != 1 {
+		t.Fatalf("the fetcher was woken %d times, want once (for the new file)", n)
+	}
+	if e.srv.Busy() {
+		t.Fatal("busy with no delivery in flight")
 	}
 }

@@ -30,18 +30,35 @@ var _ retention.Reporter = (*Retention)(nil)
 
 // Report writes the run into the report ConfigMap's retention key.
 func (r *Retention) Report(ctx context.Context, rep retention.Report) error {
-	doc, err := json.Marshal(RetentionStatus(rep))
+	return patchKey(ctx, r.Client, r.Namespace, platformv1.WorkerReportRetentionKey, RetentionStatus(rep))
+}
+
+// MediaReporter publishes the fetcher's media report (a mediafetch.Reporter).
+type MediaReporter struct {
+	// Client acts as the worker's ServiceAccount.
+	Client    client.Client
+	Namespace string
+}
+
+// Report writes m into the report ConfigMap's media key.
+func (r *MediaReporter) Report(ctx context.Context, m Media) error {
+	return patchKey(ctx, r.Client, r.Namespace, platformv1.WorkerReportMediaKey, m)
+}
+
+// patchKey writes doc, as JSON, under one key of the report ConfigMap.
+func patchKey(ctx context.Context, c client.Client, namespace, key string, doc any) error {
+	b, err := json.Marshal(doc)
 	if err != nil {
-		return fmt.Errorf("encode retention report: %w", err)
+		return fmt.Errorf("encode %s report: %w", key, err)
 	}
-	patch, err := json.Marshal(map[string]any{"data": map[string]string{platformv1.WorkerReportRetentionKey: string(doc)}})
+	patch, err := json.Marshal(map[string]any{"data": map[string]string{key: string(b)}})
 	if err != nil {
-		return fmt.Errorf("encode retention report: %w", err)
+		return fmt.Errorf("encode %s report: %w", key, err)
 	}
 	// A merge patch needs no read first: patch on that one object is all the Role grants.
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: platformv1.WorkerReportName}}
-	if err := r.Client.Patch(ctx, cm, client.RawPatch(types.MergePatchType, patch)); err != nil {
-		return fmt.Errorf("patch configmap %s/%s: %w", r.Namespace, platformv1.WorkerReportName, err)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: platformv1.WorkerReportName}}
+	if err := c.Patch(ctx, cm, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return fmt.Errorf("patch configmap %s/%s: %w", namespace, platformv1.WorkerReportName, err)
 	}
 	return nil
 }
