@@ -311,6 +311,8 @@ func (s *Store) run() {
 	defer close(s.stopped)
 	group := make([]*request, 0, s.opts.MaxGroup)
 	for r := range s.reqs {
+		// While the previous group waits for its sync, let the queue fill (walsync.go).
+		s.wal.waitTurn()
 		group = append(group[:0], r)
 	fill:
 		for len(group) < s.opts.MaxGroup {
