@@ -109,7 +109,7 @@ const EnvTestingHoldWALSync = "OMNIFLOW_TESTING_HOLD_WAL_SYNC"
 
 func holdWALSync(path string) func() {
 	return func() {
-		if _, err := os.Stat(path); err == nil {
+		if _, err := os.Stat(path); err == nil { //nolint:gosec // G703: a test's own file, named by the test's environment
 			select {} // until the process is killed
 		}
 	}

@@ -73,7 +73,7 @@ func openWALSyncer(dbPath string, observer Observer, beforeSync func()) (*walSyn
 	// What Open itself wrote (schema, migrations, statistics) is on disk before Open
 	// returns, like every other acknowledged write.
 	if err := w.sync(); err != nil {
-		w.f.Close()
+		_ = w.f.Close()
 		return nil, err
 	}
 	go w.run()
