@@ -450,7 +450,7 @@ func (s *Store) commitGroup(group []*request) {
 		for _, r := range group {
 			r.err = err
 		}
-		s.wal.hand(committed{reqs: slices.Clone(group), size: len(group), start: start, err: err})
+		s.wal.hand(committed{reqs: slices.Clone(group), start: start, err: err})
 		return
 	}
 	// The group failed. Batches are validated before they are queued, so this is rare;
@@ -460,7 +460,7 @@ func (s *Store) commitGroup(group []*request) {
 	for _, r := range group {
 		start := time.Now()
 		r.err = s.inTx(ctx, func(t *txn) error { return r.op(ctx, t) })
-		s.wal.hand(committed{reqs: []*request{r}, size: 1, start: start, err: r.err})
+		s.wal.hand(committed{reqs: []*request{r}, start: start, err: r.err})
 	}
 }
 

@@ -19,8 +19,9 @@ import (
 // so the files stay consistent whatever the crash.
 //
 // The writer therefore commits with NORMAL and leaves the sync to the walSyncer: it
-// hands each committed group over and starts the next group's SQL at once, while the
-// syncer fdatasyncs the WAL and only then answers the group's callers. One sync covers
+// hands each committed group over and starts the next group's SQL at once (one group
+// ahead at most: waitTurn), while the syncer fdatasyncs the WAL and only then answers
+// the group's callers. One sync covers
 // every group committed before it started (fsync of a file flushes all its written
 // data, through any descriptor: POSIX), so groups committed while a sync runs share the
 // next one. No caller is answered before the sync that follows its COMMIT, which is
@@ -55,7 +56,6 @@ type walSyncer struct {
 // each with its result, and what to report to the Observer once it is on disk.
 type committed struct {
 	reqs  []*request
-	size  int
 	start time.Time
 	err   error // the transaction's own error, if any
 }
@@ -170,7 +170,7 @@ func (w *walSyncer) release(batch []committed) {
 			err = w.failed
 		}
 		if w.observer != nil {
-			w.observer.ObserveCommit(c.size, time.Since(c.start), err)
+			w.observer.ObserveCommit(len(c.reqs), time.Since(c.start), err)
 		}
 		for _, r := range c.reqs {
 			if r.err == nil && w.failed != nil {
