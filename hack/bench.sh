@@ -8,6 +8,9 @@
 # plain HTTP download of the same files.
 #
 #   CLIENTS=64 DURATION=10s BATCHES=1,10 USERS=5000 hack/bench.sh
+#
+# WORKER=/path/to/ingest-worker runs that binary (say, one built from an earlier commit)
+# instead of building this tree's, for paired before/after runs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,7 +42,12 @@ trap cleanup EXIT
 
 cd "$ROOT"
 echo "building ingest-worker, frontdoor and loadgen (CGO_ENABLED=0)..."
-CGO_ENABLED=0 go build -o "$WORK/ingest-worker" ./cmd/ingest-worker
+if [ -n "${WORKER:-}" ]; then
+	cp "$WORKER" "$WORK/ingest-worker"
+	echo "ingest-worker: $WORKER"
+else
+	CGO_ENABLED=0 go build -o "$WORK/ingest-worker" ./cmd/ingest-worker
+fi
 CGO_ENABLED=0 go build -o "$WORK/frontdoor" ./cmd/frontdoor
 CGO_ENABLED=0 go build -o "$WORK/loadgen" ./hack/loadgen
 

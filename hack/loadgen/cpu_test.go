@@ -62,9 +62,13 @@ func TestBudget(t *testing.T) {
 	t.Parallel()
 	b := cost{client: 50 * time.Microsecond, server: 40 * time.Microsecond, busy: 0.9, serverKnown: true}
 	d := cost{client: 55 * time.Microsecond, server: 200 * time.Microsecond, busy: 0.8, serverKnown: true}
-	got := budget(b, d)
-	// 2*(50+40) - 55 = 125 us.
-	if !strings.Contains(got, "may spend 125µs, it spent 200µs") {
+	got := budget(b, d, 0.5)
+	// (50+40)/0.5 - 55 = 125 us.
+	if !strings.Contains(got, "ratio of 0.50 the durable worker may spend 125µs, it spent 200µs") {
+		t.Fatalf("budget line: %s", got)
+	}
+	// (50+40)/0.6 - 55 = 95 us.
+	if got := budget(b, d, 0.6); !strings.Contains(got, "ratio of 0.60 the durable worker may spend 95µs") {
 		t.Fatalf("budget line: %s", got)
 	}
 }

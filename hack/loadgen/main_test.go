@@ -100,3 +100,25 @@ func TestMediaBodyAndContent(t *testing.T) {
 		t.Fatal("an unknown id is served")
 	}
 }
+
+// The serial stage's targets: batch-1 ratio >= 0.6 against the baseline, and durable
+// batch-10 messages/s >= 4 x durable batch-1 deliveries/s.
+func TestSerialVerdict(t *testing.T) {
+	t.Parallel()
+	rate := func(n int64) result { return result{deliveries: n, elapsed: time.Second} }
+	for name, tc := range map[string]struct {
+		pairs map[int][]result
+		want  bool
+	}{
+		"both met":         {map[int][]result{1: {rate(1000), rate(600)}, 10: {rate(900), rate(240)}}, true},
+		"ratio short":      {map[int][]result{1: {rate(1000), rate(599)}, 10: {rate(900), rate(300)}}, false},
+		"batch 10 short":   {map[int][]result{1: {rate(1000), rate(700)}, 10: {rate(900), rate(279)}}, false},
+		"batch 1 only":     {map[int][]result{1: {rate(1000), rate(600)}}, true},
+		"batch 1 not run":  {map[int][]result{10: {rate(900), rate(10)}}, true},
+		"batch 1 only low": {map[int][]result{1: {rate(1000), rate(500)}}, false},
+	} {
+		if ok, line := serialVerdict(tc.pairs); ok != tc.want {
+			t.Errorf("%s: %v (%s), want %v", name, ok, line, tc.want)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -96,11 +97,29 @@ func OpenStore(ctx context.Context, dataDir, postgresDSN string, readOnly bool, 
 	if metrics != nil {
 		opts.Observer = metrics
 	}
+	if hold := os.Getenv(EnvTestingHoldWALSync); hold != "" {
+		opts.BeforeWALSync = holdWALSync(hold)
+	}
 	st, err := sqlite.Open(dataDir, opts)
 	if err != nil {
 		return nil, err
 	}
 	return st, nil
+}
+
+// EnvTestingHoldWALSync is a failpoint for crash tests, never set in production: it
+// names a file, and from the moment that file exists the SQLite store holds every WAL
+// sync forever, so groups are still committed but none is answered (see
+// internal/store/sqlite/walsync.go). cmd/ingest-worker's tests kill the worker in that
+// state: between a group's COMMIT and its sync.
+const EnvTestingHoldWALSync = "OMNIFLOW_TESTING_HOLD_WAL_SYNC"
+
+func holdWALSync(path string) func() {
+	return func() {
+		if _, err := os.Stat(path); err == nil { //nolint:gosec // G703: a test's own file, named by the test's environment
+			select {} // until the process is killed
+		}
+	}
 }
 
 // Serve runs the worker until ctx ends, then shuts down gracefully: it stops accepting

@@ -14,7 +14,7 @@ import (
 // BenchmarkRowCost prices one stored message in SQLite itself, without the worker: the
 // CPU per row of inserting the load generator's rows (10 messages per delivery sharing
 // an id prefix, senders from a pool of 5000, 480-byte documents) in transactions of 200
-// rows, with the store's durability settings (WAL, synchronous=FULL), for
+// rows, with the store's durability settings (WAL, synchronous=NORMAL: no sync per commit), for
 //
 //   - table: a rowid table and nothing else, the floor of any row-per-message design;
 //   - unique: the same plus the unique (platform, message_id) index that absorbs Meta's
