@@ -125,6 +125,19 @@ func (s *memStore) RetryFile(_ context.Context, k store.FileKey, next time.Time,
 	return nil
 }
 
+// ReleaseFile ends the lease; memStore counts attempts on RetryFile rather than on the
+// claim, so there is no claim's attempt to take back.
+func (s *memStore) ReleaseFile(_ context.Context, k store.FileKey, next time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, ok := s.files[k]
+	if !ok || f.state != store.FilePending {
+		return store.ErrFileGone
+	}
+	f.next, f.leaseUntil = next, time.Time{}
+	return nil
+}
+
 func (s *memStore) FailFile(_ context.Context, k store.FileKey, reason string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
