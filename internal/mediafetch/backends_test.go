@@ -198,8 +198,8 @@ func (c *releaseCounter) ReleaseFile(ctx context.Context, k store.FileKey, next 
 
 // A channel whose token Meta refuses for far longer than the retry budget lasts (many
 // lease periods, each a claim of its file) spends none of its file's attempts: once the
-// token is fixed, the file is fetched on its first counted attempt. Attempts are read
-// from the database beneath the store.
+// token is fixed, the file is fetched at once, on its first counted attempt. Attempts
+// and due times are read from the database beneath the store.
 func TestARefusedTokenHeldAcrossLeasesSpendsNoAttemptOnSQLite(t *testing.T) {
 	g := NewWithT(t)
 	dir := t.TempDir()
@@ -242,7 +242,7 @@ func TestARefusedTokenHeldAcrossLeasesSpendsNoAttemptOnSQLite(t *testing.T) {
 
 	fs := &releaseCounter{FileStore: fileStore(t, st)}
 	cfg := Config{Store: fs, Channels: reg, GraphAPIVersion: testVersion, RequestTimeout: time.Second,
-		DownloadTimeout: time.Second, MaxAttempts: 3, PollInterval: time.Hour, Clock: clk, Log: logr.Discard()}
+		DownloadTimeout: time.Minute, MaxAttempts: 3, PollInterval: time.Hour, Clock: clk, Log: logr.Discard()}
 	f, err := New(cfg)
 	g.Expect(err).NotTo(HaveOccurred())
 	runCtx, cancel := context.WithCancel(ctx)
@@ -252,21 +252,27 @@ func TestARefusedTokenHeldAcrossLeasesSpendsNoAttemptOnSQLite(t *testing.T) {
 
 	g.Eventually(fs.releases.Load, 10*time.Second).Should(BeEquivalentTo(1), "the refused file is given back")
 	g.Expect(srv.count(srv.lookups, "walong")).To(Equal(1))
-	// Ten times the budget of lease periods (a lease is 13 s here), each one a claim
+	// Ten times the budget of lease periods (a lease is 72 s here), each one a claim
 	// and a release; between the two a claim's attempt shows, never more.
 	lease := cfg.DownloadTimeout + 2*cfg.RequestTimeout + leaseMargin
 	for period := range 10 * cfg.MaxAttempts {
 		before := fs.releases.Load()
-		g.Eventually(func() int64 { clk.Step(lease / 4); return fs.releases.Load() }, 10*time.Second).
+		g.Eventually(func() int64 { clk.Step(lease / 8); return fs.releases.Load() }, 10*time.Second).
 			Should(BeNumerically(">", before), "period %d: the file is claimed and released again", period)
 		g.Expect(attempts()).To(BeNumerically("<=", 1), "period %d", period)
 	}
 	g.Expect(srv.count(srv.lookups, "walong")).To(Equal(1), "a paused channel sends no request")
 
+	// The token Secret changes. The clock moves to the pause's next check only, well
+	// before the file's release ends: it is fetched because the resumed channel's
+	// files are made due at once.
 	setToken(token)
+	var releasedUntil int64
+	g.Expect(db.QueryRow(`SELECT next_at FROM files`).Scan(&releasedUntil)).To(Succeed())
+	clk.Step(tokenCheckInterval)
+	g.Expect(clk.Now().UnixMilli()).To(BeNumerically("<", releasedUntil), "the release has not ended")
 	k := store.FileKey{Platform: meta.WhatsApp, MessageID: id}
 	g.Eventually(func() error {
-		clk.Step(time.Second)
 		r, err := fs.OpenFile(ctx, k)
 		if err == nil {
 			_ = r.Close()

@@ -14,6 +14,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
 	"slices"
@@ -319,24 +320,24 @@ func (f *Fetcher) nextJobs(ctx context.Context, now time.Time, free int) []store
 			}
 			break
 		}
-		var parked []store.FileKey
+		var parked []store.FetchJob
 		f.mu.Lock()
 		for _, job := range claimed {
 			if f.busy[job.Key] {
 				continue
 			}
-			if p := f.pausedFor(job); p != nil {
-				p.parked[job.Key] = true
-				parked = append(parked, job.Key)
+			if f.pausedFor(job) != nil {
+				parked = append(parked, job)
 				continue
 			}
 			f.busy[job.Key] = true
 			jobs = append(jobs, job)
 		}
 		f.mu.Unlock()
-		for _, k := range parked {
-			f.releaseParked(ctx, k, now)
+		for _, job := range parked {
+			f.releaseParked(ctx, job.Key, now)
 		}
+		f.rememberParked(ctx, parked, now)
 		if len(claimed) < want {
 			break // nothing more is due
 		}
@@ -393,10 +394,31 @@ func (f *Fetcher) resumeChangedTokens(ctx context.Context, now time.Time) {
 		f.cfg.Log.Info("Channel's access token changed; fetching resumes", "channel", name, "files", len(p.parked))
 	}
 	f.mu.Unlock()
-	// Due now, so that the claim that follows takes them. A file erased or fetched
-	// meanwhile is gone from the queue; one whose change fails is due at its release's
-	// end anyway.
-	for _, k := range due {
+	f.makeDue(ctx, due, now)
+}
+
+// rememberParked adds released files to their channel's pause, so that they are made
+// due when its token changes; a pause lifted while they were being released (the
+// token changed meanwhile) makes them due at once instead.
+func (f *Fetcher) rememberParked(ctx context.Context, jobs []store.FetchJob, now time.Time) {
+	var due []store.FileKey
+	f.mu.Lock()
+	for _, job := range jobs {
+		if p := f.paused[job.Channel]; p != nil {
+			p.parked[job.Key] = true
+		} else {
+			due = append(due, job.Key)
+		}
+	}
+	f.mu.Unlock()
+	f.makeDue(ctx, due, now)
+}
+
+// makeDue makes released files due at now, so that the claim that follows takes them.
+// A file erased or fetched meanwhile is gone from the queue; one whose change fails is
+// due at its release's end anyway.
+func (f *Fetcher) makeDue(ctx context.Context, keys []store.FileKey, now time.Time) {
+	for _, k := range keys {
 		err := f.cfg.Store.RetryFile(ctx, k, now, store.FailUnauthorized)
 		if err != nil && !errors.Is(err, store.ErrFileGone) && ctx.Err() == nil {
 			f.cfg.Log.Error(err, "Making a resumed channel's file due failed; it is fetched when its release ends")
@@ -496,7 +518,11 @@ func (f *Fetcher) park(job store.FetchJob, ch channels.Channel) {
 	defer f.mu.Unlock()
 	p := f.paused[job.Channel]
 	if p == nil || p.token != sum {
-		p = &pause{token: sum, at: f.cfg.Clock.Now(), parked: map[store.FileKey]bool{}}
+		np := &pause{token: sum, at: f.cfg.Clock.Now(), parked: map[store.FileKey]bool{}}
+		if p != nil { // files parked under the other token wait for the same change
+			maps.Copy(np.parked, p.parked)
+		}
+		p = np
 		f.paused[job.Channel] = p
 		f.changed = true
 		f.cfg.Log.Info("Meta refused the channel's access token; its media fetching is paused until the token Secret changes", "channel", job.Channel)
