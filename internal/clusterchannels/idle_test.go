@@ -9,6 +9,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -58,9 +59,9 @@ func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { r
 // anything at an interval up to this long is caught.
 const idleWindow = 12 * time.Second
 
-// An idle worker (a served channel, a finished DeletionRequest, nothing happening) sends
-// the API server nothing but its watches: no list of DeletionRequests, no read of a
-// channel's Secret.
+// An idle worker (a served channel, a finished DeletionRequest, media fetching on,
+// nothing happening) sends the API server nothing but its watches: no list of
+// DeletionRequests, no read of a channel's Secret, no rewrite of its media report.
 func TestAnIdleWorkerSendsNoRequestButItsWatches(t *testing.T) {
 	t.Parallel()
 	g := NewWithT(t)
@@ -73,18 +74,31 @@ func TestAnIdleWorkerSendsNoRequestButItsWatches(t *testing.T) {
 	dr := fileRequest(g, ns, "done-before", "15550100001")
 	syncRole(g, tn)
 	setReady(g, ns, "wa", true, platformv1.ReasonChannelAccepted)
-	w := startWorker(t, g, tn)
+	// The report ConfigMap, created empty as the operator does; the worker patches its
+	// media key. Its report is checked every second here (30 s by default), so that the
+	// idle window covers many checks: each must find nothing changed and write nothing.
+	report := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: platformv1.WorkerReportName}}
+	g.Expect(k8s.Create(ctx, report)).To(Succeed())
+	w := startWorker(t, g, tn, withMediaFetch(ns, time.Second))
 	g.Eventually(func() int { return w.handshake("wa", verifyV1) }, timeout, interval).Should(Equal(http.StatusOK))
 	g.Eventually(func(g Gomega) {
 		var got platformv1.DeletionRequest
 		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(dr), &got)).To(Succeed())
 		g.Expect(got.Status.Phase).To(Equal(platformv1.DeletionCompleted))
 	}, timeout, interval).Should(Succeed(), "logs:\n%s", w.logs)
+	// The fetcher runs: its first report is written (a state, not a heartbeat).
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(report), report)).To(Succeed())
+		g.Expect(report.Data).To(HaveKey(platformv1.WorkerReportMediaKey))
+	}, timeout, interval).Should(Succeed(), "logs:\n%s", w.logs)
+	written := report.ResourceVersion
 
 	mark := w.requests.mark()
 	start := time.Now()
 	g.Consistently(func() []string { return w.requests.since(mark) }, idleWindow, interval).Should(BeEmpty(),
 		"an idle worker sends only watches")
+	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(report), report)).To(Succeed())
+	g.Expect(report.ResourceVersion).To(Equal(written), "the media report is not rewritten")
 	n := len(w.requests.since(mark))
 	t.Logf("idle worker: %d non-watch requests in %s (%.3f/s)", n, time.Since(start).Round(time.Millisecond), float64(n)/time.Since(start).Seconds())
 }

@@ -34,10 +34,12 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/channels"
 	"github.com/omniflowcrm/omniflow-operator/internal/clusterchannels"
 	"github.com/omniflowcrm/omniflow-operator/internal/ingest"
+	"github.com/omniflowcrm/omniflow-operator/internal/mediafetch"
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/sqlite"
 	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
+	"github.com/omniflowcrm/omniflow-operator/internal/workerreport"
 )
 
 // The suite runs a real kube-apiserver and etcd (envtest, RBAC authorization on) and, in
@@ -189,7 +191,20 @@ type worker struct {
 	requests *requestCounter
 }
 
-func startWorker(t *testing.T, g Gomega, tn *platformv1.Tenant) *worker {
+// workerOption changes the worker's configuration before it starts; c is its client,
+// acting as its ServiceAccount.
+type workerOption func(cfg *ingest.ServeConfig, c client.Client)
+
+// withMediaFetch turns on media fetching, its report written into the report ConfigMap
+// as `serve` wires it, checked every reportInterval.
+func withMediaFetch(ns string, reportInterval time.Duration) workerOption {
+	return func(cfg *ingest.ServeConfig, c client.Client) {
+		cfg.MediaFetch = true
+		cfg.Media = mediafetch.Config{Reporter: &workerreport.MediaReporter{Client: c, Namespace: ns}, ReportInterval: reportInterval}
+	}
+}
+
+func startWorker(t *testing.T, g Gomega, tn *platformv1.Tenant, opts ...workerOption) *worker {
 	t.Helper()
 	cfg := rest.CopyConfig(restCfg)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + tn.NamespaceName() + ":" + controllers.WorkerName}
@@ -208,23 +223,25 @@ func startWorker(t *testing.T, g Gomega, tn *platformv1.Tenant) *worker {
 	// out the namespace's DeletionRequests.
 	c, err := client.New(cfg, client.Options{Scheme: clusterchannels.Scheme()})
 	g.Expect(err).NotTo(HaveOccurred())
+	serveCfg := ingest.ServeConfig{
+		Listener: ln, DataDir: w.dataDir, Tenant: tn.Name, Registry: reg, Source: src, Log: log,
+		ShutdownTimeout: 10 * time.Second,
+		Deletions:       &subjecterasure.Desk{Client: c, Namespace: tn.NamespaceName()},
+		Offboard:        src.Offboard,
+		Tasks: []func(context.Context, store.Store){func(ctx context.Context, st store.Store) {
+			p := &subjecterasure.Processor{
+				Client: c, RestConfig: cfg, Namespace: tn.NamespaceName(), Store: st, Clock: clock.RealClock{},
+				Log: log.WithName("deletion-requests"),
+			}
+			_ = p.Run(ctx)
+		}},
+	}
+	for _, o := range opts {
+		o(&serveCfg, c)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- ingest.Serve(ctx, ingest.ServeConfig{
-			Listener: ln, DataDir: w.dataDir, Tenant: tn.Name, Registry: reg, Source: src, Log: log,
-			ShutdownTimeout: 10 * time.Second,
-			Deletions:       &subjecterasure.Desk{Client: c, Namespace: tn.NamespaceName()},
-			Offboard:        src.Offboard,
-			Tasks: []func(context.Context, store.Store){func(ctx context.Context, st store.Store) {
-				p := &subjecterasure.Processor{
-					Client: c, RestConfig: cfg, Namespace: tn.NamespaceName(), Store: st, Clock: clock.RealClock{},
-					Log: log.WithName("deletion-requests"),
-				}
-				_ = p.Run(ctx)
-			}},
-		})
-	}()
+	go func() { done <- ingest.Serve(ctx, serveCfg) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -3,9 +3,12 @@ package mediafetch
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -176,4 +179,107 @@ func readFile(t *testing.T, fs store.FileStore, k store.FileKey) []byte {
 		t.Fatalf("read %v: %v", k, err)
 	}
 	return b
+}
+
+// releaseCounter is the real store, counting the fetcher's releases: proof that a
+// paused channel's file was claimed again (and given back) in every lease period.
+type releaseCounter struct {
+	store.FileStore
+	releases atomic.Int64
+}
+
+func (c *releaseCounter) ReleaseFile(ctx context.Context, k store.FileKey, next time.Time) error {
+	err := c.FileStore.ReleaseFile(ctx, k, next)
+	if err == nil {
+		c.releases.Add(1)
+	}
+	return err
+}
+
+// A channel whose token Meta refuses for far longer than the retry budget lasts (many
+// lease periods, each a claim of its file) spends none of its file's attempts: once the
+// token is fixed, the file is fetched at once, on its first counted attempt. Attempts
+// and due times are read from the database beneath the store.
+func TestARefusedTokenHeldAcrossLeasesSpendsNoAttemptOnSQLite(t *testing.T) {
+	g := NewWithT(t)
+	dir := t.TempDir()
+	st, err := sqlite.Open(dir, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, sqlite.FileName)+"?mode=ro&_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	attempts := func() int {
+		var n int
+		g.Expect(db.QueryRow(`SELECT attempts FROM files`).Scan(&n)).To(Succeed())
+		return n
+	}
+
+	ctx := context.Background()
+	srv := newMetaServer(t, token)
+	data := payload(6_000, 31)
+	srv.set("walong", &medium{data: data, mime: "image/jpeg"})
+	reg := channels.NewRegistry()
+	setToken := func(tok string) {
+		g.Expect(reg.Upsert(channels.Channel{Name: waChannel, Platform: meta.WhatsApp,
+			WhatsApp:  &channels.WhatsAppIDs{PhoneNumberID: "111", BusinessAccountID: "999"},
+			AppSecret: "s", VerifyToken: "v", AccessToken: tok, GraphAPIBaseURL: srv.srv.URL})).To(Succeed())
+	}
+	setToken("EAArevoked")
+	clk := clocktesting.NewFakeClock(time.Now())
+	const id = "wamid.long"
+	_, err = st.Commit(ctx, &meta.Batch{
+		Messages: []meta.Message{{Platform: meta.WhatsApp, Channel: waChannel, ID: id, Subject: "15550001111",
+			Direction: meta.Inbound, Type: "image", Timestamp: clk.Now()}},
+		Files: []meta.File{{Platform: meta.WhatsApp, Channel: waChannel, MessageID: id, Subject: "15550001111",
+			Kind: "image", MediaID: "walong"}},
+	})
+	g.Expect(err).NotTo(HaveOccurred())
+
+	fs := &releaseCounter{FileStore: fileStore(t, st)}
+	cfg := Config{Store: fs, Channels: reg, GraphAPIVersion: testVersion, RequestTimeout: time.Second,
+		DownloadTimeout: time.Minute, MaxAttempts: 3, PollInterval: time.Hour, Clock: clk, Log: logr.Discard()}
+	f, err := New(cfg)
+	g.Expect(err).NotTo(HaveOccurred())
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); f.Run(runCtx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	g.Eventually(fs.releases.Load, 10*time.Second).Should(BeEquivalentTo(1), "the refused file is given back")
+	g.Expect(srv.count(srv.lookups, "walong")).To(Equal(1))
+	// Ten times the budget of lease periods (a lease is 72 s here), each one a claim
+	// and a release; between the two a claim's attempt shows, never more.
+	lease := cfg.DownloadTimeout + 2*cfg.RequestTimeout + leaseMargin
+	for period := range 10 * cfg.MaxAttempts {
+		before := fs.releases.Load()
+		g.Eventually(func() int64 { clk.Step(lease / 8); return fs.releases.Load() }, 10*time.Second).
+			Should(BeNumerically(">", before), "period %d: the file is claimed and released again", period)
+		g.Expect(attempts()).To(BeNumerically("<=", 1), "period %d", period)
+	}
+	g.Expect(srv.count(srv.lookups, "walong")).To(Equal(1), "a paused channel sends no request")
+
+	// The token Secret changes. The clock moves to the pause's next check only, well
+	// before the file's release ends: it is fetched because the resumed channel's
+	// files are made due at once.
+	setToken(token)
+	var releasedUntil int64
+	g.Expect(db.QueryRow(`SELECT next_at FROM files`).Scan(&releasedUntil)).To(Succeed())
+	clk.Step(tokenCheckInterval)
+	g.Expect(clk.Now().UnixMilli()).To(BeNumerically("<", releasedUntil), "the release has not ended")
+	k := store.FileKey{Platform: meta.WhatsApp, MessageID: id}
+	g.Eventually(func() error {
+		r, err := fs.OpenFile(ctx, k)
+		if err == nil {
+			_ = r.Close()
+		}
+		return err
+	}, 10*time.Second).Should(Succeed(), "fetched once the token changed")
+	g.Expect(readFile(t, fs, k)).To(Equal(data))
+	g.Expect(attempts()).To(Equal(1), "the fetch that worked is the only attempt counted")
+	g.Expect(srv.count(srv.lookups, "walong")).To(Equal(2))
 }

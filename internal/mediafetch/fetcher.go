@@ -14,6 +14,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
 	"slices"
@@ -139,17 +140,14 @@ type Fetcher struct {
 	done   chan store.FileKey
 
 	mu sync.Mutex
-	// busy holds the files being fetched or parked: a claim that returns one again
-	// (its lease ran out while it waited) is ignored.
+	// busy holds the files being fetched: a claim that returns one again (another
+	// replica's lease ran out, say) is ignored.
 	busy map[store.FileKey]bool
 	// paused holds the channels whose token Meta refused.
 	paused map[string]*pause
 	// due holds the times retries were scheduled for, sorted: the loop wakes at the
 	// first.
 	due []time.Time
-	// ready holds jobs to run as soon as a download slot is free (a paused channel's
-	// files once its token changed).
-	ready []store.FetchJob
 	// changed is set when the report's channel state changed.
 	changed bool
 	report  reportState
@@ -158,11 +156,12 @@ type Fetcher struct {
 }
 
 // pause is a channel whose token was refused: the token's hash (the token itself is not
-// kept), when, and the channel's claimed files waiting for a new token.
+// kept), when, and the channel's files released to the store while it waits for a new
+// token (made due at once when the token changes).
 type pause struct {
 	token  [sha256.Size]byte
 	at     time.Time
-	parked []store.FetchJob
+	parked map[store.FileKey]bool
 }
 
 // versionRE is the shape of a Graph API version.
@@ -231,7 +230,7 @@ func (f *Fetcher) Run(ctx context.Context) {
 	inflight := 0
 	var yieldingSince time.Time
 	for {
-		f.resumeChangedTokens()
+		f.resumeChangedTokens(ctx, clk.Now())
 		if f.takeChanged() {
 			f.publish(ctx)
 		}
@@ -293,23 +292,22 @@ func yieldTo(now, since time.Time, maxYield time.Duration, free int) (start int,
 	return min(free, 1), true, now
 }
 
-// nextJobs returns up to free jobs to start: ready ones first, then claimed ones. A
-// WhatsApp file of a paused channel is parked instead.
+// nextJobs claims up to free jobs to start. A WhatsApp file of a paused channel is
+// released instead (parked).
 func (f *Fetcher) nextJobs(ctx context.Context, now time.Time, free int) []store.FetchJob {
 	if free <= 0 {
 		return nil
 	}
+	var jobs []store.FetchJob
 	f.mu.Lock()
-	n := min(free, len(f.ready))
-	jobs := slices.Clone(f.ready[:n])
-	f.ready = slices.Delete(f.ready, 0, n)
 	for len(f.due) > 0 && !f.due[0].After(now) {
 		f.due = f.due[1:]
 	}
 	f.mu.Unlock()
 	// A claim may return only files to park (a paused channel's, oldest first): claim
 	// again while it does, a bounded number of times, so that other channels' files
-	// are not held behind them.
+	// are not held behind them. Parked files are released until a lease from now, so
+	// the next round does not return them.
 	for range maxClaimRounds {
 		want := free - len(jobs)
 		if want <= 0 {
@@ -322,19 +320,24 @@ func (f *Fetcher) nextJobs(ctx context.Context, now time.Time, free int) []store
 			}
 			break
 		}
+		var parked []store.FetchJob
 		f.mu.Lock()
 		for _, job := range claimed {
 			if f.busy[job.Key] {
 				continue
 			}
-			f.busy[job.Key] = true
-			if p := f.pausedFor(job); p != nil {
-				p.parked = append(p.parked, job)
+			if f.pausedFor(job) != nil {
+				parked = append(parked, job)
 				continue
 			}
+			f.busy[job.Key] = true
 			jobs = append(jobs, job)
 		}
 		f.mu.Unlock()
+		for _, job := range parked {
+			f.releaseParked(ctx, job.Key, now)
+		}
+		f.rememberParked(ctx, parked, now)
 		if len(claimed) < want {
 			break // nothing more is due
 		}
@@ -370,26 +373,68 @@ func (f *Fetcher) wakeAfter(now time.Time) time.Duration {
 	if len(f.paused) > 0 {
 		d = min(d, tokenCheckInterval)
 	}
-	if len(f.ready) > 0 {
-		d = 0
-	}
 	return max(d, 0)
 }
 
 // resumeChangedTokens lifts the pause of every channel whose token changed (or that
-// lost its token: its files then end as NoToken), making its parked files ready.
-func (f *Fetcher) resumeChangedTokens() {
+// lost its token: its files then end as NoToken), making its parked files due now.
+func (f *Fetcher) resumeChangedTokens(ctx context.Context, now time.Time) {
+	var due []store.FileKey
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	for name, p := range f.paused {
 		ch, ok := f.cfg.Channels.Lookup(name)
 		if !ok || sha256.Sum256([]byte(ch.AccessToken)) == p.token {
 			continue
 		}
 		delete(f.paused, name)
-		f.ready = append(f.ready, p.parked...)
+		for k := range p.parked {
+			due = append(due, k)
+		}
 		f.changed = true
 		f.cfg.Log.Info("Channel's access token changed; fetching resumes", "channel", name, "files", len(p.parked))
+	}
+	f.mu.Unlock()
+	f.makeDue(ctx, due, now)
+}
+
+// rememberParked adds released files to their channel's pause, so that they are made
+// due when its token changes; a pause lifted while they were being released (the
+// token changed meanwhile) makes them due at once instead.
+func (f *Fetcher) rememberParked(ctx context.Context, jobs []store.FetchJob, now time.Time) {
+	var due []store.FileKey
+	f.mu.Lock()
+	for _, job := range jobs {
+		if p := f.paused[job.Channel]; p != nil {
+			p.parked[job.Key] = true
+		} else {
+			due = append(due, job.Key)
+		}
+	}
+	f.mu.Unlock()
+	f.makeDue(ctx, due, now)
+}
+
+// makeDue makes released files due at now, so that the claim that follows takes them.
+// A file erased or fetched meanwhile is gone from the queue; one whose change fails is
+// due at its release's end anyway.
+func (f *Fetcher) makeDue(ctx context.Context, keys []store.FileKey, now time.Time) {
+	for _, k := range keys {
+		err := f.cfg.Store.RetryFile(ctx, k, now, store.FailUnauthorized)
+		if err != nil && !errors.Is(err, store.ErrFileGone) && ctx.Err() == nil {
+			f.cfg.Log.Error(err, "Making a resumed channel's file due failed; it is fetched when its release ends")
+		}
+	}
+}
+
+// releaseParked returns a paused channel's claimed file to the store, without its
+// claim counting as an attempt, due a lease from now: however long the pause, the file
+// is claimed and released about once per lease and its retry budget stays whole. The
+// file is due at once when the token changes (resumeChangedTokens).
+func (f *Fetcher) releaseParked(ctx context.Context, k store.FileKey, now time.Time) {
+	err := f.cfg.Store.ReleaseFile(ctx, k, now.Add(f.cfg.lease()))
+	if err != nil && !errors.Is(err, store.ErrFileGone) && ctx.Err() == nil {
+		// The claim's lease runs out and the file is claimed again, its attempt counted.
+		f.cfg.Log.Error(err, "Releasing a paused channel's file failed")
 	}
 }
 
@@ -415,8 +460,8 @@ func (f *Fetcher) run(ctx context.Context, job store.FetchJob) {
 		out = f.fetchJob(ctx, job, ch, found)
 	}
 	if ctx.Err() != nil && out.verdict != vOK {
-		// Interrupted by shutdown, not failed: the lease runs out and the next worker
-		// tries again without an attempt spent.
+		// Interrupted by shutdown, not failed: nothing is recorded, the lease runs out and
+		// the next worker tries again (the claim counted one attempt, as for a crash).
 		f.release(job.Key)
 		return
 	}
@@ -435,9 +480,11 @@ func (f *Fetcher) record(ctx context.Context, job store.FetchJob, ch channels.Ch
 		m.fetchedFile(out.stored)
 		log.V(1).Info("File fetched", "bytes", out.stored.Size, "new", out.stored.New)
 	case out.verdict == vTokenRefused:
+		// Released before the pause is visible: a token change seen meanwhile makes the
+		// file due at once rather than at its release's end.
+		f.releaseParked(ctx, job.Key, f.cfg.Clock.Now())
 		f.park(job, ch)
 		m.tokenRefused(job.Channel)
-		return // stays busy until the token changes
 	case out.verdict == vFail:
 		err = f.cfg.Store.FailFile(ctx, job.Key, out.reason)
 		m.failedFile(out.reason)
@@ -463,20 +510,24 @@ func (f *Fetcher) record(ctx context.Context, job store.FetchJob, ch channels.Ch
 	f.release(job.Key)
 }
 
-// park pauses the job's channel for the token it was refused with and keeps the job
-// until a new token arrives.
+// park pauses the job's channel for the token it was refused with and remembers the
+// file, to make it due when a new token arrives (the caller releases it).
 func (f *Fetcher) park(job store.FetchJob, ch channels.Channel) {
 	sum := sha256.Sum256([]byte(ch.AccessToken))
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	p := f.paused[job.Channel]
 	if p == nil || p.token != sum {
-		p = &pause{token: sum, at: f.cfg.Clock.Now()}
+		np := &pause{token: sum, at: f.cfg.Clock.Now(), parked: map[store.FileKey]bool{}}
+		if p != nil { // files parked under the other token wait for the same change
+			maps.Copy(np.parked, p.parked)
+		}
+		p = np
 		f.paused[job.Channel] = p
 		f.changed = true
 		f.cfg.Log.Info("Meta refused the channel's access token; its media fetching is paused until the token Secret changes", "channel", job.Channel)
 	}
-	p.parked = append(p.parked, job)
+	p.parked[job.Key] = true
 }
 
 func (f *Fetcher) release(k store.FileKey) {

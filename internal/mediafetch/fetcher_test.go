@@ -3,6 +3,7 @@ package mediafetch
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 
 	. "github.com/onsi/gomega"
 
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 )
 
@@ -51,7 +53,7 @@ func TestAnExpiredDownloadURLIsResolvedAgainFromTheMediaID(t *testing.T) {
 	g.Eventually(state(e, k)).Should(Equal(store.FileFetched))
 	g.Expect(e.meta.count(e.meta.lookups, "wa2")).To(Equal(2), "the media id is resolved again for a fresh URL")
 	g.Expect(e.meta.count(e.meta.downloads, "wa2")).To(Equal(2))
-	g.Expect(e.store.get(k).job.Attempts).To(Equal(0), "within one attempt")
+	g.Expect(e.store.get(k).claims).To(Equal(1), "within one attempt")
 }
 
 func TestMediaMetaDoesNotKnowFailsAsNotFound(t *testing.T) {
@@ -83,7 +85,7 @@ func TestARefusedTokenPausesTheChannelUntilItsTokenChanges(t *testing.T) {
 	g.Expect(e.metric(t, "omniflow_worker_files_token_refused_total", "channel", waChannel)).To(BeEquivalentTo(1))
 	f := e.store.get(k3)
 	g.Expect(f.state).To(Equal(store.FilePending), "the file waits")
-	g.Expect(f.job.Attempts).To(Equal(0), "no attempt is spent on a refused token")
+	g.Expect(f.claims).To(Equal(0), "no attempt is spent on a refused token: the claim was given back")
 
 	// Another file of the paused channel waits without a request.
 	k4 := e.waFile("wa4", t0)
@@ -134,6 +136,19 @@ func TestAWrongChecksumKeepsNoByte(t *testing.T) {
 	g.Expect(e.store.get(k).reason).To(Equal(store.FailChecksum))
 	g.Expect(e.store.get(k).data).To(BeEmpty(), "the store call failed before it committed")
 	g.Expect(e.meta.count(e.meta.downloads, "wasum")).To(Equal(1), "a checksum mismatch is not retried")
+
+	// The webhook declared the sha256 unpadded, a form the stream's check does not read:
+	// the store refuses the bytes (ErrChecksum), and that fails the file the same way.
+	e.meta.set("wasum2", &medium{data: payload(9_000, 8), mime: "image/png"})
+	k2 := store.FileKey{Platform: meta.WhatsApp, MessageID: "wamid.wasum2"}
+	e.store.add(store.FetchJob{Key: k2, Channel: waChannel, MediaID: "wasum2", ReceivedAt: t0,
+		SHA256: base64.RawStdEncoding.EncodeToString(other[:])})
+	e.fetcher.Notify()
+	g.Eventually(state(e, k2)).Should(Equal(store.FileFailed))
+	g.Expect(e.store.get(k2).reason).To(Equal(store.FailChecksum))
+	g.Expect(e.store.get(k2).data).To(BeEmpty())
+	g.Expect(e.meta.count(e.meta.downloads, "wasum2")).To(Equal(1), "not retried either")
+	g.Expect(e.metric(t, "omniflow_worker_files_failed_total", "reason", store.FailChecksum)).To(BeEquivalentTo(2))
 }
 
 func TestASlowServerTimesOutAndIsRetriedWithBackoffOnTheClock(t *testing.T) {

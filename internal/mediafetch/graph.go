@@ -185,7 +185,9 @@ func (f *Fetcher) download(ctx context.Context, job store.FetchJob, rawURL, toke
 		return outcome{gone: true}
 	case v.tooLarge || errors.Is(err, store.ErrTooLarge):
 		return fail(store.FailTooLarge)
-	case v.mismatch:
+	case v.mismatch || errors.Is(err, store.ErrChecksum):
+		// The store checks the sha256 of the webhook too, in every form Meta may send
+		// it, and refuses bytes that do not match it even when the stream did not tell.
 		return fail(store.FailChecksum)
 	case v.netErr != nil:
 		return retry(transportReason(v.netErr))

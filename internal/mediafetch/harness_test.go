@@ -49,6 +49,9 @@ type memFile struct {
 	data       []byte
 	mime       string
 	retries    int
+	// claims counts attempts as the contract does: each claim counts, a release takes
+	// its claim back.
+	claims int
 }
 
 func newMemStore() *memStore { return &memStore{files: map[store.FileKey]*memFile{}} }
@@ -79,7 +82,10 @@ func (s *memStore) ClaimFetches(_ context.Context, now time.Time, limit int, lea
 	var out []store.FetchJob
 	for _, f := range due[:min(limit, len(due))] {
 		f.leaseUntil = now.Add(lease)
-		out = append(out, f.job)
+		job := f.job
+		job.Attempts = f.claims
+		f.claims++
+		out = append(out, job)
 	}
 	return out, nil
 }
@@ -102,13 +108,16 @@ func (s *memStore) StoreFileBytes(_ context.Context, k store.FileKey, r io.Reade
 	if s.storeErr != nil {
 		return store.StoredBytes{}, s.storeErr
 	}
+	sum := sha256.Sum256(data)
+	if !store.ChecksumMatches(f.job.SHA256, sum[:]) { // as the backends check the webhook's sha256
+		return store.StoredBytes{}, fmt.Errorf("file: %w", store.ErrChecksum)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.files[k]; !ok {
 		return store.StoredBytes{}, store.ErrFileGone
 	}
 	f.state, f.data, f.mime, f.leaseUntil = store.FileFetched, data, mimeType, time.Time{}
-	sum := sha256.Sum256(data)
 	return store.StoredBytes{SHA256: fmt.Sprintf("%x", sum), Size: int64(len(data)), New: true}, nil
 }
 
@@ -119,9 +128,19 @@ func (s *memStore) RetryFile(_ context.Context, k store.FileKey, next time.Time,
 	if !ok {
 		return store.ErrFileGone
 	}
-	f.job.Attempts++
 	f.retries++
 	f.next, f.reason, f.leaseUntil = next, reason, time.Time{}
+	return nil
+}
+
+func (s *memStore) ReleaseFile(_ context.Context, k store.FileKey, next time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, ok := s.files[k]
+	if !ok || f.state != store.FilePending {
+		return store.ErrFileGone
+	}
+	f.next, f.leaseUntil, f.claims = next, time.Time{}, max(f.claims-1, 0)
 	return nil
 }
 

@@ -131,6 +131,12 @@ type FileStore interface {
 	// short transient reason such as "Timeout" or "Status500"; the attempt itself was
 	// counted by its claim) and makes the file due at next.
 	RetryFile(ctx context.Context, key FileKey, next time.Time, reason string) error
+	// ReleaseFile returns a claimed file to the queue, due at next, without counting the
+	// claim: the attempt the claim added is taken back and the lease ends. The fetcher
+	// releases the files it will not try now (their channel's token is refused), so that
+	// waiting, however long, spends none of their attempts. ErrFileGone when the record
+	// is gone or no longer pending.
+	ReleaseFile(ctx context.Context, key FileKey, next time.Time) error
 	// FailFile ends fetching of a file for good with reason: state FileFailed, or
 	// FileMetadataOnly for FailNoToken (the channel cannot fetch; nothing went wrong).
 	FailFile(ctx context.Context, key FileKey, reason string) error

@@ -77,6 +77,10 @@ const (
 		WHERE platform = $3 AND message_id = $4 AND idx = $5 AND state = 'pending'`
 	sqlFailFile = `UPDATE files SET state = $1, fail_reason = $2, next_at = NULL
 		WHERE platform = $3 AND message_id = $4 AND idx = $5 AND state = 'pending'`
+	// A release takes back the claim's attempt; never below zero, should a file be
+	// released that its claim did not count (a claim before a crash, say).
+	sqlReleaseFile = `UPDATE files SET next_at = $1, attempts = GREATEST(attempts - 1, 0)
+		WHERE platform = $2 AND message_id = $3 AND idx = $4 AND state = 'pending'`
 	sqlFileRow = `SELECT id, state, COALESCE(sha256, ''), COALESCE(size, 0), COALESCE(doc::jsonb ->> 'sha256', '')
 		FROM files WHERE platform = $1 AND message_id = $2 AND idx = $3`
 	sqlFetchedFile = `UPDATE files SET state = 'fetched', sha256 = $1, size = $2, mime_type = COALESCE($3, mime_type),
@@ -214,6 +218,11 @@ func (s *Store) ClaimFetches(ctx context.Context, now time.Time, limit int, leas
 // RetryFile implements store.FileStore.
 func (s *Store) RetryFile(ctx context.Context, key store.FileKey, next time.Time, reason string) error {
 	return s.pendingUpdate(ctx, "retry file", sqlRetryFile, next.UnixMilli(), nullableKey(reason), keyText(string(key.Platform)), keyText(key.MessageID), key.Index)
+}
+
+// ReleaseFile implements store.FileStore.
+func (s *Store) ReleaseFile(ctx context.Context, key store.FileKey, next time.Time) error {
+	return s.pendingUpdate(ctx, "release file", sqlReleaseFile, next.UnixMilli(), keyText(string(key.Platform)), keyText(key.MessageID), key.Index)
 }
 
 // FailFile implements store.FileStore.

@@ -68,6 +68,7 @@ func Statements() []store.Statement {
 	add("claim fetches", sqlClaimFetches, before, before+60000, 16)
 	add("retry file", sqlRetryFile, before, "Timeout", wa, "wamid.1", 0)
 	add("fail file", sqlFailFile, store.FileFailed, store.FailNotFound, wa, "wamid.1", 0)
+	add("release file", sqlReleaseFile, before, wa, "wamid.1", 0)
 	add("file record", sqlFileRow, wa, "wamid.1", 0)
 	add("file fetched", sqlFetchedFile, "00", int64(1), nil, int64(1))
 	add("blob exists", sqlBlobExists, "00")

@@ -53,6 +53,10 @@ const (
 		WHERE platform = ? AND message_id = ? AND idx = ? AND state = 'pending'`
 	sqlFailFile = `UPDATE files SET state = ?, fail_reason = ?, next_at = NULL
 		WHERE platform = ? AND message_id = ? AND idx = ? AND state = 'pending'`
+	// A release takes back the claim's attempt; never below zero, should a file be
+	// released that its claim did not count (a claim before a crash, say).
+	sqlReleaseFile = `UPDATE files SET next_at = ?, attempts = max(attempts - 1, 0)
+		WHERE platform = ? AND message_id = ? AND idx = ? AND state = 'pending'`
 	sqlFetchedFile = `UPDATE files SET state = 'fetched', sha256 = ?, size = ?, mime_type = COALESCE(?, mime_type),
 		next_at = NULL, fail_reason = NULL WHERE id = ?`
 	sqlFileRow = `SELECT id, state, COALESCE(sha256, ''), COALESCE(size, 0), COALESCE(json_extract(doc, '$.sha256'), '')
@@ -136,6 +140,11 @@ func fetchJobDoc(j *store.FetchJob, doc []byte) error {
 // RetryFile implements store.FileStore.
 func (s *Store) RetryFile(ctx context.Context, key store.FileKey, next time.Time, reason string) error {
 	return s.pendingUpdate(ctx, "retryFile", next.UnixMilli(), nullable(reason), string(key.Platform), key.MessageID, key.Index)
+}
+
+// ReleaseFile implements store.FileStore.
+func (s *Store) ReleaseFile(ctx context.Context, key store.FileKey, next time.Time) error {
+	return s.pendingUpdate(ctx, "releaseFile", next.UnixMilli(), string(key.Platform), key.MessageID, key.Index)
 }
 
 // FailFile implements store.FileStore.

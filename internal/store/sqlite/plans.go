@@ -65,6 +65,7 @@ func Statements() []store.Statement {
 	add("claim fetches", sqlClaimFetches, before, before+60000, 16)
 	add("retry file", sqlRetryFile, before, "Timeout", string(meta.WhatsApp), "wamid.1", 0)
 	add("fail file", sqlFailFile, store.FileFailed, store.FailNotFound, string(meta.WhatsApp), "wamid.1", 0)
+	add("release file", sqlReleaseFile, before, string(meta.WhatsApp), "wamid.1", 0)
 	add("file record", sqlFileRow, string(meta.WhatsApp), "wamid.1", 0)
 	add("file fetched", sqlFetchedFile, "00", 1, nil, 1)
 	add("blob used", sqlBlobUsed, "00")

@@ -230,6 +230,7 @@ var statements = map[string]string{
 	"claimFetches": sqlClaimFetches,
 	"retryFile":    sqlRetryFile,
 	"failFile":     sqlFailFile,
+	"releaseFile":  sqlReleaseFile,
 	"fetchedFile":  sqlFetchedFile,
 	"blobUsed":     sqlBlobUsed,
 }

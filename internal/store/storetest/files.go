@@ -37,6 +37,7 @@ func RunFiles(t *testing.T, open FilesOpener) {
 		{"CommitQueuesFiles", testFilesQueued},
 		{"ClaimLeaseRetryFail", testFilesClaim},
 		{"ConcurrentClaimsDisjoint", testFilesConcurrentClaims},
+		{"ReleaseTakesBackTheClaimsAttempt", testFilesRelease},
 		{"DedupeAndEraseKeepsShared", testFilesDedupe},
 		{"TooLargeStopsAtTheLimit", testFilesTooLarge},
 		{"ChecksumMismatchKeepsNothing", testFilesChecksum},
@@ -247,6 +248,53 @@ func testFilesClaim(t *testing.T, s store.Store, _ Stored) {
 	stats, err := s.FileStats(ctx, later)
 	if err != nil || stats.Pending != 1 || stats.Failed != 1 || stats.MetadataOnly != 1 {
 		t.Fatalf("FileStats %+v, %v", stats, err)
+	}
+}
+
+// A released file is back in the queue at the time given, and its claim is not
+// counted: claimed and released again and again (a paused channel's file), its attempts
+// stay where they were. A file gone or no longer pending cannot be released.
+func testFilesRelease(t *testing.T, s store.Store, _ Stored) {
+	ctx := context.Background()
+	commitMedia(t, s, "u1", "a", "b")
+	jobs, err := s.ClaimFetches(ctx, fileNow, 10, time.Minute)
+	if err != nil || len(jobs) != 2 {
+		t.Fatalf("first claim: %+v, %v; want a and b", jobs, err)
+	}
+	// One counted attempt first (a retry), so that a release that zeroed the count
+	// instead of taking one back would show.
+	if err := s.RetryFile(ctx, key("a"), fileNow, "Timeout"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FailFile(ctx, key("b"), store.FailNotFound); err != nil {
+		t.Fatal(err)
+	}
+	at := fileNow
+	for round := range 5 {
+		jobs, err := s.ClaimFetches(ctx, at, 10, time.Minute)
+		if err != nil || len(jobs) != 1 || jobs[0].Key != key("a") || jobs[0].Attempts != 1 {
+			t.Fatalf("round %d: claim %+v, %v; want a with 1 attempt", round, jobs, err)
+		}
+		next := at.Add(time.Hour) // past the lease: only the release decides when it is due
+		if err := s.ReleaseFile(ctx, key("a"), next); err != nil {
+			t.Fatalf("round %d: ReleaseFile: %v", round, err)
+		}
+		if got := claimKeys(t, s, next.Add(-time.Second), 10); len(got) != 0 {
+			t.Fatalf("round %d: claim before the release is due: %v, want none", round, got)
+		}
+		at = next
+	}
+	if st := fileStates(t, s)["a"]; st != (store.FileState{State: store.FilePending, FailReason: "Timeout"}) {
+		t.Fatalf("released file: %+v, want pending with its last failure kept", st)
+	}
+	commitMedia(t, s, "u2", "c")
+	if _, err := s.Erase(ctx, store.EraseRequest{Subject: store.Subject{ID: "u2"}, Scope: store.ScopeFiles, SubjectRef: "ref-u2"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []store.FileKey{key("b"), key("c"), key("nope")} {
+		if err := s.ReleaseFile(ctx, k, at); !errors.Is(err, store.ErrFileGone) {
+			t.Errorf("release of %s (failed, erased, never stored): %v, want ErrFileGone", k.MessageID, err)
+		}
 	}
 }
 
