@@ -1,9 +1,6 @@
 package mediafetch
 
 import (
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"math"
 	"net/http"
 	"time"
@@ -167,24 +164,6 @@ func expired(now, receivedAt time.Time) bool {
 	return !receivedAt.IsZero() && now.Sub(receivedAt) > MediaIDLifetime
 }
 
-// declaredSHA256 decodes the checksum Meta declared: hex in older examples, base64 in
-// current ones (told apart by length). Anything else is not checked (ok false).
-func declaredSHA256(s string) ([]byte, bool) {
-	var b []byte
-	var err error
-	switch len(s) {
-	case hex.EncodedLen(sha256.Size):
-		b, err = hex.DecodeString(s)
-	case base64.StdEncoding.EncodedLen(sha256.Size):
-		b, err = base64.StdEncoding.DecodeString(s)
-		if err != nil {
-			b, err = base64.URLEncoding.DecodeString(s)
-		}
-	default:
-		return nil, false
-	}
-	if err != nil || len(b) != sha256.Size {
-		return nil, false
-	}
-	return b, true
-}
+// declaredSHA256 decodes the checksum Meta declared, as the store reads it, so that the
+// stream check and the store's own check agree on every spelling.
+func declaredSHA256(s string) ([]byte, bool) { return store.DecodeSHA256(s) }

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -167,19 +168,27 @@ func InitialFileState(f *meta.File) string {
 // declared: WhatsApp sends the digest in standard base64; hex is accepted too. An empty
 // or unreadable declaration matches anything (there is nothing to check against).
 func ChecksumMatches(declared string, sum []byte) bool {
+	want, ok := DecodeSHA256(declared)
+	return !ok || bytes.Equal(want, sum)
+}
+
+// DecodeSHA256 reads a SHA-256 as Meta declares it (hex, or base64 in any of its
+// alphabets, padded or not); false when declared is empty or not a SHA-256, which
+// declares nothing that could be checked.
+func DecodeSHA256(declared string) ([]byte, bool) {
 	declared = strings.TrimSpace(declared)
 	if declared == "" {
-		return true
+		return nil, false
 	}
-	if want, err := hex.DecodeString(declared); err == nil && len(want) == len(sum) {
-		return bytes.Equal(want, sum)
+	if want, err := hex.DecodeString(declared); err == nil && len(want) == sha256.Size {
+		return want, true
 	}
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
-		if want, err := enc.DecodeString(declared); err == nil && len(want) == len(sum) {
-			return bytes.Equal(want, sum)
+		if want, err := enc.DecodeString(declared); err == nil && len(want) == sha256.Size {
+			return want, true
 		}
 	}
-	return true
+	return nil, false
 }
 
 // BlobChunk is the size of the chunks the PostgreSQL backend stores bytes in (and reads
