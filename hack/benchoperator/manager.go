@@ -200,9 +200,14 @@ func sumMetric(text, name, labelFilter string) float64 {
 	return sum
 }
 
-// heapProfile saves the manager's heap profile to path.
-func (m *manager) heapProfile(ctx context.Context, path string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.pprof, nil)
+// heapProfile saves the manager's heap profile to path; withGC has the
+// manager collect first, so that the profile holds only what is live.
+func (m *manager) heapProfile(ctx context.Context, path string, withGC bool) error {
+	url := m.pprof
+	if withGC {
+		url += "?gc=1"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
