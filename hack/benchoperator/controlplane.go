@@ -16,17 +16,20 @@ import (
 )
 
 // operatorUser is the identity of the manager process; the audit policy
-// records every request of this user and nothing else.
+// records every request of this user (and of ServiceAccounts).
 const operatorUser = testenv.OperatorUser
 
-// auditPolicy logs the operator's requests at Metadata level once their
-// response is complete: enough to count writes by verb and resource.
+// auditPolicy logs the operator's requests, and those of ServiceAccounts
+// (the worker measured idle), at Metadata level once their response is
+// complete: enough to count requests by user, verb and resource.
 var auditPolicy = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived", "ResponseStarted"]
 rules:
 - level: Metadata
   users: ["` + operatorUser + `"]
+- level: Metadata
+  userGroups: ["system:serviceaccounts"]
 - level: None
 `
 
@@ -101,6 +104,7 @@ type auditEvent struct {
 		APIGroup string `json:"apiGroup"`
 	} `json:"objectRef"`
 	RequestReceivedTimestamp time.Time `json:"requestReceivedTimestamp"`
+	RequestURI               string    `json:"requestURI"`
 }
 
 var writeVerbs = map[string]bool{"create": true, "update": true, "patch": true, "delete": true, "deletecollection": true, "apply": true}

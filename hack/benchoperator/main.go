@@ -33,6 +33,7 @@ type config struct {
 	profile     string
 	pprof       bool
 	raw         bool
+	workerIdle  time.Duration
 	work        string
 }
 
@@ -46,6 +47,7 @@ func main() {
 	flag.StringVar(&cfg.profile, "heap-profile", "", "Save the manager's heap profile at the end of the steady window to this file.")
 	flag.BoolVar(&cfg.pprof, "pprof", true, "Run the manager with its profiler on loopback, to measure its live heap after a forced collection (turn off for managers older than --pprof-bind-address).")
 	flag.BoolVar(&cfg.raw, "raw", true, "Also time a raw sequential client creating the same objects (minutes at thousands of tenants; off to compare memory only).")
+	flag.DurationVar(&cfg.workerIdle, "worker-idle", 30*time.Second, "How long a real worker is watched idle for requests besides its watches (0: not measured).")
 	flag.StringVar(&extra, "manager-args", "", "Extra flags for the manager, space-separated (e.g. \"--max-concurrent-reconciles=1\").")
 	flag.Parse()
 	cfg.managerArgs = splitArgs(extra)
@@ -88,6 +90,7 @@ type result struct {
 	rawObjectsPerTen int
 	loadavg          string
 	kinds            []kindCost
+	worker           *workerIdle
 }
 
 func run(ctx context.Context, cfg config) error {
@@ -198,6 +201,16 @@ func run(ctx context.Context, cfg config) error {
 	}
 	mgr.stop()
 
+	if cfg.workerIdle > 0 {
+		// After the operator's figures: the worker's start would make the
+		// operator work (its reports), not part of the operator's steady state.
+		fmt.Printf("watching a real worker idle for %s...\n", cfg.workerIdle)
+		w, err := measureIdleWorker(ctx, cp, cfg.work, cfg.workerIdle)
+		if err != nil {
+			return err
+		}
+		res.worker = &w
+	}
 	if cfg.raw {
 		fmt.Println("provisioning the same objects with a raw sequential client...")
 		res.rawProvisioning, res.rawObjectsPerTen, err = rawProvision(ctx, cp.env.Client, cfg.tenants)
@@ -306,5 +319,14 @@ func printResult(r result) {
 		r.steadyWrites, r.window, r.restartWrites, r.restartConverge.Round(100*time.Millisecond),
 		mib(float64(r.rssRestarted)), r.rawProvisioning.Round(100*time.Millisecond), r.rawObjectsPerTen)
 	printKinds(r.kinds)
+	if w := r.worker; w != nil {
+		switch {
+		case w.skipped != "":
+			fmt.Printf("\nidle worker: not measured: %s\n", w.skipped)
+		default:
+			fmt.Printf("\nidle worker (%s, as its ServiceAccount): %d requests besides its watches in its start (until 5 s after Ready); then %d in %s idle (%.3f/s) %v\n",
+				w.tenant, w.atStart, len(w.others), w.window, w.rate, w.others)
+		}
+	}
 	fmt.Printf("\nloadavg: %s", r.loadavg)
 }
