@@ -109,12 +109,11 @@ type auditEvent struct {
 
 var writeVerbs = map[string]bool{"create": true, "update": true, "patch": true, "delete": true, "deletecollection": true, "apply": true}
 
-// writesBetween counts the operator's writes received in [from, to).
-func (a auditLog) writesBetween(from, to time.Time) (writeCount, error) {
-	var w writeCount
+// eachBetween calls fn with every request of user received in [from, to).
+func (a auditLog) eachBetween(user string, from, to time.Time, fn func(auditEvent)) error {
 	f, err := os.Open(a.path)
 	if err != nil {
-		return w, fmt.Errorf("open audit log: %w", err)
+		return fmt.Errorf("open audit log: %w", err)
 	}
 	defer func() { _ = f.Close() }()
 	sc := bufio.NewScanner(f)
@@ -122,21 +121,28 @@ func (a auditLog) writesBetween(from, to time.Time) (writeCount, error) {
 	for sc.Scan() {
 		var ev auditEvent
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			return w, fmt.Errorf("parse audit log: %w", err)
+			return fmt.Errorf("parse audit log: %w", err)
 		}
-		if ev.User.Username != operatorUser || !writeVerbs[ev.Verb] || ev.ObjectRef == nil {
-			continue
-		}
-		if ev.RequestReceivedTimestamp.Before(from) || !ev.RequestReceivedTimestamp.Before(to) {
-			continue
-		}
-		if ev.ObjectRef.Resource == "events" {
-			w.events++
-		} else {
-			w.objects++
+		if ev.User.Username == user && !ev.RequestReceivedTimestamp.Before(from) && ev.RequestReceivedTimestamp.Before(to) {
+			fn(ev)
 		}
 	}
-	return w, sc.Err()
+	return sc.Err()
+}
+
+// writesBetween counts the operator's writes received in [from, to).
+func (a auditLog) writesBetween(from, to time.Time) (writeCount, error) {
+	var w writeCount
+	err := a.eachBetween(operatorUser, from, to, func(ev auditEvent) {
+		switch {
+		case !writeVerbs[ev.Verb] || ev.ObjectRef == nil:
+		case ev.ObjectRef.Resource == "events":
+			w.events++
+		default:
+			w.objects++
+		}
+	})
+	return w, err
 }
 
 func goBuild(out, pkg string) error {

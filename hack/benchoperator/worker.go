@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -166,25 +165,10 @@ func workerUser(ns string) string {
 // watches: a watch is one long request that costs the API server nothing
 // while nothing changes, anything else is work.
 func (a auditLog) requestsBetween(user string, from, to time.Time) (others []string, err error) {
-	f, err := os.Open(a.path)
-	if err != nil {
-		return nil, fmt.Errorf("open audit log: %w", err)
-	}
-	defer func() { _ = f.Close() }()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var ev auditEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			return nil, fmt.Errorf("parse audit log: %w", err)
+	err = a.eachBetween(user, from, to, func(ev auditEvent) {
+		if ev.Verb != "watch" {
+			others = append(others, fmt.Sprintf("%s %s at +%s", ev.Verb, ev.RequestURI, ev.RequestReceivedTimestamp.Sub(from).Round(time.Millisecond)))
 		}
-		if ev.User.Username != user || ev.RequestReceivedTimestamp.Before(from) || !ev.RequestReceivedTimestamp.Before(to) {
-			continue
-		}
-		if ev.Verb == "watch" {
-			continue
-		}
-		others = append(others, fmt.Sprintf("%s %s at +%s", ev.Verb, ev.RequestURI, ev.RequestReceivedTimestamp.Sub(from).Round(time.Millisecond)))
-	}
-	return others, sc.Err()
+	})
+	return others, err
 }
