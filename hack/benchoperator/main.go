@@ -155,6 +155,9 @@ func run(ctx context.Context, cfg config) error {
 			return err
 		}
 	}
+	// Printed as measured: a long run stopped early keeps what it found.
+	fmt.Printf("settled and idle: RSS %d MiB, heap in use %.0f MiB, live heap after a collection %.0f MiB\n",
+		res.rssSettled>>20, res.heapInuse/(1<<20), res.heapLive/(1<<20))
 	if res.kinds, err = measureKinds(ctx, cp.env.Client); err != nil {
 		return err
 	}
@@ -172,6 +175,7 @@ func run(ctx context.Context, cfg config) error {
 	if res.rssSteady, err = mgr.rss(); err != nil {
 		return err
 	}
+	fmt.Printf("window: %s writes, RSS %d MiB\n", res.steadyWrites, res.rssSteady>>20)
 	if cfg.profile != "" {
 		if err := mgr.heapProfile(ctx, cfg.profile, true); err != nil {
 			return err
@@ -199,6 +203,7 @@ func run(ctx context.Context, cfg config) error {
 	if res.restartWrites, err = cp.audit.writesBetween(restartAt, time.Now()); err != nil {
 		return err
 	}
+	fmt.Printf("restart: converged in %s, %s writes, RSS %d MiB\n", res.restartConverge.Round(100*time.Millisecond), res.restartWrites, res.rssRestarted>>20)
 	mgr.stop()
 
 	if cfg.workerIdle > 0 {
@@ -210,6 +215,7 @@ func run(ctx context.Context, cfg config) error {
 			return err
 		}
 		res.worker = &w
+		printWorker(w)
 	}
 	if cfg.raw {
 		fmt.Println("provisioning the same objects with a raw sequential client...")
@@ -319,14 +325,18 @@ func printResult(r result) {
 		r.steadyWrites, r.window, r.restartWrites, r.restartConverge.Round(100*time.Millisecond),
 		mib(float64(r.rssRestarted)), r.rawProvisioning.Round(100*time.Millisecond), r.rawObjectsPerTen)
 	printKinds(r.kinds)
-	if w := r.worker; w != nil {
-		switch {
-		case w.skipped != "":
-			fmt.Printf("\nidle worker: not measured: %s\n", w.skipped)
-		default:
-			fmt.Printf("\nidle worker (%s, as its ServiceAccount): %d requests besides its watches in its start (until 5 s after Ready); then %d in %s idle (%.3f/s) %v\n",
-				w.tenant, w.atStart, len(w.others), w.window, w.rate, w.others)
-		}
+	if r.worker != nil {
+		fmt.Println()
+		printWorker(*r.worker)
 	}
 	fmt.Printf("\nloadavg: %s", r.loadavg)
+}
+
+func printWorker(w workerIdle) {
+	if w.skipped != "" {
+		fmt.Printf("idle worker: not measured: %s\n", w.skipped)
+		return
+	}
+	fmt.Printf("idle worker (%s, as its ServiceAccount): %d requests besides its watches in its start (until %s after Ready); then %d in %s idle (%.3f/s) %v\n",
+		w.tenant, w.atStart, workerStartTail, len(w.others), w.window, w.rate, w.others)
 }
