@@ -29,6 +29,7 @@ type config struct {
 	window      time.Duration
 	settleLimit time.Duration
 	managerArgs []string
+	managerEnv  []string
 	managerBin  string
 	profile     string
 	pprof       bool
@@ -39,7 +40,7 @@ type config struct {
 
 func main() {
 	var cfg config
-	var extra string
+	var extra, env string
 	flag.IntVar(&cfg.tenants, "tenants", 1000, "Tenants created at once.")
 	flag.DurationVar(&cfg.window, "window", 120*time.Second, "Steady-state window in which the operator's writes are counted.")
 	flag.DurationVar(&cfg.settleLimit, "settle-limit", 30*time.Minute, "Give up when the Tenants have not settled after this long.")
@@ -48,9 +49,11 @@ func main() {
 	flag.BoolVar(&cfg.pprof, "pprof", true, "Run the manager with its profiler on loopback, to measure its live heap after a forced collection (turn off for managers older than --pprof-bind-address).")
 	flag.BoolVar(&cfg.raw, "raw", true, "Also time a raw sequential client creating the same objects (minutes at thousands of tenants; off to compare memory only).")
 	flag.DurationVar(&cfg.workerIdle, "worker-idle", 30*time.Second, "How long a real worker is watched idle for requests besides its watches (0: not measured).")
+	flag.StringVar(&env, "manager-env", "", "Extra environment of the manager only, space-separated KEY=VALUE (e.g. \"GOMEMLIMIT=200MiB\", as a container limit would set it).")
 	flag.StringVar(&extra, "manager-args", "", "Extra flags for the manager, space-separated (e.g. \"--max-concurrent-reconciles=1\").")
 	flag.Parse()
 	cfg.managerArgs = splitArgs(extra)
+	cfg.managerEnv = splitArgs(env)
 	work, err := os.MkdirTemp(os.Getenv("BENCH_TMPDIR"), "omniflow-bench-operator-")
 	if err != nil {
 		fail(err)
@@ -112,7 +115,7 @@ func run(ctx context.Context, cfg config) error {
 	if cfg.profile != "" && !cfg.pprof {
 		return fmt.Errorf("--heap-profile needs --pprof")
 	}
-	mgr, err := startManager(bin, cp.kubeconfig, cfg.work, "run1", cfg.pprof, cfg.managerArgs)
+	mgr, err := startManager(bin, cp.kubeconfig, cfg.work, "run1", cfg.pprof, cfg.managerArgs, cfg.managerEnv)
 	if err != nil {
 		return err
 	}
@@ -186,7 +189,7 @@ func run(ctx context.Context, cfg config) error {
 	fmt.Println("restarting the manager...")
 	mgr.stop()
 	restartAt := time.Now()
-	mgr, err = startManager(bin, cp.kubeconfig, cfg.work, "run2", cfg.pprof, cfg.managerArgs)
+	mgr, err = startManager(bin, cp.kubeconfig, cfg.work, "run2", cfg.pprof, cfg.managerArgs, cfg.managerEnv)
 	if err != nil {
 		return err
 	}
