@@ -90,7 +90,7 @@ bench-erasure: ## Erasure at scale on both backends: one person vs one delete, i
 .PHONY: bench-operator
 bench-operator: ## Measure the operator at scale: N Tenants (TENANTS, default 1000) on a real API server with an audit log, the manager as a process (not part of make test).
 	@assets="$${KUBEBUILDER_ASSETS:-$$(hack/setup-envtest.sh)}"; \
-	KUBEBUILDER_ASSETS="$$assets" go run ./hack/benchoperator --tenants=$${TENANTS:-1000} --window=$${WINDOW:-120s} --manager-args="$${MANAGER_ARGS:-}"
+	KUBEBUILDER_ASSETS="$$assets" go run ./hack/benchoperator --tenants=$${TENANTS:-1000} --window=$${WINDOW:-120s} --manager-args="$${MANAGER_ARGS:-}" --manager-env="$${MANAGER_ENV:-}"
 
 ##@ Build
 

@@ -16,7 +16,9 @@ const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 // fields it owns from them to skip an apply that would change nothing (the
 // zero-writes rule); other managers' entries (kube-controller-manager's
 // status updates, kubectl's, GitOps tools') and kubectl's last-applied
-// annotation are never read. An object of another type is left alone.
+// annotation are never read. What remains shares one copy of each repeated
+// string and field set with the other cached objects (interner). An object
+// of another type is left alone.
 func CacheTransform(obj any) (any, error) {
 	o, ok := obj.(metav1.Object)
 	if !ok {
@@ -29,6 +31,7 @@ func CacheTransform(obj any) (any, error) {
 		}
 	}
 	o.SetManagedFields(ownApplyEntries(o.GetManagedFields()))
+	cacheInterner.object(obj)
 	return obj, nil
 }
 

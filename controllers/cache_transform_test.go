@@ -2,10 +2,15 @@ package controllers
 
 import (
 	"testing"
+	"unsafe"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
+
+	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 )
 
 func TestCacheTransformKeepsOnlyWhatTheOperatorReads(t *testing.T) {
@@ -45,5 +50,92 @@ func TestCacheTransformKeepsOnlyWhatTheOperatorReads(t *testing.T) {
 	tomb := cache.DeletedFinalStateUnknown{Key: "ns/worker"}
 	if out, err := CacheTransform(tomb); err != nil || out != tomb {
 		t.Errorf("CacheTransform(tombstone) = %v, %v", out, err)
+	}
+}
+
+// Two tenants' objects, decoded apart, share one copy of their repeated
+// strings once cached: label keys and values, the namespace, owner references,
+// managedFields' manager, the spec's image and its template's labels. Their
+// values are unchanged, and what is unique to an object is not remembered.
+func TestCacheTransformSharesRepeatedMetadata(t *testing.T) {
+	t.Parallel()
+	decoded := func(tenant string) *appsv1.Deployment {
+		// Fresh strings and bytes, as a decoder makes them for every object.
+		fresh := func(s string) string { return string([]byte(s)) }
+		return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{
+			Name: fresh("omniflow-worker"), Namespace: fresh("tenant-" + tenant),
+			Labels: map[string]string{fresh("app.kubernetes.io/managed-by"): fresh("omniflow-operator"), fresh(platformv1.LabelTenant): fresh(tenant)},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: fresh("platform.omniflowcrm.com/v1alpha1"), Kind: fresh("Tenant"), Name: fresh(tenant), UID: "uid-" + types.UID(tenant),
+			}},
+			ManagedFields: []metav1.ManagedFieldsEntry{{
+				Manager: fresh(fieldOwner), Operation: metav1.ManagedFieldsOperationApply, APIVersion: fresh("apps/v1"),
+				FieldsType: fresh("FieldsV1"), FieldsV1: metav1.NewFieldsV1(fresh(`{"f:spec":{"f:replicas":{}}}`)),
+			}},
+			UID: "object-uid-" + types.UID(tenant), ResourceVersion: fresh("42"),
+		}, Spec: appsv1.DeploymentSpec{Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{fresh("app.kubernetes.io/name"): fresh("omniflow-worker")}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: fresh("worker"), Image: fresh("example.com/omniflow:v1")}}},
+		}}}
+	}
+	var got []*appsv1.Deployment
+	for _, tenant := range []string{"acme", "acme", "globex"} {
+		out, err := CacheTransform(decoded(tenant))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, out.(*appsv1.Deployment))
+	}
+	same := func(a, b string) bool { return len(a) > 0 && unsafe.StringData(a) == unsafe.StringData(b) }
+	a, a2, b := got[0], got[1], got[2]
+	if a.Labels[platformv1.LabelTenant] != "acme" || b.Labels[platformv1.LabelTenant] != "globex" || a.Namespace != "tenant-acme" ||
+		a.ManagedFields[0].FieldsV1.GetRawString() != `{"f:spec":{"f:replicas":{}}}` || a.OwnerReferences[0].Name != "acme" {
+		t.Fatalf("values changed: %+v", a.ObjectMeta)
+	}
+	if a.Spec.Template.Spec.Containers[0].Image != "example.com/omniflow:v1" || !same(a.Spec.Template.Spec.Containers[0].Image, b.Spec.Template.Spec.Containers[0].Image) ||
+		!same(a.Spec.Template.Labels["app.kubernetes.io/name"], b.Spec.Template.Labels["app.kubernetes.io/name"]) {
+		t.Errorf("spec strings not shared")
+	}
+	cacheInterner.mu.Lock()
+	_, remembered := cacheInterner.strs[string(a.UID)]
+	cacheInterner.mu.Unlock()
+	if remembered {
+		t.Errorf("an object's own uid is remembered")
+	}
+	if !same(a.ManagedFields[0].Manager, b.ManagedFields[0].Manager) || !same(a.ManagedFields[0].APIVersion, b.ManagedFields[0].APIVersion) {
+		t.Errorf("managedFields strings not shared")
+	}
+	if !same(a.Name, b.Name) || !same(a.Namespace, a2.Namespace) {
+		t.Errorf("name or namespace not shared")
+	}
+	if !same(a.Labels["app.kubernetes.io/managed-by"], b.Labels["app.kubernetes.io/managed-by"]) ||
+		!same(a.Labels[platformv1.LabelTenant], a2.Labels[platformv1.LabelTenant]) {
+		t.Errorf("label values not shared")
+	}
+	for k := range a.Labels {
+		for k2 := range b.Labels {
+			if k == k2 && !same(k, k2) {
+				t.Errorf("label key %q not shared", k)
+			}
+		}
+	}
+	if !same(a.OwnerReferences[0].Kind, b.OwnerReferences[0].Kind) || !same(a.OwnerReferences[0].Name, a2.OwnerReferences[0].Name) ||
+		!same(string(a.OwnerReferences[0].UID), string(a2.OwnerReferences[0].UID)) {
+		t.Errorf("owner references not shared")
+	}
+}
+
+// A full interner starts over instead of growing without bound.
+func TestInternerStaysBounded(t *testing.T) {
+	t.Parallel()
+	in := newInterner(2)
+	for _, s := range []string{"a", "b", "c", "d", "e"} {
+		in.str(s)
+	}
+	if len(in.strs) > 2 {
+		t.Errorf("interner holds %d strings, want at most 2", len(in.strs))
+	}
+	if got := in.str("e"); got != "e" {
+		t.Errorf("str(e) = %q", got)
 	}
 }

@@ -91,6 +91,15 @@ func AddToScheme(s *runtime.Scheme) error {
 // the cache resolves every type it is configured for, and the Gateway API need
 // not be installed otherwise. Every object is trimmed by CacheTransform on
 // its way in; docs/operator-scale.md says what each kind costs.
+//
+// The rule for a kind a controller starts to read or own: name it here with
+// the narrowest selector its objects carry (the managed-by label for what the
+// operator applies), or it is cached cluster-wide, every object of that kind
+// in the cluster; watch it with WatchesMetadata when only its metadata is
+// read; and read nothing the transform drops (other managers' managedFields,
+// kubectl's last-applied annotation). The transform shares repeated strings
+// between objects: never change a cached object in place (the cache's reads
+// return copies, which may be changed).
 func CacheOptions(route RouteConfig) cache.Options {
 	managed := labels.SelectorFromSet(labels.Set{platformv1.LabelManagedBy: platformv1.ManagedByValue})
 	tenantReq, err := labels.NewRequirement(platformv1.LabelTenant, selection.Exists, nil)

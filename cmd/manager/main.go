@@ -98,6 +98,9 @@ func main() {
 		debug.SetGCPercent(50)
 	}
 	log := ctrl.Log.WithName("setup")
+	if limit := setMemoryLimit(); limit > 0 {
+		log.Info("Soft memory limit from the container's limit", "bytes", limit, "share", memoryLimitShare)
+	}
 	route.Kind, route.IngressAnnotations = controllers.RouteKind(routeKind), ingressAnnotations
 	opts := controllers.Options{Worker: worker, Route: route, Sweep: sweep, MaxConcurrentReconciles: maxConcurrent, Namespace: operatorNS}
 	adminSecret, err := controllers.ParsePostgresAdminSecret(postgresAdminSecret)

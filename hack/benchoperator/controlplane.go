@@ -16,17 +16,20 @@ import (
 )
 
 // operatorUser is the identity of the manager process; the audit policy
-// records every request of this user and nothing else.
+// records every request of this user (and of ServiceAccounts).
 const operatorUser = testenv.OperatorUser
 
-// auditPolicy logs the operator's requests at Metadata level once their
-// response is complete: enough to count writes by verb and resource.
+// auditPolicy logs the operator's requests, and those of ServiceAccounts
+// (the worker measured idle), at Metadata level once their response is
+// complete: enough to count requests by user, verb and resource.
 var auditPolicy = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived", "ResponseStarted"]
 rules:
 - level: Metadata
   users: ["` + operatorUser + `"]
+- level: Metadata
+  userGroups: ["system:serviceaccounts"]
 - level: None
 `
 
@@ -101,16 +104,16 @@ type auditEvent struct {
 		APIGroup string `json:"apiGroup"`
 	} `json:"objectRef"`
 	RequestReceivedTimestamp time.Time `json:"requestReceivedTimestamp"`
+	RequestURI               string    `json:"requestURI"`
 }
 
 var writeVerbs = map[string]bool{"create": true, "update": true, "patch": true, "delete": true, "deletecollection": true, "apply": true}
 
-// writesBetween counts the operator's writes received in [from, to).
-func (a auditLog) writesBetween(from, to time.Time) (writeCount, error) {
-	var w writeCount
+// eachBetween calls fn with every request of user received in [from, to).
+func (a auditLog) eachBetween(user string, from, to time.Time, fn func(auditEvent)) error {
 	f, err := os.Open(a.path)
 	if err != nil {
-		return w, fmt.Errorf("open audit log: %w", err)
+		return fmt.Errorf("open audit log: %w", err)
 	}
 	defer func() { _ = f.Close() }()
 	sc := bufio.NewScanner(f)
@@ -118,21 +121,28 @@ func (a auditLog) writesBetween(from, to time.Time) (writeCount, error) {
 	for sc.Scan() {
 		var ev auditEvent
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			return w, fmt.Errorf("parse audit log: %w", err)
+			return fmt.Errorf("parse audit log: %w", err)
 		}
-		if ev.User.Username != operatorUser || !writeVerbs[ev.Verb] || ev.ObjectRef == nil {
-			continue
-		}
-		if ev.RequestReceivedTimestamp.Before(from) || !ev.RequestReceivedTimestamp.Before(to) {
-			continue
-		}
-		if ev.ObjectRef.Resource == "events" {
-			w.events++
-		} else {
-			w.objects++
+		if ev.User.Username == user && !ev.RequestReceivedTimestamp.Before(from) && ev.RequestReceivedTimestamp.Before(to) {
+			fn(ev)
 		}
 	}
-	return w, sc.Err()
+	return sc.Err()
+}
+
+// writesBetween counts the operator's writes received in [from, to).
+func (a auditLog) writesBetween(from, to time.Time) (writeCount, error) {
+	var w writeCount
+	err := a.eachBetween(operatorUser, from, to, func(ev auditEvent) {
+		switch {
+		case !writeVerbs[ev.Verb] || ev.ObjectRef == nil:
+		case ev.ObjectRef.Resource == "events":
+			w.events++
+		default:
+			w.objects++
+		}
+	})
+	return w, err
 }
 
 func goBuild(out, pkg string) error {

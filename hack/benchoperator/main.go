@@ -29,22 +29,31 @@ type config struct {
 	window      time.Duration
 	settleLimit time.Duration
 	managerArgs []string
+	managerEnv  []string
 	managerBin  string
 	profile     string
+	pprof       bool
+	raw         bool
+	workerIdle  time.Duration
 	work        string
 }
 
 func main() {
 	var cfg config
-	var extra string
+	var extra, env string
 	flag.IntVar(&cfg.tenants, "tenants", 1000, "Tenants created at once.")
 	flag.DurationVar(&cfg.window, "window", 120*time.Second, "Steady-state window in which the operator's writes are counted.")
 	flag.DurationVar(&cfg.settleLimit, "settle-limit", 30*time.Minute, "Give up when the Tenants have not settled after this long.")
 	flag.StringVar(&cfg.managerBin, "manager", "", "A manager binary to measure instead of building ./cmd/manager (to compare two versions).")
 	flag.StringVar(&cfg.profile, "heap-profile", "", "Save the manager's heap profile at the end of the steady window to this file.")
+	flag.BoolVar(&cfg.pprof, "pprof", true, "Run the manager with its profiler on loopback, to measure its live heap after a forced collection (turn off for managers older than --pprof-bind-address).")
+	flag.BoolVar(&cfg.raw, "raw", true, "Also time a raw sequential client creating the same objects (minutes at thousands of tenants; off to compare memory only).")
+	flag.DurationVar(&cfg.workerIdle, "worker-idle", 30*time.Second, "How long a real worker is watched idle for requests besides its watches (0: not measured).")
+	flag.StringVar(&env, "manager-env", "", "Extra environment of the manager only, space-separated KEY=VALUE (e.g. \"GOMEMLIMIT=200MiB\", as a container limit would set it).")
 	flag.StringVar(&extra, "manager-args", "", "Extra flags for the manager, space-separated (e.g. \"--max-concurrent-reconciles=1\").")
 	flag.Parse()
 	cfg.managerArgs = splitArgs(extra)
+	cfg.managerEnv = splitArgs(env)
 	work, err := os.MkdirTemp(os.Getenv("BENCH_TMPDIR"), "omniflow-bench-operator-")
 	if err != nil {
 		fail(err)
@@ -74,6 +83,7 @@ type result struct {
 	rssSettled       uint64
 	rssSteady        uint64
 	heapInuse        float64
+	heapLive         float64
 	steadyWrites     writeCount
 	window           time.Duration
 	restartWrites    writeCount
@@ -83,6 +93,7 @@ type result struct {
 	rawObjectsPerTen int
 	loadavg          string
 	kinds            []kindCost
+	worker           *workerIdle
 }
 
 func run(ctx context.Context, cfg config) error {
@@ -101,7 +112,10 @@ func run(ctx context.Context, cfg config) error {
 	}
 	res := result{tenants: cfg.tenants, window: cfg.window}
 
-	mgr, err := startManager(bin, cp.kubeconfig, cfg.work, "run1", cfg.profile != "", cfg.managerArgs)
+	if cfg.profile != "" && !cfg.pprof {
+		return fmt.Errorf("--heap-profile needs --pprof")
+	}
+	mgr, err := startManager(bin, cp.kubeconfig, cfg.work, "run1", cfg.pprof, cfg.managerArgs, cfg.managerEnv)
 	if err != nil {
 		return err
 	}
@@ -133,6 +147,20 @@ func run(ctx context.Context, cfg config) error {
 	if res.heapInuse, err = mgr.metric(ctx, "go_memstats_heap_inuse_bytes"); err != nil {
 		return err
 	}
+	if cfg.pprof {
+		// What the manager really holds: what survives a collection, without
+		// the garbage of the last passes that the collector has not yet
+		// reached (heap in use counts both).
+		if err := mgr.heapProfile(ctx, os.DevNull, true); err != nil {
+			return err
+		}
+		if res.heapLive, err = mgr.metric(ctx, "go_memstats_heap_alloc_bytes"); err != nil {
+			return err
+		}
+	}
+	// Printed as measured: a long run stopped early keeps what it found.
+	fmt.Printf("settled and idle: RSS %d MiB, heap in use %.0f MiB, live heap after a collection %.0f MiB\n",
+		res.rssSettled>>20, res.heapInuse/(1<<20), res.heapLive/(1<<20))
 	if res.kinds, err = measureKinds(ctx, cp.env.Client); err != nil {
 		return err
 	}
@@ -150,8 +178,9 @@ func run(ctx context.Context, cfg config) error {
 	if res.rssSteady, err = mgr.rss(); err != nil {
 		return err
 	}
+	fmt.Printf("window: %s writes, RSS %d MiB\n", res.steadyWrites, res.rssSteady>>20)
 	if cfg.profile != "" {
-		if err := mgr.heapProfile(ctx, cfg.profile); err != nil {
+		if err := mgr.heapProfile(ctx, cfg.profile, true); err != nil {
 			return err
 		}
 		fmt.Printf("heap profile: %s (go tool pprof -top -inuse_space %s)\n", cfg.profile, cfg.profile)
@@ -160,7 +189,7 @@ func run(ctx context.Context, cfg config) error {
 	fmt.Println("restarting the manager...")
 	mgr.stop()
 	restartAt := time.Now()
-	mgr, err = startManager(bin, cp.kubeconfig, cfg.work, "run2", false, cfg.managerArgs)
+	mgr, err = startManager(bin, cp.kubeconfig, cfg.work, "run2", cfg.pprof, cfg.managerArgs, cfg.managerEnv)
 	if err != nil {
 		return err
 	}
@@ -177,12 +206,26 @@ func run(ctx context.Context, cfg config) error {
 	if res.restartWrites, err = cp.audit.writesBetween(restartAt, time.Now()); err != nil {
 		return err
 	}
+	fmt.Printf("restart: converged in %s, %s writes, RSS %d MiB\n", res.restartConverge.Round(100*time.Millisecond), res.restartWrites, res.rssRestarted>>20)
 	mgr.stop()
 
-	fmt.Println("provisioning the same objects with a raw sequential client...")
-	res.rawProvisioning, res.rawObjectsPerTen, err = rawProvision(ctx, cp.env.Client, cfg.tenants)
-	if err != nil {
-		return err
+	if cfg.workerIdle > 0 {
+		// After the operator's figures: the worker's start would make the
+		// operator work (its reports), not part of the operator's steady state.
+		fmt.Printf("watching a real worker idle for %s...\n", cfg.workerIdle)
+		w, err := measureIdleWorker(ctx, cp, cfg.work, cfg.workerIdle)
+		if err != nil {
+			return err
+		}
+		res.worker = &w
+		printWorker(w)
+	}
+	if cfg.raw {
+		fmt.Println("provisioning the same objects with a raw sequential client...")
+		res.rawProvisioning, res.rawObjectsPerTen, err = rawProvision(ctx, cp.env.Client, cfg.tenants)
+		if err != nil {
+			return err
+		}
 	}
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		res.loadavg = string(b)
@@ -278,12 +321,25 @@ func waitSettled(ctx context.Context, c client.Client, n int, limit time.Duratio
 func printResult(r result) {
 	mib := func(b float64) string { return fmt.Sprintf("%.0f MiB", b/(1<<20)) }
 	fmt.Println()
-	fmt.Println("| tenants | time to settle | writes to settle | manager RSS settled | RSS after the window | heap in use | writes at steady state | writes on restart | restart converges | RSS after restart | raw sequential client |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
-	fmt.Printf("| %d | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s | %s (%d objects/tenant) |\n",
-		r.tenants, r.settle.Round(100*time.Millisecond), r.settleWrites, mib(float64(r.rssSettled)), mib(float64(r.rssSteady)), mib(r.heapInuse),
+	fmt.Println("| tenants | time to settle | writes to settle | manager RSS settled | RSS after the window | heap in use | live heap after a collection | writes at steady state | writes on restart | restart converges | RSS after restart | raw sequential client |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Printf("| %d | %s | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s | %s (%d objects/tenant) |\n",
+		r.tenants, r.settle.Round(100*time.Millisecond), r.settleWrites, mib(float64(r.rssSettled)), mib(float64(r.rssSteady)), mib(r.heapInuse), mib(r.heapLive),
 		r.steadyWrites, r.window, r.restartWrites, r.restartConverge.Round(100*time.Millisecond),
 		mib(float64(r.rssRestarted)), r.rawProvisioning.Round(100*time.Millisecond), r.rawObjectsPerTen)
 	printKinds(r.kinds)
+	if r.worker != nil {
+		fmt.Println()
+		printWorker(*r.worker)
+	}
 	fmt.Printf("\nloadavg: %s", r.loadavg)
+}
+
+func printWorker(w workerIdle) {
+	if w.skipped != "" {
+		fmt.Printf("idle worker: not measured: %s\n", w.skipped)
+		return
+	}
+	fmt.Printf("idle worker (%s, as its ServiceAccount): %d requests besides its watches in its start (until %s after Ready); then %d in %s idle (%.3f/s) %v\n",
+		w.tenant, w.atStart, workerStartTail, len(w.others), w.window, w.rate, w.others)
 }

@@ -28,7 +28,7 @@ type manager struct {
 
 // startManager runs the manager binary; withPprof turns on its profiler
 // endpoint (a flag older managers do not know).
-func startManager(bin, kubeconfig, work, name string, withPprof bool, extra []string) (*manager, error) {
+func startManager(bin, kubeconfig, work, name string, withPprof bool, extra, env []string) (*manager, error) {
 	mport, err := freePort()
 	if err != nil {
 		return nil, err
@@ -56,6 +56,7 @@ func startManager(bin, kubeconfig, work, name string, withPprof bool, extra []st
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		_ = logFile.Close()
@@ -200,9 +201,14 @@ func sumMetric(text, name, labelFilter string) float64 {
 	return sum
 }
 
-// heapProfile saves the manager's heap profile to path.
-func (m *manager) heapProfile(ctx context.Context, path string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.pprof, nil)
+// heapProfile saves the manager's heap profile to path; withGC has the
+// manager collect first, so that the profile holds only what is live.
+func (m *manager) heapProfile(ctx context.Context, path string, withGC bool) error {
+	url := m.pprof
+	if withGC {
+		url += "?gc=1"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+)
+
+// memoryLimitShare is the share of the container's memory limit given to
+// the Go runtime as its soft limit: the collector works harder as the heap
+// nears it, instead of letting garbage grow until the kernel kills the
+// process. The rest is for what the runtime's limit does not cover, such as
+// the binary's own mapped pages.
+const memoryLimitShare = 0.8
+
+// cgroupMemoryFiles are where the container's memory limit is read, cgroup
+// v2 first.
+var cgroupMemoryFiles = []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
+
+// setMemoryLimit sets the runtime's soft memory limit to memoryLimitShare of
+// the container's limit, unless GOMEMLIMIT says otherwise (the runtime reads
+// it itself). It returns the limit set, 0 if none.
+func setMemoryLimit() int64 {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return 0
+	}
+	for _, path := range cgroupMemoryFiles {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		if limit := softMemoryLimit(string(b)); limit > 0 {
+			debug.SetMemoryLimit(limit)
+			return limit
+		}
+		return 0
+	}
+	return 0
+}
+
+// softMemoryLimit is the soft limit for a cgroup memory limit file's
+// content: 0 when it sets no limit ("max" in cgroup v2, a number near
+// 2^63 in v1) or cannot be read.
+func softMemoryLimit(content string) int64 {
+	s := strings.TrimSpace(content)
+	if s == "" || s == "max" {
+		return 0
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	// cgroup v1 reports "no limit" as the largest page-aligned int64.
+	if err != nil || n <= 0 || n >= 1<<62 {
+		return 0
+	}
+	return int64(float64(n) * memoryLimitShare)
+}
