@@ -255,7 +255,13 @@ func (r *MetaAppReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manag
 	}); err != nil {
 		return fmt.Errorf("index metachannels by app: %w", err)
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.Route.kind() == RouteHTTPRoute {
+		// A route deleted or edited by hand is put right at once. Only here:
+		// elsewhere the Gateway API need not be installed (nor cached).
+		b = b.Owns(&gatewayv1.HTTPRoute{})
+	}
+	return b.
 		// An annotation change (ReconcileAnnotation) asks for a pass now, for
 		// instance after a Secret of the app was fixed (Secrets are not watched).
 		For(&platformv1.MetaApp{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
@@ -265,6 +271,8 @@ func (r *MetaAppReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manag
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&rbacv1.ClusterRole{}).
 		Owns(&rbacv1.ClusterRoleBinding{}).
+		// Cached by the managed-by label (CacheOptions), like the tenants'.
+		Owns(&networkingv1.Ingress{}).
 		// status.channels counts the channels that name the app.
 		Watches(&platformv1.MetaChannel{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			if ref := o.(*platformv1.MetaChannel).Spec.AppRef; ref != nil {

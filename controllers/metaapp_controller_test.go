@@ -247,3 +247,37 @@ func TestChannelBehindAMetaAppFollowsTheApp(t *testing.T) {
 		g.Expect(app.Status.Channels).To(Equal(int32(1)))
 	}, timeout, interval).Should(Succeed())
 }
+
+// A MetaApp's Ingress deleted by hand comes back; its path edited by hand is
+// put back (the Ingress is watched, not only applied).
+func TestMetaAppIngressIsPutRight(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	appSecretIn(g, "app-ingfix")
+	g.Expect(k8s.Create(ctx, newMetaApp("ingfix", "app-ingfix"))).To(Succeed())
+	key := types.NamespacedName{Namespace: operatorNamespace, Name: controllers.FrontDoorName("ingfix")}
+
+	var ing networkingv1.Ingress
+	g.Eventually(func() error { return k8s.Get(ctx, key, &ing) }, timeout, interval).Should(Succeed())
+	first := ing.UID
+	g.Expect(k8s.Delete(ctx, &ing)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, key, &ing)).To(Succeed())
+		g.Expect(ing.UID).NotTo(Equal(first), "a new Ingress, not the deleted one")
+		g.Expect(ing.Spec.Rules[0].HTTP.Paths[0].Path).To(Equal("/apps/ingfix/"))
+	}, timeout, interval).Should(Succeed())
+
+	g.Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(ctx, key, &ing); err != nil {
+			return err
+		}
+		ing.Spec.Rules[0].HTTP.Paths[0].Path = "/elsewhere/"
+		return k8s.Update(ctx, &ing)
+	})).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, key, &ing)).To(Succeed())
+		g.Expect(ing.Spec.Rules).To(HaveLen(1))
+		g.Expect(ing.Spec.Rules[0].HTTP.Paths).To(HaveLen(1))
+		g.Expect(ing.Spec.Rules[0].HTTP.Paths[0].Path).To(Equal("/apps/ingfix/"))
+	}, timeout, interval).Should(Succeed())
+}

@@ -11,6 +11,8 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -172,5 +174,41 @@ func TestMetaAppGetsAnHTTPRoute(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		g.Expect(k8s.Get(ctx, types.NamespacedName{Name: "gw"}, app)).To(Succeed())
 		g.Expect(app.Status.WebhookURL).To(Equal("https://hooks.example.com/apps/gw/webhooks/meta"))
+	}, timeout, interval).Should(Succeed())
+}
+
+// A MetaApp's HTTPRoute deleted by hand comes back; its path edited by hand is
+// put back (the HTTPRoute is watched under --route=httproute, not only applied).
+func TestMetaAppHTTPRouteIsPutRight(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	g.Expect(k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "gwfix-app", Namespace: operatorNamespace},
+		StringData: map[string]string{"appSecret": "s", "verifyToken": "v"}})).To(Succeed())
+	g.Expect(k8s.Create(ctx, &platformv1.MetaApp{ObjectMeta: metav1.ObjectMeta{Name: "gwfix"}, Spec: platformv1.MetaAppSpec{AppID: "4242",
+		AppSecretRef: platformv1.SecretKeyRef{Name: "gwfix-app", Key: "appSecret"}, VerifyTokenRef: platformv1.SecretKeyRef{Name: "gwfix-app", Key: "verifyToken"}}})).To(Succeed())
+	key := types.NamespacedName{Namespace: operatorNamespace, Name: controllers.FrontDoorName("gwfix")}
+
+	var r gatewayv1.HTTPRoute
+	g.Eventually(func() error { return k8s.Get(ctx, key, &r) }, timeout, interval).Should(Succeed())
+	first := r.UID
+	g.Expect(k8s.Delete(ctx, &r)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, key, &r)).To(Succeed())
+		g.Expect(r.UID).NotTo(Equal(first), "a new HTTPRoute, not the deleted one")
+		g.Expect(r.Spec.Rules[0].Matches[0].Path.Value).To(HaveValue(Equal("/apps/gwfix/")))
+	}, timeout, interval).Should(Succeed())
+
+	g.Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(ctx, key, &r); err != nil {
+			return err
+		}
+		r.Spec.Rules[0].Matches[0].Path.Value = ptr.To("/elsewhere/")
+		return k8s.Update(ctx, &r)
+	})).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, key, &r)).To(Succeed())
+		g.Expect(r.Spec.Rules).To(HaveLen(1))
+		g.Expect(r.Spec.Rules[0].Matches).To(HaveLen(1))
+		g.Expect(r.Spec.Rules[0].Matches[0].Path.Value).To(HaveValue(Equal("/apps/gwfix/")))
 	}, timeout, interval).Should(Succeed())
 }
