@@ -74,3 +74,30 @@ func DeletionCode(forwardingKey []byte, app, userID string, issuedAt int64) stri
 	m.Write([]byte("omniflow-meta-deletion-code\x00" + app + "\x00" + userID + "\x00" + strconv.FormatInt(issuedAt, 10)))
 	return hex.EncodeToString(m.Sum(nil)[:12])
 }
+
+// NothingHeldCode is the confirmation code of a data-deletion request that came in
+// while no tenant was bound to the app: nothing held the user's data, so nothing was
+// filed, and nothing is stored to remember the request by. Its status page must still
+// say so later, so the code proves itself: the first half of DeletionCode (as
+// deterministic, as opaque), then 12 hex characters of a keyed tag of that half and
+// the app (nothingHeldTag). Only the holder of the forwarding key makes or recognises
+// one; a code of a filed request is taken for one only by a 2^-48 chance.
+func NothingHeldCode(forwardingKey []byte, app, userID string, issuedAt int64) string {
+	head := DeletionCode(forwardingKey, app, userID, issuedAt)[:12]
+	return head + nothingHeldTag(forwardingKey, app, head)
+}
+
+// IsNothingHeldCode says whether code is a NothingHeldCode of the app under this key,
+// in constant time.
+func IsNothingHeldCode(forwardingKey []byte, app, code string) bool {
+	if len(code) != 24 || app == "" {
+		return false
+	}
+	return hmac.Equal([]byte(code[12:]), []byte(nothingHeldTag(forwardingKey, app, code[:12])))
+}
+
+func nothingHeldTag(forwardingKey []byte, app, head string) string {
+	m := hmac.New(sha256.New, forwardingKey)
+	m.Write([]byte("omniflow-meta-deletion-nothing-held\x00" + app + "\x00" + head))
+	return hex.EncodeToString(m.Sum(nil)[:6])
+}

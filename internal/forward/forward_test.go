@@ -83,6 +83,40 @@ func TestDeletionCode(t *testing.T) {
 	}
 }
 
+// A nothing-held code is recognised by the key that made it, for its app only; a
+// filed request's code, another app's, another key's or an edited one is not one.
+func TestNothingHeldCode(t *testing.T) {
+	k := bytes.Repeat([]byte{7}, MinKeyBytes)
+	c := NothingHeldCode(k, "shared", "10160012345678901", 1781100000)
+	if c != NothingHeldCode(k, "shared", "10160012345678901", 1781100000) {
+		t.Fatal("a retry gets another code")
+	}
+	if len(c) != 24 || bytes.Contains([]byte(c), []byte("1016001")) {
+		t.Errorf("code %q", c)
+	}
+	edited := []byte(c)
+	edited[23] ^= 1
+	for name, tc := range map[string]struct {
+		app, code string
+		key       []byte
+		want      bool
+	}{
+		"its own":      {"shared", c, k, true},
+		"another":      {"shared", NothingHeldCode(k, "shared", "10160012345678901", 1781100001), k, true},
+		"a filed code": {"shared", DeletionCode(k, "shared", "10160012345678901", 1781100000), k, false},
+		"other app":    {"other", c, k, false},
+		"no app":       {"", NothingHeldCode(k, "", "1", 1), k, false},
+		"other key":    {"shared", c, bytes.Repeat([]byte{8}, MinKeyBytes), false},
+		"edited":       {"shared", string(edited), k, false},
+		"short":        {"shared", c[:23], k, false},
+		"made up":      {"shared", "0123456789abcdef01234567", k, false},
+	} {
+		if got := IsNothingHeldCode(tc.key, tc.app, tc.code); got != tc.want {
+			t.Errorf("%s: %v, want %v", name, got, tc.want)
+		}
+	}
+}
+
 func TestSignerSignsAsSign(t *testing.T) {
 	k := TenantKey(bytes.Repeat([]byte{7}, MinKeyBytes), "acme")
 	s := NewSigner(k, "acme")

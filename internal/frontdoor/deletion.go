@@ -77,8 +77,14 @@ func (s *Server) dataDeletion(w http.ResponseWriter, r *http.Request) (int, stri
 		log.Info("Data-deletion callback refused", "reason", err.Error())
 		return http.StatusBadRequest, DeletionUnauthorized, "bad request\n"
 	}
-	code := forward.DeletionCode(s.cfg.ForwardingKey, s.cfg.App, sr.UserID, sr.IssuedAt)
 	bound := s.cfg.Table.Bound()
+	if len(bound) == 0 {
+		// No tenant is bound: nothing holds the app's data, nothing is filed and
+		// nothing stored. The code itself tells its status page so (NothingHeldCode).
+		log.Info("Data-deletion callback with no tenant bound to the app: nothing held, nothing filed")
+		return http.StatusOK, DeletionNoTenant, forward.NothingHeldCode(s.cfg.ForwardingKey, s.cfg.App, sr.UserID, sr.IssuedAt)
+	}
+	code := forward.DeletionCode(s.cfg.ForwardingKey, s.cfg.App, sr.UserID, sr.IssuedAt)
 	failed := s.eachTenant(len(bound), func(i int) string { return bound[i].Tenant }, "Data-deletion request not filed by a tenant's worker; Meta will call again", func(i int) error {
 		f := forward.DeletionFiling{Code: code, App: s.cfg.App, Platform: string(bound[i].DeletionPlatform), UserID: sr.UserID}
 		return s.fileDeletion(r.Context(), bound[i], f)
@@ -86,12 +92,8 @@ func (s *Server) dataDeletion(w http.ResponseWriter, r *http.Request) (int, stri
 	if failed > 0 {
 		return http.StatusServiceUnavailable, DeletionWorkerFailed, "the request could not be recorded; try again later\n"
 	}
-	result := DeletionFiled
-	if len(bound) == 0 {
-		result = DeletionNoTenant
-	}
 	log.Info("Data-deletion request filed from Meta's callback", "tenants", len(bound))
-	return http.StatusOK, result, code
+	return http.StatusOK, DeletionFiled, code
 }
 
 // statusURL is where the person follows the request: under PublicBaseURL when set,
@@ -176,6 +178,13 @@ func (s *Server) handleDeletionStatus(w http.ResponseWriter, r *http.Request) {
 		webhookhttp.WriteText(w, http.StatusNotFound, "unknown confirmation code\n")
 		return
 	}
+	// A code given while no tenant was bound: recognised by its keyed tag, without
+	// any record and whatever is bound now (it tells of the time of the request).
+	if forward.IsNothingHeldCode(s.cfg.ForwardingKey, s.cfg.App, code) {
+		w.Header().Set("Cache-Control", "no-store")
+		webhookhttp.WriteText(w, http.StatusOK, NothingHeldPage(code))
+		return
+	}
 	if !s.cfg.Table.Synced() {
 		webhookhttp.WriteText(w, http.StatusServiceUnavailable, "the status is not available right now; try again later\n")
 		return
@@ -203,6 +212,17 @@ func (s *Server) handleDeletionStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	webhookhttp.WriteText(w, http.StatusOK, DeletionStatusPage(code, known, unavailable))
+}
+
+// NothingHeldPage renders the status of a request that came in while the app served
+// no tenant: nothing of the person was held, so nothing was to be deleted.
+func NothingHeldPage(code string) string {
+	var b strings.Builder
+	b.WriteString("Data deletion request\n\n")
+	fmt.Fprintf(&b, "Confirmation code: %s\n", code)
+	fmt.Fprintf(&b, "Status: %s\n\n", platformv1.DeletionCompleted)
+	b.WriteString("No data of this user was held: when the request was received, this app served no tenant (no organisation used it), so nothing about this user was stored and there was nothing to delete.\n")
+	return b.String()
 }
 
 // DeletionStatusPage renders, for the person who asked, the state of a request kept

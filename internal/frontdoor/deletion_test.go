@@ -213,6 +213,55 @@ func TestDataDeletionCallbackFilesInEveryBoundTenant(t *testing.T) {
 	g.Expect(logs.String()).NotTo(ContainSubstring(payloadPart))
 }
 
+// With no tenant bound to the app, Meta's callback gets a code whose status page says,
+// with 200, that nothing of the user was held: recognised from the code alone (nothing
+// is stored, and the page says the same once a tenant is bound), while a code the door
+// did not give this way stays unknown.
+func TestDataDeletionWithNoTenantSaysNothingWasHeld(t *testing.T) {
+	g := NewWithT(t)
+	logs := &syncBuffer{}
+	d := newDoorWith(t, Config{App: "shared", ForwardTimeout: 10 * time.Second, Log: logr.FromSlogHandler(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.Level(-4)}))},
+		[]Tenant{}...)
+	var answer struct {
+		URL  string `json:"url"`
+		Code string `json:"confirmation_code"`
+	}
+	for range 2 { // Meta's retry gets the same code
+		code, body := d.callback("/meta/data-deletion", signedRequest(deletionUser, 1781100000))
+		g.Expect(code).To(Equal(http.StatusOK), body)
+		g.Expect(json.Unmarshal([]byte(body), &answer)).To(Succeed())
+		g.Expect(answer.Code).To(Equal(forward.NothingHeldCode(forwardingKey, "shared", deletionUser, 1781100000)))
+	}
+	g.Expect(answer.Code).To(MatchRegexp(`^[0-9a-f]{24}$`))
+	g.Expect(answer.URL).To(Equal(d.http.URL + "/meta/deletion-status/" + answer.Code))
+
+	code, page := d.get("/meta/deletion-status/" + answer.Code)
+	g.Expect(code).To(Equal(http.StatusOK), page)
+	g.Expect(page).To(ContainSubstring("Confirmation code: " + answer.Code))
+	g.Expect(page).To(ContainSubstring("Status: Completed"))
+	g.Expect(page).To(ContainSubstring("No data of this user was held"))
+	g.Expect(page).NotTo(ContainSubstring(deletionUser))
+
+	// Codes the door did not give for "nothing held" stay unknown: made up, edited, a
+	// filed request's code, another app's.
+	edited := []byte(answer.Code)
+	edited[0] ^= 1
+	for _, other := range []string{"0123456789abcdef01234567", string(edited),
+		forward.DeletionCode(forwardingKey, "shared", deletionUser, 1781100000),
+		forward.NothingHeldCode(forwardingKey, "other", deletionUser, 1781100000)} {
+		code, page = d.get("/meta/deletion-status/" + other)
+		g.Expect(code).To(Equal(http.StatusNotFound), other)
+		g.Expect(page).To(Equal("unknown confirmation code\n"))
+	}
+
+	// A tenant bound later changes nothing to what was held at the time.
+	g.Expect(d.table.Replace([]Tenant{{Name: "acme", Worker: "http://127.0.0.1:1", Channels: []RouteChannel{{Platform: meta.Messenger, Messenger: acmeChannels[1].Messenger}}}})).To(Succeed())
+	code, page = d.get("/meta/deletion-status/" + answer.Code)
+	g.Expect(code).To(Equal(http.StatusOK), page)
+	g.Expect(page).To(ContainSubstring("No data of this user was held"))
+	g.Expect(logs.String()).NotTo(ContainSubstring(deletionUser))
+}
+
 // A front door that names no MetaApp cannot file requests for one: a stable 501.
 func TestDataDeletionCallbackNeedsAnApp(t *testing.T) {
 	d := newDoor(t, Tenant{Name: "acme", Worker: "http://127.0.0.1:1", Channels: []RouteChannel{{Platform: meta.Messenger, Messenger: acmeChannels[1].Messenger}}})
