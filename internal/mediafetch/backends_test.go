@@ -202,43 +202,18 @@ func (c *releaseCounter) ReleaseFile(ctx context.Context, k store.FileKey, next 
 // and due times are read from the database beneath the store.
 func TestARefusedTokenHeldAcrossLeasesSpendsNoAttemptOnSQLite(t *testing.T) {
 	g := NewWithT(t)
-	dir := t.TempDir()
-	st, err := sqlite.Open(dir, sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, sqlite.FileName)+"?mode=ro&_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	attempts := func() int {
-		var n int
-		g.Expect(db.QueryRow(`SELECT attempts FROM files`).Scan(&n)).To(Succeed())
-		return n
-	}
+	st, db, attempts := sqliteWithReader(t, g)
 
 	ctx := context.Background()
 	srv := newMetaServer(t, token)
 	data := payload(6_000, 31)
 	srv.set("walong", &medium{data: data, mime: "image/jpeg"})
 	reg := channels.NewRegistry()
-	setToken := func(tok string) {
-		g.Expect(reg.Upsert(channels.Channel{Name: waChannel, Platform: meta.WhatsApp,
-			WhatsApp:  &channels.WhatsAppIDs{PhoneNumberID: "111", BusinessAccountID: "999"},
-			AppSecret: "s", VerifyToken: "v", AccessToken: tok, GraphAPIBaseURL: srv.srv.URL})).To(Succeed())
-	}
+	setToken := func(tok string) { upsertWhatsApp(g, reg, srv, tok) }
 	setToken("EAArevoked")
 	clk := clocktesting.NewFakeClock(time.Now())
 	const id = "wamid.long"
-	_, err = st.Commit(ctx, &meta.Batch{
-		Messages: []meta.Message{{Platform: meta.WhatsApp, Channel: waChannel, ID: id, Subject: "15550001111",
-			Direction: meta.Inbound, Type: "image", Timestamp: clk.Now()}},
-		Files: []meta.File{{Platform: meta.WhatsApp, Channel: waChannel, MessageID: id, Subject: "15550001111",
-			Kind: "image", MediaID: "walong"}},
-	})
-	g.Expect(err).NotTo(HaveOccurred())
+	commitWhatsAppFile(g, st, id, "walong", clk.Now())
 
 	fs := &releaseCounter{FileStore: fileStore(t, st)}
 	cfg := Config{Store: fs, Channels: reg, GraphAPIVersion: testVersion, RequestTimeout: time.Second,
@@ -287,4 +262,96 @@ func TestARefusedTokenHeldAcrossLeasesSpendsNoAttemptOnSQLite(t *testing.T) {
 	g.Expect(readFile(t, fs, k)).To(Equal(data))
 	g.Expect(attempts()).To(Equal(1), "the fetch that worked is the only attempt counted")
 	g.Expect(srv.count(srv.lookups, "walong")).To(Equal(2))
+}
+
+// sqliteWithReader opens a real SQLite store and, beside it, a read-only handle on its
+// database, with which attempts() reads the one file record's attempt count.
+func sqliteWithReader(t *testing.T, g Gomega) (store.Store, *sql.DB, func() int) {
+	dir := t.TempDir()
+	st, err := sqlite.Open(dir, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, sqlite.FileName)+"?mode=ro&_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return st, db, func() int {
+		var n int
+		g.Expect(db.QueryRow(`SELECT attempts FROM files`).Scan(&n)).To(Succeed())
+		return n
+	}
+}
+
+// upsertWhatsApp puts waChannel, with tok, at srv's Graph API into reg.
+func upsertWhatsApp(g Gomega, reg *channels.Registry, srv *metaServer, tok string) {
+	g.ExpectWithOffset(1, reg.Upsert(channels.Channel{Name: waChannel, Platform: meta.WhatsApp,
+		WhatsApp:  &channels.WhatsAppIDs{PhoneNumberID: "111", BusinessAccountID: "999"},
+		AppSecret: "s", VerifyToken: "v", AccessToken: tok, GraphAPIBaseURL: srv.srv.URL})).To(Succeed())
+}
+
+// commitWhatsAppFile commits one inbound WhatsApp message id with one file of mediaID.
+func commitWhatsAppFile(g Gomega, st store.Store, id, mediaID string, at time.Time) {
+	_, err := st.Commit(context.Background(), &meta.Batch{
+		Messages: []meta.Message{{Platform: meta.WhatsApp, Channel: waChannel, ID: id, Subject: "15550001111",
+			Direction: meta.Inbound, Type: "image", Timestamp: at}},
+		Files: []meta.File{{Platform: meta.WhatsApp, Channel: waChannel, MessageID: id, Subject: "15550001111",
+			Kind: "image", MediaID: mediaID}},
+	})
+	g.ExpectWithOffset(1, err).NotTo(HaveOccurred())
+}
+
+// A download cut short by shutdown is given back to the store: no attempt spent, due at
+// once, so that the restarted fetcher takes it without the clock moving at all (a file
+// left to its lease would wait 72 s here, its attempt counted). Read from the database
+// beneath a real SQLite store.
+func TestADownloadCutShortByShutdownIsReleasedOnSQLite(t *testing.T) {
+	g := NewWithT(t)
+	st, db, attempts := sqliteWithReader(t, g)
+	ctx := context.Background()
+	srv := newMetaServer(t, token)
+	data := payload(4_000, 41)
+	srv.set("wacut", &medium{data: data, mime: "image/jpeg", block: make(chan struct{})}) // stalls until shutdown
+	reg := channels.NewRegistry()
+	upsertWhatsApp(g, reg, srv, token)
+	clk := clocktesting.NewFakeClock(time.Now())
+	const id = "wamid.cut"
+	commitWhatsAppFile(g, st, id, "wacut", clk.Now())
+	fs := fileStore(t, st)
+	cfg := Config{Store: fs, Channels: reg, GraphAPIVersion: testVersion, RequestTimeout: time.Second,
+		DownloadTimeout: time.Minute, MaxAttempts: 3, PollInterval: time.Hour, Clock: clk, Log: logr.Discard()}
+	start := func() (stop func()) {
+		f, err := New(cfg)
+		g.Expect(err).NotTo(HaveOccurred())
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); f.Run(runCtx) }()
+		return func() { cancel(); <-done }
+	}
+
+	stop := start()
+	g.Eventually(func() int { return srv.count(srv.downloads, "wacut") }, 10*time.Second).Should(Equal(1), "the download is under way")
+	g.Expect(attempts()).To(Equal(1), "the claim counted an attempt")
+	stop() // Run returns only once the interrupted file was given back
+	g.Expect(attempts()).To(BeZero(), "the interrupted attempt is taken back")
+	var nextAt int64
+	g.Expect(db.QueryRow(`SELECT next_at FROM files`).Scan(&nextAt)).To(Succeed())
+	g.Expect(nextAt).To(BeNumerically("<=", clk.Now().UnixMilli()), "due at once, not at the lease's end")
+
+	// The restart, the clock where it was: the file is fetched at once.
+	srv.set("wacut", &medium{data: data, mime: "image/jpeg"})
+	t.Cleanup(start())
+	k := store.FileKey{Platform: meta.WhatsApp, MessageID: id}
+	g.Eventually(func() error {
+		r, err := fs.OpenFile(ctx, k)
+		if err == nil {
+			_ = r.Close()
+		}
+		return err
+	}, 10*time.Second).Should(Succeed())
+	g.Expect(readFile(t, fs, k)).To(Equal(data))
+	g.Expect(attempts()).To(Equal(1), "the fetch that worked is the only attempt counted")
+	g.Expect(srv.count(srv.downloads, "wacut")).To(Equal(2))
 }

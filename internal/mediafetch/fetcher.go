@@ -218,8 +218,10 @@ func (f *Fetcher) Notify() {
 	}
 }
 
-// Run fetches until ctx ends, then waits for the downloads in flight (they end with ctx:
-// an interrupted file stays pending, its lease runs out and it is fetched again).
+// Run fetches until ctx ends, then waits for the downloads in flight: they end with ctx,
+// and each interrupted file is released, due at once and its attempt taken back, so that
+// the next fetcher takes it without waiting for its lease. The store must stay open
+// until Run returns (the worker closes it only after its tasks returned, internal/ingest).
 func (f *Fetcher) Run(ctx context.Context) {
 	clk := f.cfg.Clock
 	var wg sync.WaitGroup
@@ -438,6 +440,22 @@ func (f *Fetcher) releaseParked(ctx context.Context, k store.FileKey, now time.T
 	}
 }
 
+// releaseInterruptedTimeout bounds the release of a file cut short by shutdown: the
+// worker's shutdown waits for it.
+const releaseInterruptedTimeout = 5 * time.Second
+
+// releaseInterrupted returns a file whose download shutdown cut short to the store, due
+// now and without its claim counting. ctx has ended: the release runs on a context of
+// its own, bounded.
+func (f *Fetcher) releaseInterrupted(ctx context.Context, k store.FileKey) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseInterruptedTimeout)
+	defer cancel()
+	if err := f.cfg.Store.ReleaseFile(rctx, k, f.cfg.Clock.Now()); err != nil && !errors.Is(err, store.ErrFileGone) {
+		// Its lease runs out and the file is fetched again, the claim's attempt counted.
+		f.cfg.Log.Error(err, "Releasing a file cut short by shutdown failed")
+	}
+}
+
 func (f *Fetcher) takeChanged() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -460,8 +478,9 @@ func (f *Fetcher) run(ctx context.Context, job store.FetchJob) {
 		out = f.fetchJob(ctx, job, ch, found)
 	}
 	if ctx.Err() != nil && out.verdict != vOK {
-		// Interrupted by shutdown, not failed: nothing is recorded, the lease runs out and
-		// the next worker tries again (the claim counted one attempt, as for a crash).
+		// Interrupted by shutdown, not failed: no outcome is recorded and the claim is
+		// given back, so that a restart fetches the file at once with no attempt spent.
+		f.releaseInterrupted(ctx, job.Key)
 		f.release(job.Key)
 		return
 	}
