@@ -88,15 +88,23 @@ func serveMedia(listen, token string, out io.Writer) error {
 	base := "http://" + ln.Addr().String()
 	content := &mediaContent{blocks: map[int][]byte{}}
 	mux := http.NewServeMux()
-	authorized := func(r *http.Request) bool { return r.Header.Get("Authorization") == "Bearer "+token }
-	mux.HandleFunc("GET /{version}/{id}", func(w http.ResponseWriter, r *http.Request) {
-		data, err := content.of(r.PathValue("id"))
-		switch {
-		case !authorized(r):
+	// media answers 401 without the token and 404 for an id it does not serve, as
+	// Meta's Graph API and CDN do; ok says the caller may answer with data.
+	media := func(w http.ResponseWriter, r *http.Request) (data []byte, ok bool) {
+		if r.Header.Get("Authorization") != "Bearer "+token {
 			w.WriteHeader(http.StatusUnauthorized)
-			return
-		case err != nil:
+			return nil, false
+		}
+		data, err := content.of(r.PathValue("id"))
+		if err != nil {
 			w.WriteHeader(http.StatusNotFound)
+			return nil, false
+		}
+		return data, true
+	}
+	mux.HandleFunc("GET /{version}/{id}", func(w http.ResponseWriter, r *http.Request) {
+		data, ok := media(w, r)
+		if !ok {
 			return
 		}
 		sum := sha256.Sum256(data)
@@ -105,13 +113,8 @@ func serveMedia(listen, token string, out io.Writer) error {
 			"url": base + "/cdn/" + r.PathValue("id")})
 	})
 	mux.HandleFunc("GET /cdn/{id}", func(w http.ResponseWriter, r *http.Request) {
-		data, err := content.of(r.PathValue("id"))
-		switch {
-		case !authorized(r):
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		case err != nil:
-			w.WriteHeader(http.StatusNotFound)
+		data, ok := media(w, r)
+		if !ok {
 			return
 		}
 		w.Header().Set("Content-Type", "image/jpeg")

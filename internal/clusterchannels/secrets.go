@@ -6,12 +6,11 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
+	"github.com/omniflowcrm/omniflow-operator/internal/secretwatch"
 )
 
 // secretWatch is the watch of one Secret by name (field selector metadata.name), which a
@@ -64,18 +63,7 @@ func (w *Watcher) watchSecret(name string) *secretWatch {
 	if sw, ok := w.secretWatches[name]; ok {
 		return sw
 	}
-	byName := func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
-	}
-	lw := toolscache.NewFilteredListWatchFromClient(w.clientset.CoreV1().RESTClient(), "secrets", w.cfg.Namespace, byName)
-	inf := toolscache.NewSharedIndexInformer(lw, &corev1.Secret{}, 0, toolscache.Indexers{})
-	// Only the data is read: the managed fields are dropped from what is kept.
-	_ = inf.SetTransform(func(obj any) (any, error) {
-		if o, ok := obj.(metav1.Object); ok {
-			o.SetManagedFields(nil)
-		}
-		return obj, nil
-	})
+	inf := secretwatch.Informer(w.clientset, w.cfg.Namespace, name)
 	watchCtx, stop := context.WithCancel(w.watchCtx)
 	sw := &secretWatch{name: name, informer: inf, stop: stop, answered: make(chan struct{})}
 	// Refused (the Role does not name the Secret yet) or failed: the reflector tries

@@ -18,13 +18,12 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/datakey"
+	"github.com/omniflowcrm/omniflow-operator/internal/secretwatch"
 )
 
 // Config configures a Watcher.
@@ -109,17 +108,7 @@ func (w *Watcher) WaitLoaded(ctx context.Context, timeout time.Duration) error {
 
 // Run watches the Secret until ctx ends.
 func (w *Watcher) Run(ctx context.Context) error {
-	byName := func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", w.cfg.Name).String()
-	}
-	lw := toolscache.NewFilteredListWatchFromClient(w.clientset.CoreV1().RESTClient(), "secrets", w.cfg.Namespace, byName)
-	inf := toolscache.NewSharedIndexInformer(lw, &corev1.Secret{}, 0, toolscache.Indexers{})
-	_ = inf.SetTransform(func(obj any) (any, error) {
-		if o, ok := obj.(metav1.Object); ok {
-			o.SetManagedFields(nil)
-		}
-		return obj, nil
-	})
+	inf := secretwatch.Informer(w.clientset, w.cfg.Namespace, w.cfg.Name)
 	_ = inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *toolscache.Reflector, err error) {
 		// Refused or failed: the reflector retries with its own backoff; a ring already
 		// loaded stays in force meanwhile.

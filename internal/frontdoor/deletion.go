@@ -47,13 +47,7 @@ func (s *Server) handleDataDeletion(w http.ResponseWriter, r *http.Request) {
 		webhookhttp.WriteText(w, code, text)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	_ = json.NewEncoder(w).Encode(struct {
-		URL              string `json:"url"`
-		ConfirmationCode string `json:"confirmation_code"`
-	}{s.statusURL(r, text), text})
+	webhookhttp.WriteDeletionAccepted(w, s.statusURL(r, text), text)
 }
 
 // dataDeletion verifies and files the request; it returns the status code, the metric

@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -58,13 +57,7 @@ func (s *Server) handleDataDeletion(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log.Info("Data-deletion request filed from Meta's callback")
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	_ = json.NewEncoder(w).Encode(struct {
-		URL              string `json:"url"`
-		ConfirmationCode string `json:"confirmation_code"`
-	}{s.deletionStatusURL(r, code), code})
+	webhookhttp.WriteDeletionAccepted(w, s.deletionStatusURL(r, code), code)
 }
 
 // deletionStatusURL is where the person follows the request: under --public-base-url

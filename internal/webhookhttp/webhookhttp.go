@@ -1,8 +1,10 @@
 // Package webhookhttp holds the HTTP plumbing the worker and the front door share: plain
-// text answers, and the run-count-answer shape of a webhook POST.
+// text answers, the run-count-answer shape of a webhook POST, and the answer to Meta's
+// data-deletion callback.
 package webhookhttp
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -15,6 +17,18 @@ func WriteText(w http.ResponseWriter, code int, body string) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	_, _ = io.WriteString(w, body)
+}
+
+// WriteDeletionAccepted answers Meta's data-deletion callback with what Meta expects:
+// the URL where the person follows the request, and its confirmation code.
+func WriteDeletionAccepted(w http.ResponseWriter, statusURL, code string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_ = json.NewEncoder(w).Encode(struct {
+		URL              string `json:"url"`
+		ConfirmationCode string `json:"confirmation_code"`
+	}{statusURL, code})
 }
 
 // Answer runs a POST path, which returns its status code and metric result without
