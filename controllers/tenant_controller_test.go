@@ -180,11 +180,18 @@ func TestTenantProvisionsEverythingOwnedAndLabelled(t *testing.T) {
 
 // provisioningEvents are the Events about a Tenant and the objects in its
 // namespace.
+// provisioningEvents lists the operator's Events about the tenant or
+// anything in its namespace. Events other components report are left out:
+// the API server's own Service IP repair loop may warn about a Service it
+// saw mid-creation, which says nothing of the operator.
 func provisioningEvents(g Gomega, tenant, ns string) []eventsv1.Event {
 	var evs eventsv1.EventList
 	g.Expect(k8s.List(context.Background(), &evs)).To(Succeed())
 	var out []eventsv1.Event
 	for _, e := range evs.Items {
+		if e.ReportingController != "omniflow-operator" {
+			continue
+		}
 		if (e.Regarding.Kind == "Tenant" && e.Regarding.Name == tenant) || e.Regarding.Namespace == ns {
 			out = append(out, e)
 		}
