@@ -1,0 +1,246 @@
+package store
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/datakey"
+)
+
+// Encryption at rest (docs/encryption.md). A store opened with Keys seals every
+// record's document (message text and raw fragment, contact profile fields, lead
+// tokens, file URLs: everything a record holds beyond its searchable columns) and the
+// bytes of shared files under the tenant's data key, and keeps the identifiers it
+// must search by (message ids, subject identifiers, content addresses) as keyed
+// hashes. A store opened without Keys stores them in clear, as stores did before.
+//
+// Stored forms, both plain text so that both backends keep their TEXT columns:
+//
+//   - a sealed document is SealedDocPrefix followed by the base64 (standard, no
+//     padding) of datakey.Ring.Seal's output; a document in clear is JSON and starts
+//     with '{', so the two never look alike;
+//   - a hashed identifier is HashedIDPrefix followed by the base64url (no padding) of
+//     the first HashedIDSize bytes of datakey.Ring.Hash; no platform identifier
+//     starts with it.
+
+const (
+	// SealedDocPrefix starts every sealed document.
+	SealedDocPrefix = "~1:"
+	// HashedIDPrefix starts every hashed identifier.
+	HashedIDPrefix = "h:"
+	// HashedIDSize is how many bytes of the HMAC a hashed identifier keeps: 128 bits,
+	// collision-free for any tenant's number of records.
+	HashedIDSize = 16
+)
+
+// Purposes of keyed hashes: one per kind of identifier, so that equal values of
+// different kinds hash differently. Every column holding a subject identifier (the
+// subject, its alternative, wa_id, user_id, an identity change's old and new ids)
+// uses PurposeSubject, so that one hash finds the person in all of them.
+const (
+	PurposeMessageID = "message-id"
+	PurposeSubject   = "subject"
+	PurposeLeadID    = "lead-id"
+	PurposeContent   = "file-content"
+)
+
+// ErrKeyUnavailable: a sealed record cannot be opened, or a record sealed, because the
+// tenant's data key is not available (not loaded yet, or destroyed by the erasure).
+var ErrKeyUnavailable = errors.New("store: the tenant's data key is not available")
+
+// Keys is what a store seals and hashes with. A nil *Keys stores in clear.
+type Keys struct {
+	src datakey.Source
+}
+
+// NewKeys returns the Keys of a Source; a nil Source gives nil (clear).
+func NewKeys(src datakey.Source) *Keys {
+	if src == nil {
+		return nil
+	}
+	return &Keys{src: src}
+}
+
+// Enabled reports whether the store encrypts.
+func (k *Keys) Enabled() bool { return k != nil }
+
+// Sealing returns the ring in force for one unit of work (a transaction, a read):
+// every seal, open and hash of that unit uses it, so that a rotation in the middle of
+// a transaction cannot mix versions within it. With nil Keys it is the clear Sealing.
+func (k *Keys) Sealing() (Sealing, error) {
+	if k == nil {
+		return Sealing{}, nil
+	}
+	r, err := k.src.Ring()
+	if err != nil {
+		return Sealing{}, fmt.Errorf("%w: %w", ErrKeyUnavailable, err)
+	}
+	return Sealing{ring: r}, nil
+}
+
+// Sealing seals, opens and hashes under one ring; its zero value is clear.
+type Sealing struct {
+	ring *datakey.Ring
+}
+
+// Encrypts reports whether this Sealing seals (false: clear).
+func (s Sealing) Encrypts() bool { return s.ring != nil }
+
+// ActiveVersion is the key version new records are sealed under; 0 in clear.
+func (s Sealing) ActiveVersion() datakey.Version {
+	if s.ring == nil {
+		return 0
+	}
+	return s.ring.ActiveVersion()
+}
+
+// SealDoc is the stored form of a record's document, identified by its table and
+// the stored (hashed) values of its unique key: the identity is the associated
+// data, so a sealed document moved to another record, table or tenant fails to open.
+func (s Sealing) SealDoc(doc []byte, table string, key ...string) (string, error) {
+	if s.ring == nil {
+		return string(doc), nil
+	}
+	sealed, err := s.ring.Seal(doc, datakey.Identity(table, key...))
+	if err != nil {
+		return "", fmt.Errorf("seal %s record: %w", table, err)
+	}
+	return SealedDocPrefix + base64.RawStdEncoding.EncodeToString(sealed), nil
+}
+
+// OpenDoc is the document a stored form holds. A document in clear (stored before
+// the store encrypted) is returned as it is; a sealed one needs the ring it was
+// sealed under and the same identity.
+func (s Sealing) OpenDoc(stored string, table string, key ...string) ([]byte, error) {
+	raw, sealed, err := decodeSealed(stored)
+	if err != nil {
+		return nil, fmt.Errorf("open %s record: %w", table, err)
+	}
+	if !sealed {
+		return []byte(stored), nil
+	}
+	if s.ring == nil {
+		return nil, fmt.Errorf("open %s record: %w", table, ErrKeyUnavailable)
+	}
+	doc, err := s.ring.Open(raw, datakey.Identity(table, key...))
+	if err != nil {
+		return nil, fmt.Errorf("open %s record: %w", table, err)
+	}
+	return doc, nil
+}
+
+// SealBytes seals one chunk of a shared file's bytes, stored under the content
+// address addr (ID(PurposeContent, ...)): its index and whether it is the last are
+// part of the identity, so chunks cannot be reordered, dropped at the end or moved
+// to another file. Clear Sealing returns the chunk as it is.
+func (s Sealing) SealBytes(chunk []byte, addr string, index int, last bool) ([]byte, error) {
+	if s.ring == nil {
+		return chunk, nil
+	}
+	out, err := s.ring.Seal(chunk, chunkIdentity(addr, index, last))
+	if err != nil {
+		return nil, fmt.Errorf("seal file bytes: %w", err)
+	}
+	return out, nil
+}
+
+// OpenBytes opens a chunk sealed by SealBytes. Clear Sealing returns it as it is:
+// a store that encrypts knows from the file's record whether its bytes are sealed.
+func (s Sealing) OpenBytes(stored []byte, addr string, index int, last bool) ([]byte, error) {
+	if s.ring == nil {
+		return stored, nil
+	}
+	out, err := s.ring.Open(stored, chunkIdentity(addr, index, last))
+	if err != nil {
+		return nil, fmt.Errorf("open file bytes: %w", err)
+	}
+	return out, nil
+}
+
+func chunkIdentity(addr string, index int, last bool) []byte {
+	return datakey.Identity("file-bytes", addr, strconv.Itoa(index), strconv.FormatBool(last))
+}
+
+// ID is the stored form of a searchable identifier: its keyed hash for the purpose,
+// or the identifier itself in clear. The empty identifier stays empty (an absent
+// value). It always hashes: a caller holding a stored value that may already be a
+// hash (the reseal pass, a walk over stored columns) checks IsHashedID first.
+func (s Sealing) ID(purpose, value string) string {
+	if s.ring == nil || value == "" {
+		return value
+	}
+	sum := s.ring.Hash(purpose, []byte(value))
+	return HashedIDPrefix + base64.RawURLEncoding.EncodeToString(sum[:HashedIDSize])
+}
+
+// IDs is ID of each value, in order.
+func (s Sealing) IDs(purpose string, values []string) []string {
+	out := make([]string, len(values))
+	for i, v := range values {
+		out[i] = s.ID(purpose, v)
+	}
+	return out
+}
+
+// IsHashedID reports whether a stored identifier is a keyed hash.
+func IsHashedID(v string) bool { return strings.HasPrefix(v, HashedIDPrefix) }
+
+// IsSealedDoc reports whether a stored document is sealed.
+func IsSealedDoc(stored string) bool { return strings.HasPrefix(stored, SealedDocPrefix) }
+
+// DocVersion is the key version a stored document is sealed under, 0 for one in
+// clear: what a reseal pass reads to find the records to bring to the active version.
+func DocVersion(stored string) (datakey.Version, error) {
+	raw, sealed, err := decodeSealed(stored)
+	if err != nil || !sealed {
+		return 0, err
+	}
+	return datakey.VersionOf(raw)
+}
+
+func decodeSealed(stored string) ([]byte, bool, error) {
+	if !IsSealedDoc(stored) {
+		return nil, false, nil
+	}
+	raw, err := base64.RawStdEncoding.DecodeString(stored[len(SealedDocPrefix):])
+	if err != nil {
+		return nil, true, fmt.Errorf("sealed document: %w", datakey.ErrFormat)
+	}
+	return raw, true, nil
+}
+
+// Resealer is implemented by the stores: the background pass that brings every
+// record to the active key version. It seals documents and file bytes stored in
+// clear (a store that encrypted nothing before, or a ring newly given), hashes the
+// identifiers stored in clear, and reseals what an older key version sealed. The
+// pass keeps its position in the store, so that it resumes where a crash left it,
+// and each call is one short transaction, so that deliveries are not held up.
+type Resealer interface {
+	// Reseal brings up to limit records (documents, file chunks) to the active
+	// version and reports how many it changed and whether the store is now wholly
+	// under the active version. Without Keys it does nothing and reports done.
+	Reseal(ctx context.Context, limit int) (changed int, done bool, err error)
+	// EncryptionState is what the pass has established.
+	EncryptionState(ctx context.Context) (EncryptionState, error)
+}
+
+// EncryptionState says how far a store is encrypted.
+type EncryptionState struct {
+	// Encrypts: the store was opened with Keys.
+	Encrypts bool `json:"encrypts"`
+	// ActiveVersion is the key version new records are sealed under.
+	ActiveVersion datakey.Version `json:"activeVersion,omitempty"`
+	// SealedVersion is the version every record was brought to by the last complete
+	// pass, 0 when no pass has completed: the store is fully encrypted under the
+	// active key when it equals ActiveVersion.
+	SealedVersion datakey.Version `json:"sealedVersion,omitempty"`
+}
+
+// FullyEncrypted reports whether every record is sealed under the active version.
+func (e EncryptionState) FullyEncrypted() bool {
+	return e.Encrypts && e.ActiveVersion != 0 && e.SealedVersion == e.ActiveVersion
+}
