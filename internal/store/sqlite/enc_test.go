@@ -1,13 +1,19 @@
 package sqlite
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"reflect"
+	"syscall"
 	"testing"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
@@ -147,4 +153,94 @@ func openedBlob(t *testing.T, sl store.Sealing, b []byte) []byte {
 		t.Fatalf("open a stored blob: %v", err)
 	}
 	return clear
+}
+
+// resealChildEnv carries the key ring (JSON) to TestResealChildProcess, which runs in
+// the data directory as its working directory.
+const resealChildEnv = "OMNIFLOW_TEST_RESEAL_CHILD"
+
+// TestResealChildProcess is TestKilledMidReseal's child: it runs the reseal pass one
+// record at a time, forever, saying so after the first batches. It does nothing when
+// run by itself.
+func TestResealChildProcess(t *testing.T) {
+	ring := os.Getenv(resealChildEnv)
+	if ring == "" {
+		t.Skip("run by TestKilledMidReseal")
+	}
+	var data map[string][]byte
+	if err := json.Unmarshal([]byte(ring), &data); err != nil {
+		t.Fatal(err)
+	}
+	s := openFiles(t, ".", Options{Keys: storetest.KeysOf(t, data)})
+	for i := 0; ; i++ {
+		if _, done, err := s.Reseal(context.Background(), 1); err != nil || done {
+			fmt.Printf("reseal: done %v, %v\n", done, err)
+			return
+		}
+		if i == 20 {
+			fmt.Println("resealing")
+		}
+	}
+}
+
+// A worker killed (SIGKILL) in the middle of the reseal pass loses nothing: the next
+// open reads everything, the pass resumes and completes, and the export is what it
+// was before the pass.
+func TestKilledMidReseal(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := openFiles(t, dir, Options{})
+	storetest.Populate(t, s, 200)
+	before := storetest.Export(t, s, nil)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data := storetest.NewKeyData(t)
+	ring, err := json.Marshal(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestResealChildProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), resealChildEnv+"="+string(ring))
+	cmd.Dir = dir
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "resealing\n" {
+		_ = cmd.Process.Kill()
+		t.Fatalf("child said %q, %v", line, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait() // killed: its error is the signal
+
+	s = openFiles(t, dir, Options{Keys: storetest.KeysOf(t, data)})
+	defer s.Close()
+	if st, err := s.EncryptionState(context.Background()); err != nil || st.FullyEncrypted() {
+		t.Fatalf("after the kill: %+v, %v; want the pass unfinished", st, err)
+	}
+	if got := storetest.Export(t, s, nil); !reflect.DeepEqual(got, before) {
+		t.Fatal("after the kill the store reads differently")
+	}
+	for {
+		_, done, err := s.Reseal(context.Background(), 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			break
+		}
+	}
+	if st, err := s.EncryptionState(context.Background()); err != nil || !st.FullyEncrypted() {
+		t.Fatalf("after the resumed pass: %+v, %v", st, err)
+	}
+	if got := storetest.Export(t, s, nil); !reflect.DeepEqual(got, before) {
+		t.Fatal("after the resumed pass the store reads differently")
+	}
 }
