@@ -76,7 +76,7 @@ func sealedBlob(w io.Writer, r io.Reader, sl store.Sealing, h hash.Hash) (int64,
 			return size, serr
 		}
 		var l [4]byte
-		binary.BigEndian.PutUint32(l[:], uint32(len(sealed)))
+		binary.BigEndian.PutUint32(l[:], uint32(len(sealed))) //nolint:gosec // at most blobChunk+datakey.Overhead
 		if _, werr := w.Write(append(l[:], sealed...)); werr != nil {
 			return size, werr
 		}
@@ -120,7 +120,7 @@ func openBlobOf(path string, sl store.Sealing, want []byte) (*blobReader, error)
 	b := &blobReader{f: f, br: bufio.NewReaderSize(f, blobChunk+datakey.Overhead+4), sl: sl, h: sha256.New(), want: want}
 	var head [len(blobMagic) + blobIDLen]byte
 	if _, err := io.ReadFull(b.br, head[:]); err != nil || string(head[:len(blobMagic)]) != blobMagic {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("open file: not a sealed blob: %w", datakey.ErrFormat)
 	}
 	b.addr = hex.EncodeToString(head[len(blobMagic):])
@@ -230,7 +230,7 @@ func (t *txn) resealBlob(_ context.Context, _ encTable, r storedRow, oldKey, new
 			clearFile, err := os.Open(blobPath(s.dir, sum))
 			if err == nil {
 				tmp, werr := s.writeBlobFrom(clearFile, sl)
-				clearFile.Close()
+				_ = clearFile.Close()
 				if werr != nil {
 					return "", "", false, werr
 				}
@@ -263,7 +263,7 @@ func (t *txn) resealBlob(_ context.Context, _ encTable, r storedRow, oldKey, new
 			return "", "", false, err
 		}
 		tmp, werr := s.writeBlobFrom(in, sl)
-		in.Close()
+		_ = in.Close()
 		if werr != nil {
 			return "", "", false, werr
 		}

@@ -15,7 +15,9 @@ import (
 	"reflect"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/storetest"
 )
@@ -148,11 +150,11 @@ func openedBlob(t *testing.T, sl store.Sealing, b []byte) []byte {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	clear, err := io.ReadAll(r)
+	opened, err := io.ReadAll(r)
 	if err != nil {
 		t.Fatalf("open a stored blob: %v", err)
 	}
-	return clear
+	return opened
 }
 
 // resealChildEnv carries the key ring (JSON) to TestResealChildProcess, which runs in
@@ -242,5 +244,70 @@ func TestKilledMidReseal(t *testing.T) {
 	}
 	if got := storetest.Export(t, s, nil); !reflect.DeepEqual(got, before) {
 		t.Fatal("after the resumed pass the store reads differently")
+	}
+}
+
+// While a store migrates (records in clear beside hashed ones), retention still
+// takes a clear message with its status, file and contact, and an unsend still
+// reaches a clear message; the export command (read-only) reads it with the ring.
+func TestMixedStoreRetentionUnsendAndReadOnlyExport(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	old := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	person := func(user, id string, ts time.Time) meta.Batch {
+		m := wamsg(id)
+		m.Subject, m.Timestamp = user, ts
+		return meta.Batch{
+			Contacts: []meta.Contact{{Platform: meta.WhatsApp, Channel: "c", Subject: user, WaID: user, Name: "Name of " + user}},
+			Messages: []meta.Message{m},
+			Statuses: []meta.Status{{Platform: meta.WhatsApp, Channel: "c", MessageID: id, Subject: user, State: "read", Timestamp: ts}},
+			Files:    []meta.File{{Platform: meta.WhatsApp, Channel: "c", MessageID: id, Subject: user, Kind: "image", MediaID: "media-" + id}},
+		}
+	}
+	s := openFiles(t, dir, Options{})
+	for _, b := range []meta.Batch{person("u-old", "m-old", old), person("u-keep", "m-unsend", time.Now())} {
+		if _, err := s.Commit(ctx, &b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data := storetest.NewKeyData(t)
+	s = openFiles(t, dir, Options{Keys: storetest.KeysOf(t, data)})
+	young := person("u-new", "m-new", time.Now())
+	if _, err := s.Commit(ctx, &young); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Prune(ctx, store.PruneRequest{Before: time.Now().Add(-time.Hour), Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Counts.Messages != 1 || res.Counts.Statuses != 1 || res.Counts.Files != 1 || res.Counts.Contacts != 1 {
+		t.Errorf("prune of a clear message in a mixed store: %+v, want 1 message, status, file and contact", res.Counts)
+	}
+	unsend := meta.Batch{Deletions: []meta.Deletion{{Platform: meta.WhatsApp, Channel: "c", MessageID: "m-unsend"}}}
+	if r, err := s.Commit(ctx, &unsend); err != nil || r.MessagesDeleted != 1 {
+		t.Fatalf("unsend of a clear message: %+v, %v", r, err)
+	}
+	redelivered := person("u-keep", "m-unsend", time.Now())
+	if r, err := s.Commit(ctx, &redelivered); err != nil || r.MessagesNew != 0 {
+		t.Fatalf("redelivery of an unsent clear message: %+v, %v; want it kept out", r, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := Open(dir, Options{ReadOnly: true, Keys: storetest.KeysOf(t, data)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	d := storetest.Export(t, ro, nil)
+	if len(d.Messages) != 1 || d.Messages[0].ID != "m-new" || len(d.Contacts) != 2 {
+		t.Errorf("export after retention and unsend: %d messages, %d contacts; want m-new and the contacts of u-new and u-keep", len(d.Messages), len(d.Contacts))
+	}
+	if got := storetest.Export(t, ro, &store.Subject{ID: "u-keep"}); len(got.Contacts) != 1 || len(got.Messages) != 0 {
+		t.Errorf("export of a clear-stored subject from a read-only store: %+v", got)
 	}
 }

@@ -111,11 +111,11 @@ func (s *Store) initEncryption() error {
 	case !has:
 		empty := true
 		for _, tb := range append(encTables, encTable{name: "tombstones"}) {
-			var any bool
-			if err := s.w.QueryRow(`SELECT EXISTS (SELECT 1 FROM ` + tb.name + `)`).Scan(&any); err != nil {
+			var rows bool
+			if err := s.w.QueryRow(`SELECT EXISTS (SELECT 1 FROM ` + tb.name + `)`).Scan(&rows); err != nil {
 				return fmt.Errorf("read encryption state: %w", err)
 			}
-			empty = empty && !any
+			empty = empty && !rows
 		}
 		sealed, clearIDs := datakey.Version(0), 1
 		if empty && s.keys.Enabled() {
@@ -245,7 +245,7 @@ func (t *txn) resealBatch(ctx context.Context, limit int) (int, bool, error) {
 			continue
 		}
 		tb := encTableOf(p.tbl)
-		rows, err := t.tx.QueryContext(ctx, `SELECT id FROM `+tb.name+` WHERE id > ? ORDER BY id LIMIT ?`, p.after, limit-changed)
+		rows, err := t.tx.QueryContext(ctx, tableSQL("SELECT id FROM %s WHERE id > ? ORDER BY id LIMIT ?", tb.name), p.after, limit-changed)
 		if err != nil {
 			return changed, false, fmt.Errorf("reseal %s: %w", tb.name, err)
 		}
@@ -386,7 +386,7 @@ func (t *txn) resealWhere(ctx context.Context, tb encTable, where string, args [
 	if tb.files {
 		cols = append(cols, "COALESCE(sha256, '')", "COALESCE(content, '')")
 	}
-	rows, err := t.tx.QueryContext(ctx, "SELECT "+strings.Join(cols, ", ")+" FROM "+tb.name+" WHERE "+where, args...)
+	rows, err := t.tx.QueryContext(ctx, tableSQL("SELECT %s FROM %s WHERE %s", strings.Join(cols, ", "), tb.name, where), args...)
 	if err != nil {
 		return 0, fmt.Errorf("reseal %s: %w", tb.name, err)
 	}
@@ -511,7 +511,7 @@ func (t *txn) resealRow(ctx context.Context, tb encTable, r storedRow) (bool, er
 	if tb.files && r.addr != "" {
 		set, args = append(set, "sha256 = ?", "content = ?"), append(args, newAddr, nullable(newContent))
 	}
-	res, err := t.tx.ExecContext(ctx, "UPDATE OR IGNORE "+tb.name+" SET "+strings.Join(set, ", ")+" WHERE id = ?", append(args, r.id)...)
+	res, err := t.tx.ExecContext(ctx, tableSQL("UPDATE OR IGNORE %s SET %s WHERE id = ?", tb.name, strings.Join(set, ", ")), append(args, r.id)...)
 	if err != nil {
 		return false, err
 	}
@@ -526,7 +526,7 @@ func (t *txn) resealRow(ctx context.Context, tb encTable, r storedRow) (bool, er
 			_, _, err = t.deleteFiles(ctx, st, r.id)
 		}
 	} else {
-		_, err = t.tx.ExecContext(ctx, "DELETE FROM "+tb.name+" WHERE id = ?", r.id)
+		_, err = t.tx.ExecContext(ctx, tableSQL("DELETE FROM %s WHERE id = ?", tb.name), r.id)
 	}
 	if tb.name == "contacts" {
 		t.eraseCache = true
@@ -534,3 +534,7 @@ func (t *txn) resealRow(ctx context.Context, tb encTable, r storedRow) (bool, er
 	}
 	return true, err
 }
+
+// tableSQL fills a statement's table and column names, which come from encTables and
+// the code's own WHERE clauses (never from input); values are always bound.
+func tableSQL(format string, names ...any) string { return fmt.Sprintf(format, names...) }
