@@ -352,11 +352,11 @@ func (t *txn) convertMessage(ctx context.Context, platform, clearID string) erro
 		return nil
 	}
 	for _, name := range []string{"messages", "statuses", "files"} {
-		if _, err := t.resealWhere(ctx, encTableOf(name), "platform = ? AND message_id = ?", []any{platform, clearID}, true); err != nil {
+		if _, err := t.resealWhere(ctx, encTableOf(name), whereMessage, []any{platform, clearID}, true); err != nil {
 			return err
 		}
 	}
-	if _, err := t.tx.ExecContext(ctx, `UPDATE messages SET reacts_to = ? WHERE platform = ? AND reacts_to = ?`,
+	if _, err := t.tx.ExecContext(ctx, sqlConvertReacts,
 		t.sl.ID(store.PurposeMessageID, clearID), platform, clearID); err != nil {
 		return fmt.Errorf("convert reactions: %w", err)
 	}
@@ -375,18 +375,7 @@ func (t *txn) mixedConvert(ctx context.Context, platform, clearID string) error 
 // identifier hashed, and reports how many it changed. A row whose message id is in
 // clear takes its message's other records along (convertMessage) unless inGroup.
 func (t *txn) resealWhere(ctx context.Context, tb encTable, where string, args []any, inGroup bool) (int, error) {
-	cols := []string{"id"}
-	for _, c := range append(tb.key[:len(tb.key):len(tb.key)], tb.ids...) {
-		cols = append(cols, "COALESCE("+c.name+", '')")
-	}
-	cols = append(cols, "doc")
-	if tb.token {
-		cols = append(cols, "COALESCE(token, '')")
-	}
-	if tb.files {
-		cols = append(cols, "COALESCE(sha256, '')", "COALESCE(content, '')")
-	}
-	rows, err := t.tx.QueryContext(ctx, tableSQL("SELECT %s FROM %s WHERE %s", strings.Join(cols, ", "), tb.name, where), args...)
+	rows, err := t.tx.QueryContext(ctx, resealSelect(tb, where), args...)
 	if err != nil {
 		return 0, fmt.Errorf("reseal %s: %w", tb.name, err)
 	}
@@ -433,6 +422,31 @@ func (t *txn) resealWhere(ctx context.Context, tb encTable, where string, args [
 	}
 	return n, nil
 }
+
+// resealSelect is resealWhere's query: the rows of tb matching where, as storedRow.
+func resealSelect(tb encTable, where string) string {
+	cols := []string{"id"}
+	for _, c := range append(tb.key[:len(tb.key):len(tb.key)], tb.ids...) {
+		cols = append(cols, "COALESCE("+c.name+", '')")
+	}
+	cols = append(cols, "doc")
+	if tb.token {
+		cols = append(cols, "COALESCE(token, '')")
+	}
+	if tb.files {
+		cols = append(cols, "COALESCE(sha256, '')", "COALESCE(content, '')")
+	}
+	return tableSQL("SELECT %s FROM %s WHERE %s", strings.Join(cols, ", "), tb.name, where)
+}
+
+// Where clauses by which a mixed store finds the rows stored under a clear
+// identifier (listed for the query-plan check in plans.go).
+const (
+	whereMessage     = "platform = ? AND message_id = ?"
+	whereLead        = "platform = ? AND lead_id = ?"
+	whereReceipts    = "platform = ? AND channel = ? AND subject = ?"
+	sqlConvertReacts = `UPDATE messages SET reacts_to = ? WHERE platform = ? AND reacts_to = ?`
+)
 
 // storedRow is a row as resealWhere reads it: the key's and identifier columns'
 // stored values in encTable order.

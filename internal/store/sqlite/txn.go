@@ -297,7 +297,7 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 	for _, d := range p.receipts {
 		r := d.rec
 		if t.s.mixed.Load() && r.Subject != d.subject {
-			if _, err := t.resealWhere(ctx, encTableOf("receipts"), "platform = ? AND channel = ? AND subject = ?",
+			if _, err := t.resealWhere(ctx, encTableOf("receipts"), whereReceipts,
 				[]any{string(r.Platform), r.Channel, r.Subject}, false); err != nil {
 				return err
 			}
@@ -365,13 +365,17 @@ func (t *txn) convertContacts(ctx context.Context, platform meta.Platform, chann
 		return nil
 	}
 	for _, col := range []string{"subject", "wa_id", "user_id"} {
-		if _, err := t.resealWhere(ctx, encTableOf("contacts"), col+" = ? AND platform = ? AND channel = ?",
+		if _, err := t.resealWhere(ctx, encTableOf("contacts"), whereContactBy(col),
 			[]any{id, string(platform), channel}, false); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// whereContactBy finds the contact rows of one platform and channel by one of their
+// identifier columns.
+func whereContactBy(col string) string { return col + " = ? AND platform = ? AND channel = ?" }
 
 // findStoredContacts is findContacts by stored values.
 func (t *txn) findStoredContacts(ctx context.Context, platform meta.Platform, channel, subject, waID, userID string) ([]contactRow, error) {
