@@ -96,8 +96,8 @@ func hasLeadsQuery(platform meta.Platform, channel string, ids []string) (string
 		OR EXISTS (SELECT 1 FROM leads WHERE subject_alt IN ` + in + ` AND +platform = ? AND +channel = ?)`, args
 }
 
-// sqlLeadToken reads a lead's token by its id, stored in either form (listed in plans.go).
-const sqlLeadToken = `SELECT lead_id, token FROM leads WHERE platform = ? AND lead_id IN (?, ?)`
+// sqlLeadNotifier reads a lead's token by its id, stored in either form (listed in plans.go).
+const sqlLeadNotifier = `SELECT lead_id, token FROM leads WHERE platform = ? AND lead_id IN (?, ?)`
 
 // LeadToken implements store.Store, on a reader connection. The record is looked up
 // under its lead id's keyed hash and in clear (a store not yet wholly resealed).
@@ -108,7 +108,7 @@ func (s *Store) LeadToken(ctx context.Context, platform meta.Platform, id string
 	}
 	var stored string
 	var tok sql.NullString
-	err = s.r.QueryRowContext(ctx, sqlLeadToken,
+	err = s.r.QueryRowContext(ctx, sqlLeadNotifier,
 		string(platform), sl.ID(store.PurposeLeadID, id), id).Scan(&stored, &tok)
 	if errors.Is(err, sql.ErrNoRows) || err == nil && !tok.Valid {
 		return "", nil

@@ -57,7 +57,7 @@ func Statements() []store.Statement {
 	for _, col := range []string{"subject", "wa_id", "user_id"} {
 		add("convert contacts by "+col, resealSelect(encTableOf("contacts"), whereContactBy(col)), ids[0], wa, "c")
 	}
-	add("lead token", sqlLeadToken, wa, "h:1", "lead.1")
+	add("lead token", sqlLeadNotifier, wa, "h:1", "lead.1")
 	ref := "hmac-sha256:00"
 	add("erase progress read", sqlProgressRead, ref, "", "Messages")
 	add("erase progress add", sqlProgressAdd, ref, "", "Messages", 0, 1, 1, 0, 0)
