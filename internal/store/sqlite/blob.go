@@ -186,15 +186,17 @@ func blobVersion(path string) (datakey.Version, error) {
 }
 
 // writeBlobFrom seals r into a new temporary file in the files directory, fsynced,
-// and returns its path.
-func (s *Store) writeBlobFrom(r io.Reader, sl store.Sealing) (string, error) {
-	tmp, f, err := s.createTemp()
+// and returns its path; the bytes count toward the transaction's reseal budget.
+func (t *txn) writeBlobFrom(r io.Reader) (string, error) {
+	tmp, f, err := t.s.createTemp()
 	if err != nil {
 		return "", err
 	}
-	if _, err = sealedBlob(f, r, sl, sha256.New()); err == nil {
+	var n int64
+	if n, err = sealedBlob(f, r, t.sl, sha256.New()); err == nil {
 		err = f.Sync()
 	}
+	t.resealedBytes += n
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -229,7 +231,7 @@ func (t *txn) resealBlob(_ context.Context, _ encTable, r storedRow, oldKey, new
 		if _, statErr := os.Stat(blobPath(s.dir, addr)); statErr != nil {
 			clearFile, err := os.Open(blobPath(s.dir, sum))
 			if err == nil {
-				tmp, werr := s.writeBlobFrom(clearFile, sl)
+				tmp, werr := t.writeBlobFrom(clearFile)
 				_ = clearFile.Close()
 				if werr != nil {
 					return "", "", false, werr
@@ -262,7 +264,7 @@ func (t *txn) resealBlob(_ context.Context, _ encTable, r storedRow, oldKey, new
 		if err != nil {
 			return "", "", false, err
 		}
-		tmp, werr := s.writeBlobFrom(in, sl)
+		tmp, werr := t.writeBlobFrom(in)
 		_ = in.Close()
 		if werr != nil {
 			return "", "", false, werr

@@ -232,7 +232,7 @@ func (t *txn) resealBatch(ctx context.Context, limit int) (int, bool, error) {
 		p.target, p.tbl, p.after = active, encTables[0].name, 0
 	}
 	changed, examined := 0, 0
-	for p.tbl != "" && changed < limit && examined < 8*limit {
+	for p.tbl != "" && changed < limit && examined < 8*limit && t.resealedBytes < resealBytesPerBatch {
 		if p.tbl == "tombstones" {
 			n, err := t.hashTombstones(ctx, limit-changed)
 			if err != nil {
@@ -265,6 +265,9 @@ func (t *txn) resealBatch(ctx context.Context, limit int) (int, bool, error) {
 			changed += n
 			examined++
 			p.after = id
+			if t.resealedBytes >= resealBytesPerBatch {
+				break
+			}
 		}
 	}
 	done := p.tbl == ""
@@ -277,6 +280,11 @@ func (t *txn) resealBatch(ctx context.Context, limit int) (int, bool, error) {
 	}
 	return changed, done, nil
 }
+
+// resealBytesPerBatch bounds the file bytes one reseal batch seals: sealing runs in the
+// writer's transaction (the rename must commit with the record), so a batch holding many
+// large files would hold deliveries back. A file larger than this is one batch alone.
+const resealBytesPerBatch = 16 << 20
 
 func nextTable(name string) string {
 	for i, tb := range encTables {
@@ -363,11 +371,15 @@ func (t *txn) convertMessage(ctx context.Context, platform, clearID string) erro
 	return t.hashTombstone(ctx, platform, clearID)
 }
 
-// mixedConvert is convertMessage while the store is mixed, else nothing.
+// mixedConvert is convertMessage while the store is mixed, else nothing. It leaves
+// file bytes as they are (the pass seals them): a delivery's transaction must not
+// seal a large file.
 func (t *txn) mixedConvert(ctx context.Context, platform, clearID string) error {
 	if !t.s.mixed.Load() {
 		return nil
 	}
+	t.keepBlobs = true
+	defer func() { t.keepBlobs = false }()
 	return t.convertMessage(ctx, platform, clearID)
 }
 
@@ -482,7 +494,8 @@ func (t *txn) resealRow(ctx context.Context, tb encTable, r storedRow) (bool, er
 	need = need || stale(r.doc) || tb.token && r.token != "" && stale(r.token)
 	var blobChanged bool
 	var newAddr, newContent string
-	if tb.files && r.addr != "" {
+	blobs := tb.files && r.addr != "" && !t.keepBlobs
+	if blobs {
 		var err error
 		newAddr, newContent, blobChanged, err = t.resealBlob(ctx, tb, r, oldKey, newKey)
 		if err != nil {
@@ -522,7 +535,7 @@ func (t *txn) resealRow(ctx context.Context, tb encTable, r storedRow) (bool, er
 		}
 		set, args = append(set, "token = ?"), append(args, sealedTok)
 	}
-	if tb.files && r.addr != "" {
+	if blobs {
 		set, args = append(set, "sha256 = ?", "content = ?"), append(args, newAddr, nullable(newContent))
 	}
 	res, err := t.tx.ExecContext(ctx, tableSQL("UPDATE OR IGNORE %s SET %s WHERE id = ?", tb.name, strings.Join(set, ", ")), append(args, r.id)...)

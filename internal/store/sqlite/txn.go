@@ -29,6 +29,11 @@ type txn struct {
 	unref []string
 	// sl seals, opens and hashes for the request being applied (its Sealing).
 	sl store.Sealing
+	// resealedBytes counts the file bytes the reseal pass sealed in this transaction:
+	// a batch ends early once it has sealed resealBytesPerBatch (reseal.go).
+	resealedBytes int64
+	// keepBlobs: conversions leave file bytes and their address as they are (mixedConvert).
+	keepBlobs bool
 }
 
 // deletingFiles runs fn, one request's op, and returns the content addresses of the file
