@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -13,10 +14,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/omniflowcrm/omniflow-operator/internal/datakey"
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/storetest"
@@ -309,5 +312,68 @@ func TestMixedStoreRetentionUnsendAndReadOnlyExport(t *testing.T) {
 	}
 	if got := storetest.Export(t, ro, &store.Subject{ID: "u-keep"}); len(got.Contacts) != 1 || len(got.Messages) != 0 {
 		t.Errorf("export of a clear-stored subject from a read-only store: %+v", got)
+	}
+}
+
+// swapSource is a datakey.Source whose ring a test replaces, as the worker's Secret
+// watch does on a rotation.
+type swapSource struct{ r atomic.Pointer[datakey.Ring] }
+
+func (s *swapSource) Ring() (*datakey.Ring, error)  { return s.r.Load(), nil }
+func (s *swapSource) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+
+// A rotation in the middle of a pass restarts it toward the new version: when it
+// completes, everything is under the new version, which alone reads it all.
+func TestRotationMidPassRestartsTowardTheNewVersion(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openFiles(t, dir, Options{})
+	storetest.Populate(t, s, 30)
+	before := storetest.Export(t, s, nil)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	v1 := storetest.NewKeyData(t)
+	parse := func(data map[string][]byte) *datakey.Ring {
+		r, err := datakey.Parse(data, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	src := &swapSource{}
+	src.r.Store(parse(v1))
+	s = openFiles(t, dir, Options{Keys: store.NewKeys(src)})
+	for range 5 {
+		if _, done, err := s.Reseal(ctx, 10); err != nil || done {
+			t.Fatalf("Reseal: done %v, %v", done, err)
+		}
+	}
+	v2, _, err := datakey.Rotate(v1, rand.Reader, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.r.Store(parse(v2))
+	for {
+		_, done, err := s.Reseal(ctx, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			break
+		}
+	}
+	if st, err := s.EncryptionState(ctx); err != nil || st.SealedVersion != 2 || !st.FullyEncrypted() {
+		t.Fatalf("after the pass: %+v, %v; want sealed under version 2", st, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	delete(v2, datakey.KeyPrefix+"1")
+	s = openFiles(t, dir, Options{Keys: storetest.KeysOf(t, v2)})
+	defer s.Close()
+	if got := storetest.Export(t, s, nil); !reflect.DeepEqual(got, before) {
+		t.Fatal("under version 2 alone the store reads differently")
 	}
 }
