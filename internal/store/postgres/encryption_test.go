@@ -364,3 +364,86 @@ func TestRotationMidPassRestarts(t *testing.T) {
 		t.Errorf("OpenFile under version 2 alone: %d bytes, %v", len(got), err)
 	}
 }
+
+// A store that held records in clear keeps working while the pass is under way: a
+// file queued in clear is claimed and stored under Keys (its content hash sealed
+// under the key the record keeps once hashed), retention in the middle of the pass
+// takes a person's statuses and contact along with the messages, and the pass then
+// leaves a store that reads whole.
+func TestMixedStoreFetchesAndPrunes(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.FreshDatabase(t)
+	ctx := context.Background()
+	person := func(id string, at time.Time, file bool) meta.Batch {
+		b := meta.Batch{
+			Contacts: []meta.Contact{{Platform: meta.WhatsApp, Channel: "c", Subject: id, WaID: id, Name: "Name " + id}},
+			Messages: []meta.Message{{Platform: meta.WhatsApp, Channel: "c", ID: "m-" + id, Subject: id, Type: "image", Timestamp: at}},
+			Statuses: []meta.Status{{Platform: meta.WhatsApp, Channel: "c", MessageID: "out-" + id, Subject: id, State: "read", Timestamp: at}},
+		}
+		if file {
+			b.Files = []meta.File{{Platform: meta.WhatsApp, Channel: "c", MessageID: "m-" + id, Subject: id, Kind: "image", MediaID: "media-" + id}}
+		}
+		return b
+	}
+	s := openDSN(t, dsn, Options{})
+	commit(t, s, person("kept", time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC), true))
+	commit(t, s, person("aged", time.Date(2019, 1, 1, 0, 0, 0, 0, time.UTC), false))
+	s.Close()
+
+	s = openDSN(t, dsn, Options{Keys: storetest.NewKeys(t)})
+	defer s.Close()
+	jobs, err := s.ClaimFetches(ctx, time.Now(), 10, time.Minute)
+	if err != nil || len(jobs) != 1 || jobs[0].Key.MessageID != "m-kept" {
+		t.Fatalf("ClaimFetches: %+v, %v; want the clear-stored file", jobs, err)
+	}
+	payload := []byte("bytes fetched under Keys for a record stored in clear")
+	sb, err := s.StoreFileBytes(ctx, jobs[0].Key, bytes.NewReader(payload), 1<<20, "image/jpeg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, done, err := s.Reseal(ctx, 1); err != nil || done {
+		t.Fatalf("Reseal: done %v, %v; want part of the pass", done, err)
+	}
+	pruned, err := s.Prune(ctx, store.PruneRequest{Before: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pruned.Counts.Messages != 1 || pruned.Counts.Statuses != 1 || pruned.Counts.Contacts != 1 {
+		t.Errorf("Prune mid-pass: %+v, want the aged person's message, status and contact", pruned.Counts)
+	}
+	for done := false; !done; {
+		if _, done, err = s.Reseal(ctx, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := clearLeft(t, s); n != 0 {
+		t.Errorf("%d rows still hold something in clear", n)
+	}
+	var files []store.FileRecord
+	d := storetest.Export(t, s, nil)
+	err = s.Export(ctx, store.Filter{}, func(r store.Record) error {
+		if r.Kind != store.KindFile {
+			return nil
+		}
+		var f store.FileRecord
+		files = append(files, f)
+		return r.Decode(&files[len(files)-1])
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Messages) != 1 || d.Messages[0].ID != "m-kept" || len(d.Contacts) != 1 || len(d.Statuses) != 1 {
+		t.Errorf("after the pass: %d messages, %d contacts, %d statuses; want the kept person's", len(d.Messages), len(d.Contacts), len(d.Statuses))
+	}
+	if len(files) != 1 || files[0].StoredSHA256 != sb.SHA256 || files[0].State != store.FileFetched {
+		t.Errorf("exported files %+v, want the fetched file with sha256 %s", files, sb.SHA256)
+	}
+	rc, err := s.OpenFile(ctx, jobs[0].Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if got, err := io.ReadAll(rc); err != nil || !bytes.Equal(got, payload) {
+		t.Errorf("OpenFile: %q, %v", got, err)
+	}
+}

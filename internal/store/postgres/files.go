@@ -436,6 +436,11 @@ func writeChunks(ctx context.Context, tx pgx.Tx, z sealer, r io.Reader, maxBytes
 // record fetched (keep: commit). A record gone meanwhile is ErrFileGone; one fetched
 // meanwhile returns its stored description, and the caller rolls back.
 func nameBlob(ctx context.Context, tx pgx.Tx, z sealer, key store.FileKey, sum string, size int64, tmp, mimeType string) (out store.StoredBytes, keep bool, err error) {
+	// In a mixed store the record's key is hashed first: its content hash is sealed
+	// under the key it keeps.
+	if err := z.unhash(ctx, tx, store.PurposeMessageID, []string{key.MessageID}); err != nil {
+		return out, false, err
+	}
 	row, err := readFileRow(ctx, tx, z, key, true)
 	if err != nil {
 		return out, false, err

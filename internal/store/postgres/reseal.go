@@ -127,6 +127,7 @@ func reseal(ctx context.Context, tx pgx.Tx, z sealer, limit int) (changed int, d
 	}
 	// Every table is walked, whatever it holds: rows written since the store got Keys
 	// (hashed, under the active version) are read and left as they are.
+	z.mixed = !st.hashed
 	budget := limit
 	for budget > 0 && st.stage < stageDone {
 		n, c, err := resealStage(ctx, tx, z, &st, budget)
@@ -165,6 +166,9 @@ func resealStage(ctx context.Context, tx pgx.Tx, z sealer, st *passState, limit 
 
 // resealRows does up to limit rows of one table, by id.
 func resealRows(ctx context.Context, tx pgx.Tx, z sealer, tb resealTable, st *passState, limit int) (read, changed int, err error) {
+	if err := unhashAhead(ctx, tx, z, tb, st.posID, limit); err != nil {
+		return 0, 0, err
+	}
 	sel := []string{"id"}
 	for _, c := range tb.cols {
 		sel = append(sel, c.name)
@@ -279,6 +283,43 @@ func resealRows(ctx context.Context, tx pgx.Tx, z sealer, tb resealTable, st *pa
 		changed++
 	}
 	return read, changed, nil
+}
+
+// unhashAhead, in a mixed store, hashes the clear identifiers of the rows the batch
+// is about to do in every table at once (sealer.unhashStored), before the rows are
+// read for update.
+func unhashAhead(ctx context.Context, tx pgx.Tx, z sealer, tb resealTable, pos int64, limit int) error {
+	if !z.mixed {
+		return nil
+	}
+	var cols []resealCol
+	var sel []string
+	for _, c := range tb.cols {
+		if c.purpose != "" {
+			cols = append(cols, c)
+			sel = append(sel, "COALESCE("+c.name+", '')")
+		}
+	}
+	rows, err := tx.Query(ctx, "SELECT "+strings.Join(sel, ", ")+" FROM "+tb.name+" WHERE id > $1 ORDER BY id LIMIT $2", pos, limit)
+	if err != nil {
+		return fmt.Errorf("reseal %s: %w", tb.name, err)
+	}
+	vals, err := store.ScanIdentifiers(rows, len(cols))
+	rows.Close()
+	if err != nil {
+		return fmt.Errorf("reseal %s: %w", tb.name, err)
+	}
+	byPurpose := map[string][]string{}
+	for i, v := range vals {
+		p := cols[i%len(cols)].purpose
+		byPurpose[p] = append(byPurpose[p], v)
+	}
+	for _, p := range []string{store.PurposeSubject, store.PurposeMessageID, store.PurposeLeadID} {
+		if err := z.unhashStored(ctx, tx, p, byPurpose[p]); err != nil {
+			return fmt.Errorf("reseal %s: %w", tb.name, err)
+		}
+	}
+	return nil
 }
 
 func updateRow(ctx context.Context, tx pgx.Tx, table string, set []string, args []any, id int64) error {

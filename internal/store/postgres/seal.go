@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -146,31 +145,41 @@ var unhashColumns = map[string][]struct{ table, col string }{
 // unhash moves the clear stored forms of values (identifiers as sent) to their
 // hashes in every column of purpose, in tx, before the unit of work looks them up or
 // upserts by them: what was stored in clear is then found, deduplicated and updated
-// as if it had been hashed from the start. Only in a mixed store; rows whose document
-// is sealed always hold hashed keys already (documents are sealed only with hashed
-// keys), so no sealed identity changes here.
-func (z sealer) unhash(ctx context.Context, tx pgx.Tx, purpose string, values []string, only ...string) error {
-	if !z.mixed || len(values) == 0 {
+// as if it had been hashed from the start. Only in a mixed store.
+func (z sealer) unhash(ctx context.Context, tx pgx.Tx, purpose string, values []string) error {
+	if !z.mixed {
 		return nil
 	}
+	stored := make([]string, 0, len(values))
+	for _, v := range values {
+		if v != "" {
+			stored = append(stored, keyText(v))
+		}
+	}
+	return z.unhashStored(ctx, tx, purpose, stored)
+}
+
+// unhashStored is unhash of clear stored forms. Every identifier is converted in all
+// its columns at once, never in one table alone, so that a value is either clear
+// everywhere or hashed everywhere: retention, erasure and the contact merges compare
+// stored values across tables. No sealed identity changes here: a row whose document
+// is sealed holds hashed keys already (documents are only sealed under hashed keys).
+func (z sealer) unhashStored(ctx context.Context, tx pgx.Tx, purpose string, stored []string) error {
 	var clear, hashed []string
 	seen := map[string]bool{}
-	for _, v := range values {
-		if v == "" || seen[v] {
+	for _, c := range stored {
+		if c == "" || seen[c] || store.IsHashedID(c) {
 			continue
 		}
-		seen[v] = true
-		clear = append(clear, keyText(v))
-		hashed = append(hashed, z.id(purpose, v))
+		seen[c] = true
+		clear = append(clear, c)
+		hashed = append(hashed, z.ID(purpose, c))
 	}
 	if len(clear) == 0 {
 		return nil
 	}
 	b := &pgx.Batch{}
 	for _, c := range unhashColumns[purpose] {
-		if len(only) > 0 && !slices.Contains(only, c.table) {
-			continue
-		}
 		b.Queue(`UPDATE `+c.table+` SET `+c.col+` = m.h FROM unnest($1::text[], $2::text[]) AS m(c, h) WHERE `+c.table+`.`+c.col+` = m.c`, clear, hashed)
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
