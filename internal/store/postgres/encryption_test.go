@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"maps"
 	"os"
@@ -445,5 +446,25 @@ func TestMixedStoreFetchesAndPrunes(t *testing.T) {
 	defer rc.Close()
 	if got, err := io.ReadAll(rc); err != nil || !bytes.Equal(got, payload) {
 		t.Errorf("OpenFile: %q, %v", got, err)
+	}
+}
+
+// A store once opened with Keys is never written in clear: opened without them (a
+// worker misconfigured), a delivery fails with ErrKeyUnavailable and stores nothing.
+func TestEncryptedStoreRefusesClearWrites(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.FreshDatabase(t)
+	s := openDSN(t, dsn, Options{Keys: storetest.NewKeys(t)})
+	commit(t, s, meta.Batch{Messages: []meta.Message{wamsg("m1", "u1")}})
+	s.Close()
+	s = openDSN(t, dsn, Options{})
+	defer s.Close()
+	b := meta.Batch{Messages: []meta.Message{wamsg("m2", "u2")}}
+	if _, err := s.Commit(context.Background(), &b); !errors.Is(err, store.ErrKeyUnavailable) {
+		t.Errorf("Commit without Keys: %v, want ErrKeyUnavailable", err)
+	}
+	var n int
+	if err := s.pool.QueryRow(context.Background(), `SELECT count(*) FROM messages`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("%d messages stored, %v; want only the sealed one", n, err)
 	}
 }

@@ -31,6 +31,7 @@ ALTER TABLE files ADD COLUMN IF NOT EXISTS content TEXT; -- sealed hex SHA-256 o
 CREATE TABLE IF NOT EXISTS encryption_state (
 	id             INTEGER PRIMARY KEY CHECK (id = 1),
 	hashed         BOOLEAN NOT NULL, -- every identifier is a keyed hash
+	keyed          BOOLEAN NOT NULL, -- opened with Keys once: records may be sealed
 	sealed_version BIGINT NOT NULL,  -- what the last complete pass brought every record to; 0: none
 	pass_version   BIGINT NOT NULL,  -- what the pass under way brings records to; 0: none under way
 	stage          INTEGER NOT NULL, -- index in resealStages of the table the pass is at
@@ -49,8 +50,12 @@ type sealer struct {
 }
 
 // sealer returns the Sealing of one unit of work: ErrKeyUnavailable (wrapped) when
-// the store has Keys but no ring can be had, so nothing is written in clear instead.
+// the store has Keys but no ring can be had, or has none but was encrypted before, so
+// that nothing is written in clear instead (and nothing sealed is taken for clear).
 func (s *Store) sealer() (sealer, error) {
+	if !s.opts.Keys.Enabled() && s.keyed.Load() {
+		return sealer{}, fmt.Errorf("%w: the store is encrypted and was opened without Keys", store.ErrKeyUnavailable)
+	}
 	sl, err := s.opts.Keys.Sealing()
 	if err != nil {
 		return sealer{}, err
@@ -200,14 +205,29 @@ func (s *Store) initEncryption(ctx context.Context, tx pgx.Tx, fresh bool) error
 			version = int64(sl.ActiveVersion())
 		}
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO encryption_state(id, hashed, sealed_version, pass_version, stage, pos_id, pos_a, pos_b)
-		VALUES (1, $1, $2, 0, 0, 0, '', '') ON CONFLICT (id) DO NOTHING`, hashed, version); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO encryption_state(id, hashed, keyed, sealed_version, pass_version, stage, pos_id, pos_a, pos_b)
+		VALUES (1, $1, false, $2, 0, 0, 0, '', '') ON CONFLICT (id) DO NOTHING`, hashed, version); err != nil {
 		return fmt.Errorf("init encryption state: %w", err)
 	}
-	if err := tx.QueryRow(ctx, `SELECT hashed FROM encryption_state WHERE id = 1`).Scan(&hashed); err != nil {
+	if s.opts.Keys.Enabled() {
+		if _, err := tx.Exec(ctx, `UPDATE encryption_state SET keyed = true WHERE id = 1 AND NOT keyed`); err != nil {
+			return fmt.Errorf("init encryption state: %w", err)
+		}
+	}
+	return s.readEncryptionFlags(ctx, tx)
+}
+
+// readEncryptionFlags reads whether every identifier is hashed and whether the store
+// was ever opened with Keys.
+func (s *Store) readEncryptionFlags(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) error {
+	var hashed, keyed bool
+	if err := q.QueryRow(ctx, `SELECT hashed, keyed FROM encryption_state WHERE id = 1`).Scan(&hashed, &keyed); err != nil {
 		return fmt.Errorf("read encryption state: %w", err)
 	}
 	s.hashed.Store(hashed)
+	s.keyed.Store(keyed)
 	return nil
 }
 
