@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS encryption_state (
 	keyed          BOOLEAN NOT NULL, -- opened with Keys once: records may be sealed
 	sealed_version BIGINT NOT NULL,  -- what the last complete pass brought every record to; 0: none
 	pass_version   BIGINT NOT NULL,  -- what the pass under way brings records to; 0: none under way
-	stage          INTEGER NOT NULL, -- index in resealStages of the table the pass is at
+	stage          INTEGER NOT NULL, -- which stage of the pass (reseal.go) it is at
 	pos_id         BIGINT NOT NULL,  -- last id done in that table (tables keyed by id, the blobs' seq)
 	pos_a          TEXT NOT NULL,    -- last key done in tombstones (platform) and blobs (address)
 	pos_b          TEXT NOT NULL     -- last key done in tombstones (message id)
@@ -170,22 +170,22 @@ func (z sealer) unhash(ctx context.Context, tx pgx.Tx, purpose string, values []
 // stored values across tables. No sealed identity changes here: a row whose document
 // is sealed holds hashed keys already (documents are only sealed under hashed keys).
 func (z sealer) unhashStored(ctx context.Context, tx pgx.Tx, purpose string, stored []string) error {
-	var clear, hashed []string
+	var plain, hashed []string
 	seen := map[string]bool{}
 	for _, c := range stored {
 		if c == "" || seen[c] || store.IsHashedID(c) {
 			continue
 		}
 		seen[c] = true
-		clear = append(clear, c)
+		plain = append(plain, c)
 		hashed = append(hashed, z.ID(purpose, c))
 	}
-	if len(clear) == 0 {
+	if len(plain) == 0 {
 		return nil
 	}
 	b := &pgx.Batch{}
 	for _, c := range unhashColumns[purpose] {
-		b.Queue(`UPDATE `+c.table+` SET `+c.col+` = m.h FROM unnest($1::text[], $2::text[]) AS m(c, h) WHERE `+c.table+`.`+c.col+` = m.c`, clear, hashed)
+		b.Queue(`UPDATE `+c.table+` SET `+c.col+` = m.h FROM unnest($1::text[], $2::text[]) AS m(c, h) WHERE `+c.table+`.`+c.col+` = m.c`, plain, hashed)
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("hash identifiers stored in clear: %w", err)
@@ -244,7 +244,7 @@ func (s *Store) EncryptionState(ctx context.Context) (store.EncryptionState, err
 	if err != nil {
 		return store.EncryptionState{Encrypts: true}, fmt.Errorf("encryption state: %w", err)
 	}
-	var sealed int64
+	var sealed uint32 // pgx refuses a value out of range
 	var hashed bool
 	if err := s.pool.QueryRow(ctx, `SELECT sealed_version, hashed FROM encryption_state WHERE id = 1`).Scan(&sealed, &hashed); err != nil {
 		return store.EncryptionState{}, fmt.Errorf("encryption state: %w", err)
