@@ -2,9 +2,11 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/postgres/pgtest"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/storetest"
@@ -24,6 +26,12 @@ func TestErasureExportAndRetentionUseIndexes(t *testing.T) {
 			t.Parallel()
 			s := openDSN(t, pgtest.FreshDatabase(t), Options{Keys: tc.keys(t)})
 			storetest.Populate(t, s, 300)
+			// Tombstones too, so that the planner knows the table is not empty.
+			var dels []meta.Deletion
+			for i := range 300 {
+				dels = append(dels, meta.Deletion{Platform: meta.WhatsApp, Channel: "c", MessageID: fmt.Sprintf("unsent-%d", i)})
+			}
+			commit(t, s, meta.Batch{Deletions: dels})
 			if _, err := s.pool.Exec(context.Background(), "ANALYZE"); err != nil {
 				t.Fatal(err)
 			}

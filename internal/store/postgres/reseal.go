@@ -292,8 +292,9 @@ func unhashAhead(ctx context.Context, tx pgx.Tx, z sealer, tb resealTable, pos i
 	if !z.mixed {
 		return nil
 	}
-	var cols []resealCol
-	var sel []string
+	// platform first: every table the pass walks by id has one (resealTables).
+	cols := []resealCol{colPlatform}
+	sel := []string{"platform"}
 	for _, c := range tb.cols {
 		if c.purpose != "" {
 			cols = append(cols, c)
@@ -309,13 +310,18 @@ func unhashAhead(ctx context.Context, tx pgx.Tx, z sealer, tb resealTable, pos i
 	if err != nil {
 		return fmt.Errorf("reseal %s: %w", tb.name, err)
 	}
-	byPurpose := map[string][]string{}
+	platforms, byPurpose := map[string][]string{}, map[string][]string{}
 	for i, v := range vals {
-		p := cols[i%len(cols)].purpose
+		c := i % len(cols)
+		if c == 0 {
+			continue
+		}
+		p := cols[c].purpose
+		platforms[p] = append(platforms[p], vals[i-c])
 		byPurpose[p] = append(byPurpose[p], v)
 	}
 	for _, p := range []string{store.PurposeSubject, store.PurposeMessageID, store.PurposeLeadID} {
-		if err := z.unhashStored(ctx, tx, p, byPurpose[p]); err != nil {
+		if err := z.unhashStored(ctx, tx, p, platforms[p], byPurpose[p]); err != nil {
 			return fmt.Errorf("reseal %s: %w", tb.name, err)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/datakey"
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 )
 
@@ -147,36 +148,49 @@ var unhashColumns = map[string][]struct{ table, col string }{
 	store.PurposeLeadID: {{"leads", "lead_id"}},
 }
 
-// unhash moves the clear stored forms of values (identifiers as sent) to their
-// hashes in every column of purpose, in tx, before the unit of work looks them up or
-// upserts by them: what was stored in clear is then found, deduplicated and updated
-// as if it had been hashed from the start. Only in a mixed store.
-func (z sealer) unhash(ctx context.Context, tx pgx.Tx, purpose string, values []string) error {
+// idRef is an identifier as sent and the platform of the record naming it.
+type idRef struct {
+	platform meta.Platform
+	id       string
+}
+
+// unhash moves the clear stored forms of refs' identifiers to their hashes in every
+// column of purpose, in tx, before the unit of work looks them up or upserts by them:
+// what was stored in clear is then found, deduplicated and updated as if it had been
+// hashed from the start. Only in a mixed store.
+func (z sealer) unhash(ctx context.Context, tx pgx.Tx, purpose string, refs []idRef) error {
 	if !z.mixed {
 		return nil
 	}
-	stored := make([]string, 0, len(values))
-	for _, v := range values {
-		if v != "" {
-			stored = append(stored, keyText(v))
+	platforms := make([]string, 0, len(refs))
+	stored := make([]string, 0, len(refs))
+	for _, r := range refs {
+		if r.id != "" {
+			platforms = append(platforms, keyText(string(r.platform)))
+			stored = append(stored, keyText(r.id))
 		}
 	}
-	return z.unhashStored(ctx, tx, purpose, stored)
+	return z.unhashStored(ctx, tx, purpose, platforms, stored)
 }
 
-// unhashStored is unhash of clear stored forms. Every identifier is converted in all
-// its columns at once, never in one table alone, so that a value is either clear
-// everywhere or hashed everywhere: retention, erasure and the contact merges compare
-// stored values across tables. No sealed identity changes here: a row whose document
-// is sealed holds hashed keys already (documents are only sealed under hashed keys).
-func (z sealer) unhashStored(ctx context.Context, tx pgx.Tx, purpose string, stored []string) error {
-	var plain, hashed []string
+// unhashStored is unhash of clear stored forms, each with the stored platform of its
+// record. Every identifier is converted in all its columns at once, never in one
+// table alone, so that a value is either clear everywhere or hashed everywhere:
+// retention, erasure and the contact merges compare stored values across tables.
+// Message and lead ids are converted on their platform only: their indexes lead with
+// it, and they are only ever looked up with it; subject identifiers everywhere, as
+// erasure finds them. No sealed identity changes here: a row whose document is sealed
+// holds hashed keys already (documents are only sealed under hashed keys).
+func (z sealer) unhashStored(ctx context.Context, tx pgx.Tx, purpose string, platforms, stored []string) error {
+	var ps, plain, hashed []string
 	seen := map[string]bool{}
-	for _, c := range stored {
-		if c == "" || seen[c] || store.IsHashedID(c) {
+	for i, c := range stored {
+		k := platforms[i] + "\x00" + c
+		if c == "" || seen[k] || store.IsHashedID(c) {
 			continue
 		}
-		seen[c] = true
+		seen[k] = true
+		ps = append(ps, platforms[i])
 		plain = append(plain, c)
 		hashed = append(hashed, z.ID(purpose, c))
 	}
@@ -185,12 +199,22 @@ func (z sealer) unhashStored(ctx context.Context, tx pgx.Tx, purpose string, sto
 	}
 	b := &pgx.Batch{}
 	for _, c := range unhashColumns[purpose] {
-		b.Queue(`UPDATE `+c.table+` SET `+c.col+` = m.h FROM unnest($1::text[], $2::text[]) AS m(c, h) WHERE `+c.table+`.`+c.col+` = m.c`, plain, hashed)
+		b.Queue(unhashSQL(purpose, c.table, c.col), ps, plain, hashed)
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("hash identifiers stored in clear: %w", err)
 	}
 	return nil
+}
+
+// unhashSQL moves one column's clear values ($2) to their hashes ($3), on their
+// platforms ($1) for message and lead ids.
+func unhashSQL(purpose, table, col string) string {
+	q := `UPDATE ` + table + ` SET ` + col + ` = m.h FROM unnest($1::text[], $2::text[], $3::text[]) AS m(p, c, h) WHERE ` + table + `.` + col + ` = m.c`
+	if purpose != store.PurposeSubject {
+		q += ` AND ` + table + `.platform = m.p`
+	}
+	return q
 }
 
 // initEncryption writes the pass's state row once: a database created with Keys is
