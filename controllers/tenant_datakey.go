@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ import (
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/internal/datakey"
+	"github.com/omniflowcrm/omniflow-operator/internal/workerreport"
 )
 
 // The tenant's data key (docs/encryption.md) lives in a Secret in the
@@ -155,10 +157,44 @@ func (r *TenantReconciler) reconcileDataKey(ctx context.Context, t *platformv1.T
 		return nil, err
 	}
 	version, _ := strconv.ParseInt(live.GetAnnotations()[AnnotationKeyVersion], 10, 32)
-	t.Status.Encryption = &platformv1.EncryptionStatus{
+	enc := &platformv1.EncryptionStatus{
 		KeySecret: key.String(), KeyVersion: int32(version), RotationToken: live.GetAnnotations()[AnnotationRotationToken],
 	}
+	if prev := t.Status.Encryption; prev != nil && prev.KeySecret == enc.KeySecret {
+		// The worker's progress stays as last reported (reconcileRetention reads
+		// the report again) and is weighed against the key version just read.
+		enc.SealedVersion = prev.SealedVersion
+	}
+	t.Status.Encryption = settleEncryption(enc)
 	return nil, nil
+}
+
+// settleEncryption derives fullyEncrypted: every record is under the version
+// new records are sealed with. The operator decides it from the two versions
+// rather than taking the worker's word, so that right after a rotation the
+// tenant is not shown fully encrypted until the worker's pass reached it.
+func settleEncryption(enc *platformv1.EncryptionStatus) *platformv1.EncryptionStatus {
+	if enc != nil {
+		enc.FullyEncrypted = enc.SealedVersion > 0 && enc.SealedVersion == enc.KeyVersion
+	}
+	return enc
+}
+
+// encryptionProgress copies the worker's encryption report into status.encryption:
+// the version its last complete pass sealed the store under. A report that does not
+// decode, or claims a version the key does not have yet, is ignored and the last one
+// kept: the worker's word is not trusted to write the Tenant's status as it likes.
+func encryptionProgress(enc *platformv1.EncryptionStatus, doc string) *platformv1.EncryptionStatus {
+	if enc == nil || doc == "" {
+		return settleEncryption(enc)
+	}
+	var rep workerreport.Encryption
+	dec := json.NewDecoder(strings.NewReader(doc))
+	dec.DisallowUnknownFields()
+	if dec.Decode(&rep) == nil && rep.SealedVersion >= 0 && rep.SealedVersion <= int64(enc.KeyVersion) {
+		enc.SealedVersion = int32(rep.SealedVersion)
+	}
+	return settleEncryption(enc)
 }
 
 // keyMetadata reads the key Secret's metadata from the cache; nil when it
