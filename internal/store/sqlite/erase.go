@@ -39,7 +39,7 @@ func (s *Store) Erase(ctx context.Context, req store.EraseRequest) (store.Counts
 		var batch, whole store.Counts
 		var done bool
 		var unref []string
-		err := s.submit(ctx, func(ctx context.Context, t *txn) error {
+		err := s.submitSealed(ctx, func(ctx context.Context, t *txn) error {
 			var err error
 			unref, err = t.deletingFiles(func() error {
 				batch, whole, done, err = t.eraseBatch(ctx, req, s.opts.EraseBatch)
@@ -149,7 +149,7 @@ const (
 // changes and writes the ledger (done). batch is what this transaction deleted, whole
 // the request's counts over every batch (set when done, with a subject reference).
 func (t *txn) eraseBatch(ctx context.Context, req store.EraseRequest, limit int) (batch, whole store.Counts, done bool, err error) {
-	ids, err := subjectIDs(ctx, t.tx, req.Subject, req.Channel)
+	ids, err := subjectIDs(ctx, t.tx, t.sl, t.s.mixed.Load(), req.Subject, req.Channel)
 	if err != nil {
 		return batch, whole, false, err
 	}

@@ -13,8 +13,14 @@ import (
 )
 
 // Export implements store.Store. It reads one snapshot on a reader connection, so it runs
-// alongside the writer (WAL) and even from another process (the export command).
+// alongside the writer (WAL) and even from another process (the export command). With
+// Keys every document is opened under its row's identity: the clear identifiers are
+// the documents', never the hashed columns'.
 func (s *Store) Export(ctx context.Context, f store.Filter, emit func(store.Record) error) error {
+	sl, err := s.keys.Sealing()
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("begin export: %w", err)
@@ -22,13 +28,13 @@ func (s *Store) Export(ctx context.Context, f store.Filter, emit func(store.Reco
 	defer tx.Rollback() //nolint:errcheck // read-only
 	var ids []string
 	if f.Subject != nil {
-		if ids, err = subjectIDs(ctx, tx, *f.Subject, ""); err != nil {
+		if ids, err = subjectIDs(ctx, tx, sl, s.mixed.Load(), *f.Subject, ""); err != nil {
 			return err
 		}
 	}
 	for _, tb := range store.Tables {
 		q, args := exportQuery(tb, f.Subject, ids)
-		if err := emitRows(ctx, tx, tb.Kind, q, args, emit); err != nil {
+		if err := emitRows(ctx, tx, sl, tb, q, args, emit); err != nil {
 			return err
 		}
 	}
@@ -38,21 +44,44 @@ func (s *Store) Export(ctx context.Context, f store.Filter, emit func(store.Reco
 	return nil
 }
 
-func emitRows(ctx context.Context, tx *sql.Tx, kind, q string, args []any, emit func(store.Record) error) error {
+func emitRows(ctx context.Context, tx *sql.Tx, sl store.Sealing, tb store.Table, q string, args []any, emit func(store.Record) error) error {
+	kind := tb.Kind
 	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("export %s: %w", kind, err)
 	}
 	defer rows.Close()
+	key := make([]string, len(encTableOf(tb.Name).key))
 	for rows.Next() {
-		var d []byte
-		if kind == store.KindFile {
-			d, err = store.ScanFileDoc(rows.Scan)
-		} else {
-			err = rows.Scan(&d)
+		var stored string
+		var fs store.FileState
+		var mimeType, content string
+		dest := make([]any, 0, len(key)+7)
+		for i := range key {
+			dest = append(dest, &key[i])
 		}
+		dest = append(dest, &stored)
+		if kind == store.KindFile {
+			dest = append(dest, &fs.State, &fs.FailReason, &fs.StoredSHA256, &fs.Size, &mimeType, &content)
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return fmt.Errorf("export %s: %w", kind, err)
+		}
+		d, err := sl.OpenDoc(stored, tb.Name, key...)
 		if err != nil {
 			return fmt.Errorf("export %s: %w", kind, err)
+		}
+		if kind == store.KindFile {
+			if content != "" {
+				sum, err := sl.OpenDoc(content, fileContentIdentity, key...)
+				if err != nil {
+					return fmt.Errorf("export %s: %w", kind, err)
+				}
+				fs.StoredSHA256 = string(sum)
+			}
+			if d, err = store.FileDoc(d, mimeType, fs); err != nil {
+				return fmt.Errorf("export %s: %w", kind, err)
+			}
 		}
 		if err := emit(store.Record{Kind: kind, Doc: d}); err != nil {
 			return err
@@ -102,11 +131,16 @@ func exportErasures(ctx context.Context, tx *sql.Tx, emit func(store.Record) err
 	return nil
 }
 
-// exportQuery reads a table's documents: all of them, or those of a subject's ids.
+// exportQuery reads a table's documents with their rows' keys (their identity): all
+// of them, or those of a subject's ids.
 func exportQuery(tb store.Table, subject *store.Subject, ids []string) (string, []any) {
-	cols := "doc"
+	var keyCols []string
+	for _, c := range encTableOf(tb.Name).key {
+		keyCols = append(keyCols, c.name)
+	}
+	cols := strings.Join(keyCols, ", ") + ", doc"
 	if tb.Kind == store.KindFile {
-		cols = store.FileExportColumns
+		cols = strings.Join(keyCols, ", ") + ", " + store.FileExportColumns + ", COALESCE(content, '')"
 	}
 	if subject == nil {
 		return "SELECT " + cols + " FROM " + tb.Name + " ORDER BY id", nil

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,24 +60,48 @@ const (
 	sqlReleaseFile = `UPDATE files SET next_at = ?, attempts = max(attempts - 1, 0)
 		WHERE platform = ? AND message_id = ? AND idx = ? AND state = 'pending'`
 	sqlFetchedFile = `UPDATE files SET state = 'fetched', sha256 = ?, size = ?, mime_type = COALESCE(?, mime_type),
-		next_at = NULL, fail_reason = NULL WHERE id = ?`
-	sqlFileRow = `SELECT id, state, COALESCE(sha256, ''), COALESCE(size, 0), COALESCE(json_extract(doc, '$.sha256'), '')
-		FROM files WHERE platform = ? AND message_id = ? AND idx = ?`
+		next_at = NULL, fail_reason = NULL, content = ? WHERE id = ?`
+	// A file record by its key, stored in either form (keyed hash, or clear while a
+	// store opened with Keys still holds clear identifiers): ?2 and ?3.
+	sqlFileRow = `SELECT id, state, COALESCE(sha256, ''), COALESCE(size, 0), COALESCE(content, ''), message_id, doc
+		FROM files WHERE platform = ?1 AND message_id IN (?2, ?3) AND idx = ?4`
 	sqlBlobUsed = `SELECT EXISTS (SELECT 1 FROM files WHERE sha256 = ?)`
 )
 
-// blobPath is where the bytes with content address sum live.
-func blobPath(dir, sum string) string {
-	return filepath.Join(dir, FilesDir, sum[:2], sum)
+// blobPath is where the bytes with content address addr live: a hex SHA-256 (bytes in
+// clear) or a keyed hash (sealed bytes, blob.go), named without its prefix.
+func blobPath(dir, addr string) string {
+	name := strings.TrimPrefix(addr, store.HashedIDPrefix)
+	return filepath.Join(dir, FilesDir, name[:2], name)
 }
 
-// validSum reports whether name is a content address (64 lowercase hex digits).
-func validSum(name string) bool {
-	if len(name) != 2*sha256.Size {
+// hashedAddrLen is the length of a keyed content address without its prefix.
+var hashedAddrLen = base64.RawURLEncoding.EncodedLen(store.HashedIDSize)
+
+// validSum reports whether addr is a content address: 64 lowercase hex digits, or a
+// keyed hash.
+func validSum(addr string) bool {
+	if rest, ok := strings.CutPrefix(addr, store.HashedIDPrefix); ok {
+		b, err := base64.RawURLEncoding.DecodeString(rest)
+		return err == nil && len(b) == store.HashedIDSize
+	}
+	if len(addr) != 2*sha256.Size {
 		return false
 	}
-	_, err := hex.DecodeString(name)
-	return err == nil && strings.ToLower(name) == name
+	_, err := hex.DecodeString(addr)
+	return err == nil && strings.ToLower(addr) == addr
+}
+
+// addrOfName is the content address a file named name in a blob directory holds, or
+// "" for a name that is none.
+func addrOfName(name string) string {
+	if len(name) == hashedAddrLen && validSum(store.HashedIDPrefix+name) {
+		return store.HashedIDPrefix + name
+	}
+	if validSum(name) {
+		return name
+	}
+	return ""
 }
 
 // ClaimFetches implements store.FileStore, as one operation of the single writer.
@@ -84,7 +110,7 @@ func (s *Store) ClaimFetches(ctx context.Context, now time.Time, limit int, leas
 		return nil, nil
 	}
 	var jobs []store.FetchJob
-	err := s.submit(ctx, func(ctx context.Context, t *txn) error {
+	err := s.submitSealed(ctx, func(ctx context.Context, t *txn) error {
 		jobs = jobs[:0]
 		rows, err := t.stmt(ctx, "claimFetches").QueryContext(ctx, now.UnixMilli(), now.Add(lease).UnixMilli(), limit)
 		if err != nil {
@@ -98,13 +124,16 @@ func (s *Store) ClaimFetches(ctx context.Context, now time.Time, limit int, leas
 		var got []claimed
 		for rows.Next() {
 			var c claimed
-			var platform string
+			var platform, msgID, d string
 			var received int64
-			var d []byte
-			if err := rows.Scan(&c.id, &platform, &c.job.Key.MessageID, &c.job.Key.Index, &c.job.Channel, &c.job.MediaID, &c.job.Attempts, &received, &d); err != nil {
+			if err := rows.Scan(&c.id, &platform, &msgID, &c.job.Key.Index, &c.job.Channel, &c.job.MediaID, &c.job.Attempts, &received, &d); err != nil {
 				return fmt.Errorf("claim fetches: %w", err)
 			}
-			if err := fetchJobDoc(&c.job, d); err != nil {
+			doc, err := t.sl.OpenDoc(d, "files", platform, msgID, strconv.Itoa(c.job.Key.Index))
+			if err != nil {
+				return fmt.Errorf("claim fetches: %w", err)
+			}
+			if err := fetchJobDoc(&c.job, doc); err != nil {
 				return err
 			}
 			c.job.Key.Platform = meta.Platform(platform)
@@ -127,24 +156,25 @@ func (s *Store) ClaimFetches(ctx context.Context, now time.Time, limit int, leas
 	return jobs, nil
 }
 
-// fetchJobDoc fills what a job takes from the stored document (Meta's metadata).
+// fetchJobDoc fills what a job takes from the stored document (Meta's metadata): the
+// message id too, which the row holds only as its keyed hash when the store encrypts.
 func fetchJobDoc(j *store.FetchJob, doc []byte) error {
 	var f meta.File
 	if err := json.Unmarshal(doc, &f); err != nil {
 		return fmt.Errorf("decode file document: %w", err)
 	}
-	j.URL, j.SHA256, j.MIMEType = f.URL, f.SHA256, f.MIMEType
+	j.Key.MessageID, j.URL, j.SHA256, j.MIMEType = f.MessageID, f.URL, f.SHA256, f.MIMEType
 	return nil
 }
 
 // RetryFile implements store.FileStore.
 func (s *Store) RetryFile(ctx context.Context, key store.FileKey, next time.Time, reason string) error {
-	return s.pendingUpdate(ctx, "retryFile", next.UnixMilli(), nullable(reason), string(key.Platform), key.MessageID, key.Index)
+	return s.pendingUpdate(ctx, "retryFile", key, next.UnixMilli(), nullable(reason))
 }
 
 // ReleaseFile implements store.FileStore.
 func (s *Store) ReleaseFile(ctx context.Context, key store.FileKey, next time.Time) error {
-	return s.pendingUpdate(ctx, "releaseFile", next.UnixMilli(), string(key.Platform), key.MessageID, key.Index)
+	return s.pendingUpdate(ctx, "releaseFile", key, next.UnixMilli())
 }
 
 // FailFile implements store.FileStore.
@@ -153,14 +183,18 @@ func (s *Store) FailFile(ctx context.Context, key store.FileKey, reason string) 
 	if reason == store.FailNoToken {
 		state = store.FileMetadataOnly
 	}
-	return s.pendingUpdate(ctx, "failFile", state, nullable(reason), string(key.Platform), key.MessageID, key.Index)
+	return s.pendingUpdate(ctx, "failFile", key, state, nullable(reason))
 }
 
-// pendingUpdate runs a statement that changes a pending file; none changed means the
-// record is gone or no longer pending (fetched by another claim).
-func (s *Store) pendingUpdate(ctx context.Context, name string, args ...any) error {
-	return s.submit(ctx, func(ctx context.Context, t *txn) error {
-		n, err := t.exec(ctx, name, args...)
+// pendingUpdate runs a statement that changes a pending file, with args followed by
+// the file's key; none changed means the record is gone or no longer pending (fetched
+// by another claim).
+func (s *Store) pendingUpdate(ctx context.Context, name string, key store.FileKey, args ...any) error {
+	return s.submitSealed(ctx, func(ctx context.Context, t *txn) error {
+		if err := t.mixedConvert(ctx, string(key.Platform), key.MessageID); err != nil {
+			return err
+		}
+		n, err := t.exec(ctx, name, append(args, string(key.Platform), t.sl.ID(store.PurposeMessageID, key.MessageID), key.Index)...)
 		if err != nil {
 			return err
 		}
@@ -172,28 +206,38 @@ func (s *Store) pendingUpdate(ctx context.Context, name string, args ...any) err
 }
 
 // StoreFileBytes implements store.FileStore: the bytes are streamed to a temporary file
-// off the writer's path; only the rename and the row update are the writer's.
+// off the writer's path (sealed as they come when the store encrypts); only the rename
+// and the row update are the writer's.
 func (s *Store) StoreFileBytes(ctx context.Context, key store.FileKey, r io.Reader, maxBytes int64, mimeType string) (store.StoredBytes, error) {
 	if s.readOnly {
 		return store.StoredBytes{}, store.ErrReadOnly
 	}
-	row, err := s.fileRow(ctx, s.r, key)
+	sl, err := s.keys.Sealing()
+	if err != nil {
+		return store.StoredBytes{}, err
+	}
+	row, err := s.fileRow(ctx, s.r, sl, key)
 	if err != nil {
 		return store.StoredBytes{}, err
 	}
 	if row.State == store.FileFetched {
 		return store.StoredBytes{SHA256: row.SHA256, Size: row.Size}, nil
 	}
-	tmp, sum, size, err := s.writeTemp(r, maxBytes, row.Declared)
+	tmp, sum, size, err := s.writeTemp(r, maxBytes, row.Declared, sl)
 	if err != nil {
 		return store.StoredBytes{}, err
 	}
+	addr := sl.ID(store.PurposeContent, sum)
 	// Whatever happens below, the temporary name is gone at the end: renamed, or removed.
 	defer os.Remove(tmp) //nolint:errcheck // usually renamed already; a leftover is swept at the next Open
 	var out store.StoredBytes
 	renamed := false
 	err = s.submit(ctx, func(ctx context.Context, t *txn) error {
-		row, err := s.fileRow(ctx, t.tx, key)
+		t.sl = sl
+		if err := t.mixedConvert(ctx, string(key.Platform), key.MessageID); err != nil {
+			return err
+		}
+		row, err := s.fileRow(ctx, t.tx, sl, key)
 		if err != nil {
 			return err
 		}
@@ -201,15 +245,8 @@ func (s *Store) StoreFileBytes(ctx context.Context, key store.FileKey, r io.Read
 			out = store.StoredBytes{SHA256: row.SHA256, Size: row.Size}
 			return nil
 		}
-		final := blobPath(s.dir, sum)
-		if _, err := os.Stat(final); err != nil {
-			if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
-				return fmt.Errorf("store file: %w", err)
-			}
-			if err := os.Rename(tmp, final); err != nil {
-				return fmt.Errorf("store file: %w", err)
-			}
-			if err := syncDir(filepath.Dir(final)); err != nil {
+		if _, err := os.Stat(blobPath(s.dir, addr)); err != nil {
+			if err := s.placeBlob(tmp, addr); err != nil {
 				return fmt.Errorf("store file: %w", err)
 			}
 			// A group that fails after this is run again request by request: the bytes
@@ -217,7 +254,15 @@ func (s *Store) StoreFileBytes(ctx context.Context, key store.FileKey, r io.Read
 			renamed = true
 		}
 		out = store.StoredBytes{SHA256: sum, Size: size, New: renamed}
-		_, err = t.exec(ctx, "fetchedFile", sum, size, nullable(mimeType), row.ID)
+		var content any
+		if sl.Encrypts() {
+			sealed, err := sl.SealDoc([]byte(sum), fileContentIdentity, string(key.Platform), row.MessageID, strconv.Itoa(key.Index))
+			if err != nil {
+				return err
+			}
+			content = sealed
+		}
+		_, err = t.exec(ctx, "fetchedFile", addr, size, nullable(mimeType), content, row.ID)
 		return err
 	})
 	if err != nil {
@@ -226,34 +271,70 @@ func (s *Store) StoreFileBytes(ctx context.Context, key store.FileKey, r io.Read
 	return out, nil
 }
 
-type fileRow = store.FileRow
+// fileRow is what the store reads of a file record: store.FileRow, with SHA256 the
+// true digest of the stored bytes (Addr their content address) and the stored form
+// of the message id.
+type fileRow struct {
+	store.FileRow
+	Addr      string
+	MessageID string
+}
 
 // rowQuerier is a reader connection or the writer's transaction.
 type rowQuerier interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
 }
 
-func (s *Store) fileRow(ctx context.Context, q rowQuerier, key store.FileKey) (fileRow, error) {
+func (s *Store) fileRow(ctx context.Context, q rowQuerier, sl store.Sealing, key store.FileKey) (fileRow, error) {
 	var f fileRow
-	err := q.QueryRowContext(ctx, sqlFileRow, string(key.Platform), key.MessageID, key.Index).Scan(&f.ID, &f.State, &f.SHA256, &f.Size, &f.Declared)
+	var content, doc string
+	err := q.QueryRowContext(ctx, sqlFileRow, string(key.Platform), sl.ID(store.PurposeMessageID, key.MessageID), key.MessageID, key.Index).
+		Scan(&f.ID, &f.State, &f.Addr, &f.Size, &content, &f.MessageID, &doc)
 	if errors.Is(err, sql.ErrNoRows) {
 		return f, store.ErrFileGone
 	}
 	if err != nil {
 		return f, fmt.Errorf("read file record: %w", err)
 	}
+	idx := strconv.Itoa(key.Index)
+	d, err := sl.OpenDoc(doc, "files", string(key.Platform), f.MessageID, idx)
+	if err != nil {
+		return f, fmt.Errorf("read file record: %w", err)
+	}
+	var m meta.File
+	if err := json.Unmarshal(d, &m); err != nil {
+		return f, fmt.Errorf("decode file document: %w", err)
+	}
+	f.Declared, f.SHA256 = m.SHA256, f.Addr
+	if content != "" {
+		sum, err := sl.OpenDoc(content, fileContentIdentity, string(key.Platform), f.MessageID, idx)
+		if err != nil {
+			return f, fmt.Errorf("read file record: %w", err)
+		}
+		f.SHA256 = string(sum)
+	}
 	return f, nil
 }
 
-// writeTemp streams r into a new temporary file, hashing it, and fsyncs it. It reads
-// at most maxBytes+1 bytes: one more than allowed tells a file that is too large.
-func (s *Store) writeTemp(r io.Reader, maxBytes int64, declared string) (path, sum string, size int64, err error) {
+// createTemp creates a new temporary file in the files directory.
+func (s *Store) createTemp() (string, *os.File, error) {
 	var suffix [8]byte
 	_, _ = rand.Read(suffix[:])
 	tmp := filepath.Join(s.dir, FilesDir, tmpPrefix+hex.EncodeToString(suffix[:]))
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return "", "", 0, fmt.Errorf("store file: %w", err)
+		return "", nil, fmt.Errorf("store file: %w", err)
+	}
+	return tmp, f, nil
+}
+
+// writeTemp streams r into a new temporary file, hashing it (and sealing it when sl
+// encrypts), and fsyncs it. It reads at most maxBytes+1 bytes: one more than allowed
+// tells a file that is too large.
+func (s *Store) writeTemp(r io.Reader, maxBytes int64, declared string, sl store.Sealing) (path, sum string, size int64, err error) {
+	tmp, f, err := s.createTemp()
+	if err != nil {
+		return "", "", 0, err
 	}
 	defer func() {
 		if err != nil { // nothing of a refused or failed file is kept
@@ -262,7 +343,12 @@ func (s *Store) writeTemp(r io.Reader, maxBytes int64, declared string) (path, s
 		}
 	}()
 	h := sha256.New()
-	size, err = io.CopyBuffer(io.MultiWriter(f, h), io.LimitReader(r, maxBytes+1), make([]byte, 64<<10))
+	limited := io.LimitReader(r, maxBytes+1)
+	if sl.Encrypts() {
+		size, err = sealedBlob(f, limited, sl, h)
+	} else {
+		size, err = io.CopyBuffer(io.MultiWriter(f, h), limited, make([]byte, 64<<10))
+	}
 	if err != nil {
 		return "", "", 0, fmt.Errorf("store file: read: %w", err)
 	}
@@ -293,15 +379,23 @@ func syncDir(dir string) error {
 }
 
 // OpenFile implements store.FileStore (works on a read-only store: the export).
+// Sealed bytes are opened as they are read, and checked against the record's digest.
 func (s *Store) OpenFile(ctx context.Context, key store.FileKey) (io.ReadCloser, error) {
-	row, err := s.fileRow(ctx, s.r, key)
+	sl, err := s.keys.Sealing()
+	if err != nil {
+		return nil, err
+	}
+	row, err := s.fileRow(ctx, s.r, sl, key)
 	if err != nil {
 		return nil, err
 	}
 	if row.State != store.FileFetched {
 		return nil, fmt.Errorf("open file: the file is %s, not fetched", row.State)
 	}
-	f, err := os.Open(blobPath(s.dir, row.SHA256))
+	if store.IsHashedID(row.Addr) {
+		return openBlob(blobPath(s.dir, row.Addr), sl, row.SHA256)
+	}
+	f, err := os.Open(blobPath(s.dir, row.Addr))
 	if err != nil {
 		return nil, fmt.Errorf("open file: %w", err)
 	}
@@ -413,11 +507,12 @@ func (s *Store) sweepFiles() error {
 			return fmt.Errorf("sweep files: %w", err)
 		}
 		for _, b := range blobs {
-			if !validSum(b.Name()) {
+			addr := addrOfName(b.Name())
+			if addr == "" {
 				continue
 			}
 			var inUse bool
-			if err := used.QueryRow(b.Name()).Scan(&inUse); err != nil {
+			if err := used.QueryRow(addr).Scan(&inUse); err != nil {
 				return fmt.Errorf("sweep files: %w", err)
 			}
 			if !inUse {

@@ -3,11 +3,12 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
-	"github.com/omniflowcrm/omniflow-operator/internal/store/docenc"
 )
 
 type querier interface {
@@ -19,12 +20,20 @@ type querier interface {
 func (t *txn) insertIdentityChanges(ctx context.Context, changes []meta.IdentityChange, res *store.CommitResult) error {
 	for i := range changes {
 		c := &changes[i]
-		d, err := docenc.Encode(c)
+		msgID := t.sl.ID(store.PurposeMessageID, c.MessageID)
+		if t.s.mixed.Load() && msgID != c.MessageID {
+			if _, err := t.resealWhere(ctx, encTableOf("identity_changes"), "platform = ? AND message_id = ?",
+				[]any{string(c.Platform), c.MessageID}, false); err != nil {
+				return err
+			}
+		}
+		d, err := seal(t.sl, c, "identity_changes", string(c.Platform), msgID)
 		if err != nil {
 			return err
 		}
-		n, err := t.exec(ctx, "insertIdentityChange", string(c.Platform), c.MessageID, c.Channel,
-			nullable(c.OldWaID), nullable(c.OldUserID), nullable(c.NewWaID), nullable(c.NewUserID), d)
+		id := func(v string) any { return nullable(t.sl.ID(store.PurposeSubject, v)) }
+		n, err := t.exec(ctx, "insertIdentityChange", string(c.Platform), msgID, c.Channel,
+			id(c.OldWaID), id(c.OldUserID), id(c.NewWaID), id(c.NewUserID), d)
 		if err != nil {
 			return err
 		}
@@ -83,4 +92,56 @@ func selectIdentifiers(ctx context.Context, q querier, table string, cols []stri
 	}
 	defer rows.Close()
 	return store.ScanIdentifiers(rows, len(cols))
+}
+
+// linkedInDocs returns, for the rows of a link table (contacts, identity_changes)
+// that match where, every identifier their documents name, each in clear and hashed:
+// the walk of a mixed store, whose rows may hold either form.
+func linkedInDocs(ctx context.Context, q querier, sl store.Sealing, table, where string, args []any) ([]string, error) {
+	tb := encTableOf(table)
+	cols := make([]string, len(tb.key))
+	for i, c := range tb.key {
+		cols[i] = c.name
+	}
+	rows, err := q.QueryContext(ctx, "SELECT "+strings.Join(cols, ", ")+", doc FROM "+table+" WHERE "+where, args...)
+	if err != nil {
+		return nil, fmt.Errorf("resolve subject: %s: %w", table, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		key := make([]string, len(cols))
+		var d string
+		dest := make([]any, 0, len(cols)+1)
+		for i := range key {
+			dest = append(dest, &key[i])
+		}
+		if err := rows.Scan(append(dest, &d)...); err != nil {
+			return nil, fmt.Errorf("resolve subject: %s: %w", table, err)
+		}
+		doc, err := sl.OpenDoc(d, table, key...)
+		if err != nil {
+			return nil, fmt.Errorf("resolve subject: %w", err)
+		}
+		var ids []string
+		if table == "contacts" {
+			var c meta.Contact
+			err = json.Unmarshal(doc, &c)
+			ids = []string{c.Subject, c.WaID, c.UserID}
+		} else {
+			var c meta.IdentityChange
+			err = json.Unmarshal(doc, &c)
+			ids = c.Identifiers()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("resolve subject: decode %s: %w", table, err)
+		}
+		for _, id := range ids {
+			out = append(out, id, sl.ID(store.PurposeSubject, id))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("resolve subject: %s: %w", table, err)
+	}
+	return out, nil
 }

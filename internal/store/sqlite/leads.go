@@ -10,7 +10,6 @@ import (
 
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
-	"github.com/omniflowcrm/omniflow-operator/internal/store/docenc"
 )
 
 // leadsSchema is the table of lead attribution records (store/leads.go). token holds a
@@ -45,12 +44,24 @@ const sqlPruneAgedLeads = `DELETE FROM leads WHERE id IN
 func (t *txn) insertLeads(ctx context.Context, leads []meta.Lead, res *store.CommitResult) error {
 	for i := range leads {
 		l := &leads[i]
-		d, err := docenc.Encode(l)
+		id := t.sl.ID(store.PurposeLeadID, l.ID)
+		if t.s.mixed.Load() && id != l.ID {
+			if _, err := t.resealWhere(ctx, encTableOf("leads"), "platform = ? AND lead_id = ?", []any{string(l.Platform), l.ID}, false); err != nil {
+				return err
+			}
+		}
+		d, err := seal(t.sl, l, "leads", string(l.Platform), id)
 		if err != nil {
 			return err
 		}
-		n, err := t.exec(ctx, "insertLead", string(l.Platform), l.ID, l.Channel, l.Subject, nullable(l.SubjectAlt),
-			unixMilli(l.Timestamp), nullable(string(l.Token)), d)
+		var token any
+		if l.Token != "" {
+			if token, err = t.sl.SealDoc([]byte(l.Token), leadTokenIdentity, string(l.Platform), id); err != nil {
+				return err
+			}
+		}
+		n, err := t.exec(ctx, "insertLead", string(l.Platform), id, l.Channel, t.sl.ID(store.PurposeSubject, l.Subject),
+			nullable(t.sl.ID(store.PurposeSubject, l.SubjectAlt)), unixMilli(l.Timestamp), token, d)
 		if err != nil {
 			return err
 		}
@@ -64,7 +75,7 @@ func (o pruneOps) DeleteAgedLeads(ctx context.Context, before time.Time, limit i
 }
 
 func (o pruneOps) HasLeads(ctx context.Context, platform meta.Platform, channel string, ids []string) (bool, error) {
-	q, args := hasLeadsQuery(platform, channel, ids)
+	q, args := hasLeadsQuery(platform, channel, o.t.forms(ids))
 	var left bool
 	err := o.t.tx.QueryRowContext(ctx, q, args...).Scan(&left)
 	return left, err
@@ -85,15 +96,26 @@ func hasLeadsQuery(platform meta.Platform, channel string, ids []string) (string
 		OR EXISTS (SELECT 1 FROM leads WHERE subject_alt IN ` + in + ` AND +platform = ? AND +channel = ?)`, args
 }
 
-// LeadToken implements store.Store, on a reader connection.
+// LeadToken implements store.Store, on a reader connection. The record is looked up
+// under its lead id's keyed hash and in clear (a store not yet wholly resealed).
 func (s *Store) LeadToken(ctx context.Context, platform meta.Platform, id string) (meta.Secret, error) {
+	sl, err := s.keys.Sealing()
+	if err != nil {
+		return "", err
+	}
+	var stored string
 	var tok sql.NullString
-	err := s.r.QueryRowContext(ctx, `SELECT token FROM leads WHERE platform = ? AND lead_id = ?`, string(platform), id).Scan(&tok)
-	if errors.Is(err, sql.ErrNoRows) {
+	err = s.r.QueryRowContext(ctx, `SELECT lead_id, token FROM leads WHERE platform = ? AND lead_id IN (?, ?)`,
+		string(platform), sl.ID(store.PurposeLeadID, id), id).Scan(&stored, &tok)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && !tok.Valid {
 		return "", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("read lead token: %w", err)
 	}
-	return meta.Secret(tok.String), nil
+	b, err := sl.OpenDoc(tok.String, leadTokenIdentity, string(platform), stored)
+	if err != nil {
+		return "", fmt.Errorf("read lead token: %w", err)
+	}
+	return meta.Secret(b), nil
 }

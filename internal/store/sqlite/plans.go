@@ -66,8 +66,8 @@ func Statements() []store.Statement {
 	add("retry file", sqlRetryFile, before, "Timeout", string(meta.WhatsApp), "wamid.1", 0)
 	add("fail file", sqlFailFile, store.FileFailed, store.FailNotFound, string(meta.WhatsApp), "wamid.1", 0)
 	add("release file", sqlReleaseFile, before, string(meta.WhatsApp), "wamid.1", 0)
-	add("file record", sqlFileRow, string(meta.WhatsApp), "wamid.1", 0)
-	add("file fetched", sqlFetchedFile, "00", 1, nil, 1)
+	add("file record", sqlFileRow, string(meta.WhatsApp), "wamid.1", "wamid.1", 0)
+	add("file fetched", sqlFetchedFile, "00", 1, nil, nil, 1)
 	add("blob used", sqlBlobUsed, "00")
 	add("unsend files", statements["deleteFiles"], string(meta.WhatsApp), "wamid.1")
 	return out

@@ -4,15 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 )
-
-// reactsTo is the reacts_to column of a message: its reaction's target, or NULL.
-func reactsTo(m *meta.Message) any { return nullable(store.ReactsTo(m)) }
 
 // Prune implements store.Store. The batch is one operation of the single writer, so it
 // is committed in a group with the deliveries queued beside it and holds the writer
@@ -24,7 +22,7 @@ func (s *Store) Prune(ctx context.Context, req store.PruneRequest) (store.Pruned
 	}
 	var res store.Pruned
 	var unref []string
-	err := s.submit(ctx, func(ctx context.Context, t *txn) error {
+	err := s.submitSealed(ctx, func(ctx context.Context, t *txn) error {
 		var err error
 		unref, err = t.deletingFiles(func() error {
 			res, err = store.PruneBatch(ctx, pruneOps{t}, req)
@@ -175,25 +173,50 @@ func (o pruneOps) DeleteAgedReceipts(ctx context.Context, before time.Time, limi
 // LockIdentities: nothing to lock, the writer is the only one.
 func (pruneOps) LockIdentities(context.Context, []store.Identity) error { return nil }
 
+// ContactsOf looks up the contacts by the stored identifier of a pruned record. Their
+// IDs are stored values too (what HasRecords compares); their Key is the contact's
+// own subject, as the writer's contact cache knows it.
 func (o pruneOps) ContactsOf(ctx context.Context, id store.Identity) ([]store.PrunedContact, error) {
-	found, err := o.t.findContacts(ctx, &meta.Contact{Platform: id.Platform, Channel: id.Channel, Subject: id.ID, WaID: id.ID, UserID: id.ID})
+	v := id.ID
+	if o.t.s.mixed.Load() && !store.IsHashedID(v) {
+		if err := o.t.convertContacts(ctx, id.Platform, id.Channel, v); err != nil {
+			return nil, err
+		}
+		v = o.t.sl.ID(store.PurposeSubject, v)
+	}
+	found, err := o.t.findStoredContacts(ctx, id.Platform, id.Channel, v, v, v)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]store.PrunedContact, 0, len(found))
 	for _, r := range found {
 		c := store.PrunedContact{RowID: r.id, Key: store.Identity{Platform: r.c.Platform, Channel: r.c.Channel, ID: r.c.Subject}}
-		c.IDs = store.AddIdentifiers(nil, map[string]bool{}, r.c.Subject, r.c.WaID, r.c.UserID)
+		c.IDs = store.AddIdentifiers(nil, map[string]bool{}, r.stored[:]...)
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// forms are the stored identifiers ids with, while the store is mixed, the keyed hash
+// of each one still in clear: records filed under either form are found.
+func (t *txn) forms(ids []string) []string {
+	if !t.s.mixed.Load() || !t.sl.Encrypts() {
+		return ids
+	}
+	out := slices.Clone(ids)
+	for _, id := range ids {
+		if id != "" && !store.IsHashedID(id) {
+			out = append(out, t.sl.ID(store.PurposeSubject, id))
+		}
+	}
+	return out
 }
 
 // HasRecords asks one indexed question per table and identifier column. The unary "+"
 // keeps SQLite from answering platform = ? through the (platform, message_id) indexes,
 // which would scan every message of the platform; the subject indexes find the rows.
 func (o pruneOps) HasRecords(ctx context.Context, platform meta.Platform, channel string, ids []string) (bool, error) {
-	q, args := hasRecordsQuery(platform, channel, ids)
+	q, args := hasRecordsQuery(platform, channel, o.t.forms(ids))
 	st, err := o.t.prepared(ctx, q)
 	if err != nil {
 		return false, err

@@ -77,7 +77,10 @@ CREATE TABLE IF NOT EXISTS files (
 	fail_reason TEXT,
 	sha256      TEXT,    -- hex, of the stored bytes: set once fetched
 	size        INTEGER,
-	mime_type   TEXT     -- as recorded when the bytes were stored
+	mime_type   TEXT,    -- as recorded when the bytes were stored
+	-- With Keys: sha256 is the keyed content address, and content the sealed hex
+	-- SHA-256 of the bytes (what export shows); NULL in clear.
+	content     TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS files_key ON files(platform, message_id, idx);
 CREATE INDEX IF NOT EXISTS files_subject ON files(subject);
@@ -167,6 +170,7 @@ var migrations = []struct{ table, column, add string }{
 	{"files", "sha256", "ALTER TABLE files ADD COLUMN sha256 TEXT"},
 	{"files", "size", "ALTER TABLE files ADD COLUMN size INTEGER"},
 	{"files", "mime_type", "ALTER TABLE files ADD COLUMN mime_type TEXT"},
+	{"files", "content", "ALTER TABLE files ADD COLUMN content TEXT"},
 	{"files", "state", `ALTER TABLE files ADD COLUMN state TEXT NOT NULL DEFAULT 'metadataOnly';
 		UPDATE files SET state = 'pending', next_at = 0,
 			received_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
@@ -206,9 +210,9 @@ var statements = map[string]string{
 	// A UNION of three indexed lookups rather than one OR: SQLite cannot use the indexes
 	// for an OR whose arms carry "?<>''" guards, and a scan per contact grows with the
 	// tenant. One statement rather than three keeps the writer's per-call overhead down.
-	"findContacts": `SELECT id, doc FROM contacts WHERE platform = ?1 AND channel = ?2 AND subject = ?3
-		UNION SELECT id, doc FROM contacts WHERE wa_id = ?4 AND platform = ?1 AND channel = ?2
-		UNION SELECT id, doc FROM contacts WHERE user_id = ?5 AND platform = ?1 AND channel = ?2
+	"findContacts": `SELECT id, subject, COALESCE(wa_id, ''), COALESCE(user_id, ''), doc FROM contacts WHERE platform = ?1 AND channel = ?2 AND subject = ?3
+		UNION SELECT id, subject, COALESCE(wa_id, ''), COALESCE(user_id, ''), doc FROM contacts WHERE wa_id = ?4 AND platform = ?1 AND channel = ?2
+		UNION SELECT id, subject, COALESCE(wa_id, ''), COALESCE(user_id, ''), doc FROM contacts WHERE user_id = ?5 AND platform = ?1 AND channel = ?2
 		ORDER BY id`,
 	"insertContact": `INSERT INTO contacts(platform, channel, subject, wa_id, user_id, doc) VALUES (?, ?, ?, ?, ?, ?)`,
 	"updateContact": `UPDATE contacts SET subject = ?, wa_id = ?, user_id = ?, doc = ? WHERE id = ?`,

@@ -53,6 +53,10 @@ type Options struct {
 	// and before the WAL sync that lets their callers be answered. A test failpoint:
 	// blocking in it holds every answer while the writer keeps committing.
 	BeforeWALSync func()
+	// Keys seal documents and file bytes and hash identifiers (docs/encryption.md);
+	// nil stores in clear. Every operation takes one store.Sealing from it and uses it
+	// throughout.
+	Keys *store.Keys
 }
 
 // Store is the SQLite backend of store.Store.
@@ -83,6 +87,10 @@ type Store struct {
 	catchUp  atomic.Bool // the WAL is large: the writer should finish the checkpoint
 
 	optimized time.Time // when the planner statistics were last refreshed (writer only)
+
+	keys *store.Keys
+	// mixed: opened with Keys while identifiers stored in clear may remain (reseal.go).
+	mixed atomic.Bool
 }
 
 var (
@@ -148,7 +156,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	} else if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	s := &Store{dir: dir, opts: opts, readOnly: opts.ReadOnly, stmts: map[string]*sql.Stmt{}, contacts: map[contactKey]meta.Contact{}}
+	s := &Store{dir: dir, opts: opts, readOnly: opts.ReadOnly, stmts: map[string]*sql.Stmt{}, contacts: map[contactKey]meta.Contact{}, keys: opts.Keys}
 	var err error
 	if s.r, err = sql.Open("sqlite", dsn(path, true)); err != nil {
 		return nil, fmt.Errorf("open sqlite reader: %w", err)
@@ -158,6 +166,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		if err := s.r.Ping(); err != nil {
 			s.r.Close()
 			return nil, fmt.Errorf("open sqlite reader: %w", err)
+		}
+		if err := s.loadMixed(s.r); err != nil {
+			s.r.Close()
+			return nil, err
 		}
 		return s, nil
 	}
@@ -201,6 +213,16 @@ func (s *Store) init() error {
 	}
 	if err := migrate(s.w); err != nil {
 		return err
+	}
+	if err := s.initEncryption(); err != nil {
+		return err
+	}
+	if s.keys.Enabled() {
+		// What a delete or an update frees is overwritten with zeros, so that a record
+		// resealed or erased leaves no clear copy in a free page of the file.
+		if _, err := s.w.Exec("PRAGMA secure_delete = ON"); err != nil {
+			return fmt.Errorf("secure_delete: %w", err)
+		}
 	}
 	if _, err := s.w.Exec(store.RetentionIndexes + store.SubjectIndexes + fileIndexes); err != nil {
 		return fmt.Errorf("create retention, subject and file indexes: %w", err)
@@ -309,6 +331,20 @@ func (s *Store) submit(ctx context.Context, o op) error {
 	case <-ctx.Done():
 		return fmt.Errorf("wait for commit: %w", ctx.Err())
 	}
+}
+
+// submitSealed is submit for an operation that seals, opens or hashes: it takes the
+// Sealing in force (failing with store.ErrKeyUnavailable when the ring is gone,
+// before anything is written) and hands it to the operation.
+func (s *Store) submitSealed(ctx context.Context, o op) error {
+	sl, err := s.keys.Sealing()
+	if err != nil {
+		return err
+	}
+	return s.submit(ctx, func(ctx context.Context, t *txn) error {
+		t.sl = sl
+		return o(ctx, t)
+	})
 }
 
 // run is the single writer. It takes whatever is queued (up to MaxGroup) and commits it
@@ -497,7 +533,11 @@ func (s *Store) Commit(ctx context.Context, b *meta.Batch) (store.CommitResult, 
 	}
 	// Encode documents here, on the caller's goroutine, to keep the writer's critical
 	// path down to SQL.
-	p, err := prepare(b)
+	sl, err := s.keys.Sealing()
+	if err != nil {
+		return store.CommitResult{}, err
+	}
+	p, err := prepare(b, sl)
 	if err != nil {
 		return store.CommitResult{}, err
 	}
@@ -505,6 +545,7 @@ func (s *Store) Commit(ctx context.Context, b *meta.Batch) (store.CommitResult, 
 	var unref []string // bytes of the files of unsent messages
 	err = s.submit(ctx, func(ctx context.Context, t *txn) error {
 		res = store.CommitResult{}
+		t.sl = p.sl
 		var err error
 		unref, err = t.deletingFiles(func() error { return t.apply(ctx, p, &res) })
 		return err

@@ -174,7 +174,7 @@ func TestGroupIsolation(t *testing.T) {
 }
 
 func mustPrepare(m meta.Message) *prepared {
-	p, err := prepare(&meta.Batch{Messages: []meta.Message{m}})
+	p, err := prepare(&meta.Batch{Messages: []meta.Message{m}}, store.Sealing{})
 	if err != nil {
 		panic(err)
 	}
@@ -406,7 +406,7 @@ func TestContactAfterErasureInTheSameGroup(t *testing.T) {
 	if _, err := s.Commit(context.Background(), &meta.Batch{Contacts: []meta.Contact{ana}}); err != nil {
 		t.Fatal(err)
 	}
-	p, err := prepare(&meta.Batch{Contacts: []meta.Contact{ana}})
+	p, err := prepare(&meta.Batch{Contacts: []meta.Contact{ana}}, store.Sealing{})
 	if err != nil {
 		t.Fatal(err)
 	}

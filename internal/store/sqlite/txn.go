@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
@@ -26,6 +27,8 @@ type txn struct {
 	// deleted (deletingFiles): removed once it is on disk, unless another record still
 	// names them (removeUnreferenced).
 	unref []string
+	// sl seals, opens and hashes for the request being applied (its Sealing).
+	sl store.Sealing
 }
 
 // deletingFiles runs fn, one request's op, and returns the content addresses of the file
@@ -148,55 +151,71 @@ func (t *txn) exec(ctx context.Context, name string, args ...any) (int64, error)
 	return n, nil
 }
 
+// doc is a record with its stored forms: the sealed (or clear) document and the
+// stored values of its identifier columns.
 type doc[T any] struct {
 	rec  *T
-	json []byte
+	json string
+	// msgID, subject, subjectAlt (and reactsTo for messages) as stored: keyed hashes
+	// when the store encrypts.
+	msgID, subject, subjectAlt, reactsTo string
 }
 
-// prepared is a batch with its documents already encoded.
+// prepared is a batch with its documents already encoded and sealed, under sl.
 type prepared struct {
 	b        *meta.Batch
+	sl       store.Sealing
 	messages []doc[meta.Message]
 	files    map[string][]doc[meta.File] // by message id: stored only with a new message
 	statuses []doc[meta.Status]
 	receipts []doc[meta.Receipt]
 }
 
-func encode[T any](rec *T) (doc[T], error) {
+// seal encodes rec and seals it as the record of table whose unique key's stored values
+// are key.
+func seal[T any](sl store.Sealing, rec *T, table string, key ...string) (string, error) {
 	b, err := docenc.Encode(rec)
 	if err != nil {
-		return doc[T]{}, err
+		return "", err
 	}
-	return doc[T]{rec, b}, nil
+	return sl.SealDoc(b, table, key...)
 }
 
-func prepare(b *meta.Batch) (*prepared, error) {
-	p := &prepared{b: b, files: map[string][]doc[meta.File]{}}
+func prepare(b *meta.Batch, sl store.Sealing) (*prepared, error) {
+	p := &prepared{b: b, sl: sl, files: map[string][]doc[meta.File]{}}
+	var err error
 	for i := range b.Messages {
-		d, err := encode(&b.Messages[i])
-		if err != nil {
+		m := &b.Messages[i]
+		d := doc[meta.Message]{rec: m, msgID: sl.ID(store.PurposeMessageID, m.ID), subject: sl.ID(store.PurposeSubject, m.Subject),
+			subjectAlt: sl.ID(store.PurposeSubject, m.SubjectAlt), reactsTo: sl.ID(store.PurposeMessageID, store.ReactsTo(m))}
+		if d.json, err = seal(sl, m, "messages", string(m.Platform), d.msgID); err != nil {
 			return nil, err
 		}
 		p.messages = append(p.messages, d)
 	}
 	for i := range b.Files {
-		d, err := encode(&b.Files[i])
-		if err != nil {
+		f := &b.Files[i]
+		d := doc[meta.File]{rec: f, msgID: sl.ID(store.PurposeMessageID, f.MessageID), subject: sl.ID(store.PurposeSubject, f.Subject),
+			subjectAlt: sl.ID(store.PurposeSubject, f.SubjectAlt)}
+		if d.json, err = seal(sl, f, "files", string(f.Platform), d.msgID, strconv.Itoa(f.Index)); err != nil {
 			return nil, err
 		}
-		k := string(b.Files[i].Platform) + "\x00" + b.Files[i].MessageID
+		k := string(f.Platform) + "\x00" + f.MessageID
 		p.files[k] = append(p.files[k], d)
 	}
 	for i := range b.Statuses {
-		d, err := encode(&b.Statuses[i])
-		if err != nil {
+		st := &b.Statuses[i]
+		d := doc[meta.Status]{rec: st, msgID: sl.ID(store.PurposeMessageID, st.MessageID), subject: sl.ID(store.PurposeSubject, st.Subject),
+			subjectAlt: sl.ID(store.PurposeSubject, st.SubjectAlt)}
+		if d.json, err = seal(sl, st, "statuses", string(st.Platform), d.msgID); err != nil {
 			return nil, err
 		}
 		p.statuses = append(p.statuses, d)
 	}
 	for i := range b.Receipts {
-		d, err := encode(&b.Receipts[i])
-		if err != nil {
+		r := &b.Receipts[i]
+		d := doc[meta.Receipt]{rec: r, subject: sl.ID(store.PurposeSubject, r.Subject)}
+		if d.json, err = seal(sl, r, "receipts", string(r.Platform), r.Channel, d.subject, r.State); err != nil {
 			return nil, err
 		}
 		p.receipts = append(p.receipts, d)
@@ -234,7 +253,10 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 	}
 	for _, d := range p.messages {
 		m := d.rec
-		n, err := t.exec(ctx, insert, string(m.Platform), m.ID, m.Channel, m.Subject, nullable(m.SubjectAlt), unixMilli(m.Timestamp), d.json, reactsTo(m))
+		if err := t.mixedConvert(ctx, string(m.Platform), m.ID); err != nil {
+			return err
+		}
+		n, err := t.exec(ctx, insert, string(m.Platform), d.msgID, m.Channel, d.subject, nullable(d.subjectAlt), unixMilli(m.Timestamp), d.json, nullable(d.reactsTo))
 		if err != nil {
 			return err
 		}
@@ -249,7 +271,7 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 			if state == store.FilePending {
 				due = 0 // due at once, whatever the clock: claims order by due time, then by id
 			}
-			n, err := t.exec(ctx, "insertFile", string(fr.Platform), fr.MessageID, fr.Index, fr.Channel, fr.Subject, nullable(fr.SubjectAlt), nullable(fr.MediaID), f.json,
+			n, err := t.exec(ctx, "insertFile", string(fr.Platform), f.msgID, fr.Index, fr.Channel, f.subject, nullable(f.subjectAlt), nullable(fr.MediaID), f.json,
 				state, due, received)
 			if err != nil {
 				return err
@@ -259,7 +281,10 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 	}
 	for _, d := range p.statuses {
 		s := d.rec
-		n, err := t.exec(ctx, "upsertStatus", string(s.Platform), s.MessageID, s.Channel, s.Subject, nullable(s.SubjectAlt), meta.StateRank(s.State), d.json, unixMilli(s.Timestamp))
+		if err := t.mixedConvert(ctx, string(s.Platform), s.MessageID); err != nil {
+			return err
+		}
+		n, err := t.exec(ctx, "upsertStatus", string(s.Platform), d.msgID, s.Channel, d.subject, nullable(d.subjectAlt), meta.StateRank(s.State), d.json, unixMilli(s.Timestamp))
 		if err != nil {
 			return err
 		}
@@ -271,7 +296,13 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 	}
 	for _, d := range p.receipts {
 		r := d.rec
-		if _, err := t.exec(ctx, "upsertReceipt", string(r.Platform), r.Channel, r.Subject, r.State, r.Watermark.UnixMilli(), d.json); err != nil {
+		if t.s.mixed.Load() && r.Subject != d.subject {
+			if _, err := t.resealWhere(ctx, encTableOf("receipts"), "platform = ? AND channel = ? AND subject = ?",
+				[]any{string(r.Platform), r.Channel, r.Subject}, false); err != nil {
+				return err
+			}
+		}
+		if _, err := t.exec(ctx, "upsertReceipt", string(r.Platform), r.Channel, d.subject, r.State, r.Watermark.UnixMilli(), d.json); err != nil {
 			return err
 		}
 	}
@@ -285,15 +316,19 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 		// Set before the insert and never reset (even on rollback): erring towards
 		// checking costs a little time, erring the other way would resurrect messages.
 		t.s.hasTombstones = true
-		if _, err := t.exec(ctx, "tombstone", string(del.Platform), del.MessageID, time.Now().UnixMilli()); err != nil {
+		if err := t.mixedConvert(ctx, string(del.Platform), del.MessageID); err != nil {
 			return err
 		}
-		n, err := t.exec(ctx, "deleteMessage", string(del.Platform), del.MessageID)
+		id := t.sl.ID(store.PurposeMessageID, del.MessageID)
+		if _, err := t.exec(ctx, "tombstone", string(del.Platform), id, time.Now().UnixMilli()); err != nil {
+			return err
+		}
+		n, err := t.exec(ctx, "deleteMessage", string(del.Platform), id)
 		if err != nil {
 			return err
 		}
 		res.MessagesDeleted += int(n)
-		if _, _, err := t.deleteFiles(ctx, t.stmt(ctx, "deleteFiles"), string(del.Platform), del.MessageID); err != nil {
+		if _, _, err := t.deleteFiles(ctx, t.stmt(ctx, "deleteFiles"), string(del.Platform), id); err != nil {
 			return fmt.Errorf("delete files: %w", err)
 		}
 	}
@@ -302,13 +337,45 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 
 type contactRow struct {
 	id int64
-	c  meta.Contact
+	// stored: the subject, wa_id and user id columns as stored (keyed hashes when the
+	// store encrypts); c is the opened document.
+	stored [3]string
+	c      meta.Contact
 }
 
 // findContacts returns the stored contacts c matches by subject, wa_id or user id, in
-// id order. Empty wa_id/user id bind as NULL, which matches nothing.
+// id order. Empty wa_id/user id bind as NULL, which matches nothing. While the store
+// is mixed, rows stored under c's identifiers in clear are converted first.
 func (t *txn) findContacts(ctx context.Context, c *meta.Contact) ([]contactRow, error) {
-	rows, err := t.stmt(ctx, "findContacts").QueryContext(ctx, string(c.Platform), c.Channel, c.Subject, nullable(c.WaID), nullable(c.UserID))
+	if t.s.mixed.Load() {
+		for _, id := range []string{c.Subject, c.WaID, c.UserID} {
+			if err := t.convertContacts(ctx, c.Platform, c.Channel, id); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return t.findStoredContacts(ctx, c.Platform, c.Channel,
+		t.sl.ID(store.PurposeSubject, c.Subject), t.sl.ID(store.PurposeSubject, c.WaID), t.sl.ID(store.PurposeSubject, c.UserID))
+}
+
+// convertContacts brings the contact rows stored under the clear identifier id
+// (subject, wa_id or user id) to the hashed form.
+func (t *txn) convertContacts(ctx context.Context, platform meta.Platform, channel, id string) error {
+	if id == "" || store.IsHashedID(id) || !t.sl.Encrypts() {
+		return nil
+	}
+	for _, col := range []string{"subject", "wa_id", "user_id"} {
+		if _, err := t.resealWhere(ctx, encTableOf("contacts"), col+" = ? AND platform = ? AND channel = ?",
+			[]any{id, string(platform), channel}, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// findStoredContacts is findContacts by stored values.
+func (t *txn) findStoredContacts(ctx context.Context, platform meta.Platform, channel, subject, waID, userID string) ([]contactRow, error) {
+	rows, err := t.stmt(ctx, "findContacts").QueryContext(ctx, string(platform), channel, subject, nullable(waID), nullable(userID))
 	if err != nil {
 		return nil, fmt.Errorf("find contacts: %w", err)
 	}
@@ -316,11 +383,15 @@ func (t *txn) findContacts(ctx context.Context, c *meta.Contact) ([]contactRow, 
 	var found []contactRow
 	for rows.Next() {
 		var r contactRow
-		var d []byte
-		if err := rows.Scan(&r.id, &d); err != nil {
+		var d string
+		if err := rows.Scan(&r.id, &r.stored[0], &r.stored[1], &r.stored[2], &d); err != nil {
 			return nil, fmt.Errorf("find contacts: scan: %w", err)
 		}
-		if err := json.Unmarshal(d, &r.c); err != nil {
+		doc, err := t.sl.OpenDoc(d, "contacts", string(platform), channel, r.stored[0])
+		if err != nil {
+			return nil, fmt.Errorf("find contacts: %w", err)
+		}
+		if err := json.Unmarshal(doc, &r.c); err != nil {
 			return nil, fmt.Errorf("find contacts: decode: %w", err)
 		}
 		found = append(found, r)
@@ -389,29 +460,46 @@ func fill(dst *string, old string) {
 	}
 }
 
+// writeContact stores c in row id (0: a new row), sealed under its (new) key.
 func (t *txn) writeContact(ctx context.Context, id int64, c *meta.Contact) error {
-	d, err := docenc.Encode(c)
+	subject, waID, userID := t.sl.ID(store.PurposeSubject, c.Subject), t.sl.ID(store.PurposeSubject, c.WaID), t.sl.ID(store.PurposeSubject, c.UserID)
+	d, err := seal(t.sl, c, "contacts", string(c.Platform), c.Channel, subject)
 	if err != nil {
 		return err
 	}
 	if id == 0 {
-		_, err = t.exec(ctx, "insertContact", string(c.Platform), c.Channel, c.Subject, nullable(c.WaID), nullable(c.UserID), d)
+		_, err = t.exec(ctx, "insertContact", string(c.Platform), c.Channel, subject, nullable(waID), nullable(userID), d)
 	} else {
-		_, err = t.exec(ctx, "updateContact", c.Subject, nullable(c.WaID), nullable(c.UserID), d, id)
+		_, err = t.exec(ctx, "updateContact", subject, nullable(waID), nullable(userID), d, id)
 	}
 	return err
 }
 
-// subjectIDs resolves an identifier to every identifier the same person is stored under:
-// erasing by wa_id must also reach messages filed under the business-scoped id, and back,
-// and erasing by a new phone number must reach what was filed under the old one
-// (identity changes, followed through chains by store.ResolveIdentifiers).
-func subjectIDs(ctx context.Context, q querier, s store.Subject, channel string) ([]string, error) {
-	return store.ResolveIdentifiers(s.ID, func(ids []string) ([]string, error) {
+// subjectIDs resolves an identifier to every identifier the same person is stored under,
+// in their stored forms: erasing by wa_id must also reach messages filed under the
+// business-scoped id, and back, and erasing by a new phone number must reach what was
+// filed under the old one (identity changes, followed through chains by
+// store.ResolveIdentifiers). With Keys the walk runs over keyed hashes, since every
+// comparison is between stored values; while the store is mixed it also reads the
+// clear identifiers from the link rows' documents, so that rows in either form are found.
+func subjectIDs(ctx context.Context, q querier, sl store.Sealing, mixed bool, s store.Subject, channel string) ([]string, error) {
+	first := sl.ID(store.PurposeSubject, s.ID)
+	var extra []string
+	if mixed && first != s.ID {
+		extra = []string{s.ID}
+	}
+	return store.ResolveIdentifiers(first, func(ids []string) ([]string, error) {
+		ids, extra = append(ids, extra...), nil
 		var found []string
 		for _, tb := range store.LinkTables {
 			where, args := subjectWhere(s.Platform, channel, ids, tb.SubjectCols...)
-			more, err := selectIdentifiers(ctx, q, tb.Name, tb.SubjectCols, where, args)
+			var more []string
+			var err error
+			if mixed {
+				more, err = linkedInDocs(ctx, q, sl, tb.Name, where, args)
+			} else {
+				more, err = selectIdentifiers(ctx, q, tb.Name, tb.SubjectCols, where, args)
+			}
 			if err != nil {
 				return nil, err
 			}
