@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
@@ -44,8 +46,9 @@ BEGIN
 			ADD COLUMN received_at BIGINT, ADD COLUMN fail_reason TEXT, ADD COLUMN sha256 TEXT,
 			ADD COLUMN size BIGINT, ADD COLUMN mime_type TEXT;
 		UPDATE files SET state = 'pending', next_at = 0, received_at = (extract(epoch FROM now()) * 1000)::bigint
-			WHERE NOT COALESCE((doc::jsonb ->> 'noFetch')::boolean, false)
-				AND (media_id IS NOT NULL OR doc::jsonb ? 'url');
+			WHERE doc LIKE '{%' -- sealed documents (no store this old holds one) are no JSON
+				AND NOT COALESCE(((CASE WHEN doc LIKE '{%' THEN doc::jsonb END) ->> 'noFetch')::boolean, false)
+				AND (media_id IS NOT NULL OR COALESCE((CASE WHEN doc LIKE '{%' THEN doc::jsonb END) ? 'url', false));
 	END IF;
 END $$;
 CREATE INDEX IF NOT EXISTS files_due ON files(next_at, id) WHERE state = 'pending';
@@ -72,7 +75,7 @@ const (
 	// never by a join that reads the table.
 	sqlClaimFetches = `UPDATE files SET next_at = $2, attempts = attempts + 1 WHERE id = ANY(ARRAY(
 		SELECT id FROM files WHERE state = 'pending' AND next_at <= $1 ORDER BY next_at, id LIMIT $3 FOR UPDATE SKIP LOCKED))
-		RETURNING id, COALESCE(media_id, ''), attempts - 1, COALESCE(received_at, 0), doc`
+		RETURNING id, COALESCE(media_id, ''), attempts - 1, COALESCE(received_at, 0), doc, platform, message_id, idx::text`
 	sqlRetryFile = `UPDATE files SET next_at = $1, fail_reason = $2
 		WHERE platform = $3 AND message_id = $4 AND idx = $5 AND state = 'pending'`
 	sqlFailFile = `UPDATE files SET state = $1, fail_reason = $2, next_at = NULL
@@ -81,11 +84,13 @@ const (
 	// released that its claim did not count (a claim before a crash, say).
 	sqlReleaseFile = `UPDATE files SET next_at = $1, attempts = GREATEST(attempts - 1, 0)
 		WHERE platform = $2 AND message_id = $3 AND idx = $4 AND state = 'pending'`
-	sqlFileRow = `SELECT id, state, COALESCE(sha256, ''), COALESCE(size, 0), COALESCE(doc::jsonb ->> 'sha256', '')
+	// The declared sha256 is read from the document in Go: it may be sealed.
+	sqlFileRow = `SELECT id, state, COALESCE(sha256, ''), COALESCE(size, 0), doc, COALESCE(content, '')
 		FROM files WHERE platform = $1 AND message_id = $2 AND idx = $3`
 	sqlFetchedFile = `UPDATE files SET state = 'fetched', sha256 = $1, size = $2, mime_type = COALESCE($3, mime_type),
-		next_at = NULL, fail_reason = NULL WHERE id = $4`
+		next_at = NULL, fail_reason = NULL, content = $5 WHERE id = $4`
 	sqlInsertChunk = `INSERT INTO blobs(sha256, seq, data) VALUES ($1, $2, $3)`
+	sqlTakeChunk   = `DELETE FROM blobs WHERE sha256 = $1 AND seq = $2 RETURNING data`
 	sqlBlobExists  = `SELECT EXISTS (SELECT 1 FROM blobs WHERE sha256 = $1)`
 	sqlNameBlob    = `UPDATE blobs SET sha256 = $1 WHERE sha256 = $2`
 	sqlDropChunks  = `DELETE FROM blobs WHERE sha256 = $1`
@@ -168,6 +173,10 @@ func (s *Store) ClaimFetches(ctx context.Context, now time.Time, limit int, leas
 	if s.opts.ReadOnly {
 		return nil, store.ErrReadOnly
 	}
+	z, err := s.sealer()
+	if err != nil {
+		return nil, fmt.Errorf("claim fetches: %w", err)
+	}
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
@@ -177,31 +186,43 @@ func (s *Store) ClaimFetches(ctx context.Context, now time.Time, limit int, leas
 		job store.FetchJob
 	}
 	var got []claimed
-	err := s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+	err = s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		got = got[:0]
 		rows, err := tx.Query(ctx, sqlClaimFetches, now.UnixMilli(), now.Add(lease).UnixMilli(), limit)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
+		var msgIDs []string
 		for rows.Next() {
 			var c claimed
 			var received int64
-			var d []byte
-			if err := rows.Scan(&c.id, &c.job.MediaID, &c.job.Attempts, &received, &d); err != nil {
+			var stored string
+			key := make([]string, 3)
+			if err := rows.Scan(&c.id, &c.job.MediaID, &c.job.Attempts, &received, &stored, &key[0], &key[1], &key[2]); err != nil {
 				return err
 			}
-			// The key as Meta sent it (the document), not as stored (keyText).
+			d, err := z.OpenDoc(stored, "files", key...)
+			if err != nil {
+				return err
+			}
+			// The key as Meta sent it (the document), not as stored (keyText, hashed).
 			var f meta.File
 			if err := json.Unmarshal(d, &f); err != nil {
 				return fmt.Errorf("decode file document: %w", err)
 			}
+			msgIDs = append(msgIDs, f.MessageID)
 			c.job.Key = store.FileKey{Platform: f.Platform, MessageID: f.MessageID, Index: f.Index}
 			c.job.Channel, c.job.MediaID, c.job.URL, c.job.SHA256, c.job.MIMEType = f.Channel, f.MediaID, f.URL, f.SHA256, f.MIMEType
 			c.job.ReceivedAt = time.UnixMilli(received).UTC()
 			got = append(got, c)
 		}
-		return rows.Err()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		// In a mixed store, the claimed files' message ids go to their hashes, by which
+		// the fetcher's next calls name them.
+		return z.unhash(ctx, tx, store.PurposeMessageID, msgIDs)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("claim fetches: %w", err)
@@ -217,12 +238,12 @@ func (s *Store) ClaimFetches(ctx context.Context, now time.Time, limit int, leas
 
 // RetryFile implements store.FileStore.
 func (s *Store) RetryFile(ctx context.Context, key store.FileKey, next time.Time, reason string) error {
-	return s.pendingUpdate(ctx, "retry file", sqlRetryFile, next.UnixMilli(), nullableKey(reason), keyText(string(key.Platform)), keyText(key.MessageID), key.Index)
+	return s.pendingUpdate(ctx, "retry file", sqlRetryFile, key, next.UnixMilli(), nullableKey(reason))
 }
 
 // ReleaseFile implements store.FileStore.
 func (s *Store) ReleaseFile(ctx context.Context, key store.FileKey, next time.Time) error {
-	return s.pendingUpdate(ctx, "release file", sqlReleaseFile, next.UnixMilli(), keyText(string(key.Platform)), keyText(key.MessageID), key.Index)
+	return s.pendingUpdate(ctx, "release file", sqlReleaseFile, key, next.UnixMilli())
 }
 
 // FailFile implements store.FileStore.
@@ -231,22 +252,33 @@ func (s *Store) FailFile(ctx context.Context, key store.FileKey, reason string) 
 	if reason == store.FailNoToken {
 		state = store.FileMetadataOnly
 	}
-	return s.pendingUpdate(ctx, "fail file", sqlFailFile, state, nullableKey(reason), keyText(string(key.Platform)), keyText(key.MessageID), key.Index)
+	return s.pendingUpdate(ctx, "fail file", sqlFailFile, key, state, nullableKey(reason))
 }
 
-// pendingUpdate runs a statement that changes a pending file; none changed means the
-// record is gone or no longer pending (fetched by another claim).
-func (s *Store) pendingUpdate(ctx context.Context, name, q string, args ...any) error {
+// pendingUpdate runs a statement that changes a pending file (args, then the file's
+// platform, message id and index); none changed means the record is gone or no longer
+// pending (fetched by another claim).
+func (s *Store) pendingUpdate(ctx context.Context, name, q string, key store.FileKey, args ...any) error {
 	if s.opts.ReadOnly {
 		return store.ErrReadOnly
+	}
+	z, err := s.sealer()
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	if err := s.enter(); err != nil {
 		return err
 	}
 	defer s.inflight.Done()
-	ct, err := s.pool.Exec(ctx, q, args...)
-	if err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+	var ct pgconn.CommandTag
+	for _, id := range z.fileIDForms(key.MessageID) {
+		ct, err = s.pool.Exec(ctx, q, append(args, keyText(string(key.Platform)), id, key.Index)...)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if ct.RowsAffected() > 0 {
+			break
+		}
 	}
 	if ct.RowsAffected() == 0 {
 		return fmt.Errorf("%s: %w (or no longer pending)", name, store.ErrFileGone)
@@ -254,21 +286,61 @@ func (s *Store) pendingUpdate(ctx context.Context, name, q string, args ...any) 
 	return nil
 }
 
-type fileRow = store.FileRow
+// fileIDForms are the stored forms a file's message id is looked up by: its stored
+// form, and in a mixed store its clear form too (seal.go).
+func (z sealer) fileIDForms(messageID string) []string {
+	ids := []string{z.msgID(messageID)}
+	if z.mixed {
+		ids = append(ids, keyText(messageID))
+	}
+	return ids
+}
+
+// fileRow is what is read of a file record before storing or reading its bytes.
+type fileRow struct {
+	store.FileRow
+	// addr is the sha256 column: the stored bytes' content address (their hex
+	// SHA-256 in a clear store, a keyed hash of it when encrypting); FileRow.SHA256 is
+	// the true hex SHA-256 either way.
+	addr string
+	key  []string // platform, message id and index, as stored
+}
 
 func readFileRow(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
-}, key store.FileKey, forUpdate bool) (fileRow, error) {
+}, z sealer, key store.FileKey, forUpdate bool) (fileRow, error) {
 	sql := sqlFileRow
 	if forUpdate {
 		sql += " FOR UPDATE"
 	}
 	var f fileRow
-	err := q.QueryRow(ctx, sql, keyText(string(key.Platform)), keyText(key.MessageID), key.Index).Scan(&f.ID, &f.State, &f.SHA256, &f.Size, &f.Declared)
+	var doc, content string
+	var err error
+	for _, id := range z.fileIDForms(key.MessageID) {
+		f.key = []string{keyText(string(key.Platform)), id, strconv.Itoa(key.Index)}
+		err = q.QueryRow(ctx, sql, f.key[0], id, key.Index).Scan(&f.ID, &f.State, &f.addr, &f.Size, &doc, &content)
+		if !errors.Is(err, pgx.ErrNoRows) {
+			break
+		}
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return f, store.ErrFileGone
 	}
 	if err != nil {
+		return f, fmt.Errorf("read file record: %w", err)
+	}
+	d, err := z.OpenDoc(doc, "files", f.key...)
+	if err != nil {
+		return f, fmt.Errorf("read file record: %w", err)
+	}
+	var declared struct {
+		SHA256 string `json:"sha256"`
+	}
+	if err := json.Unmarshal(d, &declared); err != nil {
+		return f, fmt.Errorf("read file record: decode: %w", err)
+	}
+	f.Declared = declared.SHA256
+	if f.SHA256, err = storedSHA256(z, f.addr, content, f.key); err != nil {
 		return f, fmt.Errorf("read file record: %w", err)
 	}
 	return f, nil
@@ -283,11 +355,15 @@ func (s *Store) StoreFileBytes(ctx context.Context, key store.FileKey, r io.Read
 	if s.opts.ReadOnly {
 		return store.StoredBytes{}, store.ErrReadOnly
 	}
+	z, err := s.sealer()
+	if err != nil {
+		return store.StoredBytes{}, fmt.Errorf("store file: %w", err)
+	}
 	if err := s.enter(); err != nil {
 		return store.StoredBytes{}, err
 	}
 	defer s.inflight.Done()
-	row, err := readFileRow(ctx, s.pool, key, false)
+	row, err := readFileRow(ctx, s.pool, z, key, false)
 	if err != nil {
 		return store.StoredBytes{}, err
 	}
@@ -301,14 +377,14 @@ func (s *Store) StoreFileBytes(ctx context.Context, key store.FileKey, r io.Read
 		return store.StoredBytes{}, fmt.Errorf("store file: begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.Background()) }()
-	sum, size, tmp, err := writeChunks(ctx, tx, r, maxBytes)
+	sum, size, tmp, err := writeChunks(ctx, tx, z, r, maxBytes)
 	if err != nil {
 		return store.StoredBytes{}, err
 	}
 	if !store.ChecksumMatches(row.Declared, sum) {
 		return store.StoredBytes{}, fmt.Errorf("store file: %w", store.ErrChecksum)
 	}
-	out, keep, err := nameBlob(ctx, tx, key, hex.EncodeToString(sum), size, tmp, mimeType)
+	out, keep, err := nameBlob(ctx, tx, z, key, hex.EncodeToString(sum), size, tmp, mimeType)
 	if err != nil || !keep {
 		return out, err // gone, or fetched meanwhile: rolled back
 	}
@@ -319,8 +395,11 @@ func (s *Store) StoreFileBytes(ctx context.Context, key store.FileKey, r io.Read
 }
 
 // writeChunks streams r into chunks under a temporary key, hashing it; it reads at most
-// maxBytes+1 bytes (one more than allowed tells a file that is too large).
-func writeChunks(ctx context.Context, tx pgx.Tx, r io.Reader, maxBytes int64) (sum []byte, size int64, tmp string, err error) {
+// maxBytes+1 bytes (one more than allowed tells a file that is too large). When the
+// store encrypts, the chunks are sealed under the temporary key (nothing reaches the
+// table in clear, not even in a transaction that rolls back), and sealed again under
+// the content address once it is known (nameBlob).
+func writeChunks(ctx context.Context, tx pgx.Tx, z sealer, r io.Reader, maxBytes int64) (sum []byte, size int64, tmp string, err error) {
 	var suffix [8]byte
 	_, _ = rand.Read(suffix[:])
 	tmp = "tmp-" + hex.EncodeToString(suffix[:])
@@ -335,7 +414,11 @@ func writeChunks(ctx context.Context, tx pgx.Tx, r io.Reader, maxBytes int64) (s
 				return nil, 0, "", fmt.Errorf("store file: more than %d bytes: %w", maxBytes, store.ErrTooLarge)
 			}
 			h.Write(buf[:n])
-			if _, err := tx.Exec(ctx, sqlInsertChunk, tmp, seq, buf[:n]); err != nil {
+			chunk, err := z.SealBytes(buf[:n], tmp, seq, false)
+			if err != nil {
+				return nil, 0, "", fmt.Errorf("store file: %w", err)
+			}
+			if _, err := tx.Exec(ctx, sqlInsertChunk, tmp, seq, chunk); err != nil {
 				return nil, 0, "", fmt.Errorf("store file: write chunk: %w", err)
 			}
 		}
@@ -352,59 +435,109 @@ func writeChunks(ctx context.Context, tx pgx.Tx, r io.Reader, maxBytes int64) (s
 // the content's (or drops them, when the content is stored already) and marks the
 // record fetched (keep: commit). A record gone meanwhile is ErrFileGone; one fetched
 // meanwhile returns its stored description, and the caller rolls back.
-func nameBlob(ctx context.Context, tx pgx.Tx, key store.FileKey, sum string, size int64, tmp, mimeType string) (out store.StoredBytes, keep bool, err error) {
-	row, err := readFileRow(ctx, tx, key, true)
+func nameBlob(ctx context.Context, tx pgx.Tx, z sealer, key store.FileKey, sum string, size int64, tmp, mimeType string) (out store.StoredBytes, keep bool, err error) {
+	row, err := readFileRow(ctx, tx, z, key, true)
 	if err != nil {
 		return out, false, err
 	}
 	if row.State == store.FileFetched {
 		return store.StoredBytes{SHA256: row.SHA256, Size: row.Size}, false, nil
 	}
-	if err := lockBlobs(ctx, tx, []string{sum}); err != nil {
+	addr := z.ID(store.PurposeContent, sum)
+	if err := lockBlobs(ctx, tx, []string{addr}); err != nil {
 		return out, false, err
 	}
 	var exists bool
-	if err := tx.QueryRow(ctx, sqlBlobExists, sum).Scan(&exists); err != nil {
+	if err := tx.QueryRow(ctx, sqlBlobExists, addr).Scan(&exists); err != nil {
 		return out, false, fmt.Errorf("store file: %w", err)
 	}
-	q := sqlNameBlob
-	args := []any{sum, tmp}
-	if exists {
-		q, args = sqlDropChunks, []any{tmp}
+	switch {
+	case exists:
+		_, err = tx.Exec(ctx, sqlDropChunks, tmp)
+	case z.Encrypts():
+		err = moveChunks(ctx, tx, z, tmp, addr, chunkCount(size), z.OpenBytes)
+	default:
+		_, err = tx.Exec(ctx, sqlNameBlob, addr, tmp)
 	}
-	if _, err := tx.Exec(ctx, q, args...); err != nil {
+	if err != nil {
 		return out, false, fmt.Errorf("store file: %w", err)
 	}
-	if _, err := tx.Exec(ctx, sqlFetchedFile, sum, size, nullableKey(mimeType), row.ID); err != nil {
+	var content any // the true SHA-256, sealed, beside the address it cannot be read from
+	if z.Encrypts() {
+		if content, err = z.SealDoc([]byte(sum), contentIdentity, row.key...); err != nil {
+			return out, false, err
+		}
+	}
+	if _, err := tx.Exec(ctx, sqlFetchedFile, addr, size, nullableKey(mimeType), row.ID, content); err != nil {
 		return out, false, fmt.Errorf("store file: %w", err)
 	}
 	return store.StoredBytes{SHA256: sum, Size: size, New: !exists}, true, nil
 }
 
+// chunkCount is how many chunks size bytes are stored in.
+func chunkCount(size int64) int { return int((size + store.BlobChunk - 1) / store.BlobChunk) }
+
+// moveChunks takes the n chunks under from, opens each with open (as chunks under from:
+// index, and last false, as writeChunks sealed them; or a clear content's, which open
+// returns as they are) and stores them sealed under the content address to.
+func moveChunks(ctx context.Context, tx pgx.Tx, z sealer, from, to string, n int,
+	open func(stored []byte, addr string, index int, last bool) ([]byte, error)) error {
+	for seq := range n {
+		var data []byte
+		if err := tx.QueryRow(ctx, sqlTakeChunk, from, seq).Scan(&data); err != nil {
+			return fmt.Errorf("read chunk %d: %w", seq, err)
+		}
+		plain, err := open(data, from, seq, false)
+		if err != nil {
+			return err
+		}
+		sealed, err := z.SealBytes(plain, to, seq, seq == n-1)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, sqlInsertChunk, to, seq, sealed); err != nil {
+			return fmt.Errorf("write chunk %d: %w", seq, err)
+		}
+	}
+	return nil
+}
+
 // OpenFile implements store.FileStore: the chunks are read one at a time.
 func (s *Store) OpenFile(ctx context.Context, key store.FileKey) (io.ReadCloser, error) {
+	z, err := s.sealer()
+	if err != nil {
+		return nil, fmt.Errorf("open file: %w", err)
+	}
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
 	defer s.inflight.Done()
-	row, err := readFileRow(ctx, s.pool, key, false)
+	row, err := readFileRow(ctx, s.pool, z, key, false)
 	if err != nil {
 		return nil, err
 	}
 	if row.State != store.FileFetched {
 		return nil, fmt.Errorf("open file: the file is %s, not fetched", row.State)
 	}
-	return &chunkReader{ctx: ctx, s: s, sum: row.SHA256, left: row.Size}, nil
+	sealed := store.IsHashedID(row.addr)
+	if sealed && !z.Encrypts() {
+		return nil, fmt.Errorf("open file: %w", store.ErrKeyUnavailable)
+	}
+	return &chunkReader{ctx: ctx, s: s, z: z, sealed: sealed, sum: row.addr, n: chunkCount(row.Size), left: row.Size}, nil
 }
 
-// chunkReader reads a blob's chunks in order until size bytes were read.
+// chunkReader reads a blob's chunks in order until size bytes were read, opening each
+// when they are sealed.
 type chunkReader struct {
-	ctx  context.Context
-	s    *Store
-	sum  string
-	seq  int
-	left int64
-	buf  []byte
+	ctx    context.Context
+	s      *Store
+	z      sealer
+	sealed bool
+	sum    string // the content address
+	seq    int
+	n      int // chunks
+	left   int64
+	buf    []byte
 }
 
 func (c *chunkReader) Read(p []byte) (int, error) {
@@ -419,6 +552,11 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 		c.s.inflight.Done()
 		if err != nil {
 			return 0, fmt.Errorf("read file chunk %d: %w", c.seq, err)
+		}
+		if c.sealed {
+			if c.buf, err = c.z.OpenBytes(c.buf, c.sum, c.seq, c.seq == c.n-1); err != nil {
+				return 0, fmt.Errorf("read file chunk %d: %w", c.seq, err)
+			}
 		}
 		c.seq++
 	}

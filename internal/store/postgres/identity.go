@@ -18,11 +18,11 @@ type querier interface {
 // identityChangeKeys are the contact locks of every identifier the changes link. An
 // erasure of any of them either sees a change committed or makes it wait: the erasure
 // locks every identifier it resolves, and resolves again until no new one appears.
-func identityChangeKeys(changes []meta.IdentityChange) []int32 {
+func identityChangeKeys(z sealer, changes []meta.IdentityChange) []int32 {
 	var keys []int32
 	for i := range changes {
 		for _, id := range changes[i].Identifiers() {
-			keys = append(keys, contactLockKey(keyText(id)))
+			keys = append(keys, contactLockKey(z.subject(id)))
 		}
 	}
 	return keys
@@ -30,15 +30,21 @@ func identityChangeKeys(changes []meta.IdentityChange) []int32 {
 
 // insertIdentityChanges stores identity changes once per announcing message: a
 // redelivered system message changes nothing. The caller holds their identifiers' locks.
-func insertIdentityChanges(ctx context.Context, tx pgx.Tx, l *locker, changes []meta.IdentityChange, res *store.CommitResult) error {
+func insertIdentityChanges(ctx context.Context, tx pgx.Tx, z sealer, l *locker, changes []meta.IdentityChange, res *store.CommitResult) error {
+	sub := func(v string) any { return z.nullable(store.PurposeSubject, v) }
 	for i := range changes {
 		c := &changes[i]
-		d, err := docenc.Encode(c)
+		enc, err := docenc.Encode(c)
 		if err != nil {
 			return err
 		}
-		ct, err := tx.Exec(ctx, sqlInsertIdentityChange, keyText(string(c.Platform)), keyText(c.MessageID), keyText(c.Channel),
-			nullableKey(c.OldWaID), nullableKey(c.OldUserID), nullableKey(c.NewWaID), nullableKey(c.NewUserID), docText(d))
+		platform, id := keyText(string(c.Platform)), z.msgID(c.MessageID)
+		d, err := z.seal(enc, "identity_changes", platform, id)
+		if err != nil {
+			return err
+		}
+		ct, err := tx.Exec(ctx, sqlInsertIdentityChange, platform, id, keyText(c.Channel),
+			sub(c.OldWaID), sub(c.OldUserID), sub(c.NewWaID), sub(c.NewUserID), d)
 		if err != nil {
 			return fmt.Errorf("insert identity change: %w", err)
 		}
@@ -46,7 +52,7 @@ func insertIdentityChanges(ctx context.Context, tx pgx.Tx, l *locker, changes []
 			continue // a redelivered notice: its contacts were merged when it was stored
 		}
 		res.IdentityChanges++
-		if err := mergeContacts(ctx, tx, l, c); err != nil {
+		if err := mergeContacts(ctx, tx, z, l, c); err != nil {
 			return err
 		}
 	}
@@ -57,12 +63,12 @@ func insertIdentityChanges(ctx context.Context, tx pgx.Tx, l *locker, changes []
 // one row (store.ContactAfterChange), as the SQLite backend does. The caller holds the
 // locks of the change's identifiers; those of further identifiers the rows hold are
 // taken before any row is written (findLockedContacts).
-func mergeContacts(ctx context.Context, tx pgx.Tx, l *locker, c *meta.IdentityChange) error {
+func mergeContacts(ctx context.Context, tx pgx.Tx, z sealer, l *locker, c *meta.IdentityChange) error {
 	probe := func(waID, userID string) *meta.Contact {
 		// An empty subject matches no row: the rows are found by wa_id and user id.
 		return &meta.Contact{Platform: c.Platform, Channel: c.Channel, WaID: waID, UserID: userID}
 	}
-	found, err := findLockedContacts(ctx, tx, l, probe(c.NewWaID, c.NewUserID), probe(c.OldWaID, c.OldUserID))
+	found, err := findLockedContacts(ctx, tx, z, l, probe(c.NewWaID, c.NewUserID), probe(c.OldWaID, c.OldUserID))
 	if err != nil {
 		return fmt.Errorf("merge contacts: %w", err)
 	}
@@ -78,7 +84,7 @@ func mergeContacts(ctx context.Context, tx pgx.Tx, l *locker, c *meta.IdentityCh
 			return fmt.Errorf("merge contacts: %w", err)
 		}
 	}
-	return writeContact(ctx, tx, keep, &merged)
+	return writeContact(ctx, tx, z, keep, &merged)
 }
 
 // selectIdentifiers returns the identifiers in cols of the rows of table that match where.

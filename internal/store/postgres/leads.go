@@ -42,7 +42,7 @@ const (
 // insertLeads stores lead attribution records once per id, in key order: two deliveries
 // carrying the same leads in different orders would otherwise each insert one and wait
 // for the other's (see apply).
-func insertLeads(ctx context.Context, tx pgx.Tx, leads []meta.Lead, res *store.CommitResult) error {
+func insertLeads(ctx context.Context, tx pgx.Tx, z sealer, leads []meta.Lead, res *store.CommitResult) error {
 	if len(leads) == 0 {
 		return nil
 	}
@@ -51,14 +51,26 @@ func insertLeads(ctx context.Context, tx pgx.Tx, leads []meta.Lead, res *store.C
 		return fmt.Errorf("allocate lead ids: %w", err)
 	}
 	b := &pgx.Batch{}
-	for _, i := range byKey(len(leads), func(i int) string { return messageKey(leads[i].Platform, leads[i].ID) }) {
+	for _, i := range byKey(len(leads), func(i int) string { return messageKey(leads[i].Platform, z.leadID(leads[i].ID)) }) {
 		l := &leads[i]
-		d, err := docenc.Encode(l)
+		enc, err := docenc.Encode(l)
 		if err != nil {
 			return err
 		}
-		b.Queue(sqlInsertLead, keyText(string(l.Platform)), keyText(l.ID), keyText(l.Channel), keyText(l.Subject),
-			nullableKey(l.SubjectAlt), unixMilli(l.Timestamp), nullableKey(string(l.Token)), docText(d), ids[i]).Exec(func(ct pgconn.CommandTag) error {
+		platform, id := keyText(string(l.Platform)), z.leadID(l.ID)
+		d, err := z.seal(enc, "leads", platform, id)
+		if err != nil {
+			return err
+		}
+		// The token is a credential: sealed on its own (never part of doc).
+		var token any
+		if l.Token != "" {
+			if token, err = z.SealDoc([]byte(keyText(string(l.Token))), tokenIdentity, platform, id); err != nil {
+				return err
+			}
+		}
+		b.Queue(sqlInsertLead, platform, id, keyText(l.Channel), z.subject(l.Subject),
+			z.nullable(store.PurposeSubject, l.SubjectAlt), unixMilli(l.Timestamp), token, d, ids[i]).Exec(func(ct pgconn.CommandTag) error {
 			res.LeadsNew += int(ct.RowsAffected())
 			return nil
 		})
@@ -93,12 +105,22 @@ func (o *pruneOps) HasLeads(ctx context.Context, platform meta.Platform, channel
 
 // LeadToken implements store.Store.
 func (s *Store) LeadToken(ctx context.Context, platform meta.Platform, id string) (meta.Secret, error) {
+	z, err := s.sealer()
+	if err != nil {
+		return "", fmt.Errorf("read lead token: %w", err)
+	}
 	if err := s.enter(); err != nil {
 		return "", err
 	}
 	defer s.inflight.Done()
 	var tok *string
-	err := s.pool.QueryRow(ctx, `SELECT token FROM leads WHERE platform = $1 AND lead_id = $2`, keyText(string(platform)), keyText(id)).Scan(&tok)
+	var stored string
+	ids := []string{z.leadID(id)}
+	if z.mixed {
+		ids = append(ids, keyText(id))
+	}
+	err = s.pool.QueryRow(ctx, `SELECT token, lead_id FROM leads WHERE platform = $1 AND lead_id = ANY($2) LIMIT 1`,
+		keyText(string(platform)), ids).Scan(&tok, &stored)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", nil
 	}
@@ -108,5 +130,9 @@ func (s *Store) LeadToken(ctx context.Context, platform meta.Platform, id string
 	if tok == nil {
 		return "", nil
 	}
-	return meta.Secret(*tok), nil
+	t, err := z.OpenDoc(*tok, tokenIdentity, keyText(string(platform)), stored)
+	if err != nil {
+		return "", fmt.Errorf("read lead token: %w", err)
+	}
+	return meta.Secret(t), nil
 }

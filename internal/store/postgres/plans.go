@@ -70,7 +70,7 @@ func Statements() []store.Statement {
 	add("fail file", sqlFailFile, store.FileFailed, store.FailNotFound, wa, "wamid.1", 0)
 	add("release file", sqlReleaseFile, before, wa, "wamid.1", 0)
 	add("file record", sqlFileRow, wa, "wamid.1", 0)
-	add("file fetched", sqlFetchedFile, "00", int64(1), nil, int64(1))
+	add("file fetched", sqlFetchedFile, "00", int64(1), nil, int64(1), nil)
 	add("blob exists", sqlBlobExists, "00")
 	add("drop blobs", sqlDropBlobs, []string{"00"})
 	add("unsend files", sqlDeleteFiles, wa, "wamid.1")

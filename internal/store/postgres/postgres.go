@@ -24,6 +24,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -51,6 +52,11 @@ type Options struct {
 	// ReadOnly opens an existing store for export only: no schema changes, no writes,
 	// and every transaction read-only on the server as well.
 	ReadOnly bool
+	// Keys, when not nil, encrypt the store at rest (seal.go, docs/encryption.md):
+	// documents, lead tokens and file bytes sealed, identifiers kept as keyed hashes.
+	// Nil stores in clear, as stores did before. Without a ring (not loaded yet,
+	// destroyed) every operation fails with store.ErrKeyUnavailable.
+	Keys *store.Keys
 }
 
 // Store is the PostgreSQL backend of store.Store.
@@ -66,6 +72,9 @@ type Store struct {
 	mu       sync.RWMutex // guards closed against concurrent enter/Close
 	closed   bool
 	inflight sync.WaitGroup // Commit, Erase and Export calls that Close waits for
+	// hashed: every identifier is a keyed hash (encryption_state.hashed); until then
+	// a store with Keys also looks for the clear forms (seal.go).
+	hashed atomic.Bool
 }
 
 var _ store.Store = (*Store)(nil)
@@ -117,17 +126,34 @@ func (s *Store) init(ctx context.Context) error {
 		if !ok {
 			return errors.New("open store read-only: the database holds no store (no erasures table)")
 		}
+		// A store from before encryption has no state: everything in it is clear.
+		if err := s.pool.QueryRow(ctx, `SELECT to_regclass('encryption_state') IS NOT NULL`).Scan(&ok); err != nil {
+			return fmt.Errorf("open store read-only: %w", err)
+		}
+		if ok {
+			var hashed bool
+			err := s.pool.QueryRow(ctx, `SELECT hashed FROM encryption_state WHERE id = 1`).Scan(&hashed)
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("open store read-only: %w", err)
+			}
+			s.hashed.Store(hashed)
+		}
 		return nil
 	}
 	err := s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, 0)`, lockSchema); err != nil {
 			return fmt.Errorf("lock schema: %w", err)
 		}
+		// Fresh: no store yet, so one opened with Keys is encrypted from the start.
+		var fresh bool
+		if err := tx.QueryRow(ctx, `SELECT to_regclass('erasures') IS NULL`).Scan(&fresh); err != nil {
+			return fmt.Errorf("inspect schema: %w", err)
+		}
 		// No arguments: pgx sends it with the simple protocol, which runs a script.
 		if _, err := tx.Exec(ctx, schema); err != nil {
 			return fmt.Errorf("create schema: %w", err)
 		}
-		return nil
+		return s.initEncryption(ctx, tx, fresh)
 	})
 	if err != nil {
 		return fmt.Errorf("init store: %w", err)
@@ -259,8 +285,15 @@ func (s *Store) Commit(ctx context.Context, b *meta.Batch) (store.CommitResult, 
 	if s.opts.ReadOnly {
 		return store.CommitResult{}, store.ErrReadOnly
 	}
-	// Documents are encoded before the transaction, to hold locks for SQL only.
-	p, err := prepare(b)
+	// One ring for the whole delivery; without one nothing is written (in clear or
+	// otherwise).
+	z, err := s.sealer()
+	if err != nil {
+		return store.CommitResult{}, fmt.Errorf("commit delivery: %w", err)
+	}
+	// Documents are encoded (and sealed) before the transaction, to hold locks for SQL
+	// only.
+	p, err := prepare(b, z)
 	if err != nil {
 		return store.CommitResult{}, err
 	}
@@ -290,6 +323,10 @@ func (s *Store) Erase(ctx context.Context, req store.EraseRequest) (store.Counts
 	if s.opts.ReadOnly {
 		return store.Counts{}, store.ErrReadOnly
 	}
+	z, err := s.sealer()
+	if err != nil {
+		return store.Counts{}, fmt.Errorf("erase subject: %w", err)
+	}
 	if err := s.enter(); err != nil {
 		return store.Counts{}, err
 	}
@@ -297,9 +334,9 @@ func (s *Store) Erase(ctx context.Context, req store.EraseRequest) (store.Counts
 	start := time.Now()
 	var counts store.Counts
 	learnt := map[int32]bool{}
-	err := s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+	err = s.inTx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		var err error
-		counts, err = erase(ctx, tx, newLocker(tx, learnt), req)
+		counts, err = erase(ctx, tx, z, newLocker(tx, learnt), req)
 		return err
 	})
 	s.observe(start, err)

@@ -19,14 +19,15 @@ BEGIN
 	IF NOT EXISTS (SELECT 1 FROM information_schema.columns
 			WHERE table_schema = current_schema() AND table_name = 'messages' AND column_name = 'reacts_to') THEN
 		ALTER TABLE messages ADD COLUMN reacts_to TEXT;
-		UPDATE messages SET reacts_to = doc::jsonb -> 'reaction' ->> 'messageID'
-			WHERE doc::jsonb -> 'reaction' ->> 'messageID' IS NOT NULL;
+		-- Sealed documents (which a store this old cannot hold) are skipped: they are no JSON.
+		UPDATE messages SET reacts_to = (CASE WHEN doc LIKE '{%' THEN doc::jsonb END) -> 'reaction' ->> 'messageID'
+			WHERE (CASE WHEN doc LIKE '{%' THEN doc::jsonb END) -> 'reaction' ->> 'messageID' IS NOT NULL;
 	END IF;
 	IF NOT EXISTS (SELECT 1 FROM information_schema.columns
 			WHERE table_schema = current_schema() AND table_name = 'statuses' AND column_name = 'ts') THEN
 		ALTER TABLE statuses ADD COLUMN ts BIGINT;
-		UPDATE statuses SET ts = (extract(epoch FROM (doc::jsonb ->> 'timestamp')::timestamptz) * 1000)::bigint
-			WHERE doc::jsonb ->> 'timestamp' IS NOT NULL;
+		UPDATE statuses SET ts = (extract(epoch FROM ((CASE WHEN doc LIKE '{%' THEN doc::jsonb END) ->> 'timestamp')::timestamptz) * 1000)::bigint
+			WHERE (CASE WHEN doc LIKE '{%' THEN doc::jsonb END) ->> 'timestamp' IS NOT NULL;
 	END IF;
 END $$;
 ` + store.RetentionIndexes + store.SubjectIndexes

@@ -141,7 +141,7 @@ CREATE TABLE IF NOT EXISTS erasures (
 	channel      TEXT, -- NULL: every channel
 	scope        TEXT  -- comma-separated kinds
 );
-` + retentionSchema + leadsSchema + filesSchema
+` + retentionSchema + leadsSchema + filesSchema + encryptionSchema
 
 const (
 	// A message is inserted only if it was never deleted. The tombstone check and the

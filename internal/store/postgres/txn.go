@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,65 +18,130 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/store/docenc"
 )
 
+// doc is a record with its document in stored form (sealed, or JSON in clear) and its
+// message id as stored (hashed, or keyText in clear).
 type doc[T any] struct {
 	rec  *T
-	json []byte
+	json string
+	id   string
 }
 
 // prepared is a batch with its documents already encoded, with the encoders the SQLite
-// backend uses: both store (and export) the same bytes.
+// backend uses: both store (and export) the same bytes; and sealed when the store
+// encrypts.
 type prepared struct {
 	b        *meta.Batch
+	z        sealer
 	messages []doc[meta.Message]
 	files    map[string][]doc[meta.File] // by platform and message id: stored only with a new message
 	statuses []doc[meta.Status]
 	receipts []doc[meta.Receipt]
 }
 
-func encode[T any](rec *T) (doc[T], error) {
+// encode is rec's stored document, sealed as the row of table whose unique key is key
+// (stored forms).
+func encode[T any](z sealer, rec *T, id, table string, key ...string) (doc[T], error) {
 	b, err := docenc.Encode(rec)
 	if err != nil {
 		return doc[T]{}, err
 	}
-	return doc[T]{rec, docText(b)}, nil
+	sealed, err := z.seal(b, table, key...)
+	if err != nil {
+		return doc[T]{}, err
+	}
+	return doc[T]{rec, sealed, id}, nil
 }
 
 func fileKey(platform meta.Platform, messageID string) string {
 	return string(platform) + "\x00" + messageID
 }
 
-func prepare(b *meta.Batch) (*prepared, error) {
-	p := &prepared{b: b, files: map[string][]doc[meta.File]{}}
+func prepare(b *meta.Batch, z sealer) (*prepared, error) {
+	p := &prepared{b: b, z: z, files: map[string][]doc[meta.File]{}}
 	for i := range b.Messages {
-		d, err := encode(&b.Messages[i])
+		m := &b.Messages[i]
+		id := z.msgID(m.ID)
+		d, err := encode(z, m, id, "messages", keyText(string(m.Platform)), id)
 		if err != nil {
 			return nil, err
 		}
 		p.messages = append(p.messages, d)
 	}
 	for i := range b.Files {
-		d, err := encode(&b.Files[i])
+		f := &b.Files[i]
+		id := z.msgID(f.MessageID)
+		d, err := encode(z, f, id, "files", keyText(string(f.Platform)), id, strconv.Itoa(f.Index))
 		if err != nil {
 			return nil, err
 		}
-		k := fileKey(b.Files[i].Platform, b.Files[i].MessageID)
+		k := fileKey(f.Platform, f.MessageID)
 		p.files[k] = append(p.files[k], d)
 	}
 	for i := range b.Statuses {
-		d, err := encode(&b.Statuses[i])
+		st := &b.Statuses[i]
+		id := z.msgID(st.MessageID)
+		d, err := encode(z, st, id, "statuses", keyText(string(st.Platform)), id)
 		if err != nil {
 			return nil, err
 		}
 		p.statuses = append(p.statuses, d)
 	}
 	for i := range b.Receipts {
-		d, err := encode(&b.Receipts[i])
+		r := &b.Receipts[i]
+		d, err := encode(z, r, "", "receipts", keyText(string(r.Platform)), keyText(r.Channel), z.subject(r.Subject), keyText(r.State))
 		if err != nil {
 			return nil, err
 		}
 		p.receipts = append(p.receipts, d)
 	}
 	return p, nil
+}
+
+// unhashBatch, in a mixed store, moves to their hashes the clear stored forms of every
+// identifier the batch looks up or upserts by (seal.go), before any of it is read.
+func unhashBatch(ctx context.Context, tx pgx.Tx, z sealer, b *meta.Batch) error {
+	if !z.mixed {
+		return nil
+	}
+	var subjects, msgIDs, leadIDs []string
+	for i := range b.Contacts {
+		c := &b.Contacts[i]
+		subjects = append(subjects, c.Subject, c.WaID, c.UserID)
+	}
+	for i := range b.Identities {
+		subjects = append(subjects, b.Identities[i].Identifiers()...)
+		msgIDs = append(msgIDs, b.Identities[i].MessageID)
+	}
+	for i := range b.Messages {
+		m := &b.Messages[i]
+		subjects = append(subjects, m.Subject, m.SubjectAlt)
+		msgIDs = append(msgIDs, m.ID, store.ReactsTo(m))
+	}
+	for i := range b.Statuses {
+		subjects = append(subjects, b.Statuses[i].Subject, b.Statuses[i].SubjectAlt)
+		msgIDs = append(msgIDs, b.Statuses[i].MessageID)
+	}
+	for i := range b.Receipts {
+		subjects = append(subjects, b.Receipts[i].Subject)
+	}
+	for i := range b.Files {
+		subjects = append(subjects, b.Files[i].Subject, b.Files[i].SubjectAlt)
+		msgIDs = append(msgIDs, b.Files[i].MessageID)
+	}
+	for i := range b.Deletions {
+		msgIDs = append(msgIDs, b.Deletions[i].MessageID)
+	}
+	for i := range b.Leads {
+		subjects = append(subjects, b.Leads[i].Subject, b.Leads[i].SubjectAlt)
+		leadIDs = append(leadIDs, b.Leads[i].ID)
+	}
+	if err := z.unhash(ctx, tx, store.PurposeSubject, subjects); err != nil {
+		return err
+	}
+	if err := z.unhash(ctx, tx, store.PurposeMessageID, msgIDs); err != nil {
+		return err
+	}
+	return z.unhash(ctx, tx, store.PurposeLeadID, leadIDs)
 }
 
 func unixMilli(t time.Time) any {
@@ -100,28 +166,32 @@ func unixMilli(t time.Time) any {
 func apply(ctx context.Context, tx pgx.Tx, p *prepared, l *locker, res *store.CommitResult) error {
 	// An identity change links identifiers as a contact row does: it takes their locks
 	// with the contacts' (see erase).
+	z := p.z
 	var keys []int32
 	for i := range p.b.Contacts {
-		keys = append(keys, identifierKeys(&p.b.Contacts[i])...)
+		keys = append(keys, identifierKeys(z, &p.b.Contacts[i])...)
 	}
-	keys = append(keys, identityChangeKeys(p.b.Identities)...)
+	keys = append(keys, identityChangeKeys(z, p.b.Identities)...)
 	if len(keys) > 0 {
 		if err := l.first(ctx, keys); err != nil {
 			return err
 		}
 	}
+	if err := unhashBatch(ctx, tx, z, p.b); err != nil {
+		return err
+	}
 	for i := range p.b.Contacts {
-		if err := upsertContact(ctx, tx, l, &p.b.Contacts[i]); err != nil {
+		if err := upsertContact(ctx, tx, z, l, &p.b.Contacts[i]); err != nil {
 			return err
 		}
 		res.ContactsUpserted++
 	}
-	if err := insertIdentityChanges(ctx, tx, l, p.b.Identities, res); err != nil {
+	if err := insertIdentityChanges(ctx, tx, z, l, p.b.Identities, res); err != nil {
 		return err
 	}
 	// After every contact lock and before any message lock: what this transaction
 	// waits for here, no transaction waiting for it holds (see above).
-	if err := insertLeads(ctx, tx, p.b.Leads, res); err != nil {
+	if err := insertLeads(ctx, tx, z, p.b.Leads, res); err != nil {
 		return err
 	}
 	if len(p.messages) == 0 && len(p.statuses) == 0 && len(p.receipts) == 0 && len(p.b.Deletions) == 0 {
@@ -136,11 +206,12 @@ func apply(ctx context.Context, tx pgx.Tx, p *prepared, l *locker, res *store.Co
 	isNew := make([]bool, len(p.messages))
 	if len(p.messages) > 0 {
 		b := &pgx.Batch{}
-		for _, i := range byKey(len(p.messages), func(i int) string { return messageKey(p.messages[i].rec.Platform, p.messages[i].rec.ID) }) {
+		for _, i := range byKey(len(p.messages), func(i int) string { return messageKey(p.messages[i].rec.Platform, p.messages[i].id) }) {
 			d := p.messages[i]
 			m := d.rec
-			b.Queue(sqlInsertMessage, keyText(string(m.Platform)), keyText(m.ID), keyText(m.Channel), keyText(m.Subject),
-				nullableKey(m.SubjectAlt), unixMilli(m.Timestamp), d.json, ids.messages[i], reactsTo(m)).Exec(func(ct pgconn.CommandTag) error {
+			b.Queue(sqlInsertMessage, keyText(string(m.Platform)), d.id, keyText(m.Channel), z.subject(m.Subject),
+				z.nullable(store.PurposeSubject, m.SubjectAlt), unixMilli(m.Timestamp), d.json, ids.messages[i],
+				z.nullable(store.PurposeMessageID, store.ReactsTo(m))).Exec(func(ct pgconn.CommandTag) error {
 				isNew[i] = ct.RowsAffected() > 0
 				return nil
 			})
@@ -168,18 +239,18 @@ func apply(ctx context.Context, tx pgx.Tx, p *prepared, l *locker, res *store.Co
 			if state == store.FilePending {
 				due = int64(0) // due at once, whatever the clock: claims order by due time, then by id
 			}
-			b.Queue(sqlInsertFile, keyText(string(fr.Platform)), keyText(fr.MessageID), fr.Index, keyText(fr.Channel), keyText(fr.Subject),
-				nullableKey(fr.SubjectAlt), nullableKey(fr.MediaID), f.json, state, due, received).Exec(func(ct pgconn.CommandTag) error {
+			b.Queue(sqlInsertFile, keyText(string(fr.Platform)), f.id, fr.Index, keyText(fr.Channel), z.subject(fr.Subject),
+				z.nullable(store.PurposeSubject, fr.SubjectAlt), nullableKey(fr.MediaID), f.json, state, due, received).Exec(func(ct pgconn.CommandTag) error {
 				res.FilesNew += int(ct.RowsAffected())
 				return nil
 			})
 		}
 	}
-	for _, i := range byKey(len(p.statuses), func(i int) string { return messageKey(p.statuses[i].rec.Platform, p.statuses[i].rec.MessageID) }) {
+	for _, i := range byKey(len(p.statuses), func(i int) string { return messageKey(p.statuses[i].rec.Platform, p.statuses[i].id) }) {
 		d := p.statuses[i]
 		st := d.rec
-		b.Queue(sqlUpsertStatus, keyText(string(st.Platform)), keyText(st.MessageID), keyText(st.Channel), keyText(st.Subject),
-			nullableKey(st.SubjectAlt), meta.StateRank(st.State), d.json, ids.statuses[i], unixMilli(st.Timestamp)).Exec(func(ct pgconn.CommandTag) error {
+		b.Queue(sqlUpsertStatus, keyText(string(st.Platform)), d.id, keyText(st.Channel), z.subject(st.Subject),
+			z.nullable(store.PurposeSubject, st.SubjectAlt), meta.StateRank(st.State), d.json, ids.statuses[i], unixMilli(st.Timestamp)).Exec(func(ct pgconn.CommandTag) error {
 			if ct.RowsAffected() == 0 {
 				res.StatusesStale++
 			} else {
@@ -190,16 +261,16 @@ func apply(ctx context.Context, tx pgx.Tx, p *prepared, l *locker, res *store.Co
 	}
 	for _, i := range byKey(len(p.receipts), func(i int) string {
 		r := p.receipts[i].rec
-		return keyText(string(r.Platform)) + "\x00" + keyText(r.Channel) + "\x00" + keyText(r.Subject) + "\x00" + keyText(r.State)
+		return keyText(string(r.Platform)) + "\x00" + keyText(r.Channel) + "\x00" + z.subject(r.Subject) + "\x00" + keyText(r.State)
 	}) {
 		d := p.receipts[i]
 		r := d.rec
-		b.Queue(sqlUpsertReceipt, keyText(string(r.Platform)), keyText(r.Channel), keyText(r.Subject), keyText(r.State), r.Watermark.UnixMilli(), d.json, ids.receipts[i])
+		b.Queue(sqlUpsertReceipt, keyText(string(r.Platform)), keyText(r.Channel), z.subject(r.Subject), keyText(r.State), r.Watermark.UnixMilli(), d.json, ids.receipts[i])
 	}
 	now := time.Now().UnixMilli()
 	dels := p.b.Deletions
-	for _, i := range byKey(len(dels), func(i int) string { return messageKey(dels[i].Platform, dels[i].MessageID) }) {
-		platform, id := keyText(string(dels[i].Platform)), keyText(dels[i].MessageID)
+	for _, i := range byKey(len(dels), func(i int) string { return messageKey(dels[i].Platform, z.msgID(dels[i].MessageID)) }) {
+		platform, id := keyText(string(dels[i].Platform)), z.msgID(dels[i].MessageID)
 		b.Queue(sqlTombstone, platform, id, now)
 		b.Queue(sqlDeleteMessage, platform, id).Exec(func(ct pgconn.CommandTag) error {
 			res.MessagesDeleted += int(ct.RowsAffected())
@@ -220,9 +291,10 @@ func apply(ctx context.Context, tx pgx.Tx, p *prepared, l *locker, res *store.Co
 	return dropBlobs(ctx, tx, unsent)
 }
 
-// messageKey is a message's unique key as stored, as one string that sorts.
+// messageKey is a message's unique key as stored (id: its stored form), as one
+// string that sorts.
 func messageKey(platform meta.Platform, id string) string {
-	return keyText(string(platform)) + "\x00" + keyText(id) // keyText leaves no NUL
+	return keyText(string(platform)) + "\x00" + id // keyText and hashes leave no NUL
 }
 
 // byKey returns the indexes 0..n-1 in ascending key order; records with equal keys stay
@@ -291,19 +363,19 @@ func lockAndAllocate(ctx context.Context, tx pgx.Tx, p *prepared) (rowIDs, error
 }
 
 // identifiers are a contact's non-empty subject, wa_id and user id, as stored.
-func identifiers(c *meta.Contact) []string {
+func identifiers(z sealer, c *meta.Contact) []string {
 	var ids []string
 	for _, id := range []string{c.Subject, c.WaID, c.UserID} {
 		if id != "" {
-			ids = append(ids, keyText(id))
+			ids = append(ids, z.subject(id))
 		}
 	}
 	return ids
 }
 
-func identifierKeys(c *meta.Contact) []int32 {
+func identifierKeys(z sealer, c *meta.Contact) []int32 {
 	var keys []int32
-	for _, id := range identifiers(c) {
+	for _, id := range identifiers(z, c) {
 		keys = append(keys, contactLockKey(id))
 	}
 	return keys
@@ -317,8 +389,10 @@ type contactRow struct {
 
 // findContacts returns the stored contacts c matches by subject, wa_id or user id, in
 // id order, locked for update. Empty wa_id/user id bind as NULL, which matches nothing.
-func findContacts(ctx context.Context, tx pgx.Tx, c *meta.Contact) ([]contactRow, error) {
-	rows, err := tx.Query(ctx, sqlFindContacts, keyText(string(c.Platform)), keyText(c.Channel), keyText(c.Subject), nullableKey(c.WaID), nullableKey(c.UserID))
+func findContacts(ctx context.Context, tx pgx.Tx, z sealer, c *meta.Contact) ([]contactRow, error) {
+	platform, channel := keyText(string(c.Platform)), keyText(c.Channel)
+	rows, err := tx.Query(ctx, sqlFindContacts, platform, channel, z.subject(c.Subject),
+		z.nullable(store.PurposeSubject, c.WaID), z.nullable(store.PurposeSubject, c.UserID))
 	if err != nil {
 		return nil, fmt.Errorf("find contacts: %w", err)
 	}
@@ -326,15 +400,19 @@ func findContacts(ctx context.Context, tx pgx.Tx, c *meta.Contact) ([]contactRow
 	var found []contactRow
 	for rows.Next() {
 		var r contactRow
-		var d []byte
+		var stored string
 		var subject, waID, userID string
-		if err := rows.Scan(&r.id, &subject, &waID, &userID, &d); err != nil {
+		if err := rows.Scan(&r.id, &subject, &waID, &userID, &stored); err != nil {
 			return nil, fmt.Errorf("find contacts: scan: %w", err)
 		}
 		for _, id := range []string{subject, waID, userID} {
 			if id != "" {
 				r.ids = append(r.ids, id)
 			}
+		}
+		d, err := z.OpenDoc(stored, "contacts", platform, channel, subject)
+		if err != nil {
+			return nil, fmt.Errorf("find contacts: %w", err)
 		}
 		if err := json.Unmarshal(d, &r.c); err != nil {
 			return nil, fmt.Errorf("find contacts: decode: %w", err)
@@ -351,13 +429,13 @@ func findContacts(ctx context.Context, tx pgx.Tx, c *meta.Contact) ([]contactRow
 // findContacts), once the locks of every identifier of every row found are held: the
 // lock set is extended and the rows read again until no row brings an identifier not
 // locked (see upsertContact).
-func findLockedContacts(ctx context.Context, tx pgx.Tx, l *locker, probes ...*meta.Contact) ([][]contactRow, error) {
+func findLockedContacts(ctx context.Context, tx pgx.Tx, z sealer, l *locker, probes ...*meta.Contact) ([][]contactRow, error) {
 	found := make([][]contactRow, len(probes))
 	for round := 0; ; round++ {
 		var keys []int32
 		for i, c := range probes {
 			var err error
-			if found[i], err = findContacts(ctx, tx, c); err != nil {
+			if found[i], err = findContacts(ctx, tx, z, c); err != nil {
 				return nil, err
 			}
 			for _, r := range found[i] {
@@ -398,15 +476,15 @@ const maxLockRounds = 8
 // reads (each statement takes a fresh snapshot in READ COMMITTED) what it wrote.
 // The locker extends the set in ascending order only; a key below one already held
 // makes the whole transaction run again with that key among its first (errRelock).
-func upsertContact(ctx context.Context, tx pgx.Tx, l *locker, c *meta.Contact) error {
-	res, err := findLockedContacts(ctx, tx, l, c)
+func upsertContact(ctx context.Context, tx pgx.Tx, z sealer, l *locker, c *meta.Contact) error {
+	res, err := findLockedContacts(ctx, tx, z, l, c)
 	if err != nil {
 		return fmt.Errorf("upsert contact: %w", err)
 	}
 	found := res[0]
 	merged := *c
 	if len(found) == 0 {
-		return writeContact(ctx, tx, 0, &merged)
+		return writeContact(ctx, tx, z, 0, &merged)
 	}
 	keep := found[0]
 	for _, r := range found {
@@ -436,7 +514,7 @@ func upsertContact(ctx context.Context, tx pgx.Tx, l *locker, c *meta.Contact) e
 	if len(found) == 1 && merged == keep.c {
 		return nil // nothing new: skip the write
 	}
-	return writeContact(ctx, tx, keep.id, &merged)
+	return writeContact(ctx, tx, z, keep.id, &merged)
 }
 
 func fill(dst *string, old string) {
@@ -445,16 +523,23 @@ func fill(dst *string, old string) {
 	}
 }
 
-func writeContact(ctx context.Context, tx pgx.Tx, id int64, c *meta.Contact) error {
-	d, err := docenc.Encode(c)
+// writeContact inserts c (id 0) or updates row id with it; its document is sealed
+// under the row's new key, so a merge that changes the subject reseals it.
+func writeContact(ctx context.Context, tx pgx.Tx, z sealer, id int64, c *meta.Contact) error {
+	enc, err := docenc.Encode(c)
 	if err != nil {
 		return err
 	}
-	d = docText(d)
+	platform, channel, subject := keyText(string(c.Platform)), keyText(c.Channel), z.subject(c.Subject)
+	d, err := z.seal(enc, "contacts", platform, channel, subject)
+	if err != nil {
+		return err
+	}
+	waID, userID := z.nullable(store.PurposeSubject, c.WaID), z.nullable(store.PurposeSubject, c.UserID)
 	if id == 0 {
-		_, err = tx.Exec(ctx, sqlInsertContact, keyText(string(c.Platform)), keyText(c.Channel), keyText(c.Subject), nullableKey(c.WaID), nullableKey(c.UserID), d)
+		_, err = tx.Exec(ctx, sqlInsertContact, platform, channel, subject, waID, userID, d)
 	} else {
-		_, err = tx.Exec(ctx, sqlUpdateContact, keyText(c.Subject), nullableKey(c.WaID), nullableKey(c.UserID), d, id)
+		_, err = tx.Exec(ctx, sqlUpdateContact, subject, waID, userID, d, id)
 	}
 	if err != nil {
 		return fmt.Errorf("write contact: %w", err)
@@ -467,8 +552,15 @@ func writeContact(ctx context.Context, tx pgx.Tx, id int64, c *meta.Contact) err
 // under the business-scoped id, and back, and erasing by a new phone number must reach
 // what was filed under the old one (identity changes, followed through chains by
 // store.ResolveIdentifiers). The subject's own identifier comes first.
-func subjectIDs(ctx context.Context, q querier, s store.Subject, channel string) ([]string, error) {
-	return store.ResolveIdentifiers(keyText(s.ID), func(ids []string) ([]string, error) {
+//
+// In a mixed store (seal.go) the set holds both forms of every clear identifier met,
+// its clear stored form and its hash, so that rows of either form are found.
+func subjectIDs(ctx context.Context, q querier, z sealer, s store.Subject, channel string) ([]string, error) {
+	first := z.subject(s.ID)
+	ids, err := store.ResolveIdentifiers(first, func(ids []string) ([]string, error) {
+		if z.mixed {
+			ids = z.lookupForms(store.PurposeSubject, append(ids, keyText(s.ID)))
+		}
 		var found []string
 		for _, tb := range store.LinkTables {
 			where, args := scopeWhere(s.Platform, channel, ids, tb.SubjectCols...)
@@ -480,6 +572,10 @@ func subjectIDs(ctx context.Context, q querier, s store.Subject, channel string)
 		}
 		return found, nil
 	})
+	if err != nil || !z.mixed {
+		return ids, err
+	}
+	return z.lookupForms(store.PurposeSubject, append(ids, keyText(s.ID))), nil
 }
 
 // scopeWhere builds "(any of cols in ids) [AND platform ...] [AND channel ...]" with its
@@ -521,14 +617,14 @@ func eraseDelete(table, where string) string { return "DELETE FROM " + table + "
 // commit that links the wa_id to a business-scoped id could miss the records filed
 // under the latter. Records that arrive after the erasure are stored afresh, as with
 // SQLite.
-func erase(ctx context.Context, tx pgx.Tx, l *locker, req store.EraseRequest) (store.Counts, error) {
-	if err := l.first(ctx, []int32{contactLockKey(keyText(req.Subject.ID))}); err != nil {
+func erase(ctx context.Context, tx pgx.Tx, z sealer, l *locker, req store.EraseRequest) (store.Counts, error) {
+	if err := l.first(ctx, []int32{contactLockKey(z.subject(req.Subject.ID))}); err != nil {
 		return store.Counts{}, err
 	}
 	var ids []string
 	for round := 0; ; round++ {
 		var err error
-		if ids, err = subjectIDs(ctx, tx, req.Subject, req.Channel); err != nil {
+		if ids, err = subjectIDs(ctx, tx, z, req.Subject, req.Channel); err != nil {
 			return store.Counts{}, err
 		}
 		var keys []int32

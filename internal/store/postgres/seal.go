@@ -1,0 +1,227 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/datakey"
+	"github.com/omniflowcrm/omniflow-operator/internal/store"
+)
+
+// Encryption at rest (docs/encryption.md, store/seal.go). A store opened with
+// Options.Keys seals every doc column and the lead token under the tenant's data key,
+// keeps message ids, subject identifiers, lead ids and content addresses as keyed
+// hashes, and seals shared files' chunks. Each unit of work (a commit, an erasure, an
+// export, one batch of the reseal pass) takes one sealer: one ring for all of it.
+//
+// A store that held records in clear before it was given Keys is "mixed" until the
+// reseal pass has hashed every identifier once (encryption_state.hashed): meanwhile a
+// commit first moves the clear identifiers it is about to look up to their hashes
+// (unhash: the rows it would dedupe against or upsert), and erasure and export look
+// for both forms, so a redelivery of a clear-stored message is still a duplicate and
+// an erasure reaches the rows stored in clear. Hashes never change with a rotation
+// (the index key does not rotate), so once hashed, a store stays hashed.
+
+// encryptionSchema is the reseal pass's state (one row) and the column that keeps a
+// fetched file's true SHA-256 sealed (files.sha256 then holds the content address).
+const encryptionSchema = `
+ALTER TABLE files ADD COLUMN IF NOT EXISTS content TEXT; -- sealed hex SHA-256 of the stored bytes
+CREATE TABLE IF NOT EXISTS encryption_state (
+	id             INTEGER PRIMARY KEY CHECK (id = 1),
+	hashed         BOOLEAN NOT NULL, -- every identifier is a keyed hash
+	sealed_version BIGINT NOT NULL,  -- what the last complete pass brought every record to; 0: none
+	pass_version   BIGINT NOT NULL,  -- what the pass under way brings records to; 0: none under way
+	stage          INTEGER NOT NULL, -- index in resealStages of the table the pass is at
+	pos_id         BIGINT NOT NULL,  -- last id done in that table (tables keyed by id, the blobs' seq)
+	pos_a          TEXT NOT NULL,    -- last key done in tombstones (platform) and blobs (address)
+	pos_b          TEXT NOT NULL     -- last key done in tombstones (message id)
+);
+`
+
+// sealer is one unit of work's Sealing, with what the store knows of its identifiers.
+type sealer struct {
+	store.Sealing
+	// mixed: clear identifiers may remain (a store that held records before it was
+	// given Keys, before the pass hashed them all).
+	mixed bool
+}
+
+// sealer returns the Sealing of one unit of work: ErrKeyUnavailable (wrapped) when
+// the store has Keys but no ring can be had, so nothing is written in clear instead.
+func (s *Store) sealer() (sealer, error) {
+	sl, err := s.opts.Keys.Sealing()
+	if err != nil {
+		return sealer{}, err
+	}
+	return sealer{Sealing: sl, mixed: sl.Encrypts() && !s.hashed.Load()}, nil
+}
+
+// id is the stored form of identifier v for purpose: keyText in clear, the keyed
+// hash of keyText(v) when sealing (so that the pass can hash a stored clear value as
+// it is). "" stays "".
+func (z sealer) id(purpose, v string) string {
+	if v == "" {
+		return ""
+	}
+	k := keyText(v)
+	if !z.Encrypts() {
+		return k
+	}
+	return z.ID(purpose, k)
+}
+
+func (z sealer) msgID(v string) string   { return z.id(store.PurposeMessageID, v) }
+func (z sealer) subject(v string) string { return z.id(store.PurposeSubject, v) }
+func (z sealer) leadID(v string) string  { return z.id(store.PurposeLeadID, v) }
+
+// nullable is id with "" as NULL (an absent wa_id, user id, alternative subject).
+func (z sealer) nullable(purpose, v string) any {
+	if v == "" {
+		return nil
+	}
+	return z.id(purpose, v)
+}
+
+// hashStored is the hashed form of a stored identifier: itself when already hashed
+// (or in clear), the hash of the clear value otherwise.
+func (z sealer) hashStored(purpose, stored string) string {
+	if !z.Encrypts() || stored == "" || store.IsHashedID(stored) {
+		return stored
+	}
+	return z.ID(purpose, stored)
+}
+
+// lookupForms are the stored forms to look a stored identifier set up by: with each
+// clear member, in a mixed store, its hash as well (a person's rows may be in both
+// forms until the pass is done).
+func (z sealer) lookupForms(purpose string, ids []string) []string {
+	if !z.mixed {
+		return ids
+	}
+	out := append([]string(nil), ids...)
+	seen := map[string]bool{}
+	for _, id := range ids {
+		seen[id] = true
+	}
+	for _, id := range ids {
+		if h := z.hashStored(purpose, id); !seen[h] {
+			seen[h] = true
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// seal is the stored form of a document of table identified by its stored key.
+func (z sealer) seal(d []byte, table string, key ...string) (string, error) {
+	return z.SealDoc(docText(d), table, key...)
+}
+
+// Identities of the sealed columns: the table (or what the column is) and the stored
+// values of the row's unique key, in this order.
+const (
+	tokenIdentity   = "leads-token"
+	contentIdentity = "files-content"
+)
+
+// unhashColumns are the identifier columns a mixed store converts, by purpose.
+var unhashColumns = map[string][]struct{ table, col string }{
+	store.PurposeMessageID: {
+		{"messages", "message_id"}, {"messages", "reacts_to"}, {"statuses", "message_id"}, {"files", "message_id"},
+		{"identity_changes", "message_id"}, {"tombstones", "message_id"},
+	},
+	store.PurposeSubject: {
+		{"contacts", "subject"}, {"contacts", "wa_id"}, {"contacts", "user_id"},
+		{"messages", "subject"}, {"messages", "subject_alt"}, {"statuses", "subject"}, {"statuses", "subject_alt"},
+		{"receipts", "subject"}, {"files", "subject"}, {"files", "subject_alt"}, {"leads", "subject"}, {"leads", "subject_alt"},
+		{"identity_changes", "old_wa_id"}, {"identity_changes", "old_user_id"},
+		{"identity_changes", "new_wa_id"}, {"identity_changes", "new_user_id"},
+	},
+	store.PurposeLeadID: {{"leads", "lead_id"}},
+}
+
+// unhash moves the clear stored forms of values (identifiers as sent) to their
+// hashes in every column of purpose, in tx, before the unit of work looks them up or
+// upserts by them: what was stored in clear is then found, deduplicated and updated
+// as if it had been hashed from the start. Only in a mixed store; rows whose document
+// is sealed always hold hashed keys already (documents are sealed only with hashed
+// keys), so no sealed identity changes here.
+func (z sealer) unhash(ctx context.Context, tx pgx.Tx, purpose string, values []string, only ...string) error {
+	if !z.mixed || len(values) == 0 {
+		return nil
+	}
+	var clear, hashed []string
+	seen := map[string]bool{}
+	for _, v := range values {
+		if v == "" || seen[v] {
+			continue
+		}
+		seen[v] = true
+		clear = append(clear, keyText(v))
+		hashed = append(hashed, z.id(purpose, v))
+	}
+	if len(clear) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	for _, c := range unhashColumns[purpose] {
+		if len(only) > 0 && !slices.Contains(only, c.table) {
+			continue
+		}
+		b.Queue(`UPDATE `+c.table+` SET `+c.col+` = m.h FROM unnest($1::text[], $2::text[]) AS m(c, h) WHERE `+c.table+`.`+c.col+` = m.c`, clear, hashed)
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("hash identifiers stored in clear: %w", err)
+	}
+	return nil
+}
+
+// initEncryption writes the pass's state row once: a database created with Keys is
+// hashed and sealed under the active version from the start; one that held records
+// before (or was created in clear) has everything ahead of the pass. fresh: the
+// schema was just created.
+func (s *Store) initEncryption(ctx context.Context, tx pgx.Tx, fresh bool) error {
+	hashed, version := false, int64(0)
+	if fresh && s.opts.Keys.Enabled() {
+		hashed = true
+		if sl, err := s.opts.Keys.Sealing(); err == nil {
+			version = int64(sl.ActiveVersion())
+		}
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO encryption_state(id, hashed, sealed_version, pass_version, stage, pos_id, pos_a, pos_b)
+		VALUES (1, $1, $2, 0, 0, 0, '', '') ON CONFLICT (id) DO NOTHING`, hashed, version); err != nil {
+		return fmt.Errorf("init encryption state: %w", err)
+	}
+	if err := tx.QueryRow(ctx, `SELECT hashed FROM encryption_state WHERE id = 1`).Scan(&hashed); err != nil {
+		return fmt.Errorf("read encryption state: %w", err)
+	}
+	s.hashed.Store(hashed)
+	return nil
+}
+
+// EncryptionState implements store.Resealer.
+func (s *Store) EncryptionState(ctx context.Context) (store.EncryptionState, error) {
+	if !s.opts.Keys.Enabled() {
+		return store.EncryptionState{}, nil
+	}
+	if err := s.enter(); err != nil {
+		return store.EncryptionState{}, err
+	}
+	defer s.inflight.Done()
+	sl, err := s.opts.Keys.Sealing()
+	if err != nil {
+		return store.EncryptionState{Encrypts: true}, fmt.Errorf("encryption state: %w", err)
+	}
+	var sealed int64
+	var hashed bool
+	if err := s.pool.QueryRow(ctx, `SELECT sealed_version, hashed FROM encryption_state WHERE id = 1`).Scan(&sealed, &hashed); err != nil {
+		return store.EncryptionState{}, fmt.Errorf("encryption state: %w", err)
+	}
+	if hashed {
+		s.hashed.Store(true) // another replica's pass finished
+	}
+	return store.EncryptionState{Encrypts: true, ActiveVersion: sl.ActiveVersion(), SealedVersion: datakey.Version(sealed)}, nil
+}
