@@ -145,3 +145,31 @@ func TestEncryptionVerdict(t *testing.T) {
 		t.Errorf("combined rate %.0f, want 900", got)
 	}
 }
+
+// The encryption phase's deliveries carry Meta-shaped ids that are distinct and do not
+// sort in arrival order.
+func TestMetaMessageIDs(t *testing.T) {
+	t.Parallel()
+	var seq atomic.Int64
+	seen := map[string]bool{}
+	prev, ordered := "", 0
+	for range 200 {
+		parsed, err := meta.ParseDelivery(bodyWithIDs("123456789012345", 10, 5000, &seq, metaMessageID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range parsed.Batch.Messages {
+			if seen[m.ID] || len(m.ID) < 20 || m.ID[:10] != "wamid.HBgL" {
+				t.Fatalf("message id %q repeated or not Meta-shaped", m.ID)
+			}
+			seen[m.ID] = true
+			if m.ID > prev {
+				ordered++
+			}
+			prev = m.ID
+		}
+	}
+	if ordered > len(seen)*3/4 {
+		t.Errorf("%d of %d ids sort after the one before: they follow arrival order", ordered, len(seen))
+	}
+}
