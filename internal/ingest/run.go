@@ -82,7 +82,8 @@ type ServeConfig struct {
 	DataKeys datakey.Source
 	// Reseal configures the encryption pass that runs while DataKeys is set: it
 	// brings what was stored in clear, or under an older key version, under the
-	// active one. Serve fills in the store, the metrics and the log.
+	// active one; zero fields take the defaults. Serve fills in the store, the
+	// metrics and the log.
 	Reseal reseal.Config
 	Log    logr.Logger
 }
@@ -152,6 +153,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			return fmt.Errorf("serve: %w", err)
 		}
 		if keys.Enabled() {
+			cfg.Reseal = cfg.Reseal.WithDefaults()
 			if err := cfg.Reseal.Validate(); err != nil {
 				return fmt.Errorf("serve: %w", err)
 			}

@@ -50,6 +50,17 @@ type Config struct {
 	Clock clock.WithTicker
 }
 
+// WithDefaults fills in the defaults of the fields left zero.
+func (c Config) WithDefaults() Config {
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.Interval == 0 {
+		c.Interval = DefaultInterval
+	}
+	return c
+}
+
 // Validate refuses a configuration the loop cannot run, naming the flag.
 func (c Config) Validate() error {
 	switch {

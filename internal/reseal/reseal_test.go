@@ -189,6 +189,8 @@ func TestConfigValidateNamesTheFlag(t *testing.T) {
 	g := NewWithT(t)
 	ok := Config{BatchSize: 1, Interval: time.Second}
 	g.Expect(ok.Validate()).To(Succeed())
+	g.Expect(Config{}.WithDefaults()).To(Equal(Config{BatchSize: DefaultBatchSize, Interval: DefaultInterval}))
+	g.Expect(Config{}.WithDefaults().Validate()).To(Succeed())
 	for _, c := range []struct {
 		cfg  Config
 		flag string
