@@ -64,13 +64,13 @@ func TestSealDocRoundTripAndIdentity(t *testing.T) {
 func TestClearPassesThrough(t *testing.T) {
 	t.Parallel()
 	s, _ := sealing(t)
-	var clear store.Sealing
+	var plain store.Sealing
 	doc := []byte(`{"a":1}`)
-	if got, err := clear.SealDoc(doc, "t"); err != nil || got != string(doc) {
+	if got, err := plain.SealDoc(doc, "t"); err != nil || got != string(doc) {
 		t.Errorf("clear SealDoc = %q, %v", got, err)
 	}
 	// A document stored in clear opens with or without a ring: the migration reads it.
-	for _, sl := range []store.Sealing{clear, s} {
+	for _, sl := range []store.Sealing{plain, s} {
 		if got, err := sl.OpenDoc(string(doc), "t"); err != nil || !bytes.Equal(got, doc) {
 			t.Errorf("OpenDoc of a clear document = %q, %v", got, err)
 		}
@@ -78,13 +78,13 @@ func TestClearPassesThrough(t *testing.T) {
 	if v, err := store.DocVersion(string(doc)); err != nil || v != 0 {
 		t.Errorf("DocVersion of a clear document = %d, %v; want 0", v, err)
 	}
-	if got := clear.ID(store.PurposeMessageID, "wamid.1"); got != "wamid.1" {
+	if got := plain.ID(store.PurposeMessageID, "wamid.1"); got != "wamid.1" {
 		t.Errorf("clear ID = %q", got)
 	}
-	if got, err := clear.SealBytes([]byte("abc"), "addr", 0, true); err != nil || string(got) != "abc" {
+	if got, err := plain.SealBytes([]byte("abc"), "addr", 0, true); err != nil || string(got) != "abc" {
 		t.Errorf("clear SealBytes = %q, %v", got, err)
 	}
-	if clear.Encrypts() || clear.ActiveVersion() != 0 || !s.Encrypts() || s.ActiveVersion() != 1 {
+	if plain.Encrypts() || plain.ActiveVersion() != 0 || !s.Encrypts() || s.ActiveVersion() != 1 {
 		t.Error("Encrypts/ActiveVersion")
 	}
 	if k := store.NewKeys(nil); k.Enabled() {

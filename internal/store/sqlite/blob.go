@@ -76,7 +76,7 @@ func sealedBlob(w io.Writer, r io.Reader, sl store.Sealing, h hash.Hash) (int64,
 			return size, serr
 		}
 		var l [4]byte
-		binary.BigEndian.PutUint32(l[:], uint32(len(sealed)))
+		binary.BigEndian.PutUint32(l[:], uint32(len(sealed))) //nolint:gosec // at most blobChunk+datakey.Overhead
 		if _, werr := w.Write(append(l[:], sealed...)); werr != nil {
 			return size, werr
 		}
@@ -120,7 +120,7 @@ func openBlobOf(path string, sl store.Sealing, want []byte) (*blobReader, error)
 	b := &blobReader{f: f, br: bufio.NewReaderSize(f, blobChunk+datakey.Overhead+4), sl: sl, h: sha256.New(), want: want}
 	var head [len(blobMagic) + blobIDLen]byte
 	if _, err := io.ReadFull(b.br, head[:]); err != nil || string(head[:len(blobMagic)]) != blobMagic {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("open file: not a sealed blob: %w", datakey.ErrFormat)
 	}
 	b.addr = hex.EncodeToString(head[len(blobMagic):])
@@ -186,15 +186,17 @@ func blobVersion(path string) (datakey.Version, error) {
 }
 
 // writeBlobFrom seals r into a new temporary file in the files directory, fsynced,
-// and returns its path.
-func (s *Store) writeBlobFrom(r io.Reader, sl store.Sealing) (string, error) {
-	tmp, f, err := s.createTemp()
+// and returns its path; the bytes count toward the transaction's reseal budget.
+func (t *txn) writeBlobFrom(r io.Reader) (string, error) {
+	tmp, f, err := t.s.createTemp()
 	if err != nil {
 		return "", err
 	}
-	if _, err = sealedBlob(f, r, sl, sha256.New()); err == nil {
+	var n int64
+	if n, err = sealedBlob(f, r, t.sl, sha256.New()); err == nil {
 		err = f.Sync()
 	}
+	t.resealedBytes += n
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -229,8 +231,8 @@ func (t *txn) resealBlob(_ context.Context, _ encTable, r storedRow, oldKey, new
 		if _, statErr := os.Stat(blobPath(s.dir, addr)); statErr != nil {
 			clearFile, err := os.Open(blobPath(s.dir, sum))
 			if err == nil {
-				tmp, werr := s.writeBlobFrom(clearFile, sl)
-				clearFile.Close()
+				tmp, werr := t.writeBlobFrom(clearFile)
+				_ = clearFile.Close()
 				if werr != nil {
 					return "", "", false, werr
 				}
@@ -262,8 +264,8 @@ func (t *txn) resealBlob(_ context.Context, _ encTable, r storedRow, oldKey, new
 		if err != nil {
 			return "", "", false, err
 		}
-		tmp, werr := s.writeBlobFrom(in, sl)
-		in.Close()
+		tmp, werr := t.writeBlobFrom(in)
+		_ = in.Close()
 		if werr != nil {
 			return "", "", false, werr
 		}

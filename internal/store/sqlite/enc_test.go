@@ -1,15 +1,26 @@
 package sqlite
 
 import (
+	"bufio"
 	"bytes"
+	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"reflect"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/omniflowcrm/omniflow-operator/internal/datakey"
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/storetest"
 )
@@ -142,9 +153,227 @@ func openedBlob(t *testing.T, sl store.Sealing, b []byte) []byte {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	clear, err := io.ReadAll(r)
+	opened, err := io.ReadAll(r)
 	if err != nil {
 		t.Fatalf("open a stored blob: %v", err)
 	}
-	return clear
+	return opened
+}
+
+// resealChildEnv carries the key ring (JSON) to TestResealChildProcess, which runs in
+// the data directory as its working directory.
+const resealChildEnv = "OMNIFLOW_TEST_RESEAL_CHILD"
+
+// TestResealChildProcess is TestKilledMidReseal's child: it runs the reseal pass one
+// record at a time, forever, saying so after the first batches. It does nothing when
+// run by itself.
+func TestResealChildProcess(t *testing.T) {
+	ring := os.Getenv(resealChildEnv)
+	if ring == "" {
+		t.Skip("run by TestKilledMidReseal")
+	}
+	var data map[string][]byte
+	if err := json.Unmarshal([]byte(ring), &data); err != nil {
+		t.Fatal(err)
+	}
+	s := openFiles(t, ".", Options{Keys: storetest.KeysOf(t, data)})
+	for i := 0; ; i++ {
+		if _, done, err := s.Reseal(context.Background(), 1); err != nil || done {
+			fmt.Printf("reseal: done %v, %v\n", done, err)
+			return
+		}
+		if i == 20 {
+			fmt.Println("resealing")
+		}
+	}
+}
+
+// A worker killed (SIGKILL) in the middle of the reseal pass loses nothing: the next
+// open reads everything, the pass resumes and completes, and the export is what it
+// was before the pass.
+func TestKilledMidReseal(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := openFiles(t, dir, Options{})
+	storetest.Populate(t, s, 200)
+	before := storetest.Export(t, s, nil)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data := storetest.NewKeyData(t)
+	ring, err := json.Marshal(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestResealChildProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), resealChildEnv+"="+string(ring))
+	cmd.Dir = dir
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "resealing\n" {
+		_ = cmd.Process.Kill()
+		t.Fatalf("child said %q, %v", line, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait() // killed: its error is the signal
+
+	s = openFiles(t, dir, Options{Keys: storetest.KeysOf(t, data)})
+	defer s.Close()
+	if st, err := s.EncryptionState(context.Background()); err != nil || st.FullyEncrypted() {
+		t.Fatalf("after the kill: %+v, %v; want the pass unfinished", st, err)
+	}
+	if got := storetest.Export(t, s, nil); !reflect.DeepEqual(got, before) {
+		t.Fatal("after the kill the store reads differently")
+	}
+	for {
+		_, done, err := s.Reseal(context.Background(), 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			break
+		}
+	}
+	if st, err := s.EncryptionState(context.Background()); err != nil || !st.FullyEncrypted() {
+		t.Fatalf("after the resumed pass: %+v, %v", st, err)
+	}
+	if got := storetest.Export(t, s, nil); !reflect.DeepEqual(got, before) {
+		t.Fatal("after the resumed pass the store reads differently")
+	}
+}
+
+// While a store migrates (records in clear beside hashed ones), retention still
+// takes a clear message with its status, file and contact, and an unsend still
+// reaches a clear message; the export command (read-only) reads it with the ring.
+func TestMixedStoreRetentionUnsendAndReadOnlyExport(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	old := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	person := func(user, id string, ts time.Time) meta.Batch {
+		m := wamsg(id)
+		m.Subject, m.Timestamp = user, ts
+		return meta.Batch{
+			Contacts: []meta.Contact{{Platform: meta.WhatsApp, Channel: "c", Subject: user, WaID: user, Name: "Name of " + user}},
+			Messages: []meta.Message{m},
+			Statuses: []meta.Status{{Platform: meta.WhatsApp, Channel: "c", MessageID: id, Subject: user, State: "read", Timestamp: ts}},
+			Files:    []meta.File{{Platform: meta.WhatsApp, Channel: "c", MessageID: id, Subject: user, Kind: "image", MediaID: "media-" + id}},
+		}
+	}
+	s := openFiles(t, dir, Options{})
+	for _, b := range []meta.Batch{person("u-old", "m-old", old), person("u-keep", "m-unsend", time.Now())} {
+		if _, err := s.Commit(ctx, &b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data := storetest.NewKeyData(t)
+	s = openFiles(t, dir, Options{Keys: storetest.KeysOf(t, data)})
+	young := person("u-new", "m-new", time.Now())
+	if _, err := s.Commit(ctx, &young); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Prune(ctx, store.PruneRequest{Before: time.Now().Add(-time.Hour), Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Counts.Messages != 1 || res.Counts.Statuses != 1 || res.Counts.Files != 1 || res.Counts.Contacts != 1 {
+		t.Errorf("prune of a clear message in a mixed store: %+v, want 1 message, status, file and contact", res.Counts)
+	}
+	unsend := meta.Batch{Deletions: []meta.Deletion{{Platform: meta.WhatsApp, Channel: "c", MessageID: "m-unsend"}}}
+	if r, err := s.Commit(ctx, &unsend); err != nil || r.MessagesDeleted != 1 {
+		t.Fatalf("unsend of a clear message: %+v, %v", r, err)
+	}
+	redelivered := person("u-keep", "m-unsend", time.Now())
+	if r, err := s.Commit(ctx, &redelivered); err != nil || r.MessagesNew != 0 {
+		t.Fatalf("redelivery of an unsent clear message: %+v, %v; want it kept out", r, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := Open(dir, Options{ReadOnly: true, Keys: storetest.KeysOf(t, data)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	d := storetest.Export(t, ro, nil)
+	if len(d.Messages) != 1 || d.Messages[0].ID != "m-new" || len(d.Contacts) != 2 {
+		t.Errorf("export after retention and unsend: %d messages, %d contacts; want m-new and the contacts of u-new and u-keep", len(d.Messages), len(d.Contacts))
+	}
+	if got := storetest.Export(t, ro, &store.Subject{ID: "u-keep"}); len(got.Contacts) != 1 || len(got.Messages) != 0 {
+		t.Errorf("export of a clear-stored subject from a read-only store: %+v", got)
+	}
+}
+
+// swapSource is a datakey.Source whose ring a test replaces, as the worker's Secret
+// watch does on a rotation.
+type swapSource struct{ r atomic.Pointer[datakey.Ring] }
+
+func (s *swapSource) Ring() (*datakey.Ring, error)  { return s.r.Load(), nil }
+func (s *swapSource) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+
+// A rotation in the middle of a pass restarts it toward the new version: when it
+// completes, everything is under the new version, which alone reads it all.
+func TestRotationMidPassRestartsTowardTheNewVersion(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openFiles(t, dir, Options{})
+	storetest.Populate(t, s, 30)
+	before := storetest.Export(t, s, nil)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	v1 := storetest.NewKeyData(t)
+	parse := func(data map[string][]byte) *datakey.Ring {
+		r, err := datakey.Parse(data, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	src := &swapSource{}
+	src.r.Store(parse(v1))
+	s = openFiles(t, dir, Options{Keys: store.NewKeys(src)})
+	for range 5 {
+		if _, done, err := s.Reseal(ctx, 10); err != nil || done {
+			t.Fatalf("Reseal: done %v, %v", done, err)
+		}
+	}
+	v2, _, err := datakey.Rotate(v1, rand.Reader, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.r.Store(parse(v2))
+	for {
+		_, done, err := s.Reseal(ctx, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			break
+		}
+	}
+	if st, err := s.EncryptionState(ctx); err != nil || st.SealedVersion != 2 || !st.FullyEncrypted() {
+		t.Fatalf("after the pass: %+v, %v; want sealed under version 2", st, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	delete(v2, datakey.KeyPrefix+"1")
+	s = openFiles(t, dir, Options{Keys: storetest.KeysOf(t, v2)})
+	defer s.Close()
+	if got := storetest.Export(t, s, nil); !reflect.DeepEqual(got, before) {
+		t.Fatal("under version 2 alone the store reads differently")
+	}
 }

@@ -22,7 +22,7 @@ func (t *txn) insertIdentityChanges(ctx context.Context, changes []meta.Identity
 		c := &changes[i]
 		msgID := t.sl.ID(store.PurposeMessageID, c.MessageID)
 		if t.s.mixed.Load() && msgID != c.MessageID {
-			if _, err := t.resealWhere(ctx, encTableOf("identity_changes"), "platform = ? AND message_id = ?",
+			if _, err := t.resealWhere(ctx, encTableOf("identity_changes"), whereMessage,
 				[]any{string(c.Platform), c.MessageID}, false); err != nil {
 				return err
 			}
@@ -98,21 +98,17 @@ func selectIdentifiers(ctx context.Context, q querier, table string, cols []stri
 // that match where, every identifier their documents name, each in clear and hashed:
 // the walk of a mixed store, whose rows may hold either form.
 func linkedInDocs(ctx context.Context, q querier, sl store.Sealing, table, where string, args []any) ([]string, error) {
-	tb := encTableOf(table)
-	cols := make([]string, len(tb.key))
-	for i, c := range tb.key {
-		cols[i] = c.name
-	}
-	rows, err := q.QueryContext(ctx, "SELECT "+strings.Join(cols, ", ")+", doc FROM "+table+" WHERE "+where, args...)
+	cols := len(encTableOf(table).key)
+	rows, err := q.QueryContext(ctx, linkedDocsQuery(table, where), args...)
 	if err != nil {
 		return nil, fmt.Errorf("resolve subject: %s: %w", table, err)
 	}
 	defer rows.Close()
 	var out []string
 	for rows.Next() {
-		key := make([]string, len(cols))
+		key := make([]string, cols)
 		var d string
-		dest := make([]any, 0, len(cols)+1)
+		dest := make([]any, 0, cols+1)
 		for i := range key {
 			dest = append(dest, &key[i])
 		}
@@ -144,4 +140,14 @@ func linkedInDocs(ctx context.Context, q querier, sl store.Sealing, table, where
 		return nil, fmt.Errorf("resolve subject: %s: %w", table, err)
 	}
 	return out, nil
+}
+
+// linkedDocsQuery is linkedInDocs' query: the key and document of the rows of a link
+// table matching where.
+func linkedDocsQuery(table, where string) string {
+	var cols []string
+	for _, c := range encTableOf(table).key {
+		cols = append(cols, c.name)
+	}
+	return tableSQL("SELECT %s, doc FROM %s WHERE %s", strings.Join(cols, ", "), table, where)
 }

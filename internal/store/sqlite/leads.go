@@ -46,7 +46,7 @@ func (t *txn) insertLeads(ctx context.Context, leads []meta.Lead, res *store.Com
 		l := &leads[i]
 		id := t.sl.ID(store.PurposeLeadID, l.ID)
 		if t.s.mixed.Load() && id != l.ID {
-			if _, err := t.resealWhere(ctx, encTableOf("leads"), "platform = ? AND lead_id = ?", []any{string(l.Platform), l.ID}, false); err != nil {
+			if _, err := t.resealWhere(ctx, encTableOf("leads"), whereLead, []any{string(l.Platform), l.ID}, false); err != nil {
 				return err
 			}
 		}
@@ -96,6 +96,9 @@ func hasLeadsQuery(platform meta.Platform, channel string, ids []string) (string
 		OR EXISTS (SELECT 1 FROM leads WHERE subject_alt IN ` + in + ` AND +platform = ? AND +channel = ?)`, args
 }
 
+// sqlLeadNotifier reads a lead's token by its id, stored in either form (listed in plans.go).
+const sqlLeadNotifier = `SELECT lead_id, token FROM leads WHERE platform = ? AND lead_id IN (?, ?)`
+
 // LeadToken implements store.Store, on a reader connection. The record is looked up
 // under its lead id's keyed hash and in clear (a store not yet wholly resealed).
 func (s *Store) LeadToken(ctx context.Context, platform meta.Platform, id string) (meta.Secret, error) {
@@ -105,7 +108,7 @@ func (s *Store) LeadToken(ctx context.Context, platform meta.Platform, id string
 	}
 	var stored string
 	var tok sql.NullString
-	err = s.r.QueryRowContext(ctx, `SELECT lead_id, token FROM leads WHERE platform = ? AND lead_id IN (?, ?)`,
+	err = s.r.QueryRowContext(ctx, sqlLeadNotifier,
 		string(platform), sl.ID(store.PurposeLeadID, id), id).Scan(&stored, &tok)
 	if errors.Is(err, sql.ErrNoRows) || err == nil && !tok.Valid {
 		return "", nil

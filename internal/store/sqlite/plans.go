@@ -33,6 +33,11 @@ func Statements() []store.Statement {
 			where, args := subjectWhere(f.Platform, f.Channel, ids, tb.cols...)
 			add("erase "+tb.table+f.Suffix, lastDelete(tb, where), args...)
 		}
+		// A mixed store's walk reads the link rows' documents (subjectIDs).
+		for _, tb := range store.LinkTables {
+			where, args := subjectWhere(f.Platform, f.Channel, ids, tb.SubjectCols...)
+			add("resolve "+tb.Name+" documents"+f.Suffix, linkedDocsQuery(tb.Name, where), args...)
+		}
 		if f.Channel != "" {
 			continue // export names no channel
 		}
@@ -41,6 +46,18 @@ func Statements() []store.Statement {
 			add("export "+tb.Name+f.Suffix, q, args...)
 		}
 	}
+	// A mixed store converts the rows stored under a clear identifier (reseal.go).
+	wa := string(meta.WhatsApp)
+	for _, name := range []string{"messages", "statuses", "files", "identity_changes"} {
+		add("convert "+name, resealSelect(encTableOf(name), whereMessage), wa, "wamid.1")
+	}
+	add("convert reactions", sqlConvertReacts, "h:1", wa, "wamid.1")
+	add("convert leads", resealSelect(encTableOf("leads"), whereLead), wa, "lead.1")
+	add("convert receipts", resealSelect(encTableOf("receipts"), whereReceipts), wa, "c", ids[0])
+	for _, col := range []string{"subject", "wa_id", "user_id"} {
+		add("convert contacts by "+col, resealSelect(encTableOf("contacts"), whereContactBy(col)), ids[0], wa, "c")
+	}
+	add("lead token", sqlLeadNotifier, wa, "h:1", "lead.1")
 	ref := "hmac-sha256:00"
 	add("erase progress read", sqlProgressRead, ref, "", "Messages")
 	add("erase progress add", sqlProgressAdd, ref, "", "Messages", 0, 1, 1, 0, 0)

@@ -111,11 +111,11 @@ func (s *Store) initEncryption() error {
 	case !has:
 		empty := true
 		for _, tb := range append(encTables, encTable{name: "tombstones"}) {
-			var any bool
-			if err := s.w.QueryRow(`SELECT EXISTS (SELECT 1 FROM ` + tb.name + `)`).Scan(&any); err != nil {
+			var rows bool
+			if err := s.w.QueryRow(`SELECT EXISTS (SELECT 1 FROM ` + tb.name + `)`).Scan(&rows); err != nil {
 				return fmt.Errorf("read encryption state: %w", err)
 			}
-			empty = empty && !any
+			empty = empty && !rows
 		}
 		sealed, clearIDs := datakey.Version(0), 1
 		if empty && s.keys.Enabled() {
@@ -232,7 +232,7 @@ func (t *txn) resealBatch(ctx context.Context, limit int) (int, bool, error) {
 		p.target, p.tbl, p.after = active, encTables[0].name, 0
 	}
 	changed, examined := 0, 0
-	for p.tbl != "" && changed < limit && examined < 8*limit {
+	for p.tbl != "" && changed < limit && examined < 8*limit && t.resealedBytes < resealBytesPerBatch {
 		if p.tbl == "tombstones" {
 			n, err := t.hashTombstones(ctx, limit-changed)
 			if err != nil {
@@ -245,7 +245,7 @@ func (t *txn) resealBatch(ctx context.Context, limit int) (int, bool, error) {
 			continue
 		}
 		tb := encTableOf(p.tbl)
-		rows, err := t.tx.QueryContext(ctx, `SELECT id FROM `+tb.name+` WHERE id > ? ORDER BY id LIMIT ?`, p.after, limit-changed)
+		rows, err := t.tx.QueryContext(ctx, tableSQL("SELECT id FROM %s WHERE id > ? ORDER BY id LIMIT ?", tb.name), p.after, limit-changed)
 		if err != nil {
 			return changed, false, fmt.Errorf("reseal %s: %w", tb.name, err)
 		}
@@ -265,6 +265,9 @@ func (t *txn) resealBatch(ctx context.Context, limit int) (int, bool, error) {
 			changed += n
 			examined++
 			p.after = id
+			if t.resealedBytes >= resealBytesPerBatch {
+				break
+			}
 		}
 	}
 	done := p.tbl == ""
@@ -277,6 +280,11 @@ func (t *txn) resealBatch(ctx context.Context, limit int) (int, bool, error) {
 	}
 	return changed, done, nil
 }
+
+// resealBytesPerBatch bounds the file bytes one reseal batch seals: sealing runs in the
+// writer's transaction (the rename must commit with the record), so a batch holding many
+// large files would hold deliveries back. A file larger than this is one batch alone.
+const resealBytesPerBatch = 16 << 20
 
 func nextTable(name string) string {
 	for i, tb := range encTables {
@@ -352,22 +360,26 @@ func (t *txn) convertMessage(ctx context.Context, platform, clearID string) erro
 		return nil
 	}
 	for _, name := range []string{"messages", "statuses", "files"} {
-		if _, err := t.resealWhere(ctx, encTableOf(name), "platform = ? AND message_id = ?", []any{platform, clearID}, true); err != nil {
+		if _, err := t.resealWhere(ctx, encTableOf(name), whereMessage, []any{platform, clearID}, true); err != nil {
 			return err
 		}
 	}
-	if _, err := t.tx.ExecContext(ctx, `UPDATE messages SET reacts_to = ? WHERE platform = ? AND reacts_to = ?`,
+	if _, err := t.tx.ExecContext(ctx, sqlConvertReacts,
 		t.sl.ID(store.PurposeMessageID, clearID), platform, clearID); err != nil {
 		return fmt.Errorf("convert reactions: %w", err)
 	}
 	return t.hashTombstone(ctx, platform, clearID)
 }
 
-// mixedConvert is convertMessage while the store is mixed, else nothing.
+// mixedConvert is convertMessage while the store is mixed, else nothing. It leaves
+// file bytes as they are (the pass seals them): a delivery's transaction must not
+// seal a large file.
 func (t *txn) mixedConvert(ctx context.Context, platform, clearID string) error {
 	if !t.s.mixed.Load() {
 		return nil
 	}
+	t.keepBlobs = true
+	defer func() { t.keepBlobs = false }()
 	return t.convertMessage(ctx, platform, clearID)
 }
 
@@ -375,18 +387,7 @@ func (t *txn) mixedConvert(ctx context.Context, platform, clearID string) error 
 // identifier hashed, and reports how many it changed. A row whose message id is in
 // clear takes its message's other records along (convertMessage) unless inGroup.
 func (t *txn) resealWhere(ctx context.Context, tb encTable, where string, args []any, inGroup bool) (int, error) {
-	cols := []string{"id"}
-	for _, c := range append(tb.key[:len(tb.key):len(tb.key)], tb.ids...) {
-		cols = append(cols, "COALESCE("+c.name+", '')")
-	}
-	cols = append(cols, "doc")
-	if tb.token {
-		cols = append(cols, "COALESCE(token, '')")
-	}
-	if tb.files {
-		cols = append(cols, "COALESCE(sha256, '')", "COALESCE(content, '')")
-	}
-	rows, err := t.tx.QueryContext(ctx, "SELECT "+strings.Join(cols, ", ")+" FROM "+tb.name+" WHERE "+where, args...)
+	rows, err := t.tx.QueryContext(ctx, resealSelect(tb, where), args...)
 	if err != nil {
 		return 0, fmt.Errorf("reseal %s: %w", tb.name, err)
 	}
@@ -434,6 +435,31 @@ func (t *txn) resealWhere(ctx context.Context, tb encTable, where string, args [
 	return n, nil
 }
 
+// resealSelect is resealWhere's query: the rows of tb matching where, as storedRow.
+func resealSelect(tb encTable, where string) string {
+	cols := []string{"id"}
+	for _, c := range append(tb.key[:len(tb.key):len(tb.key)], tb.ids...) {
+		cols = append(cols, "COALESCE("+c.name+", '')")
+	}
+	cols = append(cols, "doc")
+	if tb.token {
+		cols = append(cols, "COALESCE(token, '')")
+	}
+	if tb.files {
+		cols = append(cols, "COALESCE(sha256, '')", "COALESCE(content, '')")
+	}
+	return tableSQL("SELECT %s FROM %s WHERE %s", strings.Join(cols, ", "), tb.name, where)
+}
+
+// Where clauses by which a mixed store finds the rows stored under a clear
+// identifier (listed for the query-plan check in plans.go).
+const (
+	whereMessage     = "platform = ? AND message_id = ?"
+	whereLead        = "platform = ? AND lead_id = ?"
+	whereReceipts    = "platform = ? AND channel = ? AND subject = ?"
+	sqlConvertReacts = `UPDATE messages SET reacts_to = ? WHERE platform = ? AND reacts_to = ?`
+)
+
 // storedRow is a row as resealWhere reads it: the key's and identifier columns'
 // stored values in encTable order.
 type storedRow struct {
@@ -468,7 +494,8 @@ func (t *txn) resealRow(ctx context.Context, tb encTable, r storedRow) (bool, er
 	need = need || stale(r.doc) || tb.token && r.token != "" && stale(r.token)
 	var blobChanged bool
 	var newAddr, newContent string
-	if tb.files && r.addr != "" {
+	blobs := tb.files && r.addr != "" && !t.keepBlobs
+	if blobs {
 		var err error
 		newAddr, newContent, blobChanged, err = t.resealBlob(ctx, tb, r, oldKey, newKey)
 		if err != nil {
@@ -508,10 +535,10 @@ func (t *txn) resealRow(ctx context.Context, tb encTable, r storedRow) (bool, er
 		}
 		set, args = append(set, "token = ?"), append(args, sealedTok)
 	}
-	if tb.files && r.addr != "" {
+	if blobs {
 		set, args = append(set, "sha256 = ?", "content = ?"), append(args, newAddr, nullable(newContent))
 	}
-	res, err := t.tx.ExecContext(ctx, "UPDATE OR IGNORE "+tb.name+" SET "+strings.Join(set, ", ")+" WHERE id = ?", append(args, r.id)...)
+	res, err := t.tx.ExecContext(ctx, tableSQL("UPDATE OR IGNORE %s SET %s WHERE id = ?", tb.name, strings.Join(set, ", ")), append(args, r.id)...)
 	if err != nil {
 		return false, err
 	}
@@ -526,7 +553,7 @@ func (t *txn) resealRow(ctx context.Context, tb encTable, r storedRow) (bool, er
 			_, _, err = t.deleteFiles(ctx, st, r.id)
 		}
 	} else {
-		_, err = t.tx.ExecContext(ctx, "DELETE FROM "+tb.name+" WHERE id = ?", r.id)
+		_, err = t.tx.ExecContext(ctx, tableSQL("DELETE FROM %s WHERE id = ?", tb.name), r.id)
 	}
 	if tb.name == "contacts" {
 		t.eraseCache = true
@@ -534,3 +561,7 @@ func (t *txn) resealRow(ctx context.Context, tb encTable, r storedRow) (bool, er
 	}
 	return true, err
 }
+
+// tableSQL fills a statement's table and column names, which come from encTables and
+// the code's own WHERE clauses (never from input); values are always bound.
+func tableSQL(format string, names ...any) string { return fmt.Sprintf(format, names...) }

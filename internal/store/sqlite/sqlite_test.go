@@ -190,11 +190,21 @@ func cpuTime() time.Duration {
 }
 
 // BenchmarkCommit measures the durable commit path alone (no HTTP), with concurrent
-// callers as the worker has them: go test -bench Commit -benchtime 5s ./internal/store/sqlite
+// callers as the worker has them, in clear (batchN) and with encryption at rest
+// (batchN-sealed: Options.Keys), side by side:
+// go test -run '^$' -bench Commit -benchtime 5s ./internal/store/sqlite
 func BenchmarkCommit(b *testing.B) {
-	for _, batch := range []int{1, 10} {
-		b.Run(fmt.Sprintf("batch%d", batch), func(b *testing.B) {
-			s, err := Open(b.TempDir(), Options{})
+	for _, v := range []struct {
+		batch  int
+		sealed bool
+	}{{1, false}, {1, true}, {10, false}, {10, true}} {
+		batch, name := v.batch, fmt.Sprintf("batch%d", v.batch)
+		var opts Options
+		if v.sealed {
+			name, opts.Keys = name+"-sealed", storetest.NewKeys(b)
+		}
+		b.Run(name, func(b *testing.B) {
+			s, err := Open(b.TempDir(), opts)
 			if err != nil {
 				b.Fatal(err)
 			}

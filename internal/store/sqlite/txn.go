@@ -29,6 +29,11 @@ type txn struct {
 	unref []string
 	// sl seals, opens and hashes for the request being applied (its Sealing).
 	sl store.Sealing
+	// resealedBytes counts the file bytes the reseal pass sealed in this transaction:
+	// a batch ends early once it has sealed resealBytesPerBatch (reseal.go).
+	resealedBytes int64
+	// keepBlobs: conversions leave file bytes and their address as they are (mixedConvert).
+	keepBlobs bool
 }
 
 // deletingFiles runs fn, one request's op, and returns the content addresses of the file
@@ -297,7 +302,7 @@ func (t *txn) apply(ctx context.Context, p *prepared, res *store.CommitResult) e
 	for _, d := range p.receipts {
 		r := d.rec
 		if t.s.mixed.Load() && r.Subject != d.subject {
-			if _, err := t.resealWhere(ctx, encTableOf("receipts"), "platform = ? AND channel = ? AND subject = ?",
+			if _, err := t.resealWhere(ctx, encTableOf("receipts"), whereReceipts,
 				[]any{string(r.Platform), r.Channel, r.Subject}, false); err != nil {
 				return err
 			}
@@ -365,13 +370,17 @@ func (t *txn) convertContacts(ctx context.Context, platform meta.Platform, chann
 		return nil
 	}
 	for _, col := range []string{"subject", "wa_id", "user_id"} {
-		if _, err := t.resealWhere(ctx, encTableOf("contacts"), col+" = ? AND platform = ? AND channel = ?",
+		if _, err := t.resealWhere(ctx, encTableOf("contacts"), whereContactBy(col),
 			[]any{id, string(platform), channel}, false); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// whereContactBy finds the contact rows of one platform and channel by one of their
+// identifier columns.
+func whereContactBy(col string) string { return col + " = ? AND platform = ? AND channel = ?" }
 
 // findStoredContacts is findContacts by stored values.
 func (t *txn) findStoredContacts(ctx context.Context, platform meta.Platform, channel, subject, waID, userID string) ([]contactRow, error) {
