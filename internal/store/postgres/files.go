@@ -193,7 +193,7 @@ func (s *Store) ClaimFetches(ctx context.Context, now time.Time, limit int, leas
 			return err
 		}
 		defer rows.Close()
-		var msgIDs []string
+		var msgIDs []idRef
 		for rows.Next() {
 			var c claimed
 			var received int64
@@ -211,7 +211,7 @@ func (s *Store) ClaimFetches(ctx context.Context, now time.Time, limit int, leas
 			if err := json.Unmarshal(d, &f); err != nil {
 				return fmt.Errorf("decode file document: %w", err)
 			}
-			msgIDs = append(msgIDs, f.MessageID)
+			msgIDs = append(msgIDs, idRef{f.Platform, f.MessageID})
 			c.job.Key = store.FileKey{Platform: f.Platform, MessageID: f.MessageID, Index: f.Index}
 			c.job.Channel, c.job.MediaID, c.job.URL, c.job.SHA256, c.job.MIMEType = f.Channel, f.MediaID, f.URL, f.SHA256, f.MIMEType
 			c.job.ReceivedAt = time.UnixMilli(received).UTC()
@@ -436,6 +436,11 @@ func writeChunks(ctx context.Context, tx pgx.Tx, z sealer, r io.Reader, maxBytes
 // record fetched (keep: commit). A record gone meanwhile is ErrFileGone; one fetched
 // meanwhile returns its stored description, and the caller rolls back.
 func nameBlob(ctx context.Context, tx pgx.Tx, z sealer, key store.FileKey, sum string, size int64, tmp, mimeType string) (out store.StoredBytes, keep bool, err error) {
+	// In a mixed store the record's key is hashed first: its content hash is sealed
+	// under the key it keeps.
+	if err := z.unhash(ctx, tx, store.PurposeMessageID, []idRef{{key.Platform, key.MessageID}}); err != nil {
+		return out, false, err
+	}
 	row, err := readFileRow(ctx, tx, z, key, true)
 	if err != nil {
 		return out, false, err

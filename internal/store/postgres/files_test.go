@@ -23,15 +23,27 @@ func TestFilesConformance(t *testing.T) {
 	})
 }
 
-func rawBlobs(t *testing.T, dsn string) [][]byte {
+// connect is a connection of the test's own to dsn, beneath the store.
+func connect(t *testing.T, dsn string) *pgx.Conn {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
+	conn, err := pgx.Connect(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx) //nolint:errcheck // a test's connection
-	rows, err := conn.Query(ctx, `SELECT sha256, data FROM blobs ORDER BY sha256, seq`)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
+}
+
+func rawBlobs(t *testing.T, dsn string) [][]byte { return readBlobs(t, dsn, nil) }
+
+// readBlobs is every content in the blobs table, its chunks in order, each passed
+// through open when it is not nil (with its address, index and whether it is its
+// content's last).
+func readBlobs(t *testing.T, dsn string, open func(addr string, seq int, last bool, data []byte) []byte) [][]byte {
+	t.Helper()
+	ctx := context.Background()
+	conn := connect(t, dsn)
+	rows, err := conn.Query(ctx, `SELECT sha256, seq, data, seq = max(seq) OVER (PARTITION BY sha256) FROM blobs ORDER BY sha256, seq`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,9 +52,14 @@ func rawBlobs(t *testing.T, dsn string) [][]byte {
 	last := ""
 	for rows.Next() {
 		var sum string
+		var seq int
 		var data []byte
-		if err := rows.Scan(&sum, &data); err != nil {
+		var final bool
+		if err := rows.Scan(&sum, &seq, &data, &final); err != nil {
 			t.Fatal(err)
+		}
+		if open != nil {
+			data = open(sum, seq, final, data)
 		}
 		if sum != last || out == nil {
 			out = append(out, nil)

@@ -75,6 +75,9 @@ type Store struct {
 	// hashed: every identifier is a keyed hash (encryption_state.hashed); until then
 	// a store with Keys also looks for the clear forms (seal.go).
 	hashed atomic.Bool
+	// keyed: the store was opened with Keys before, so it may hold sealed records; it
+	// is not written to without Keys (seal.go).
+	keyed atomic.Bool
 }
 
 var _ store.Store = (*Store)(nil)
@@ -131,12 +134,9 @@ func (s *Store) init(ctx context.Context) error {
 			return fmt.Errorf("open store read-only: %w", err)
 		}
 		if ok {
-			var hashed bool
-			err := s.pool.QueryRow(ctx, `SELECT hashed FROM encryption_state WHERE id = 1`).Scan(&hashed)
-			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			if err := s.readEncryptionFlags(ctx, s.pool); err != nil && !errors.Is(err, pgx.ErrNoRows) {
 				return fmt.Errorf("open store read-only: %w", err)
 			}
-			s.hashed.Store(hashed)
 		}
 		return nil
 	}

@@ -32,9 +32,6 @@ BEGIN
 END $$;
 ` + store.RetentionIndexes + store.SubjectIndexes
 
-// reactsTo is the reacts_to column of a message: its reaction's target, or NULL.
-func reactsTo(m *meta.Message) any { return nullableKey(store.ReactsTo(m)) }
-
 // Prune implements store.Store: one batch in one transaction. Rows are picked with SKIP
 // LOCKED, so replicas pruning at the same time share the work instead of waiting for
 // each other, and deliveries are never blocked for more than one batch.

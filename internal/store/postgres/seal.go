@@ -3,11 +3,11 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/datakey"
+	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 )
 
@@ -32,9 +32,10 @@ ALTER TABLE files ADD COLUMN IF NOT EXISTS content TEXT; -- sealed hex SHA-256 o
 CREATE TABLE IF NOT EXISTS encryption_state (
 	id             INTEGER PRIMARY KEY CHECK (id = 1),
 	hashed         BOOLEAN NOT NULL, -- every identifier is a keyed hash
+	keyed          BOOLEAN NOT NULL, -- opened with Keys once: records may be sealed
 	sealed_version BIGINT NOT NULL,  -- what the last complete pass brought every record to; 0: none
 	pass_version   BIGINT NOT NULL,  -- what the pass under way brings records to; 0: none under way
-	stage          INTEGER NOT NULL, -- index in resealStages of the table the pass is at
+	stage          INTEGER NOT NULL, -- which stage of the pass (reseal.go) it is at
 	pos_id         BIGINT NOT NULL,  -- last id done in that table (tables keyed by id, the blobs' seq)
 	pos_a          TEXT NOT NULL,    -- last key done in tombstones (platform) and blobs (address)
 	pos_b          TEXT NOT NULL     -- last key done in tombstones (message id)
@@ -50,8 +51,12 @@ type sealer struct {
 }
 
 // sealer returns the Sealing of one unit of work: ErrKeyUnavailable (wrapped) when
-// the store has Keys but no ring can be had, so nothing is written in clear instead.
+// the store has Keys but no ring can be had, or has none but was encrypted before, so
+// that nothing is written in clear instead (and nothing sealed is taken for clear).
 func (s *Store) sealer() (sealer, error) {
+	if !s.opts.Keys.Enabled() && s.keyed.Load() {
+		return sealer{}, fmt.Errorf("%w: the store is encrypted and was opened without Keys", store.ErrKeyUnavailable)
+	}
 	sl, err := s.opts.Keys.Sealing()
 	if err != nil {
 		return sealer{}, err
@@ -143,40 +148,73 @@ var unhashColumns = map[string][]struct{ table, col string }{
 	store.PurposeLeadID: {{"leads", "lead_id"}},
 }
 
-// unhash moves the clear stored forms of values (identifiers as sent) to their
-// hashes in every column of purpose, in tx, before the unit of work looks them up or
-// upserts by them: what was stored in clear is then found, deduplicated and updated
-// as if it had been hashed from the start. Only in a mixed store; rows whose document
-// is sealed always hold hashed keys already (documents are sealed only with hashed
-// keys), so no sealed identity changes here.
-func (z sealer) unhash(ctx context.Context, tx pgx.Tx, purpose string, values []string, only ...string) error {
-	if !z.mixed || len(values) == 0 {
+// idRef is an identifier as sent and the platform of the record naming it.
+type idRef struct {
+	platform meta.Platform
+	id       string
+}
+
+// unhash moves the clear stored forms of refs' identifiers to their hashes in every
+// column of purpose, in tx, before the unit of work looks them up or upserts by them:
+// what was stored in clear is then found, deduplicated and updated as if it had been
+// hashed from the start. Only in a mixed store.
+func (z sealer) unhash(ctx context.Context, tx pgx.Tx, purpose string, refs []idRef) error {
+	if !z.mixed {
 		return nil
 	}
-	var clear, hashed []string
+	platforms := make([]string, 0, len(refs))
+	stored := make([]string, 0, len(refs))
+	for _, r := range refs {
+		if r.id != "" {
+			platforms = append(platforms, keyText(string(r.platform)))
+			stored = append(stored, keyText(r.id))
+		}
+	}
+	return z.unhashStored(ctx, tx, purpose, platforms, stored)
+}
+
+// unhashStored is unhash of clear stored forms, each with the stored platform of its
+// record. Every identifier is converted in all its columns at once, never in one
+// table alone, so that a value is either clear everywhere or hashed everywhere:
+// retention, erasure and the contact merges compare stored values across tables.
+// Message and lead ids are converted on their platform only: their indexes lead with
+// it, and they are only ever looked up with it; subject identifiers everywhere, as
+// erasure finds them. No sealed identity changes here: a row whose document is sealed
+// holds hashed keys already (documents are only sealed under hashed keys).
+func (z sealer) unhashStored(ctx context.Context, tx pgx.Tx, purpose string, platforms, stored []string) error {
+	var ps, plain, hashed []string
 	seen := map[string]bool{}
-	for _, v := range values {
-		if v == "" || seen[v] {
+	for i, c := range stored {
+		k := platforms[i] + "\x00" + c
+		if c == "" || seen[k] || store.IsHashedID(c) {
 			continue
 		}
-		seen[v] = true
-		clear = append(clear, keyText(v))
-		hashed = append(hashed, z.id(purpose, v))
+		seen[k] = true
+		ps = append(ps, platforms[i])
+		plain = append(plain, c)
+		hashed = append(hashed, z.ID(purpose, c))
 	}
-	if len(clear) == 0 {
+	if len(plain) == 0 {
 		return nil
 	}
 	b := &pgx.Batch{}
 	for _, c := range unhashColumns[purpose] {
-		if len(only) > 0 && !slices.Contains(only, c.table) {
-			continue
-		}
-		b.Queue(`UPDATE `+c.table+` SET `+c.col+` = m.h FROM unnest($1::text[], $2::text[]) AS m(c, h) WHERE `+c.table+`.`+c.col+` = m.c`, clear, hashed)
+		b.Queue(unhashSQL(purpose, c.table, c.col), ps, plain, hashed)
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("hash identifiers stored in clear: %w", err)
 	}
 	return nil
+}
+
+// unhashSQL moves one column's clear values ($2) to their hashes ($3), on their
+// platforms ($1) for message and lead ids.
+func unhashSQL(purpose, table, col string) string {
+	q := `UPDATE ` + table + ` SET ` + col + ` = m.h FROM unnest($1::text[], $2::text[], $3::text[]) AS m(p, c, h) WHERE ` + table + `.` + col + ` = m.c`
+	if purpose != store.PurposeSubject {
+		q += ` AND ` + table + `.platform = m.p`
+	}
+	return q
 }
 
 // initEncryption writes the pass's state row once: a database created with Keys is
@@ -191,14 +229,29 @@ func (s *Store) initEncryption(ctx context.Context, tx pgx.Tx, fresh bool) error
 			version = int64(sl.ActiveVersion())
 		}
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO encryption_state(id, hashed, sealed_version, pass_version, stage, pos_id, pos_a, pos_b)
-		VALUES (1, $1, $2, 0, 0, 0, '', '') ON CONFLICT (id) DO NOTHING`, hashed, version); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO encryption_state(id, hashed, keyed, sealed_version, pass_version, stage, pos_id, pos_a, pos_b)
+		VALUES (1, $1, false, $2, 0, 0, 0, '', '') ON CONFLICT (id) DO NOTHING`, hashed, version); err != nil {
 		return fmt.Errorf("init encryption state: %w", err)
 	}
-	if err := tx.QueryRow(ctx, `SELECT hashed FROM encryption_state WHERE id = 1`).Scan(&hashed); err != nil {
+	if s.opts.Keys.Enabled() {
+		if _, err := tx.Exec(ctx, `UPDATE encryption_state SET keyed = true WHERE id = 1 AND NOT keyed`); err != nil {
+			return fmt.Errorf("init encryption state: %w", err)
+		}
+	}
+	return s.readEncryptionFlags(ctx, tx)
+}
+
+// readEncryptionFlags reads whether every identifier is hashed and whether the store
+// was ever opened with Keys.
+func (s *Store) readEncryptionFlags(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) error {
+	var hashed, keyed bool
+	if err := q.QueryRow(ctx, `SELECT hashed, keyed FROM encryption_state WHERE id = 1`).Scan(&hashed, &keyed); err != nil {
 		return fmt.Errorf("read encryption state: %w", err)
 	}
 	s.hashed.Store(hashed)
+	s.keyed.Store(keyed)
 	return nil
 }
 
@@ -215,7 +268,7 @@ func (s *Store) EncryptionState(ctx context.Context) (store.EncryptionState, err
 	if err != nil {
 		return store.EncryptionState{Encrypts: true}, fmt.Errorf("encryption state: %w", err)
 	}
-	var sealed int64
+	var sealed uint32 // pgx refuses a value out of range
 	var hashed bool
 	if err := s.pool.QueryRow(ctx, `SELECT sealed_version, hashed FROM encryption_state WHERE id = 1`).Scan(&sealed, &hashed); err != nil {
 		return store.EncryptionState{}, fmt.Errorf("encryption state: %w", err)

@@ -103,37 +103,46 @@ func unhashBatch(ctx context.Context, tx pgx.Tx, z sealer, b *meta.Batch) error 
 	if !z.mixed {
 		return nil
 	}
-	var subjects, msgIDs, leadIDs []string
+	var subjects, msgIDs, leadIDs []idRef
+	sub := func(p meta.Platform, ids ...string) {
+		for _, id := range ids {
+			subjects = append(subjects, idRef{p, id})
+		}
+	}
 	for i := range b.Contacts {
 		c := &b.Contacts[i]
-		subjects = append(subjects, c.Subject, c.WaID, c.UserID)
+		sub(c.Platform, c.Subject, c.WaID, c.UserID)
 	}
 	for i := range b.Identities {
-		subjects = append(subjects, b.Identities[i].Identifiers()...)
-		msgIDs = append(msgIDs, b.Identities[i].MessageID)
+		c := &b.Identities[i]
+		sub(c.Platform, c.Identifiers()...)
+		msgIDs = append(msgIDs, idRef{c.Platform, c.MessageID})
 	}
 	for i := range b.Messages {
 		m := &b.Messages[i]
-		subjects = append(subjects, m.Subject, m.SubjectAlt)
-		msgIDs = append(msgIDs, m.ID, store.ReactsTo(m))
+		sub(m.Platform, m.Subject, m.SubjectAlt)
+		msgIDs = append(msgIDs, idRef{m.Platform, m.ID}, idRef{m.Platform, store.ReactsTo(m)})
 	}
 	for i := range b.Statuses {
-		subjects = append(subjects, b.Statuses[i].Subject, b.Statuses[i].SubjectAlt)
-		msgIDs = append(msgIDs, b.Statuses[i].MessageID)
+		st := &b.Statuses[i]
+		sub(st.Platform, st.Subject, st.SubjectAlt)
+		msgIDs = append(msgIDs, idRef{st.Platform, st.MessageID})
 	}
 	for i := range b.Receipts {
-		subjects = append(subjects, b.Receipts[i].Subject)
+		sub(b.Receipts[i].Platform, b.Receipts[i].Subject)
 	}
 	for i := range b.Files {
-		subjects = append(subjects, b.Files[i].Subject, b.Files[i].SubjectAlt)
-		msgIDs = append(msgIDs, b.Files[i].MessageID)
+		f := &b.Files[i]
+		sub(f.Platform, f.Subject, f.SubjectAlt)
+		msgIDs = append(msgIDs, idRef{f.Platform, f.MessageID})
 	}
 	for i := range b.Deletions {
-		msgIDs = append(msgIDs, b.Deletions[i].MessageID)
+		msgIDs = append(msgIDs, idRef{b.Deletions[i].Platform, b.Deletions[i].MessageID})
 	}
 	for i := range b.Leads {
-		subjects = append(subjects, b.Leads[i].Subject, b.Leads[i].SubjectAlt)
-		leadIDs = append(leadIDs, b.Leads[i].ID)
+		l := &b.Leads[i]
+		sub(l.Platform, l.Subject, l.SubjectAlt)
+		leadIDs = append(leadIDs, idRef{l.Platform, l.ID})
 	}
 	if err := z.unhash(ctx, tx, store.PurposeSubject, subjects); err != nil {
 		return err
