@@ -194,7 +194,7 @@ func encryptionProgress(enc *platformv1.EncryptionStatus, doc string) *platformv
 	dec := json.NewDecoder(strings.NewReader(doc))
 	dec.DisallowUnknownFields()
 	if dec.Decode(&rep) == nil && rep.SealedVersion >= 0 && rep.SealedVersion <= int64(enc.KeyVersion) {
-		enc.SealedVersion = int32(rep.SealedVersion)
+		enc.SealedVersion = int32(rep.SealedVersion) //nolint:gosec // G115: within 0..KeyVersion, an int32, checked above
 	}
 	return settleEncryption(enc)
 }

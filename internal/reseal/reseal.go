@@ -102,7 +102,7 @@ func (r *Runner) Run(ctx context.Context) {
 	ticker := r.clock().NewTicker(r.Interval)
 	defer ticker.Stop()
 	for {
-		r.RunOnce(ctx)
+		_, _ = r.RunOnce(ctx) // a failure is logged and counted there; the next tick retries
 		select {
 		case <-ctx.Done():
 			return
@@ -114,11 +114,12 @@ func (r *Runner) Run(ctx context.Context) {
 
 // RunOnce brings the store under the active key version, batch after batch, unless
 // it already is, and reports the state it reached. It returns that state, and the
-// error that cut the pass short (nil when ctx ended: stopping is not a failure).
+// error that cut the pass short; when ctx ended, ctx's error, neither logged nor
+// counted: stopping is not a failure.
 func (r *Runner) RunOnce(ctx context.Context) (store.EncryptionState, error) {
 	state, resealed, err := r.pass(ctx)
 	if ctx.Err() != nil {
-		return state, nil
+		return state, ctx.Err()
 	}
 	if r.Metrics != nil {
 		r.Metrics.observe(state, err)
