@@ -27,9 +27,14 @@ var errCanaryDone = errors.New("canary records opened")
 // with the reason; so does a worker without a key over a store that holds sealed
 // records. The error names the reason, never a record's content.
 func CheckKey(ctx context.Context, st store.Store) error {
+	// The export is cut short by cancelling its context too: a PostgreSQL result set
+	// is otherwise read to its end when its rows are closed, the whole table at start.
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	n := 0
-	err := st.Export(ctx, store.Filter{}, func(store.Record) error {
+	err := st.Export(cctx, store.Filter{}, func(store.Record) error {
 		if n++; n >= canaryRecords {
+			cancel()
 			return errCanaryDone
 		}
 		return nil
@@ -37,6 +42,8 @@ func CheckKey(ctx context.Context, st store.Store) error {
 	switch {
 	case err == nil, errors.Is(err, errCanaryDone):
 		return nil
+	case n >= canaryRecords && ctx.Err() == nil && errors.Is(err, context.Canceled):
+		return nil // cut short by the cancel above, after the canary records opened
 	case errors.Is(err, store.ErrKeyUnavailable):
 		return fmt.Errorf("the store holds records sealed under a data key, and this worker has no key to open them "+
 			"(in a cluster the operator passes --data-key-secret; standalone, give --data-key-file): %w", err)
