@@ -3,7 +3,6 @@ package sqlite
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -223,7 +222,7 @@ func (s *Store) placeBlob(tmp, addr string) error {
 // bytes stored in clear are sealed under their keyed content address (the clear copy
 // goes once no record names it, as erased bytes do); sealed bytes under an older
 // version are sealed again in place. It returns the row's new address and content.
-func (t *txn) resealBlob(_ context.Context, _ encTable, r storedRow, oldKey, newKey []string) (addr, content string, changed bool, err error) {
+func (t *txn) resealBlob(r storedRow, oldKey, newKey []string) (addr, content string, changed bool, err error) {
 	s, sl := t.s, t.sl
 	if !store.IsHashedID(r.addr) {
 		sum := r.addr

@@ -497,7 +497,7 @@ func (t *txn) resealRow(ctx context.Context, tb encTable, r storedRow) (bool, er
 	blobs := tb.files && r.addr != "" && !t.keepBlobs
 	if blobs {
 		var err error
-		newAddr, newContent, blobChanged, err = t.resealBlob(ctx, tb, r, oldKey, newKey)
+		newAddr, newContent, blobChanged, err = t.resealBlob(r, oldKey, newKey)
 		if err != nil {
 			return false, err
 		}
