@@ -25,6 +25,7 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
+	"github.com/omniflowcrm/omniflow-operator/internal/store/docenc"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/postgres/pgtest"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/storetest"
 )
@@ -466,5 +467,62 @@ func TestEncryptedStoreRefusesClearWrites(t *testing.T) {
 	var n int
 	if err := s.pool.QueryRow(context.Background(), `SELECT count(*) FROM messages`).Scan(&n); err != nil || n != 1 {
 		t.Errorf("%d messages stored, %v; want only the sealed one", n, err)
+	}
+}
+
+// During a rolling update a worker without Keys (an older one) may write a record in
+// clear beside its hashed twin. Deliveries naming it keep working (the clear twin is
+// not moved onto the hashed key), and the pass deletes the twin rather than stop on it.
+func TestClearTwinOfAHashedRecord(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.FreshDatabase(t)
+	ctx := context.Background()
+	status := func(state string) meta.Status {
+		return meta.Status{Platform: meta.WhatsApp, Channel: "c", MessageID: "out-1", Subject: "u1", State: state, Timestamp: t0}
+	}
+	s := openDSN(t, dsn, Options{})
+	commit(t, s, meta.Batch{Messages: []meta.Message{wamsg("m1", "u1")}, Statuses: []meta.Status{status(meta.StateSent)}})
+	s.Close()
+	s = openDSN(t, dsn, Options{Keys: storetest.NewKeys(t)})
+	defer s.Close()
+	commit(t, s, meta.Batch{Messages: []meta.Message{wamsg("m1", "u1")}, Statuses: []meta.Status{status(meta.StateDelivered)}})
+	// The older worker's writes, beneath the store: a status and a redelivered message
+	// under their clear keys.
+	st := status(meta.StateSent)
+	d, err := docenc.Encode(&st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := wamsg("m1", "u1")
+	md, err := docenc.Encode(&m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO statuses(platform, message_id, channel, subject, rank, doc) VALUES ('WhatsApp', 'out-1', 'c', 'u1', 1, $1)`, []any{string(d)}},
+		{`INSERT INTO messages(platform, message_id, channel, subject, doc) VALUES ('WhatsApp', 'm1', 'acme', 'u1', $1)`, []any{string(md)}},
+	} {
+		if _, err := s.pool.Exec(ctx, q.sql, q.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := commit(t, s, meta.Batch{Messages: []meta.Message{wamsg("m1", "u1")}, Statuses: []meta.Status{status(meta.StateRead)}})
+	if res.MessagesDuplicate != 1 || res.StatusesApplied != 1 {
+		t.Errorf("delivery beside the clear twins: %+v, want the message a duplicate and the status applied", res)
+	}
+	for done := false; !done; {
+		if _, done, err = s.Reseal(ctx, 3); err != nil {
+			t.Fatalf("Reseal: %v", err)
+		}
+	}
+	if n := clearLeft(t, s); n != 0 {
+		t.Errorf("%d rows still hold something in clear", n)
+	}
+	got := storetest.Export(t, s, nil)
+	if len(got.Messages) != 1 || len(got.Statuses) != 1 || got.Statuses[0].State != meta.StateRead {
+		t.Errorf("after the pass: %d messages, statuses %+v; want one message and the read status", len(got.Messages), got.Statuses)
 	}
 }

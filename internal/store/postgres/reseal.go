@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -229,6 +230,18 @@ func resealRows(ctx context.Context, tx pgx.Tx, z sealer, tb resealTable, st *pa
 			set = append(set, c.name+" = $"+strconv.Itoa(len(args)))
 		}
 		moved := len(set) > 0 // the key the documents are sealed with may change
+		if moved && !slices.Equal(old, now) {
+			dup, err := duplicateOf(ctx, tx, tb, r.id, now)
+			if err != nil {
+				return read, changed, err
+			}
+			if dup {
+				read++
+				changed++
+				st.posID = r.id
+				continue
+			}
+		}
 		resealed := func(col, stored, identity string) error {
 			out, ok, err := resealDoc(z, stored, moved, identity, old, now)
 			if err != nil || !ok {
@@ -326,6 +339,32 @@ func unhashAhead(ctx context.Context, tx pgx.Tx, z sealer, tb resealTable, pos i
 		}
 	}
 	return nil
+}
+
+// duplicateOf deletes row id when another row of the table holds its key once hashed
+// (now): a record stored in clear beside its hashed twin, which only a worker without
+// Keys writing while one with them runs (a rolling update) leaves, and which the commit
+// that made the twin did not move (sealer.unhashStored). The twin is the record's
+// latest form; bytes only the deleted row named go with it.
+func duplicateOf(ctx context.Context, tx pgx.Tx, tb resealTable, id int64, now []string) (bool, error) {
+	var where []string
+	args := []any{id}
+	for i, k := range sealKeys[tb.name] {
+		args = append(args, now[i])
+		where = append(where, k+" = $"+strconv.Itoa(len(args)))
+	}
+	var dup bool
+	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+tb.name+" WHERE "+strings.Join(where, " AND ")+" AND id <> $1)", args...).Scan(&dup); err != nil || !dup {
+		return false, err
+	}
+	if tb.content {
+		_, _, err := deleteFiles(ctx, tx, `DELETE FROM files WHERE id = $1`+returningBlob, id)
+		return true, err
+	}
+	if _, err := tx.Exec(ctx, "DELETE FROM "+tb.name+" WHERE id = $1", id); err != nil {
+		return false, fmt.Errorf("reseal %s: %w", tb.name, err)
+	}
+	return true, nil
 }
 
 func updateRow(ctx context.Context, tx pgx.Tx, table string, set []string, args []any, id int64) error {

@@ -208,13 +208,37 @@ func (z sealer) unhashStored(ctx context.Context, tx pgx.Tx, purpose string, pla
 }
 
 // unhashSQL moves one column's clear values ($2) to their hashes ($3), on their
-// platforms ($1) for message and lead ids.
+// platforms ($1) for message and lead ids. A row whose key the move would give to
+// another row already there is left: a clear twin written beside the hashed record
+// (by a worker without Keys during a rolling update), which the reseal pass deletes.
 func unhashSQL(purpose, table, col string) string {
 	q := `UPDATE ` + table + ` SET ` + col + ` = m.h FROM unnest($1::text[], $2::text[], $3::text[]) AS m(p, c, h) WHERE ` + table + `.` + col + ` = m.c`
 	if purpose != store.PurposeSubject {
 		q += ` AND ` + table + `.platform = m.p`
 	}
+	if rest, ok := uniqueKeyRest[table+"."+col]; ok {
+		// A scalar subquery with a LIMIT, not NOT EXISTS: the planner cannot make it an
+		// anti-join that reads the twin's index by platform alone.
+		q += ` AND (SELECT true FROM ` + table + ` AS twin WHERE twin.` + col + ` = m.h`
+		for _, k := range rest {
+			q += ` AND twin.` + k + ` = ` + table + `.` + k
+		}
+		q += ` LIMIT 1) IS NULL`
+	}
 	return q
+}
+
+// uniqueKeyRest are, for each identifier column in a unique key, the key's other
+// columns.
+var uniqueKeyRest = map[string][]string{
+	"contacts.subject":            {"platform", "channel"},
+	"messages.message_id":         {"platform"},
+	"statuses.message_id":         {"platform"},
+	"receipts.subject":            {"platform", "channel", "state"},
+	"files.message_id":            {"platform", "idx"},
+	"identity_changes.message_id": {"platform"},
+	"tombstones.message_id":       {"platform"},
+	"leads.lead_id":               {"platform"},
 }
 
 // initEncryption writes the pass's state row once: a database created with Keys is
