@@ -45,8 +45,9 @@ type Config struct {
 	// (forward.TenantKey).
 	ForwardingKey []byte
 	Table         *Table
-	// Client sends the forwards; nil means a client of its own.
-	Client         *http.Client
+	// Dial opens the connections to the workers; nil dials the address named (DialAt
+	// maps names to other addresses).
+	Dial           func(ctx context.Context, network, addr string) (net.Conn, error)
 	ForwardTimeout time.Duration
 	MaxBodyBytes   int64
 	Log            logr.Logger
@@ -64,6 +65,10 @@ type Config struct {
 type Server struct {
 	cfg Config
 	m   *Metrics
+	// hop carries the forwards; client the data-deletion calls and the forwards to a
+	// worker URL hop does not take (not plain http).
+	hop    *hop
+	client *http.Client
 	// creds caches each tenant's derived forwarding key and signer (tenant name ->
 	// *tenantCred): the derivation is two HMACs, per delivery otherwise.
 	creds sync.Map
@@ -140,8 +145,8 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Table == nil {
 		return nil, errors.New("frontdoor: a routing table is required")
 	}
-	if cfg.Client == nil {
-		cfg.Client = NewClient(nil)
+	if cfg.Dial == nil {
+		cfg.Dial = DialAt(nil)
 	}
 	if cfg.ForwardTimeout <= 0 {
 		cfg.ForwardTimeout = DefaultForwardTimeout
@@ -149,25 +154,29 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	return &Server{cfg: cfg, m: newMetrics()}, nil
+	return &Server{cfg: cfg, m: newMetrics(), hop: newHop(cfg.Dial), client: newClient(cfg.Dial)}, nil
 }
 
-// NewClient returns the client the forwards go through: kept-alive connections to each
-// worker, as many idle ones as concurrent deliveries need (Meta sends many at once),
-// no proxy. dialAt maps a worker's host:port to the address dialed instead (tests and
-// local runs, where a worker Service's DNS name resolves nowhere); nil dials as named.
-func NewClient(dialAt map[string]string) *http.Client {
+// DialAt returns a dialer of the workers' addresses: dialAt maps a worker's host:port
+// to the address dialed instead (tests and local runs, where a worker Service's DNS
+// name resolves nowhere); nil dials as named.
+func DialAt(dialAt map[string]string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if to, ok := dialAt[addr]; ok {
+			addr = to
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+}
+
+// newClient returns the client of the data-deletion calls: kept-alive connections to
+// each worker, no proxy, no compression (loopback or in-cluster hops: gzip would cost
+// CPU to save nothing).
+func newClient(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Client {
 	return &http.Client{Transport: &http.Transport{
 		MaxIdleConns: 1024, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
-		// Loopback or in-cluster hops: gzip would cost CPU to save nothing.
-		DisableCompression: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			if to, ok := dialAt[addr]; ok {
-				addr = to
-			}
-			return d.DialContext(ctx, network, addr)
-		},
+		DisableCompression: true, DialContext: dial,
 	}}
 }
 
@@ -280,32 +289,54 @@ func (s *Server) forward(ctx context.Context, tg Target, parts []meta.Part, body
 			return fmt.Errorf("build forward: %w", err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.ForwardTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tg.Worker+forward.Path, bytes.NewReader(body))
-	if err != nil {
-		s.m.forwards.WithLabelValues(ForwardFailed).Inc()
-		return fmt.Errorf("forward request: %w", err)
+	sig := s.cred(tg.Tenant).signer.Sign(body)
+	deadline := time.Now().Add(s.cfg.ForwardTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(forward.SignatureHeader, s.cred(tg.Tenant).signer.Sign(body))
-	resp, err := s.cfg.Client.Do(req)
+	var code int
+	var err error
+	if e := s.hop.endpointOf(tg.Worker); e.ok {
+		code, err = s.hop.post(ctx, e, forward.Path, sig, body, deadline)
+	} else {
+		code, err = s.postClient(ctx, tg.Worker+forward.Path, sig, body, deadline)
+	}
 	if err != nil {
 		s.m.forwards.WithLabelValues(ForwardFailed).Inc()
 		return fmt.Errorf("forward to worker: %w", err)
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-	_ = resp.Body.Close()
 	switch {
-	case resp.StatusCode == http.StatusOK:
+	case code == http.StatusOK:
 		s.m.forwards.WithLabelValues(ForwardCommitted).Inc()
 		return nil
-	case resp.StatusCode >= 400 && resp.StatusCode < 500:
+	case code >= 400 && code < 500:
 		s.m.forwards.WithLabelValues(ForwardRefused).Inc()
 	default:
 		s.m.forwards.WithLabelValues(ForwardFailed).Inc()
 	}
-	return fmt.Errorf("worker answered %d", resp.StatusCode)
+	return fmt.Errorf("worker answered %d", code)
+}
+
+// forwardSignatureLine starts the forward signature's header line.
+const forwardSignatureLine = forward.SignatureHeader + ": "
+
+// postClient is a forward through net/http, for a worker URL hop does not take.
+func (s *Server) postClient(ctx context.Context, url, sig string, body []byte, deadline time.Time) (int, error) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, fmt.Errorf("forward request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(forward.SignatureHeader, sig)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("post: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	_ = resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 // cred is tenant's derived forwarding key and its signer, made once.
