@@ -239,7 +239,9 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 		log.Info("Delivery signature rejected", "reason", err.Error())
 		return http.StatusUnauthorized, ResultUnauthorized
 	}
-	parts, err := meta.Split(body)
+	// Routing needs each part's ids, not its records: SplitRouting finds them without
+	// normalizing anything (the worker does that), and its parts' Raw point into body.
+	parts, err := meta.SplitRouting(body)
 	if err != nil {
 		log.Info("Signed delivery is not a Meta envelope", "bytes", len(body))
 		return http.StatusBadRequest, ResultBadRequest
