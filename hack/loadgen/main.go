@@ -122,6 +122,19 @@ func budget(b, d cost, r float64) string {
 		d.server.Round(time.Microsecond), 100*b.busy, 100*d.busy)
 }
 
+// doorBudget explains the front door's ratio by CPU: when client, door and worker share
+// the machine's cores and keep them busy, throughput is the CPU divided by what one
+// delivery costs all of them, so the ratio cannot exceed (client + worker) direct over
+// (client + door + worker) through the door, whatever the latencies. A door on cores of
+// its own (bench.sh PIN=1, or a cluster) is not bound by this.
+func doorBudget(direct, fd cost) string {
+	through := fd.client + fd.server + fd.behind
+	bound := float64(direct.client+direct.server) / float64(through)
+	return fmt.Sprintf("CPU per delivery: direct client %s + worker %s; through the front door client %s + door %s + worker %s (machine busy %.0f%% / %.0f%%): sharing the cores, the ratio is at most %.2f",
+		direct.client.Round(time.Microsecond), direct.server.Round(time.Microsecond), fd.client.Round(time.Microsecond),
+		fd.server.Round(time.Microsecond), fd.behind.Round(time.Microsecond), 100*direct.busy, 100*fd.busy, bound)
+}
+
 // The serial stage's targets: single-message deliveries keep at least 0.6 of the
 // verify-only baseline's rate, and batches of 10 carry at least 4 times as many messages
 // per second as single-message deliveries carry deliveries.
@@ -215,19 +228,19 @@ func run(c config, out io.Writer) error {
 	pairs := map[int][]result{}
 	direct := func(base string) string { return strings.TrimSuffix(base, "/") + "/webhooks/meta/" + c.channel }
 	for _, batch := range c.batches {
-		targets := []struct {
-			name, url string
-			pid       int
-		}{{"baseline", direct(c.baseline), c.baselinePID}, {"durable", direct(c.durable), c.durablePID}}
+		type target struct {
+			name, url   string
+			pid, behind int
+		}
+		targets := []target{{"baseline", direct(c.baseline), c.baselinePID, 0}, {"durable", direct(c.durable), c.durablePID, 0}}
 		if c.frontdoor != "" {
-			targets = append(targets, struct {
-				name, url string
-				pid       int
-			}{"frontdoor", strings.TrimSuffix(c.frontdoor, "/") + "/webhooks/meta", c.frontdoorPID})
+			// The durable worker's CPU is sampled too: through the door it is a third
+			// process sharing the machine.
+			targets = append(targets, target{"frontdoor", strings.TrimSuffix(c.frontdoor, "/") + "/webhooks/meta", c.frontdoorPID, c.durablePID})
 		}
 		pair := make([]result, len(targets))
 		for i, t := range targets {
-			r, err := phase(c, client, t.url, t.pid, batch, &seq)
+			r, err := phase(c, client, t.url, t.pid, t.behind, batch, &seq)
 			if err != nil {
 				return fmt.Errorf("%s batch %d: %w", t.name, batch, err)
 			}
@@ -255,6 +268,9 @@ func run(c config, out io.Writer) error {
 			ok, line := frontdoorVerdict(pair[1], pair[2])
 			verdict = verdict && ok
 			fmt.Fprintf(out, "batch %d: %s\n\n", batch, line)
+			if d, f := pair[1].cost, pair[2].cost; d.serverKnown && f.serverKnown && f.behindKnown {
+				fmt.Fprintf(out, "batch %d: %s\n\n", batch, doorBudget(d, f))
+			}
 		}
 	}
 	ok, line := serialVerdict(pairs)

@@ -15,13 +15,14 @@ import (
 )
 
 // phase runs clients against one endpoint: warm-up, then measurement until the duration
-// or the delivery cap is reached.
-func phase(c config, client *http.Client, endpoint string, pid, batch int, seq *atomic.Int64) (result, error) {
-	return phaseOf(c, client, endpoint, pid, batch, func() []byte { return body(c.phoneNumberID, batch, c.users, seq) })
+// or the delivery cap is reached. The CPU of process pid (the server under test) and of
+// behind (a worker behind it; 0: none) is reported per delivery.
+func phase(c config, client *http.Client, endpoint string, pid, behind, batch int, seq *atomic.Int64) (result, error) {
+	return phaseOf(c, client, endpoint, pid, behind, batch, func() []byte { return body(c.phoneNumberID, batch, c.users, seq) })
 }
 
 // phaseOf is phase with the deliveries gen makes (batch is only reported).
-func phaseOf(c config, client *http.Client, endpoint string, pid, batch int, gen func() []byte) (result, error) {
+func phaseOf(c config, client *http.Client, endpoint string, pid, behind, batch int, gen func() []byte) (result, error) {
 	// Check the target answers a signed delivery before loading it.
 	if code, err := send(client, endpoint, []byte(c.secret), gen()); err != nil || code != 200 {
 		return result{}, fmt.Errorf("probe: status %d, %v", code, err) //nolint:errorlint // err is nil when the status is the failure
@@ -39,7 +40,7 @@ func phaseOf(c config, client *http.Client, endpoint string, pid, batch int, gen
 	sampled := make(chan struct{})
 	go func() {
 		time.Sleep(time.Until(warmEnd))
-		before = sample(pid)
+		before = sample(pid, behind)
 		close(sampled)
 	}()
 	for i := range c.clients {
@@ -77,7 +78,7 @@ func phaseOf(c config, client *http.Client, endpoint string, pid, batch int, gen
 	}
 	wg.Wait()
 	<-sampled
-	after = sample(pid)
+	after = sample(pid, behind)
 	elapsed := time.Since(warmEnd)
 	if e := time.Until(end); e > 0 { // stopped by the count cap
 		elapsed = c.duration - e
@@ -88,7 +89,7 @@ func phaseOf(c config, client *http.Client, endpoint string, pid, batch int, gen
 		return result{}, errors.New("no successful delivery measured")
 	}
 	n := count.Load()
-	return result{batch: batch, deliveries: n, errors: errs.Load(), elapsed: elapsed, lat: all, cost: costOf(before, after, n+errs.Load(), pid),
+	return result{batch: batch, deliveries: n, errors: errs.Load(), elapsed: elapsed, lat: all, cost: costOf(before, after, n+errs.Load(), pid, behind),
 		acked: acked.Load()}, nil
 }
 
