@@ -2,12 +2,11 @@ package frontdoor
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"strconv"
 	"sync"
@@ -76,15 +75,17 @@ func (h *hop) endpointOf(worker string) *endpoint {
 var errStale = errors.New("idle connection closed by the worker")
 
 // post sends body to path on the worker at e with the forward signature sig and returns
-// the worker's status code. The forward ends by deadline; ctx (Meta's request) ending
-// first cancels it.
+// the worker's status code. The forward ends by deadline (the forward timeout, well
+// inside Meta's); ctx bounds only the dial. Meta's request going away does not cut a
+// forward short: a context watch per forward cost more CPU than the rare forward it
+// would stop a few seconds early, whose commit the worker absorbs as a duplicate anyway.
 func (h *hop) post(ctx context.Context, e *endpoint, path, sig string, body []byte, deadline time.Time) (int, error) {
 	for attempt := 0; ; attempt++ {
 		c, reused, err := h.get(ctx, e.addr)
 		if err != nil {
 			return 0, fmt.Errorf("dial worker: %w", err)
 		}
-		code, err := h.exchange(ctx, c, reused, e, path, sig, body, deadline)
+		code, err := h.exchange(c, reused, e, path, sig, body, deadline)
 		if err == nil {
 			return code, nil
 		}
@@ -100,13 +101,10 @@ func (h *hop) post(ctx context.Context, e *endpoint, path, sig string, body []by
 
 // exchange writes one request on c and reads its answer; the connection goes back to
 // the idle list only when the exchange left it clean.
-func (h *hop) exchange(ctx context.Context, c *hopConn, reused bool, e *endpoint, path, sig string, body []byte, deadline time.Time) (int, error) {
+func (h *hop) exchange(c *hopConn, reused bool, e *endpoint, path, sig string, body []byte, deadline time.Time) (int, error) {
 	if err := c.c.SetDeadline(deadline); err != nil {
 		return 0, fmt.Errorf("set deadline: %w", err)
 	}
-	// Meta's request gone (the door shutting down, the client away): stop waiting.
-	stop := context.AfterFunc(ctx, func() { _ = c.c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
 	w := c.w
 	_, _ = w.WriteString("POST ")
 	_, _ = w.WriteString(e.path)
@@ -127,28 +125,89 @@ func (h *hop) exchange(ctx context.Context, c *hopConn, reused bool, e *endpoint
 		return 0, fmt.Errorf("write forward: %w", err)
 	}
 	if _, err := c.r.Peek(1); err != nil {
-		if reused && ctx.Err() == nil && !isTimeout(err) {
+		if reused && !isTimeout(err) {
 			return 0, fmt.Errorf("%w: %w", errStale, err)
 		}
 		return 0, fmt.Errorf("read answer: %w", err)
 	}
-	resp, err := http.ReadResponse(c.r, nil)
+	code, clean, err := readAnswer(c.r)
 	if err != nil {
 		return 0, fmt.Errorf("read answer: %w", err)
 	}
-	// The answer is a status line and at most a short text; anything longer is not
-	// worth reading to keep the connection.
-	n, err := io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-	_ = resp.Body.Close()
-	if err != nil {
-		return 0, fmt.Errorf("read answer: %w", err)
-	}
-	if n < 4096 && !resp.Close && c.r.Buffered() == 0 {
+	if clean && c.r.Buffered() == 0 {
 		h.put(e.addr, c)
 	} else {
 		_ = c.c.Close()
 	}
-	return resp.StatusCode, nil
+	return code, nil
+}
+
+// maxAnswerBody is the longest answer body read to keep a connection: a worker answers a
+// forward with a status and at most a short text.
+const maxAnswerBody = 4096
+
+var errAnswer = errors.New("not an HTTP/1.x answer")
+
+// readAnswer reads a worker's answer to a forward from r: its status code, and whether
+// the connection is clean for another forward (the body read whole, no "Connection:
+// close"). Only what a Go worker sends is read through (a Content-Length, a short body);
+// any other framing (chunked, a body up to the close) leaves the connection unclean,
+// to be closed, after the status is known.
+func readAnswer(r *bufio.Reader) (code int, clean bool, err error) {
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		return 0, false, err
+	}
+	// "HTTP/1.1 200 OK\r\n"
+	if len(line) < len("HTTP/1.1 200\n") || string(line[:7]) != "HTTP/1." || line[8] != ' ' ||
+		(len(line) > 12 && line[12] != ' ' && line[12] != '\r' && line[12] != '\n') {
+		return 0, false, errAnswer
+	}
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return 0, false, errAnswer
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 200 { // no 1xx: the front door sends no Expect
+		return 0, false, errAnswer
+	}
+	clean = line[7] == '1'
+	length := int64(-1)
+	for {
+		h, err := r.ReadSlice('\n')
+		if err != nil {
+			return 0, false, err
+		}
+		h = bytes.TrimRight(h, "\r\n")
+		if len(h) == 0 {
+			break
+		}
+		name, value, ok := bytes.Cut(h, []byte(":"))
+		if !ok {
+			return 0, false, errAnswer
+		}
+		value = bytes.TrimSpace(value)
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			n, err := strconv.ParseInt(string(value), 10, 64)
+			if err != nil || n < 0 || length >= 0 {
+				clean = false
+			}
+			length = n
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			clean = false
+		case bytes.EqualFold(name, []byte("Connection")) && bytes.Contains(bytes.ToLower(value), []byte("close")):
+			clean = false
+		}
+	}
+	if !clean || length < 0 || length > maxAnswerBody {
+		return code, false, nil
+	}
+	if _, err := r.Discard(int(length)); err != nil {
+		return 0, false, err
+	}
+	return code, true, nil
 }
 
 func isTimeout(err error) bool {
