@@ -76,12 +76,13 @@ var errStale = errors.New("idle connection closed by the worker")
 
 // post sends body to path on the worker at e with the forward signature sig and returns
 // the worker's status code. The forward ends by deadline (the forward timeout, well
-// inside Meta's); ctx bounds only the dial. Meta's request going away does not cut a
-// forward short: a context watch per forward cost more CPU than the rare forward it
-// would stop a few seconds early, whose commit the worker absorbs as a duplicate anyway.
+// inside Meta's); ctx only carries values to the dialer. Meta's request going away does
+// not cut a forward short: it may carry other deliveries too, and a context watch per
+// forward cost more CPU than the rare forward it would stop a few seconds early, whose
+// commit the worker absorbs as a duplicate anyway.
 func (h *hop) post(ctx context.Context, e *endpoint, path, sig string, body []byte, deadline time.Time) (int, error) {
 	for attempt := 0; ; attempt++ {
-		c, reused, err := h.get(ctx, e.addr)
+		c, reused, err := h.get(ctx, e.addr, deadline)
 		if err != nil {
 			return 0, fmt.Errorf("dial worker: %w", err)
 		}
@@ -216,7 +217,7 @@ func isTimeout(err error) bool {
 }
 
 // get returns an idle connection to addr, the most recently used one, or dials one.
-func (h *hop) get(ctx context.Context, addr string) (*hopConn, bool, error) {
+func (h *hop) get(ctx context.Context, addr string, deadline time.Time) (*hopConn, bool, error) {
 	now := h.now()
 	h.mu.Lock()
 	list := h.idle[addr]
@@ -238,6 +239,10 @@ func (h *hop) get(ctx context.Context, addr string) (*hopConn, bool, error) {
 	}
 	h.idle[addr] = list
 	h.mu.Unlock()
+	// A forward may carry other deliveries than the one whose request dials: only the
+	// forward's deadline ends the dial.
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	defer cancel()
 	nc, err := h.dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, false, err

@@ -72,6 +72,8 @@ type Server struct {
 	// creds caches each tenant's derived forwarding key and signer (tenant name ->
 	// *tenantCred): the derivation is two HMACs, per delivery otherwise.
 	creds sync.Map
+	// queues holds each tenant's forward queue by object (queueKey -> *forwardQueue).
+	queues sync.Map
 	// bufs holds delivery bodies' buffers for reuse.
 	bufs sync.Pool
 }
@@ -107,6 +109,7 @@ type Metrics struct {
 	forwards   *prometheus.CounterVec
 	deletions  *prometheus.CounterVec
 	seconds    prometheus.Histogram
+	batch      prometheus.Histogram
 }
 
 func newMetrics() *Metrics {
@@ -128,8 +131,12 @@ func newMetrics() *Metrics {
 			Name: "omniflow_frontdoor_delivery_duration_seconds", Help: "Time from Meta's request to the answer.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "omniflow_frontdoor_forward_deliveries", Help: "Deliveries (their parts for one tenant) per forward: more than one when they arrived while the tenant's forwards were all in flight.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+		}),
 	}
-	m.Registry.MustRegister(m.deliveries, m.unrouted, m.forwards, m.deletions, m.seconds,
+	m.Registry.MustRegister(m.deliveries, m.unrouted, m.forwards, m.deletions, m.seconds, m.batch,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -241,7 +248,7 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 	}
 	// Routing needs each part's ids, not its records: SplitRouting finds them without
 	// normalizing anything (the worker does that), and its parts' Raw point into body.
-	parts, err := meta.SplitRouting(body)
+	parts, entries, err := meta.SplitRouting(body)
 	if err != nil {
 		log.Info("Signed delivery is not a Meta envelope", "bytes", len(body))
 		return http.StatusBadRequest, ResultBadRequest
@@ -267,12 +274,13 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 	// The common case, a delivery wholly for one tenant, is forwarded as received: no
 	// re-encoding.
 	whole := len(order) == 1 && len(byTenant[order[0]]) == len(parts)
+	deadline := time.Now().Add(s.cfg.ForwardTimeout)
 	failed := s.eachTenant(len(order), func(i int) string { return order[i].Tenant }, "Forward failed; Meta will retry the delivery", func(i int) error {
-		var fwd []byte
+		c := &chunk{parts: byTenant[order[i]], deadline: deadline}
 		if whole {
-			fwd = body
+			c.body, c.entries = body, entries
 		}
-		return s.forward(r.Context(), order[i], byTenant[order[i]], fwd)
+		return s.forward(r.Context(), order[i], c)
 	})
 	if failed > 0 {
 		// The workers that committed absorb the retry as duplicates.
@@ -281,21 +289,39 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 	return http.StatusOK, ResultForwarded
 }
 
-// forward sends one tenant's parts to its worker (body, when not nil, is the delivery
-// that holds exactly these parts) and returns nil once the worker committed them.
-func (s *Server) forward(ctx context.Context, tg Target, parts []meta.Part, body []byte) error {
-	if body == nil {
+// forward sends one tenant's chunk of a delivery to its worker, alone or with others
+// (forwardQueue), and returns nil once the worker committed it.
+func (s *Server) forward(ctx context.Context, tg Target, c *chunk) error {
+	if c.body == nil {
 		var err error
-		if body, err = meta.Envelope(parts); err != nil {
+		if c.body, err = meta.Envelope(c.parts); err != nil {
 			s.m.forwards.WithLabelValues(ForwardFailed).Inc()
 			return fmt.Errorf("build forward: %w", err)
 		}
 	}
-	sig := s.cred(tg.Tenant).signer.Sign(body)
-	deadline := time.Now().Add(s.cfg.ForwardTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
+	key := queueKey{tg, c.parts[0].Object}
+	q, ok := s.queues.Load(key)
+	if !ok {
+		q, _ = s.queues.LoadOrStore(key, &forwardQueue{})
 	}
+	err := q.(*forwardQueue).send(c, func(batch []*chunk, deadline time.Time) error {
+		s.m.batch.Observe(float64(len(batch)))
+		body, err := forwardBody(batch)
+		if err != nil {
+			s.m.forwards.WithLabelValues(ForwardFailed).Inc()
+			return err
+		}
+		return s.post(ctx, tg, body, deadline)
+	})
+	if errors.Is(err, errQueueTimeout) {
+		s.m.forwards.WithLabelValues(ForwardFailed).Inc()
+	}
+	return err
+}
+
+// post sends one forward to tg's worker and returns nil once the worker committed it.
+func (s *Server) post(ctx context.Context, tg Target, body []byte, deadline time.Time) error {
+	sig := s.cred(tg.Tenant).signer.Sign(body)
 	var code int
 	var err error
 	if e := s.hop.endpointOf(tg.Worker); e.ok {

@@ -18,10 +18,14 @@ import (
 // TestFastPathMatches and FuzzFastPathMatches compare the two.
 
 // fastSplit is Split's fast path; ok is false when the body must take slowSplit.
-func fastSplit(body []byte) (parts []Part, ok bool) { return fastSplitFor(body, false) }
+func fastSplit(body []byte) (parts []Part, ok bool) {
+	parts, _, ok = fastSplitFor(body, false)
+	return parts, ok
+}
 
-// fastSplitFor is fastSplit, or with routing SplitRouting's scan (see there).
-func fastSplitFor(body []byte, routing bool) (parts []Part, ok bool) {
+// fastSplitFor is fastSplit, or with routing SplitRouting's scan (see there). entries is
+// the content of the body's entry array.
+func fastSplitFor(body []byte, routing bool) (parts []Part, entries []byte, ok bool) {
 	l := &lexer{b: body}
 	var object string
 	var platform Platform
@@ -44,18 +48,24 @@ func fastSplitFor(body []byte, routing bool) (parts []Part, ok bool) {
 				return false
 			}
 			seen |= 2
-			return l.array(func() bool {
+			l.skipWS()
+			start := l.i
+			if !l.array(func() bool {
 				var ok bool
 				parts, ok = fastEntry(l, object, platform, parts, routing)
 				return ok
-			})
+			}) {
+				return false
+			}
+			entries = body[start+1 : l.i-1]
+			return true
 		}
 		return plainKey(key) && l.skip(0)
 	})
 	if !ok || seen&1 == 0 || !l.end() {
-		return nil, false
+		return nil, nil, false
 	}
-	return parts, true
+	return parts, entries, true
 }
 
 type fastChange struct {

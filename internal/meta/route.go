@@ -1,6 +1,9 @@
 package meta
 
-import "errors"
+import (
+	"encoding/json"
+	"errors"
+)
 
 // SplitRouting returns the parts of a delivery as Split does, with what routing them and
 // wrapping them again (Envelope) needs: Object, Platform, EntryID, EntryTime, Field,
@@ -12,11 +15,38 @@ import "errors"
 // the delivery as it steps over it; any shape the scan does not know, or where it could
 // differ from encoding/json, takes Split instead, so the result is always Split's.
 // FuzzSplitRoutingMatchesSplit compares the two.
-func SplitRouting(body []byte) ([]Part, error) {
-	if parts, ok := fastSplitFor(body, true); ok {
-		return parts, nil
+//
+// When the scan took the body, entries is the content of its entry array (a slice of
+// body), which JoinEntries can put in one delivery with other deliveries' of the same
+// object; nil otherwise.
+func SplitRouting(body []byte) (parts []Part, entries []byte, err error) {
+	if parts, entries, ok := fastSplitFor(body, true); ok {
+		return parts, entries, nil
 	}
-	return Split(body)
+	parts, err = Split(body)
+	return parts, nil, err
+}
+
+// JoinEntries returns one delivery of object holding the entries of several (each the
+// content of a delivery's entry array, as SplitRouting gives it): Split takes it apart
+// into the parts of each in turn.
+func JoinEntries(object string, entries [][]byte) []byte {
+	obj, _ := json.Marshal(object) // a string always encodes
+	n := len(`{"object":,"entry":[]}`) + len(obj)
+	for _, e := range entries {
+		n += len(e) + 1
+	}
+	out := make([]byte, 0, n)
+	out = append(out, `{"object":`...)
+	out = append(out, obj...)
+	out = append(out, `,"entry":[`...)
+	for i, e := range entries {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, e...)
+	}
+	return append(out, "]}"...)
 }
 
 var errRoutingPart = errors.New("a part of SplitRouting cannot be parsed: use Split")

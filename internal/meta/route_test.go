@@ -62,7 +62,7 @@ func routeInputs(t testing.TB) [][]byte {
 func checkRoutingMatches(t testing.TB, body []byte) bool {
 	t.Helper()
 	want, werr := Split(body)
-	got, gerr := SplitRouting(body)
+	got, entries, gerr := SplitRouting(body)
 	if (werr == nil) != (gerr == nil) {
 		t.Fatalf("Split error %v, SplitRouting error %v: %q", werr, gerr, body)
 	}
@@ -89,8 +89,40 @@ func checkRoutingMatches(t testing.TB, body []byte) bool {
 			t.Fatalf("envelope differs: %s / %s", ge, we)
 		}
 	}
-	_, scanned := fastSplitFor(body, true)
+	_, _, scanned := fastSplitFor(body, true)
+	if entries != nil && !scanned {
+		t.Fatalf("entries %q from a body the scan did not take: %q", entries, body)
+	}
+	if entries != nil && len(want) > 0 {
+		// The entries alone, and joined with another delivery's, split into the same
+		// parts.
+		checkJoined(t, want[0].Object, [][]byte{entries}, want)
+		other, oentries, err := SplitRouting(benchBody(2))
+		if err != nil || oentries == nil {
+			t.Fatalf("bench body: %v", err)
+		}
+		checkJoined(t, want[0].Object, [][]byte{entries, oentries, entries}, append(append(append([]Part(nil), want...), other...), want...))
+	}
 	return scanned
+}
+
+// checkJoined fails unless JoinEntries(object, entries) splits into parts like want
+// (other deliveries' parts of another object come out with this object).
+func checkJoined(t testing.TB, object string, entries [][]byte, want []Part) {
+	t.Helper()
+	joined := JoinEntries(object, entries)
+	got, err := Split(joined)
+	if err != nil || len(got) != len(want) {
+		t.Fatalf("joined delivery: %d parts (%v), want %d: %s", len(got), err, len(want), joined)
+	}
+	for i := range want {
+		g, w := &got[i], &want[i]
+		if g.Object != object || g.EntryID != w.EntryID || !g.EntryTime.Equal(w.EntryTime) || g.Field != w.Field ||
+			!bytes.Equal(g.Raw, w.Raw) || !bytes.Equal(g.entryT, w.entryT) ||
+			(w.Object == object && (g.AccountID != w.AccountID || g.Platform != w.Platform)) {
+			t.Fatalf("joined part %d differs:\njoined %+v\nwant   %+v\n%s", i, g, w, joined)
+		}
+	}
 }
 
 func TestSplitRoutingMatchesSplit(t *testing.T) {
@@ -106,14 +138,14 @@ func TestSplitRoutingMatchesSplit(t *testing.T) {
 	}
 	// The bench's and the usual WhatsApp deliveries take the scan, with the number found.
 	for _, body := range [][]byte{benchBody(1), benchBody(10), []byte(routeVariants[0]), []byte(routeVariants[1])} {
-		parts, ok := fastSplitFor(body, true)
+		parts, _, ok := fastSplitFor(body, true)
 		if !ok || len(parts) != 1 || parts[0].AccountID == parts[0].EntryID {
 			t.Errorf("scan not taken, or no phone number id, for %.80q", body)
 		}
 	}
 	// Where encoding/json could read the id otherwise (or fail), Split decides.
 	for _, v := range routeVariants[3:13] {
-		if _, ok := fastSplitFor([]byte(v), true); ok {
+		if _, _, ok := fastSplitFor([]byte(v), true); ok {
 			t.Errorf("the scan took %q", v)
 		}
 	}
@@ -144,7 +176,7 @@ func TestSplitRoutingMatchesSplit(t *testing.T) {
 		}
 	}
 	// A routing part is not for parsing.
-	parts, _ := SplitRouting(benchBody(1))
+	parts, _, _ := SplitRouting(benchBody(1))
 	if _, err := parts[0].Parse(); err == nil {
 		t.Error("a SplitRouting part parsed")
 	}
@@ -165,7 +197,7 @@ func BenchmarkSplitRouting(b *testing.B) {
 	body := benchBody(1)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := SplitRouting(body); err != nil {
+		if _, _, err := SplitRouting(body); err != nil {
 			b.Fatal(err)
 		}
 	}
