@@ -69,6 +69,8 @@ type Server struct {
 	// worker URL hop does not take (not plain http).
 	hop    *hop
 	client *http.Client
+	// verifier checks Meta's signature with the app secret.
+	verifier *meta.Verifier
 	// creds caches each tenant's derived forwarding key and signer (tenant name ->
 	// *tenantCred): the derivation is two HMACs, per delivery otherwise.
 	creds sync.Map
@@ -161,7 +163,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	return &Server{cfg: cfg, m: newMetrics(), hop: newHop(cfg.Dial), client: newClient(cfg.Dial)}, nil
+	return &Server{cfg: cfg, m: newMetrics(), hop: newHop(cfg.Dial), client: newClient(cfg.Dial), verifier: meta.NewVerifier(cfg.AppSecret)}, nil
 }
 
 // DialAt returns a dialer of the workers' addresses: dialAt maps a worker's host:port
@@ -242,7 +244,7 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 	}
 	body := buf.Bytes()
 	// Checked before anything is parsed or forwarded: nothing unsigned reaches a worker.
-	if _, err := meta.VerifySignature(s.cfg.AppSecret, body, r.Header.Get(meta.SignatureHeader)); err != nil {
+	if _, err := s.verifier.Verify(body, r.Header.Get(meta.SignatureHeader)); err != nil {
 		log.Info("Delivery signature rejected", "reason", err.Error())
 		return http.StatusUnauthorized, ResultUnauthorized
 	}
