@@ -158,6 +158,9 @@ YAML
 	run frontdoor "${PIN_DOOR[@]}" "$WORK/frontdoor" serve --listen 127.0.0.1:0 --routes "$WORK/routes.yaml" \
 		--app-secret-file "$WORK/app-secret" --verify-token-file "$WORK/verify-token" --forwarding-key-file "$WORK/forwarding.key"
 	FRONTDOOR_ARGS=(--frontdoor "http://$ADDR" --frontdoor-pid "${PIDS[-1]}")
+	if [ "$PIN" = 1 ]; then
+		FRONTDOOR_ARGS+=(--frontdoor-own-core)
+	fi
 	echo "front door on $ADDR, routing to the durable worker"
 fi
 echo "machine: $(nproc) cores, $(uname -sr), $(go version | cut -d' ' -f3)"

@@ -73,18 +73,23 @@ func TestBudget(t *testing.T) {
 	}
 }
 
-// Through the door, three processes share the CPU: (30+50)/(30+20+50) = 0.80.
+// Through the door, three processes share the CPU: (30+50)/(30+20+50) = 0.80; with the
+// door apart, two.
 func TestDoorBudget(t *testing.T) {
 	t.Parallel()
 	us := time.Microsecond
 	direct := cost{client: 30 * us, server: 50 * us, busy: 1, serverKnown: true}
 	fd := cost{client: 30 * us, server: 20 * us, behind: 50 * us, busy: 1, serverKnown: true, behindKnown: true}
-	got := doorBudget(direct, fd)
+	got := doorBudget(direct, fd, false)
 	if !strings.Contains(got, "client 30µs + door 20µs + worker 50µs") || !strings.Contains(got, "the ratio is at most 0.80") {
 		t.Fatalf("door budget line: %s", got)
 	}
 	fd.server = 40 * us // (30+50)/(30+40+50) = 0.67
-	if got := doorBudget(direct, fd); !strings.Contains(got, "at most 0.67") {
+	if got := doorBudget(direct, fd, false); !strings.Contains(got, "at most 0.67") {
+		t.Fatalf("door budget line: %s", got)
+	}
+	fd.behind = 70 * us // on a core of its own: (30+50)/(30+70) = 0.80
+	if got := doorBudget(direct, fd, true); !strings.Contains(got, "the door on a core of its own, the ratio is at most 0.80") {
 		t.Fatalf("door budget line: %s", got)
 	}
 }

@@ -34,6 +34,8 @@ type config struct {
 	// Process ids of the workers, to report their CPU per delivery (0: not reported).
 	durablePID, baselinePID int
 	frontdoorPID            int
+	// frontdoorOwnCore: the front door runs on cores of its own (bench.sh PIN=1).
+	frontdoorOwnCore bool
 	media                   mediaConfig
 }
 
@@ -51,6 +53,7 @@ func main() {
 	flag.StringVar(&c.baseline, "baseline", "", "base URL of the verify-only baseline worker (loopback only)")
 	flag.StringVar(&c.frontdoor, "frontdoor", "", "base URL of a front door routing the channel's number to the durable worker (loopback only; optional)")
 	flag.IntVar(&c.frontdoorPID, "frontdoor-pid", 0, "pid of the front door, to report its CPU per delivery (optional)")
+	flag.BoolVar(&c.frontdoorOwnCore, "frontdoor-own-core", false, "the front door runs on cores of its own (pinned apart from the workers and this load generator): its CPU is left out of the ratio's CPU bound")
 	flag.StringVar(&c.channel, "channel", "wa", "channel name in the webhook path")
 	flag.StringVar(&c.secret, "secret", "bench_app_secret", "app secret to sign with")
 	flag.StringVar(&c.phoneNumberID, "phone-number-id", "123456789012345", "metadata.phone_number_id of the channel")
@@ -125,14 +128,18 @@ func budget(b, d cost, r float64) string {
 // doorBudget explains the front door's ratio by CPU: when client, door and worker share
 // the machine's cores and keep them busy, throughput is the CPU divided by what one
 // delivery costs all of them, so the ratio cannot exceed (client + worker) direct over
-// (client + door + worker) through the door, whatever the latencies. A door on cores of
-// its own (bench.sh PIN=1, or a cluster) is not bound by this.
-func doorBudget(direct, fd cost) string {
-	through := fd.client + fd.server + fd.behind
+// (client + door + worker) through the door, whatever the latencies. With the door on
+// cores of its own (ownCore: bench.sh PIN=1, or a cluster), client and worker share the
+// rest: the bound is (client + worker) direct over (client + worker) through the door.
+func doorBudget(direct, fd cost, ownCore bool) string {
+	through, where := fd.client+fd.server+fd.behind, "sharing the cores"
+	if ownCore {
+		through, where = fd.client+fd.behind, "the door on a core of its own"
+	}
 	bound := float64(direct.client+direct.server) / float64(through)
-	return fmt.Sprintf("CPU per delivery: direct client %s + worker %s; through the front door client %s + door %s + worker %s (machine busy %.0f%% / %.0f%%): sharing the cores, the ratio is at most %.2f",
+	return fmt.Sprintf("CPU per delivery: direct client %s + worker %s; through the front door client %s + door %s + worker %s (machine busy %.0f%% / %.0f%%): %s, the ratio is at most %.2f",
 		direct.client.Round(time.Microsecond), direct.server.Round(time.Microsecond), fd.client.Round(time.Microsecond),
-		fd.server.Round(time.Microsecond), fd.behind.Round(time.Microsecond), 100*direct.busy, 100*fd.busy, bound)
+		fd.server.Round(time.Microsecond), fd.behind.Round(time.Microsecond), 100*direct.busy, 100*fd.busy, where, bound)
 }
 
 // The serial stage's targets: single-message deliveries keep at least 0.6 of the
@@ -269,7 +276,7 @@ func run(c config, out io.Writer) error {
 			verdict = verdict && ok
 			fmt.Fprintf(out, "batch %d: %s\n\n", batch, line)
 			if d, f := pair[1].cost, pair[2].cost; d.serverKnown && f.serverKnown && f.behindKnown {
-				fmt.Fprintf(out, "batch %d: %s\n\n", batch, doorBudget(d, f))
+				fmt.Fprintf(out, "batch %d: %s\n\n", batch, doorBudget(d, f, c.frontdoorOwnCore))
 			}
 		}
 	}
