@@ -36,7 +36,7 @@ type config struct {
 	frontdoorPID            int
 	// frontdoorOwnCore: the front door runs on cores of its own (bench.sh PIN=1).
 	frontdoorOwnCore bool
-	media                   mediaConfig
+	media            mediaConfig
 }
 
 func main() {
