@@ -13,7 +13,9 @@ import (
 // Forwards to one worker are coalesced under load. At most maxForwarding forwards of
 // one tenant (and one object: a delivery holds one) are in flight at a time; the
 // deliveries that arrive meanwhile wait, and the next forward carries all of them in one
-// request (up to maxBatchBytes), their entries joined into one delivery. The worker
+// request (up to maxBatchBytes, and never more than the door's own --max-body-bytes,
+// which a worker accepting what the door accepts accepts), their entries joined into one
+// delivery. The worker
 // commits them together and answers once, and each of their Meta requests gets that
 // answer: 200 only once all are committed, else an error and Meta retries each (the
 // worker absorbs what it already holds). Meta's deliveries come many at once, each a
@@ -76,9 +78,10 @@ var errLead = errors.New("lead the next forward")
 
 // forwardQueue coalesces the forwards of one tenant and object.
 type forwardQueue struct {
-	mu      sync.Mutex
-	sending int
-	waiting []*waiter
+	maxBytes int // of a joined forward
+	mu       sync.Mutex
+	sending  int
+	waiting  []*waiter
 }
 
 type queueKey struct {
@@ -165,7 +168,7 @@ func (q *forwardQueue) take(lead *waiter) []*waiter {
 	size := len(lead.c.body)
 	n := 0
 	for _, w := range q.waiting {
-		if size+len(w.c.body) > maxBatchBytes {
+		if size+len(w.c.body) > q.maxBytes {
 			break
 		}
 		size += len(w.c.body)

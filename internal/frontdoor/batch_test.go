@@ -85,7 +85,7 @@ func TestConcurrentDeliveriesShareForwards(t *testing.T) {
 // One forward's result is every member's; a delivery whose deadline passes while it
 // waits leaves the queue with an error, and the others still go.
 func TestForwardQueue(t *testing.T) {
-	q := &forwardQueue{}
+	q := &forwardQueue{maxBytes: maxBatchBytes}
 	started, release := make(chan struct{}, maxForwarding), make(chan error)
 	var batches [][]*chunk
 	var mu sync.Mutex
@@ -171,4 +171,31 @@ func TestForwardBody(t *testing.T) {
 	check("joined", chunks, want)
 	chunks[1].entries = nil
 	check("envelope", chunks, want)
+}
+
+// A forward takes the waiting chunks in their order of arrival while they fit in
+// maxBytes with its own; the rest wait for the next.
+func TestForwardQueueTakesWhatFits(t *testing.T) {
+	sized := func(n int) *waiter { return &waiter{c: &chunk{body: make([]byte, n)}} }
+	for _, tc := range []struct {
+		lead    int
+		waiting []int
+		taken   int
+	}{
+		{2, []int{4, 4, 4}, 2},
+		{2, []int{4, 4}, 2},
+		{2, []int{9, 1}, 0}, // order of arrival: the 1 does not jump the 9
+		{12, []int{1}, 0},   // a lead larger than maxBytes still goes, alone
+		{0, nil, 0},
+	} {
+		q := &forwardQueue{maxBytes: 10}
+		for _, n := range tc.waiting {
+			q.waiting = append(q.waiting, sized(n))
+		}
+		rest := slices.Clone(q.waiting[tc.taken:])
+		batch := q.take(sized(tc.lead))
+		if len(batch) != 1+tc.taken || !slices.Equal(q.waiting, rest) {
+			t.Errorf("lead %d, waiting %v: took %d, left %d; want %d taken", tc.lead, tc.waiting, len(batch)-1, len(q.waiting), tc.taken)
+		}
+	}
 }

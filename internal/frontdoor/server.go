@@ -304,7 +304,7 @@ func (s *Server) forward(ctx context.Context, tg Target, c *chunk) error {
 	key := queueKey{tg, c.parts[0].Object}
 	q, ok := s.queues.Load(key)
 	if !ok {
-		q, _ = s.queues.LoadOrStore(key, &forwardQueue{})
+		q, _ = s.queues.LoadOrStore(key, &forwardQueue{maxBytes: int(min(maxBatchBytes, s.cfg.MaxBodyBytes))})
 	}
 	err := q.(*forwardQueue).send(c, func(batch []*chunk, deadline time.Time) error {
 		s.m.batch.Observe(float64(len(batch)))
