@@ -17,7 +17,9 @@
 # everything else (workers, load generator) on the other cores, in every phase: the
 # shape of a cluster, where the front door's pods run apart from the tenants' workers.
 # Unpinned, the three processes share every core, and the door's own CPU comes out of
-# the worker's.
+# the worker's. The front door is compared with the direct path in FRONTDOOR_ROUNDS
+# (default 4) alternating slices of DURATION each, so that the load of other processes
+# on the machine, which changes from one phase to the next, weighs on both alike.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,6 +30,7 @@ USERS=${USERS:-5000}
 BATCHES=${BATCHES:-1,10}
 MAX_DELIVERIES=${MAX_DELIVERIES:-300000}
 FRONTDOOR=${FRONTDOOR:-1}
+FRONTDOOR_ROUNDS=${FRONTDOOR_ROUNDS:-4}
 MEDIA=${MEDIA:-1}
 MEDIA_SIZE=${MEDIA_SIZE:-32768}
 MEDIA_MAX_DELIVERIES=${MEDIA_MAX_DELIVERIES:-5000}
@@ -157,7 +160,7 @@ tenants:
 YAML
 	run frontdoor "${PIN_DOOR[@]}" "$WORK/frontdoor" serve --listen 127.0.0.1:0 --routes "$WORK/routes.yaml" \
 		--app-secret-file "$WORK/app-secret" --verify-token-file "$WORK/verify-token" --forwarding-key-file "$WORK/forwarding.key"
-	FRONTDOOR_ARGS=(--frontdoor "http://$ADDR" --frontdoor-pid "${PIDS[-1]}")
+	FRONTDOOR_ARGS=(--frontdoor "http://$ADDR" --frontdoor-pid "${PIDS[-1]}" --frontdoor-rounds "$FRONTDOOR_ROUNDS")
 	if [ "$PIN" = 1 ]; then
 		FRONTDOOR_ARGS+=(--frontdoor-own-core)
 	fi

@@ -36,7 +36,10 @@ type config struct {
 	frontdoorPID            int
 	// frontdoorOwnCore: the front door runs on cores of its own (bench.sh PIN=1).
 	frontdoorOwnCore bool
-	media            mediaConfig
+	// frontdoorRounds > 1 compares the front door with the direct path in that many
+	// alternating slices of each.
+	frontdoorRounds int
+	media           mediaConfig
 }
 
 func main() {
@@ -53,6 +56,7 @@ func main() {
 	flag.StringVar(&c.baseline, "baseline", "", "base URL of the verify-only baseline worker (loopback only)")
 	flag.StringVar(&c.frontdoor, "frontdoor", "", "base URL of a front door routing the channel's number to the durable worker (loopback only; optional)")
 	flag.IntVar(&c.frontdoorPID, "frontdoor-pid", 0, "pid of the front door, to report its CPU per delivery (optional)")
+	flag.IntVar(&c.frontdoorRounds, "frontdoor-rounds", 1, "compare the front door with the direct path in this many alternating slices of the phase's duration each (direct, door, direct, door...), so that a change of the machine's load between phases weighs on both alike")
 	flag.BoolVar(&c.frontdoorOwnCore, "frontdoor-own-core", false, "the front door runs on cores of its own (pinned apart from the workers and this load generator): its CPU is left out of the ratio's CPU bound")
 	flag.StringVar(&c.channel, "channel", "wa", "channel name in the webhook path")
 	flag.StringVar(&c.secret, "secret", "bench_app_secret", "app secret to sign with")
@@ -246,16 +250,35 @@ func run(c config, out io.Writer) error {
 			targets = append(targets, target{"frontdoor", strings.TrimSuffix(c.frontdoor, "/") + "/webhooks/meta", c.frontdoorPID, c.durablePID})
 		}
 		pair := make([]result, len(targets))
+		row := func(r result) {
+			fmt.Fprintf(out, "%-9s %5d %12.0f %12.0f %9s %9s %7d %10s %10s %4.0f%%\n", r.name, batch, r.rate(), r.rate()*float64(batch),
+				r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.errors,
+				perDelivery(r.cost.client, true), perDelivery(r.cost.server, r.cost.serverKnown), 100*r.cost.busy)
+		}
 		for i, t := range targets {
+			if i == 2 && c.frontdoorRounds > 1 {
+				// Alternating slices: the comparison's own direct phase replaces the
+				// durable one.
+				rs, err := alternate(c, c.frontdoorRounds, func(c config, k int) (result, error) {
+					t := targets[1+k]
+					return phase(c, client, t.url, t.pid, t.behind, batch, &seq)
+				})
+				if err != nil {
+					return fmt.Errorf("front door batch %d: %w", batch, err)
+				}
+				rs[0].name, rs[1].name = "direct~", "frontdoor"
+				row(rs[0])
+				row(rs[1])
+				pair = []result{pair[0], pair[1], rs[0], rs[1]}
+				break
+			}
 			r, err := phase(c, client, t.url, t.pid, t.behind, batch, &seq)
 			if err != nil {
 				return fmt.Errorf("%s batch %d: %w", t.name, batch, err)
 			}
 			r.name = t.name
 			pair[i] = r
-			fmt.Fprintf(out, "%-9s %5d %12.0f %12.0f %9s %9s %7d %10s %10s %4.0f%%\n", r.name, batch, r.rate(), r.rate()*float64(batch),
-				r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.errors,
-				perDelivery(r.cost.client, true), perDelivery(r.cost.server, r.cost.serverKnown), 100*r.cost.busy)
+			row(r)
 		}
 		pairs[batch] = pair
 		ratio := pair[1].rate() / pair[0].rate()
@@ -271,11 +294,15 @@ func run(c config, out io.Writer) error {
 			}
 			fmt.Fprintf(out, "batch %d: %s\n\n", batch, budget(b, d, r))
 		}
-		if len(pair) == 3 {
-			ok, line := frontdoorVerdict(pair[1], pair[2])
+		if len(pair) >= 3 {
+			direct, fd := pair[len(pair)-2], pair[len(pair)-1]
+			ok, line := frontdoorVerdict(direct, fd)
 			verdict = verdict && ok
+			if len(pair) == 4 {
+				line += fmt.Sprintf(" (against the direct path in %d alternating slices)", c.frontdoorRounds)
+			}
 			fmt.Fprintf(out, "batch %d: %s\n\n", batch, line)
-			if d, f := pair[1].cost, pair[2].cost; d.serverKnown && f.serverKnown && f.behindKnown {
+			if d, f := direct.cost, fd.cost; d.serverKnown && f.serverKnown && f.behindKnown {
 				fmt.Fprintf(out, "batch %d: %s\n\n", batch, doorBudget(d, f, c.frontdoorOwnCore))
 			}
 		}

@@ -93,6 +93,58 @@ func phaseOf(c config, client *http.Client, endpoint string, pid, behind, batch 
 		acked: acked.Load()}, nil
 }
 
+// alternate runs measure(c, 0) and measure(c, 1) in turn, rounds times each, with the
+// duration and warm-up split between the rounds, and returns each one's slices merged.
+func alternate(c config, rounds int, measure func(c config, k int) (result, error)) ([2]result, error) {
+	slice := c
+	slice.duration = c.duration / time.Duration(rounds)
+	slice.warmup = c.warmup / time.Duration(rounds)
+	var parts [2][]result
+	for range rounds {
+		for k := range 2 {
+			r, err := measure(slice, k)
+			if err != nil {
+				return [2]result{}, err
+			}
+			parts[k] = append(parts[k], r)
+		}
+	}
+	return [2]result{merge(parts[0]), merge(parts[1])}, nil
+}
+
+// merge sums slices of one measurement: deliveries, errors and time add up, latencies
+// pool, and the CPU per delivery and the machine's busy share are averaged by weight.
+func merge(rs []result) result {
+	var m result
+	var n int64
+	var busy float64
+	for _, r := range rs {
+		w := r.deliveries + r.errors
+		m.batch = r.batch
+		m.deliveries += r.deliveries
+		m.errors += r.errors
+		m.elapsed += r.elapsed
+		m.acked += r.acked
+		m.lat = append(m.lat, r.lat...)
+		m.cost.client += r.cost.client * time.Duration(w)
+		m.cost.server += r.cost.server * time.Duration(w)
+		m.cost.behind += r.cost.behind * time.Duration(w)
+		m.cost.serverKnown, m.cost.behindKnown = r.cost.serverKnown, r.cost.behindKnown
+		busy += r.cost.busy * r.elapsed.Seconds()
+		n += w
+	}
+	if n > 0 {
+		m.cost.client /= time.Duration(n)
+		m.cost.server /= time.Duration(n)
+		m.cost.behind /= time.Duration(n)
+	}
+	if m.elapsed > 0 {
+		m.cost.busy = busy / m.elapsed.Seconds()
+	}
+	slices.Sort(m.lat)
+	return m
+}
+
 func send(client *http.Client, endpoint string, secret, b []byte) (int, error) {
 	req, err := http.NewRequest(http.MethodPost, endpoint, bytes.NewReader(b))
 	if err != nil {
