@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/forward"
 )
 
 // hop sends the forwards to the workers over kept-alive HTTP/1.1 connections, writing
@@ -69,6 +71,9 @@ func (h *hop) endpointOf(worker string) *endpoint {
 	v, _ := h.endpoints.LoadOrStore(worker, e)
 	return v.(*endpoint)
 }
+
+// forwardSignatureLine starts the forward signature's header line.
+const forwardSignatureLine = forward.SignatureHeader + ": "
 
 // errStale means a reused connection turned out closed before any answer came: the
 // forward is sent again on a new connection.

@@ -273,3 +273,21 @@ func TestReadAnswer(t *testing.T) {
 		}
 	}
 }
+
+// A worker URL that is not plain http://host[:port][/path] is forwarded to through
+// net/http, with the same request and the same outcome.
+func TestForwardThroughNetHTTP(t *testing.T) {
+	acme := startWorker(t, "acme", acmeChannels)
+	tn := tenantOf("acme", acme, acmeChannels)
+	tn.Worker = "http://user:pw@" + acme.addr // userinfo: not for hop
+	d := newDoor(t, tn)
+	if d.srv.hop.endpointOf(tn.Worker).ok {
+		t.Fatal("hop takes a worker URL with userinfo")
+	}
+	if code := d.postSigned(waText("123456789012345", "wamid.NETHTTP")); code != http.StatusOK {
+		t.Fatalf("delivery: %d", code)
+	}
+	if got := acme.messages(); len(got) != 1 || got[0] != "wa/wamid.NETHTTP" || acme.forwards.Load() != 1 {
+		t.Errorf("acme holds %v after %d forwards", got, acme.forwards.Load())
+	}
+}

@@ -347,12 +347,10 @@ func (s *Server) post(ctx context.Context, tg Target, body []byte, deadline time
 	return fmt.Errorf("worker answered %d", code)
 }
 
-// forwardSignatureLine starts the forward signature's header line.
-const forwardSignatureLine = forward.SignatureHeader + ": "
-
-// postClient is a forward through net/http, for a worker URL hop does not take.
+// postClient is a forward through net/http, for a worker URL hop does not take. As with
+// hop, only the deadline ends it: it may carry other deliveries than ctx's.
 func (s *Server) postClient(ctx context.Context, url, sig string, body []byte, deadline time.Time) (int, error) {
-	ctx, cancel := context.WithDeadline(ctx, deadline)
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
