@@ -12,7 +12,16 @@
 #   CLIENTS=64 DURATION=10s BATCHES=1,10 USERS=5000 hack/bench.sh
 #
 # WORKER=/path/to/ingest-worker runs that binary (say, one built from an earlier commit)
-# instead of building this tree's, for paired before/after runs.
+# instead of building this tree's, for paired before/after runs; FRONTDOOR_BIN likewise
+# for the front door.
+#
+# PIN=1 runs the front door on a core of its own (the last one, with taskset) and
+# everything else (workers, load generator) on the other cores, in every phase: the
+# shape of a cluster, where the front door's pods run apart from the tenants' workers.
+# Unpinned, the three processes share every core, and the door's own CPU comes out of
+# the worker's. The front door is compared with the direct path in FRONTDOOR_ROUNDS
+# (default 4) alternating slices of DURATION each, so that the load of other processes
+# on the machine, which changes from one phase to the next, weighs on both alike.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,6 +32,7 @@ USERS=${USERS:-5000}
 BATCHES=${BATCHES:-1,10}
 MAX_DELIVERIES=${MAX_DELIVERIES:-300000}
 FRONTDOOR=${FRONTDOOR:-1}
+FRONTDOOR_ROUNDS=${FRONTDOOR_ROUNDS:-4}
 MEDIA=${MEDIA:-1}
 ENCRYPTION=${ENCRYPTION:-1}
 MEDIA_SIZE=${MEDIA_SIZE:-32768}
@@ -33,6 +43,18 @@ FETCH_SIZE=${FETCH_SIZE:-1048576}
 # to /var/tmp (tmpfs /tmp would flatter the durable figures).
 WORK=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/omniflow-bench.XXXXXX")
 PIDS=()
+PIN=${PIN:-0}
+PIN_DOOR=()
+PIN_REST=()
+if [ "$PIN" = 1 ]; then
+	last=$(($(nproc) - 1))
+	if [ "$last" -lt 1 ] || ! command -v taskset >/dev/null; then
+		echo "PIN=1 needs taskset and at least 2 cores" >&2
+		exit 1
+	fi
+	PIN_DOOR=(taskset -c "$last")
+	PIN_REST=(taskset -c "0-$((last - 1))")
+fi
 
 cleanup() {
 	for pid in "${PIDS[@]}"; do
@@ -51,7 +73,12 @@ if [ -n "${WORKER:-}" ]; then
 else
 	CGO_ENABLED=0 go build -o "$WORK/ingest-worker" ./cmd/ingest-worker
 fi
-CGO_ENABLED=0 go build -o "$WORK/frontdoor" ./cmd/frontdoor
+if [ -n "${FRONTDOOR_BIN:-}" ]; then
+	cp "$FRONTDOOR_BIN" "$WORK/frontdoor"
+	echo "frontdoor: $FRONTDOOR_BIN"
+else
+	CGO_ENABLED=0 go build -o "$WORK/frontdoor" ./cmd/frontdoor
+fi
 CGO_ENABLED=0 go build -o "$WORK/loadgen" ./hack/loadgen
 
 # The media phases' Graph API and CDN: a local server the channel's graphAPIBaseURL
@@ -59,7 +86,7 @@ CGO_ENABLED=0 go build -o "$WORK/loadgen" ./hack/loadgen
 MEDIA_ARGS=()
 MEDIA_YAML=""
 if [ "$MEDIA" = 1 ]; then
-	"$WORK/loadgen" media-server --listen 127.0.0.1:0 --token bench-media-token >"$WORK/media.url" 2>"$WORK/media.log" &
+	"${PIN_REST[@]}" "$WORK/loadgen" media-server --listen 127.0.0.1:0 --token bench-media-token >"$WORK/media.url" 2>"$WORK/media.log" &
 	PIDS+=("$!")
 	for _ in $(seq 1 100); do
 		[ -s "$WORK/media.url" ] && break
@@ -96,7 +123,7 @@ head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/forwarding.key"
 start() {
 	local name=$1
 	shift
-	run "$name" "$WORK/ingest-worker" serve --listen 127.0.0.1:0 --channels "$WORK/channels.yaml" "$@"
+	run "$name" "${PIN_REST[@]}" "$WORK/ingest-worker" serve --listen 127.0.0.1:0 --channels "$WORK/channels.yaml" "$@"
 }
 
 # run NAME CMD...: runs a server that logs "Ready" and its address, and sets ADDR.
@@ -134,9 +161,12 @@ tenants:
     channels:
       - {platform: WhatsApp, whatsApp: {phoneNumberID: "123456789012345", businessAccountID: "109876543210987"}}
 YAML
-	run frontdoor "$WORK/frontdoor" serve --listen 127.0.0.1:0 --routes "$WORK/routes.yaml" \
+	run frontdoor "${PIN_DOOR[@]}" "$WORK/frontdoor" serve --listen 127.0.0.1:0 --routes "$WORK/routes.yaml" \
 		--app-secret-file "$WORK/app-secret" --verify-token-file "$WORK/verify-token" --forwarding-key-file "$WORK/forwarding.key"
-	FRONTDOOR_ARGS=(--frontdoor "http://$ADDR" --frontdoor-pid "${PIDS[-1]}")
+	FRONTDOOR_ARGS=(--frontdoor "http://$ADDR" --frontdoor-pid "${PIDS[-1]}" --frontdoor-rounds "$FRONTDOOR_ROUNDS")
+	if [ "$PIN" = 1 ]; then
+		FRONTDOOR_ARGS+=(--frontdoor-own-core)
+	fi
 	echo "front door on $ADDR, routing to the durable worker"
 fi
 ENCRYPTION_ARGS=()
@@ -151,9 +181,12 @@ fi
 echo "machine: $(nproc) cores, $(uname -sr), $(go version | cut -d' ' -f3)"
 # The ratio is only meaningful on a quiet machine: record how busy it was.
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$PIN" = 1 ]; then
+	echo "pinned: front door on CPU $last, workers and load generator on CPUs 0-$((last - 1))"
+fi
 echo
 
-"$WORK/loadgen" --target "http://$DURABLE" --baseline "http://$BASELINE" --clients "$CLIENTS" \
+"${PIN_REST[@]}" "$WORK/loadgen" --target "http://$DURABLE" --baseline "http://$BASELINE" --clients "$CLIENTS" \
 	--batches "$BATCHES" --duration "$DURATION" --warmup "$WARMUP" --max-deliveries "$MAX_DELIVERIES" \
 	--users "$USERS" --secret bench_app_secret --channel wa --phone-number-id 123456789012345 \
 	--target-pid "$DURABLE_PID" --baseline-pid "$BASELINE_PID" "${FRONTDOOR_ARGS[@]}" "${MEDIA_ARGS[@]}" "${ENCRYPTION_ARGS[@]}"

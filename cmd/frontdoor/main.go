@@ -151,7 +151,7 @@ func serve(args []string) error {
 		runSource = func(ctx context.Context) error { src.Run(ctx); return nil }
 	}
 	srv, err := frontdoor.NewServer(frontdoor.Config{AppSecret: []byte(secret), VerifyToken: token, ForwardingKey: key,
-		Table: table, ForwardTimeout: *timeout, MaxBodyBytes: *maxBody, Log: log, App: *app, PublicBaseURL: *publicBase, Client: frontdoor.NewClient(dialAt)})
+		Table: table, ForwardTimeout: *timeout, MaxBodyBytes: *maxBody, Log: log, App: *app, PublicBaseURL: *publicBase, Dial: frontdoor.DialAt(dialAt)})
 	if err != nil {
 		return err
 	}

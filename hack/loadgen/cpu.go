@@ -23,11 +23,12 @@ const userHZ = 100
 type usage struct {
 	client time.Duration // this process (the load generator)
 	server time.Duration // the worker under test; 0 when its pid is unknown
+	behind time.Duration // the worker behind the server under test (the front door's); 0 when none
 	busy   uint64        // machine-wide non-idle jiffies
 	total  uint64        // machine-wide jiffies
 }
 
-func sample(pid int) usage {
+func sample(pid, behind int) usage {
 	var u usage
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
@@ -36,6 +37,11 @@ func sample(pid int) usage {
 	if pid > 0 {
 		if d, err := procCPU(pid); err == nil {
 			u.server = d
+		}
+	}
+	if behind > 0 {
+		if d, err := procCPU(behind); err == nil {
+			u.behind = d
 		}
 	}
 	u.busy, u.total, _ = machineJiffies()
@@ -105,19 +111,22 @@ func parseMachineStat(s string) (busy, total uint64, err error) {
 
 // cost is the CPU of a measured window, per delivery.
 type cost struct {
-	client, server time.Duration
-	busy           float64 // share of the machine's CPU in use, 0..1
-	serverKnown    bool
+	client, server, behind time.Duration
+	busy                   float64 // share of the machine's CPU in use, 0..1
+	serverKnown            bool
+	behindKnown            bool
 }
 
-func costOf(a, b usage, deliveries int64, pid int) cost {
+func costOf(a, b usage, deliveries int64, pid, behind int) cost {
 	if deliveries <= 0 {
 		return cost{}
 	}
 	c := cost{
 		client:      (b.client - a.client) / time.Duration(deliveries),
 		server:      (b.server - a.server) / time.Duration(deliveries),
+		behind:      (b.behind - a.behind) / time.Duration(deliveries),
 		serverKnown: pid > 0,
+		behindKnown: behind > 0,
 	}
 	if b.total > a.total {
 		c.busy = float64(b.busy-a.busy) / float64(b.total-a.total)

@@ -42,18 +42,18 @@ func TestSampleOwnProcess(t *testing.T) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		t.Skip("no /proc on this system")
 	}
-	a := sample(os.Getpid())
+	a := sample(os.Getpid(), os.Getpid())
 	for deadline := time.Now().Add(150 * time.Millisecond); time.Now().Before(deadline); {
 	}
-	b := sample(os.Getpid())
+	b := sample(os.Getpid(), os.Getpid())
 	if b.client <= a.client || b.total <= a.total {
 		t.Fatalf("CPU did not advance: %+v then %+v", a, b)
 	}
-	if b.server < a.server {
-		t.Fatalf("process CPU went backwards: %s then %s", a.server, b.server)
+	if b.server < a.server || b.behind < a.behind || b.behind == 0 {
+		t.Fatalf("process CPU went backwards or was not read: %s then %s, %s then %s", a.server, b.server, a.behind, b.behind)
 	}
-	c := costOf(a, b, 10, os.Getpid())
-	if c.client <= 0 || c.busy <= 0 || c.busy > 1 {
+	c := costOf(a, b, 10, os.Getpid(), os.Getpid())
+	if c.client <= 0 || c.busy <= 0 || c.busy > 1 || !c.behindKnown {
 		t.Fatalf("cost of the window: %+v", c)
 	}
 }
@@ -70,5 +70,26 @@ func TestBudget(t *testing.T) {
 	// (50+40)/0.6 - 55 = 95 us.
 	if got := budget(b, d, 0.6); !strings.Contains(got, "ratio of 0.60 the durable worker may spend 95µs") {
 		t.Fatalf("budget line: %s", got)
+	}
+}
+
+// Through the door, three processes share the CPU: (30+50)/(30+20+50) = 0.80; with the
+// door apart, two.
+func TestDoorBudget(t *testing.T) {
+	t.Parallel()
+	us := time.Microsecond
+	direct := cost{client: 30 * us, server: 50 * us, busy: 1, serverKnown: true}
+	fd := cost{client: 30 * us, server: 20 * us, behind: 50 * us, busy: 1, serverKnown: true, behindKnown: true}
+	got := doorBudget(direct, fd, false)
+	if !strings.Contains(got, "client 30µs + door 20µs + worker 50µs") || !strings.Contains(got, "the ratio is at most 0.80") {
+		t.Fatalf("door budget line: %s", got)
+	}
+	fd.server = 40 * us // (30+50)/(30+40+50) = 0.67
+	if got := doorBudget(direct, fd, false); !strings.Contains(got, "at most 0.67") {
+		t.Fatalf("door budget line: %s", got)
+	}
+	fd.behind = 70 * us // on a core of its own: (30+50)/(30+70) = 0.80
+	if got := doorBudget(direct, fd, true); !strings.Contains(got, "the door on a core of its own, the ratio is at most 0.80") {
+		t.Fatalf("door budget line: %s", got)
 	}
 }

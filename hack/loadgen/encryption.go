@@ -53,20 +53,6 @@ func metaMessageID(user, id int64, i int) string {
 	return fmt.Sprintf("wamid.HBgL%s%016X", base64.RawStdEncoding.EncodeToString(strconv.AppendInt(nil, user, 10)), x)
 }
 
-// combine adds up the phases of one target: deliveries over the total measured time.
-func combine(rs ...result) result {
-	out := rs[0]
-	out.lat = nil
-	out.deliveries, out.errors, out.elapsed = 0, 0, 0
-	for _, r := range rs {
-		out.deliveries += r.deliveries
-		out.errors += r.errors
-		out.elapsed += r.elapsed
-		out.lat = append(out.lat, r.lat...)
-	}
-	return out
-}
-
 // encryptionPhases runs, per batch size, off / on / on / off (so that a machine getting
 // busier, or a store growing, weighs on both alike) and judges the ratio of the sums.
 func encryptionPhases(c config, client *http.Client, out io.Writer, seq *atomic.Int64) (bool, error) {
@@ -83,7 +69,7 @@ func encryptionPhases(c config, client *http.Client, out io.Writer, seq *atomic.
 			{"clear", c.encryption.clear, c.encryption.clearPID}, {"sealed", c.encryption.sealed, c.encryption.sealedPID},
 			{"sealed", c.encryption.sealed, c.encryption.sealedPID}, {"clear", c.encryption.clear, c.encryption.clearPID},
 		} {
-			r, err := phaseOf(c, client, endpoint(t.url), t.pid, batch, func() []byte {
+			r, err := phaseOf(c, client, endpoint(t.url), t.pid, 0, batch, func() []byte {
 				return bodyWithIDs(c.phoneNumberID, batch, c.users, seq, metaMessageID)
 			})
 			if err != nil {
@@ -95,7 +81,7 @@ func encryptionPhases(c config, client *http.Client, out io.Writer, seq *atomic.
 				r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.errors,
 				perDelivery(r.cost.client, true), perDelivery(r.cost.server, r.cost.serverKnown), 100*r.cost.busy)
 		}
-		off, on := combine(byName["clear"]...), combine(byName["sealed"]...)
+		off, on := merge(byName["clear"]), merge(byName["sealed"])
 		ok, line := encryptionVerdict(batch, off, on)
 		verdict = verdict && ok
 		lines = append(lines, line)

@@ -34,8 +34,13 @@ type config struct {
 	// Process ids of the workers, to report their CPU per delivery (0: not reported).
 	durablePID, baselinePID int
 	frontdoorPID            int
-	media                   mediaConfig
-	encryption              encryptionConfig
+	// frontdoorOwnCore: the front door runs on cores of its own (bench.sh PIN=1).
+	frontdoorOwnCore bool
+	// frontdoorRounds > 1 compares the front door with the direct path in that many
+	// alternating slices of each.
+	frontdoorRounds int
+	media           mediaConfig
+	encryption      encryptionConfig
 }
 
 func main() {
@@ -58,6 +63,8 @@ func main() {
 	flag.StringVar(&c.baseline, "baseline", "", "base URL of the verify-only baseline worker (loopback only)")
 	flag.StringVar(&c.frontdoor, "frontdoor", "", "base URL of a front door routing the channel's number to the durable worker (loopback only; optional)")
 	flag.IntVar(&c.frontdoorPID, "frontdoor-pid", 0, "pid of the front door, to report its CPU per delivery (optional)")
+	flag.IntVar(&c.frontdoorRounds, "frontdoor-rounds", 1, "compare the front door with the direct path in this many alternating slices of the phase's duration each (direct, door, direct, door...), so that a change of the machine's load between phases weighs on both alike")
+	flag.BoolVar(&c.frontdoorOwnCore, "frontdoor-own-core", false, "the front door runs on cores of its own (pinned apart from the workers and this load generator): its CPU is left out of the ratio's CPU bound")
 	flag.StringVar(&c.channel, "channel", "wa", "channel name in the webhook path")
 	flag.StringVar(&c.secret, "secret", "bench_app_secret", "app secret to sign with")
 	flag.StringVar(&c.phoneNumberID, "phone-number-id", "123456789012345", "metadata.phone_number_id of the channel")
@@ -137,6 +144,23 @@ func budget(b, d cost, r float64) string {
 	return fmt.Sprintf("CPU per delivery: client %s + baseline worker %s; for a ratio of %.2f the durable worker may spend %s, it spent %s (machine busy %.0f%% / %.0f%%)",
 		b.client.Round(time.Microsecond), b.server.Round(time.Microsecond), r, limit.Round(time.Microsecond),
 		d.server.Round(time.Microsecond), 100*b.busy, 100*d.busy)
+}
+
+// doorBudget explains the front door's ratio by CPU: when client, door and worker share
+// the machine's cores and keep them busy, throughput is the CPU divided by what one
+// delivery costs all of them, so the ratio cannot exceed (client + worker) direct over
+// (client + door + worker) through the door, whatever the latencies. With the door on
+// cores of its own (ownCore: bench.sh PIN=1, or a cluster), client and worker share the
+// rest: the bound is (client + worker) direct over (client + worker) through the door.
+func doorBudget(direct, fd cost, ownCore bool) string {
+	through, where := fd.client+fd.server+fd.behind, "sharing the cores"
+	if ownCore {
+		through, where = fd.client+fd.behind, "the door on a core of its own"
+	}
+	bound := float64(direct.client+direct.server) / float64(through)
+	return fmt.Sprintf("CPU per delivery: direct client %s + worker %s; through the front door client %s + door %s + worker %s (machine busy %.0f%% / %.0f%%): %s, the ratio is at most %.2f",
+		direct.client.Round(time.Microsecond), direct.server.Round(time.Microsecond), fd.client.Round(time.Microsecond),
+		fd.server.Round(time.Microsecond), fd.behind.Round(time.Microsecond), 100*direct.busy, 100*fd.busy, where, bound)
 }
 
 // The serial stage's targets: single-message deliveries keep at least 0.6 of the
@@ -232,27 +256,46 @@ func run(c config, out io.Writer) error {
 	pairs := map[int][]result{}
 	direct := func(base string) string { return strings.TrimSuffix(base, "/") + "/webhooks/meta/" + c.channel }
 	for _, batch := range c.batches {
-		targets := []struct {
-			name, url string
-			pid       int
-		}{{"baseline", direct(c.baseline), c.baselinePID}, {"durable", direct(c.durable), c.durablePID}}
+		type target struct {
+			name, url   string
+			pid, behind int
+		}
+		targets := []target{{"baseline", direct(c.baseline), c.baselinePID, 0}, {"durable", direct(c.durable), c.durablePID, 0}}
 		if c.frontdoor != "" {
-			targets = append(targets, struct {
-				name, url string
-				pid       int
-			}{"frontdoor", strings.TrimSuffix(c.frontdoor, "/") + "/webhooks/meta", c.frontdoorPID})
+			// The durable worker's CPU is sampled too: through the door it is a third
+			// process sharing the machine.
+			targets = append(targets, target{"frontdoor", strings.TrimSuffix(c.frontdoor, "/") + "/webhooks/meta", c.frontdoorPID, c.durablePID})
 		}
 		pair := make([]result, len(targets))
+		row := func(r result) {
+			fmt.Fprintf(out, "%-9s %5d %12.0f %12.0f %9s %9s %7d %10s %10s %4.0f%%\n", r.name, batch, r.rate(), r.rate()*float64(batch),
+				r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.errors,
+				perDelivery(r.cost.client, true), perDelivery(r.cost.server, r.cost.serverKnown), 100*r.cost.busy)
+		}
 		for i, t := range targets {
-			r, err := phase(c, client, t.url, t.pid, batch, &seq)
+			if i == 2 && c.frontdoorRounds > 1 {
+				// Alternating slices: the comparison's own direct phase replaces the
+				// durable one.
+				rs, err := alternate(c, c.frontdoorRounds, func(c config, k int) (result, error) {
+					t := targets[1+k]
+					return phase(c, client, t.url, t.pid, t.behind, batch, &seq)
+				})
+				if err != nil {
+					return fmt.Errorf("front door batch %d: %w", batch, err)
+				}
+				rs[0].name, rs[1].name = "direct~", "frontdoor"
+				row(rs[0])
+				row(rs[1])
+				pair = []result{pair[0], pair[1], rs[0], rs[1]}
+				break
+			}
+			r, err := phase(c, client, t.url, t.pid, t.behind, batch, &seq)
 			if err != nil {
 				return fmt.Errorf("%s batch %d: %w", t.name, batch, err)
 			}
 			r.name = t.name
 			pair[i] = r
-			fmt.Fprintf(out, "%-9s %5d %12.0f %12.0f %9s %9s %7d %10s %10s %4.0f%%\n", r.name, batch, r.rate(), r.rate()*float64(batch),
-				r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.errors,
-				perDelivery(r.cost.client, true), perDelivery(r.cost.server, r.cost.serverKnown), 100*r.cost.busy)
+			row(r)
 		}
 		pairs[batch] = pair
 		ratio := pair[1].rate() / pair[0].rate()
@@ -268,10 +311,17 @@ func run(c config, out io.Writer) error {
 			}
 			fmt.Fprintf(out, "batch %d: %s\n\n", batch, budget(b, d, r))
 		}
-		if len(pair) == 3 {
-			ok, line := frontdoorVerdict(pair[1], pair[2])
+		if len(pair) >= 3 {
+			direct, fd := pair[len(pair)-2], pair[len(pair)-1]
+			ok, line := frontdoorVerdict(direct, fd)
 			verdict = verdict && ok
+			if len(pair) == 4 {
+				line += fmt.Sprintf(" (against the direct path in %d alternating slices)", c.frontdoorRounds)
+			}
 			fmt.Fprintf(out, "batch %d: %s\n\n", batch, line)
+			if d, f := direct.cost, fd.cost; d.serverKnown && f.serverKnown && f.behindKnown {
+				fmt.Fprintf(out, "batch %d: %s\n\n", batch, doorBudget(d, f, c.frontdoorOwnCore))
+			}
 		}
 	}
 	ok, line := serialVerdict(pairs)

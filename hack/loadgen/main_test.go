@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -128,14 +129,14 @@ func TestSerialVerdict(t *testing.T) {
 func TestEncryptionVerdict(t *testing.T) {
 	t.Parallel()
 	run := func(n int64, errs int64) result { return result{deliveries: n, errors: errs, elapsed: time.Second} }
-	off := combine(run(1000, 0), run(800, 0)) // 900/s
+	off := merge([]result{run(1000, 0), run(800, 0)}) // 900/s
 	for _, c := range []struct {
 		on   result
 		want bool
 	}{
-		{combine(run(850, 0), run(770, 0)), true},  // 810/s: 0.90
-		{combine(run(850, 0), run(760, 0)), false}, // 805/s: 0.89
-		{combine(run(900, 1), run(900, 0)), false}, // an error with the key
+		{merge([]result{run(850, 0), run(770, 0)}), true},  // 810/s: 0.90
+		{merge([]result{run(850, 0), run(760, 0)}), false}, // 805/s: 0.89
+		{merge([]result{run(900, 1), run(900, 0)}), false}, // an error with the key
 	} {
 		if ok, line := encryptionVerdict(1, off, c.on); ok != c.want {
 			t.Errorf("%s: verdict %v, want %v", line, ok, c.want)
@@ -171,5 +172,47 @@ func TestMetaMessageIDs(t *testing.T) {
 	}
 	if ordered > len(seen)*3/4 {
 		t.Errorf("%d of %d ids sort after the one before: they follow arrival order", ordered, len(seen))
+	}
+}
+
+// Slices merge into one measurement: counts and time add up, latencies pool, CPU per
+// delivery is weighted by deliveries.
+func TestMerge(t *testing.T) {
+	t.Parallel()
+	us := time.Microsecond
+	a := result{batch: 1, deliveries: 300, elapsed: time.Second, lat: []time.Duration{3, 1}, acked: 301,
+		cost: cost{client: 10 * us, server: 20 * us, behind: 30 * us, busy: 1, serverKnown: true, behindKnown: true}}
+	b := result{batch: 1, deliveries: 100, errors: 0, elapsed: 3 * time.Second, lat: []time.Duration{2}, acked: 101,
+		cost: cost{client: 50 * us, server: 60 * us, behind: 70 * us, busy: 0.5, serverKnown: true, behindKnown: true}}
+	m := merge([]result{a, b})
+	if m.deliveries != 400 || m.elapsed != 4*time.Second || m.acked != 402 || m.rate() != 100 {
+		t.Errorf("merged counts %+v", m)
+	}
+	if !slices.Equal(m.lat, []time.Duration{1, 2, 3}) {
+		t.Errorf("latencies %v, want pooled and sorted", m.lat)
+	}
+	// (300*10 + 100*50) / 400 = 20; (300*20 + 100*60) / 400 = 30; busy (1*1 + 0.5*3) / 4.
+	if m.cost.client != 20*us || m.cost.server != 30*us || m.cost.behind != 40*us || m.cost.busy != 0.625 || !m.cost.behindKnown {
+		t.Errorf("merged cost %+v", m.cost)
+	}
+}
+
+// Alternate measures each side in turn, rounds times, on slices of the duration.
+func TestAlternate(t *testing.T) {
+	t.Parallel()
+	var order []int
+	c := config{duration: 4 * time.Second, warmup: time.Second}
+	got, err := alternate(c, 4, func(c config, k int) (result, error) {
+		if c.duration != time.Second || c.warmup != time.Second/4 {
+			t.Errorf("slice of %s (+%s)", c.duration, c.warmup)
+		}
+		order = append(order, k)
+		return result{deliveries: int64(10 * (k + 1)), elapsed: c.duration}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(order, []int{0, 1, 0, 1, 0, 1, 0, 1}) || got[0].deliveries != 40 || got[1].deliveries != 80 || got[1].elapsed != 4*time.Second {
+		t.Errorf("order %v, merged %+v", order, got)
 	}
 }

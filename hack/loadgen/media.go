@@ -200,12 +200,12 @@ func mediaPhases(c config, client *http.Client, out io.Writer, seq *atomic.Int64
 	var text, media result
 	var mediaAcked int64
 	for round := range 2 {
-		t, err := phaseOf(pc, client, endpoint, c.durablePID, 1, func() []byte { return body(c.phoneNumberID, 1, c.users, seq) })
+		t, err := phaseOf(pc, client, endpoint, c.durablePID, 0, 1, func() []byte { return body(c.phoneNumberID, 1, c.users, seq) })
 		if err != nil {
 			return false, fmt.Errorf("text phase: %w", err)
 		}
 		start := time.Now()
-		md, err := phaseOf(pc, client, endpoint, c.durablePID, 1, func() []byte { return mediaBody(c.phoneNumberID, c.users, seq, m.size) })
+		md, err := phaseOf(pc, client, endpoint, c.durablePID, 0, 1, func() []byte { return mediaBody(c.phoneNumberID, c.users, seq, m.size) })
 		if err != nil {
 			return false, fmt.Errorf("media phase: %w", err)
 		}

@@ -15,13 +15,14 @@ import (
 )
 
 // phase runs clients against one endpoint: warm-up, then measurement until the duration
-// or the delivery cap is reached.
-func phase(c config, client *http.Client, endpoint string, pid, batch int, seq *atomic.Int64) (result, error) {
-	return phaseOf(c, client, endpoint, pid, batch, func() []byte { return body(c.phoneNumberID, batch, c.users, seq) })
+// or the delivery cap is reached. The CPU of process pid (the server under test) and of
+// behind (a worker behind it; 0: none) is reported per delivery.
+func phase(c config, client *http.Client, endpoint string, pid, behind, batch int, seq *atomic.Int64) (result, error) {
+	return phaseOf(c, client, endpoint, pid, behind, batch, func() []byte { return body(c.phoneNumberID, batch, c.users, seq) })
 }
 
 // phaseOf is phase with the deliveries gen makes (batch is only reported).
-func phaseOf(c config, client *http.Client, endpoint string, pid, batch int, gen func() []byte) (result, error) {
+func phaseOf(c config, client *http.Client, endpoint string, pid, behind, batch int, gen func() []byte) (result, error) {
 	// Check the target answers a signed delivery before loading it.
 	if code, err := send(client, endpoint, []byte(c.secret), gen()); err != nil || code != 200 {
 		return result{}, fmt.Errorf("probe: status %d, %v", code, err) //nolint:errorlint // err is nil when the status is the failure
@@ -39,7 +40,7 @@ func phaseOf(c config, client *http.Client, endpoint string, pid, batch int, gen
 	sampled := make(chan struct{})
 	go func() {
 		time.Sleep(time.Until(warmEnd))
-		before = sample(pid)
+		before = sample(pid, behind)
 		close(sampled)
 	}()
 	for i := range c.clients {
@@ -77,7 +78,7 @@ func phaseOf(c config, client *http.Client, endpoint string, pid, batch int, gen
 	}
 	wg.Wait()
 	<-sampled
-	after = sample(pid)
+	after = sample(pid, behind)
 	elapsed := time.Since(warmEnd)
 	if e := time.Until(end); e > 0 { // stopped by the count cap
 		elapsed = c.duration - e
@@ -88,8 +89,60 @@ func phaseOf(c config, client *http.Client, endpoint string, pid, batch int, gen
 		return result{}, errors.New("no successful delivery measured")
 	}
 	n := count.Load()
-	return result{batch: batch, deliveries: n, errors: errs.Load(), elapsed: elapsed, lat: all, cost: costOf(before, after, n+errs.Load(), pid),
+	return result{batch: batch, deliveries: n, errors: errs.Load(), elapsed: elapsed, lat: all, cost: costOf(before, after, n+errs.Load(), pid, behind),
 		acked: acked.Load()}, nil
+}
+
+// alternate runs measure(c, 0) and measure(c, 1) in turn, rounds times each, with the
+// duration and warm-up split between the rounds, and returns each one's slices merged.
+func alternate(c config, rounds int, measure func(c config, k int) (result, error)) ([2]result, error) {
+	slice := c
+	slice.duration = c.duration / time.Duration(rounds)
+	slice.warmup = c.warmup / time.Duration(rounds)
+	var parts [2][]result
+	for range rounds {
+		for k := range 2 {
+			r, err := measure(slice, k)
+			if err != nil {
+				return [2]result{}, err
+			}
+			parts[k] = append(parts[k], r)
+		}
+	}
+	return [2]result{merge(parts[0]), merge(parts[1])}, nil
+}
+
+// merge sums slices of one measurement: deliveries, errors and time add up, latencies
+// pool, and the CPU per delivery and the machine's busy share are averaged by weight.
+func merge(rs []result) result {
+	var m result
+	var n int64
+	var busy float64
+	for _, r := range rs {
+		w := r.deliveries + r.errors
+		m.batch = r.batch
+		m.deliveries += r.deliveries
+		m.errors += r.errors
+		m.elapsed += r.elapsed
+		m.acked += r.acked
+		m.lat = append(m.lat, r.lat...)
+		m.cost.client += r.cost.client * time.Duration(w)
+		m.cost.server += r.cost.server * time.Duration(w)
+		m.cost.behind += r.cost.behind * time.Duration(w)
+		m.cost.serverKnown, m.cost.behindKnown = r.cost.serverKnown, r.cost.behindKnown
+		busy += r.cost.busy * r.elapsed.Seconds()
+		n += w
+	}
+	if n > 0 {
+		m.cost.client /= time.Duration(n)
+		m.cost.server /= time.Duration(n)
+		m.cost.behind /= time.Duration(n)
+	}
+	if m.elapsed > 0 {
+		m.cost.busy = busy / m.elapsed.Seconds()
+	}
+	slices.Sort(m.lat)
+	return m
 }
 
 func send(client *http.Client, endpoint string, secret, b []byte) (int, error) {

@@ -118,7 +118,7 @@ func (s *Server) fileDeletion(ctx context.Context, b Bound, f forward.DeletionFi
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(forward.SignatureHeader, forward.SignFor(s.cred(b.Tenant).key, b.Tenant, forward.PurposeDeletion, body))
-	resp, err := s.cfg.Client.Do(req)
+	resp, err := s.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("deletion request to worker: %w", err)
 	}
@@ -145,7 +145,7 @@ func (s *Server) deletionStatus(ctx context.Context, b Bound, code string) (forw
 		return st, fmt.Errorf("status request: %w", err)
 	}
 	req.Header.Set(forward.SignatureHeader, forward.SignFor(s.cred(b.Tenant).key, b.Tenant, forward.PurposeDeletionStatus, []byte(code)))
-	resp, err := s.cfg.Client.Do(req) //nolint:gosec // G704: the URL is the routing table's worker and a checked code
+	resp, err := s.client.Do(req) //nolint:gosec // G704: the URL is the routing table's worker and a checked code
 	if err != nil {
 		return st, fmt.Errorf("status request to worker: %w", err)
 	}

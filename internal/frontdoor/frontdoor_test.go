@@ -63,6 +63,8 @@ type worker struct {
 	store    *sqlite.Store
 	http     *http.Server
 	forwards atomic.Int64 // requests that reached the forward endpoint
+	// gate, when set, is called with each forward before the worker handles it.
+	gate     atomic.Pointer[func()]
 	offboard []string
 	mu       sync.Mutex
 }
@@ -117,6 +119,9 @@ func (w *worker) start() {
 	hs := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == forward.Path {
 			w.forwards.Add(1)
+			if g := w.gate.Load(); g != nil {
+				(*g)()
+			}
 		}
 		h.ServeHTTP(rw, r)
 	})}

@@ -45,8 +45,9 @@ type Config struct {
 	// (forward.TenantKey).
 	ForwardingKey []byte
 	Table         *Table
-	// Client sends the forwards; nil means a client of its own.
-	Client         *http.Client
+	// Dial opens the connections to the workers; nil dials the address named (DialAt
+	// maps names to other addresses).
+	Dial           func(ctx context.Context, network, addr string) (net.Conn, error)
 	ForwardTimeout time.Duration
 	MaxBodyBytes   int64
 	Log            logr.Logger
@@ -64,9 +65,17 @@ type Config struct {
 type Server struct {
 	cfg Config
 	m   *Metrics
+	// hop carries the forwards; client the data-deletion calls and the forwards to a
+	// worker URL hop does not take (not plain http).
+	hop    *hop
+	client *http.Client
+	// verifier checks Meta's signature with the app secret.
+	verifier *meta.Verifier
 	// creds caches each tenant's derived forwarding key and signer (tenant name ->
 	// *tenantCred): the derivation is two HMACs, per delivery otherwise.
 	creds sync.Map
+	// queues holds each tenant's forward queue by object (queueKey -> *forwardQueue).
+	queues sync.Map
 	// bufs holds delivery bodies' buffers for reuse.
 	bufs sync.Pool
 }
@@ -102,6 +111,7 @@ type Metrics struct {
 	forwards   *prometheus.CounterVec
 	deletions  *prometheus.CounterVec
 	seconds    prometheus.Histogram
+	batch      prometheus.Histogram
 }
 
 func newMetrics() *Metrics {
@@ -123,8 +133,12 @@ func newMetrics() *Metrics {
 			Name: "omniflow_frontdoor_delivery_duration_seconds", Help: "Time from Meta's request to the answer.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "omniflow_frontdoor_forward_deliveries", Help: "Deliveries (their parts for one tenant) per forward: more than one when they arrived while the tenant's forwards were all in flight.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+		}),
 	}
-	m.Registry.MustRegister(m.deliveries, m.unrouted, m.forwards, m.deletions, m.seconds,
+	m.Registry.MustRegister(m.deliveries, m.unrouted, m.forwards, m.deletions, m.seconds, m.batch,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -140,8 +154,8 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Table == nil {
 		return nil, errors.New("frontdoor: a routing table is required")
 	}
-	if cfg.Client == nil {
-		cfg.Client = NewClient(nil)
+	if cfg.Dial == nil {
+		cfg.Dial = DialAt(nil)
 	}
 	if cfg.ForwardTimeout <= 0 {
 		cfg.ForwardTimeout = DefaultForwardTimeout
@@ -149,25 +163,29 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	return &Server{cfg: cfg, m: newMetrics()}, nil
+	return &Server{cfg: cfg, m: newMetrics(), hop: newHop(cfg.Dial), client: newClient(cfg.Dial), verifier: meta.NewVerifier(cfg.AppSecret)}, nil
 }
 
-// NewClient returns the client the forwards go through: kept-alive connections to each
-// worker, as many idle ones as concurrent deliveries need (Meta sends many at once),
-// no proxy. dialAt maps a worker's host:port to the address dialed instead (tests and
-// local runs, where a worker Service's DNS name resolves nowhere); nil dials as named.
-func NewClient(dialAt map[string]string) *http.Client {
+// DialAt returns a dialer of the workers' addresses: dialAt maps a worker's host:port
+// to the address dialed instead (tests and local runs, where a worker Service's DNS
+// name resolves nowhere); nil dials as named.
+func DialAt(dialAt map[string]string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if to, ok := dialAt[addr]; ok {
+			addr = to
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+}
+
+// newClient returns the client of the data-deletion calls: kept-alive connections to
+// each worker, no proxy, no compression (loopback or in-cluster hops: gzip would cost
+// CPU to save nothing).
+func newClient(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Client {
 	return &http.Client{Transport: &http.Transport{
 		MaxIdleConns: 1024, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
-		// Loopback or in-cluster hops: gzip would cost CPU to save nothing.
-		DisableCompression: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			if to, ok := dialAt[addr]; ok {
-				addr = to
-			}
-			return d.DialContext(ctx, network, addr)
-		},
+		DisableCompression: true, DialContext: dial,
 	}}
 }
 
@@ -226,11 +244,13 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 	}
 	body := buf.Bytes()
 	// Checked before anything is parsed or forwarded: nothing unsigned reaches a worker.
-	if _, err := meta.VerifySignature(s.cfg.AppSecret, body, r.Header.Get(meta.SignatureHeader)); err != nil {
+	if _, err := s.verifier.Verify(body, r.Header.Get(meta.SignatureHeader)); err != nil {
 		log.Info("Delivery signature rejected", "reason", err.Error())
 		return http.StatusUnauthorized, ResultUnauthorized
 	}
-	parts, err := meta.Split(body)
+	// Routing needs each part's ids, not its records: SplitRouting finds them without
+	// normalizing anything (the worker does that), and its parts' Raw point into body.
+	parts, entries, err := meta.SplitRouting(body)
 	if err != nil {
 		log.Info("Signed delivery is not a Meta envelope", "bytes", len(body))
 		return http.StatusBadRequest, ResultBadRequest
@@ -256,12 +276,13 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 	// The common case, a delivery wholly for one tenant, is forwarded as received: no
 	// re-encoding.
 	whole := len(order) == 1 && len(byTenant[order[0]]) == len(parts)
+	deadline := time.Now().Add(s.cfg.ForwardTimeout)
 	failed := s.eachTenant(len(order), func(i int) string { return order[i].Tenant }, "Forward failed; Meta will retry the delivery", func(i int) error {
-		var fwd []byte
+		c := &chunk{parts: byTenant[order[i]], deadline: deadline}
 		if whole {
-			fwd = body
+			c.body, c.entries = body, entries
 		}
-		return s.forward(r.Context(), order[i], byTenant[order[i]], fwd)
+		return s.forward(r.Context(), order[i], c)
 	})
 	if failed > 0 {
 		// The workers that committed absorb the retry as duplicates.
@@ -270,42 +291,80 @@ func (s *Server) delivery(w http.ResponseWriter, r *http.Request) (int, string) 
 	return http.StatusOK, ResultForwarded
 }
 
-// forward sends one tenant's parts to its worker (body, when not nil, is the delivery
-// that holds exactly these parts) and returns nil once the worker committed them.
-func (s *Server) forward(ctx context.Context, tg Target, parts []meta.Part, body []byte) error {
-	if body == nil {
+// forward sends one tenant's chunk of a delivery to its worker, alone or with others
+// (forwardQueue), and returns nil once the worker committed it.
+func (s *Server) forward(ctx context.Context, tg Target, c *chunk) error {
+	if c.body == nil {
 		var err error
-		if body, err = meta.Envelope(parts); err != nil {
+		if c.body, err = meta.Envelope(c.parts); err != nil {
 			s.m.forwards.WithLabelValues(ForwardFailed).Inc()
 			return fmt.Errorf("build forward: %w", err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.ForwardTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tg.Worker+forward.Path, bytes.NewReader(body))
-	if err != nil {
-		s.m.forwards.WithLabelValues(ForwardFailed).Inc()
-		return fmt.Errorf("forward request: %w", err)
+	key := queueKey{tg, c.parts[0].Object}
+	q, ok := s.queues.Load(key)
+	if !ok {
+		q, _ = s.queues.LoadOrStore(key, &forwardQueue{maxBytes: int(min(maxBatchBytes, s.cfg.MaxBodyBytes))})
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(forward.SignatureHeader, s.cred(tg.Tenant).signer.Sign(body))
-	resp, err := s.cfg.Client.Do(req)
+	err := q.(*forwardQueue).send(c, func(batch []*chunk, deadline time.Time) error {
+		s.m.batch.Observe(float64(len(batch)))
+		body, err := forwardBody(batch)
+		if err != nil {
+			s.m.forwards.WithLabelValues(ForwardFailed).Inc()
+			return err
+		}
+		return s.post(ctx, tg, body, deadline)
+	})
+	if errors.Is(err, errQueueTimeout) {
+		s.m.forwards.WithLabelValues(ForwardFailed).Inc()
+	}
+	return err
+}
+
+// post sends one forward to tg's worker and returns nil once the worker committed it.
+func (s *Server) post(ctx context.Context, tg Target, body []byte, deadline time.Time) error {
+	sig := s.cred(tg.Tenant).signer.Sign(body)
+	var code int
+	var err error
+	if e := s.hop.endpointOf(tg.Worker); e.ok {
+		code, err = s.hop.post(ctx, e, forward.Path, sig, body, deadline)
+	} else {
+		code, err = s.postClient(ctx, tg.Worker+forward.Path, sig, body, deadline)
+	}
 	if err != nil {
 		s.m.forwards.WithLabelValues(ForwardFailed).Inc()
 		return fmt.Errorf("forward to worker: %w", err)
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-	_ = resp.Body.Close()
 	switch {
-	case resp.StatusCode == http.StatusOK:
+	case code == http.StatusOK:
 		s.m.forwards.WithLabelValues(ForwardCommitted).Inc()
 		return nil
-	case resp.StatusCode >= 400 && resp.StatusCode < 500:
+	case code >= 400 && code < 500:
 		s.m.forwards.WithLabelValues(ForwardRefused).Inc()
 	default:
 		s.m.forwards.WithLabelValues(ForwardFailed).Inc()
 	}
-	return fmt.Errorf("worker answered %d", resp.StatusCode)
+	return fmt.Errorf("worker answered %d", code)
+}
+
+// postClient is a forward through net/http, for a worker URL hop does not take. As with
+// hop, only the deadline ends it: it may carry other deliveries than ctx's.
+func (s *Server) postClient(ctx context.Context, url, sig string, body []byte, deadline time.Time) (int, error) {
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, fmt.Errorf("forward request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(forward.SignatureHeader, sig)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("post: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	_ = resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 // cred is tenant's derived forwarding key and its signer, made once.

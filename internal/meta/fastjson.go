@@ -15,6 +15,19 @@ type lexer struct {
 	ws bool // insignificant whitespace was skipped since the flag was last cleared
 }
 
+// keySet records which of an object's known keys were seen: a repeated one makes the
+// fast paths give up (encoding/json's last-wins merge is not worth copying).
+type keySet uint16
+
+// once marks bit seen and reports whether it was the first time.
+func (s *keySet) once(bit keySet) bool {
+	if *s&bit != 0 {
+		return false
+	}
+	*s |= bit
+	return true
+}
+
 // maxFastDepth bounds the recursion of skip; deeper values go to encoding/json.
 const maxFastDepth = 64
 

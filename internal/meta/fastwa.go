@@ -19,6 +19,13 @@ import (
 
 // fastSplit is Split's fast path; ok is false when the body must take slowSplit.
 func fastSplit(body []byte) (parts []Part, ok bool) {
+	parts, _, ok = fastSplitFor(body, false)
+	return parts, ok
+}
+
+// fastSplitFor is fastSplit, or with routing SplitRouting's scan (see there). entries is
+// the content of the body's entry array.
+func fastSplitFor(body []byte, routing bool) (parts []Part, entries []byte, ok bool) {
 	l := &lexer{b: body}
 	var object string
 	var platform Platform
@@ -41,18 +48,24 @@ func fastSplit(body []byte) (parts []Part, ok bool) {
 				return false
 			}
 			seen |= 2
-			return l.array(func() bool {
+			l.skipWS()
+			start := l.i
+			if !l.array(func() bool {
 				var ok bool
-				parts, ok = fastEntry(l, object, platform, parts)
+				parts, ok = fastEntry(l, object, platform, parts, routing)
 				return ok
-			})
+			}) {
+				return false
+			}
+			entries = body[start+1 : l.i-1]
+			return true
 		}
 		return plainKey(key) && l.skip(0)
 	})
 	if !ok || seen&1 == 0 || !l.end() {
-		return nil, false
+		return nil, nil, false
 	}
-	return parts, true
+	return parts, entries, true
 }
 
 type fastChange struct {
@@ -61,27 +74,26 @@ type fastChange struct {
 }
 
 // fastEntry decodes one entry and appends its parts in slowSplit's order: changes,
-// then messaging items, then standby items.
-func fastEntry(l *lexer, object string, platform Platform, parts []Part) ([]Part, bool) {
+// then messaging items, then standby items. With routing, the parts' Raw are slices of
+// the body and a WhatsApp change's value is only scanned for its phone number id.
+func fastEntry(l *lexer, object string, platform Platform, parts []Part, routing bool) ([]Part, bool) {
+	keep := bytes.Clone
+	if routing {
+		keep = func(b []byte) []byte { return b }
+	}
 	var id string
 	var rawTime []byte
 	var changes []fastChange
 	var messaging, standby [][]byte
-	var seen uint8
-	once := func(bit uint8) bool {
-		if seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return true
-	}
+	var seen keySet
+	once := seen.once
 	rawItems := func(dst *[][]byte) bool {
 		return l.array(func() bool {
 			v, ok := l.span()
 			if !ok || v[0] != '{' {
 				return false
 			}
-			*dst = append(*dst, bytes.Clone(v))
+			*dst = append(*dst, keep(v))
 			return true
 		})
 	}
@@ -96,7 +108,7 @@ func fastEntry(l *lexer, object string, platform Platform, parts []Part) ([]Part
 			if !ok || v[0] == 'n' { // null
 				return false
 			}
-			rawTime = bytes.Clone(v)
+			rawTime = keep(v)
 			return once(2)
 		case "changes":
 			return once(4) && l.array(func() bool {
@@ -121,7 +133,7 @@ func fastEntry(l *lexer, object string, platform Platform, parts []Part) ([]Part
 						if !ok || v[0] != '{' {
 							return false
 						}
-						c.value = bytes.Clone(v)
+						c.value = keep(v)
 						return true
 					}
 					return plainKey(key) && l.skip(0)
@@ -140,12 +152,25 @@ func fastEntry(l *lexer, object string, platform Platform, parts []Part) ([]Part
 		return parts, false
 	}
 	et, _ := parseTime(rawTime)
-	base := Part{Object: object, Platform: platform, EntryID: id, EntryTime: et, entryT: rawTime}
+	base := Part{Object: object, Platform: platform, EntryID: id, EntryTime: et, entryT: rawTime, routing: routing}
 	for _, c := range changes {
 		p := base
 		p.Raw = c.value
 		p.AccountID = p.EntryID
 		p.Field = c.field
+		if routing {
+			if platform == WhatsApp && len(c.value) > 0 {
+				phone, ok := waPhoneNumberID(c.value)
+				if !ok {
+					return parts, false
+				}
+				if phone != "" {
+					p.AccountID = phone
+				}
+			}
+			parts = append(parts, p)
+			continue
+		}
 		if platform == WhatsApp && len(c.value) > 0 {
 			if p.Field == "messages" {
 				if phone, parsed, ok := fastWAValue(c.value, et); ok {
@@ -180,14 +205,8 @@ func fastWAValue(value []byte, entryTime time.Time) (phone string, out *Parsed, 
 	l := &lexer{b: value}
 	out = &Parsed{}
 	b := &out.Batch
-	var seen uint8
-	once := func(bit uint8) bool {
-		if seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return true
-	}
+	var seen keySet
+	once := seen.once
 	// Contacts come before messages in parseWhatsApp's output whatever the key order.
 	var msgs []Message
 	var files []File

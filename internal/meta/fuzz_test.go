@@ -2,6 +2,7 @@ package meta
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -133,8 +134,8 @@ func FuzzParseDelivery(f *testing.F) {
 	})
 }
 
-// FuzzVerifySignature: never panics, and never accepts a header other than the signature of
-// the body or of its escaped-unicode form.
+// FuzzVerifySignature: never panics, never accepts a header other than the signature of
+// the body or of its escaped-unicode form, and a Verifier answers alike.
 func FuzzVerifySignature(f *testing.F) {
 	for file, header := range readmeVectors(f) {
 		body := readFixture(f, file)
@@ -144,6 +145,9 @@ func FuzzVerifySignature(f *testing.F) {
 	f.Add([]byte(""), []byte("{}"), "")
 	f.Fuzz(func(t *testing.T, secret, body []byte, header string) {
 		fb, err := VerifySignature(secret, body, header)
+		if vfb, verr := NewVerifier(secret).Verify(body, header); vfb != fb || !errors.Is(verr, err) {
+			t.Fatalf("Verifier: %v %v, VerifySignature: %v %v", vfb, verr, fb, err)
+		}
 		if err != nil {
 			return
 		}

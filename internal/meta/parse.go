@@ -36,6 +36,8 @@ type Part struct {
 	waErr  error
 	fast   *Parsed // a WhatsApp messages change already normalized by the fast path
 	entryT json.RawMessage
+	// routing: made by SplitRouting, which decodes nothing Parse needs.
+	routing bool
 }
 
 type envelope struct {
@@ -143,6 +145,8 @@ func (p *Part) Parse() (Parsed, error) {
 	var out Parsed
 	var err error
 	switch {
+	case p.routing:
+		return out, errRoutingPart
 	case p.Platform == "":
 		out.Ignored = append(out.Ignored, "unknown_object")
 	case p.Field == "messaging" || p.Field == "standby":

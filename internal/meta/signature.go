@@ -1,12 +1,15 @@
 package meta
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
+	"hash"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -37,25 +40,61 @@ func Sign(secret, body []byte) string {
 // (meta-webhooks.md §2.4); fallback reports whether that second form matched, so the
 // caller can count how often it happens. It fails closed: an empty secret never verifies.
 func VerifySignature(secret, body []byte, header string) (fallback bool, err error) {
+	return verifySignature(secret, body, header, func(b []byte, sum *[sha256.Size]byte) []byte {
+		mac := hmac.New(sha256.New, secret)
+		mac.Write(b)
+		return mac.Sum(sum[:0])
+	})
+}
+
+// verifySignature is VerifySignature with mac computing HMAC-SHA256(secret, b) into sum.
+func verifySignature(secret, body []byte, header string, mac func(b []byte, sum *[sha256.Size]byte) []byte) (bool, error) {
 	if len(secret) == 0 {
 		return false, ErrNoSecret
 	}
 	if header == "" {
 		return false, ErrSignatureMissing
 	}
-	want, err := decodeSignatureHeader(header)
-	if err != nil {
+	var want, sum [sha256.Size]byte
+	if err := decodeSignatureHeader(header, &want); err != nil {
 		return false, err
 	}
-	if hmac.Equal(mac256(secret, body), want) {
+	if hmac.Equal(mac(body, &sum), want[:]) {
 		return false, nil
 	}
 	if hasNonASCII(body) {
-		if hmac.Equal(mac256(secret, EscapeNonASCII(body)), want) {
+		if hmac.Equal(mac(EscapeNonASCII(body), &sum), want[:]) {
 			return true, nil
 		}
 	}
 	return false, ErrSignatureMismatch
+}
+
+// Verifier is VerifySignature for one app secret, reusing keyed HMAC states: a delivery
+// then costs the hash of its body, not also the key's schedule and the state's
+// allocations (the front door checks every delivery with one secret).
+type Verifier struct {
+	secret []byte
+	pool   sync.Pool
+}
+
+// NewVerifier returns a Verifier of secret (copied).
+func NewVerifier(secret []byte) *Verifier {
+	v := &Verifier{secret: bytes.Clone(secret)}
+	v.pool.New = func() any { return hmac.New(sha256.New, v.secret) }
+	return v
+}
+
+// Verify returns what VerifySignature(secret, body, header) returns.
+func (v *Verifier) Verify(body []byte, header string) (fallback bool, err error) {
+	return verifySignature(v.secret, body, header, func(b []byte, sum *[sha256.Size]byte) []byte {
+		mac := v.pool.Get().(hash.Hash)
+		mac.Reset()
+		mac.Write(b)
+		out := mac.Sum(sum[:0])
+		v.pool.Put(mac)
+		return out
+	})
 }
 
 // VerifyToken compares the handshake's hub.verify_token with the configured token in
@@ -67,24 +106,34 @@ func VerifyToken(configured, got string) bool {
 	return subtle.ConstantTimeCompare([]byte(configured), []byte(got)) == 1
 }
 
-func mac256(secret, body []byte) []byte {
-	mac := hmac.New(sha256.New, secret)
-	mac.Write(body)
-	return mac.Sum(nil)
-}
-
-// decodeSignatureHeader accepts "sha256=" followed by exactly 64 hex digits. Uppercase
-// hex is accepted defensively; anything else is malformed.
-func decodeSignatureHeader(h string) ([]byte, error) {
+// decodeSignatureHeader accepts "sha256=" followed by exactly 64 hex digits into sum.
+// Uppercase hex is accepted defensively; anything else is malformed.
+func decodeSignatureHeader(h string, sum *[sha256.Size]byte) error {
 	const prefix = "sha256="
 	if len(h) != len(prefix)+2*sha256.Size || !strings.EqualFold(h[:len(prefix)], prefix) {
-		return nil, ErrSignatureMalformed
+		return ErrSignatureMalformed
 	}
-	sum, err := hex.DecodeString(h[len(prefix):])
-	if err != nil {
-		return nil, ErrSignatureMalformed
+	for i := range sum {
+		hi, ok1 := unhex(h[len(prefix)+2*i])
+		lo, ok2 := unhex(h[len(prefix)+2*i+1])
+		if !ok1 || !ok2 {
+			return ErrSignatureMalformed
+		}
+		sum[i] = hi<<4 | lo
 	}
-	return sum, nil
+	return nil
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }
 
 func hasNonASCII(b []byte) bool {

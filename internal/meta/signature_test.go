@@ -125,3 +125,27 @@ func TestVerifyToken(t *testing.T) {
 		t.Error("empty configured token accepted")
 	}
 }
+
+// A Verifier answers as VerifySignature does, for every header and body, on every reuse
+// of its pooled states.
+func TestVerifierMatchesVerifySignature(t *testing.T) {
+	secret := []byte(testSecret)
+	v := NewVerifier(secret)
+	bodies := [][]byte{[]byte(`{"object":"page"}`), []byte("caf\xc3\xa9 \xf0\x9f\x98\x80"), []byte("\xff"), {}}
+	for _, body := range bodies {
+		sig := Sign(secret, body)
+		for _, header := range []string{sig, strings.ToUpper(sig[:7]) + strings.ToUpper(sig[7:]), Sign(secret, EscapeNonASCII(body)),
+			Sign([]byte("other"), body), "", "sha256=", sig[:len(sig)-1] + "g", "sha1=" + sig[7:], sig + "0"} {
+			for range 2 {
+				wf, werr := VerifySignature(secret, body, header)
+				gf, gerr := v.Verify(body, header)
+				if wf != gf || !errors.Is(gerr, werr) {
+					t.Errorf("%q %q: Verify %v %v, VerifySignature %v %v", body, header, gf, gerr, wf, werr)
+				}
+			}
+		}
+	}
+	if _, err := NewVerifier(nil).Verify([]byte("{}"), Sign(nil, []byte("{}"))); !errors.Is(err, ErrNoSecret) {
+		t.Errorf("empty secret: %v", err)
+	}
+}
