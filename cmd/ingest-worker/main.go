@@ -110,6 +110,14 @@ func export(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer st.Close() //nolint:errcheck // opened read-only for the export: nothing to flush, and the export's own errors are returned
+	if keys == nil {
+		// Without a key a sealed store's identifiers are keyed hashes that no clear
+		// --subject matches: the export would print nothing and seem to say that
+		// nothing is held. Refuse instead when the store holds sealed records.
+		if err := ingest.CheckKey(ctx, st); err != nil {
+			return exportError(err)
+		}
+	}
 	var f store.Filter
 	if *subject != "" {
 		f.Subject = &store.Subject{Platform: meta.Platform(*platform), ID: *subject}

@@ -435,11 +435,15 @@ func (w *proc) post(path string, body []byte, signature string) int {
 	return resp.StatusCode
 }
 
-// records counts what `ingest-worker export --subject` shows for each user.
+// records counts what `ingest-worker export --subject` shows for each user. It runs
+// as `kubectl exec` into the worker's pod would: with the worker's environment, whose
+// credentials read the tenant's data key, without which a sealed store is unreadable.
 func (w *worker) records(users ...string) (int, int, error) {
 	var n []int
 	for _, u := range users {
-		out, err := exec.Command(w.bin, "export", "--data-dir", w.dataDir, "--subject", u).Output()
+		cmd := exec.Command(w.bin, "export", "--data-dir", w.dataDir, "--subject", u)
+		cmd.Env = w.cmd.Env
+		out, err := cmd.Output()
 		if err != nil {
 			return 0, 0, fmt.Errorf("export: %w", err)
 		}
