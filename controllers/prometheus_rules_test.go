@@ -18,6 +18,7 @@ import (
 
 	"github.com/omniflowcrm/omniflow-operator/internal/ingest"
 	"github.com/omniflowcrm/omniflow-operator/internal/mediafetch"
+	"github.com/omniflowcrm/omniflow-operator/internal/reseal"
 )
 
 // knownMetrics are the series the rules may use: the operator's own, the
@@ -54,6 +55,7 @@ func knownMetrics(t *testing.T) map[string]bool {
 	// The worker's media fetcher registers on the worker's registry, as the worker does.
 	workerMetrics := ingest.NewMetrics()
 	mediafetch.NewMetrics(workerMetrics.Registry, time.Now)
+	reseal.NewMetrics(workerMetrics.Registry)
 	for _, g := range []prometheus.Gatherer{metrics.Registry, workerMetrics.Registry} {
 		families, err := g.Gather()
 		if err != nil {

@@ -183,6 +183,12 @@ func (r *TenantReconciler) reconcileNamespace(ctx context.Context, t *platformv1
 			// its predecessor, data and all (the sweep's grace period is for that).
 			r.Recorder.Eventf(t, &ns, corev1.EventTypeNormal, "NamespaceTakenOver", "Provision",
 				"namespace %s of an earlier Tenant %s is taken over with its data", name, t.Name)
+			// Its data is sealed under the predecessor's key: the key comes along
+			// before the namespace's mark names the new Tenant, so that a crash
+			// in between finds the predecessor again on the next pass.
+			if err := r.inheritDataKey(ctx, t, types.UID(prev)); err != nil {
+				return nil, err
+			}
 		}
 		keepRecordedDatabase(t, &ns)
 		if _, err := applyIfChanged(ctx, r.Client, types.NamespacedName{Name: name}, &corev1.Namespace{}, desiredNamespace(t, origin), corev1ac.ExtractNamespace); err != nil {

@@ -1,11 +1,14 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 
@@ -23,6 +26,7 @@ import (
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/internal/datakey"
+	"github.com/omniflowcrm/omniflow-operator/internal/workerreport"
 )
 
 // The tenant's data key (docs/encryption.md) lives in a Secret in the
@@ -155,10 +159,44 @@ func (r *TenantReconciler) reconcileDataKey(ctx context.Context, t *platformv1.T
 		return nil, err
 	}
 	version, _ := strconv.ParseInt(live.GetAnnotations()[AnnotationKeyVersion], 10, 32)
-	t.Status.Encryption = &platformv1.EncryptionStatus{
+	enc := &platformv1.EncryptionStatus{
 		KeySecret: key.String(), KeyVersion: int32(version), RotationToken: live.GetAnnotations()[AnnotationRotationToken],
 	}
+	if prev := t.Status.Encryption; prev != nil && prev.KeySecret == enc.KeySecret {
+		// The worker's progress stays as last reported (reconcileRetention reads
+		// the report again) and is weighed against the key version just read.
+		enc.SealedVersion = prev.SealedVersion
+	}
+	t.Status.Encryption = settleEncryption(enc)
 	return nil, nil
+}
+
+// settleEncryption derives fullyEncrypted: every record is under the version
+// new records are sealed with. The operator decides it from the two versions
+// rather than taking the worker's word, so that right after a rotation the
+// tenant is not shown fully encrypted until the worker's pass reached it.
+func settleEncryption(enc *platformv1.EncryptionStatus) *platformv1.EncryptionStatus {
+	if enc != nil {
+		enc.FullyEncrypted = enc.SealedVersion > 0 && enc.SealedVersion == enc.KeyVersion
+	}
+	return enc
+}
+
+// encryptionProgress copies the worker's encryption report into status.encryption:
+// the version its last complete pass sealed the store under. A report that does not
+// decode, or claims a version the key does not have yet, is ignored and the last one
+// kept: the worker's word is not trusted to write the Tenant's status as it likes.
+func encryptionProgress(enc *platformv1.EncryptionStatus, doc string) *platformv1.EncryptionStatus {
+	if enc == nil || doc == "" {
+		return settleEncryption(enc)
+	}
+	var rep workerreport.Encryption
+	dec := json.NewDecoder(strings.NewReader(doc))
+	dec.DisallowUnknownFields()
+	if dec.Decode(&rep) == nil && rep.SealedVersion >= 0 && rep.SealedVersion <= int64(enc.KeyVersion) {
+		enc.SealedVersion = int32(rep.SealedVersion) //nolint:gosec // G115: within 0..KeyVersion, an int32, checked above
+	}
+	return settleEncryption(enc)
 }
 
 // keyMetadata reads the key Secret's metadata from the cache; nil when it
@@ -203,6 +241,64 @@ func (r *TenantReconciler) createDataKey(ctx context.Context, t *platformv1.Tena
 	}
 	logCreated(ctx, "Secret", secret)
 	return secret, nil
+}
+
+// inheritDataKey gives a Tenant that takes over its predecessor's namespace
+// (same name, another UID) the predecessor's key ring, when it takes over the
+// data sealed under it: the SQLite volume lives in the namespace. (A
+// PostgreSQL database is bound to the old Tenant's UID and is not taken over:
+// the new Tenant gets its own database and a fresh key, and the sweep erases
+// the old ones.) The copy is made under the new Tenant's key name and mark
+// before the predecessor's Secret is deleted: a crash in between leaves two
+// copies, of which the orphan sweep destroys the predecessor's after its grace
+// period; never none. Without a predecessor's key (destroyed, or never made)
+// the tenant gets a fresh key as usual.
+func (r *TenantReconciler) inheritDataKey(ctx context.Context, t *platformv1.Tenant, predecessor types.UID) error {
+	if r.Namespace == "" || storageBackend(t) != platformv1.StorageSQLite {
+		return nil
+	}
+	prevKey := types.NamespacedName{Namespace: r.Namespace, Name: DataKeySecretName(t.Name, predecessor)}
+	var prev corev1.Secret
+	if err := r.APIReader.Get(ctx, prevKey, &prev); err != nil {
+		return client.IgnoreNotFound(fmt.Errorf("read the earlier Tenant's data key %s: %w", prevKey, err))
+	}
+	if !ownsKey(&prev, tenantRef{Name: t.Name, UID: predecessor}) || prev.DeletionTimestamp != nil {
+		return nil
+	}
+	key := types.NamespacedName{Namespace: r.Namespace, Name: DataKeySecretName(t.Name, t.UID)}
+	var live corev1.Secret
+	err := r.APIReader.Get(ctx, key, &live)
+	switch {
+	case apierrors.IsNotFound(err):
+		ann := map[string]string{AnnotationTenantUID: string(t.UID)}
+		for _, k := range []string{AnnotationKeyVersion, AnnotationRotationToken} {
+			if v, ok := prev.Annotations[k]; ok {
+				ann[k] = v
+			}
+		}
+		secret := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace, Labels: dataKeyLabels(t.Name), Annotations: ann},
+			Type:       corev1.SecretTypeOpaque,
+			Data:       prev.Data,
+		}
+		if err := r.Create(ctx, secret, client.FieldOwner(fieldOwner)); err != nil {
+			return fmt.Errorf("take over data key %s as %s: %w", prevKey, key, err)
+		}
+		logf.FromContext(ctx).Info("Data key taken over from the earlier Tenant", "from", prevKey.String(), "secret", key.String())
+		r.Recorder.Eventf(t, nil, corev1.EventTypeNormal, "DataKeyTakenOver", "Provision",
+			"the data key of an earlier Tenant %s is taken over with its data, as %s", t.Name, key)
+	case err != nil:
+		return fmt.Errorf("get data key %s: %w", key, err)
+	case !ownsKey(&live, refOf(t)) || !maps.EqualFunc(live.Data, prev.Data, bytes.Equal):
+		// Not the copy a crashed pass made: the predecessor's key is left to the
+		// sweep (reconcileDataKey reports a foreign Secret).
+		return nil
+	}
+	uid := prev.UID
+	if err := r.Delete(ctx, &prev, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("delete the earlier Tenant's data key %s: %w", prevKey, err)
+	}
+	return nil
 }
 
 // rotateDataKey adds a key version, makes it active and records the token

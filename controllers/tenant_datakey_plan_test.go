@@ -89,3 +89,32 @@ func TestErasureLooksForTheKeyWhereItWasRecorded(t *testing.T) {
 		t.Fatalf("malformed record used: %v", got)
 	}
 }
+
+func TestEncryptionProgressBelievesOnlyAWellFormedReportWithinTheKey(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name   string
+		last   int32 // sealedVersion before
+		doc    string
+		sealed int32
+		full   bool
+	}{
+		{"no report yet", 0, "", 0, false},
+		{"pass under way", 0, `{"reportedAt":null,"activeVersion":2,"sealedVersion":0,"fullyEncrypted":false}`, 0, false},
+		{"pass under way after a rotation", 1, `{"reportedAt":null,"activeVersion":2,"sealedVersion":1,"fullyEncrypted":false}`, 1, false},
+		{"complete", 1, `{"reportedAt":null,"activeVersion":2,"sealedVersion":2,"fullyEncrypted":true}`, 2, true},
+		{"the worker's flag is not the operator's", 1, `{"reportedAt":null,"activeVersion":1,"sealedVersion":1,"fullyEncrypted":true}`, 1, false},
+		{"a version beyond the key's", 1, `{"reportedAt":null,"activeVersion":3,"sealedVersion":3,"fullyEncrypted":true}`, 1, false},
+		{"negative", 2, `{"reportedAt":null,"sealedVersion":-1}`, 2, true},
+		{"unknown field", 1, `{"reportedAt":null,"sealedVersion":2,"text":"x"}`, 1, false},
+		{"not JSON", 2, `sealed`, 2, true},
+	} {
+		got := encryptionProgress(&platformv1.EncryptionStatus{KeyVersion: 2, SealedVersion: c.last}, c.doc)
+		if got.SealedVersion != c.sealed || got.FullyEncrypted != c.full {
+			t.Errorf("%s: sealedVersion %d, fullyEncrypted %v; want %d, %v", c.name, got.SealedVersion, got.FullyEncrypted, c.sealed, c.full)
+		}
+	}
+	if encryptionProgress(nil, `{"sealedVersion":1}`) != nil {
+		t.Error("a report made status.encryption appear without a key")
+	}
+}

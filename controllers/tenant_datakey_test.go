@@ -16,12 +16,16 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 	"github.com/omniflowcrm/omniflow-operator/internal/datakey"
+	"github.com/omniflowcrm/omniflow-operator/internal/healthtable"
+	"github.com/omniflowcrm/omniflow-operator/internal/store"
+	"github.com/omniflowcrm/omniflow-operator/internal/workerreport"
 )
 
 // dataKey waits for the tenant's key Secret in the operator's namespace.
@@ -217,4 +221,59 @@ func TestALostDataKeyIsReportedAndNeverMadeAgain(t *testing.T) {
 		c := condition(getTenant(g, tn.Name), platformv1.ConditionStorageReady)
 		g.Expect(c.Reason).NotTo(Equal(platformv1.ReasonDataKeyMissing))
 	}, timeout, interval).Should(Succeed())
+}
+
+// The worker's encryption report becomes status.encryption: sealedVersion as the worker
+// reported it, fullyEncrypted when it is the key version in force. A store still being
+// encrypted (data from before encryption, or records under the version before a
+// rotation) leaves the tenant Ready and kstatus Current: the pass runs beside ingest.
+func TestTheWorkersEncryptionReportIsTheTenantsEncryptionStatus(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	tn := newTenant("enc-report")
+	createTenant(t, tn)
+	ns := tn.NamespaceName()
+	g.Eventually(func() error {
+		return k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: controllers.WorkerName}, &appsv1.Deployment{})
+	}, timeout, interval).Should(Succeed())
+	markWorkerUp(g, ns)
+	rep := &workerreport.EncryptionReporter{Client: workerClient(g, ns), Namespace: ns}
+	report := func(active, sealed datakey.Version) {
+		g.Eventually(func() error {
+			return rep.Report(ctx, store.EncryptionState{Encrypts: true, ActiveVersion: active, SealedVersion: sealed})
+		}, timeout, interval).Should(Succeed())
+	}
+	expect := func(keyVersion, sealed int32, full bool, why string) {
+		g.Eventually(func(g Gomega) {
+			got := getTenant(g, tn.Name)
+			g.Expect(got.Status.Encryption).NotTo(BeNil())
+			g.Expect(got.Status.Encryption.KeyVersion).To(Equal(keyVersion))
+			g.Expect(got.Status.Encryption.SealedVersion).To(Equal(sealed))
+			g.Expect(got.Status.Encryption.FullyEncrypted).To(Equal(full))
+			g.Expect(condition(got, platformv1.ConditionReady).Status).To(Equal(metav1.ConditionTrue))
+			g.Expect(healthtable.Check(got)).To(Succeed())
+		}, timeout, interval).Should(Succeed(), why)
+	}
+
+	// A store that held data before encryption: its pass is under way.
+	report(1, 0)
+	expect(1, 0, false, "a pass under way: not fully encrypted, and Ready")
+	report(1, 1)
+	expect(1, 1, true, "the pass completed")
+
+	// A rotation: until the worker's pass reached version 2, the tenant is not fully
+	// encrypted, whatever the last report said.
+	got := getTenant(g, tn.Name)
+	patch := client.MergeFrom(got.DeepCopy())
+	got.Spec.Encryption.RotationToken = "2026-12"
+	g.Expect(k8s.Patch(ctx, got, patch)).To(Succeed())
+	expect(2, 1, false, "rotated: records under version 1 remain")
+
+	// A report of a version the key does not have is not believed.
+	report(3, 3)
+	pokeTenant(g, tn.Name)
+	expect(2, 1, false, "a version beyond the key's is ignored")
+
+	report(2, 2)
+	expect(2, 2, true, "the pass after the rotation completed")
 }

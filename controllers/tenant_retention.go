@@ -40,7 +40,8 @@ func desiredWorkerReport(t *platformv1.Tenant) *corev1ac.ConfigMapApplyConfigura
 }
 
 // reconcileRetention ensures the report ConfigMap and shows the policy in force and
-// its last run in status, and the worker's shared-files counts (status.files).
+// its last run in status, the worker's shared-files counts (status.files) and how far
+// its encryption pass got (status.encryption.sealedVersion).
 func (r *TenantReconciler) reconcileRetention(ctx context.Context, t *platformv1.Tenant) (*ctrl.Result, error) {
 	cm := &corev1.ConfigMap{}
 	key := types.NamespacedName{Namespace: t.NamespaceName(), Name: platformv1.WorkerReportName}
@@ -53,6 +54,7 @@ func (r *TenantReconciler) reconcileRetention(ctx context.Context, t *platformv1
 	}
 	t.Status.Retention = retentionStatus(t, cm.Data[platformv1.WorkerReportRetentionKey])
 	t.Status.Files = filesStatus(cm.Data[platformv1.WorkerReportMediaKey], t.Status.Files)
+	t.Status.Encryption = encryptionProgress(t.Status.Encryption, cm.Data[platformv1.WorkerReportEncryptionKey])
 	return nil, nil
 }
 

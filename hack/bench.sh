@@ -5,7 +5,9 @@
 # prints figures. FRONTDOOR=0 skips the front door phase. MEDIA=0 skips the media phases:
 # the webhook path with media deliveries against text (the worker fetching the files
 # from a local Graph API and CDN meanwhile), and the worker's fetch throughput against a
-# plain HTTP download of the same files.
+# plain HTTP download of the same files. ENCRYPTION=0 skips the encryption phase: the same
+# durable worker without and with its data key (--data-key-file), each on a store of its
+# own, at every batch size (target: at least 0.9 of the throughput with the key).
 #
 #   CLIENTS=64 DURATION=10s BATCHES=1,10 USERS=5000 hack/bench.sh
 #
@@ -22,6 +24,7 @@ BATCHES=${BATCHES:-1,10}
 MAX_DELIVERIES=${MAX_DELIVERIES:-300000}
 FRONTDOOR=${FRONTDOOR:-1}
 MEDIA=${MEDIA:-1}
+ENCRYPTION=${ENCRYPTION:-1}
 MEDIA_SIZE=${MEDIA_SIZE:-32768}
 MEDIA_MAX_DELIVERIES=${MEDIA_MAX_DELIVERIES:-5000}
 FETCH_FILES=${FETCH_FILES:-200}
@@ -136,6 +139,15 @@ YAML
 	FRONTDOOR_ARGS=(--frontdoor "http://$ADDR" --frontdoor-pid "${PIDS[-1]}")
 	echo "front door on $ADDR, routing to the durable worker"
 fi
+ENCRYPTION_ARGS=()
+if [ "$ENCRYPTION" = 1 ]; then
+	"$WORK/loadgen" data-key >"$WORK/data-key.json"
+	start clear --data-dir "$WORK/data-clear"
+	ENCRYPTION_ARGS=(--clear "http://$ADDR" --clear-pid "${PIDS[-1]}")
+	start sealed --data-dir "$WORK/data-sealed" --data-key-file "$WORK/data-key.json"
+	ENCRYPTION_ARGS+=(--sealed "http://$ADDR" --sealed-pid "${PIDS[-1]}")
+	echo "encryption phase: workers without and with a data key on ${ENCRYPTION_ARGS[1]} and ${ENCRYPTION_ARGS[5]}"
+fi
 echo "machine: $(nproc) cores, $(uname -sr), $(go version | cut -d' ' -f3)"
 # The ratio is only meaningful on a quiet machine: record how busy it was.
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -144,7 +156,7 @@ echo
 "$WORK/loadgen" --target "http://$DURABLE" --baseline "http://$BASELINE" --clients "$CLIENTS" \
 	--batches "$BATCHES" --duration "$DURATION" --warmup "$WARMUP" --max-deliveries "$MAX_DELIVERIES" \
 	--users "$USERS" --secret bench_app_secret --channel wa --phone-number-id 123456789012345 \
-	--target-pid "$DURABLE_PID" --baseline-pid "$BASELINE_PID" "${FRONTDOOR_ARGS[@]}" "${MEDIA_ARGS[@]}"
+	--target-pid "$DURABLE_PID" --baseline-pid "$BASELINE_PID" "${FRONTDOOR_ARGS[@]}" "${MEDIA_ARGS[@]}" "${ENCRYPTION_ARGS[@]}"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 if command -v curl >/dev/null; then

@@ -15,6 +15,9 @@ const (
 	// WorkerReportMediaKey holds the worker's shared-files state (fetch queue, stored
 	// bytes, channels whose token was refused), a workerreport.Media in JSON.
 	WorkerReportMediaKey = "media"
+	// WorkerReportEncryptionKey holds how far the worker's encryption pass brought the
+	// tenant's store (active and sealed key versions), a workerreport.Encryption in JSON.
+	WorkerReportEncryptionKey = "encryption"
 )
 
 // RetentionRunResult is the outcome of one retention run.

@@ -355,6 +355,24 @@ type EncryptionStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=63
 	RotationToken string `json:"rotationToken,omitempty"`
+
+	// sealedVersion is the key version every record of the tenant's store is
+	// sealed under, as the worker last reported it: the version its last
+	// complete encryption pass brought the store to. Absent (0) until a pass
+	// completed: a store that held data before encryption was turned on, or
+	// one whose pass after a rotation is still under way, holds records in
+	// clear or under an older version meanwhile.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	SealedVersion int32 `json:"sealedVersion,omitempty"`
+
+	// fullyEncrypted is true when every stored record is sealed under the key
+	// version new records are sealed with (sealedVersion equals keyVersion).
+	// False while the worker's background pass encrypts data stored before
+	// encryption, or re-seals records after a rotation: the tenant is Ready
+	// meanwhile, since the pass runs alongside ingest.
+	// +optional
+	FullyEncrypted bool `json:"fullyEncrypted,omitempty"`
 }
 
 // StorageStatus records the storage created for a tenant.
@@ -428,6 +446,7 @@ type ErasureStep struct {
 // +kubebuilder:printcolumn:name="Erasure-Deadline",type=string,JSONPath=`.status.erasureDeadline`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Display-Name",type=string,JSONPath=`.spec.displayName`,priority=1
+// +kubebuilder:printcolumn:name="Encrypted",type=boolean,JSONPath=`.status.encryption.fullyEncrypted`,priority=1
 type Tenant struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -152,7 +152,7 @@ func numberChangeThenErasure(t *testing.T, env, storeArgs []string, dataDir, dsn
 	if err := <-w.done; err != nil {
 		t.Fatalf("worker exit: %v\n%s", err, w.log())
 	}
-	st, err := ingest.OpenStore(context.Background(), dataDir, dsn, false, nil)
+	st, err := ingest.OpenStore(context.Background(), dataDir, dsn, false, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

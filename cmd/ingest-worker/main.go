@@ -2,7 +2,7 @@
 //
 //	ingest-worker serve  --listen ADDR --data-dir DIR --namespace NS --tenant NAME   (in a cluster)
 //	ingest-worker serve  --listen ADDR --data-dir DIR --channels FILE                (standalone)
-//	ingest-worker export --data-dir DIR [--subject ID] [--platform P] [--files DIR]
+//	ingest-worker export --data-dir DIR [--subject ID] [--platform P] [--files DIR] [--data-key-file FILE]
 package main
 
 import (
@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/omniflowcrm/omniflow-operator/internal/datakey"
 	"github.com/omniflowcrm/omniflow-operator/internal/ingest"
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
@@ -26,7 +27,7 @@ import (
 const usage = `usage:
   ingest-worker serve  --listen ADDR --data-dir DIR --namespace NS --tenant NAME [flags]
   ingest-worker serve  --listen ADDR --data-dir DIR --channels FILE [flags]
-  ingest-worker export --data-dir DIR [--subject ID] [--platform WhatsApp|Messenger|Instagram] [--files DIR]
+  ingest-worker export --data-dir DIR [--subject ID] [--platform WhatsApp|Messenger|Instagram] [--files DIR] [--data-key-file FILE]
 Run "ingest-worker CMD -h" for the flags of a command.
 `
 
@@ -62,6 +63,18 @@ func newLogger(v int) logr.Logger {
 	return logr.FromSlogHandler(h)
 }
 
+// exportError says why records could not be exported: a sealed store needs the key it
+// was sealed under.
+func exportError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrKeyUnavailable):
+		return fmt.Errorf("export: cannot open the stored records: key unavailable (give --data-key-file or --data-key-secret; a destroyed key cannot be given): %w", err)
+	case errors.Is(err, datakey.ErrAuthentication), errors.Is(err, datakey.ErrUnknownVersion):
+		return fmt.Errorf("export: cannot open the stored records: a record does not authenticate under this key (another tenant's key, or tampered): %w", err)
+	}
+	return fmt.Errorf("export: %w", err)
+}
+
 // export prints every stored record (or one subject's) as JSON lines: the right of access
 // and portability, and how tests look inside a store.
 func export(args []string, stdout io.Writer) error {
@@ -71,6 +84,8 @@ func export(args []string, stdout io.Writer) error {
 	subject := fs.String("subject", "", "only this end user's records: WhatsApp wa_id or business-scoped id, PSID or IGSID")
 	platform := fs.String("platform", "", "restrict --subject to one platform (WhatsApp, Messenger, Instagram)")
 	filesDir := fs.String("files", "", "also write the bytes of every exported fetched file into this directory, named by their storedSHA256")
+	keyFile := fs.String("data-key-file", "", "file holding the tenant's data key Secret's data as JSON (kubectl get secret NAME -o jsonpath='{.data}'): opens a sealed store, or a copy of one, without an API server")
+	keySecret := fs.String("data-key-secret", os.Getenv(envDataKeySecret), "the tenant's data key Secret as namespace/name, read with the in-cluster client (default $"+envDataKeySecret+", which the worker's pod has)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -84,7 +99,13 @@ func export(args []string, stdout io.Writer) error {
 	default:
 		return fmt.Errorf("--platform %q: want WhatsApp, Messenger or Instagram", *platform)
 	}
-	st, err := ingest.OpenStore(context.Background(), *dataDir, dsn, true, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	keys, err := exportKeys(ctx, *keyFile, *keySecret, newLogger(0))
+	if err != nil {
+		return err
+	}
+	st, err := ingest.OpenStore(ctx, *dataDir, dsn, true, nil, store.NewKeys(keys))
 	if err != nil {
 		return err
 	}
@@ -110,7 +131,7 @@ func export(args []string, stdout io.Writer) error {
 		}
 		return enc.Encode(r)
 	}); err != nil {
-		return fmt.Errorf("export: %w", err)
+		return exportError(err)
 	}
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("write export: %w", err)

@@ -68,3 +68,55 @@ func TestPostgresStore(t *testing.T) {
 		t.Fatalf("export without a DSN: %v %s", err, msg)
 	}
 }
+
+// Issue 17 on PostgreSQL: a worker with a key seals what it stores (a dump of the
+// database holds no fixture string), export with the key reads it back, and export with
+// another key fails with the reason.
+func TestPostgresStoreWithAKey(t *testing.T) {
+	if err := pgtest.CheckServer(); err != nil {
+		t.Fatal(err)
+	}
+	dsn := pgtest.FreshDatabase(t)
+	env := []string{envPostgresDSN + "=" + dsn}
+	dir := t.TempDir()
+	channels := filepath.Join(dir, "channels.yaml")
+	if err := os.WriteFile(channels, []byte(channelsYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key, other := keyFile(t, dir, "key.json"), keyFile(t, dir, "other.json")
+	w := startWorkerWith(t, env, "--store", "postgres", "--channels", channels, "--data-key-file", key)
+	if code, err := post(w.addr, encDelivery(encMsg, encText)); err != nil || code != 200 {
+		t.Fatalf("delivery: %d %v\n%s", code, err, w.log())
+	}
+	stop(t, w)
+
+	dump, err := exec.Command("pg_dump", "--data-only", dsn).Output()
+	if err != nil {
+		t.Fatalf("pg_dump: %v", err)
+	}
+	if !bytes.Contains(dump, []byte("COPY")) {
+		t.Fatal("pg_dump printed no table data: the test would prove nothing")
+	}
+	for _, s := range []string{encText, encName, encWaID, encMsg} {
+		if bytes.Contains(dump, []byte(s)) {
+			t.Errorf("%q is in the dump in clear", s)
+		}
+	}
+
+	exportWith := func(args ...string) (string, string, error) {
+		cmd := exec.Command(workerBinary(t), append([]string{"export", "--store", "postgres"}, args...)...)
+		cmd.Env = append(os.Environ(), append(env, envDataKeySecret+"=")...)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		return out.String(), errOut.String(), err
+	}
+	out, errOut, err := exportWith("--data-key-file", key)
+	if err != nil || !strings.Contains(out, encText) || !strings.Contains(out, encMsg) {
+		t.Fatalf("export with the key: %v %s\n%s", err, errOut, out)
+	}
+	out, errOut, err = exportWith("--data-key-file", other)
+	if err == nil || !strings.Contains(errOut, "a record does not authenticate under this key") || strings.Contains(out, encText) {
+		t.Fatalf("export with another key: %v, stderr %q", err, errOut)
+	}
+}

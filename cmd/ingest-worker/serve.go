@@ -25,6 +25,7 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/forward"
 	"github.com/omniflowcrm/omniflow-operator/internal/ingest"
 	"github.com/omniflowcrm/omniflow-operator/internal/mediafetch"
+	"github.com/omniflowcrm/omniflow-operator/internal/reseal"
 	"github.com/omniflowcrm/omniflow-operator/internal/retention"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/subjecterasure"
@@ -56,10 +57,8 @@ type serveOptions struct {
 	storeKind      string
 	forwardKeyFile string
 	dataKeySecret  string
+	dataKeyFile    string
 	dataKeyWait    time.Duration
-	// dataKeys is the tenant's key ring, loaded and kept current, for the stores to
-	// seal and open records with (docs/encryption.md: they do not yet).
-	dataKeys datakey.Source
 }
 
 const (
@@ -114,7 +113,11 @@ func parseServe(args []string, getenv func(string) string) (*serveOptions, error
 	fs.DurationVar(&o.cfg.Media.DownloadTimeout, "media-download-timeout", mediafetch.DefaultDownloadTimeout, "time limit of one file's download")
 	fs.StringVar(&o.forwardKeyFile, "forward-key-file", "", "file holding this tenant's forwarding credential in hex (`frontdoor tenant-key`): the worker then accepts the parts a webhook front door forwards to "+forward.Path)
 	fs.StringVar(&o.dataKeySecret, "data-key-secret", getenv(envDataKeySecret), "in-cluster mode: the tenant's data key Secret as namespace/name; the worker does not start without it (default $"+envDataKeySecret+", which the operator sets)")
+	fs.StringVar(&o.dataKeyFile, "data-key-file", "", "standalone mode: file holding the tenant's data key Secret's data as JSON (kubectl get secret NAME -o jsonpath='{.data}'); without a key the store is kept in clear")
 	fs.DurationVar(&o.dataKeyWait, "data-key-wait", 2*time.Minute, "how long the worker waits at start for its data key before it fails")
+	fs.IntVar(&o.cfg.Reseal.BatchSize, "reseal-batch-size", reseal.DefaultBatchSize, "records the encryption pass seals or re-seals per transaction")
+	fs.DurationVar(&o.cfg.Reseal.Pause, "reseal-pause", reseal.DefaultPause, "pause between two batches of the encryption pass, which leaves the store to deliveries")
+	fs.DurationVar(&o.cfg.Reseal.Interval, "reseal-interval", reseal.DefaultInterval, "how often the encryption pass checks the store when no key change woke it")
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity (1: one line per delivery, without personal data)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -132,6 +135,11 @@ func parseServe(args []string, getenv func(string) string) (*serveOptions, error
 		return nil, errors.New("--tenant/$" + envTenant + " is required in a cluster")
 	case !o.inCluster() && o.dataKeySecret != "":
 		return nil, errors.New("--data-key-secret is read from the cluster: it needs the in-cluster mode (no --channels)")
+	case o.inCluster() && o.dataKeyFile != "":
+		return nil, errors.New("--data-key-file is for standalone mode (--channels): in a cluster the key is the Secret --data-key-secret names")
+	}
+	if err := o.cfg.Reseal.Validate(); err != nil {
+		return nil, err
 	}
 	if o.dataKeySecret != "" {
 		if _, _, err := clusterkey.ParseRef(o.dataKeySecret); err != nil {
@@ -170,6 +178,12 @@ func serve(args []string) error {
 		}
 	} else {
 		err = fileSource(o, log)
+		if err == nil && o.dataKeyFile != "" {
+			var ring *datakey.Ring
+			if ring, err = readKeyFile(o.dataKeyFile); err == nil {
+				o.cfg.DataKeys = datakey.Static{R: ring}
+			}
+		}
 	}
 	if err == nil && o.forwardKeyFile != "" {
 		o.cfg.ForwardKey, err = forward.ReadKeyFile(o.forwardKeyFile)
@@ -232,6 +246,8 @@ func clusterSource(o *serveOptions, log logr.Logger) error {
 	o.cfg.Retention.Reporter = &workerreport.Retention{Client: c, Namespace: o.namespace}
 	// So is the media fetcher's state: queue figures and channels whose token needs a human.
 	o.cfg.Media.Reporter = &workerreport.MediaReporter{Client: c, Namespace: o.namespace}
+	// And how far the encryption pass brought the store.
+	o.cfg.Reseal.Reporter = &workerreport.EncryptionReporter{Client: c, Namespace: o.namespace}
 	o.cfg.Tasks = append(o.cfg.Tasks, func(ctx context.Context, st store.Store) {
 		p := &subjecterasure.Processor{
 			Client: c, RestConfig: rc, Namespace: o.namespace, Store: st, Clock: clock.RealClock{},
@@ -245,27 +261,17 @@ func clusterSource(o *serveOptions, log logr.Logger) error {
 }
 
 // loadDataKey starts the watch of the tenant's data key and waits until it is loaded.
-// Without its key the worker does not start: once the stores encrypt, a worker without
-// its key could only refuse deliveries or store them in clear, and the second must never
-// happen. Failing at start makes the cause plain (the pod's log and restarts) instead.
+// Without its key the worker does not start: it could only refuse deliveries or store
+// them in clear, and the second must never happen. Failing at start makes the cause
+// plain (the pod's log and restarts) instead.
 func loadDataKey(ctx context.Context, o *serveOptions, log logr.Logger) error {
-	ns, name, err := clusterkey.ParseRef(o.dataKeySecret)
+	w, err := watchDataKey(ctx, o.dataKeySecret, o.dataKeyWait, log.WithValues("tenant", o.tenant))
 	if err != nil {
-		return err
-	}
-	rc, err := config.GetConfig()
-	if err != nil {
-		return fmt.Errorf("kubernetes client config: %w", err)
-	}
-	w, err := clusterkey.New(clusterkey.Config{RestConfig: rc, Namespace: ns, Name: name, Log: log.WithValues("tenant", o.tenant)})
-	if err != nil {
-		return err
-	}
-	go func() { _ = w.Run(ctx) }()
-	if err := w.WaitLoaded(ctx, o.dataKeyWait); err != nil {
 		return fmt.Errorf("the worker does not start without its data key: %w", err)
 	}
-	o.dataKeys = w
+	o.cfg.DataKeys = w
+	// A rotation wakes the encryption pass at once.
+	o.cfg.Reseal.Changed = w.Changed()
 	return nil
 }
 

@@ -68,6 +68,10 @@ func TestParseServeModes(t *testing.T) {
 		{"stray argument", []string{"--data-dir=/d", "--channels=c.yaml", "extra"}, noenv, "unexpected", false, "", ""},
 		{"public base URL", []string{"--data-dir=/d", "--namespace=tenant-x", "--tenant=x", "--public-base-url=https://hooks.example.com/t/x"}, noenv, "", true, "tenant-x", "x"},
 		{"relative public base URL", []string{"--data-dir=/d", "--namespace=tenant-x", "--tenant=x", "--public-base-url=hooks.example.com"}, noenv, "--public-base-url", false, "", ""},
+		{"a key file standalone", []string{"--data-dir=/d", "--channels=c.yaml", "--data-key-file=k.json"}, noenv, "", false, "", ""},
+		{"a key file in a cluster", []string{"--data-dir=/d", "--namespace=tenant-x", "--tenant=x", "--data-key-file=k.json"}, noenv, "--data-key-file", false, "", ""},
+		{"a key Secret standalone", []string{"--data-dir=/d", "--channels=c.yaml", "--data-key-secret=ns/k"}, noenv, "--data-key-secret", false, "", ""},
+		{"no reseal batch", []string{"--data-dir=/d", "--channels=c.yaml", "--reseal-batch-size=0"}, noenv, "--reseal-batch-size", false, "", ""},
 		{"public base URL with a query", []string{"--data-dir=/d", "--namespace=tenant-x", "--tenant=x", "--public-base-url=https://h.example.com/?a=b"}, noenv, "--public-base-url", false, "", ""},
 	}
 	for _, tc := range tests {

@@ -16,6 +16,7 @@ import (
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/controllers"
+	"github.com/omniflowcrm/omniflow-operator/internal/datakey"
 	"github.com/omniflowcrm/omniflow-operator/internal/testenv"
 )
 
@@ -131,10 +132,16 @@ func TestATenantRecreatedUnderAnotherNamespaceLeavesNoOldData(t *testing.T) {
 		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pv), pv)).To(Succeed())
 		g.Expect(pv.Annotations).To(HaveKeyWithValue(controllers.AnnotationTenantUID, string(tn.UID)))
 	}, timeout, interval).Should(Succeed())
+	oldKey := keyOf(g, tn)
 	forceRemove(g, tn.Name)
 
 	again := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "moved"}, Spec: platformv1.TenantSpec{Namespace: "moved-elsewhere"}}
 	g.Expect(k8s.Create(ctx, again)).To(Succeed())
+	// It takes over no data, so it takes over no key: a fresh one, and the old key is
+	// an orphan like the old namespace.
+	newKey := keyOf(g, tenant(g, again.Name))
+	g.Expect(newKey.Data[datakey.IndexKey]).NotTo(Equal(oldKey.Data[datakey.IndexKey]))
+	g.Expect(newKey.Data["key-1"]).NotTo(Equal(oldKey.Data["key-1"]))
 	var found string
 	g.Eventually(func(g Gomega) {
 		found = orphanedAt(g, oldNS)
@@ -150,6 +157,7 @@ func TestATenantRecreatedUnderAnotherNamespaceLeavesNoOldData(t *testing.T) {
 	clock.SetTime(at.Add(orphanGrace + time.Second))
 	g.Eventually(gone(oldNS), timeout, interval).Should(BeTrue())
 	g.Eventually(gone(pv), timeout, interval).Should(BeTrue())
+	g.Eventually(gone(oldKey), timeout, interval).Should(BeTrue())
 	// The new Tenant's namespace is its own and stays.
 	g.Consistently(func() error {
 		return k8s.Get(ctx, types.NamespacedName{Name: "moved-elsewhere"}, &corev1.Namespace{})
@@ -222,17 +230,39 @@ func TestARecreatedTenantAdoptsItsOrphanedData(t *testing.T) {
 	tn := provisioned(t, g, "comeback", 24*time.Hour)
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tn.NamespaceName()}}
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "meta-app", Namespace: ns.Name}}
+	oldKey := keyOf(g, tn)
 	forceRemove(g, tn.Name)
 	g.Eventually(func(g Gomega) { g.Expect(orphanedAt(g, ns)).NotTo(BeEmpty()) }, timeout, interval).Should(Succeed())
+	g.Eventually(func(g Gomega) { g.Expect(orphanedAt(g, oldKey)).NotTo(BeEmpty()) }, timeout, interval).Should(Succeed(),
+		"the predecessor's key is an orphan until a Tenant takes it over")
 
 	again := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "comeback"}}
 	g.Expect(k8s.Create(ctx, again)).To(Succeed())
 	g.Eventually(func(g Gomega) { g.Expect(orphanedAt(g, ns)).To(BeEmpty()) }, timeout, interval).Should(Succeed())
 
+	// Issue 17: the data it takes over is sealed under the predecessor's key, so the
+	// key comes with it: the same ring under the new Tenant's name and mark, and the
+	// predecessor's Secret gone (never left for the sweep to destroy with the data's
+	// only key).
+	again = tenant(g, again.Name)
+	newKey := keyOf(g, again)
+	g.Expect(newKey.Data).To(Equal(oldKey.Data), "the predecessor's ring, not a fresh key")
+	g.Expect(newKey.Annotations).To(HaveKeyWithValue(controllers.AnnotationTenantUID, string(again.UID)))
+	g.Expect(newKey.Annotations).NotTo(HaveKey(controllers.AnnotationOrphanedAt))
+	g.Eventually(gone(oldKey), timeout, interval).Should(BeTrue())
+	g.Eventually(func(g Gomega) {
+		g.Expect(eventsAbout(g, again.Name)).To(ContainElement(HavePrefix("Normal DataKeyTakenOver: the data key of an earlier Tenant comeback is taken over")))
+		enc := tenant(g, again.Name).Status.Encryption
+		g.Expect(enc).NotTo(BeNil())
+		g.Expect(enc.KeySecret).To(Equal(operatorNamespace + "/" + newKey.Name))
+		g.Expect(enc.KeyVersion).To(Equal(int32(1)))
+	}, timeout, interval).Should(Succeed())
+
 	clock.SetTime(clock.Now().Add(10 * orphanGrace))
 	g.Consistently(func(g Gomega) {
 		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ns), ns)).To(Succeed())
 		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(secret), secret)).To(Succeed(), "the tenant's data is kept")
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(newKey), &corev1.Secret{})).To(Succeed(), "and the key it is sealed under")
 	}, 2*time.Second, interval).Should(Succeed())
 }
 

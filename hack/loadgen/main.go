@@ -35,6 +35,7 @@ type config struct {
 	durablePID, baselinePID int
 	frontdoorPID            int
 	media                   mediaConfig
+	encryption              encryptionConfig
 }
 
 func main() {
@@ -44,6 +45,12 @@ func main() {
 		token := fs.String("token", "bench-media-token", "the access token accepted")
 		_ = fs.Parse(os.Args[2:])
 		fail(serveMedia(*listen, *token, os.Stdout))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "data-key" {
+		if err := writeDataKey(os.Stdout); err != nil {
+			fail(err)
+		}
+		return
 	}
 	var c config
 	var batches string
@@ -69,6 +76,10 @@ func main() {
 	flag.IntVar(&c.media.fetchFiles, "fetch-files", 200, "files of the fetch throughput phase")
 	flag.IntVar(&c.media.fetchSize, "fetch-size", 1<<20, "bytes per file of the fetch throughput phase")
 	flag.IntVar(&c.media.concurrency, "media-concurrency", 4, "the worker's --media-concurrency, used by the plain download too")
+	flag.StringVar(&c.encryption.clear, "clear", "", "base URL of a durable worker without a data key, on a store of its own: runs the encryption phase with --sealed (loopback only; optional)")
+	flag.IntVar(&c.encryption.clearPID, "clear-pid", 0, "pid of the --clear worker, to report its CPU per delivery (optional)")
+	flag.StringVar(&c.encryption.sealed, "sealed", "", "base URL of the same durable worker with --data-key-file, on a store of its own (loopback only; optional)")
+	flag.IntVar(&c.encryption.sealedPID, "sealed-pid", 0, "pid of the --sealed worker (optional)")
 	flag.Parse()
 	for _, b := range strings.Split(batches, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(b))
@@ -83,6 +94,12 @@ func main() {
 	}
 	if c.media.server != "" {
 		targets = append(targets, c.media.server)
+	}
+	if (c.encryption.clear == "") != (c.encryption.sealed == "") {
+		fail(fmt.Errorf("--clear and --sealed: give both or neither"))
+	}
+	if c.encryption.clear != "" {
+		targets = append(targets, c.encryption.clear, c.encryption.sealed)
 	}
 	for _, u := range targets {
 		if err := loopbackOnly(u); err != nil {
@@ -264,6 +281,13 @@ func run(c config, out io.Writer) error {
 		ok, err := mediaPhases(c, client, out, &seq)
 		if err != nil {
 			return fmt.Errorf("media: %w", err)
+		}
+		verdict = verdict && ok
+	}
+	if c.encryption.clear != "" {
+		ok, err := encryptionPhases(c, client, out, &seq)
+		if err != nil {
+			return fmt.Errorf("encryption: %w", err)
 		}
 		verdict = verdict && ok
 	}

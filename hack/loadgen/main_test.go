@@ -122,3 +122,54 @@ func TestSerialVerdict(t *testing.T) {
 		}
 	}
 }
+
+// The encryption phase judges the sums of its off/on/on/off phases: at least 0.9 of
+// the throughput without the key, and no errors with it.
+func TestEncryptionVerdict(t *testing.T) {
+	t.Parallel()
+	run := func(n int64, errs int64) result { return result{deliveries: n, errors: errs, elapsed: time.Second} }
+	off := combine(run(1000, 0), run(800, 0)) // 900/s
+	for _, c := range []struct {
+		on   result
+		want bool
+	}{
+		{combine(run(850, 0), run(770, 0)), true},  // 810/s: 0.90
+		{combine(run(850, 0), run(760, 0)), false}, // 805/s: 0.89
+		{combine(run(900, 1), run(900, 0)), false}, // an error with the key
+	} {
+		if ok, line := encryptionVerdict(1, off, c.on); ok != c.want {
+			t.Errorf("%s: verdict %v, want %v", line, ok, c.want)
+		}
+	}
+	if got := off.rate(); got != 900 {
+		t.Errorf("combined rate %.0f, want 900", got)
+	}
+}
+
+// The encryption phase's deliveries carry Meta-shaped ids that are distinct and do not
+// sort in arrival order.
+func TestMetaMessageIDs(t *testing.T) {
+	t.Parallel()
+	var seq atomic.Int64
+	seen := map[string]bool{}
+	prev, ordered := "", 0
+	for range 200 {
+		parsed, err := meta.ParseDelivery(bodyWithIDs("123456789012345", 10, 5000, &seq, metaMessageID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range parsed.Batch.Messages {
+			if seen[m.ID] || len(m.ID) < 20 || m.ID[:10] != "wamid.HBgL" {
+				t.Fatalf("message id %q repeated or not Meta-shaped", m.ID)
+			}
+			seen[m.ID] = true
+			if m.ID > prev {
+				ordered++
+			}
+			prev = m.ID
+		}
+	}
+	if ordered > len(seen)*3/4 {
+		t.Errorf("%d of %d ids sort after the one before: they follow arrival order", ordered, len(seen))
+	}
+}

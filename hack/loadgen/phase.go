@@ -112,6 +112,12 @@ func send(client *http.Client, endpoint string, secret, b []byte) (int, error) {
 // fresh wamids so that every message is new to the store; senders come from a pool of
 // users customers, each with a stable profile name.
 func body(phoneNumberID string, n int, users int64, seq *atomic.Int64) []byte {
+	return bodyWithIDs(phoneNumberID, n, users, seq, func(_ int64, id int64, i int) string { return fmt.Sprintf("wamid.LOAD%dx%d", id, i) })
+}
+
+// bodyWithIDs is body with the message ids msgID makes (of the user, the delivery's
+// sequence number and the message's index).
+func bodyWithIDs(phoneNumberID string, n int, users int64, seq *atomic.Int64, msgID func(user, id int64, i int) string) []byte {
 	id := seq.Add(1)
 	user := 447700000000 + id%max(users, 1)
 	var b bytes.Buffer
@@ -122,7 +128,7 @@ func body(phoneNumberID string, n int, users int64, seq *atomic.Int64) []byte {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		fmt.Fprintf(&b, `{"from":"%d","id":"wamid.LOAD%dx%d","timestamp":"%d","type":"text","text":{"body":"Hello, is my order %d shipped yet? Message %d of a benchmark batch."}}`, user, id, i, ts, id, i)
+		fmt.Fprintf(&b, `{"from":"%d","id":%q,"timestamp":"%d","type":"text","text":{"body":"Hello, is my order %d shipped yet? Message %d of a benchmark batch."}}`, user, msgID(user, id, i), ts, id, i)
 	}
 	b.WriteString(`]},"field":"messages"}]}]}`)
 	return b.Bytes()

@@ -55,6 +55,9 @@ type Watcher struct {
 	err    error         // why there is no ring (nil while loading for the first time)
 	loaded chan struct{} // closed at the first load
 	once   sync.Once
+	// changed gets a signal (never blocking, at most one pending) whenever the
+	// ring's versions change: a rotation, for the encryption pass.
+	changed chan struct{}
 }
 
 var _ datakey.Source = (*Watcher)(nil)
@@ -68,7 +71,7 @@ func New(cfg Config) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create clientset: %w", err)
 	}
-	return &Watcher{cfg: cfg, clientset: cs, loaded: make(chan struct{})}, nil
+	return &Watcher{cfg: cfg, clientset: cs, loaded: make(chan struct{}), changed: make(chan struct{}, 1)}, nil
 }
 
 func (w *Watcher) ref() string { return w.cfg.Namespace + "/" + w.cfg.Name }
@@ -89,6 +92,10 @@ func (w *Watcher) Ring() (*datakey.Ring, error) {
 
 // Loaded is closed once a ring has been loaded.
 func (w *Watcher) Loaded() <-chan struct{} { return w.loaded }
+
+// Changed signals each change of the ring's versions (a rotation); a reader that
+// lags sees one signal for several changes.
+func (w *Watcher) Changed() <-chan struct{} { return w.changed }
 
 // WaitLoaded waits until a ring is loaded, ctx ends or timeout passes; the error says
 // why the key could not be had (the Secret missing, the watch refused).
@@ -157,6 +164,10 @@ func (w *Watcher) update(obj any) {
 	}
 	if w.ring == nil || w.ring.ActiveVersion() != ring.ActiveVersion() || len(w.ring.Versions()) != len(ring.Versions()) {
 		w.cfg.Log.Info("Data key loaded", "secret", w.ref(), "keyVersion", ring.ActiveVersion(), "versions", len(ring.Versions()))
+		select {
+		case w.changed <- struct{}{}:
+		default:
+		}
 	}
 	w.ring, w.err = ring, nil
 	w.once.Do(func() { close(w.loaded) })

@@ -14,7 +14,9 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/channels"
+	"github.com/omniflowcrm/omniflow-operator/internal/datakey"
 	"github.com/omniflowcrm/omniflow-operator/internal/mediafetch"
+	"github.com/omniflowcrm/omniflow-operator/internal/reseal"
 	"github.com/omniflowcrm/omniflow-operator/internal/retention"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
 	"github.com/omniflowcrm/omniflow-operator/internal/store/postgres"
@@ -75,15 +77,24 @@ type ServeConfig struct {
 	// new files. Serve fills in the store, the channels, the metrics and the log.
 	MediaFetch bool
 	Media      mediafetch.Config
-	Log        logr.Logger
+	// DataKeys is the tenant's key ring: the store seals what it stores under it
+	// (docs/encryption.md). Nil stores in clear (standalone and development only).
+	DataKeys datakey.Source
+	// Reseal configures the encryption pass that runs while DataKeys is set: it
+	// brings what was stored in clear, or under an older key version, under the
+	// active one; zero fields take the defaults. Serve fills in the store, the
+	// metrics and the log.
+	Reseal reseal.Config
+	Log    logr.Logger
 }
 
 // OpenStore opens the store a worker configuration names: PostgreSQL when postgresDSN
 // is set, else SQLite in dataDir; read-only for export. metrics, if not nil, observes
-// every commit.
-func OpenStore(ctx context.Context, dataDir, postgresDSN string, readOnly bool, metrics *Metrics) (store.Store, error) {
+// every commit. keys, if not nil, seal what is stored (docs/encryption.md); nil keeps it
+// in clear.
+func OpenStore(ctx context.Context, dataDir, postgresDSN string, readOnly bool, metrics *Metrics, keys *store.Keys) (store.Store, error) {
 	if postgresDSN != "" {
-		opts := postgres.Options{ReadOnly: readOnly}
+		opts := postgres.Options{ReadOnly: readOnly, Keys: keys}
 		if metrics != nil {
 			opts.Observer = metrics
 		}
@@ -93,7 +104,7 @@ func OpenStore(ctx context.Context, dataDir, postgresDSN string, readOnly bool, 
 		}
 		return st, nil
 	}
-	opts := sqlite.Options{ReadOnly: readOnly}
+	opts := sqlite.Options{ReadOnly: readOnly, Keys: keys}
 	if metrics != nil {
 		opts.Observer = metrics
 	}
@@ -136,6 +147,19 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	}
 	log := cfg.Log.WithValues("tenant", cfg.Tenant)
 	metrics := NewMetrics()
+	keys := store.NewKeys(cfg.DataKeys)
+	if !cfg.VerifyOnly {
+		if err := logEncryption(log, cfg.DataKeys); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		if keys.Enabled() {
+			cfg.Reseal = cfg.Reseal.WithDefaults()
+			if err := cfg.Reseal.Validate(); err != nil {
+				return fmt.Errorf("serve: %w", err)
+			}
+			cfg.Tasks = append(cfg.Tasks[:len(cfg.Tasks):len(cfg.Tasks)], resealTask(cfg.Reseal, metrics, log))
+		}
+	}
 	if cfg.Retention.MaxAge > 0 && !cfg.VerifyOnly {
 		cfg.Tasks = append(cfg.Tasks[:len(cfg.Tasks):len(cfg.Tasks)], retentionTask(cfg.Retention, metrics, log))
 	}
@@ -166,9 +190,13 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	var st store.Store
 	if !cfg.VerifyOnly {
 		var err error
-		if st, err = OpenStore(ctx, cfg.DataDir, cfg.PostgresDSN, false, metrics); err != nil {
+		if st, err = OpenStore(ctx, cfg.DataDir, cfg.PostgresDSN, false, metrics, keys); err != nil {
 			_ = httpSrv.Close()
 			return fmt.Errorf("open store: %w", err)
+		}
+		if err := CheckKey(ctx, st); err != nil {
+			_ = httpSrv.Close()
+			return errors.Join(err, st.Close())
 		}
 	}
 	closeStore := func() error {

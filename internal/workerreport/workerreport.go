@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,6 +18,7 @@ import (
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 	"github.com/omniflowcrm/omniflow-operator/internal/retention"
+	"github.com/omniflowcrm/omniflow-operator/internal/store"
 )
 
 // Retention publishes retention runs (a retention.Reporter).
@@ -43,6 +45,47 @@ type MediaReporter struct {
 // Report writes m into the report ConfigMap's media key.
 func (r *MediaReporter) Report(ctx context.Context, m Media) error {
 	return patchKey(ctx, r.Client, r.Namespace, platformv1.WorkerReportMediaKey, m)
+}
+
+// EncryptionReporter publishes the encryption pass's state (a reseal.Reporter).
+type EncryptionReporter struct {
+	// Client acts as the worker's ServiceAccount.
+	Client    client.Client
+	Namespace string
+	// Now stamps the report; nil means time.Now.
+	Now func() time.Time
+}
+
+// Report writes s into the report ConfigMap's encryption key.
+func (r *EncryptionReporter) Report(ctx context.Context, s store.EncryptionState) error {
+	now := time.Now
+	if r.Now != nil {
+		now = r.Now
+	}
+	return patchKey(ctx, r.Client, r.Namespace, platformv1.WorkerReportEncryptionKey, EncryptionOf(s, now()))
+}
+
+// Encryption is how far the tenant's store is encrypted, as the worker reports it under
+// platformv1.WorkerReportEncryptionKey: key versions only, never key material. The
+// operator copies it into the Tenant's status.encryption.
+type Encryption struct {
+	ReportedAt metav1.Time `json:"reportedAt"`
+	// ActiveVersion is the key version new records are sealed under; 0 when the
+	// store does not encrypt.
+	ActiveVersion int64 `json:"activeVersion"`
+	// SealedVersion is the version every stored record was brought to by the last
+	// complete pass; 0 until a pass completed.
+	SealedVersion int64 `json:"sealedVersion"`
+	// FullyEncrypted: every record is sealed under the active version.
+	FullyEncrypted bool `json:"fullyEncrypted"`
+}
+
+// EncryptionOf is the report of a store's state at now.
+func EncryptionOf(s store.EncryptionState, now time.Time) Encryption {
+	return Encryption{
+		ReportedAt:    metav1.NewTime(now),
+		ActiveVersion: int64(s.ActiveVersion), SealedVersion: int64(s.SealedVersion), FullyEncrypted: s.FullyEncrypted(),
+	}
 }
 
 // patchKey writes doc, as JSON, under one key of the report ConfigMap.

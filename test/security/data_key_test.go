@@ -105,6 +105,8 @@ func TestTheWorkerFollowsItsKeyThroughRotationAndDestruction(t *testing.T) {
 	ring, err := w.Ring()
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(ring.ActiveVersion()).To(Equal(datakey.Version(1)))
+	// The first load signalled a change (the encryption pass's wake-up): drain it.
+	g.Expect(w.Changed()).To(Receive())
 	id := datakey.Identity("messages", "m1")
 	sealed, err := ring.Seal([]byte("before the rotation"), id)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -122,6 +124,7 @@ func TestTheWorkerFollowsItsKeyThroughRotationAndDestruction(t *testing.T) {
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(string(plain)).To(Equal("before the rotation"))
 	}, 10*time.Second, interval).Should(Succeed(), "a rotation is in force within seconds, old records still readable")
+	g.Expect(w.Changed()).To(Receive(), "the rotation wakes the encryption pass")
 
 	// Erasure: the key is destroyed first, and the worker can read nothing any more.
 	g.Expect(admin.Get(ctx, types.NamespacedName{Name: "sec-key-life"}, &tn)).To(Succeed())

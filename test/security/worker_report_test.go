@@ -44,7 +44,7 @@ func TestWorkerWritesItsMediaReportAndNothingElseInTheReport(t *testing.T) {
 
 	refused := func(err error, what string) {
 		denied(g, err, what)
-		g.ExpectWithOffset(1, err.Error()).To(ContainSubstring("may only write the keys retention (at most 4096 bytes) and media (at most 16384 bytes)"), what)
+		g.ExpectWithOffset(1, err.Error()).To(ContainSubstring("may only write the keys retention (at most 4096 bytes), media (at most 16384 bytes) and encryption (at most 1024 bytes)"), what)
 	}
 	refused(patch(map[string]any{"files": "x"}), "write another key")
 	refused(patch(map[string]any{platformv1.WorkerReportMediaKey: string(doc), "media2": string(doc)}), "write another key beside media")
@@ -54,7 +54,13 @@ func TestWorkerWritesItsMediaReportAndNothingElseInTheReport(t *testing.T) {
 	g.Expect(patch(map[string]any{platformv1.WorkerReportMediaKey: strings.Repeat("x", 16384)})).To(Succeed())
 	g.Expect(patch(map[string]any{platformv1.WorkerReportMediaKey: string(doc)})).To(Succeed())
 
+	// The encryption report: two key versions and a flag, 1 KiB at most.
+	enc, err := json.Marshal(workerreport.Encryption{ReportedAt: at, ActiveVersion: 2, SealedVersion: 1})
+	g.Expect(err).NotTo(HaveOccurred())
+	refused(patch(map[string]any{platformv1.WorkerReportEncryptionKey: strings.Repeat("x", 1025)}), "write an encryption report over 1 KiB")
+	g.Expect(patch(map[string]any{platformv1.WorkerReportEncryptionKey: string(enc)})).To(Succeed())
+
 	var cm corev1.ConfigMap
 	g.Expect(admin.Get(ctx, key, &cm)).To(Succeed())
-	g.Expect(cm.Data).To(Equal(map[string]string{platformv1.WorkerReportMediaKey: string(doc)}))
+	g.Expect(cm.Data).To(Equal(map[string]string{platformv1.WorkerReportMediaKey: string(doc), platformv1.WorkerReportEncryptionKey: string(enc)}))
 }

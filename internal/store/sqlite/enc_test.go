@@ -377,3 +377,117 @@ func TestRotationMidPassRestartsTowardTheNewVersion(t *testing.T) {
 		t.Fatal("under version 2 alone the store reads differently")
 	}
 }
+
+// A store migrated from clear keeps no clear remnant anywhere in its files: not in
+// the unused space of pages that split or moved while the pass rewrote their rows,
+// nor in the WAL frames the pass wrote. The store counts as fully encrypted only
+// once the file has been rewritten, and a pass cut short before that rewrite
+// finishes it on the next call.
+func TestMigratedStoreLeavesNoClearRemnant(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openFiles(t, dir, Options{})
+	// Enough rows, of growing size, that pages split while they are written and again
+	// while the pass rewrites them larger (sealed documents are longer).
+	var texts []string
+	for i := range 400 {
+		m := wamsg(fmt.Sprintf("m-remnant-%03d", i))
+		m.Subject = fmt.Sprintf("u-remnant-%03d", i%37)
+		m.Text = fmt.Sprintf("remnant-text-%03d %s", i, bytes.Repeat([]byte("x"), i%150))
+		texts = append(texts, fmt.Sprintf("remnant-text-%03d", i))
+		if _, err := s.Commit(ctx, &meta.Batch{Messages: []meta.Message{m}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data := storetest.NewKeyData(t)
+	s = openFiles(t, dir, Options{Keys: storetest.KeysOf(t, data)})
+	for {
+		_, done, err := s.Reseal(ctx, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			break
+		}
+	}
+	st, err := s.EncryptionState(ctx)
+	if err != nil || !st.FullyEncrypted() {
+		t.Fatalf("after the pass: %+v, %v; want fully encrypted", st, err)
+	}
+	// Taken while the store is open, as a volume snapshot would be.
+	raw := encBackend().Raw(t, dir)
+	for _, txt := range texts {
+		if bytes.Contains(raw, []byte(txt)) {
+			t.Fatalf("the migrated store's files still hold %q in clear", txt)
+		}
+	}
+	if bytes.Contains(raw, []byte("m-remnant-")) || bytes.Contains(raw, []byte("u-remnant-")) {
+		t.Fatal("the migrated store's files still hold a clear identifier")
+	}
+	if d := storetest.Export(t, s, nil); len(d.Messages) != len(texts) {
+		t.Errorf("export after the compaction: %d messages, want %d", len(d.Messages), len(texts))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A pass that sealed everything but was stopped before the file was rewritten is not
+// fully encrypted, and the next Reseal rewrites it.
+func TestCompactionPendingIsFinishedByTheNextReseal(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openFiles(t, dir, Options{})
+	for i := range 50 {
+		m := wamsg(fmt.Sprintf("m-pending-%02d", i))
+		m.Text = fmt.Sprintf("pending-text-%02d", i)
+		if _, err := s.Commit(ctx, &meta.Batch{Messages: []meta.Message{m}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data := storetest.NewKeyData(t)
+	s = openFiles(t, dir, Options{Keys: storetest.KeysOf(t, data)})
+	// Seal everything, then put the state back to "compaction pending", as a crash
+	// between the last batch and the rewrite leaves it.
+	for {
+		_, done, err := s.Reseal(ctx, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			break
+		}
+	}
+	if err := s.submit(ctx, func(ctx context.Context, t *txn) error {
+		_, err := t.tx.ExecContext(ctx, `UPDATE encryption SET compact = 1`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s.EncryptionState(ctx); err != nil || st.FullyEncrypted() {
+		t.Fatalf("with the rewrite pending: %+v, %v; want not fully encrypted", st, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openFiles(t, dir, Options{Keys: storetest.KeysOf(t, data)})
+	defer s.Close()
+	if _, done, err := s.Reseal(ctx, 10); err != nil || !done {
+		t.Fatalf("Reseal with the rewrite pending: done %v, %v", done, err)
+	}
+	if st, err := s.EncryptionState(ctx); err != nil || !st.FullyEncrypted() {
+		t.Fatalf("after the rewrite: %+v, %v; want fully encrypted", st, err)
+	}
+	var compact bool
+	if err := s.r.QueryRow(`SELECT compact FROM encryption`).Scan(&compact); err != nil || compact {
+		t.Fatalf("compact flag after the rewrite: %v, %v", compact, err)
+	}
+}

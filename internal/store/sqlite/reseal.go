@@ -28,7 +28,10 @@ import (
 // last complete pass brought everything to (0: none); clear_ids is 1 while
 // identifiers in clear may remain; target_version, tbl and after_id are the position
 // of the pass in progress (the version it works toward, the table it is in, the last
-// rowid it finished), so that it resumes there after a crash.
+// rowid it finished), so that it resumes there after a crash. compact is 1 once a
+// pass over records stored in clear has sealed them all, until the database file has
+// been rewritten (compactAfterMigration): until then the file may still hold clear
+// remnants, and the store does not count as fully encrypted.
 const encryptionSchema = `
 CREATE TABLE IF NOT EXISTS encryption (
 	id             INTEGER PRIMARY KEY CHECK (id = 1),
@@ -36,7 +39,8 @@ CREATE TABLE IF NOT EXISTS encryption (
 	clear_ids      INTEGER NOT NULL DEFAULT 1,
 	target_version INTEGER NOT NULL DEFAULT 0,
 	tbl            TEXT NOT NULL DEFAULT '',
-	after_id       INTEGER NOT NULL DEFAULT 0
+	after_id       INTEGER NOT NULL DEFAULT 0,
+	compact        INTEGER NOT NULL DEFAULT 0
 );
 `
 
@@ -154,12 +158,13 @@ type passState struct {
 	clearIDs       bool
 	tbl            string
 	after          int64
+	compact        bool
 }
 
 func readPass(ctx context.Context, q rowQuerier) (passState, error) {
 	var p passState
-	err := q.QueryRowContext(ctx, `SELECT sealed_version, clear_ids, target_version, tbl, after_id FROM encryption`).
-		Scan(&p.sealed, &p.clearIDs, &p.target, &p.tbl, &p.after)
+	err := q.QueryRowContext(ctx, `SELECT sealed_version, clear_ids, target_version, tbl, after_id, compact FROM encryption`).
+		Scan(&p.sealed, &p.clearIDs, &p.target, &p.tbl, &p.after, &p.compact)
 	if err != nil {
 		return p, fmt.Errorf("read encryption state: %w", err)
 	}
@@ -181,7 +186,7 @@ func (s *Store) EncryptionState(ctx context.Context) (store.EncryptionState, err
 	if err != nil {
 		return st, err
 	}
-	if !p.clearIDs {
+	if !p.clearIDs && !p.compact {
 		st.SealedVersion = p.sealed
 	}
 	return st, nil
@@ -215,7 +220,88 @@ func (s *Store) Reseal(ctx context.Context, limit int) (changed int, done bool, 
 		s.mixed.Store(false)
 	}
 	s.removeUnreferenced(ctx, unref)
+	if done {
+		if err := s.compactAfterMigration(ctx); err != nil {
+			return changed, false, err
+		}
+	}
 	return changed, done, nil
+}
+
+// compactAfterMigration rewrites the database file once a pass has sealed a store
+// that held records in clear, if it has not been rewritten since. Sealing a record
+// rewrites its row, but SQLite leaves what a page held before in the page's unused
+// space when a page splits or a cell moves (secure_delete zeroes deleted cells, not
+// those), and the pass's own WAL frames carry such pages: a copy of the file taken
+// later would still show clear text. VACUUM builds every page anew from the live,
+// sealed rows, and a TRUNCATE checkpoint then writes them over the old file, syncs
+// it, and empties the WAL. It runs once per migration (the store's whole size, with
+// deliveries held meanwhile), and is retried by the next Reseal if it fails.
+func (s *Store) compactAfterMigration(ctx context.Context) error {
+	p, err := readPass(ctx, s.r)
+	if err != nil || !p.compact {
+		return err
+	}
+	err = s.submitAlone(ctx, func(ctx context.Context, db *sql.DB) error {
+		s.ckptMu.Lock()
+		defer s.ckptMu.Unlock()
+		if err := vacuumOnDisk(ctx, db, s.dir); err != nil {
+			return err
+		}
+		if err := truncateWAL(ctx, db); err != nil {
+			return err
+		}
+		if _, err := db.ExecContext(ctx, `UPDATE encryption SET compact = 0`); err != nil {
+			return fmt.Errorf("record compaction: %w", err)
+		}
+		// The UPDATE's own frame is in the WAL now: fold it in too, so that the
+		// record of the compaction is on disk when the caller hears of it.
+		return truncateWAL(ctx, db)
+	})
+	if err != nil {
+		return fmt.Errorf("compact the migrated store: %w", err)
+	}
+	return nil
+}
+
+// vacuumOnDisk runs VACUUM with its temporary copy of the database in dir, the
+// store's own volume: the writer keeps temporary data in memory (temp_store=MEMORY),
+// where VACUUM's copy would be as large as the store, and the worker's root file
+// system, where the default temporary directory is, is read-only. SQLite's
+// temporary directory is process-wide; the worker holds one store, and the setting
+// is put back to the default afterwards.
+func vacuumOnDisk(ctx context.Context, db *sql.DB, dir string) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("vacuum: %w", err)
+	}
+	defer conn.Close()
+	quoted := "'" + strings.ReplaceAll(dir, "'", "''") + "'"
+	if _, err := conn.ExecContext(ctx, "PRAGMA temp_store_directory = "+quoted); err != nil {
+		return fmt.Errorf("vacuum: temporary directory: %w", err)
+	}
+	defer func() { _, _ = conn.ExecContext(context.Background(), "PRAGMA temp_store_directory = ''") }()
+	if _, err := conn.ExecContext(ctx, "PRAGMA temp_store = FILE"); err != nil {
+		return fmt.Errorf("vacuum: temporary store: %w", err)
+	}
+	defer func() { _, _ = conn.ExecContext(context.Background(), "PRAGMA temp_store = MEMORY") }()
+	if _, err := conn.ExecContext(ctx, "VACUUM"); err != nil {
+		return fmt.Errorf("vacuum: %w", err)
+	}
+	return nil
+}
+
+// truncateWAL checkpoints the whole WAL into the database, syncs it and truncates the
+// WAL to nothing; a reader still using old frames makes it fail (busy), to be retried.
+func truncateWAL(ctx context.Context, db *sql.DB) error {
+	var busy, log, done int64
+	if err := db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &log, &done); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if busy != 0 {
+		return fmt.Errorf("checkpoint: readers still use the WAL (%d of %d frames copied)", done, log)
+	}
+	return nil
 }
 
 func (t *txn) resealBatch(ctx context.Context, limit int) (int, bool, error) {
@@ -272,10 +358,12 @@ func (t *txn) resealBatch(ctx context.Context, limit int) (int, bool, error) {
 	}
 	done := p.tbl == ""
 	if done {
+		// A pass over records that were stored in clear leaves the file to rewrite.
+		p.compact = p.compact || p.clearIDs
 		p.sealed, p.clearIDs, p.target, p.after = p.target, false, 0, 0
 	}
-	if _, err := t.tx.ExecContext(ctx, `UPDATE encryption SET sealed_version = ?, clear_ids = ?, target_version = ?, tbl = ?, after_id = ?`,
-		p.sealed, p.clearIDs, p.target, p.tbl, p.after); err != nil {
+	if _, err := t.tx.ExecContext(ctx, `UPDATE encryption SET sealed_version = ?, clear_ids = ?, target_version = ?, tbl = ?, after_id = ?, compact = ?`,
+		p.sealed, p.clearIDs, p.target, p.tbl, p.after, p.compact); err != nil {
 		return changed, false, fmt.Errorf("record reseal position: %w", err)
 	}
 	return changed, done, nil

@@ -84,7 +84,10 @@ type Store struct {
 	ckpt     *sql.DB
 	ckptKick chan struct{}
 	ckptDone chan struct{}
-	catchUp  atomic.Bool // the WAL is large: the writer should finish the checkpoint
+	// ckptMu keeps the background checkpoint out of the way of a TRUNCATE checkpoint
+	// (compactAfterMigration), which cannot run while another checkpoint does.
+	ckptMu  sync.Mutex
+	catchUp atomic.Bool // the WAL is large: the writer should finish the checkpoint
 
 	optimized time.Time // when the planner statistics were last refreshed (writer only)
 
@@ -101,9 +104,13 @@ var (
 type op func(ctx context.Context, tx *txn) error
 
 type request struct {
-	op   op
-	err  error // the op's result, set by the writer
-	done chan error
+	op op
+	// alone, if set instead of op, runs by itself on the writer's connection outside
+	// any transaction, once the groups before it are committed (VACUUM, which no
+	// transaction may hold).
+	alone func(ctx context.Context, db *sql.DB) error
+	err   error // the op's result, set by the writer
+	done  chan error
 }
 
 func dsn(path string, readOnly bool) string {
@@ -319,10 +326,14 @@ func (s *Store) Pragmas() (journalMode string, synchronous int, err error) {
 // If ctx ends first the caller stops waiting, but a queued op is still committed: that
 // is harmless, since a delivery answered with an error is redelivered and deduplicated.
 func (s *Store) submit(ctx context.Context, o op) error {
+	return s.send(ctx, &request{op: o, done: make(chan error, 1)})
+}
+
+// send queues r for the writer and waits for its answer.
+func (s *Store) send(ctx context.Context, r *request) error {
 	if s.readOnly {
 		return store.ErrReadOnly
 	}
-	r := &request{op: o, done: make(chan error, 1)}
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
@@ -366,12 +377,21 @@ func (s *Store) run() {
 	for r := range s.reqs {
 		// While the previous group waits for its sync, let the queue fill (walsync.go).
 		s.wal.waitTurn()
+		if r.alone != nil {
+			s.runAlone(r)
+			continue
+		}
 		group = append(group[:0], r)
+		var alone *request
 	fill:
 		for len(group) < s.opts.MaxGroup {
 			select {
 			case r, ok := <-s.reqs:
 				if !ok {
+					break fill
+				}
+				if r.alone != nil {
+					alone = r
 					break fill
 				}
 				group = append(group, r)
@@ -381,10 +401,27 @@ func (s *Store) run() {
 		}
 		s.commitGroup(group)
 		s.afterCommit()
+		if alone != nil {
+			s.wal.waitTurn()
+			s.runAlone(alone)
+		}
 		if time.Since(s.optimized) >= OptimizeInterval {
 			s.optimize()
 		}
 	}
+}
+
+// runAlone runs a request that needs the writer's connection outside a transaction
+// and answers it: what it writes is made durable by the request itself (a TRUNCATE
+// checkpoint syncs the database). Writer goroutine.
+func (s *Store) runAlone(r *request) {
+	r.done <- r.alone(context.Background(), s.w)
+}
+
+// submitAlone queues a request that runs alone on the writer's connection (see
+// request.alone) and waits for it.
+func (s *Store) submitAlone(ctx context.Context, f func(ctx context.Context, db *sql.DB) error) error {
+	return s.send(ctx, &request{alone: f, done: make(chan error, 1)})
 }
 
 // OptimizeInterval is how often the writer refreshes the planner statistics (PRAGMA
@@ -480,7 +517,10 @@ func (s *Store) checkpointer() {
 
 	for range s.ckptKick {
 		// A failed checkpoint is retried at the next kick; the data is safe in the WAL.
-		if log, _, err := checkpoint(s.ckpt); err == nil && log >= walCatchUp {
+		s.ckptMu.Lock()
+		log, _, err := checkpoint(s.ckpt)
+		s.ckptMu.Unlock()
+		if err == nil && log >= walCatchUp {
 			s.catchUp.Store(true)
 		}
 		time.Sleep(ckptInterval)

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/omniflowcrm/omniflow-operator/internal/datakey"
+)
+
+// The encryption phase (issue 17): the same durable SQLite worker with encryption at
+// rest off and on, side by side in one run, each on a store of its own: at batch 1 and
+// batch 10 the worker with its key must keep at least 0.9 of the throughput without.
+
+// encryptionTarget is the least on/off throughput ratio.
+const encryptionTarget = 0.90
+
+// encryptionConfig are the encryption phase's workers; empty URLs skip it.
+type encryptionConfig struct {
+	clear, sealed       string // base URLs of the worker without and with --data-key-file
+	clearPID, sealedPID int
+}
+
+// writeDataKey prints a new tenant ring as the worker's --data-key-file reads it (the
+// key Secret's data, as `kubectl get secret -o jsonpath='{.data}'` shows it).
+func writeDataKey(out io.Writer) error {
+	data, err := datakey.NewSecretData(rand.Reader, nil)
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(out).Encode(data)
+}
+
+// metaMessageID is a message id shaped like Meta's (wamid.HBgL, the sender's number,
+// then a random part): ids that do not sort in arrival order, so that the store's
+// message-id index is written all over in both phases, as it is in production. (The
+// serial stage's sequential ids all append at the index's end, which a keyed hash, by
+// design, never does: a comparison on them would charge the hash for the ids' order.)
+func metaMessageID(user, id int64, i int) string {
+	x := uint64(id)*1000 + uint64(i) //nolint:gosec // G115: a positive sequence number
+	// splitmix64: a cheap, well-spread permutation of the sequence number.
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	x ^= x >> 31
+	return fmt.Sprintf("wamid.HBgL%s%016X", base64.RawStdEncoding.EncodeToString(strconv.AppendInt(nil, user, 10)), x)
+}
+
+// combine adds up the phases of one target: deliveries over the total measured time.
+func combine(rs ...result) result {
+	out := rs[0]
+	out.lat = nil
+	out.deliveries, out.errors, out.elapsed = 0, 0, 0
+	for _, r := range rs {
+		out.deliveries += r.deliveries
+		out.errors += r.errors
+		out.elapsed += r.elapsed
+		out.lat = append(out.lat, r.lat...)
+	}
+	return out
+}
+
+// encryptionPhases runs, per batch size, off / on / on / off (so that a machine getting
+// busier, or a store growing, weighs on both alike) and judges the ratio of the sums.
+func encryptionPhases(c config, client *http.Client, out io.Writer, seq *atomic.Int64) (bool, error) {
+	fmt.Fprintf(out, "\nencryption at rest: the durable worker without and with its data key, each on its own store\n")
+	endpoint := func(base string) string { return strings.TrimSuffix(base, "/") + "/webhooks/meta/" + c.channel }
+	verdict := true
+	var lines []string
+	for _, batch := range c.batches {
+		byName := map[string][]result{}
+		for _, t := range []struct {
+			name, url string
+			pid       int
+		}{
+			{"clear", c.encryption.clear, c.encryption.clearPID}, {"sealed", c.encryption.sealed, c.encryption.sealedPID},
+			{"sealed", c.encryption.sealed, c.encryption.sealedPID}, {"clear", c.encryption.clear, c.encryption.clearPID},
+		} {
+			r, err := phaseOf(c, client, endpoint(t.url), t.pid, batch, func() []byte {
+				return bodyWithIDs(c.phoneNumberID, batch, c.users, seq, metaMessageID)
+			})
+			if err != nil {
+				return false, fmt.Errorf("%s batch %d: %w", t.name, batch, err)
+			}
+			r.name = t.name
+			byName[t.name] = append(byName[t.name], r)
+			fmt.Fprintf(out, "%-9s %5d %12.0f %12.0f %9s %9s %7d %10s %10s %4.0f%%\n", r.name, batch, r.rate(), r.rate()*float64(batch),
+				r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.errors,
+				perDelivery(r.cost.client, true), perDelivery(r.cost.server, r.cost.serverKnown), 100*r.cost.busy)
+		}
+		off, on := combine(byName["clear"]...), combine(byName["sealed"]...)
+		ok, line := encryptionVerdict(batch, off, on)
+		verdict = verdict && ok
+		lines = append(lines, line)
+	}
+	for _, l := range lines {
+		fmt.Fprintln(out, l)
+	}
+	return verdict, nil
+}
+
+// encryptionVerdict judges one batch size: on/off throughput at least encryptionTarget,
+// and no errors with the key.
+func encryptionVerdict(batch int, off, on result) (bool, string) {
+	ratio := on.rate() / off.rate()
+	ok := ratio >= encryptionTarget && on.errors == 0
+	return ok, fmt.Sprintf("encryption batch %d: %.0f deliveries/s with the key, %.0f without: ratio on/off %.2f (target >= %.2f: %s), errors with the key %d",
+		batch, on.rate(), off.rate(), ratio, encryptionTarget, yesNo(ratio >= encryptionTarget), on.errors)
+}
