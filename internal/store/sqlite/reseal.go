@@ -275,7 +275,7 @@ func vacuumOnDisk(ctx context.Context, db *sql.DB, dir string) error {
 	if err != nil {
 		return fmt.Errorf("vacuum: %w", err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }() // returns the connection to the pool
 	quoted := "'" + strings.ReplaceAll(dir, "'", "''") + "'"
 	if _, err := conn.ExecContext(ctx, "PRAGMA temp_store_directory = "+quoted); err != nil {
 		return fmt.Errorf("vacuum: temporary directory: %w", err)
