@@ -598,7 +598,7 @@ func (t *txn) resealRow(ctx context.Context, tb encTable, r storedRow) (bool, er
 	if err != nil {
 		return false, err
 	}
-	sealed, err := t.sl.SealDoc(doc, tb.name, newKey...)
+	sealed, err := sealDoc(t.sl, doc, tb.name, newKey...)
 	if err != nil {
 		return false, err
 	}
