@@ -491,3 +491,69 @@ func TestCompactionPendingIsFinishedByTheNextReseal(t *testing.T) {
 		t.Fatalf("compact flag after the rewrite: %v, %v", compact, err)
 	}
 }
+
+// A sealed store keeps its documents as BLOBs (the sealed bytes, not their base64), and
+// a document sealed as text, as stores before that wrote them, still opens and exports
+// alike.
+func TestSealedDocumentsAreBytesAndTextFormsStillOpen(t *testing.T) {
+	t.Parallel()
+	dir, keys := t.TempDir(), storetest.NewKeys(t)
+	s, err := Open(dir, Options{Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	m := wamsg("wamid.blob")
+	m.Subject, m.Text = "15550101010", "Hola, soy Ana"
+	bt := meta.Batch{
+		Contacts: []meta.Contact{{Platform: meta.WhatsApp, Channel: "c", Subject: m.Subject, WaID: m.Subject, Name: "Ana"}},
+		Messages: []meta.Message{m},
+		Statuses: []meta.Status{{Platform: meta.WhatsApp, Channel: "c", MessageID: "wamid.out", Subject: m.Subject, State: "read"}},
+	}
+	if _, err := s.Commit(context.Background(), &bt); err != nil {
+		t.Fatal(err)
+	}
+	before := storetest.Export(t, s, nil)
+	db, err := sql.Open("sqlite", dsn(filepath.Join(dir, FileName), false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, table := range []string{"contacts", "messages", "statuses"} {
+		var typ string
+		if err := db.QueryRow(tableSQL("SELECT typeof(doc) FROM %s", table)).Scan(&typ); err != nil || typ != "blob" {
+			t.Fatalf("%s.doc is %q (%v), want blob", table, typ, err)
+		}
+	}
+	// The message's document as the text form.
+	var id int64
+	var platform, msgID, stored string
+	if err := db.QueryRow("SELECT id, platform, message_id, doc FROM messages").Scan(&id, &platform, &msgID, &stored); err != nil {
+		t.Fatal(err)
+	}
+	sl, err := keys.Sealing()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := sl.OpenDoc(stored, "messages", platform, msgID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := sl.SealDoc(plain, "messages", platform, msgID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) >= len(text) {
+		t.Fatalf("bytes form %d bytes, text form %d: the bytes form should be smaller", len(stored), len(text))
+	}
+	var typ string
+	if _, err := db.Exec("UPDATE messages SET doc = ? WHERE id = ?", text, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRow("SELECT typeof(doc) FROM messages WHERE id = ?", id).Scan(&typ); err != nil || typ != "text" {
+		t.Fatalf("messages.doc is %q (%v) after the update, want text", typ, err)
+	}
+	if after := storetest.Export(t, s, nil); !reflect.DeepEqual(before, after) {
+		t.Fatalf("export after the document went back to text:\n%+v\nwant\n%+v", after, before)
+	}
+}

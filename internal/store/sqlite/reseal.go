@@ -275,7 +275,7 @@ func vacuumOnDisk(ctx context.Context, db *sql.DB, dir string) error {
 	if err != nil {
 		return fmt.Errorf("vacuum: %w", err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }() // returns the connection to the pool
 	quoted := "'" + strings.ReplaceAll(dir, "'", "''") + "'"
 	if _, err := conn.ExecContext(ctx, "PRAGMA temp_store_directory = "+quoted); err != nil {
 		return fmt.Errorf("vacuum: temporary directory: %w", err)
@@ -598,7 +598,7 @@ func (t *txn) resealRow(ctx context.Context, tb encTable, r storedRow) (bool, er
 	if err != nil {
 		return false, err
 	}
-	sealed, err := t.sl.SealDoc(doc, tb.name, newKey...)
+	sealed, err := sealDoc(t.sl, doc, tb.name, newKey...)
 	if err != nil {
 		return false, err
 	}

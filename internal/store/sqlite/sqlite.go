@@ -137,8 +137,18 @@ func dsn(path string, readOnly bool) string {
 func writerDSN(path string) string {
 	q := url.Values{}
 	q.Add("_pragma", "wal_autocheckpoint(0)")
+	// A page cache of writerCacheKiB rather than SQLite's 2 MiB. Indexes on keyed hashes
+	// (a sealed store's message ids) and on subjects take each new row to a leaf of
+	// their own: with a small cache those leaves are read back from the file, and a
+	// group's transaction that dirties more pages than the cache holds spills them to
+	// the WAL before its COMMIT writes them again (docs/encryption.md, SQLite's cost).
+	q.Add("_pragma", fmt.Sprintf("cache_size(-%d)", writerCacheKiB))
 	return dsn(path, false) + "&" + q.Encode()
 }
+
+// writerCacheKiB is the writer connection's page cache, allocated as pages are used: a
+// tenant whose store is smaller never takes it all.
+const writerCacheKiB = 16 << 10
 
 // Open opens (creating if needed) the store in dir.
 func Open(dir string, opts Options) (*Store, error) {
@@ -504,6 +514,7 @@ func checkpoint(db *sql.DB) (log, done int64, err error) {
 
 func (s *Store) checkpointer() {
 	defer close(s.ckptDone)
+
 	for range s.ckptKick {
 		// A failed checkpoint is retried at the next kick; the data is safe in the WAL.
 		s.ckptMu.Lock()
