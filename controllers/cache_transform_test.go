@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"reflect"
 	"testing"
 	"unsafe"
 
@@ -140,5 +141,42 @@ func TestInternerStaysBounded(t *testing.T) {
 	}
 	if got := in.str("e"); got != "e" {
 		t.Errorf("str(e) = %q", got)
+	}
+}
+
+// Objects with the same labels and the same owner references share one map
+// and one list once cached; others keep their own, and their values.
+func TestCacheTransformSharesLabelsAndOwners(t *testing.T) {
+	t.Parallel()
+	obj := func(name, tenant string, controller bool) *corev1.ServiceAccount {
+		return &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: "tenant-" + tenant,
+			Labels: map[string]string{platformv1.LabelTenant: tenant, "app.kubernetes.io/managed-by": "omniflow-operator"},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: "platform.omniflowcrm.com/v1alpha1", Kind: "Tenant", Name: tenant, UID: types.UID("uid-" + tenant), Controller: &controller,
+			}},
+		}}
+	}
+	var got []*corev1.ServiceAccount
+	for _, o := range []*corev1.ServiceAccount{obj("a", "acme", true), obj("b", "acme", true), obj("c", "globex", true), obj("d", "acme", false)} {
+		out, err := CacheTransform(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, out.(*corev1.ServiceAccount))
+	}
+	sameMap := func(a, b map[string]string) bool {
+		return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+	}
+	sameRefs := func(a, b []metav1.OwnerReference) bool { return &a[0] == &b[0] }
+	a, b, c, d := got[0], got[1], got[2], got[3]
+	if !sameMap(a.Labels, b.Labels) || !sameRefs(a.OwnerReferences, b.OwnerReferences) {
+		t.Errorf("the same labels and owners are not shared")
+	}
+	if sameMap(a.Labels, c.Labels) || sameRefs(a.OwnerReferences, c.OwnerReferences) || sameRefs(a.OwnerReferences, d.OwnerReferences) {
+		t.Errorf("different labels or owners shared")
+	}
+	if c.Labels[platformv1.LabelTenant] != "globex" || c.OwnerReferences[0].UID != "uid-globex" || *d.OwnerReferences[0].Controller {
+		t.Errorf("values changed: %+v, %+v", c.ObjectMeta, d.ObjectMeta)
 	}
 }
