@@ -122,10 +122,10 @@ var digestedKinds = map[reflect.Type]digestedKind{
 	}),
 }
 
-// appliedDigest is the digest of an apply configuration: SHA-256 of its JSON
-// (encoding/json sorts map keys; quantities are written in their canonical
-// form, so "0.5" and "500m" digest alike, as equality.Semantic found them
-// equal). The configurations are built with omitempty fields throughout, so a
+// appliedDigest is the digest of an apply configuration: the first 128 bits
+// of the SHA-256 of its JSON (encoding/json sorts map keys; quantities are
+// written in their canonical form, so "0.5" and "500m" digest alike, as
+// equality.Semantic found them equal). The configurations are built with omitempty fields throughout, so a
 // nil and an empty list or map read alike here too.
 func appliedDigest(ac any) (string, error) {
 	b, err := json.Marshal(ac)
@@ -133,7 +133,9 @@ func appliedDigest(ac any) (string, error) {
 		return "", fmt.Errorf("digest applied configuration: %w", err)
 	}
 	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), nil
+	// 128 bits are plenty (a hand edit would have to hit the desired
+	// object's digest by chance) and halve what each cached object keeps.
+	return hex.EncodeToString(sum[:16]), nil
 }
 
 // digestObject replaces o's operator apply entry by a digest entry and trims

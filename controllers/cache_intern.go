@@ -1,11 +1,11 @@
 package controllers
 
 import (
+	"crypto/sha256"
 	"maps"
 	"reflect"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -110,20 +110,21 @@ func shared[T any](in *interner, key string, v T) T {
 	return v
 }
 
-// metaKey spells a label map or an owner reference list in full: two with
-// the same key are equal. NUL cannot occur in a label or a name.
+// metaKey identifies a label map or an owner reference list by content: the
+// SHA-256 of its full spelling (NUL cannot occur in a label or a name), so
+// that what the interner remembers per tenant is 32 bytes, not the spelling.
 func metaKey(kind byte, labels map[string]string, refs []metav1.OwnerReference) string {
-	var b strings.Builder
-	b.WriteByte(kind)
+	b := sha256.New()
+	b.Write([]byte{kind})
 	for _, k := range slices.Sorted(maps.Keys(labels)) {
-		b.WriteString("\x00" + k + "\x00" + labels[k])
+		b.Write([]byte("\x00" + k + "\x00" + labels[k]))
 	}
 	for _, r := range refs {
-		b.WriteString("\x00" + r.APIVersion + "\x00" + r.Kind + "\x00" + r.Name + "\x00" + string(r.UID) + "\x00" +
+		b.Write([]byte("\x00" + r.APIVersion + "\x00" + r.Kind + "\x00" + r.Name + "\x00" + string(r.UID) + "\x00" +
 			strconv.FormatBool(ptr.Deref(r.Controller, false)) + strconv.FormatBool(r.Controller != nil) +
-			strconv.FormatBool(ptr.Deref(r.BlockOwnerDeletion, false)) + strconv.FormatBool(r.BlockOwnerDeletion != nil))
+			strconv.FormatBool(ptr.Deref(r.BlockOwnerDeletion, false)) + strconv.FormatBool(r.BlockOwnerDeletion != nil)))
 	}
-	return b.String()
+	return string(b.Sum(nil))
 }
 
 func (in *interner) walk(v reflect.Value) {
