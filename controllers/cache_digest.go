@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"sync"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -121,6 +122,18 @@ var digestedKinds = map[reflect.Type]digestedKind{
 		o.Spec, o.Status = policyv1.PodDisruptionBudgetSpec{}, policyv1.PodDisruptionBudgetStatus{}
 	}),
 }
+
+// warmDigests builds the apply configurations' schema parsers before the
+// cache starts. They are built on first use, which takes a while (hundreds
+// of milliseconds, seconds on a busy machine): on first use in the
+// transform, it would hold up the first objects of every informer, and a
+// pass that reads the cache meanwhile (a DeletionRequest looking up its
+// namespace) would find it not yet there.
+var warmDigests = sync.OnceFunc(func() {
+	for t, kind := range digestedKinds {
+		_, _ = kind.extract(reflect.New(t.Elem()).Interface().(client.Object))
+	}
+})
 
 // appliedDigest is the digest of an apply configuration: the first 128 bits
 // of the SHA-256 of its JSON (encoding/json sorts map keys; quantities are
