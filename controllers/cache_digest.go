@@ -24,9 +24,9 @@ import (
 	gatewayv1ac "sigs.k8s.io/gateway-api/applyconfiguration/apis/v1"
 )
 
-// The cache keeps, for every kind the operator applies, a digest of what the
-// operator last applied instead of the field set it owns; for the kinds whose
-// spec nothing else reads, it drops the spec too. applyIfChanged compares
+// The cache keeps, for every kind the operator applies, a digest of the
+// fields the operator owns on the live object instead of its field set; for
+// the kinds whose spec nothing else reads, it drops the spec too. applyIfChanged compares
 // that digest with the desired object's (docs/operator-scale.md: at 10,000
 // tenants the owned field sets and the specs were most of the cache).
 //
