@@ -176,7 +176,7 @@ func digestObject(o client.Object) {
 		Manager:    fieldOwner,
 		Operation:  metav1.ManagedFieldsOperationApply,
 		FieldsType: digestFieldsType,
-		FieldsV1:   &metav1.FieldsV1{Raw: []byte(`"` + d + `"`)},
+		FieldsV1:   metav1.NewFieldsV1(`"` + d + `"`),
 	}})
 	if kind.trim != nil {
 		kind.trim(o)
@@ -188,7 +188,7 @@ func cachedDigest(o metav1.Object) (string, bool) {
 	for _, e := range o.GetManagedFields() {
 		if e.FieldsType == digestFieldsType && e.Manager == fieldOwner && e.FieldsV1 != nil {
 			var d string
-			if err := json.Unmarshal(e.FieldsV1.Raw, &d); err != nil {
+			if err := json.Unmarshal(e.FieldsV1.GetRawBytes(), &d); err != nil {
 				return "", false
 			}
 			return d, true
