@@ -3,6 +3,7 @@ package controllers
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // lastAppliedAnnotation is kubectl's copy of a whole object in an
@@ -12,13 +13,15 @@ const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 
 // CacheTransform trims every object before it enters the manager's cache,
 // keeping only what the operator reads. managedFields go, except the
-// operator's own server-side-apply entries: applyIfChanged extracts the
-// fields it owns from them to skip an apply that would change nothing (the
-// zero-writes rule); other managers' entries (kube-controller-manager's
-// status updates, kubectl's, GitOps tools') and kubectl's last-applied
-// annotation are never read. What remains shares one copy of each repeated
-// string and field set with the other cached objects (interner). An object
-// of another type is left alone.
+// operator's own server-side-apply entries: applyIfChanged needs the fields
+// it owns to skip an apply that would change nothing (the zero-writes rule);
+// other managers' entries (kube-controller-manager's status updates,
+// kubectl's, GitOps tools') and kubectl's last-applied annotation are never
+// read. For the kinds the operator applies (digestedKinds) the apply entry
+// is then replaced by a digest of the fields it owns, and what no reader
+// needs besides (a Service's spec, a Deployment's) is dropped. What remains
+// shares one copy of each repeated string with the other cached objects
+// (interner). An object of another type is left alone.
 func CacheTransform(obj any) (any, error) {
 	o, ok := obj.(metav1.Object)
 	if !ok {
@@ -31,6 +34,9 @@ func CacheTransform(obj any) (any, error) {
 		}
 	}
 	o.SetManagedFields(ownApplyEntries(o.GetManagedFields()))
+	if co, ok := obj.(client.Object); ok {
+		digestObject(co)
+	}
 	cacheInterner.object(obj)
 	return obj, nil
 }
@@ -39,6 +45,8 @@ func CacheTransform(obj any) (any, error) {
 func ownApplyEntries(mf []metav1.ManagedFieldsEntry) []metav1.ManagedFieldsEntry {
 	var keep []metav1.ManagedFieldsEntry
 	for _, e := range mf {
+		// The digest entry digestObject leaves is one too: an object passed
+		// twice keeps it.
 		if e.Manager == fieldOwner && e.Operation == metav1.ManagedFieldsOperationApply && e.Subresource == "" {
 			keep = append(keep, e)
 		}

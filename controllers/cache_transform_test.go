@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"reflect"
 	"testing"
 	"unsafe"
 
@@ -13,10 +14,12 @@ import (
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 )
 
+// A kind the operator does not apply (not in digestedKinds) keeps its
+// operator apply entry as it is.
 func TestCacheTransformKeepsOnlyWhatTheOperatorReads(t *testing.T) {
 	t.Parallel()
 	own := metav1.ManagedFieldsEntry{Manager: fieldOwner, Operation: metav1.ManagedFieldsOperationApply, FieldsV1: metav1.NewFieldsV1(`{"f:spec":{}}`)}
-	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{
+	dep := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{
 		Name: "worker",
 		Annotations: map[string]string{
 			lastAppliedAnnotation:   `{"a":"large copy"}`,
@@ -35,7 +38,7 @@ func TestCacheTransformKeepsOnlyWhatTheOperatorReads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := out.(*appsv1.Deployment)
+	got := out.(*appsv1.StatefulSet)
 	if len(got.ManagedFields) != 1 || got.ManagedFields[0].Manager != fieldOwner || got.ManagedFields[0].FieldsV1.GetRawString() != `{"f:spec":{}}` {
 		t.Errorf("managedFields = %+v, want only the operator's apply entry", got.ManagedFields)
 	}
@@ -57,12 +60,13 @@ func TestCacheTransformKeepsOnlyWhatTheOperatorReads(t *testing.T) {
 // strings once cached: label keys and values, the namespace, owner references,
 // managedFields' manager, the spec's image and its template's labels. Their
 // values are unchanged, and what is unique to an object is not remembered.
+// (A StatefulSet: a kind whose spec and field sets the cache keeps.)
 func TestCacheTransformSharesRepeatedMetadata(t *testing.T) {
 	t.Parallel()
-	decoded := func(tenant string) *appsv1.Deployment {
+	decoded := func(tenant string) *appsv1.StatefulSet {
 		// Fresh strings and bytes, as a decoder makes them for every object.
 		fresh := func(s string) string { return string([]byte(s)) }
-		return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{
+		return &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{
 			Name: fresh("omniflow-worker"), Namespace: fresh("tenant-" + tenant),
 			Labels: map[string]string{fresh("app.kubernetes.io/managed-by"): fresh("omniflow-operator"), fresh(platformv1.LabelTenant): fresh(tenant)},
 			OwnerReferences: []metav1.OwnerReference{{
@@ -73,18 +77,18 @@ func TestCacheTransformSharesRepeatedMetadata(t *testing.T) {
 				FieldsType: fresh("FieldsV1"), FieldsV1: metav1.NewFieldsV1(fresh(`{"f:spec":{"f:replicas":{}}}`)),
 			}},
 			UID: "object-uid-" + types.UID(tenant), ResourceVersion: fresh("42"),
-		}, Spec: appsv1.DeploymentSpec{Template: corev1.PodTemplateSpec{
+		}, Spec: appsv1.StatefulSetSpec{Template: corev1.PodTemplateSpec{
 			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{fresh("app.kubernetes.io/name"): fresh("omniflow-worker")}},
 			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: fresh("worker"), Image: fresh("example.com/omniflow:v1")}}},
 		}}}
 	}
-	var got []*appsv1.Deployment
+	var got []*appsv1.StatefulSet
 	for _, tenant := range []string{"acme", "acme", "globex"} {
 		out, err := CacheTransform(decoded(tenant))
 		if err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, out.(*appsv1.Deployment))
+		got = append(got, out.(*appsv1.StatefulSet))
 	}
 	same := func(a, b string) bool { return len(a) > 0 && unsafe.StringData(a) == unsafe.StringData(b) }
 	a, a2, b := got[0], got[1], got[2]
@@ -137,5 +141,42 @@ func TestInternerStaysBounded(t *testing.T) {
 	}
 	if got := in.str("e"); got != "e" {
 		t.Errorf("str(e) = %q", got)
+	}
+}
+
+// Objects with the same labels and the same owner references share one map
+// and one list once cached; others keep their own, and their values.
+func TestCacheTransformSharesLabelsAndOwners(t *testing.T) {
+	t.Parallel()
+	obj := func(name, tenant string, controller bool) *corev1.ServiceAccount {
+		return &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: "tenant-" + tenant,
+			Labels: map[string]string{platformv1.LabelTenant: tenant, "app.kubernetes.io/managed-by": "omniflow-operator"},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: "platform.omniflowcrm.com/v1alpha1", Kind: "Tenant", Name: tenant, UID: types.UID("uid-" + tenant), Controller: &controller,
+			}},
+		}}
+	}
+	var got []*corev1.ServiceAccount
+	for _, o := range []*corev1.ServiceAccount{obj("a", "acme", true), obj("b", "acme", true), obj("c", "globex", true), obj("d", "acme", false)} {
+		out, err := CacheTransform(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, out.(*corev1.ServiceAccount))
+	}
+	sameMap := func(a, b map[string]string) bool {
+		return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+	}
+	sameRefs := func(a, b []metav1.OwnerReference) bool { return &a[0] == &b[0] }
+	a, b, c, d := got[0], got[1], got[2], got[3]
+	if !sameMap(a.Labels, b.Labels) || !sameRefs(a.OwnerReferences, b.OwnerReferences) {
+		t.Errorf("the same labels and owners are not shared")
+	}
+	if sameMap(a.Labels, c.Labels) || sameRefs(a.OwnerReferences, c.OwnerReferences) || sameRefs(a.OwnerReferences, d.OwnerReferences) {
+		t.Errorf("different labels or owners shared")
+	}
+	if c.Labels[platformv1.LabelTenant] != "globex" || c.OwnerReferences[0].UID != "uid-globex" || *d.OwnerReferences[0].Controller {
+		t.Errorf("values changed: %+v, %+v", c.ObjectMeta, d.ObjectMeta)
 	}
 }

@@ -97,9 +97,11 @@ func AddToScheme(s *runtime.Scheme) error {
 // operator applies), or it is cached cluster-wide, every object of that kind
 // in the cluster; watch it with WatchesMetadata when only its metadata is
 // read; and read nothing the transform drops (other managers' managedFields,
-// kubectl's last-applied annotation). The transform shares repeated strings
-// between objects: never change a cached object in place (the cache's reads
-// return copies, which may be changed).
+// kubectl's last-applied annotation, and what digestedKinds trims from the
+// kinds the operator applies: a kind applied with applyIfChanged is
+// registered there, cache_digest.go). The transform shares repeated strings,
+// label maps and owner references between objects: never change a cached
+// object in place (the cache's reads return copies, which may be changed).
 func CacheOptions(route RouteConfig) cache.Options {
 	managed := labels.SelectorFromSet(labels.Set{platformv1.LabelManagedBy: platformv1.ManagedByValue})
 	tenantReq, err := labels.NewRequirement(platformv1.LabelTenant, selection.Exists, nil)
@@ -125,6 +127,7 @@ func CacheOptions(route RouteConfig) cache.Options {
 	if route.kind() == RouteHTTPRoute {
 		byObject[&gatewayv1.HTTPRoute{}] = cache.ByObject{Label: managed}
 	}
+	warmDigests()
 	return cache.Options{ByObject: byObject, DefaultTransform: CacheTransform}
 }
 
