@@ -387,33 +387,15 @@ func TestMigratedStoreLeavesNoClearRemnant(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	dir := t.TempDir()
-	s := openFiles(t, dir, Options{})
 	// Enough rows, of growing size, that pages split while they are written and again
 	// while the pass rewrites them larger (sealed documents are longer).
 	var texts []string
-	for i := range 400 {
-		m := wamsg(fmt.Sprintf("m-remnant-%03d", i))
+	s := migrated(t, dir, 400, 50, func(i int, m *meta.Message) {
+		m.ID = fmt.Sprintf("m-remnant-%03d", i)
 		m.Subject = fmt.Sprintf("u-remnant-%03d", i%37)
 		m.Text = fmt.Sprintf("remnant-text-%03d %s", i, bytes.Repeat([]byte("x"), i%150))
 		texts = append(texts, fmt.Sprintf("remnant-text-%03d", i))
-		if _, err := s.Commit(ctx, &meta.Batch{Messages: []meta.Message{m}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	data := storetest.NewKeyData(t)
-	s = openFiles(t, dir, Options{Keys: storetest.KeysOf(t, data)})
-	for {
-		_, done, err := s.Reseal(ctx, 50)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if done {
-			break
-		}
-	}
+	})
 	st, err := s.EncryptionState(ctx)
 	if err != nil || !st.FullyEncrypted() {
 		t.Fatalf("after the pass: %+v, %v; want fully encrypted", st, err)
@@ -442,30 +424,13 @@ func TestCompactionPendingIsFinishedByTheNextReseal(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	dir := t.TempDir()
-	s := openFiles(t, dir, Options{})
-	for i := range 50 {
-		m := wamsg(fmt.Sprintf("m-pending-%02d", i))
-		m.Text = fmt.Sprintf("pending-text-%02d", i)
-		if _, err := s.Commit(ctx, &meta.Batch{Messages: []meta.Message{m}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
 	data := storetest.NewKeyData(t)
-	s = openFiles(t, dir, Options{Keys: storetest.KeysOf(t, data)})
 	// Seal everything, then put the state back to "compaction pending", as a crash
 	// between the last batch and the rewrite leaves it.
-	for {
-		_, done, err := s.Reseal(ctx, 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if done {
-			break
-		}
-	}
+	s := migratedWith(t, dir, data, 50, 1000, func(i int, m *meta.Message) {
+		m.ID = fmt.Sprintf("m-pending-%02d", i)
+		m.Text = fmt.Sprintf("pending-text-%02d", i)
+	})
 	if err := s.submit(ctx, func(ctx context.Context, t *txn) error {
 		_, err := t.tx.ExecContext(ctx, `UPDATE encryption SET compact = 1`)
 		return err
@@ -555,5 +520,37 @@ func TestSealedDocumentsAreBytesAndTextFormsStillOpen(t *testing.T) {
 	}
 	if after := storetest.Export(t, s, nil); !reflect.DeepEqual(before, after) {
 		t.Fatalf("export after the document went back to text:\n%+v\nwant\n%+v", after, before)
+	}
+}
+
+// migrated fills a store in clear with n messages (shaped by set), reopens it with a
+// new key and runs the pass to its end in batches of batch: a store migrated from clear.
+func migrated(t *testing.T, dir string, n, batch int, set func(int, *meta.Message)) *Store {
+	return migratedWith(t, dir, storetest.NewKeyData(t), n, batch, set)
+}
+
+func migratedWith(t *testing.T, dir string, data map[string][]byte, n, batch int, set func(int, *meta.Message)) *Store {
+	t.Helper()
+	ctx := context.Background()
+	s := openFiles(t, dir, Options{})
+	for i := range n {
+		m := wamsg("")
+		set(i, &m)
+		if _, err := s.Commit(ctx, &meta.Batch{Messages: []meta.Message{m}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openFiles(t, dir, Options{Keys: storetest.KeysOf(t, data)})
+	for {
+		_, done, err := s.Reseal(ctx, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			return s
+		}
 	}
 }
