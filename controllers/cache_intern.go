@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"unsafe"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -91,11 +92,20 @@ func (in *interner) object(obj any) {
 // its reads return deep copies. The caller holds mu.
 func (in *interner) shareMeta(o metav1.Object) {
 	if l := o.GetLabels(); len(l) > 0 {
-		o.SetLabels(shared(in, metaKey('l', l, nil), l))
+		if c := shared(in, metaKey('l', l, nil), l); reflect.ValueOf(c).UnsafePointer() != reflect.ValueOf(l).UnsafePointer() {
+			o.SetLabels(c)
+		}
 	}
 	if refs := o.GetOwnerReferences(); len(refs) > 0 {
-		o.SetOwnerReferences(shared(in, metaKey('o', nil, refs), refs))
+		if c := shared(in, metaKey('o', nil, refs), refs); &c[0] != &refs[0] {
+			o.SetOwnerReferences(c)
+		}
 	}
+}
+
+// same reports whether a and b are one copy (not merely equal strings).
+func same(a, b string) bool {
+	return len(a) == len(b) && (len(a) == 0 || unsafe.StringData(a) == unsafe.StringData(b))
 }
 
 // shared returns the value remembered under key, or remembers v.
@@ -130,8 +140,11 @@ func metaKey(kind byte, labels map[string]string, refs []metav1.OwnerReference) 
 func (in *interner) walk(v reflect.Value) {
 	switch v.Kind() {
 	case reflect.String:
-		if v.CanSet() {
-			v.SetString(in.str(v.String()))
+		// Written only when it is not the shared copy already: an object passed
+		// again (client-go may transform an object twice) is read, never
+		// written, while readers of the cache may be reading it.
+		if c := in.str(v.String()); v.CanSet() && !same(c, v.String()) {
+			v.SetString(c)
 		}
 	case reflect.Pointer:
 		if !v.IsNil() {
@@ -160,6 +173,14 @@ func (in *interner) walk(v reflect.Value) {
 		t := v.Type()
 		if v.IsNil() || !v.CanSet() || t.Key().Kind() != reflect.String || t.Elem().Kind() != reflect.String {
 			return
+		}
+		interned := true
+		for iter := v.MapRange(); iter.Next() && interned; {
+			k, e := iter.Key().String(), iter.Value().String()
+			interned = same(in.str(k), k) && same(in.str(e), e)
+		}
+		if interned {
+			return // an object passed again: left as it is (see above)
 		}
 		// Map entries cannot be changed in place: build the map again.
 		m := reflect.MakeMapWithSize(t, v.Len())

@@ -33,7 +33,12 @@ func CacheTransform(obj any) (any, error) {
 			o.SetAnnotations(a)
 		}
 	}
-	o.SetManagedFields(ownApplyEntries(o.GetManagedFields()))
+	// Set only when something goes: an object passed a second time (client-go
+	// may transform an object again) must not be written while the cache's
+	// readers read it.
+	if mf := o.GetManagedFields(); len(ownApplyEntries(mf)) != len(mf) {
+		o.SetManagedFields(ownApplyEntries(mf))
+	}
 	if co, ok := obj.(client.Object); ok {
 		digestObject(co)
 	}

@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	platformv1 "github.com/omniflowcrm/omniflow-operator/api/v1alpha1"
 )
@@ -178,5 +180,62 @@ func TestCacheTransformSharesLabelsAndOwners(t *testing.T) {
 	}
 	if c.Labels[platformv1.LabelTenant] != "globex" || c.OwnerReferences[0].UID != "uid-globex" || *d.OwnerReferences[0].Controller {
 		t.Errorf("values changed: %+v, %+v", c.ObjectMeta, d.ObjectMeta)
+	}
+}
+
+// client-go may pass an object to the transform a second time (a relist hands
+// the cached objects back), while the cache's readers read it. The second pass
+// must only read: under -race, a write to any field, label map, owner reference
+// or string of a cached object while an event handler reads it is a data race.
+func TestCacheTransformOfATransformedObjectWritesNothing(t *testing.T) {
+	t.Parallel()
+	objs := []client.Object{
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "ingest-worker", Namespace: "tenant-twice",
+			Labels: map[string]string{platformv1.LabelTenant: "twice", platformv1.LabelManagedBy: platformv1.ManagedByValue},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "platform.omniflowcrm.com/v1alpha1", Kind: "Tenant", Name: "twice",
+				UID: "uid-twice", Controller: ptr.To(true)}},
+			ManagedFields: []metav1.ManagedFieldsEntry{
+				{Manager: fieldOwner, Operation: metav1.ManagedFieldsOperationApply, FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(`{"f:spec":{"f:ports":{}}}`)},
+				{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationUpdate},
+			}},
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "report", Namespace: "tenant-twice",
+			Labels:      map[string]string{platformv1.LabelTenant: "twice"},
+			Annotations: map[string]string{"example.com/a": "b"}},
+			Data: map[string]string{"k": "v", "": ""}},
+	}
+	for _, obj := range objs {
+		if _, err := CacheTransform(obj); err != nil {
+			t.Fatal(err)
+		}
+		before := obj.DeepCopyObject()
+		labels, refs := obj.GetLabels(), obj.GetOwnerReferences()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for range 200 {
+				_ = metav1.GetControllerOf(obj)
+				for k, v := range obj.GetLabels() {
+					_, _ = k, v
+				}
+				_ = obj.GetName() + obj.GetNamespace()
+				_ = len(obj.GetManagedFields())
+			}
+		}()
+		for range 20 {
+			if _, err := CacheTransform(obj); err != nil {
+				t.Fatal(err)
+			}
+		}
+		<-done
+		if !reflect.DeepEqual(before, obj) {
+			t.Errorf("%T changed on a second pass", obj)
+		}
+		if reflect.ValueOf(obj.GetLabels()).UnsafePointer() != reflect.ValueOf(labels).UnsafePointer() {
+			t.Errorf("%T's labels were replaced on a second pass", obj)
+		}
+		if len(refs) > 0 && &obj.GetOwnerReferences()[0] != &refs[0] {
+			t.Errorf("%T's owner references were replaced on a second pass", obj)
+		}
 	}
 }
