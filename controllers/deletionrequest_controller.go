@@ -155,6 +155,10 @@ func (r *DeletionRequestReconciler) receive(dr *platformv1.DeletionRequest, now 
 		"deletion request received; it must be answered by %s", dr.Status.Deadline.UTC().Format(time.RFC3339))
 }
 
+// cacheCatchUp is when to look again at a request whose tenant the API server
+// knows and the cache does not yet.
+const cacheCatchUp = time.Second
+
 // admit decides on an open request: refuse it, wait (for its subject Secret, or
 // for a deactivated tenant's erasure), or accept it for the worker (Pending). It
 // returns when to look again while waiting for the Secret.
@@ -164,6 +168,17 @@ func (r *DeletionRequestReconciler) admit(ctx context.Context, dr *platformv1.De
 		return 0, err
 	}
 	if !ct.servedBy(dr.Namespace) {
+		// A refusal is final, and the cache may not have seen yet a namespace or
+		// Tenant created moments ago (at the operator's start, or a manifest that
+		// creates a tenant and a request together): refuse only on what the API
+		// server says, and while the two disagree look again shortly.
+		live, err := lookupTenant(ctx, r.APIReader, dr.Namespace)
+		if err != nil {
+			return 0, err
+		}
+		if live.servedBy(dr.Namespace) {
+			return cacheCatchUp, nil
+		}
 		r.refuse(dr, now, platformv1.ReasonNotATenantNamespace,
 			"refused: namespace "+dr.Namespace+" is not a tenant's namespace, so no tenant's data can be erased here")
 		return 0, nil

@@ -107,3 +107,65 @@ func completions(t *testing.T) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// A request is refused as outside a tenant's namespace only when the API server
+// says so: a cache that has not seen the namespace or its Tenant yet (the
+// operator just started, or one manifest created them with the request) makes
+// the request wait, not fail for good.
+func TestRequestWhoseTenantTheCacheHasNotSeenIsNotRefused(t *testing.T) {
+	sch := runtime.NewScheme()
+	if err := AddToScheme(sch); err != nil {
+		t.Fatal(err)
+	}
+	tn := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "fresh"}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tn.NamespaceName(), Labels: map[string]string{platformv1.LabelTenant: "fresh"}}}
+	plain := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "not-a-tenant"}}
+	newRequest := func(ns string) *platformv1.DeletionRequest {
+		return &platformv1.DeletionRequest{
+			ObjectMeta: metav1.ObjectMeta{Name: "ticket", Namespace: ns},
+			Spec:       platformv1.DeletionRequestSpec{Platform: platformv1.PlatformWhatsApp, SubjectSecretRef: platformv1.SecretKeyRef{Name: "s", Key: "id"}},
+		}
+	}
+	c := fake.NewClientBuilder().WithScheme(sch).WithObjects(tn, ns, plain, newRequest(ns.Name), newRequest(plain.Name)).
+		WithStatusSubresource(&platformv1.DeletionRequest{}).Build()
+	// The cache has the requests, and neither the namespaces nor the Tenant.
+	behind := interceptor.NewClient(c, interceptor.Funcs{Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		switch obj.(type) {
+		case *corev1.Namespace:
+			return apierrors.NewNotFound(corev1.Resource("namespaces"), key.Name)
+		case *platformv1.Tenant:
+			return apierrors.NewNotFound(platformv1.GroupVersion.WithResource("tenants").GroupResource(), key.Name)
+		}
+		return cl.Get(ctx, key, obj, opts...)
+	}})
+	r := &DeletionRequestReconciler{Client: behind, APIReader: c, Recorder: events.NewFakeRecorder(10),
+		Clock: clocktesting.NewFakeClock(time.Date(2026, 6, 1, 8, 0, 0, 0, time.UTC))}
+	ctx := context.Background()
+	get := func(ns string) platformv1.DeletionRequest {
+		var dr platformv1.DeletionRequest
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "ticket"}, &dr); err != nil {
+			t.Fatal(err)
+		}
+		return dr
+	}
+
+	res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: ns.Name, Name: "ticket"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := get(ns.Name); got.Status.Phase == platformv1.DeletionRefused {
+		t.Fatalf("a request in tenant %s's namespace was refused on the cache's word: %+v", tn.Name, got.Status.Conditions)
+	}
+	if res.RequeueAfter <= 0 || res.RequeueAfter > cacheCatchUp {
+		t.Errorf("RequeueAfter %v: want a look again within %v", res.RequeueAfter, cacheCatchUp)
+	}
+
+	if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: plain.Name, Name: "ticket"}}); err != nil {
+		t.Fatal(err)
+	}
+	got := get(plain.Name)
+	if ready := meta.FindStatusCondition(got.Status.Conditions, platformv1.ConditionReady); got.Status.Phase != platformv1.DeletionRefused ||
+		ready == nil || ready.Reason != platformv1.ReasonNotATenantNamespace {
+		t.Errorf("a request outside any tenant's namespace: phase %q, conditions %+v; want refused, NotATenantNamespace", got.Status.Phase, got.Status.Conditions)
+	}
+}
