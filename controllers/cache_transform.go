@@ -36,8 +36,8 @@ func CacheTransform(obj any) (any, error) {
 	// Set only when something goes: an object passed a second time (client-go
 	// may transform an object again) must not be written while the cache's
 	// readers read it.
-	if mf := o.GetManagedFields(); len(ownApplyEntries(mf)) != len(mf) {
-		o.SetManagedFields(ownApplyEntries(mf))
+	if mf, keep := o.GetManagedFields(), ownApplyEntries(o.GetManagedFields()); len(keep) != len(mf) {
+		o.SetManagedFields(keep)
 	}
 	if co, ok := obj.(client.Object); ok {
 		digestObject(co)

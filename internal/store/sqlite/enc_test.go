@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -11,11 +10,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -205,25 +202,7 @@ func TestKilledMidReseal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestResealChildProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), resealChildEnv+"="+string(ring))
-	cmd.Dir = dir
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || line != "resealing\n" {
-		_ = cmd.Process.Kill()
-		t.Fatalf("child said %q, %v", line, err)
-	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait() // killed: its error is the signal
+	killChildWhen(t, dir, "TestResealChildProcess", resealChildEnv+"="+string(ring), "resealing")
 
 	s = openFiles(t, dir, Options{Keys: storetest.KeysOf(t, data)})
 	defer s.Close()

@@ -209,27 +209,9 @@ func TestFilesChildProcess(t *testing.T) {
 func TestFilesKilledMidDownload(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestFilesChildProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), childEnv+"=1")
-	cmd.Dir = dir
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || line != "stalled\n" {
-		_ = cmd.Process.Kill()
-		t.Fatalf("child said %q, %v", line, err)
-	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait() // killed: its error is the signal
+	killChildWhen(t, dir, "TestFilesChildProcess", childEnv+"=1", "stalled")
 	var finals, temps int
-	err = filepath.WalkDir(filepath.Join(dir, FilesDir), func(p string, d os.DirEntry, err error) error {
+	err := filepath.WalkDir(filepath.Join(dir, FilesDir), func(p string, d os.DirEntry, err error) error {
 		switch {
 		case err != nil || d.IsDir():
 		case strings.HasPrefix(d.Name(), tmpPrefix):
@@ -254,4 +236,30 @@ func TestFilesKilledMidDownload(t *testing.T) {
 	if err != nil || len(jobs) != 1 || jobs[0].Key.MessageID != "m1" {
 		t.Fatalf("claim after the crash: %+v, %v; want m1 pending", jobs, err)
 	}
+}
+
+// killChildWhen runs the test named child of this binary in dir with env set, waits
+// until it prints the line said (it is then in the middle of the work under test),
+// and SIGKILLs it: a crash at that point, with nothing flushed or closed.
+func killChildWhen(t *testing.T, dir, child, env, said string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+child+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env)
+	cmd.Dir = dir
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != said+"\n" {
+		_ = cmd.Process.Kill()
+		t.Fatalf("child said %q, %v", line, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait() // killed: its error is the signal
 }
