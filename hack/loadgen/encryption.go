@@ -38,9 +38,11 @@ func writeDataKey(out io.Writer) error {
 	return json.NewEncoder(out).Encode(data)
 }
 
-// metaMessageID is a message id shaped like Meta's (wamid.HBgL, the sender's number,
-// then a random part): ids that do not sort in arrival order, so that the store's
-// message-id index is written all over in both phases, as it is in production. (The
+// metaMessageID is a message id shaped like Meta's: "wamid." and the base64 of a record
+// holding the customer's number, then a random part (the shape of the fixtures'
+// ids, docs/encryption.md). Ids that do not sort in arrival order, so that the store's
+// message-id index is written all over in both phases, as it is in production, but
+// one customer's ids sort together in clear, as Meta's do. (The
 // serial stage's sequential ids all append at the index's end, which a keyed hash, by
 // design, never does: a comparison on them would charge the hash for the ids' order.)
 func metaMessageID(user, id int64, i int) string {
@@ -50,7 +52,12 @@ func metaMessageID(user, id int64, i int) string {
 	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
 	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
 	x ^= x >> 31
-	return fmt.Sprintf("wamid.HBgL%s%016X", base64.RawStdEncoding.EncodeToString(strconv.AppendInt(nil, user, 10)), x)
+	digits := strconv.AppendInt(nil, user, 10)
+	raw := append([]byte{0x1c, 0x18, byte(len(digits))}, digits...)
+	raw = append(raw, 0x15, 0x02, 0x00, 0x12, 0x18, 0x14)
+	raw = fmt.Appendf(raw, "%020X", x)
+	raw = append(raw, 0)
+	return "wamid." + base64.StdEncoding.EncodeToString(raw)
 }
 
 // encryptionPhases runs, per batch size, off / on / on / off (so that a machine getting

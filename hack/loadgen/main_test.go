@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
+	"github.com/omniflowcrm/omniflow-operator/internal/store"
 )
 
 func TestLoopbackOnly(t *testing.T) {
@@ -160,8 +161,9 @@ func TestMetaMessageIDs(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, m := range parsed.Batch.Messages {
-			if seen[m.ID] || len(m.ID) < 20 || m.ID[:10] != "wamid.HBgL" {
-				t.Fatalf("message id %q repeated or not Meta-shaped", m.ID)
+			// Meta-shaped: the record of a WhatsApp id names the sender's conversation.
+			if seen[m.ID] || string(store.MessageConversation(m.ID)) != m.Subject {
+				t.Fatalf("message id %q repeated or not Meta-shaped (conversation %q, sender %q)", m.ID, store.MessageConversation(m.ID), m.Subject)
 			}
 			seen[m.ID] = true
 			if m.ID > prev {

@@ -27,7 +27,10 @@ import (
 //     (SealDocBytes), and reads both;
 //   - a hashed identifier is HashedIDPrefix followed by the base64url (no padding) of
 //     the first HashedIDSize bytes of datakey.Ring.Hash; no platform identifier
-//     starts with it.
+//     starts with it. A message id in the grouped form (MessageIDsGrouped, the form
+//     of every store created since) has MessageGroupSize bytes in front of those: the
+//     keyed hash of the conversation the id names (MessageConversation), so that the
+//     ids of one conversation sit together in the store's index, as they do in clear.
 
 const (
 	// SealedDocPrefix starts every sealed document stored as text.
@@ -58,9 +61,37 @@ const (
 // tenant's data key is not available (not loaded yet, or destroyed by the erasure).
 var ErrKeyUnavailable = errors.New("store: the tenant's data key is not available")
 
+// MessageGroupSize is how many bytes of the conversation's keyed hash lead a message
+// id in the grouped form: 65,536 groups, enough that a tenant's conversations rarely
+// share one, few enough that each group's ids fill whole index pages in a large store.
+const MessageGroupSize = 2
+
+// purposeConversation keys the hash of a message id's conversation (MessageIDsGrouped).
+const purposeConversation = "message-conversation"
+
+// MessageIDForm is how a store keeps message ids as keyed hashes. A store records its
+// form when it is created and keeps it: a hash cannot be turned into another form
+// without the id, and lookups must compute exactly what was stored.
+type MessageIDForm int
+
+const (
+	// MessageIDsUnknown: not decided yet (the store decides from what it holds).
+	MessageIDsUnknown MessageIDForm = 0
+	// MessageIDsFlat: the keyed hash of the id alone. Stores sealed before the grouped
+	// form keep it. Every id lands on a random page of the store's message-id index,
+	// so a delivery of ten messages writes ten index pages where in clear it wrote one.
+	MessageIDsFlat MessageIDForm = 1
+	// MessageIDsGrouped: the keyed hash of the id's conversation, then the keyed hash of
+	// the id. It tells no more than the subject column beside it already does (which
+	// messages belong to one person's conversation), and keeps a delivery's messages on
+	// one or two index pages.
+	MessageIDsGrouped MessageIDForm = 2
+)
+
 // Keys is what a store seals and hashes with. A nil *Keys stores in clear.
 type Keys struct {
-	src datakey.Source
+	src    datakey.Source
+	msgIDs MessageIDForm
 }
 
 // NewKeys returns the Keys of a Source; a nil Source gives nil (clear).
@@ -69,6 +100,25 @@ func NewKeys(src datakey.Source) *Keys {
 		return nil
 	}
 	return &Keys{src: src}
+}
+
+// MessageIDs is the form set by WithMessageIDs, MessageIDsUnknown if none.
+func (k *Keys) MessageIDs() MessageIDForm {
+	if k == nil {
+		return MessageIDsUnknown
+	}
+	return k.msgIDs
+}
+
+// WithMessageIDs returns Keys that hash message ids in form f: a store sets the form
+// it recorded once it has read it. nil stays nil (clear has no form).
+func (k *Keys) WithMessageIDs(f MessageIDForm) *Keys {
+	if k == nil {
+		return nil
+	}
+	c := *k
+	c.msgIDs = f
+	return &c
 }
 
 // Enabled reports whether the store encrypts.
@@ -85,12 +135,17 @@ func (k *Keys) Sealing() (Sealing, error) {
 	if err != nil {
 		return Sealing{}, fmt.Errorf("%w: %w", ErrKeyUnavailable, err)
 	}
-	return Sealing{ring: r}, nil
+	f := k.msgIDs
+	if f == MessageIDsUnknown {
+		f = MessageIDsGrouped
+	}
+	return Sealing{ring: r, msgIDs: f}, nil
 }
 
 // Sealing seals, opens and hashes under one ring; its zero value is clear.
 type Sealing struct {
-	ring *datakey.Ring
+	ring   *datakey.Ring
+	msgIDs MessageIDForm
 }
 
 // Encrypts reports whether this Sealing seals (false: clear).
@@ -193,8 +248,49 @@ func (s Sealing) ID(purpose, value string) string {
 	if s.ring == nil || value == "" {
 		return value
 	}
-	sum := s.ring.Hash(purpose, []byte(value))
-	return HashedIDPrefix + base64.RawURLEncoding.EncodeToString(sum[:HashedIDSize])
+	var buf [MessageGroupSize + HashedIDSize]byte
+	out := buf[:0]
+	if purpose == PurposeMessageID && s.msgIDs == MessageIDsGrouped {
+		conv := MessageConversation(value)
+		if conv == nil {
+			conv = []byte(value) // no conversation known: the id is its own group
+		}
+		out = append(out, s.ring.Hash(purposeConversation, conv)[:MessageGroupSize]...)
+	}
+	out = append(out, s.ring.Hash(purpose, []byte(value))[:HashedIDSize]...)
+	return HashedIDPrefix + base64.RawURLEncoding.EncodeToString(out)
+}
+
+// MessageConversation is the part of a message id that every message of one
+// conversation shares, nil if the id has none that is known. A WhatsApp message id
+// ("wamid." and standard base64) encodes a record that starts with the customer's
+// WhatsApp id, in messages from and to that customer alike: 0x1C 0x18, its length,
+// its digits (docs/encryption.md). Meta does not document the record: an id that
+// does not parse as such is simply its own group, which costs index pages, never
+// correctness (a lookup computes the same form as the write did).
+func MessageConversation(id string) []byte {
+	body, ok := strings.CutPrefix(id, "wamid.")
+	if !ok {
+		return nil
+	}
+	// The record's head: 0x1C 0x18, a length of at most 20, then that many digits, all
+	// within the first 32 characters (24 bytes).
+	var head [24]byte
+	n := min(len(body)/4*4, 32)
+	got, err := base64.StdEncoding.Decode(head[:], []byte(body[:n]))
+	if err != nil || got < 4 || head[0] != 0x1c || head[1] != 0x18 {
+		return nil
+	}
+	l := int(head[2])
+	if l < 1 || l > 20 || 3+l > got {
+		return nil
+	}
+	for _, c := range head[3 : 3+l] {
+		if c < '0' || c > '9' {
+			return nil
+		}
+	}
+	return append([]byte(nil), head[3:3+l]...)
 }
 
 // IDs is ID of each value, in order.

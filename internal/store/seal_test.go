@@ -3,7 +3,9 @@ package store_test
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -13,6 +15,17 @@ import (
 
 func sealing(t *testing.T) (store.Sealing, map[string][]byte) {
 	t.Helper()
+	keys, data := newKeys(t)
+	s, err := keys.Sealing()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, data
+}
+
+// newKeys are the Keys of a new ring, and its Secret data.
+func newKeys(t *testing.T) (*store.Keys, map[string][]byte) {
+	t.Helper()
 	data, err := datakey.NewSecretData(rand.Reader, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -21,11 +34,7 @@ func sealing(t *testing.T) (store.Sealing, map[string][]byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := store.NewKeys(datakey.Static{R: r}).Sealing()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, data
+	return store.NewKeys(datakey.Static{R: r}), data
 }
 
 func TestSealDocRoundTripAndIdentity(t *testing.T) {
@@ -212,5 +221,107 @@ func TestSealingFollowsTheSource(t *testing.T) {
 	}
 	if s1.ID(store.PurposeSubject, "u") != s2.ID(store.PurposeSubject, "u") {
 		t.Error("a keyed hash changed with the rotation")
+	}
+}
+
+// Ids of Meta's fixtures: two messages from and one status of a message to the same
+// WhatsApp customer (15555550142), and a message of another customer.
+const (
+	waInbound1 = "wamid.HBgLMTU1NTU1NTAxNDIVAgASGBQzQUFVRDAwMQAA=="
+	waInbound2 = "wamid.HBgLMTU1NTU1NTAxNDIVAgASGBQzQUJUTjAwMQAA=="
+	waOutbound = "wamid.HBgLMTU1NTU1NTAxNDIVAgARGBI5QjdFMkMxRjBBNDQ4RDNFNTcA"
+	waOther    = "wamid.HBgLNDQ3NzAwOTAwMTIzFQIAERgSNUY0QjFDOEQyRTlBMDdCMzE2AA=="
+)
+
+func TestMessageConversationReadsTheCustomerOfAWhatsAppID(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ id, want string }{
+		{waInbound1, "15555550142"},
+		{waOutbound, "15555550142"},
+		{waOther, "44770090012"},                     // the record says 11 digits: its first 11
+		{"wamid.gBGGSFcCNEOPAgkO78EG9PEBhRs", ""},    // an older, opaque form
+		{"wamid.HBgL", ""},                           // too short
+		{"wamid.HBgLMTU1NTU1NTA!NDIVAgAS", ""},       // not base64
+		{"wamid.HBgLQUJDREVGR0hJSktMTU5P", ""},       // letters where digits belong
+		{"m_AG5Hz2Uq7tuwNEhXfYYKj8mJEM_QPpz5jd", ""}, // Messenger
+		{"aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlE", ""},   // Instagram
+	} {
+		if got := string(store.MessageConversation(tc.id)); got != tc.want {
+			t.Errorf("MessageConversation(%q) = %q, want %q", tc.id, got, tc.want)
+		}
+	}
+}
+
+// groupOf is the conversation group a hashed message id starts with.
+func groupOf(t *testing.T, stored string) []byte {
+	t.Helper()
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(stored, store.HashedIDPrefix))
+	if err != nil || !store.IsHashedID(stored) {
+		t.Fatalf("hashed id %q: %v", stored, err)
+	}
+	if len(raw) != store.MessageGroupSize+store.HashedIDSize {
+		t.Fatalf("hashed message id %q holds %d bytes, want %d", stored, len(raw), store.MessageGroupSize+store.HashedIDSize)
+	}
+	return raw[:store.MessageGroupSize]
+}
+
+// In the grouped form, the ids of one conversation share their first bytes (so they
+// share index pages) and differ after them; the flat form is the id's hash alone, the
+// same in both forms, which is what lets a store keep the form it was created with.
+func TestGroupedMessageIDsShareTheirConversationsGroup(t *testing.T) {
+	t.Parallel()
+	keys, _ := newKeys(t)
+	grouped, err := keys.Sealing()
+	if err != nil {
+		t.Fatal(err)
+	}
+	flat, err := keys.WithMessageIDs(store.MessageIDsFlat).Sealing()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := keys.WithMessageIDs(store.MessageIDsGrouped).Sealing(); again.ID(store.PurposeMessageID, waInbound1) != grouped.ID(store.PurposeMessageID, waInbound1) {
+		t.Error("Keys without a form do not hash message ids in the grouped form")
+	}
+	g1, g2, gOut := grouped.ID(store.PurposeMessageID, waInbound1), grouped.ID(store.PurposeMessageID, waInbound2), grouped.ID(store.PurposeMessageID, waOutbound)
+	if g1 == g2 || g1 == gOut {
+		t.Fatalf("distinct ids hash alike: %q %q %q", g1, g2, gOut)
+	}
+	if !bytes.Equal(groupOf(t, g1), groupOf(t, g2)) || !bytes.Equal(groupOf(t, g1), groupOf(t, gOut)) {
+		t.Errorf("one conversation's ids in different groups: %q %q %q", g1, g2, gOut)
+	}
+	// The group is the conversation's keyed hash: another ring groups differently, and
+	// among 64 customers' ids nearly all groups differ.
+	groups := map[string]bool{}
+	for i := range 64 {
+		digits := strconv.Itoa(447700000000 + i)
+		rec := append([]byte{0x1c, 0x18, byte(len(digits))}, digits...)
+		id := "wamid." + base64.StdEncoding.EncodeToString(append(rec, 0x15, 0x02, 0x00, 0x12, 0x18, 0x14, 'A', 'B', 0))
+		groups[string(groupOf(t, grouped.ID(store.PurposeMessageID, id)))] = true
+	}
+	if len(groups) < 60 {
+		t.Errorf("64 conversations fell into %d groups", len(groups))
+	}
+	// An id without a known conversation is its own group, still the same each time.
+	if grouped.ID(store.PurposeMessageID, "m_abc") != grouped.ID(store.PurposeMessageID, "m_abc") {
+		t.Error("hashing is not deterministic")
+	}
+	groupOf(t, grouped.ID(store.PurposeMessageID, "m_abc"))
+	// The flat form: the id's hash without a group, exactly the grouped form's tail.
+	f1 := flat.ID(store.PurposeMessageID, waInbound1)
+	rawF, _ := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(f1, store.HashedIDPrefix))
+	rawG, _ := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(g1, store.HashedIDPrefix))
+	if len(rawF) != store.HashedIDSize || !bytes.Equal(rawF, rawG[store.MessageGroupSize:]) {
+		t.Errorf("flat form %q is not the grouped form %q without its group", f1, g1)
+	}
+	// Only message ids are grouped.
+	if a, b := grouped.ID(store.PurposeSubject, "15555550142"), flat.ID(store.PurposeSubject, "15555550142"); a != b {
+		t.Errorf("subjects hash by form: %q, %q", a, b)
+	}
+	if keys.MessageIDs() != store.MessageIDsUnknown || keys.WithMessageIDs(store.MessageIDsFlat).MessageIDs() != store.MessageIDsFlat {
+		t.Error("MessageIDs does not report the form set")
+	}
+	var none *store.Keys
+	if none.WithMessageIDs(store.MessageIDsFlat) != nil {
+		t.Error("clear Keys gained a form")
 	}
 }

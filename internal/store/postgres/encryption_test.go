@@ -84,6 +84,11 @@ func TestEncryption(t *testing.T) {
 		Raw:  dumpDatabase,
 		Copy: copyDatabase,
 		Swap: swapDocs,
+		ForgetMessageIDForm: func(t *testing.T, dsn string) {
+			if _, err := connect(t, dsn).Exec(context.Background(), `ALTER TABLE encryption_state DROP COLUMN message_ids`); err != nil {
+				t.Fatal(err)
+			}
+		},
 	})
 }
 

@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS encryption_state (
 	pos_a          TEXT NOT NULL,    -- last key done in tombstones (platform) and blobs (address)
 	pos_b          TEXT NOT NULL     -- last key done in tombstones (message id)
 );
+-- How message ids are hashed (store.MessageIDForm), recorded once; 0 in a state row
+-- from before the grouped form: undecided.
+ALTER TABLE encryption_state ADD COLUMN IF NOT EXISTS message_ids INTEGER NOT NULL DEFAULT 0;
 `
 
 // sealer is one unit of work's Sealing, with what the store knows of its identifiers.
@@ -257,6 +260,18 @@ func (s *Store) initEncryption(ctx context.Context, tx pgx.Tx, fresh bool) error
 		VALUES (1, $1, false, $2, 0, 0, 0, '', '') ON CONFLICT (id) DO NOTHING`, hashed, version); err != nil {
 		return fmt.Errorf("init encryption state: %w", err)
 	}
+	var form store.MessageIDForm
+	var keyed bool
+	if err := tx.QueryRow(ctx, `SELECT message_ids, keyed FROM encryption_state WHERE id = 1`).Scan(&form, &keyed); err != nil {
+		return fmt.Errorf("init encryption state: %w", err)
+	}
+	if form == store.MessageIDsUnknown {
+		form = s.decideMessageIDs(keyed)
+		if _, err := tx.Exec(ctx, `UPDATE encryption_state SET message_ids = $1 WHERE id = 1`, form); err != nil {
+			return fmt.Errorf("record the message id form: %w", err)
+		}
+	}
+	s.opts.Keys = s.opts.Keys.WithMessageIDs(form)
 	if s.opts.Keys.Enabled() {
 		if _, err := tx.Exec(ctx, `UPDATE encryption_state SET keyed = true WHERE id = 1 AND NOT keyed`); err != nil {
 			return fmt.Errorf("init encryption state: %w", err)
@@ -271,12 +286,34 @@ func (s *Store) readEncryptionFlags(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
 }) error {
 	var hashed, keyed bool
-	if err := q.QueryRow(ctx, `SELECT hashed, keyed FROM encryption_state WHERE id = 1`).Scan(&hashed, &keyed); err != nil {
+	var form store.MessageIDForm
+	// to_jsonb: a state row from before the message id form has no such column.
+	if err := q.QueryRow(ctx, `SELECT hashed, keyed, COALESCE((to_jsonb(e) ->> 'message_ids')::int, 0)
+		FROM encryption_state e WHERE id = 1`).Scan(&hashed, &keyed, &form); err != nil {
 		return fmt.Errorf("read encryption state: %w", err)
 	}
 	s.hashed.Store(hashed)
 	s.keyed.Store(keyed)
+	if form == store.MessageIDsUnknown {
+		form = s.decideMessageIDs(keyed)
+	}
+	s.opts.Keys = s.opts.Keys.WithMessageIDs(form)
 	return nil
+}
+
+// decideMessageIDs is the message id form of a store that has not recorded one: a
+// store opened with Keys before (keyed, before the grouped form existed) may hold
+// hashed message ids and keeps the flat form; any other takes the form its Keys ask
+// for, grouped unless a test asks otherwise.
+func (s *Store) decideMessageIDs(keyed bool) store.MessageIDForm {
+	switch {
+	case keyed:
+		return store.MessageIDsFlat
+	case s.opts.Keys.MessageIDs() != store.MessageIDsUnknown:
+		return s.opts.Keys.MessageIDs()
+	default:
+		return store.MessageIDsGrouped
+	}
 }
 
 // EncryptionState implements store.Resealer.

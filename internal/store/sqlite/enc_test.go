@@ -90,6 +90,16 @@ func encBackend() storetest.EncBackend {
 				t.Fatalf("swap %s: %d rows changed", table, n)
 			}
 		},
+		ForgetMessageIDForm: func(t *testing.T, dir string) {
+			db, err := sql.Open("sqlite", dsn(filepath.Join(dir, FileName), false))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if _, err := db.Exec(`ALTER TABLE encryption DROP COLUMN message_ids`); err != nil {
+				t.Fatal(err)
+			}
+		},
 	}
 }
 

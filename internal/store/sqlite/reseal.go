@@ -40,9 +40,17 @@ CREATE TABLE IF NOT EXISTS encryption (
 	target_version INTEGER NOT NULL DEFAULT 0,
 	tbl            TEXT NOT NULL DEFAULT '',
 	after_id       INTEGER NOT NULL DEFAULT 0,
-	compact        INTEGER NOT NULL DEFAULT 0
+	compact        INTEGER NOT NULL DEFAULT 0,
+	message_ids    INTEGER NOT NULL DEFAULT 0
 );
 `
+
+// messageIDsColumn is the encryption table's column recording how the store hashes
+// message ids (store.MessageIDForm); stores from before it get it with 0, undecided.
+const messageIDsColumn = `ALTER TABLE encryption ADD COLUMN message_ids INTEGER NOT NULL DEFAULT 0`
+
+// messageIDTables are the tables keyed by a message id.
+var messageIDTables = []string{"messages", "statuses", "files", "identity_changes", "tombstones"}
 
 // encCol is a column holding an identifier: hashed for purpose, or clear ("").
 type encCol struct{ name, purpose string }
@@ -107,6 +115,13 @@ func (s *Store) initEncryption() error {
 	if _, err := s.w.Exec(encryptionSchema); err != nil {
 		return fmt.Errorf("create encryption state: %w", err)
 	}
+	if has, err := hasColumn(s.w, "encryption", "message_ids"); err != nil {
+		return fmt.Errorf("read encryption state: %w", err)
+	} else if !has {
+		if _, err := s.w.Exec(messageIDsColumn); err != nil {
+			return fmt.Errorf("add the message id form to the encryption state: %w", err)
+		}
+	}
 	var has bool
 	if err := s.w.QueryRow(`SELECT EXISTS (SELECT 1 FROM encryption)`).Scan(&has); err != nil {
 		return fmt.Errorf("read encryption state: %w", err)
@@ -137,7 +152,76 @@ func (s *Store) initEncryption() error {
 			return fmt.Errorf("write encryption state: %w", err)
 		}
 	}
+	if err := s.loadMessageIDForm(s.w, true); err != nil {
+		return err
+	}
 	return s.loadMixed(s.w)
+}
+
+// loadMessageIDForm gives the store's Keys the form its message ids are hashed in.
+// A store records the form once: one that already holds hashed message ids (sealed
+// before the grouped form existed) keeps the flat form, any other takes the form its
+// Keys ask for (grouped unless a test asks otherwise). A read-only store (export)
+// decides the same way without recording it.
+func (s *Store) loadMessageIDForm(db *sql.DB, write bool) error {
+	form := store.MessageIDsUnknown
+	if has, err := hasColumn(db, "encryption", "message_ids"); err != nil {
+		return fmt.Errorf("read encryption state: %w", err)
+	} else if has {
+		err := db.QueryRow(`SELECT message_ids FROM encryption`).Scan(&form)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("read encryption state: %w", err)
+		}
+	}
+	if form == store.MessageIDsUnknown {
+		hashed, err := holdsHashedMessageIDs(db)
+		if err != nil {
+			return err
+		}
+		switch {
+		case hashed:
+			form = store.MessageIDsFlat
+		case s.opts.Keys.MessageIDs() != store.MessageIDsUnknown:
+			form = s.opts.Keys.MessageIDs()
+		default:
+			form = store.MessageIDsGrouped
+		}
+		if write {
+			if _, err := db.Exec(`UPDATE encryption SET message_ids = ?`, form); err != nil {
+				return fmt.Errorf("record the message id form: %w", err)
+			}
+		}
+	}
+	s.keys = s.opts.Keys.WithMessageIDs(form)
+	return nil
+}
+
+// holdsHashedMessageIDs reports whether any table keyed by a message id holds one as a
+// keyed hash. It reads every row of a store in clear, once in the store's life.
+func holdsHashedMessageIDs(db *sql.DB) (bool, error) {
+	for _, tb := range messageIDTables {
+		var hashed bool
+		err := db.QueryRow(`SELECT EXISTS (SELECT 1 FROM `+tb+` WHERE substr(message_id, 1, 2) = ?)`, store.HashedIDPrefix).Scan(&hashed)
+		if err != nil {
+			if strings.Contains(err.Error(), "no such table") {
+				continue
+			}
+			return false, fmt.Errorf("read the message id form: %w", err)
+		}
+		if hashed {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// hasColumn reports whether table has column (false when the table does not exist).
+func hasColumn(db *sql.DB, table, column string) (bool, error) {
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM pragma_table_info(?) WHERE name = ?`, table, column).Scan(&n); err != nil {
+		return false, err
+	}
+	return n > 0, nil
 }
 
 // loadMixed reads whether clear identifiers may remain (read-only stores too).

@@ -184,6 +184,10 @@ func Open(dir string, opts Options) (*Store, error) {
 			s.r.Close()
 			return nil, fmt.Errorf("open sqlite reader: %w", err)
 		}
+		if err := s.loadMessageIDForm(s.r, false); err != nil {
+			s.r.Close()
+			return nil, err
+		}
 		if err := s.loadMixed(s.r); err != nil {
 			s.r.Close()
 			return nil, err

@@ -232,7 +232,7 @@ func BenchmarkCommit(b *testing.B) {
 		batch   int
 		sealed  bool
 		metaIDs bool
-	}{{1, false, false}, {1, true, false}, {10, false, false}, {10, true, false}, {10, false, true}, {10, true, true}} {
+	}{{1, false, false}, {1, true, false}, {1, false, true}, {1, true, true}, {10, false, false}, {10, true, false}, {10, false, true}, {10, true, true}} {
 		batch, name := v.batch, fmt.Sprintf("batch%d", v.batch)
 		msgID := func(user string, id int64, i int) string { return fmt.Sprintf("wamid.%d.%d", id, i) }
 		sender := func(id int64) int64 { return id % 1000 }
@@ -293,7 +293,7 @@ func scatteredSender(id int64) int64 {
 // holding the sender's number and a random part (here a hash of the delivery and index).
 func metaShapedID(user string, id int64, i int) string {
 	sum := sha256.Sum256(fmt.Appendf(nil, "%d.%d", id, i))
-	rec := append([]byte{0x18, byte(len(user))}, user...)
+	rec := append([]byte{0x1c, 0x18, byte(len(user))}, user...)
 	rec = append(rec, 0x15, 0x02, 0x00, 0x12, 0x18, 0x14)
 	rec = append(rec, strings.ToUpper(hex.EncodeToString(sum[:10]))...)
 	return "wamid." + base64.StdEncoding.EncodeToString(append(rec, 0))

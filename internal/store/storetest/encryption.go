@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"reflect"
@@ -38,6 +39,9 @@ type EncBackend struct {
 	// another row of the same table, beneath the store (raw SQL): a sealed record
 	// moved to another record.
 	Swap func(t *testing.T, loc, table string)
+	// ForgetMessageIDForm removes, beneath the store, the record of how it hashes
+	// message ids: the state of a store written before that record existed.
+	ForgetMessageIDForm func(t *testing.T, loc string)
 }
 
 // NewKeyData is a fresh key ring's Secret data (version 1, active).
@@ -285,6 +289,7 @@ func RunEncryption(t *testing.T, b EncBackend) {
 		{"RotationResealsToTheNewVersion", testEncRotation},
 		{"ClearStoreMigrates", testEncMigration},
 		{"PassResumesAfterACrash", testEncCrashMidPass},
+		{"MessageIDFormIsKept", testEncMessageIDForms},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -541,5 +546,55 @@ func testEncCrashMidPass(t *testing.T, b EncBackend) {
 		}
 		closeStore(t, s)
 		checkNoClear(t, b, at)
+	}
+}
+
+// A store keeps the form of hashed message ids it was created with: one sealed in the
+// flat form (before the grouped form existed, whether or not it recorded its form)
+// still finds its records by message id when opened by this version, so a redelivery
+// is a duplicate; a new store groups. Each form is looked for in the raw bytes.
+func testEncMessageIDForms(t *testing.T, b EncBackend) {
+	ctx := context.Background()
+	keys := NewKeys(t)
+	flat, err := keys.WithMessageIDs(store.MessageIDsFlat).Sealing()
+	if err != nil {
+		t.Fatal(err)
+	}
+	grouped, err := keys.WithMessageIDs(store.MessageIDsGrouped).Sealing()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := func(sl store.Sealing) []byte { return []byte(sl.ID(store.PurposeMessageID, encMsgID)) }
+	for _, forget := range []bool{false, true} {
+		t.Run(fmt.Sprintf("recorded=%t", !forget), func(t *testing.T) {
+			loc := b.New(t)
+			s := b.Open(t, loc, keys.WithMessageIDs(store.MessageIDsFlat))
+			fillEnc(t, s)
+			closeStore(t, s)
+			if forget {
+				b.ForgetMessageIDForm(t, loc)
+			}
+			if raw := b.Raw(t, loc); !bytes.Contains(raw, stored(flat)) || bytes.Contains(raw, stored(grouped)) {
+				t.Fatal("the flat store does not hold its message id in the flat form alone")
+			}
+			s = b.Open(t, loc, keys) // this version's Keys: no form asked for
+			defer closeStore(t, s)
+			again := encBatch()
+			res, err := s.Commit(ctx, &again)
+			if err != nil {
+				t.Fatalf("Commit: %v", err)
+			}
+			if res.MessagesNew != 0 || res.MessagesDuplicate != len(again.Messages) {
+				t.Errorf("redelivery to the flat store: %d new, %d duplicates; want 0 and %d", res.MessagesNew, res.MessagesDuplicate, len(again.Messages))
+			}
+			checkReadable(t, s)
+		})
+	}
+	loc := b.New(t)
+	s := b.Open(t, loc, keys)
+	fillEnc(t, s)
+	closeStore(t, s)
+	if raw := b.Raw(t, loc); !bytes.Contains(raw, stored(grouped)) || bytes.Contains(raw, stored(flat)) {
+		t.Fatal("a new store does not hold its message id in the grouped form alone")
 	}
 }
