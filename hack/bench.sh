@@ -7,7 +7,8 @@
 # from a local Graph API and CDN meanwhile), and the worker's fetch throughput against a
 # plain HTTP download of the same files. ENCRYPTION=0 skips the encryption phase: the same
 # durable worker without and with its data key (--data-key-file), each on a store of its
-# own, at every batch size (target: at least 0.9 of the throughput with the key).
+# own, at every batch size (target: at least 0.9 of the throughput with the key), in
+# ENCRYPTION_ROUNDS (default 4) pairs of phases, alternating which worker goes first.
 #
 #   CLIENTS=64 DURATION=10s BATCHES=1,10 USERS=5000 hack/bench.sh
 #
@@ -35,6 +36,7 @@ FRONTDOOR=${FRONTDOOR:-1}
 FRONTDOOR_ROUNDS=${FRONTDOOR_ROUNDS:-4}
 MEDIA=${MEDIA:-1}
 ENCRYPTION=${ENCRYPTION:-1}
+ENCRYPTION_ROUNDS=${ENCRYPTION_ROUNDS:-4}
 MEDIA_SIZE=${MEDIA_SIZE:-32768}
 MEDIA_MAX_DELIVERIES=${MEDIA_MAX_DELIVERIES:-5000}
 FETCH_FILES=${FETCH_FILES:-200}
@@ -175,7 +177,7 @@ if [ "$ENCRYPTION" = 1 ]; then
 	start clear --data-dir "$WORK/data-clear"
 	ENCRYPTION_ARGS=(--clear "http://$ADDR" --clear-pid "${PIDS[-1]}")
 	start sealed --data-dir "$WORK/data-sealed" --data-key-file "$WORK/data-key.json"
-	ENCRYPTION_ARGS+=(--sealed "http://$ADDR" --sealed-pid "${PIDS[-1]}")
+	ENCRYPTION_ARGS+=(--sealed "http://$ADDR" --sealed-pid "${PIDS[-1]}" --encryption-rounds "$ENCRYPTION_ROUNDS")
 	echo "encryption phase: workers without and with a data key on ${ENCRYPTION_ARGS[1]} and ${ENCRYPTION_ARGS[5]}"
 fi
 echo "machine: $(nproc) cores, $(uname -sr), $(go version | cut -d' ' -f3)"

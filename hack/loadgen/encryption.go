@@ -46,12 +46,7 @@ func writeDataKey(out io.Writer) error {
 // serial stage's sequential ids all append at the index's end, which a keyed hash, by
 // design, never does: a comparison on them would charge the hash for the ids' order.)
 func metaMessageID(user, id int64, i int) string {
-	x := uint64(id)*1000 + uint64(i) //nolint:gosec // G115: a positive sequence number
-	// splitmix64: a cheap, well-spread permutation of the sequence number.
-	x += 0x9e3779b97f4a7c15
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
-	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
-	x ^= x >> 31
+	x := splitmix64(uint64(id)*1000 + uint64(i)) //nolint:gosec // G115: a positive sequence number
 	digits := strconv.AppendInt(nil, user, 10)
 	raw := append([]byte{0x1c, 0x18, byte(len(digits))}, digits...)
 	raw = append(raw, 0x15, 0x02, 0x00, 0x12, 0x18, 0x14)
@@ -60,8 +55,17 @@ func metaMessageID(user, id int64, i int) string {
 	return "wamid." + base64.StdEncoding.EncodeToString(raw)
 }
 
-// encryptionPhases runs, per batch size, off / on / on / off (so that a machine getting
-// busier, or a store growing, weighs on both alike) and judges the ratio of the sums.
+// splitmix64 is a cheap, well-spread permutation of x.
+func splitmix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}
+
+// encryptionPhases runs, per batch size, encryptionRounds pairs off / on, on / off, ...
+// (so that a machine getting busier, or a store growing, weighs on both alike) and
+// judges the ratio of the sums.
 func encryptionPhases(c config, client *http.Client, out io.Writer, seq *atomic.Int64) (bool, error) {
 	fmt.Fprintf(out, "\nencryption at rest: the durable worker without and with its data key, each on its own store\n")
 	endpoint := func(base string) string { return strings.TrimSuffix(base, "/") + "/webhooks/meta/" + c.channel }
@@ -69,15 +73,22 @@ func encryptionPhases(c config, client *http.Client, out io.Writer, seq *atomic.
 	var lines []string
 	for _, batch := range c.batches {
 		byName := map[string][]result{}
-		for _, t := range []struct {
+		type worker struct {
 			name, url string
 			pid       int
-		}{
-			{"clear", c.encryption.clear, c.encryption.clearPID}, {"sealed", c.encryption.sealed, c.encryption.sealedPID},
-			{"sealed", c.encryption.sealed, c.encryption.sealedPID}, {"clear", c.encryption.clear, c.encryption.clearPID},
-		} {
+		}
+		off, on := worker{"clear", c.encryption.clear, c.encryption.clearPID}, worker{"sealed", c.encryption.sealed, c.encryption.sealedPID}
+		var order []worker
+		for r := range max(c.encryptionRounds, 1) {
+			if r%2 == 0 {
+				order = append(order, off, on)
+			} else {
+				order = append(order, on, off)
+			}
+		}
+		for _, t := range order {
 			r, err := phaseOf(c, client, endpoint(t.url), t.pid, 0, batch, func() []byte {
-				return bodyWithIDs(c.phoneNumberID, batch, c.users, seq, metaMessageID)
+				return bodyWithIDs(c.phoneNumberID, batch, c.users, seq, true, metaMessageID)
 			})
 			if err != nil {
 				return false, fmt.Errorf("%s batch %d: %w", t.name, batch, err)
@@ -88,8 +99,8 @@ func encryptionPhases(c config, client *http.Client, out io.Writer, seq *atomic.
 				r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.errors,
 				perDelivery(r.cost.client, true), perDelivery(r.cost.server, r.cost.serverKnown), 100*r.cost.busy)
 		}
-		off, on := merge(byName["clear"]), merge(byName["sealed"])
-		ok, line := encryptionVerdict(batch, off, on)
+		offR, onR := merge(byName["clear"]), merge(byName["sealed"])
+		ok, line := encryptionVerdict(batch, offR, onR)
 		verdict = verdict && ok
 		lines = append(lines, line)
 	}

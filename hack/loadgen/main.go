@@ -39,6 +39,9 @@ type config struct {
 	// frontdoorRounds > 1 compares the front door with the direct path in that many
 	// alternating slices of each.
 	frontdoorRounds int
+	// encryptionRounds: the encryption phase runs this many pairs of phases per batch
+	// size, alternating which of the two workers goes first.
+	encryptionRounds int
 	media           mediaConfig
 	encryption      encryptionConfig
 }
@@ -63,6 +66,7 @@ func main() {
 	flag.StringVar(&c.baseline, "baseline", "", "base URL of the verify-only baseline worker (loopback only)")
 	flag.StringVar(&c.frontdoor, "frontdoor", "", "base URL of a front door routing the channel's number to the durable worker (loopback only; optional)")
 	flag.IntVar(&c.frontdoorPID, "frontdoor-pid", 0, "pid of the front door, to report its CPU per delivery (optional)")
+	flag.IntVar(&c.encryptionRounds, "encryption-rounds", 2, "pairs of phases per batch size in the encryption phase, the worker without the key first in odd pairs and second in even ones (2: off, on, on, off)")
 	flag.IntVar(&c.frontdoorRounds, "frontdoor-rounds", 1, "compare the front door with the direct path in this many alternating slices of the phase's duration each (direct, door, direct, door...), so that a change of the machine's load between phases weighs on both alike")
 	flag.BoolVar(&c.frontdoorOwnCore, "frontdoor-own-core", false, "the front door runs on cores of its own (pinned apart from the workers and this load generator): its CPU is left out of the ratio's CPU bound")
 	flag.StringVar(&c.channel, "channel", "wa", "channel name in the webhook path")

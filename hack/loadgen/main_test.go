@@ -149,17 +149,22 @@ func TestEncryptionVerdict(t *testing.T) {
 }
 
 // The encryption phase's deliveries carry Meta-shaped ids that are distinct and do not
-// sort in arrival order.
+// sort in arrival order, from senders in no order either.
 func TestMetaMessageIDs(t *testing.T) {
 	t.Parallel()
 	var seq atomic.Int64
 	seen := map[string]bool{}
 	prev, ordered := "", 0
+	prevSender, ascending := "", 0
 	for range 200 {
-		parsed, err := meta.ParseDelivery(bodyWithIDs("123456789012345", 10, 5000, &seq, metaMessageID))
+		parsed, err := meta.ParseDelivery(bodyWithIDs("123456789012345", 10, 5000, &seq, true, metaMessageID))
 		if err != nil {
 			t.Fatal(err)
 		}
+		if sender := parsed.Batch.Messages[0].Subject; sender > prevSender {
+			ascending++
+		}
+		prevSender = parsed.Batch.Messages[0].Subject
 		for _, m := range parsed.Batch.Messages {
 			// Meta-shaped: the record of a WhatsApp id names the sender's conversation.
 			if seen[m.ID] || string(store.MessageConversation(m.ID)) != m.Subject {
@@ -174,6 +179,9 @@ func TestMetaMessageIDs(t *testing.T) {
 	}
 	if ordered > len(seen)*3/4 {
 		t.Errorf("%d of %d ids sort after the one before: they follow arrival order", ordered, len(seen))
+	}
+	if ascending > 150 {
+		t.Errorf("%d of 200 deliveries come from a higher number than the one before: senders take turns in order", ascending)
 	}
 }
 

@@ -165,14 +165,20 @@ func send(client *http.Client, endpoint string, secret, b []byte) (int, error) {
 // fresh wamids so that every message is new to the store; senders come from a pool of
 // users customers, each with a stable profile name.
 func body(phoneNumberID string, n int, users int64, seq *atomic.Int64) []byte {
-	return bodyWithIDs(phoneNumberID, n, users, seq, func(_ int64, id int64, i int) string { return fmt.Sprintf("wamid.LOAD%dx%d", id, i) })
+	return bodyWithIDs(phoneNumberID, n, users, seq, false, func(_ int64, id int64, i int) string { return fmt.Sprintf("wamid.LOAD%dx%d", id, i) })
 }
 
 // bodyWithIDs is body with the message ids msgID makes (of the user, the delivery's
-// sequence number and the message's index).
-func bodyWithIDs(phoneNumberID string, n int, users int64, seq *atomic.Int64, msgID func(user, id int64, i int) string) []byte {
+// sequence number and the message's index). Senders take turns in the order of their
+// numbers, or, scattered, in no order, as customers write (consecutive deliveries then
+// never come from neighbouring numbers).
+func bodyWithIDs(phoneNumberID string, n int, users int64, seq *atomic.Int64, scattered bool, msgID func(user, id int64, i int) string) []byte {
 	id := seq.Add(1)
-	user := 447700000000 + id%max(users, 1)
+	k := uint64(id) //nolint:gosec // G115: a positive sequence number
+	if scattered {
+		k = splitmix64(k)
+	}
+	user := 447700000000 + int64(k%uint64(max(users, 1))) //nolint:gosec // G115: below users
 	var b bytes.Buffer
 	b.Grow(600 + 220*n)
 	fmt.Fprintf(&b, `{"object":"whatsapp_business_account","entry":[{"id":"109876543210987","changes":[{"value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001234","phone_number_id":%q},"contacts":[{"profile":{"name":"Customer %d"},"wa_id":"%d"}],"messages":[`, phoneNumberID, user%100000, user)

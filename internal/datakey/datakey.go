@@ -28,6 +28,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"maps"
 	"slices"
@@ -87,8 +88,10 @@ type Ring struct {
 	aeads  map[Version]cipher.AEAD
 	index  []byte
 	rand   io.Reader
-	// hashKeys caches the HKDF subkey of each purpose (string -> []byte).
-	hashKeys sync.Map
+	// hashers keeps, per purpose, a pool of HMAC states keyed with that purpose's HKDF
+	// subkey (string -> *sync.Pool of hash.Hash): every stored identifier is hashed on
+	// the webhook path, and keying an HMAC costs more than hashing a short identifier.
+	hashers sync.Map
 }
 
 // Parse reads a ring from a Secret's data (see the constants above). unwrap, when not
@@ -283,18 +286,22 @@ func VersionOf(sealed []byte) (Version, error) {
 // value hashes alike in one tenant under every key version, and differently in another
 // tenant or for another purpose.
 func (r *Ring) Hash(purpose string, value []byte) []byte {
-	sub, ok := r.hashKeys.Load(purpose)
+	p, ok := r.hashers.Load(purpose)
 	if !ok {
 		k, err := hkdf.Key(sha256.New, r.index, nil, hashLabel+purpose, KeySize)
 		if err != nil {
 			// Only a requested length above 255*32 bytes fails.
 			panic(err)
 		}
-		sub, _ = r.hashKeys.LoadOrStore(purpose, k)
+		p, _ = r.hashers.LoadOrStore(purpose, &sync.Pool{New: func() any { return hmac.New(sha256.New, k) }})
 	}
-	m := hmac.New(sha256.New, sub.([]byte))
+	pool := p.(*sync.Pool)
+	m := pool.Get().(hash.Hash)
+	m.Reset()
 	m.Write(value)
-	return m.Sum(nil)
+	sum := m.Sum(nil)
+	pool.Put(m)
+	return sum
 }
 
 // Identity encodes a record's identity for Seal and Open: the table (or kind) and the
