@@ -76,20 +76,20 @@ func (r *TenantReconciler) targetForTenant(ctx context.Context, t *platformv1.Te
 // targetFromNamespace is the erasure target of an orphaned namespace, read
 // from the operator's marks only: nothing is inferred. A namespace whose
 // marks do not say how to erase its store is refused.
-func targetFromNamespace(ns *corev1.Namespace) (*erasureTarget, error) {
-	a := ns.Annotations
+func targetFromNamespace(ns client.Object) (*erasureTarget, error) {
+	a := ns.GetAnnotations()
 	tgt := &erasureTarget{
-		tenantRef: tenantRef{Name: ns.Labels[platformv1.LabelTenant], UID: types.UID(a[AnnotationTenantUID]), Namespace: ns.Name},
+		tenantRef: tenantRef{Name: ns.GetLabels()[platformv1.LabelTenant], UID: types.UID(a[AnnotationTenantUID]), Namespace: ns.GetName()},
 		Backend:   platformv1.StorageBackend(a[AnnotationStorageBackend]),
 		Database:  a[AnnotationPostgresDatabase],
 		Volume:    a[AnnotationVolume],
 		Regarding: ns,
 	}
 	if _, ok := storeErasers[tgt.Backend]; !ok {
-		return nil, fmt.Errorf("namespace %s has no usable %s mark (%q): its store cannot be erased", ns.Name, AnnotationStorageBackend, tgt.Backend)
+		return nil, fmt.Errorf("namespace %s has no usable %s mark (%q): its store cannot be erased", ns.GetName(), AnnotationStorageBackend, tgt.Backend)
 	}
 	if tgt.Backend == platformv1.StoragePostgreSQL && tgt.Database == "" {
-		return nil, fmt.Errorf("namespace %s has no %s mark: its database cannot be named", ns.Name, AnnotationPostgresDatabase)
+		return nil, fmt.Errorf("namespace %s has no %s mark: its database cannot be named", ns.GetName(), AnnotationPostgresDatabase)
 	}
 	return tgt, nil
 }

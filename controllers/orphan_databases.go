@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -65,14 +65,11 @@ func (s *OrphanSweeper) scanDatabases(ctx context.Context) *scannedDatabases {
 // orphanDatabases picks, from the marked databases, those of this cluster
 // whose Tenant UID belongs to no live Tenant and to no listed namespace's
 // ownership mark. ours counts the databases of this cluster.
-func orphanDatabases(dbs []serverDatabase, cluster string, tenants []platformv1.Tenant, nss []corev1.Namespace) (orphans []serverDatabase, ours int) {
-	owned := map[types.UID]bool{}
-	for i := range tenants {
-		owned[tenants[i].UID] = true
-	}
-	for i := range nss {
-		if uid := nss[i].Annotations[AnnotationTenantUID]; uid != "" {
-			owned[types.UID(uid)] = true
+func orphanDatabases(dbs []serverDatabase, cluster string, tenants liveTenants, nss []*metav1.PartialObjectMetadata) (orphans []serverDatabase, ours int) {
+	marked := map[types.UID]bool{}
+	for _, ns := range nss {
+		if uid := ns.Annotations[AnnotationTenantUID]; uid != "" {
+			marked[types.UID(uid)] = true
 		}
 	}
 	for _, db := range dbs {
@@ -80,7 +77,7 @@ func orphanDatabases(dbs []serverDatabase, cluster string, tenants []platformv1.
 			continue // another installation's, on a shared server
 		}
 		ours++
-		if !owned[db.Mark.TenantUID] {
+		if _, live := tenants.byUID[db.Mark.TenantUID]; !live && !marked[db.Mark.TenantUID] {
 			orphans = append(orphans, db)
 		}
 	}
@@ -90,7 +87,7 @@ func orphanDatabases(dbs []serverDatabase, cluster string, tenants []platformv1.
 // sweepDatabases erases the orphaned databases whose grace period, counted
 // from when a sweep first found them, has passed. busy reports an erasure
 // still in progress or failing.
-func (s *OrphanSweeper) sweepDatabases(ctx context.Context, scan *scannedDatabases, tenants []platformv1.Tenant, nss []corev1.Namespace) (bool, error) {
+func (s *OrphanSweeper) sweepDatabases(ctx context.Context, scan *scannedDatabases, tenants liveTenants, nss []*metav1.PartialObjectMetadata) (bool, error) {
 	log := logf.FromContext(ctx)
 	if scan.err != nil {
 		orphanStepFailures.WithLabelValues("ScanDatabases").Inc()

@@ -83,6 +83,11 @@ type OrphanSweeper struct {
 	// MaxOrphanShare is the share of tenant namespaces above which the sweep
 	// stands down (0.5: more than half).
 	MaxOrphanShare float64
+	// PageSize is how many objects one list request of the sweep returns
+	// (0: sweepPageSize). The sweep decodes a page at a time and keeps of
+	// each object only what it decides on, so what it holds does not grow
+	// with a full listing of every tenant's objects.
+	PageSize int64
 
 	// deleting holds the orphans whose last step (the namespace or volume
 	// going) was requested, so that their verified end is recorded once
@@ -121,6 +126,17 @@ func (s *OrphanSweeper) Start(ctx context.Context) error {
 	}
 }
 
+// sweepPageSize is how many objects a list request of the sweep asks for
+// when PageSize is not set: 500 namespaces are about 1 MiB decoded.
+const sweepPageSize = 500
+
+func (s *OrphanSweeper) pageSize() int64 {
+	if s.PageSize > 0 {
+		return s.PageSize
+	}
+	return sweepPageSize
+}
+
 // Sweep runs one pass. busy reports an erasure still in progress.
 func (s *OrphanSweeper) Sweep(ctx context.Context) (busy bool, err error) {
 	log := logf.FromContext(ctx)
@@ -128,16 +144,14 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (busy bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	var nss corev1.NamespaceList
-	if err := s.APIReader.List(ctx, &nss, client.MatchingLabelsSelector{Selector: sel}); err != nil {
-		return false, fmt.Errorf("list tenant namespaces: %w", err)
+	l := listing{listed: map[string]bool{}}
+	if err := s.listNamespaces(ctx, sel, &l); err != nil {
+		return false, err
 	}
-	var pvs corev1.PersistentVolumeList
-	if err := s.APIReader.List(ctx, &pvs, client.MatchingLabelsSelector{Selector: sel}); err != nil {
-		return false, fmt.Errorf("list tenant volumes: %w", err)
+	if err := s.listVolumes(ctx, sel, &l); err != nil {
+		return false, err
 	}
-	keys, err := s.listDataKeys(ctx)
-	if err != nil {
+	if err := s.listDataKeys(ctx, &l); err != nil {
 		return false, err
 	}
 	// The server's databases too, when the PostgreSQL backend is enabled.
@@ -145,8 +159,8 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (busy bool, err error) {
 	// Tenants are listed after what they own: a namespace or database made
 	// for a Tenant created meanwhile is listed with its Tenant, never as an
 	// orphan.
-	var tenants platformv1.TenantList
-	if err := s.APIReader.List(ctx, &tenants); err != nil {
+	tenants, err := s.listTenants(ctx)
+	if err != nil {
 		if meta.IsNoMatchError(err) || apierrors.IsNotFound(err) {
 			sweepStoodDown.Set(1)
 			log.Error(err, "Tenant CRD is missing: the orphan sweep stands down rather than treat every tenant as gone")
@@ -155,21 +169,21 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (busy bool, err error) {
 		return false, fmt.Errorf("list tenants: %w", err)
 	}
 
-	f, err := s.classify(ctx, nss.Items, pvs.Items, tenants.Items)
+	f, err := s.classify(ctx, l.namespaces, l.volumes, tenants)
 	if err != nil {
 		return false, err
 	}
-	orphanNS, orphanPV, owned, listed := f.namespaces, f.volumes, f.owned, f.listed
-	orphanKeys := orphanedKeys(keys, tenants.Items, listed)
+	orphanNS, orphanPV, owned := f.namespaces, f.volumes, f.owned
+	orphanKeys := orphanedKeys(l.keys, tenants)
 	orphansFound.WithLabelValues("namespace").Set(float64(len(orphanNS)))
 	orphansFound.WithLabelValues("volume").Set(float64(len(orphanPV)))
 	orphansFound.WithLabelValues("data-key").Set(float64(len(orphanKeys)))
 	orphansFound.WithLabelValues("unowned-namespace").Set(float64(f.unowned))
 
-	if tooMany(len(orphanNS), owned, s.MaxOrphanShare) || tooMany(len(orphanKeys), len(keys), s.MaxOrphanShare) {
+	if tooMany(len(orphanNS), owned, s.MaxOrphanShare) || tooMany(len(orphanKeys), len(l.keys), s.MaxOrphanShare) {
 		sweepStoodDown.Set(1)
 		log.Error(nil, "Too many tenant namespaces or data keys look orphaned at once: the orphan sweep stands down; check the Tenant objects (a CRD reinstall or a restore?)",
-			"orphaned", len(orphanNS), "tenantNamespaces", owned, "orphanedKeys", len(orphanKeys), "dataKeys", len(keys), "maxShare", s.MaxOrphanShare)
+			"orphaned", len(orphanNS), "tenantNamespaces", owned, "orphanedKeys", len(orphanKeys), "dataKeys", len(l.keys), "maxShare", s.MaxOrphanShare)
 		return false, nil
 	}
 	sweepStoodDown.Set(0)
@@ -182,7 +196,7 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (busy bool, err error) {
 		}
 	}
 	for key, tgt := range s.deleting {
-		if !listed[key] {
+		if !l.listed[key] {
 			note(s.erase(ctx, key, tgt, nil))
 		}
 	}
@@ -196,30 +210,168 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (busy bool, err error) {
 		note(s.sweepKey(ctx, key))
 	}
 	if scan != nil {
-		note(s.sweepDatabases(ctx, scan, tenants.Items, nss.Items))
+		note(s.sweepDatabases(ctx, scan, tenants, l.namespaces))
 	}
 	return busy, errors.Join(errs...)
 }
 
+// listing is what one sweep listed, of each object only what it decides on.
+type listing struct {
+	// namespaces are the tenant-labelled namespaces (metadata only).
+	namespaces []*metav1.PartialObjectMetadata
+	// volumes are the tenant-labelled volumes that are not bound: a bound
+	// volume is never an orphan (classify).
+	volumes []*corev1.PersistentVolume
+	// keys are the data key Secrets in the operator's namespace (metadata).
+	keys []*metav1.PartialObjectMetadata
+	// listed holds "Kind/name" of the objects listed that an erasure in
+	// progress waits to see gone (deleting); nothing else asks.
+	listed map[string]bool
+}
+
+// saw records that an object was listed, if an erasure waits for it.
+func (s *OrphanSweeper) saw(l *listing, kind, name string) {
+	if len(s.deleting) == 0 {
+		return
+	}
+	if key := kind + "/" + name; s.deleting[key] != nil {
+		l.listed[key] = true
+	}
+}
+
+// listInPages lists in pages of size objects and hands each page to each
+// before it asks for the next. The API server serves every page after the
+// first from the first one's snapshot (the continue token), so the pages
+// together are the listing one unpaged request would return; only one page
+// is decoded at a time.
+func listInPages[L client.ObjectList](ctx context.Context, r client.Reader, size int64, newPage func() L, each func(L), opts ...client.ListOption) error {
+	var next string
+	for {
+		page := newPage()
+		if err := r.List(ctx, page, append(opts[:len(opts):len(opts)], client.Limit(size), client.Continue(next))...); err != nil {
+			return err
+		}
+		each(page)
+		if next = page.GetContinue(); next == "" {
+			return nil
+		}
+	}
+}
+
+// metadataList is an empty metadata-only list of a core kind.
+func metadataList(kind string) *metav1.PartialObjectMetadataList {
+	var list metav1.PartialObjectMetadataList
+	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind(kind + "List"))
+	return &list
+}
+
+// keptMeta is what the sweep keeps of a listed object's metadata: its name,
+// the identity its Events name, and its labels and annotations (the marks it
+// decides on). The rest, managedFields above all, goes with the page.
+func keptMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+		Labels: m.Labels, Annotations: m.Annotations,
+	}
+}
+
+// keptPartial is keptMeta of a metadata-only list's item, with its kind
+// (which an Event about it needs).
+func keptPartial(item *metav1.PartialObjectMetadata, kind string) *metav1.PartialObjectMetadata {
+	out := &metav1.PartialObjectMetadata{ObjectMeta: keptMeta(&item.ObjectMeta)}
+	out.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind(kind))
+	return out
+}
+
+// listNamespaces lists the tenant-labelled namespaces, metadata only: the
+// sweep reads their labels and marks, never their spec or status.
+func (s *OrphanSweeper) listNamespaces(ctx context.Context, sel labels.Selector, l *listing) error {
+	err := listInPages(ctx, s.APIReader, s.pageSize(), func() *metav1.PartialObjectMetadataList { return metadataList("Namespace") },
+		func(page *metav1.PartialObjectMetadataList) {
+			for i := range page.Items {
+				ns := keptPartial(&page.Items[i], "Namespace")
+				s.saw(l, "Namespace", ns.Name)
+				l.namespaces = append(l.namespaces, ns)
+			}
+		}, client.MatchingLabelsSelector{Selector: sel})
+	if err != nil {
+		return fmt.Errorf("list tenant namespaces: %w", err)
+	}
+	return nil
+}
+
+// listVolumes lists the tenant-labelled volumes in full (the claim they
+// were bound to and their phase are in spec and status) and keeps, of those
+// not bound, the metadata, the claim reference and the phase.
+func (s *OrphanSweeper) listVolumes(ctx context.Context, sel labels.Selector, l *listing) error {
+	err := listInPages(ctx, s.APIReader, s.pageSize(), func() *corev1.PersistentVolumeList { return &corev1.PersistentVolumeList{} },
+		func(page *corev1.PersistentVolumeList) {
+			for i := range page.Items {
+				pv := &page.Items[i]
+				s.saw(l, "PersistentVolume", pv.Name)
+				if pv.Status.Phase == corev1.VolumeBound {
+					continue
+				}
+				l.volumes = append(l.volumes, &corev1.PersistentVolume{
+					ObjectMeta: keptMeta(&pv.ObjectMeta),
+					Spec:       corev1.PersistentVolumeSpec{ClaimRef: pv.Spec.ClaimRef},
+					Status:     corev1.PersistentVolumeStatus{Phase: pv.Status.Phase},
+				})
+			}
+		}, client.MatchingLabelsSelector{Selector: sel})
+	if err != nil {
+		return fmt.Errorf("list tenant volumes: %w", err)
+	}
+	return nil
+}
+
+// listTenants lists every Tenant and keeps what the sweep decides on.
+func (s *OrphanSweeper) listTenants(ctx context.Context) (liveTenants, error) {
+	live := liveTenants{byUID: map[types.UID]string{}, byName: map[string]namedTenant{}}
+	err := listInPages(ctx, s.APIReader, s.pageSize(), func() *platformv1.TenantList { return &platformv1.TenantList{} },
+		func(page *platformv1.TenantList) {
+			for i := range page.Items {
+				live.add(&page.Items[i])
+			}
+		})
+	return live, err
+}
+
+// liveTenants is what the sweep knows of the Tenants that exist: the
+// namespace each uses, by UID and by name (Tenants are cluster-scoped, so
+// a name is unique).
+type liveTenants struct {
+	byUID  map[types.UID]string
+	byName map[string]namedTenant
+}
+
+// namedTenant is the Tenant of a name: its namespace, and whether its
+// erasure has run (status.erasedAt).
+type namedTenant struct {
+	namespace string
+	erased    bool
+}
+
+func (l liveTenants) add(t *platformv1.Tenant) {
+	l.byUID[t.UID] = t.NamespaceName()
+	l.byName[t.Name] = namedTenant{namespace: t.NamespaceName(), erased: t.Status.ErasedAt != nil}
+}
+
 // findings are what one sweep found.
 type findings struct {
-	namespaces []*corev1.Namespace
+	namespaces []*metav1.PartialObjectMetadata
 	volumes    []*corev1.PersistentVolume
 	// owned counts the namespaces bound to a Tenant by the mark (live or
 	// not); unowned those labelled for a Tenant that does not exist, without
 	// the mark.
 	owned, unowned int
-	// listed holds "Kind/name" of everything listed.
-	listed map[string]bool
 }
 
 // classify sorts what the sweep listed into orphans and the rest, and
 // clears the stamp of a namespace whose Tenant came back.
-func (s *OrphanSweeper) classify(ctx context.Context, nss []corev1.Namespace, pvs []corev1.PersistentVolume, tenants []platformv1.Tenant) (findings, error) {
-	f := findings{listed: map[string]bool{}}
-	for i := range nss {
-		ns := &nss[i]
-		f.listed["Namespace/"+ns.Name] = true
+func (s *OrphanSweeper) classify(ctx context.Context, nss []*metav1.PartialObjectMetadata, pvs []*corev1.PersistentVolume, tenants liveTenants) (findings, error) {
+	var f findings
+	for _, ns := range nss {
 		switch ownerOf(ns, ns.Name, tenants) {
 		case ownerLive:
 			f.owned++
@@ -232,14 +384,12 @@ func (s *OrphanSweeper) classify(ctx context.Context, nss []corev1.Namespace, pv
 		case ownerNone:
 			// Labelled, but not bound to a Tenant by the operator's mark:
 			// someone else's (GitOps ahead of its Tenant). Never touched.
-			if tenantNamed(tenants, ns.Labels[platformv1.LabelTenant]) == nil {
+			if _, ok := tenants.byName[ns.Labels[platformv1.LabelTenant]]; !ok {
 				f.unowned++
 			}
 		}
 	}
-	for i := range pvs {
-		pv := &pvs[i]
-		f.listed["PersistentVolume/"+pv.Name] = true
+	for _, pv := range pvs {
 		claimNS := ""
 		if pv.Spec.ClaimRef != nil {
 			claimNS = pv.Spec.ClaimRef.Namespace
@@ -272,30 +422,18 @@ const (
 // itself, or a volume's claim's). A Tenant re-created under the same name
 // and the same namespace takes it over (the reconciler re-binds the mark);
 // under another namespace, the old one is an orphan.
-func ownerOf(obj client.Object, namespace string, tenants []platformv1.Tenant) owner {
+func ownerOf(obj client.Object, namespace string, tenants liveTenants) owner {
 	uid := obj.GetAnnotations()[AnnotationTenantUID]
 	if uid == "" || obj.GetLabels()[platformv1.LabelTenant] == "" {
 		return ownerNone
 	}
-	for i := range tenants {
-		t := &tenants[i]
-		if string(t.UID) == uid && t.NamespaceName() == namespace {
-			return ownerLive
-		}
+	if ns, ok := tenants.byUID[types.UID(uid)]; ok && ns == namespace {
+		return ownerLive
 	}
-	if t := tenantNamed(tenants, obj.GetLabels()[platformv1.LabelTenant]); t != nil && t.NamespaceName() == namespace && t.Status.ErasedAt == nil {
+	if t, ok := tenants.byName[obj.GetLabels()[platformv1.LabelTenant]]; ok && t.namespace == namespace && !t.erased {
 		return ownerLive
 	}
 	return ownerGone
-}
-
-func tenantNamed(tenants []platformv1.Tenant, name string) *platformv1.Tenant {
-	for i := range tenants {
-		if tenants[i].Name == name {
-			return &tenants[i]
-		}
-	}
-	return nil
 }
 
 // tooMany: more than maxShare of the tenant namespaces look orphaned. A
@@ -317,7 +455,7 @@ func tenantLabelSelector() (labels.Selector, error) {
 
 // clearStamp clears the orphan stamp (and any record of a started orphan
 // erasure) of a namespace whose Tenant came back.
-func (s *OrphanSweeper) clearStamp(ctx context.Context, ns *corev1.Namespace) error {
+func (s *OrphanSweeper) clearStamp(ctx context.Context, ns *metav1.PartialObjectMetadata) error {
 	if _, ok := ns.Annotations[AnnotationOrphanedAt]; !ok {
 		return nil
 	}
@@ -363,7 +501,7 @@ func (s *OrphanSweeper) due(ctx context.Context, obj client.Object, kind string)
 // sweepNamespace erases an orphaned namespace with the Tenant's own steps,
 // on a target read from its marks, once the grace period since it was
 // found has passed.
-func (s *OrphanSweeper) sweepNamespace(ctx context.Context, ns *corev1.Namespace) (bool, error) {
+func (s *OrphanSweeper) sweepNamespace(ctx context.Context, ns *metav1.PartialObjectMetadata) (bool, error) {
 	if due, err := s.due(ctx, ns, "Namespace"); err != nil || !due {
 		return false, err
 	}
@@ -398,7 +536,7 @@ func (s *OrphanSweeper) sweepVolume(ctx context.Context, pv *corev1.PersistentVo
 // the namespace is gone). Each verified step is logged and recorded in an
 // Event on the orphan; a failing step is reported (Event, metric, log) and
 // retried on the next pass, never skipped.
-func (s *OrphanSweeper) erase(ctx context.Context, key string, tgt *erasureTarget, ns *corev1.Namespace) (bool, error) {
+func (s *OrphanSweeper) erase(ctx context.Context, key string, tgt *erasureTarget, ns *metav1.PartialObjectMetadata) (bool, error) {
 	log := logf.FromContext(ctx).WithValues("orphan", key, "tenant", tgt.Name, "tenantUID", tgt.UID)
 	kind, _, _ := strings.Cut(key, "/")
 	steps := orphanSteps[kind]
@@ -462,22 +600,23 @@ var orphanSteps = map[string][]erasureStep{
 
 // listDataKeys lists the tenants' data key Secrets in the operator's
 // namespace, metadata only (their values are never read by the sweep).
-func (s *OrphanSweeper) listDataKeys(ctx context.Context) ([]*metav1.PartialObjectMetadata, error) {
+func (s *OrphanSweeper) listDataKeys(ctx context.Context, l *listing) error {
 	if s.Eraser.Namespace == "" {
-		return nil, nil
+		return nil
 	}
-	var list metav1.PartialObjectMetadataList
-	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
-	if err := s.APIReader.List(ctx, &list, client.InNamespace(s.Eraser.Namespace),
-		client.MatchingLabels{labelComponent: componentDataKey, platformv1.LabelManagedBy: platformv1.ManagedByValue}); err != nil {
-		return nil, fmt.Errorf("list data keys: %w", err)
+	err := listInPages(ctx, s.APIReader, s.pageSize(), func() *metav1.PartialObjectMetadataList { return metadataList("Secret") },
+		func(page *metav1.PartialObjectMetadataList) {
+			for i := range page.Items {
+				key := keptPartial(&page.Items[i], "Secret")
+				s.saw(l, "Secret", key.Name)
+				l.keys = append(l.keys, key)
+			}
+		}, client.InNamespace(s.Eraser.Namespace),
+		client.MatchingLabels{labelComponent: componentDataKey, platformv1.LabelManagedBy: platformv1.ManagedByValue})
+	if err != nil {
+		return fmt.Errorf("list data keys: %w", err)
 	}
-	out := make([]*metav1.PartialObjectMetadata, 0, len(list.Items))
-	for i := range list.Items {
-		list.Items[i].SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-		out = append(out, &list.Items[i])
-	}
-	return out, nil
+	return nil
 }
 
 // orphanedKeys are the data keys bound (by the UID mark) to a Tenant that no
@@ -485,15 +624,11 @@ func (s *OrphanSweeper) listDataKeys(ctx context.Context) ([]*metav1.PartialObje
 // meanwhile is listed with its key. Unlike a namespace, a key is never
 // taken over by a Tenant re-created under the same name: its name and mark
 // hold the UID it was made for.
-func orphanedKeys(keys []*metav1.PartialObjectMetadata, tenants []platformv1.Tenant, listed map[string]bool) []*metav1.PartialObjectMetadata {
-	live := make(map[string]bool, len(tenants))
-	for i := range tenants {
-		live[string(tenants[i].UID)] = true
-	}
+func orphanedKeys(keys []*metav1.PartialObjectMetadata, tenants liveTenants) []*metav1.PartialObjectMetadata {
 	var out []*metav1.PartialObjectMetadata
 	for _, k := range keys {
-		listed["Secret/"+k.Name] = true
-		if uid := k.Annotations[AnnotationTenantUID]; uid != "" && k.Labels[platformv1.LabelTenant] != "" && !live[uid] {
+		uid := k.Annotations[AnnotationTenantUID]
+		if _, live := tenants.byUID[types.UID(uid)]; uid != "" && k.Labels[platformv1.LabelTenant] != "" && !live {
 			out = append(out, k)
 		}
 	}

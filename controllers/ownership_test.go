@@ -90,11 +90,20 @@ func TestSweepOwnerOfANamespace(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			if got := ownerOf(tc.ns, tc.ns.Name, tc.tenants); got != tc.want {
+			if got := ownerOf(tc.ns, tc.ns.Name, liveOf(tc.tenants...)); got != tc.want {
 				t.Fatalf("ownerOf = %v, want %v", got, tc.want)
 			}
 		})
 	}
+}
+
+// liveOf is what a sweep that listed these Tenants knows of them.
+func liveOf(tenants ...platformv1.Tenant) liveTenants {
+	live := liveTenants{byUID: map[ktypes.UID]string{}, byName: map[string]namedTenant{}}
+	for i := range tenants {
+		live.add(&tenants[i])
+	}
+	return live
 }
 
 func TestOrphanTargetComesFromTheMarksAlone(t *testing.T) {

@@ -102,6 +102,8 @@ func AddToScheme(s *runtime.Scheme) error {
 // registered there, cache_digest.go). The transform shares repeated strings,
 // label maps and owner references between objects: never change a cached
 // object in place (the cache's reads return copies, which may be changed).
+// The kinds registered there and the Secrets are not indexed by namespace
+// (cache_informer.go): read them from the cache by key, list them around it.
 func CacheOptions(route RouteConfig) cache.Options {
 	managed := labels.SelectorFromSet(labels.Set{platformv1.LabelManagedBy: platformv1.ManagedByValue})
 	tenantReq, err := labels.NewRequirement(platformv1.LabelTenant, selection.Exists, nil)
@@ -128,7 +130,7 @@ func CacheOptions(route RouteConfig) cache.Options {
 		byObject[&gatewayv1.HTTPRoute{}] = cache.ByObject{Label: managed}
 	}
 	warmDigests()
-	return cache.Options{ByObject: byObject, DefaultTransform: CacheTransform}
+	return cache.Options{ByObject: byObject, DefaultTransform: CacheTransform, NewInformer: newCacheInformer}
 }
 
 // SetupAll registers every controller of the operator with the manager.

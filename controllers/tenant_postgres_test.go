@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -141,8 +140,8 @@ func TestOrphanDatabasesAreThoseOfThisClusterWithNoOwnerLeft(t *testing.T) {
 		db("orphan", "c", "u-gone"),
 		db("other-cluster", "c2", "u-gone2"),
 	}
-	tenants := []platformv1.Tenant{{ObjectMeta: metav1.ObjectMeta{Name: "live", UID: "u-live"}}}
-	nss := []corev1.Namespace{
+	tenants := liveOf(platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "live", UID: "u-live"}})
+	nss := []*metav1.PartialObjectMetadata{
 		{ObjectMeta: metav1.ObjectMeta{Name: "tenant-x", Annotations: map[string]string{AnnotationTenantUID: "u-ns"}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "unmarked"}},
 	}
