@@ -42,8 +42,8 @@ type config struct {
 	// encryptionRounds: the encryption phase runs this many pairs of phases per batch
 	// size, alternating which of the two workers goes first.
 	encryptionRounds int
-	media           mediaConfig
-	encryption      encryptionConfig
+	media            mediaConfig
+	encryption       encryptionConfig
 }
 
 func main() {
