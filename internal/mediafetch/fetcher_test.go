@@ -224,7 +224,7 @@ func TestServerErrorsSpendTheRetryBudget(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.MaxAttempts = 3 })
 	e.meta.set("fb500", &medium{cdnStatus: http.StatusServiceUnavailable})
 	k := e.fbFile("fb500")
-	g.Eventually(func() string { e.clock.Step(time.Minute); return e.store.get(k).state }).Should(Equal(store.FileFailed))
+	g.Eventually(func() string { e.stepWhenIdle(time.Minute); return e.store.get(k).state }).Should(Equal(store.FileFailed))
 	g.Expect(e.store.get(k).reason).To(Equal(store.FailAttempts))
 	g.Expect(e.meta.count(e.meta.downloads, "fb500")).To(Equal(3))
 	g.Expect(e.metric(t, "omniflow_worker_files_fetch_retries_total", "reason", RetryServerError)).To(BeEquivalentTo(2))

@@ -491,3 +491,15 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels ...
 }
 
 var errBoom = errors.New("disk on fire")
+
+// stepWhenIdle advances the clock by d unless a fetch is in flight. Stepping the clock
+// past a fetch's lease while it runs hands its file to the next claim, which spends an
+// attempt without a download: a test counting downloads per attempt must not do that.
+func (e *env) stepWhenIdle(d time.Duration) {
+	e.fetcher.mu.Lock()
+	idle := len(e.fetcher.busy) == 0
+	e.fetcher.mu.Unlock()
+	if idle {
+		e.clock.Step(d)
+	}
+}
