@@ -283,17 +283,23 @@ func keptPartial(item *metav1.PartialObjectMetadata, kind string) *metav1.Partia
 	return out
 }
 
+// listMetadata lists objects of a core kind in pages, metadata only, and
+// appends to into what the sweep keeps of each.
+func (s *OrphanSweeper) listMetadata(ctx context.Context, l *listing, kind string, into *[]*metav1.PartialObjectMetadata, opts ...client.ListOption) error {
+	return listInPages(ctx, s.APIReader, s.pageSize(), func() *metav1.PartialObjectMetadataList { return metadataList(kind) },
+		func(page *metav1.PartialObjectMetadataList) {
+			for i := range page.Items {
+				o := keptPartial(&page.Items[i], kind)
+				s.saw(l, kind, o.Name)
+				*into = append(*into, o)
+			}
+		}, opts...)
+}
+
 // listNamespaces lists the tenant-labelled namespaces, metadata only: the
 // sweep reads their labels and marks, never their spec or status.
 func (s *OrphanSweeper) listNamespaces(ctx context.Context, sel labels.Selector, l *listing) error {
-	err := listInPages(ctx, s.APIReader, s.pageSize(), func() *metav1.PartialObjectMetadataList { return metadataList("Namespace") },
-		func(page *metav1.PartialObjectMetadataList) {
-			for i := range page.Items {
-				ns := keptPartial(&page.Items[i], "Namespace")
-				s.saw(l, "Namespace", ns.Name)
-				l.namespaces = append(l.namespaces, ns)
-			}
-		}, client.MatchingLabelsSelector{Selector: sel})
+	err := s.listMetadata(ctx, l, "Namespace", &l.namespaces, client.MatchingLabelsSelector{Selector: sel})
 	if err != nil {
 		return fmt.Errorf("list tenant namespaces: %w", err)
 	}
@@ -604,14 +610,7 @@ func (s *OrphanSweeper) listDataKeys(ctx context.Context, l *listing) error {
 	if s.Eraser.Namespace == "" {
 		return nil
 	}
-	err := listInPages(ctx, s.APIReader, s.pageSize(), func() *metav1.PartialObjectMetadataList { return metadataList("Secret") },
-		func(page *metav1.PartialObjectMetadataList) {
-			for i := range page.Items {
-				key := keptPartial(&page.Items[i], "Secret")
-				s.saw(l, "Secret", key.Name)
-				l.keys = append(l.keys, key)
-			}
-		}, client.InNamespace(s.Eraser.Namespace),
+	err := s.listMetadata(ctx, l, "Secret", &l.keys, client.InNamespace(s.Eraser.Namespace),
 		client.MatchingLabels{labelComponent: componentDataKey, platformv1.LabelManagedBy: platformv1.ManagedByValue})
 	if err != nil {
 		return fmt.Errorf("list data keys: %w", err)
