@@ -89,7 +89,8 @@ type Store struct {
 	ckptMu  sync.Mutex
 	catchUp atomic.Bool // the WAL is large: the writer should finish the checkpoint
 
-	optimized time.Time // when the planner statistics were last refreshed (writer only)
+	optimized time.Time  // when the planner statistics were last refreshed (writer only)
+	group     []*request // the group being filled, reused (writer only)
 
 	keys *store.Keys
 	// mixed: opened with Keys while identifiers stored in clear may remain (reseal.go).
@@ -372,45 +373,24 @@ func (s *Store) submitSealed(ctx context.Context, o op) error {
 	})
 }
 
-// run is the single writer. It takes whatever is queued (up to MaxGroup) and commits it
-// as one transaction, hands it to the syncer and goes on with the next group: requests
-// arriving meanwhile form it.
+// run is the single writer. It applies requests in a group's transaction as they
+// arrive, commits the group once the syncer has taken the previous one (or the group is
+// full), hands it to the syncer and starts the next (walsync.go).
 func (s *Store) run() {
 	defer close(s.stopped)
-	group := make([]*request, 0, s.opts.MaxGroup)
 	for r := range s.reqs {
-		// While the previous group waits for its sync, let the queue fill (walsync.go).
-		s.wal.waitTurn()
-		if r.alone != nil {
-			s.runAlone(r)
-			continue
-		}
-		group = append(group[:0], r)
-		var alone *request
-	fill:
-		for len(group) < s.opts.MaxGroup {
-			select {
-			case r, ok := <-s.reqs:
-				if !ok {
-					break fill
-				}
-				if r.alone != nil {
-					alone = r
-					break fill
-				}
-				group = append(group, r)
-			default:
-				break fill
+		for r != nil {
+			if r.alone != nil {
+				s.wal.waitTurn()
+				s.runAlone(r)
+				break
 			}
-		}
-		s.commitGroup(group)
-		s.afterCommit()
-		if alone != nil {
-			s.wal.waitTurn()
-			s.runAlone(alone)
-		}
-		if time.Since(s.optimized) >= OptimizeInterval {
-			s.optimize()
+			// A request that must run alone ends the group; it runs next.
+			r = s.runGroup(r)
+			s.afterCommit()
+			if time.Since(s.optimized) >= OptimizeInterval {
+				s.optimize()
+			}
 		}
 	}
 }
@@ -531,25 +511,54 @@ func (s *Store) checkpointer() {
 	}
 }
 
-// commitGroup runs group in one transaction and hands it to the syncer, which answers
-// its requests once the WAL is on disk. Writer goroutine.
-func (s *Store) commitGroup(group []*request) {
+// runGroup runs first and the requests that follow it in one transaction: those queued,
+// and while the previous group still waits for the syncer, those that arrive meanwhile,
+// up to MaxGroup. It commits the group, hands it to the syncer, which answers its
+// requests once the WAL is on disk, and returns the request that must run alone if one
+// ended the group. Writer goroutine.
+func (s *Store) runGroup(first *request) (alone *request) {
 	ctx := context.Background() // a request's own ctx must not abort the others' group
 	start := time.Now()
-	err := s.inTx(ctx, func(t *txn) error {
-		for _, r := range group {
-			if err := r.op(ctx, t); err != nil {
-				return err
+	group := append(s.group[:0], first)
+	defer func() { s.group = group[:0] }()
+	t, err := s.begin(ctx)
+	if err == nil {
+		err = first.op(ctx, t)
+	}
+fill:
+	for err == nil && len(group) < s.opts.MaxGroup {
+		var r *request
+		select {
+		case r = <-s.reqs:
+		default:
+			if s.wal.idle() {
+				break fill // nothing queued and the syncer is free: commit now
+			}
+			select {
+			case r = <-s.reqs:
+			case <-s.wal.turn:
+				continue // look again: queued requests first, then the syncer
 			}
 		}
-		return nil
-	})
+		switch {
+		case r == nil:
+			break fill // closed: Close waits for this group
+		case r.alone != nil:
+			alone = r
+			break fill
+		}
+		group = append(group, r)
+		err = r.op(ctx, t)
+	}
+	if t != nil {
+		err = t.finish(err)
+	}
 	if err == nil || len(group) == 1 {
 		for _, r := range group {
 			r.err = err
 		}
 		s.wal.hand(committed{reqs: slices.Clone(group), start: start, err: err})
-		return
+		return alone
 	}
 	// The group failed. Batches are validated before they are queued, so this is rare;
 	// run each request in a transaction of its own so that one bad request does not fail
@@ -560,25 +569,39 @@ func (s *Store) commitGroup(group []*request) {
 		r.err = s.inTx(ctx, func(t *txn) error { return r.op(ctx, t) })
 		s.wal.hand(committed{reqs: []*request{r}, start: start, err: r.err})
 	}
+	return alone
 }
 
-func (s *Store) inTx(ctx context.Context, fn func(*txn) error) error {
+// begin starts a transaction on the writer connection.
+func (s *Store) begin(ctx context.Context) (*txn, error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		return nil, fmt.Errorf("begin: %w", err)
 	}
-	t := &txn{tx: tx, s: s, cache: map[string]*sql.Stmt{}, pending: map[contactKey]*meta.Contact{}}
-	if err := fn(t); err != nil {
-		_ = tx.Rollback()
+	return &txn{tx: tx, s: s, cache: map[string]*sql.Stmt{}, pending: map[contactKey]*meta.Contact{}}, nil
+}
+
+// finish commits t if err is nil and rolls it back otherwise, and returns the result.
+func (t *txn) finish(err error) error {
+	if err != nil {
+		_ = t.tx.Rollback()
 		return err
 	}
-	if err := tx.Commit(); err != nil {
+	if err := t.tx.Commit(); err != nil {
 		// Whether the commit reached the disk is unknown: forget every cached contact.
-		clear(s.contacts)
+		clear(t.s.contacts)
 		return fmt.Errorf("commit: %w", err)
 	}
 	t.commitCache()
 	return nil
+}
+
+func (s *Store) inTx(ctx context.Context, fn func(*txn) error) error {
+	t, err := s.begin(ctx)
+	if err != nil {
+		return err
+	}
+	return t.finish(fn(t))
 }
 
 // Commit implements store.Store.

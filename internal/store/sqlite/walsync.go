@@ -19,9 +19,11 @@ import (
 // so the files stay consistent whatever the crash.
 //
 // The writer therefore commits with NORMAL and leaves the sync to the walSyncer: it
-// hands each committed group over and starts the next group's SQL at once (one group
-// ahead at most: waitTurn), while the syncer fdatasyncs the WAL and only then answers
-// the group's callers. One sync covers
+// hands each committed group over and goes on with the next group's SQL at once, while
+// the syncer fdatasyncs the WAL and only then answers the group's callers. The writer
+// commits that next group when the syncer has taken the previous one (one committed
+// group waits at most: idle, turn), and until then applies every request that arrives
+// into the group's open transaction. One sync covers
 // every group committed before it started (fsync of a file flushes all its written
 // data, through any descriptor: POSIX), so groups committed while a sync runs share the
 // next one. No caller is answered before the sync that follows its COMMIT, which is
@@ -43,9 +45,11 @@ type walSyncer struct {
 
 	mu      sync.Mutex
 	pending []committed // committed, no sync started since
-	taken   *sync.Cond  // signalled when the syncer takes pending
-	kick    chan struct{}
-	done    chan struct{}
+	// turn gets a token (buffered, never blocking the syncer) each time the syncer
+	// takes pending; the writer checks idle again after receiving one.
+	turn chan struct{}
+	kick chan struct{}
+	done chan struct{}
 
 	// Syncer goroutine only (and Open/Close around it).
 	f      *os.File
@@ -62,8 +66,7 @@ type committed struct {
 
 func openWALSyncer(dbPath string, observer Observer, beforeSync func()) (*walSyncer, error) {
 	w := &walSyncer{path: dbPath + "-wal", observer: observer, beforeSync: beforeSync,
-		kick: make(chan struct{}, 1), done: make(chan struct{})}
-	w.taken = sync.NewCond(&w.mu)
+		turn: make(chan struct{}, 1), kick: make(chan struct{}, 1), done: make(chan struct{})}
 	// Read-write so that no platform refuses to sync the descriptor; it is never written.
 	f, err := os.OpenFile(w.path, os.O_RDWR, 0)
 	if err != nil {
@@ -111,20 +114,28 @@ func (w *walSyncer) hand(c committed) {
 	}
 }
 
-// waitTurn returns once no committed group waits for a sync to start, that is when the
-// syncer has taken the writer's previous group. Writer goroutine, before each group.
+// idle reports whether no committed group waits for a sync to start, that is whether the
+// syncer has taken the writer's previous group. Writer goroutine.
 //
-// This keeps the pipeline one group deep: group N+1's SQL runs during group N's sync,
-// and the writer waits there rather than committing groups of one or two deliveries back
-// to back. Without it, on a busy machine, the writer committed about two deliveries per
-// transaction instead of 25, and each transaction costs CPU of its own (the WAL frames
-// of the pages every transaction touches), which cost more than the overlap won.
-func (w *walSyncer) waitTurn() {
+// The writer commits a group only then (or when the group is full): group N+1's SQL and
+// COMMIT run during group N's sync, and whatever arrives meanwhile is applied into group
+// N+2's open transaction, committed as soon as the syncer takes N+1. Committing
+// whenever anything was queued instead made transactions of about two deliveries on a
+// busy machine (instead of 25), and each transaction costs CPU of its own (the WAL
+// frames of the pages every transaction touches); simply waiting for the turn, as the
+// writer did before, left it idle during the sync with requests queued, and the
+// machine with it (docs/ingest-worker.md, "The sync off the writer's path").
+func (w *walSyncer) idle() bool {
 	w.mu.Lock()
-	for len(w.pending) > 0 {
-		w.taken.Wait()
+	defer w.mu.Unlock()
+	return len(w.pending) == 0
+}
+
+// waitTurn returns once idle. Writer goroutine, before a request that runs alone.
+func (w *walSyncer) waitTurn() {
+	for !w.idle() {
+		<-w.turn
 	}
-	w.mu.Unlock()
 }
 
 // stop answers what is pending and ends the syncer; the writer must have stopped.
@@ -140,8 +151,11 @@ func (w *walSyncer) run() {
 	for range w.kick {
 		w.mu.Lock()
 		batch, w.pending = w.pending, batch[:0]
-		w.taken.Broadcast()
 		w.mu.Unlock()
+		select {
+		case w.turn <- struct{}{}:
+		default: // a token is already there: the writer looks at pending when it takes it
+		}
 		w.release(batch)
 		clear(batch) // drop the requests: the slice is reused
 	}

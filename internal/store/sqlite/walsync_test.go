@@ -41,9 +41,11 @@ func storedMessages(g Gomega, s *Store) int {
 
 // A commit is answered only after the WAL sync that follows its COMMIT, and the writer
 // does not wait for that sync to commit the next group: while it is held, one more group
-// is committed (visible to readers) and answered neither; the writer goes no further
-// ahead (the rest queue up for one larger group). Writes other than deliveries (here
-// Optimize, which goes through the same writer as Erase, Prune and the rest) wait too.
+// is committed (visible to readers) and answered neither; the writer commits nothing
+// further, but applies what arrives meanwhile in the next group's open transaction, so
+// that only its COMMIT is left once the syncer takes the previous group. Writes other
+// than deliveries (here Optimize, which goes through the same writer as Erase, Prune
+// and the rest) wait too.
 func TestAnswersWaitForWALSync(t *testing.T) {
 	t.Parallel()
 	g := NewWithT(t)
@@ -71,21 +73,33 @@ func TestAnswersWaitForWALSync(t *testing.T) {
 	// The writer commits the next group during the held sync...
 	commit("second")
 	g.Eventually(func(g Gomega) int { return storedMessages(g, s) }).Should(Equal(2))
-	// ...and then waits for the sync to take it: later writes queue.
+	// ...and then commits nothing more until the sync takes it...
 	for i := range 3 {
 		commit(fmt.Sprint("queued", i))
 	}
 	optimized := make(chan error, 1)
 	go func() { optimized <- s.Optimize(context.Background()) }()
+	// ...but applies what arrives meanwhile, in a transaction it has not committed.
+	applied := make(chan struct{})
+	submitted := make(chan error, 1)
+	go func() {
+		submitted <- s.submit(context.Background(), func(context.Context, *txn) error {
+			close(applied)
+			return nil
+		})
+	}()
+	g.Eventually(applied).Should(BeClosed(), "requests arriving during the held sync are applied before it ends")
 	g.Consistently(func(g Gomega) int { return storedMessages(g, s) }, 100*time.Millisecond).Should(Equal(2))
 	g.Expect(answered).NotTo(Receive())
 	g.Expect(optimized).NotTo(Receive())
+	g.Expect(submitted).NotTo(Receive())
 
 	h.free()
 	for range 5 {
 		g.Eventually(answered).Should(Receive(BeNil()))
 	}
 	g.Eventually(optimized).Should(Receive(BeNil()))
+	g.Eventually(submitted).Should(Receive(BeNil()))
 	g.Expect(storedMessages(g, s)).To(Equal(5))
 }
 
