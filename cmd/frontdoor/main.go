@@ -32,6 +32,7 @@ import (
 
 	"github.com/omniflowcrm/omniflow-operator/internal/forward"
 	"github.com/omniflowcrm/omniflow-operator/internal/frontdoor"
+	"github.com/omniflowcrm/omniflow-operator/internal/memlimit"
 )
 
 const usage = `usage:
@@ -120,6 +121,9 @@ func serve(args []string) error {
 		debug.SetGCPercent(frontdoor.GCPercent)
 	}
 	log := logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.Level(-*verbosity)}))
+	if limit := memlimit.FromContainer(); limit > 0 {
+		log.Info("Soft memory limit from the container's limit", "bytes", limit, "share", memlimit.Share)
+	}
 	secret, err := frontdoor.ReadSecretFile(*secretFile, "app secret")
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/omniflowcrm/omniflow-operator/internal/ingest"
 	"github.com/omniflowcrm/omniflow-operator/internal/meta"
 )
 
@@ -626,6 +627,29 @@ func TestDefaultBodyLimit(t *testing.T) {
 	stored, _ := exportIDs(t, dataDir)
 	if stored["wamid.limit-at"] != 1 || stored["wamid.limit-over"] != 0 || len(stored) != 1 {
 		t.Fatalf("stored %v, want only wamid.limit-at", stored)
+	}
+}
+
+// The worker collects garbage at ingest.GCPercent unless $GOGC says otherwise (the Go
+// runtime's own figure, as /metrics reports it).
+func TestGCPercent(t *testing.T) {
+	dir := t.TempDir()
+	chFile := filepath.Join(dir, "channels.yaml")
+	if err := os.WriteFile(chFile, []byte(channelsYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ gogc, want string }{
+		{"", fmt.Sprint(ingest.GCPercent)}, // unset (empty counts as unset for Go too)
+		{"50", "50"},
+	} {
+		w := startWorkerWith(t, []string{"GOGC=" + tc.gogc}, "--data-dir", filepath.Join(dir, "data"+tc.gogc), "--channels", chFile)
+		if got := metric(t, w.addr, "go_gc_gogc_percent"); got != tc.want {
+			t.Errorf("GOGC=%q: go_gc_gogc_percent %q, want %s", tc.gogc, got, tc.want)
+		}
+		w.cmd.Process.Signal(syscall.SIGTERM)
+		if err := <-w.done; err != nil {
+			t.Fatalf("stop: %v\n%s", err, w.log())
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/internal/forward"
 	"github.com/omniflowcrm/omniflow-operator/internal/ingest"
 	"github.com/omniflowcrm/omniflow-operator/internal/mediafetch"
+	"github.com/omniflowcrm/omniflow-operator/internal/memlimit"
 	"github.com/omniflowcrm/omniflow-operator/internal/reseal"
 	"github.com/omniflowcrm/omniflow-operator/internal/retention"
 	"github.com/omniflowcrm/omniflow-operator/internal/store"
@@ -168,6 +170,12 @@ func serve(args []string) error {
 	}
 	log := newLogger(o.verbosity)
 	o.cfg.Log = log
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(ingest.GCPercent)
+	}
+	if limit := memlimit.FromContainer(); limit > 0 {
+		log.Info("Soft memory limit from the container's limit", "bytes", limit, "share", memlimit.Share)
+	}
 	o.cfg.Registry = channels.NewRegistry()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

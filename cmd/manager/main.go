@@ -20,6 +20,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/omniflowcrm/omniflow-operator/controllers"
+	"github.com/omniflowcrm/omniflow-operator/internal/memlimit"
 )
 
 // defaultWorkerImage is overridden at build time with -ldflags -X.
@@ -98,8 +99,8 @@ func main() {
 		debug.SetGCPercent(50)
 	}
 	log := ctrl.Log.WithName("setup")
-	if limit := setMemoryLimit(); limit > 0 {
-		log.Info("Soft memory limit from the container's limit", "bytes", limit, "share", memoryLimitShare)
+	if limit := memlimit.FromContainer(); limit > 0 {
+		log.Info("Soft memory limit from the container's limit", "bytes", limit, "share", memlimit.Share)
 	}
 	route.Kind, route.IngressAnnotations = controllers.RouteKind(routeKind), ingressAnnotations
 	opts := controllers.Options{Worker: worker, Route: route, Sweep: sweep, MaxConcurrentReconciles: maxConcurrent, Namespace: operatorNS}

@@ -1,4 +1,7 @@
-package main
+// Package memlimit gives the Go runtime a soft memory limit below the container's
+// limit, so that the collector works harder as the heap nears it instead of letting
+// garbage grow until the kernel kills the process.
+package memlimit
 
 import (
 	"os"
@@ -7,21 +10,19 @@ import (
 	"strings"
 )
 
-// memoryLimitShare is the share of the container's memory limit given to
-// the Go runtime as its soft limit: the collector works harder as the heap
-// nears it, instead of letting garbage grow until the kernel kills the
-// process. The rest is for what the runtime's limit does not cover, such as
-// the binary's own mapped pages.
-const memoryLimitShare = 0.8
+// Share is the share of the container's memory limit given to the Go runtime as
+// its soft limit. The rest is for what the runtime's limit does not cover, such as
+// the binary's own mapped pages and (in the ingest worker) SQLite's page caches.
+const Share = 0.8
 
 // cgroupMemoryFiles are where the container's memory limit is read, cgroup
 // v2 first.
 var cgroupMemoryFiles = []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
 
-// setMemoryLimit sets the runtime's soft memory limit to memoryLimitShare of
-// the container's limit, unless GOMEMLIMIT says otherwise (the runtime reads
-// it itself). It returns the limit set, 0 if none.
-func setMemoryLimit() int64 {
+// FromContainer sets the runtime's soft memory limit to Share of the container's
+// limit, unless GOMEMLIMIT says otherwise (the runtime reads it itself). It returns
+// the limit set, 0 if none.
+func FromContainer() int64 {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return 0
 	}
@@ -52,5 +53,5 @@ func softMemoryLimit(content string) int64 {
 	if err != nil || n <= 0 || n >= 1<<62 {
 		return 0
 	}
-	return int64(float64(n) * memoryLimitShare)
+	return int64(float64(n) * Share)
 }
