@@ -192,7 +192,18 @@ func (r *DeletionRequestReconciler) admit(ctx context.Context, dr *platformv1.De
 	if err := r.List(ctx, &channels, client.InNamespace(dr.Namespace)); err != nil {
 		return 0, fmt.Errorf("list channels: %w", err)
 	}
-	if reason, msg := channelRefusal(dr, channels.Items); reason != "" {
+	if reason, _ := channelRefusal(dr, channels.Items); reason != "" {
+		// As above: the cache may not have seen yet a channel created moments ago
+		// (one manifest holding the channel and the request), so refuse only on
+		// the API server's word, and while the two disagree look again shortly.
+		live, err := r.liveChannel(ctx, dr)
+		if err != nil {
+			return 0, err
+		}
+		reason, msg := channelRefusal(dr, live)
+		if reason == "" {
+			return cacheCatchUp, nil
+		}
 		r.refuse(dr, now, reason, msg)
 		return 0, nil
 	}
@@ -224,6 +235,20 @@ func (r *DeletionRequestReconciler) admit(ctx context.Context, dr *platformv1.De
 // subjectSecretPoll: subject Secrets are not watched (the cache holds only the
 // platform's own Secrets), so a request waiting for one looks again this often.
 const subjectSecretPoll = 2 * time.Second
+
+// liveChannel reads the channel spec.channel names from the API server: none
+// if there is no such channel.
+func (r *DeletionRequestReconciler) liveChannel(ctx context.Context, dr *platformv1.DeletionRequest) ([]platformv1.MetaChannel, error) {
+	var ch platformv1.MetaChannel
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: dr.Namespace, Name: dr.Spec.Channel}, &ch)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("read channel %s: %w", dr.Spec.Channel, err)
+	}
+	return []platformv1.MetaChannel{ch}, nil
+}
 
 // channelRefusal checks spec.channel against the tenant's MetaChannels: an
 // unknown channel, or one of another platform, would complete with zero counts,

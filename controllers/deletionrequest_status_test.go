@@ -169,3 +169,68 @@ func TestRequestWhoseTenantTheCacheHasNotSeenIsNotRefused(t *testing.T) {
 		t.Errorf("a request outside any tenant's namespace: phase %q, conditions %+v; want refused, NotATenantNamespace", got.Status.Phase, got.Status.Conditions)
 	}
 }
+
+// A request is refused as naming an unknown channel only when the API server
+// says so: a cache that has not seen the channel yet (one manifest created it
+// with the request) makes the request wait, not fail for good. A channel the
+// API server does not know, or knows for another platform, is refused.
+func TestRequestWhoseChannelTheCacheHasNotSeenIsNotRefused(t *testing.T) {
+	sch := runtime.NewScheme()
+	if err := AddToScheme(sch); err != nil {
+		t.Fatal(err)
+	}
+	tn := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "fresh"}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tn.NamespaceName(), Labels: map[string]string{platformv1.LabelTenant: "fresh"}}}
+	wa := &platformv1.MetaChannel{ObjectMeta: metav1.ObjectMeta{Name: "new-wa", Namespace: ns.Name},
+		Spec: platformv1.MetaChannelSpec{Platform: platformv1.PlatformWhatsApp}}
+	page := &platformv1.MetaChannel{ObjectMeta: metav1.ObjectMeta{Name: "new-page", Namespace: ns.Name},
+		Spec: platformv1.MetaChannelSpec{Platform: platformv1.PlatformMessenger}}
+	request := func(name, channel string) *platformv1.DeletionRequest {
+		return &platformv1.DeletionRequest{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns.Name},
+			Spec: platformv1.DeletionRequestSpec{Platform: platformv1.PlatformWhatsApp, Channel: channel,
+				SubjectSecretRef: platformv1.SecretKeyRef{Name: "s", Key: "id"}},
+		}
+	}
+	c := fake.NewClientBuilder().WithScheme(sch).
+		WithObjects(tn, ns, wa, page, request("known", wa.Name), request("unknown", "no-such-channel"), request("other-platform", page.Name)).
+		WithStatusSubresource(&platformv1.DeletionRequest{}).Build()
+	// The cache has the tenant and the requests, and none of the channels.
+	behind := interceptor.NewClient(c, interceptor.Funcs{List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+		if _, ok := list.(*platformv1.MetaChannelList); ok {
+			return nil
+		}
+		return cl.List(ctx, list, opts...)
+	}})
+	r := &DeletionRequestReconciler{Client: behind, APIReader: c, Recorder: events.NewFakeRecorder(10),
+		Clock: clocktesting.NewFakeClock(time.Date(2026, 6, 1, 8, 0, 0, 0, time.UTC))}
+	ctx := context.Background()
+	reconcile := func(name string) (ctrl.Result, platformv1.DeletionRequest) {
+		t.Helper()
+		res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: ns.Name, Name: name}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dr platformv1.DeletionRequest
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: name}, &dr); err != nil {
+			t.Fatal(err)
+		}
+		return res, dr
+	}
+
+	res, got := reconcile("known")
+	if got.Status.Phase == platformv1.DeletionRefused {
+		t.Fatalf("a request naming channel %s was refused on the cache's word: %+v", wa.Name, got.Status.Conditions)
+	}
+	if res.RequeueAfter <= 0 || res.RequeueAfter > cacheCatchUp {
+		t.Errorf("RequeueAfter %v: want a look again within %v", res.RequeueAfter, cacheCatchUp)
+	}
+
+	for _, name := range []string{"unknown", "other-platform"} {
+		_, got := reconcile(name)
+		if ready := meta.FindStatusCondition(got.Status.Conditions, platformv1.ConditionReady); got.Status.Phase != platformv1.DeletionRefused ||
+			ready == nil || ready.Reason != platformv1.ReasonUnknownChannel {
+			t.Errorf("request %s: phase %q, conditions %+v; want refused, UnknownChannel", name, got.Status.Phase, got.Status.Conditions)
+		}
+	}
+}
