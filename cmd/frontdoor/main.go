@@ -20,7 +20,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -117,13 +116,8 @@ func serve(args []string) error {
 	if (*routes == "") == !*cluster || *secretFile == "" || *tokenFile == "" || *keyFile == "" {
 		return errors.New("--routes or --cluster (one of them), --app-secret-file, --verify-token-file and --forwarding-key-file are required")
 	}
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(frontdoor.GCPercent)
-	}
 	log := logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.Level(-*verbosity)}))
-	if limit := memlimit.FromContainer(); limit > 0 {
-		log.Info("Soft memory limit from the container's limit", "bytes", limit, "share", memlimit.Share)
-	}
+	memlimit.Configure(log, frontdoor.GCPercent)
 	secret, err := frontdoor.ReadSecretFile(*secretFile, "app secret")
 	if err != nil {
 		return err

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -170,12 +169,7 @@ func serve(args []string) error {
 	}
 	log := newLogger(o.verbosity)
 	o.cfg.Log = log
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(ingest.GCPercent)
-	}
-	if limit := memlimit.FromContainer(); limit > 0 {
-		log.Info("Soft memory limit from the container's limit", "bytes", limit, "share", memlimit.Share)
-	}
+	memlimit.Configure(log, ingest.GCPercent)
 	o.cfg.Registry = channels.NewRegistry()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"strings"
 	"time"
 
@@ -22,6 +21,12 @@ import (
 	"github.com/omniflowcrm/omniflow-operator/controllers"
 	"github.com/omniflowcrm/omniflow-operator/internal/memlimit"
 )
+
+// gcPercent is the manager's GOGC unless $GOGC is set. The heap is mostly the cache,
+// which lives long; what a burst of reconciles allocates dies within its pass.
+// Collecting at 50% growth instead of Go's 100% halves the headroom: 142 instead of
+// about 200 MiB RSS at 1,000 tenants (docs/operator-scale.md).
+const gcPercent = 50
 
 // defaultWorkerImage is overridden at build time with -ldflags -X.
 var defaultWorkerImage = "ghcr.io/omniflowcrm/omniflow-operator:latest"
@@ -91,17 +96,8 @@ func main() {
 	flag.Parse()
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
-	if os.Getenv("GOGC") == "" {
-		// The heap is mostly the cache, which lives long; what a burst of
-		// reconciles allocates dies within its pass. Collecting at 50% growth
-		// instead of Go's 100% halves the headroom: 142 instead of about 200
-		// MiB RSS at 1,000 tenants (docs/operator-scale.md). GOGC overrides it.
-		debug.SetGCPercent(50)
-	}
 	log := ctrl.Log.WithName("setup")
-	if limit := memlimit.FromContainer(); limit > 0 {
-		log.Info("Soft memory limit from the container's limit", "bytes", limit, "share", memlimit.Share)
-	}
+	memlimit.Configure(log, gcPercent)
 	route.Kind, route.IngressAnnotations = controllers.RouteKind(routeKind), ingressAnnotations
 	opts := controllers.Options{Worker: worker, Route: route, Sweep: sweep, MaxConcurrentReconciles: maxConcurrent, Namespace: operatorNS}
 	adminSecret, err := controllers.ParsePostgresAdminSecret(postgresAdminSecret)

@@ -32,7 +32,8 @@ const DefaultMaxBodyBytes = 4 << 20
 // plus the store's contact cache) while every delivery allocates its body, parts and
 // documents, so Go's default 100 collects every few hundred deliveries. 400 costs a few
 // tens of MiB of heap (the soft memory limit, from the container's, bounds it) and took
-// 9 to 16% off the worker's CPU per delivery in make bench (docs/ingest-worker.md).
+// 8 to 16% off the worker's CPU per delivery of 10 messages in make bench
+// (docs/ingest-worker.md).
 const GCPercent = 400
 
 // Options configure a Server.

@@ -1,6 +1,7 @@
-// Package memlimit gives the Go runtime a soft memory limit below the container's
-// limit, so that the collector works harder as the heap nears it instead of letting
-// garbage grow until the kernel kills the process.
+// Package memlimit sets the Go runtime's memory settings of the project's processes:
+// their collector's target, and a soft memory limit below the container's limit, so
+// that the collector works harder as the heap nears it instead of letting garbage grow
+// until the kernel kills the process.
 package memlimit
 
 import (
@@ -8,7 +9,20 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+
+	"github.com/go-logr/logr"
 )
+
+// Configure collects garbage at gcPercent heap growth unless $GOGC is set, and sets
+// the soft memory limit from the container's (FromContainer), which it logs.
+func Configure(log logr.Logger, gcPercent int) {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
+	if limit := FromContainer(); limit > 0 {
+		log.Info("Soft memory limit from the container's limit", "bytes", limit, "share", Share)
+	}
+}
 
 // Share is the share of the container's memory limit given to the Go runtime as
 // its soft limit. The rest is for what the runtime's limit does not cover, such as
