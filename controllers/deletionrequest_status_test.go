@@ -113,10 +113,6 @@ func completions(t *testing.T) float64 {
 // operator just started, or one manifest created them with the request) makes
 // the request wait, not fail for good.
 func TestRequestWhoseTenantTheCacheHasNotSeenIsNotRefused(t *testing.T) {
-	sch := runtime.NewScheme()
-	if err := AddToScheme(sch); err != nil {
-		t.Fatal(err)
-	}
 	tn := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "fresh"}}
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tn.NamespaceName(), Labels: map[string]string{platformv1.LabelTenant: "fresh"}}}
 	plain := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "not-a-tenant"}}
@@ -126,10 +122,8 @@ func TestRequestWhoseTenantTheCacheHasNotSeenIsNotRefused(t *testing.T) {
 			Spec:       platformv1.DeletionRequestSpec{Platform: platformv1.PlatformWhatsApp, SubjectSecretRef: platformv1.SecretKeyRef{Name: "s", Key: "id"}},
 		}
 	}
-	c := fake.NewClientBuilder().WithScheme(sch).WithObjects(tn, ns, plain, newRequest(ns.Name), newRequest(plain.Name)).
-		WithStatusSubresource(&platformv1.DeletionRequest{}).Build()
 	// The cache has the requests, and neither the namespaces nor the Tenant.
-	behind := interceptor.NewClient(c, interceptor.Funcs{Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	c, r := reconcilerWithLaggingCache(t, interceptor.Funcs{Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 		switch obj.(type) {
 		case *corev1.Namespace:
 			return apierrors.NewNotFound(corev1.Resource("namespaces"), key.Name)
@@ -137,9 +131,7 @@ func TestRequestWhoseTenantTheCacheHasNotSeenIsNotRefused(t *testing.T) {
 			return apierrors.NewNotFound(platformv1.GroupVersion.WithResource("tenants").GroupResource(), key.Name)
 		}
 		return cl.Get(ctx, key, obj, opts...)
-	}})
-	r := &DeletionRequestReconciler{Client: behind, APIReader: c, Recorder: events.NewFakeRecorder(10),
-		Clock: clocktesting.NewFakeClock(time.Date(2026, 6, 1, 8, 0, 0, 0, time.UTC))}
+	}}, tn, ns, plain, newRequest(ns.Name), newRequest(plain.Name))
 	ctx := context.Background()
 	get := func(ns string) platformv1.DeletionRequest {
 		var dr platformv1.DeletionRequest
@@ -175,10 +167,6 @@ func TestRequestWhoseTenantTheCacheHasNotSeenIsNotRefused(t *testing.T) {
 // with the request) makes the request wait, not fail for good. A channel the
 // API server does not know, or knows for another platform, is refused.
 func TestRequestWhoseChannelTheCacheHasNotSeenIsNotRefused(t *testing.T) {
-	sch := runtime.NewScheme()
-	if err := AddToScheme(sch); err != nil {
-		t.Fatal(err)
-	}
 	tn := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "fresh"}}
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tn.NamespaceName(), Labels: map[string]string{platformv1.LabelTenant: "fresh"}}}
 	wa := &platformv1.MetaChannel{ObjectMeta: metav1.ObjectMeta{Name: "new-wa", Namespace: ns.Name},
@@ -192,18 +180,13 @@ func TestRequestWhoseChannelTheCacheHasNotSeenIsNotRefused(t *testing.T) {
 				SubjectSecretRef: platformv1.SecretKeyRef{Name: "s", Key: "id"}},
 		}
 	}
-	c := fake.NewClientBuilder().WithScheme(sch).
-		WithObjects(tn, ns, wa, page, request("known", wa.Name), request("unknown", "no-such-channel"), request("other-platform", page.Name)).
-		WithStatusSubresource(&platformv1.DeletionRequest{}).Build()
 	// The cache has the tenant and the requests, and none of the channels.
-	behind := interceptor.NewClient(c, interceptor.Funcs{List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+	c, r := reconcilerWithLaggingCache(t, interceptor.Funcs{List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
 		if _, ok := list.(*platformv1.MetaChannelList); ok {
 			return nil
 		}
 		return cl.List(ctx, list, opts...)
-	}})
-	r := &DeletionRequestReconciler{Client: behind, APIReader: c, Recorder: events.NewFakeRecorder(10),
-		Clock: clocktesting.NewFakeClock(time.Date(2026, 6, 1, 8, 0, 0, 0, time.UTC))}
+	}}, tn, ns, wa, page, request("known", wa.Name), request("unknown", "no-such-channel"), request("other-platform", page.Name))
 	ctx := context.Background()
 	reconcile := func(name string) (ctrl.Result, platformv1.DeletionRequest) {
 		t.Helper()
@@ -233,4 +216,18 @@ func TestRequestWhoseChannelTheCacheHasNotSeenIsNotRefused(t *testing.T) {
 			t.Errorf("request %s: phase %q, conditions %+v; want refused, UnknownChannel", name, got.Status.Phase, got.Status.Conditions)
 		}
 	}
+}
+
+// reconcilerWithLaggingCache returns an API server holding objs and a reconciler that
+// reads it directly as its APIReader and, as its cache, through cache's interceptors,
+// which play a cache that has not caught up yet.
+func reconcilerWithLaggingCache(t *testing.T, cache interceptor.Funcs, objs ...client.Object) (client.Client, *DeletionRequestReconciler) {
+	t.Helper()
+	sch := runtime.NewScheme()
+	if err := AddToScheme(sch); err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(sch).WithObjects(objs...).WithStatusSubresource(&platformv1.DeletionRequest{}).Build()
+	return c, &DeletionRequestReconciler{Client: interceptor.NewClient(c, cache), APIReader: c, Recorder: events.NewFakeRecorder(10),
+		Clock: clocktesting.NewFakeClock(time.Date(2026, 6, 1, 8, 0, 0, 0, time.UTC))}
 }
