@@ -117,7 +117,8 @@ func (w *walSyncer) hand(c committed) {
 // idle reports whether no committed group waits for a sync to start, that is whether the
 // syncer has taken the writer's previous group. Writer goroutine.
 //
-// The writer commits a group only then (or when the group is full): group N+1's SQL and
+// The writer commits a group only then (or when the group is full, or a request that
+// must run alone, which is rare, ends it): group N+1's SQL and
 // COMMIT run during group N's sync, and whatever arrives meanwhile is applied into group
 // N+2's open transaction, committed as soon as the syncer takes N+1. Committing
 // whenever anything was queued instead made transactions of about two deliveries on a
