@@ -70,3 +70,47 @@ func TestQuietConflicts(t *testing.T) {
 		})
 	}
 }
+
+// A sweep pass that met only write conflicts or an expired continue token
+// (the API server compacted the snapshot of a long paged listing) is run
+// again quietly; anything else is an error log, also when joined with them.
+func TestSweepFailureLogs(t *testing.T) {
+	t.Parallel()
+	conflict := apierrors.NewConflict(schema.GroupResource{Resource: "namespaces"}, "tenant-acme", errors.New("the object has been modified"))
+	// What kube-apiserver answers to a continue token older than its last
+	// compaction: 410 Gone, reason Expired.
+	expired := apierrors.NewResourceExpired("The provided continue parameter is too old to display a consistent list result.")
+	refused := errors.New("erase database: connection refused")
+	tests := []struct {
+		name      string
+		err       error
+		wantLines int
+		wantQuiet bool
+	}{
+		{"a pass that succeeded logs nothing", nil, 0, false},
+		{"a conflict is quiet", fmt.Errorf("mark orphan: %w", conflict), 1, true},
+		{"an expired listing is quiet", fmt.Errorf("list namespaces: %w", expired), 1, true},
+		{"both at once are quiet", errors.Join(conflict, fmt.Errorf("list volumes: %w", expired)), 1, true},
+		{"another failure is an error", refused, 1, false},
+		{"a conflict does not hide it", errors.Join(conflict, refused), 1, false},
+		{"nor an expired listing, wrapped once more", fmt.Errorf("sweep: %w", errors.Join(refused, expired)), 1, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var logs []string
+			logSweepFailure(funcr.New(func(prefix, args string) { logs = append(logs, args) }, funcr.Options{Verbosity: 1}), tc.err)
+			if len(logs) != tc.wantLines {
+				t.Fatalf("logs %q: want %d line(s)", logs, tc.wantLines)
+			}
+			if tc.wantLines == 0 {
+				return
+			}
+			quiet := strings.Contains(logs[0], `"level"=1`) && strings.Contains(logs[0], "sweeping again")
+			loud := strings.Contains(logs[0], "Orphan sweep failed") && strings.Contains(logs[0], `"error"=`)
+			if quiet != tc.wantQuiet || loud == tc.wantQuiet {
+				t.Errorf("log %q: quiet = %v, error = %v; want quiet = %v", logs[0], quiet, loud, tc.wantQuiet)
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -104,16 +105,10 @@ func (s *OrphanSweeper) Start(ctx context.Context) error {
 	ctx = logf.IntoContext(ctx, log)
 	for {
 		busy, err := s.Sweep(ctx)
-		switch {
-		case err == nil:
-		case ctx.Err() != nil:
+		if err != nil && ctx.Err() != nil {
 			return nil //nolint:nilerr // shutting down: the pass was cut short, nothing failed
-		case apierrors.IsConflict(err):
-			// Someone wrote the object meanwhile: look again soon, quietly.
-			log.V(1).Info("Orphan sweep met a write conflict; sweeping again", "error", err.Error())
-		default:
-			log.Error(err, "Orphan sweep failed")
 		}
+		logSweepFailure(log, err)
 		wait := s.Interval
 		if busy || err != nil {
 			wait = min(wait, erasurePoll)
@@ -123,6 +118,25 @@ func (s *OrphanSweeper) Start(ctx context.Context) error {
 			return nil
 		case <-time.After(wait):
 		}
+	}
+}
+
+// logSweepFailure logs what made a pass fail; the pass is run again soon
+// (Start). Two failures are part of normal operation and logged at V(1)
+// only: a write conflict (someone wrote the object meanwhile) and an expired
+// continue token (the API server compacted the snapshot a paged listing was
+// reading, which a long listing at scale meets; nothing was decided on the
+// partial listing, and the next pass lists anew). A pass that failed in any
+// other way too is an error, whatever it is joined with: a conflict on one
+// orphan must not hide a PostgreSQL server that refused the erasure of
+// another.
+func logSweepFailure(log logr.Logger, err error) {
+	switch {
+	case err == nil:
+	case onlyErrorsOf(err, func(err error) bool { return apierrors.IsConflict(err) || apierrors.IsResourceExpired(err) }):
+		log.V(1).Info("Orphan sweep met a write conflict or an expired listing; sweeping again", "error", err.Error())
+	default:
+		log.Error(err, "Orphan sweep failed")
 	}
 }
 

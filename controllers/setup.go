@@ -251,22 +251,28 @@ func quietConflicts(r reconcile.Reconciler) reconcile.Reconciler {
 
 // onlyConflicts reports whether err is a conflict and nothing else: every
 // error joined into it (errors.Join, or fmt.Errorf with several %w) is one.
-func onlyConflicts(err error) bool {
+func onlyConflicts(err error) bool { return onlyErrorsOf(err, apierrors.IsConflict) }
+
+// onlyErrorsOf reports whether err is of the kind is tells, and nothing else:
+// every error joined into it (errors.Join, or fmt.Errorf with several %w) is
+// one. is must see through wrapping (the apierrors predicates do, with
+// errors.As), so a single wrapper around a join is opened and checked too.
+func onlyErrorsOf(err error, is func(error) bool) bool {
 	if joined, ok := err.(interface{ Unwrap() []error }); ok {
 		errs := joined.Unwrap()
 		for _, e := range errs {
-			if !onlyConflicts(e) {
+			if !onlyErrorsOf(e, is) {
 				return false
 			}
 		}
 		return len(errs) > 0
 	}
-	if !apierrors.IsConflict(err) {
+	if !is(err) {
 		return false
 	}
 	// A single-error wrapper around a join: look inside.
 	if inner := errors.Unwrap(err); inner != nil {
-		return onlyConflicts(inner)
+		return onlyErrorsOf(inner, is)
 	}
 	return true
 }
