@@ -212,6 +212,18 @@ func (r *DeletionRequestReconciler) admit(ctx context.Context, dr *platformv1.De
 		return 0, err
 	}
 	reason, msg := subjectRefusal(dr, secret, platformSecretUses(channels.Items, r.Route))
+	if reason == "" && dr.Status.Phase == "" {
+		// Accepting grants the worker the Secret and has the operator delete it
+		// once the request is finished: the credentials Secret of a channel the
+		// cache has not seen yet must not pass for a subject Secret. Accept only
+		// on the API server's list of the tenant's channels (once: later passes
+		// check again against the cache, which has caught up by then).
+		var live platformv1.MetaChannelList
+		if err := r.APIReader.List(ctx, &live, client.InNamespace(dr.Namespace)); err != nil {
+			return 0, fmt.Errorf("list channels: %w", err)
+		}
+		reason, msg = subjectRefusal(dr, secret, platformSecretUses(live.Items, r.Route))
+	}
 	if reason == platformv1.ReasonSubjectSecretMissing {
 		// Meta's callback creates the Secret right after the request, and a
 		// manifest may list them in any order: wait a little, then refuse.

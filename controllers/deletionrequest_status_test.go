@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -230,4 +231,56 @@ func reconcilerWithLaggingCache(t *testing.T, cache interceptor.Funcs, objs ...c
 	c := fake.NewClientBuilder().WithScheme(sch).WithObjects(objs...).WithStatusSubresource(&platformv1.DeletionRequest{}).Build()
 	return c, &DeletionRequestReconciler{Client: interceptor.NewClient(c, cache), APIReader: c, Recorder: events.NewFakeRecorder(10),
 		Clock: clocktesting.NewFakeClock(time.Date(2026, 6, 1, 8, 0, 0, 0, time.UTC))}
+}
+
+// A request is accepted only on the API server's list of channels: the
+// credentials Secret of a channel the cache has not seen yet (even one of the
+// subject type) is refused as in use, never granted to the worker and deleted
+// when the request ends. With the channel unknown to the API server too, the
+// same Secret serves as a subject Secret.
+func TestSubjectSecretOfAChannelTheCacheHasNotSeenIsRefused(t *testing.T) {
+	t.Parallel()
+	tn := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "creds"}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tn.NamespaceName(), Labels: map[string]string{platformv1.LabelTenant: "creds"}}}
+	secret := func(name string) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns.Name}, Type: platformv1.SubjectSecretType,
+			Data: map[string][]byte{"id": []byte("15555550142")}}
+	}
+	wa := &platformv1.MetaChannel{ObjectMeta: metav1.ObjectMeta{Name: "new-wa", Namespace: ns.Name},
+		Spec: platformv1.MetaChannelSpec{Platform: platformv1.PlatformWhatsApp, AccessTokenRef: &platformv1.SecretKeyRef{Name: "wa-token", Key: "id"}}}
+	request := func(name, secret string) *platformv1.DeletionRequest {
+		return &platformv1.DeletionRequest{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns.Name},
+			Spec:       platformv1.DeletionRequestSpec{Platform: platformv1.PlatformWhatsApp, SubjectSecretRef: platformv1.SecretKeyRef{Name: secret, Key: "id"}},
+		}
+	}
+	// The cache has the tenant and the requests, and not the channel.
+	c, r := reconcilerWithLaggingCache(t, interceptor.Funcs{List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+		if _, ok := list.(*platformv1.MetaChannelList); ok {
+			return nil
+		}
+		return cl.List(ctx, list, opts...)
+	}}, tn, ns, wa, secret("wa-token"), secret("subject"), request("names-the-token", "wa-token"), request("names-its-own", "subject"))
+	ctx := context.Background()
+	reconcile := func(name string) platformv1.DeletionRequest {
+		t.Helper()
+		if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: ns.Name, Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+		var dr platformv1.DeletionRequest
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: name}, &dr); err != nil {
+			t.Fatal(err)
+		}
+		return dr
+	}
+
+	got := reconcile("names-the-token")
+	if ready := meta.FindStatusCondition(got.Status.Conditions, platformv1.ConditionReady); got.Status.Phase != platformv1.DeletionRefused ||
+		ready == nil || ready.Reason != platformv1.ReasonSubjectSecretInUse || !strings.Contains(ready.Message, "MetaChannel "+wa.Name) {
+		t.Errorf("a request naming channel %s's access token Secret: phase %q, conditions %+v; want refused, SubjectSecretInUse, naming the channel",
+			wa.Name, got.Status.Phase, got.Status.Conditions)
+	}
+	if got := reconcile("names-its-own"); got.Status.Phase != platformv1.DeletionPending {
+		t.Errorf("a request naming a subject Secret of its own: phase %q, conditions %+v; want Pending", got.Status.Phase, got.Status.Conditions)
+	}
 }
