@@ -133,30 +133,15 @@ func TestRequestWhoseTenantTheCacheHasNotSeenIsNotRefused(t *testing.T) {
 		}
 		return cl.Get(ctx, key, obj, opts...)
 	}}, tn, ns, plain, newRequest(ns.Name), newRequest(plain.Name))
-	ctx := context.Background()
-	get := func(ns string) platformv1.DeletionRequest {
-		var dr platformv1.DeletionRequest
-		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "ticket"}, &dr); err != nil {
-			t.Fatal(err)
-		}
-		return dr
-	}
-
-	res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: ns.Name, Name: "ticket"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := get(ns.Name); got.Status.Phase == platformv1.DeletionRefused {
+	res, got := reconcileRequest(t, c, r, client.ObjectKey{Namespace: ns.Name, Name: "ticket"})
+	if got.Status.Phase == platformv1.DeletionRefused {
 		t.Fatalf("a request in tenant %s's namespace was refused on the cache's word: %+v", tn.Name, got.Status.Conditions)
 	}
 	if res.RequeueAfter <= 0 || res.RequeueAfter > cacheCatchUp {
 		t.Errorf("RequeueAfter %v: want a look again within %v", res.RequeueAfter, cacheCatchUp)
 	}
 
-	if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: plain.Name, Name: "ticket"}}); err != nil {
-		t.Fatal(err)
-	}
-	got := get(plain.Name)
+	_, got = reconcileRequest(t, c, r, client.ObjectKey{Namespace: plain.Name, Name: "ticket"})
 	if ready := meta.FindStatusCondition(got.Status.Conditions, platformv1.ConditionReady); got.Status.Phase != platformv1.DeletionRefused ||
 		ready == nil || ready.Reason != platformv1.ReasonNotATenantNamespace {
 		t.Errorf("a request outside any tenant's namespace: phase %q, conditions %+v; want refused, NotATenantNamespace", got.Status.Phase, got.Status.Conditions)
@@ -182,24 +167,10 @@ func TestRequestWhoseChannelTheCacheHasNotSeenIsNotRefused(t *testing.T) {
 		}
 	}
 	// The cache has the tenant and the requests, and none of the channels.
-	c, r := reconcilerWithLaggingCache(t, interceptor.Funcs{List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
-		if _, ok := list.(*platformv1.MetaChannelList); ok {
-			return nil
-		}
-		return cl.List(ctx, list, opts...)
-	}}, tn, ns, wa, page, request("known", wa.Name), request("unknown", "no-such-channel"), request("other-platform", page.Name))
-	ctx := context.Background()
+	c, r := reconcilerWithLaggingCache(t, channelsNotInCache, tn, ns, wa, page, request("known", wa.Name), request("unknown", "no-such-channel"), request("other-platform", page.Name))
 	reconcile := func(name string) (ctrl.Result, platformv1.DeletionRequest) {
 		t.Helper()
-		res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: ns.Name, Name: name}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var dr platformv1.DeletionRequest
-		if err := c.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: name}, &dr); err != nil {
-			t.Fatal(err)
-		}
-		return res, dr
+		return reconcileRequest(t, c, r, client.ObjectKey{Namespace: ns.Name, Name: name})
 	}
 
 	res, got := reconcile("known")
@@ -219,6 +190,30 @@ func TestRequestWhoseChannelTheCacheHasNotSeenIsNotRefused(t *testing.T) {
 	}
 }
 
+// channelsNotInCache plays a cache that has seen none of the MetaChannels yet.
+var channelsNotInCache = interceptor.Funcs{List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+	if _, ok := list.(*platformv1.MetaChannelList); ok {
+		return nil
+	}
+	return cl.List(ctx, list, opts...)
+}}
+
+// reconcileRequest reconciles the request key names once and returns the result and
+// the request as the API server then holds it.
+func reconcileRequest(t *testing.T, c client.Client, r *DeletionRequestReconciler, key client.ObjectKey) (ctrl.Result, platformv1.DeletionRequest) {
+	t.Helper()
+	ctx := context.Background()
+	res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dr platformv1.DeletionRequest
+	if err := c.Get(ctx, key, &dr); err != nil {
+		t.Fatal(err)
+	}
+	return res, dr
+}
+
 // reconcilerWithLaggingCache returns an API server holding objs and a reconciler that
 // reads it directly as its APIReader and, as its cache, through cache's interceptors,
 // which play a cache that has not caught up yet.
@@ -236,8 +231,7 @@ func reconcilerWithLaggingCache(t *testing.T, cache interceptor.Funcs, objs ...c
 // A request is accepted only on the API server's list of channels: the
 // credentials Secret of a channel the cache has not seen yet (even one of the
 // subject type) is refused as in use, never granted to the worker and deleted
-// when the request ends. With the channel unknown to the API server too, the
-// same Secret serves as a subject Secret.
+// when the request ends. A subject Secret that no channel uses is accepted.
 func TestSubjectSecretOfAChannelTheCacheHasNotSeenIsRefused(t *testing.T) {
 	t.Parallel()
 	tn := &platformv1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "creds"}}
@@ -255,22 +249,10 @@ func TestSubjectSecretOfAChannelTheCacheHasNotSeenIsRefused(t *testing.T) {
 		}
 	}
 	// The cache has the tenant and the requests, and not the channel.
-	c, r := reconcilerWithLaggingCache(t, interceptor.Funcs{List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
-		if _, ok := list.(*platformv1.MetaChannelList); ok {
-			return nil
-		}
-		return cl.List(ctx, list, opts...)
-	}}, tn, ns, wa, secret("wa-token"), secret("subject"), request("names-the-token", "wa-token"), request("names-its-own", "subject"))
-	ctx := context.Background()
+	c, r := reconcilerWithLaggingCache(t, channelsNotInCache, tn, ns, wa, secret("wa-token"), secret("subject"), request("names-the-token", "wa-token"), request("names-its-own", "subject"))
 	reconcile := func(name string) platformv1.DeletionRequest {
 		t.Helper()
-		if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: ns.Name, Name: name}}); err != nil {
-			t.Fatal(err)
-		}
-		var dr platformv1.DeletionRequest
-		if err := c.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: name}, &dr); err != nil {
-			t.Fatal(err)
-		}
+		_, dr := reconcileRequest(t, c, r, client.ObjectKey{Namespace: ns.Name, Name: name})
 		return dr
 	}
 
