@@ -478,7 +478,7 @@ func TestGracefulShutdownDrainsInFlight(t *testing.T) {
 	}
 	// Answered or refused, never failed: every response of the load was a 200.
 	if code := firstOtherThan(got.codes, http.StatusOK); code != 0 {
-		t.Errorf("a delivery got %d during shutdown: %v", code, got.codes)
+		t.Errorf("a delivery got %d during shutdown: %v\n%s", code, got.codes, w.log())
 	}
 	for i := range nHeld {
 		got.ok[fmt.Sprintf("wamid.held-%d", i)] = true

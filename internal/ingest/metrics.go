@@ -15,7 +15,7 @@ const (
 	ResultTooLarge       = "too_large"    // 413
 	ResultBadRequest     = "bad_request"  // 400
 	ResultUnknownChannel = "unknown_channel"
-	ResultNotReady       = "not_ready"   // 503 before the store is open / while stopping
+	ResultNotReady       = "not_ready"   // 503 before the store is open
 	ResultStoreError     = "store_error" // 503: not stored, Meta will retry
 )
 

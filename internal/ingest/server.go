@@ -106,13 +106,19 @@ func (s *Server) SetStore(st store.Store) { s.store.Store(&storeRef{st}) }
 // new files: the media fetcher's wake-up. The fetch itself never runs on the webhook path.
 func (s *Server) SetFilesCommitted(notify func()) { s.filesCommitted.Store(&notify) }
 
-// SetStopping marks the server not ready (graceful shutdown has begun).
+// SetStopping marks the server not ready (graceful shutdown has begun): /readyz fails so
+// that no new traffic is routed here. Deliveries that still arrive (on a connection
+// kept alive before the listener closed) are stored as usual: the store stays open
+// until the HTTP server has finished every request.
 func (s *Server) SetStopping() { s.stopping.Store(true) }
 
-// Ready reports whether deliveries can be stored.
-func (s *Server) Ready() bool {
-	return !s.stopping.Load() && (s.opts.VerifyOnly || s.store.Load() != nil)
-}
+// Ready reports whether the worker takes new traffic: it can store deliveries and is
+// not shutting down.
+func (s *Server) Ready() bool { return !s.stopping.Load() && s.canStore() }
+
+// canStore reports whether deliveries can be stored: the store is open (or nothing is
+// stored, in the benchmark baseline).
+func (s *Server) canStore() bool { return s.opts.VerifyOnly || s.store.Load() != nil }
 
 // Handler routes the worker's endpoints.
 func (s *Server) Handler() http.Handler {
@@ -249,7 +255,7 @@ func committedResult(res store.CommitResult) string {
 // putBuf), capped at MaxBodyBytes, once the server is ready. A non-zero code is the
 // answer when it could not.
 func (s *Server) readDelivery(w http.ResponseWriter, r *http.Request, log logr.Logger) (*bytes.Buffer, int, string) {
-	if !s.Ready() {
+	if !s.canStore() {
 		return nil, http.StatusServiceUnavailable, ResultNotReady
 	}
 	buf := s.bufs.Get().(*bytes.Buffer)

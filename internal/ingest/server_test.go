@@ -503,6 +503,30 @@ func TestInstagramDeletion(t *testing.T) {
 	}
 }
 
+// Once graceful shutdown has begun the worker is no longer ready (/readyz 503), but a
+// delivery that still reaches it (on a connection kept alive before its listener
+// closed) is stored and answered 200, not 503: its store is open until every request
+// has been answered.
+func TestDeliveriesWhileStoppingAreStored(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Options{})
+	e.srv.SetStopping()
+	resp, err := http.Get(e.http.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("readyz while stopping: %d, want 503", resp.StatusCode)
+	}
+	if code := e.postSigned("wa", readFile(t, filepath.Join(fixtureDir, "whatsapp-text.json"))); code != http.StatusOK {
+		t.Fatalf("delivery while stopping: %d, want 200", code)
+	}
+	if n := len(e.dump().Messages); n != 1 {
+		t.Fatalf("%d messages stored, want 1", n)
+	}
+}
+
 func TestStoreFailureIsNotAcknowledged(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, Options{})
